@@ -1,0 +1,91 @@
+"""`Camera` (pinhole intrinsics + world-to-camera pose, OpenCV convention) and `Scene`.
+
+OpenCV convention: camera x right, y down, z forward (into the scene). Loaders convert every
+source convention (COLMAP is already OpenCV; Blender/instant-ngp are OpenGL) at the edge.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Camera:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+    world_to_camera: torch.Tensor  # (4, 4) float32
+    image: torch.Tensor | None = None  # (H, W, 3) float32 in [0, 1]
+    alpha: torch.Tensor | None = None  # (H, W) float32 in [0, 1], when the source has one
+    name: str = ""
+
+    def __post_init__(self):
+        w2c = torch.as_tensor(self.world_to_camera, dtype=torch.float32)
+        if tuple(w2c.shape) != (4, 4):
+            raise ValueError(f"world_to_camera must be 4x4, got {tuple(w2c.shape)}")
+        self.world_to_camera = w2c
+        self.width, self.height = int(self.width), int(self.height)
+        self.fx, self.fy, self.cx, self.cy = float(self.fx), float(self.fy), float(self.cx), float(self.cy)
+
+    @property
+    def K(self) -> torch.Tensor:
+        return torch.tensor([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=torch.float32)
+
+    @property
+    def camera_to_world(self) -> torch.Tensor:
+        return torch.linalg.inv(self.world_to_camera)
+
+    @property
+    def center(self) -> torch.Tensor:
+        """Camera position in world coordinates."""
+        return self.camera_to_world[:3, 3]
+
+    def scaled(self, factor: float) -> "Camera":
+        """Same camera with the image plane resized by ``factor`` (e.g. 0.5 halves the resolution).
+        Images are not resampled here; loaders do that."""
+        w, h = max(1, round(self.width * factor)), max(1, round(self.height * factor))
+        sx, sy = w / self.width, h / self.height
+        return Camera(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, w, h,
+                      self.world_to_camera.clone(), None, None, self.name)
+
+    @staticmethod
+    def look_at(eye, target, up, fov_x_deg: float, width: int, height: int, name: str = "") -> "Camera":
+        """A pinhole camera at ``eye`` looking at ``target``; ``up`` is the world up direction."""
+        eye, target, up = (torch.as_tensor(v, dtype=torch.float64) for v in (eye, target, up))
+        z = target - eye
+        z = z / z.norm()
+        x = torch.linalg.cross(z, up)
+        if float(x.norm()) < 1e-9:  # looking along up: pick any perpendicular
+            x = torch.linalg.cross(z, torch.tensor([1.0, 0, 0], dtype=torch.float64))
+        x = x / x.norm()
+        y = torch.linalg.cross(z, x)  # y points down in the image
+        R = torch.stack([x, y, z], 0)
+        w2c = torch.eye(4, dtype=torch.float64)
+        w2c[:3, :3] = R
+        w2c[:3, 3] = -R @ eye
+        fx = 0.5 * width / torch.tan(torch.deg2rad(torch.tensor(fov_x_deg / 2.0, dtype=torch.float64)))
+        return Camera(float(fx), float(fx), width / 2.0, height / 2.0, width, height, w2c.float(), name=name)
+
+
+@dataclass
+class Scene:
+    train: list[Camera]
+    test: list[Camera]
+    points: torch.Tensor  # (M, 3) float32 initial points
+    colors: torch.Tensor  # (M, 3) float32 in [0, 1]
+    extent: float  # radius of the camera centres around their mean, x1.1 (as in the 3DGS reference)
+    background: tuple[float, float, float] | None = None  # compositing colour for RGBA data
+    meta: dict = field(default_factory=dict)
+
+
+def camera_extent(cameras: list[Camera]) -> float:
+    """3DGS `getNerfppNorm` radius: max distance of camera centres from their mean, times 1.1."""
+    if not cameras:
+        return 1.0
+    centers = torch.stack([c.center for c in cameras])
+    r = (centers - centers.mean(0)).norm(dim=1).max()
+    return float(r) * 1.1 if float(r) > 0 else 1.0

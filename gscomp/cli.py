@@ -1,0 +1,55 @@
+"""`gscomp` console script: one verb per user flow.
+
+Verbs that take a scene or training settings (`train`, `eval`, `demo`, and `compress` from images)
+are Hydra apps: every `key=value` override, `--cfg job`, and `-m` multirun work as in any Hydra app.
+File verbs (`compress IN OUT.gsz`, `decode`, `info`, `view`) take plain arguments.
+
+User errors (`GscompError`) print one line `error: ...` and exit with status 2.
+"""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: gscomp VERB [ARGS] [key=value ...]
+
+verbs:
+  demo                       train-and-compress the embedded synthetic scene, decode, report
+  train   [key=value ...]    train a 3DGS scene (data=colmap|blender|ngp|synthetic data.path=DIR out=OUT)
+  eval    MODEL [key=value]  PSNR/SSIM(/LPIPS) of a .ply/.gsz/checkpoint on a scene's test views
+  compress IN OUT.gsz [pipeline=PRESET]        post-hoc: .ply/.spz/.splat/compressed.ply -> .gsz
+  compress data=... pipeline=c3dgs out=OUT     train-and-compress from images
+  decode  IN.gsz OUT.ply|.spz|.splat           decode a .gsz to a standard splat file
+  info    IN.gsz [--json]                      header, counts, bytes per section and per attribute
+  view    FILE                                 interactive viewer for .gsz/.ply/.spz/.splat
+"""
+
+VERBS = ("train", "eval", "demo", "compress", "decode", "info", "view")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"error: unknown verb {verb!r}; run `gscomp --help`", file=sys.stderr)
+        return 2
+    from .errors import GscompError
+
+    try:
+        import importlib
+
+        module = importlib.import_module(f"gscomp.commands.{verb}")
+        code = module.run(rest)
+    except GscompError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

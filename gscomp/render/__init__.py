@@ -1,0 +1,95 @@
+"""The one render API: `render(splats, cameras, *, sh_degree, background, backend)`.
+
+Semantics (standard 3DGS; every backend implements exactly these):
+
+- Projection: p = R @ mean + t (world_to_camera); Gaussians with z <= 0.01 are culled.
+  Covariance R_q diag(exp(s))^2 R_q^T with the quaternion normalised (zero quaternion = identity).
+  EWA: cov2d = J W cov3 W^T J^T with the tangent clamped to 1.3x the field of view (per side, for an
+  off-centre principal point), plus 0.3 px^2 low-pass dilation; det <= 0 culls. Pixel (i, j) has its
+  centre at (i + 0.5, j + 0.5); mean2d = (fx x/z + cx, fy y/z + cy).
+- Extent: radius = ceil(3 sqrt(lambda_max)), lambda_max = mid + sqrt(max(0.1, mid^2 - det)).
+  A Gaussian touches 16x16 tiles [floor((m - r)/16), ceil((m + r)/16)) clamped to the image; none culls.
+- Colour: SH up to ``sh_degree`` along the normalised direction camera-centre -> mean, +0.5,
+  clamped at 0.
+- Compositing: front to back by camera z; alpha = min(0.99, sigmoid(opacity) exp(power)), skipped when
+  power > 0 or alpha < 1/255; stops before the Gaussian that would take transmittance below 1e-4.
+  colour += T_final * background. Depth is the expected depth sum(w z) / alpha (0 where alpha = 0).
+
+Returns ``RenderOutput(colors (C,H,W,3), alphas (C,H,W), depths (C,H,W), info)`` where
+``info["means2d"]`` (C,N,2) is the differentiable screen position (retain its grad for
+densification) and ``info["radii"]`` (C,N) the pixel radii (0 = not visible).
+
+Backends: ``cpu`` (native C++/OpenMP, forward + hand-written backward), ``torch`` (reference),
+``gsplat`` (CUDA), ``auto`` = gsplat when CUDA is available, else cpu.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+
+from ..camera import Camera
+from ..errors import GscompError
+from ..splats import Splats
+
+
+class RenderOutput(NamedTuple):
+    colors: torch.Tensor
+    alphas: torch.Tensor
+    depths: torch.Tensor
+    info: dict
+
+
+BACKENDS = ("auto", "cpu", "torch", "gsplat")
+
+
+def resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise GscompError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        return "gsplat" if torch.cuda.is_available() and _has_gsplat() else "cpu"
+    return backend
+
+
+def _has_gsplat() -> bool:
+    try:
+        import gsplat  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def render(
+    splats: Splats,
+    cameras: Camera | Sequence[Camera],
+    *,
+    sh_degree: int | None = None,
+    background=None,
+    backend: str = "auto",
+) -> RenderOutput:
+    if isinstance(cameras, Camera):
+        cameras = [cameras]
+    cameras = list(cameras)
+    if not cameras:
+        raise GscompError("render: no cameras given")
+    sh_degree = splats.sh_degree if sh_degree is None else int(sh_degree)
+    if not 0 <= sh_degree <= splats.sh_degree:
+        raise GscompError(f"render: sh_degree {sh_degree} is outside 0..{splats.sh_degree} (the splats' degree)")
+    if background is None:
+        background = torch.zeros(3, dtype=splats.means.dtype, device=splats.device)
+    background = torch.as_tensor(background, dtype=splats.means.dtype, device=splats.device).reshape(3)
+    backend = resolve_backend(backend)
+    if backend == "torch":
+        from .torch_ref import render_torch
+
+        return RenderOutput(*render_torch(splats, cameras, sh_degree, background))
+    if backend == "cpu":
+        from .cpu import render_cpu
+
+        return RenderOutput(*render_cpu(splats, cameras, sh_degree, background))
+    from .gsplat_backend import render_gsplat
+
+    return RenderOutput(*render_gsplat(splats, cameras, sh_degree, background))
+
+
+__all__ = ["render", "RenderOutput", "BACKENDS", "resolve_backend"]

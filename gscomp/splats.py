@@ -1,0 +1,162 @@
+"""`Splats`: the one scene type used everywhere (loaders, renderer, trainer, stages, codecs).
+
+Conventions are those of the INRIA 3DGS `.ply` and of gsplat, so no conversion is needed at
+either edge:
+
+- ``means``     (N, 3) float32 world positions
+- ``quats``     (N, 4) float32 rotation quaternions, **wxyz**, not necessarily unit length
+- ``scales``    (N, 3) float32 **log** scales
+- ``opacities`` (N,)   float32 opacity **logits** (opacity = sigmoid(logit))
+- ``sh0``       (N, 1, 3) float32 degree-0 SH coefficients (the ``f_dc_*`` of the PLY)
+- ``shN``       (N, K, 3) float32 higher-order SH, K = (d+1)^2 - 1 for degree d in 0..3
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+import torch
+
+from .errors import GscompError
+
+SH_C0 = 0.28209479177387814
+FIELDS = ("means", "quats", "scales", "opacities", "sh0", "shN")
+
+
+def num_sh_rest(degree: int) -> int:
+    """Number of non-DC SH coefficients per colour channel for an SH degree."""
+    return (degree + 1) ** 2 - 1
+
+
+def sh_degree_from_rest(k: int) -> int:
+    for d in range(4):
+        if num_sh_rest(d) == k:
+            return d
+    raise GscompError(f"{k} higher-order SH coefficients per channel is not a valid SH degree (0, 3, 8 or 15)")
+
+
+@dataclass
+class Splats:
+    means: torch.Tensor
+    quats: torch.Tensor
+    scales: torch.Tensor
+    opacities: torch.Tensor
+    sh0: torch.Tensor
+    shN: torch.Tensor
+
+    # ------------------------------------------------------------------ basics
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def sh_degree(self) -> int:
+        return sh_degree_from_rest(int(self.shN.shape[1]))
+
+    def items(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for f in FIELDS:
+            yield f, getattr(self, f)
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.items())
+
+    def map(self, fn) -> "Splats":
+        """Apply ``fn`` to every tensor (e.g. ``lambda t: t.detach()``)."""
+        return Splats(**{k: fn(v) for k, v in self.items()})
+
+    def to(self, *args, **kwargs) -> "Splats":
+        return self.map(lambda t: t.to(*args, **kwargs))
+
+    def detach(self) -> "Splats":
+        return self.map(lambda t: t.detach())
+
+    def clone(self) -> "Splats":
+        return self.map(lambda t: t.clone())
+
+    def __getitem__(self, index) -> "Splats":
+        """Select Gaussians by index tensor, slice or boolean mask."""
+        return self.map(lambda t: t[index])
+
+    def replace(self, **changes) -> "Splats":
+        return replace(self, **changes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    # ------------------------------------------------------------------ constructors
+    @staticmethod
+    def empty(sh_degree: int = 3, n: int = 0, dtype=torch.float32) -> "Splats":
+        k = num_sh_rest(sh_degree)
+        return Splats(
+            means=torch.zeros(n, 3, dtype=dtype),
+            quats=torch.tensor([1.0, 0, 0, 0], dtype=dtype).repeat(n, 1),
+            scales=torch.zeros(n, 3, dtype=dtype),
+            opacities=torch.zeros(n, dtype=dtype),
+            sh0=torch.zeros(n, 1, 3, dtype=dtype),
+            shN=torch.zeros(n, k, 3, dtype=dtype),
+        )
+
+    @staticmethod
+    def cat(parts: list["Splats"]) -> "Splats":
+        return Splats(**{f: torch.cat([getattr(p, f) for p in parts], 0) for f in FIELDS})
+
+    def with_sh_degree(self, degree: int) -> "Splats":
+        """Drop (or zero-pad) higher-order SH to reach ``degree``."""
+        k = num_sh_rest(degree)
+        cur = self.shN.shape[1]
+        if k <= cur:
+            return self.replace(shN=self.shN[:, :k].contiguous())
+        pad = self.shN.new_zeros(len(self), k - cur, 3)
+        return self.replace(shN=torch.cat([self.shN, pad], 1))
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, what: str = "splats") -> "Splats":
+        """Check shapes, dtypes and finiteness; raise one clear `GscompError` on the first problem."""
+        n = self.means.shape[0] if self.means.ndim >= 1 else -1
+        expect = {
+            "means": (n, 3),
+            "quats": (n, 4),
+            "scales": (n, 3),
+            "opacities": (n,),
+            "sh0": (n, 1, 3),
+        }
+        for name, shape in expect.items():
+            t = getattr(self, name)
+            if not isinstance(t, torch.Tensor):
+                raise GscompError(f"{what}: {name} is {type(t).__name__}, expected a torch.Tensor")
+            if tuple(t.shape) != shape:
+                raise GscompError(f"{what}: {name} has shape {tuple(t.shape)}, expected {shape}")
+        if self.shN.ndim != 3 or self.shN.shape[0] != n or self.shN.shape[2] != 3:
+            raise GscompError(f"{what}: shN has shape {tuple(self.shN.shape)}, expected ({n}, K, 3)")
+        sh_degree_from_rest(int(self.shN.shape[1]))
+        dtype = self.means.dtype
+        for name, t in self.items():
+            if not t.is_floating_point():
+                raise GscompError(f"{what}: {name} has dtype {t.dtype}, expected a floating-point tensor")
+            if t.dtype != dtype:
+                raise GscompError(f"{what}: {name} has dtype {t.dtype} but means has {dtype}")
+            if t.device != self.means.device:
+                raise GscompError(f"{what}: {name} is on {t.device} but means is on {self.means.device}")
+            if t.numel() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t.reshape(n, -1))).any(1).nonzero()[0, 0]) if n else 0
+                raise GscompError(f"{what}: {name} has non-finite values (first at Gaussian {bad})")
+        return self
+
+    # ------------------------------------------------------------------ derived quantities
+    def colors_dc(self) -> torch.Tensor:
+        """RGB of the degree-0 term (what a DC-only viewer shows), (N, 3), unclamped."""
+        return self.sh0[:, 0] * SH_C0 + 0.5
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self) == 0:
+            z = self.means.new_zeros(3)
+            return z, z
+        return self.means.min(0).values, self.means.max(0).values
+
+
+def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
+    """Inverse of `Splats.colors_dc` for initialisation: (N,3) colours -> (N,1,3) SH DC."""
+    return ((rgb - 0.5) / SH_C0).unsqueeze(1)
+
+
+__all__ = ["Splats", "SH_C0", "FIELDS", "num_sh_rest", "sh_degree_from_rest", "rgb_to_sh0"]

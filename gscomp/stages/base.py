@@ -1,0 +1,122 @@
+"""The stage interface: one compression idea from one paper, on both the training and coding side.
+
+A *pipeline* is an ordered list of stages (see `gscomp.stages.pipeline`); every `Splats` field
+("means", "quats", "scales", "opacities", "sh0", "shN") is *owned* by exactly one stage, which writes
+it into the `.gsz` and rebuilds it at decode time. Stages are built from config dicts
+(``{"type": NAME, **params}``) and their params are stored in the `.gsz` header, so the decoder can
+rebuild the same stage objects from the file alone.
+
+Training side (all optional; the trainer calls them, see `gscomp.train.trainer`):
+    attach(state)                 add parameters: per-Gaussian ones via ``state.add_gaussian_param``
+                                  (they follow densification/pruning automatically) and global ones
+                                  (hash grids, MLPs, codebooks) via ``state.add_module``
+    transform(splats, step)       the splats actually rendered this step (mask, VQ, field colour)
+    loss(splats, step, state)     extra loss term (mask loss, rate loss, smoothness) or None
+    on_step_end(step, state)      hooks at step boundaries (hard prune, start VQ, re-sort)
+
+Coding side:
+    bake(splats, state)           final splats to code (prune masked, snap to codebooks, colours from
+                                  the field); default: ``transform(splats, last step)``
+    reorder(splats)               optional permutation of the Gaussians (Morton order, 2D grid sort)
+    encode(splats, ctx)           -> list[Section] for the fields in ``owns``
+    decode(sections, ctx)         -> {field: tensor} for the fields in ``owns``
+
+Determinism contract: ``decode`` must be a pure function of the section bytes, the stage params and
+``ctx.attrs`` (fields decoded by earlier stages), evaluated in float32 on the CPU in a fixed order,
+so any machine reproduces it bit for bit. The pipeline encoder calls ``decode`` right after
+``encode`` and passes the *decoded* fields on to later stages, so a stage that conditions on
+positions (hash-grid field, context model) sees the same quantized positions as the decoder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ..splats import Splats
+
+
+@dataclass
+class Section:
+    """One payload in the `.gsz`: ``name`` is unique in the file, ``codec`` names how the bytes are
+    coded (documented in docs/gsz-format.md)."""
+
+    name: str
+    codec: str
+    payload: bytes
+
+
+@dataclass
+class CodingContext:
+    """Shared state while a pipeline encodes or decodes one scene."""
+
+    n: int  # number of Gaussians being coded (after bake and pruning)
+    sh_degree: int  # SH degree being coded
+    attrs: dict[str, torch.Tensor] = field(default_factory=dict)  # fields decoded so far
+    header: dict[str, Any] = field(default_factory=dict)  # scene-level header values (e.g. bounds)
+
+
+class Stage:
+    """Base class; subclasses set ``type`` and ``owns`` and override what they need."""
+
+    type: ClassVar[str] = ""
+    owns: tuple[str, ...] = ()
+
+    def __init__(self, **params: Any):
+        self.params = dict(params)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description stored in the header; ``build_stage`` inverts it."""
+        return {"type": self.type, **self.params}
+
+    # ---------------------------------------------------------------- training side
+    def attach(self, state) -> None:
+        pass
+
+    def transform(self, splats: Splats, step: int) -> Splats:
+        return splats
+
+    def loss(self, splats: Splats, step: int, state) -> torch.Tensor | None:
+        return None
+
+    def on_step_end(self, step: int, state) -> None:
+        pass
+
+    # ---------------------------------------------------------------- coding side
+    def bake(self, splats: Splats, state=None) -> Splats:
+        return self.transform(splats, step=-1)
+
+    def reorder(self, splats: Splats) -> torch.Tensor | None:
+        return None
+
+    def encode(self, splats: Splats, ctx: CodingContext) -> list[Section]:
+        return []
+
+    def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
+        return {}
+
+
+STAGES: dict[str, type[Stage]] = {}
+
+
+def register(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: make a stage buildable by its ``type`` name."""
+    if not cls.type:
+        raise ValueError(f"{cls.__name__} has no type name")
+    STAGES[cls.type] = cls
+    return cls
+
+
+def build_stage(desc: dict[str, Any]) -> Stage:
+    from ..errors import GscompError
+
+    desc = dict(desc)
+    kind = desc.pop("type", None)
+    if kind not in STAGES:
+        known = ", ".join(sorted(STAGES)) or "none"
+        raise GscompError(f"unknown stage type {kind!r} (known: {known})")
+    try:
+        return STAGES[kind](**desc)
+    except TypeError as e:
+        raise GscompError(f"bad parameters for stage {kind!r}: {e}") from None
