@@ -1,0 +1,136 @@
+"""Scene loaders: every source becomes one `gscomp.camera.Scene` in the OpenCV camera convention.
+
+    load_scene(kind, path, *, downscale=1, test_every=8, background=(1, 1, 1), max_images=None, **kw)
+
+kinds: ``colmap`` (binary/text model; distorted cameras are undistorted with pycolmap),
+``blender`` (NeRF-synthetic ``transforms_{train,val,test}.json``), ``ngp`` (instant-ngp
+``transforms.json``) and ``synthetic`` (a procedural scene rendered by gscomp; ``path`` unused).
+
+Conventions shared by all loaders:
+- Views are sorted by image name. ``max_images`` keeps that many views evenly spread over the
+  sorted list (so a 360 degree capture keeps its coverage). Then every ``test_every``-th view
+  (index % test_every == 0) is a test view; ``test_every=0`` means no test views. Blender scenes
+  that ship their own test (or else val) split use it instead of the hold-out.
+- ``downscale`` divides the resolution; images are area-filtered and intrinsics scaled with
+  `Camera.scaled`, so pixels and cameras always agree.
+- RGBA sources are composited over ``background`` (``None`` = black) and keep ``Camera.alpha``;
+  ``Scene.background`` is that colour, or ``None`` for sources without alpha (COLMAP).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, TypeVar
+
+from ..camera import Camera, Scene, camera_extent
+from ..errors import GscompError
+
+KINDS = ("colmap", "blender", "ngp", "synthetic")
+OPTIONS = {  # loader-specific keyword arguments accepted by load_scene(**kw)
+    "colmap": ("threads", "images"),
+    "blender": ("threads", "num_points", "seed"),
+    "ngp": ("threads", "num_points", "seed"),
+    "synthetic": ("n_views", "resolution", "seed", "backend"),
+}
+T = TypeVar("T")
+
+
+def subsample(items: Sequence[T], max_images: int | None) -> list[T]:
+    """At most ``max_images`` items, evenly spaced over the (sorted) sequence, first one included."""
+    items = list(items)
+    if max_images is None or len(items) <= max_images:
+        return items
+    n = len(items)
+    idx = sorted({min(n - 1, math.floor(i * n / max_images)) for i in range(max_images)})
+    return [items[i] for i in idx]
+
+
+def split(cams: Sequence[Camera], test_every: int) -> tuple[list[Camera], list[Camera]]:
+    """Every ``test_every``-th camera (index % test_every == 0) is a test view; 0 = no test split."""
+    if test_every <= 0 or len(cams) < 2:
+        return list(cams), []
+    train = [c for i, c in enumerate(cams) if i % test_every != 0]
+    test = [c for i, c in enumerate(cams) if i % test_every == 0]
+    return train, test
+
+
+def _background(bg) -> tuple[float, float, float] | None:
+    if bg is None:
+        return None
+    try:
+        t = tuple(float(v) for v in bg)
+    except (TypeError, ValueError):
+        raise GscompError(f"background must be three numbers in [0, 1], got {bg!r}") from None
+    if len(t) != 3 or not all(0.0 <= v <= 1.0 for v in t):
+        raise GscompError(f"background must be three numbers in [0, 1], got {bg!r}")
+    return t
+
+
+def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every: int = 8,
+               background=(1.0, 1.0, 1.0), max_images: int | None = None, **kw) -> Scene:
+    """Load a scene of ``kind`` from ``path``; see the module docstring for the shared conventions.
+
+    Extra keyword arguments go to the loader: ``threads`` (all file loaders); ``images`` (COLMAP
+    image folder name); ``num_points``/``seed`` (random initial points for blender/ngp);
+    ``n_views``/``resolution``/``seed``/``backend`` (synthetic; the renderer used for the GT).
+    """
+    if kind not in KINDS:
+        raise GscompError(f"unknown scene kind {kind!r}; choose one of {', '.join(KINDS)}")
+    try:
+        downscale = float(downscale)
+    except (TypeError, ValueError):
+        raise GscompError(f"downscale must be a number, got {downscale!r}") from None
+    if not math.isfinite(downscale) or downscale <= 0:
+        raise GscompError(f"downscale must be > 0, got {downscale}")
+    if int(test_every) != test_every or test_every < 0:
+        raise GscompError(f"test_every must be an integer >= 0, got {test_every!r}")
+    test_every = int(test_every)
+    if max_images is not None and (int(max_images) != max_images or max_images < 1):
+        raise GscompError(f"max_images must be a positive integer, got {max_images!r}")
+    bad = sorted(set(kw) - set(OPTIONS[kind]))
+    if bad:
+        raise GscompError(f"{kind} scenes take no option {bad[0]!r} (options: {', '.join(OPTIONS[kind])})")
+    bg = _background(background)
+    if kind != "synthetic" and path is None:
+        raise GscompError(f"a path is needed to load a {kind} scene")
+
+    explicit_test: list[Camera] | None = None
+    if kind == "colmap":
+        from .colmap import load_colmap
+
+        cams, points, colors, meta = load_colmap(path, downscale=downscale, background=bg,
+                                                 max_images=max_images, **kw)
+        scene_bg = None  # real photos have no alpha: nothing was composited
+    elif kind == "blender":
+        from .blender import load_blender
+
+        cams, explicit_test, points, colors, meta = load_blender(
+            path, downscale=downscale, background=bg, max_images=max_images,
+            with_test=test_every > 0, **kw)
+        scene_bg = bg or (0.0, 0.0, 0.0)
+    elif kind == "ngp":
+        from .ngp import load_ngp
+
+        cams, points, colors, meta = load_ngp(path, downscale=downscale, background=bg,
+                                              max_images=max_images, **kw)
+        scene_bg = (bg or (0.0, 0.0, 0.0)) if any(c.alpha is not None for c in cams) else None
+    else:
+        from .synthetic import load_synthetic
+
+        cams, points, colors, meta = load_synthetic(downscale=downscale, background=bg,
+                                                    max_images=max_images, **kw)
+        scene_bg = bg or (0.0, 0.0, 0.0)
+
+    if explicit_test is not None:
+        train, test = cams, explicit_test
+    else:
+        train, test = split(cams, test_every)
+    if not train:
+        raise GscompError(f"{kind} scene {path}: no training images")
+    return Scene(train=train, test=test, points=points.float().contiguous(),
+                 colors=colors.float().clamp(0, 1).contiguous(), extent=camera_extent(train),
+                 background=scene_bg, meta=meta)
+
+
+from .synthetic import synthetic_gt  # noqa: E402  (public helper for tests and demos)
+
+__all__ = ["load_scene", "KINDS", "split", "subsample", "synthetic_gt"]

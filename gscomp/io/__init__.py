@@ -1,0 +1,91 @@
+"""Splat file I/O: one `load_splats` / `save_splats` pair for every supported format.
+
+Read: INRIA `.ply` and PlayCanvas compressed `.ply` (told apart by the header's elements),
+Niantic `.spz` (versions 1-4), antimatter15 `.splat`, PlayCanvas SOG v2 (`meta.json`, a
+directory holding it, or a zipped `.sog`) and gscomp's own `.gsz` (via `gscomp.codec`).
+Write: `.ply` (INRIA, lossless), `.spz` (version 3 by default) and `.splat` (lossy).
+
+Every reader returns `Splats` in the INRIA PLY convention (RDF axes: x right, y down,
+z forward; log scales, logit opacities, wxyz quaternions). SPZ is the only format stored in
+another convention (RUB); its reader and writer convert, so PLY -> SPZ -> Splats lands where
+it started. Malformed input raises `FormatError` with one line naming the file and problem.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import FormatError, GscompError
+from ..splats import Splats
+from .ply import read_ply, write_ply
+
+READ_EXTS = (".ply", ".spz", ".splat", ".sog", ".json", ".gsz")
+WRITE_EXTS = (".ply", ".spz", ".splat")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Name of the reader for ``path``: 'ply', 'spz', 'splat', 'sog' or 'gsz'."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "meta.json").is_file():
+            return "sog"
+        raise GscompError(f"{p}: directory has no meta.json (expected a SOG scene)")
+    if not p.exists():
+        raise GscompError(f"{p}: no such file")
+    ext = p.suffix.lower()
+    if ext == ".json":
+        return "sog"
+    if ext in (".ply", ".spz", ".splat", ".sog", ".gsz"):
+        return ext[1:]
+    # Unknown extension: recognise the formats that carry a magic number.
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"ply"):
+        return "ply"
+    if head[:2] == b"\x1f\x8b" or head == b"NGSP":
+        return "spz"
+    raise FormatError(f"{p}: unrecognised splat file type '{ext or p.name}' "
+                      f"(expected one of {', '.join(READ_EXTS)} or a SOG directory)")
+
+
+def load_splats(path: str | os.PathLike) -> Splats:
+    """Load a splat scene from any supported file (see module doc) as float32 CPU Splats."""
+    fmt = detect_format(path)
+    if fmt == "ply":
+        return read_ply(path)
+    if fmt == "spz":
+        from .spz import read_spz
+
+        return read_spz(path)
+    if fmt == "splat":
+        from .splat import read_splat
+
+        return read_splat(path)
+    if fmt == "sog":
+        from .sog import read_sog
+
+        return read_sog(path)
+    from ..codec import decode_gsz  # written elsewhere; imported lazily so io works without it
+
+    return decode_gsz(path)
+
+
+def save_splats(path: str | os.PathLike, splats: Splats) -> None:
+    """Write ``splats`` to ``path`` atomically, the format chosen by the extension."""
+    ext = Path(path).suffix.lower()
+    if ext == ".ply":
+        write_ply(path, splats)
+    elif ext == ".spz":
+        from .spz import write_spz
+
+        write_spz(path, splats)
+    elif ext == ".splat":
+        from .splat import write_splat
+
+        write_splat(path, splats)
+    else:
+        raise GscompError(f"{path}: cannot write '{ext or Path(path).name}' files "
+                          f"(supported: {', '.join(WRITE_EXTS)}; use the codec for .gsz)")
+
+
+__all__ = ["load_splats", "save_splats", "detect_format", "read_ply", "write_ply", "FormatError"]

@@ -98,8 +98,9 @@ def project(splats: Splats, cam: Camera, sh_degree: int):
     return means2d, conics, colors, z, radii, rect
 
 
-def render_one(splats: Splats, cam: Camera, sh_degree: int, background: torch.Tensor):
-    means2d, conics, colors, depths, radii, rect = project(splats, cam, sh_degree)
+def render_one(splats: Splats, cam: Camera, sh_degree: int, background: torch.Tensor, proj=None):
+    """One camera; ``proj`` is this camera's `project` output when the caller already has it."""
+    means2d, conics, colors, depths, radii, rect = project(splats, cam, sh_degree) if proj is None else proj
     opac = torch.sigmoid(splats.opacities)
     W, H = cam.width, cam.height
     dtype = splats.means.dtype
@@ -155,10 +156,14 @@ def render_one(splats: Splats, cam: Camera, sh_degree: int, background: torch.Te
 
 
 def render_torch(splats: Splats, cameras: list[Camera], sh_degree: int, background: torch.Tensor):
-    outs = [render_one(splats, cam, sh_degree, background) for cam in cameras]
+    # info["means2d"] must be the tensor the compositing reads, or retain_grad() on it sees nothing.
+    projs = [project(splats, cam, sh_degree) for cam in cameras]
+    means2d = torch.stack([p[0] for p in projs])
+    outs = [render_one(splats, cam, sh_degree, background, (means2d[i], *projs[i][1:]))
+            for i, cam in enumerate(cameras)]
     return (
         torch.stack([o[0] for o in outs]),
         torch.stack([o[1] for o in outs]),
         torch.stack([o[2] for o in outs]),
-        {"means2d": torch.stack([o[3] for o in outs]), "radii": torch.stack([o[4] for o in outs])},
+        {"means2d": means2d, "radii": torch.stack([o[4] for o in outs])},
     )

@@ -1,0 +1,688 @@
+"""Entropy-coding layer on `constriction` (rANS, 32-bit words, 64-bit state, 24-bit precision).
+
+Every model here is an *integer* probability table that we build ourselves and store (histograms)
+or recompute from a documented formula (Gaussian scale table), so the bytes are reproducible on any
+machine and any decoder (not only constriction) can read them; see docs/gsz-format.md.
+
+How a table reaches constriction exactly: a table is a list of integer weights ``W_i >= 1`` with
+``sum(W) == 2**24``. constriction's ``Categorical(p, perfect=False)`` builds its CDF as
+``cdf_i = floor(cumsum(p)_i * (2**24 - A) / sum(p)) + i``; passing ``p_i = W_i - 1`` (exact integers
+in float64) makes the scale exactly 1.0, so constriction uses our ``W_i`` unchanged.
+
+Public API (numpy in, bytes out; torch tensors are accepted and converted):
+    encode_symbols(x) -> bytes            / decode_symbols(buf, n) -> int64 array
+    encode_gaussian(x, means, scales)     / decode_gaussian(buf, means, scales) -> int64 array
+    encode_categorical(x, probs)          / decode_categorical(buf, probs, n)
+    encode_bernoulli(bits, p1)            / decode_bernoulli(buf, p1, n)
+Determinism rule for conditional models (`*_gaussian`, `*_categorical`, `*_bernoulli`): the decoder
+must be given *bit-identical* parameter arrays to the encoder's; compute them in the decoder's code
+path (float32, CPU, fixed order) at encode time. The parameters are then snapped to a fixed grid
+(means to 1/4, scales to a 64-entry table, probabilities to 16-bit integers) before any table is
+built, which also makes tiny cross-platform differences harmless unless they straddle a grid edge.
+"""
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import FormatError, GscompError
+
+PRECISION = 24  # constriction's default ANS precision (bits); every table sums to 2**PRECISION
+TABLE_BITS = 16  # stored / computed tables are 16-bit fixed point, scaled by 2**8 to 24 bits
+MAX_ALPHABET = 1 << 14  # wider symbol ranges are split into coded high bits + raw low bits
+MAX_COUNT = 1 << 28  # sanity cap on element counts read from a file
+MAX_ABS = 1 << 40  # largest |symbol| accepted by encode_symbols
+
+# stream modes (first byte of an encode_symbols stream)
+M_EMPTY, M_CONST, M_ANS, M_DELTA_ANS, M_ZSTD, M_DELTA_ZSTD, M_SPLIT = range(7)
+
+try:  # constriction is a hard dependency, but keep import errors readable
+    import constriction
+except ImportError as e:  # pragma: no cover
+    raise GscompError(f"constriction is required for .gsz coding: {e}") from None
+
+
+def _np(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# ----------------------------------------------------------------------------- byte helpers
+class Reader:
+    """Bounds-checked cursor over a payload; every failure is a one-line FormatError."""
+
+    def __init__(self, data: bytes | memoryview, what: str = "stream"):
+        self.buf = memoryview(data)
+        self.pos = 0
+        self.what = what
+
+    def remaining(self) -> int:
+        return len(self.buf) - self.pos
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or n > self.remaining():
+            raise FormatError(f"{self.what}: truncated (needs {n} bytes, {self.remaining()} left)")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self.take(4))[0]
+
+    def varint(self, limit: int = 1 << 62) -> int:
+        value, shift = 0, 0
+        while True:
+            b = self.u8()
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise FormatError(f"{self.what}: varint too long")
+        if value > limit:
+            raise FormatError(f"{self.what}: value {value} exceeds the limit {limit}")
+        return value
+
+    def svarint(self) -> int:
+        return unzigzag_int(self.varint())
+
+    def blob(self, limit: int | None = None) -> memoryview:
+        n = self.varint(self.remaining() if limit is None else min(limit, self.remaining()))
+        return self.take(n)
+
+    def done(self) -> None:
+        if self.remaining():
+            raise FormatError(f"{self.what}: {self.remaining()} unexpected trailing bytes")
+
+
+def varint(v: int) -> bytes:
+    if v < 0:
+        raise ValueError("varint of a negative number")
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def zigzag_int(v: int) -> int:
+    return (v << 1) if v >= 0 else ((-v << 1) - 1)
+
+
+def unzigzag_int(u: int) -> int:
+    return (u >> 1) if not (u & 1) else -((u + 1) >> 1)
+
+
+def blob(b: bytes) -> bytes:
+    return varint(len(b)) + bytes(b)
+
+
+def varints(values: np.ndarray) -> bytes:
+    """Vectorised LEB128 of a non-negative integer array (< 2**63)."""
+    v = np.ascontiguousarray(values, dtype=np.uint64)
+    if v.size == 0:
+        return b""
+    nbytes = np.ones(v.shape, np.int64)
+    for k in range(1, 10):
+        nbytes += v >= (np.uint64(1) << np.uint64(7 * k))
+    ends = np.cumsum(nbytes)
+    out = np.zeros(int(ends[-1]), np.uint8)
+    starts = ends - nbytes
+    for k in range(int(nbytes.max())):
+        sel = nbytes > k
+        chunk = (v[sel] >> np.uint64(7 * k)) & np.uint64(0x7F)
+        more = (nbytes[sel] > k + 1).astype(np.uint8) << 7
+        out[starts[sel] + k] = chunk.astype(np.uint8) | more
+    return out.tobytes()
+
+
+def read_varints(r: Reader, count: int) -> np.ndarray:
+    """Read ``count`` LEB128 values (each < 2**63) from ``r``; vectorised."""
+    if count == 0:
+        return np.zeros(0, np.uint64)
+    buf = np.frombuffer(r.buf, np.uint8, offset=r.pos)
+    ends = np.flatnonzero(buf < 0x80)
+    if ends.size < count:
+        raise FormatError(f"{r.what}: truncated varint list")
+    ends = ends[:count]
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lens = ends - starts + 1
+    if lens.max() > 9:
+        raise FormatError(f"{r.what}: varint too long")
+    total = int(ends[-1]) + 1
+    b = buf[:total].astype(np.uint64) & np.uint64(0x7F)
+    which = np.repeat(np.arange(count), lens)
+    shift = (np.arange(total) - np.repeat(starts, lens)).astype(np.uint64) * np.uint64(7)
+    if lens.max() == 1:
+        vals = b
+    else:
+        vals = np.zeros(count, np.uint64)
+        np.bitwise_or.at(vals, which, b << shift)
+    r.pos += total
+    return vals
+
+
+def zigzag(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.int64)
+    return ((x << 1) ^ (x >> 63)).astype(np.uint64)
+
+
+def unzigzag(u: np.ndarray) -> np.ndarray:
+    u = u.astype(np.uint64)
+    return ((u >> np.uint64(1)).astype(np.int64)) ^ (-(u & np.uint64(1)).astype(np.int64))
+
+
+def pack_bits(values: np.ndarray, widths) -> bytes:
+    """Concatenate ``values[i]`` as ``widths[i]``-bit big-endian fields (MSB first), widths <= 56."""
+    v = np.ascontiguousarray(values, dtype=np.uint64)
+    w = np.broadcast_to(np.asarray(widths, dtype=np.int64), v.shape)
+    if v.size == 0:
+        return b""
+    if w.max() > 56:
+        raise ValueError("pack_bits: width > 56")
+    ends = np.cumsum(w)
+    total_bits = int(ends[-1])
+    starts = ends - w
+    nbytes = (total_bits + 7) // 8
+    # left-align each field in a 64-bit window starting at its first byte, then split into bytes
+    shift = (64 - (starts % 8) - w).astype(np.uint64)
+    mask = (np.uint64(1) << w.astype(np.uint64)) - np.uint64(1)
+    window = (v & mask) << shift
+    first = starts // 8
+    acc = np.zeros(nbytes + 8, np.float64)
+    for k in range(8):
+        byte = ((window >> np.uint64(56 - 8 * k)) & np.uint64(0xFF)).astype(np.float64)
+        nz = byte != 0
+        if nz.any():  # fields never overlap in bits, so summing contributions == OR-ing them
+            acc += np.bincount(first[nz] + k, weights=byte[nz], minlength=nbytes + 8)
+    return acc[:nbytes].astype(np.uint8).tobytes()
+
+
+def unpack_bits(data: bytes | memoryview, widths, count: int) -> np.ndarray:
+    w = np.broadcast_to(np.asarray(widths, dtype=np.int64), (count,))
+    if count == 0:
+        return np.zeros(0, np.uint64)
+    ends = np.cumsum(w)
+    need = (int(ends[-1]) + 7) // 8
+    if len(data) != need:
+        raise FormatError(f"raw bit field has {len(data)} bytes, expected {need}")
+    buf = np.zeros(need + 8, np.uint8)
+    buf[:need] = np.frombuffer(data, np.uint8)
+    starts = ends - w
+    first = starts // 8
+    window = np.zeros(count, np.uint64)
+    for k in range(8):
+        window = (window << np.uint64(8)) | buf[first + k].astype(np.uint64)
+    shift = (64 - (starts % 8) - w).astype(np.uint64)
+    mask = (np.uint64(1) << w.astype(np.uint64)) - np.uint64(1)
+    return (window >> shift) & mask
+
+
+# ----------------------------------------------------------------------------- ANS core
+def _model(weights24: np.ndarray):
+    """constriction categorical that uses exactly the given 24-bit integer weights (see docstring)."""
+    p = weights24.astype(np.float64) - 1.0
+    return constriction.stream.model.Categorical(p, perfect=False)
+
+
+def ans_encode(groups: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """Encode several (indices, weights24) groups into ONE rANS stream, decoded in list order."""
+    coder = constriction.stream.stack.AnsCoder()
+    for idx, w in reversed(groups):
+        if len(idx) == 0 or len(w) < 2:
+            continue  # single-symbol alphabets cost nothing
+        coder.encode_reverse(np.ascontiguousarray(idx, dtype=np.int32), _model(w))
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def ans_decoder(words: bytes | memoryview):
+    if len(words) % 4:
+        raise FormatError("rANS stream length is not a multiple of 4")
+    arr = np.frombuffer(words, dtype="<u4").astype(np.uint32)
+    if arr.size and arr[-1] == 0:
+        raise FormatError("rANS stream ends in a zero word")
+    try:
+        return constriction.stream.stack.AnsCoder(arr)
+    except Exception as e:  # constriction raises on malformed streams
+        raise FormatError(f"bad rANS stream: {e}") from None
+
+
+def ans_decode_group(coder, w: np.ndarray, n: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, np.int64)
+    if len(w) < 2:
+        return np.zeros(n, np.int64)
+    try:
+        return coder.decode(_model(w), n).astype(np.int64)
+    except Exception as e:
+        raise FormatError(f"bad rANS stream: {e}") from None
+
+
+def ans_finish(coder) -> None:
+    """A well-formed stream is consumed exactly; leftover state means corruption."""
+    if not coder.is_empty():
+        raise FormatError("rANS stream has trailing data (corrupt)")
+
+
+# ----------------------------------------------------------------------------- tables
+def quantize_pmf(counts: np.ndarray, bits: int = TABLE_BITS) -> np.ndarray:
+    """Integer weights summing to 2**bits, >= 1 wherever counts > 0, 0 elsewhere (encoder only:
+    the decoder reads the weights, so this rounding need not be reproduced by other decoders)."""
+    counts = np.asarray(counts, np.float64)
+    total = 1 << bits
+    nz = counts > 0
+    if nz.sum() > total:
+        raise ValueError("too many symbols for the table precision")
+    w = np.zeros(counts.shape, np.int64)
+    w[nz] = np.maximum(1, np.floor(counts[nz] * total / counts.sum())).astype(np.int64)
+    diff = total - int(w.sum())
+    order = np.argsort(-w, kind="stable")
+    i = 0
+    while diff != 0:  # give/take the remainder on the largest weights, deterministically
+        j = order[i % len(order)]
+        if diff > 0:
+            w[j] += diff
+            diff = 0
+        elif w[j] > 1:
+            step = min(-diff, int(w[j]) - 1)
+            w[j] -= step
+            diff += step
+        i += 1
+    return w
+
+
+def to24(w16: np.ndarray) -> np.ndarray:
+    return w16.astype(np.int64) << (PRECISION - TABLE_BITS)
+
+
+# ----------------------------------------------------------------------------- histogram streams
+def _hist_encode(x: np.ndarray) -> bytes:
+    """Histogram model + rANS (mode payload of M_ANS): zigzag(min), A, A weights, words."""
+    lo, hi = int(x.min()), int(x.max())
+    a = hi - lo + 1
+    counts = np.bincount((x - lo).astype(np.int64), minlength=a)
+    w16 = quantize_pmf(counts)
+    nzsym = np.flatnonzero(w16)
+    rank = np.full(a, -1, np.int64)
+    rank[nzsym] = np.arange(nzsym.size)
+    words = ans_encode([(rank[x - lo], to24(w16[nzsym]))])
+    return varint(zigzag_int(lo)) + varint(a) + varints(w16) + blob(words)
+
+
+def _hist_decode(r: Reader, n: int) -> np.ndarray:
+    lo = r.svarint()
+    a = r.varint(MAX_ALPHABET)
+    if a < 1:
+        raise FormatError(f"{r.what}: empty alphabet")
+    w16 = read_varints(r, a).astype(np.int64)
+    if int(w16.sum()) != 1 << TABLE_BITS or (w16 > 1 << TABLE_BITS).any():
+        raise FormatError(f"{r.what}: histogram does not sum to 2^{TABLE_BITS}")
+    nzsym = np.flatnonzero(w16)
+    words = r.blob()
+    coder = ans_decoder(words)
+    ranks = ans_decode_group(coder, to24(w16[nzsym]), n)
+    ans_finish(coder)
+    return nzsym[ranks] + lo
+
+
+def _entropy_bits(x: np.ndarray) -> float:
+    lo, hi = int(x.min()), int(x.max())
+    if hi - lo < (1 << 20):
+        c = np.bincount((x - lo).astype(np.int64))
+    else:  # wide (split-coded) ranges: distinct values are what matters for the estimate
+        c = np.unique(x >> max(0, (hi - lo).bit_length() - 12), return_counts=True)[1]
+    c = c[c > 0].astype(np.float64)
+    p = c / c.sum()
+    return float(-(c * np.log2(p)).sum()) + 24 * c.size  # + rough table cost
+
+
+def encode_symbols(x, *, allow_delta: bool = True, allow_zstd: bool = False, zstd_level: int = 19) -> bytes:
+    """Code an integer array (|x| < 2**40) with the best of: constant, histogram-rANS on x or on
+    its first differences, split high/low bits for wide ranges, or zstd (when allowed; it releases
+    the GIL and decodes faster, useful for bulk SH data). Returns a self-describing stream."""
+    x = _np(x).astype(np.int64).ravel()
+    n = x.size
+    if n == 0:
+        return bytes([M_EMPTY])
+    if int(np.abs(x).max()) >= MAX_ABS:
+        raise GscompError("a quantized attribute exceeds 2^40 steps; use a coarser quantization step")
+    if int(x.min()) == int(x.max()):
+        return bytes([M_CONST]) + varint(zigzag_int(int(x[0])))
+    cands = {M_ANS: x}
+    if allow_delta and n > 1:
+        d = np.diff(x, prepend=np.int64(0))
+        if _entropy_bits(d) < 0.97 * _entropy_bits(x):
+            cands = {M_DELTA_ANS: d}
+    mode, v = next(iter(cands.items()))
+    if allow_zstd:
+        return _zstd_stream(mode == M_DELTA_ANS, v, zstd_level)
+    if int(v.max()) - int(v.min()) + 1 > MAX_ALPHABET:
+        return bytes([mode]) + _split_encode(v)
+    return bytes([mode]) + bytes([0]) + _hist_encode(v)
+
+
+def _split_encode(v: np.ndarray) -> bytes:
+    """Wide range: hist-code the high part, store k raw low bits (flag byte 1)."""
+    lo = int(v.min())
+    u = (v - lo).astype(np.uint64)
+    k = max(0, int(u.max()).bit_length() - 12)
+    hi = (u >> np.uint64(k)).astype(np.int64)
+    raw = pack_bits(u & np.uint64((1 << k) - 1), k) if k else b""
+    return bytes([1]) + varint(zigzag_int(lo)) + bytes([k]) + blob(_hist_encode(hi)) + blob(raw)
+
+
+def _zstd_stream(delta: bool, v: np.ndarray, level: int) -> bytes:
+    import zstandard
+
+    u = zigzag(v)
+    m = int(u.max())
+    width = 1 if m < 1 << 8 else 2 if m < 1 << 16 else 4 if m < 1 << 32 else 8
+    raw = u.astype({1: "<u1", 2: "<u2", 4: "<u4", 8: "<u8"}[width]).tobytes()
+    z = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(raw)
+    return bytes([M_DELTA_ZSTD if delta else M_ZSTD, width]) + z
+
+
+def decode_symbols(data: bytes | memoryview, n: int, what: str = "symbol stream") -> np.ndarray:
+    """Inverse of `encode_symbols`; ``n`` comes from the container (never from the stream)."""
+    if not 0 <= n <= MAX_COUNT:
+        raise FormatError(f"{what}: count {n} out of range")
+    r = Reader(data, what)
+    mode = r.u8()
+    if mode == M_EMPTY:
+        r.done()
+        if n:
+            raise FormatError(f"{what}: empty stream for {n} values")
+        return np.zeros(0, np.int64)
+    if n == 0:
+        raise FormatError(f"{what}: non-empty stream for 0 values")
+    if mode == M_CONST:
+        v = r.svarint()
+        r.done()
+        return np.full(n, v, np.int64)
+    if mode in (M_ZSTD, M_DELTA_ZSTD):
+        out = _zstd_decode(r, n)
+    elif mode in (M_ANS, M_DELTA_ANS):
+        kind = r.u8()
+        if kind == 0:
+            out = _hist_decode(r, n)
+        elif kind == 1:
+            lo = r.svarint()
+            k = r.u8()
+            if k > 40:
+                raise FormatError(f"{what}: bad split width {k}")
+            hi = _hist_decode(Reader(r.blob(), what), n)
+            if hi.min() < 0 or hi.max() >= 1 << 40:
+                raise FormatError(f"{what}: split high part out of range")
+            raw = r.blob()
+            low = unpack_bits(raw, k, n).astype(np.int64) if k else 0
+            out = (hi << k) + low + lo
+        else:
+            raise FormatError(f"{what}: unknown ANS sub-mode {kind}")
+    else:
+        raise FormatError(f"{what}: unknown stream mode {mode}")
+    r.done()
+    if mode in (M_DELTA_ANS, M_DELTA_ZSTD):
+        out = np.cumsum(out)
+    return out
+
+
+def _zstd_decode(r: Reader, n: int) -> np.ndarray:
+    import zstandard
+
+    width = r.u8()
+    if width not in (1, 2, 4, 8):
+        raise FormatError(f"{r.what}: bad zstd element width {width}")
+    z = bytes(r.take(r.remaining()))
+    try:
+        size = zstandard.frame_content_size(z)
+        if size != n * width:
+            raise FormatError(f"{r.what}: zstd frame holds {size} bytes, expected {n * width}")
+        raw = zstandard.ZstdDecompressor().decompress(z, max_output_size=n * width)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"{r.what}: bad zstd data: {e}") from None
+    if len(raw) != n * width:
+        raise FormatError(f"{r.what}: zstd data has the wrong size")
+    u = np.frombuffer(raw, {1: "<u1", 2: "<u2", 4: "<u4", 8: "<u8"}[width])
+    return unzigzag(u)
+
+
+# ----------------------------------------------------------------------------- categorical / Bernoulli
+def prob_table(probs) -> np.ndarray:
+    """Snap probabilities (..., A) to 16-bit integer weights (each >= 1, rows summing to 2**16).
+    Uses only +,*,floor on float64, so it is exactly reproducible from identical inputs."""
+    p = np.asarray(_np(probs), np.float64)
+    if p.ndim == 1:
+        p = p[None]
+    a = p.shape[-1]
+    if a < 2 or a > MAX_ALPHABET or not np.isfinite(p).all() or (p < 0).any():
+        raise GscompError("categorical probabilities must be finite, >= 0, with 2..16384 symbols")
+    s = p.sum(-1, keepdims=True)
+    s[s <= 0] = 1.0
+    free = (1 << TABLE_BITS) - a
+    w = np.floor(p / s * free).astype(np.int64) + 1
+    w[np.arange(len(w)), np.argmax(w, -1)] += (1 << TABLE_BITS) - w.sum(-1)
+    return w
+
+
+def encode_categorical(x, probs) -> bytes:
+    """Symbols x[i] in [0, A) with one probability row (A,) for all, or a row per symbol (n, A)."""
+    x = _np(x).astype(np.int64).ravel()
+    w = prob_table(probs)
+    if x.size and (x.min() < 0 or x.max() >= w.shape[1]):
+        raise GscompError("categorical symbol outside the alphabet")
+    if w.shape[0] == 1:
+        return ans_encode([(x, to24(w[0]))])
+    keys, inv = np.unique(w, axis=0, return_inverse=True)  # identical rows share one model
+    order = np.argsort(inv, kind="stable")
+    groups, counts = [], np.bincount(inv, minlength=len(keys))
+    pos = 0
+    for g in range(len(keys)):
+        idx = order[pos : pos + counts[g]]
+        groups.append((x[idx], to24(keys[g])))
+        pos += counts[g]
+    return ans_encode(groups)
+
+
+def decode_categorical(data, probs, n: int) -> np.ndarray:
+    w = prob_table(probs)
+    coder = ans_decoder(data)
+    if w.shape[0] == 1:
+        out = ans_decode_group(coder, to24(w[0]), n)
+    else:
+        if w.shape[0] != n:
+            raise GscompError("decode_categorical: need one probability row per symbol")
+        keys, inv = np.unique(w, axis=0, return_inverse=True)
+        order = np.argsort(inv, kind="stable")
+        counts = np.bincount(inv, minlength=len(keys))
+        out = np.zeros(n, np.int64)
+        pos = 0
+        for g in range(len(keys)):
+            idx = order[pos : pos + counts[g]]
+            out[idx] = ans_decode_group(coder, to24(keys[g]), len(idx))
+            pos += counts[g]
+    ans_finish(coder)
+    return out
+
+
+def _bern_probs(p1) -> np.ndarray:
+    p1 = np.clip(np.asarray(_np(p1), np.float64).ravel(), 0.0, 1.0)
+    return np.stack([1.0 - p1, p1], -1)
+
+
+def encode_bernoulli(bits, p1) -> bytes:
+    """Binary symbols with P(1) = p1 (a scalar or one per symbol)."""
+    return encode_categorical(_np(bits).astype(np.int64), _bern_probs(p1))
+
+
+def decode_bernoulli(data, p1, n: int) -> np.ndarray:
+    return decode_categorical(data, _bern_probs(p1), n).astype(bool)
+
+
+# ----------------------------------------------------------------------------- Gaussian conditional
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64
+MEAN_FRAC = 4  # means snapped to multiples of 1/4
+TAIL = 8.0  # residual support is [-R, R] with R = ceil(TAIL * scale) + 1; beyond: escape
+
+
+def _scale_edges() -> np.ndarray:
+    """Upper edges between consecutive table scales, float32 (so libm jitter cannot move them)."""
+    s = scale_table()
+    return np.sqrt(s[:-1] * s[1:]).astype(np.float32)
+
+
+@lru_cache(maxsize=None)
+def scale_table() -> np.ndarray:
+    """64 log-spaced scales 0.11..64, rounded to float32 (CompressAI-style scale table)."""
+    k = np.arange(SCALE_LEVELS, dtype=np.float64)
+    s = np.exp(math.log(SCALE_MIN) + k * (math.log(SCALE_MAX) - math.log(SCALE_MIN)) / (SCALE_LEVELS - 1))
+    return s.astype(np.float32).astype(np.float64)
+
+
+@lru_cache(maxsize=None)
+def gaussian_table(scale_idx: int, frac_idx: int) -> np.ndarray:
+    """16-bit weights over residuals r in [-R, R] plus one escape entry (last).
+
+    P(r) = Phi((r + 0.5 - f) / s) - Phi((r - 0.5 - f) / s) with f = frac_idx / 4, s = table scale;
+    the escape entry takes the remaining tail mass. Weights = floor(P * (2**16 - A)) + 1 (so every
+    entry >= 1), and the rounding remainder is added to the largest entry (lowest index on ties)."""
+    s = float(scale_table()[scale_idx])
+    f = frac_idx / MEAN_FRAC
+    R = int(math.ceil(TAIL * s)) + 1
+    r = np.arange(-R, R + 1, dtype=np.float64)
+    up = np.array([0.5 * math.erfc(-((v + 0.5 - f) / s) / math.sqrt(2.0)) for v in r])
+    dn = np.array([0.5 * math.erfc(-((v - 0.5 - f) / s) / math.sqrt(2.0)) for v in r])
+    p = np.maximum(up - dn, 0.0)
+    p = np.append(p, max(0.0, 1.0 - p.sum()))
+    a = p.size
+    w = np.floor(p * ((1 << TABLE_BITS) - a)).astype(np.int64) + 1
+    w[int(np.argmax(w))] += (1 << TABLE_BITS) - int(w.sum())
+    return w
+
+
+def quantize_gaussian_params(means, scales) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(base, frac_idx, scale_idx): means snapped to 1/4 (base = floor), scales to the table."""
+    m = _np(means).astype(np.float32).astype(np.float64).ravel()
+    s = _np(scales).astype(np.float32).ravel()
+    if not (np.isfinite(m).all() and np.isfinite(s).all()):
+        raise GscompError("Gaussian model parameters must be finite")
+    mq = np.floor(m * MEAN_FRAC + 0.5)
+    base = np.floor(mq / MEAN_FRAC)
+    frac = (mq - base * MEAN_FRAC).astype(np.int64)
+    sidx = np.searchsorted(_scale_edges(), s, side="left").astype(np.int64)
+    if np.abs(base).max(initial=0) >= MAX_ABS:
+        raise GscompError("Gaussian model means out of range")
+    return base.astype(np.int64), frac, sidx
+
+
+def _table_crc() -> int:
+    """CRC32 of all Gaussian tables: stored in each stream so a decoder whose erfc differs in a
+    way that changes a table fails loudly instead of decoding garbage."""
+    crc = 0
+    for si in range(SCALE_LEVELS):
+        for fi in range(MEAN_FRAC):
+            crc = zlib.crc32(gaussian_table(si, fi).astype("<u4").tobytes(), crc)
+    return crc
+
+
+_TABLE_CRC: list[int] = []
+
+
+def table_crc() -> int:
+    if not _TABLE_CRC:
+        _TABLE_CRC.append(_table_crc())
+    return _TABLE_CRC[0]
+
+
+def _gauss_groups(n: int, frac: np.ndarray, sidx: np.ndarray):
+    key = sidx * MEAN_FRAC + frac
+    order = np.argsort(key, kind="stable")
+    counts = np.bincount(key, minlength=SCALE_LEVELS * MEAN_FRAC)
+    return order, counts
+
+
+def encode_gaussian(x, means, scales) -> bytes:
+    """Integer symbols x with a per-symbol quantized Gaussian N(mean, scale) model (same units as x).
+
+    Symbols are grouped by (scale index, mean fraction) - a fixed, decoder-computable order - and
+    each group is coded with its table; residuals outside [-R, R] take the escape entry and their
+    values go to a histogram-coded escape stream."""
+    x = _np(x).astype(np.int64).ravel()
+    base, frac, sidx = quantize_gaussian_params(means, scales)
+    if not (x.size == base.size == sidx.size):
+        raise GscompError("encode_gaussian: symbols, means and scales must have the same length")
+    res = x - base
+    order, counts = _gauss_groups(x.size, frac, sidx)
+    groups, esc_pos = [], []
+    pos = 0
+    for key in np.flatnonzero(counts):
+        idx = order[pos : pos + counts[key]]
+        pos += counts[key]
+        w = gaussian_table(int(key // MEAN_FRAC), int(key % MEAN_FRAC))
+        R = (len(w) - 2) // 2
+        r = res[idx]
+        out = np.abs(r) > R
+        sym = np.where(out, 2 * R + 1, r + R)
+        esc_pos.append(idx[out])
+        groups.append((sym, to24(w)))
+    esc_idx = np.sort(np.concatenate(esc_pos)) if esc_pos else np.zeros(0, np.int64)
+    esc = encode_symbols(res[esc_idx], allow_delta=False)
+    return struct.pack("<I", table_crc()) + varint(esc_idx.size) + blob(esc) + ans_encode(groups)
+
+
+def decode_gaussian(data, means, scales) -> np.ndarray:
+    base, frac, sidx = quantize_gaussian_params(means, scales)
+    n = base.size
+    r = Reader(data, "Gaussian stream")
+    crc = r.u32()
+    if crc != table_crc():
+        raise FormatError("Gaussian stream was made with different probability tables (table CRC mismatch)")
+    n_esc = r.varint(n)
+    esc_vals = decode_symbols(r.blob(), n_esc, "Gaussian escape stream")
+    coder = ans_decoder(r.take(r.remaining()))
+    order, counts = _gauss_groups(n, frac, sidx)
+    res = np.zeros(n, np.int64)
+    is_esc = np.zeros(n, bool)
+    pos = 0
+    for key in np.flatnonzero(counts):
+        idx = order[pos : pos + counts[key]]
+        pos += counts[key]
+        w = gaussian_table(int(key // MEAN_FRAC), int(key % MEAN_FRAC))
+        R = (len(w) - 2) // 2
+        sym = ans_decode_group(coder, to24(w), len(idx))
+        res[idx] = sym - R
+        is_esc[idx] = sym == 2 * R + 1
+    ans_finish(coder)
+    if int(is_esc.sum()) != n_esc:
+        raise FormatError("Gaussian stream: escape count mismatch")
+    res[is_esc] = esc_vals
+    return res + base
+
+
+__all__ = [
+    "encode_symbols",
+    "decode_symbols",
+    "encode_gaussian",
+    "decode_gaussian",
+    "encode_categorical",
+    "decode_categorical",
+    "encode_bernoulli",
+    "decode_bernoulli",
+    "quantize_gaussian_params",
+    "scale_table",
+    "gaussian_table",
+    "pack_bits",
+    "unpack_bits",
+    "Reader",
+]

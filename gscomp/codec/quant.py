@@ -1,0 +1,117 @@
+"""Quantizers used by the post-hoc stages (uniform steps, Morton order, smallest-three quaternions).
+
+Dequantization uses only IEEE-754 +, *, sqrt in float64 followed by one rounding to float32, so
+every platform reproduces it bit for bit (no exp/log/libm in any decoder path).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import GscompError
+
+MAX_POS_BITS = 19  # 3 x 19 = 57-bit Morton codes; delta raw bits stay <= 56 (see entropy.pack_bits)
+INV_SQRT2 = 0.7071067811865476
+
+
+# ----------------------------------------------------------------------------- uniform
+def quantize(x: np.ndarray, step: float) -> np.ndarray:
+    if not step > 0:
+        raise GscompError(f"quantization step must be > 0, got {step}")
+    q = np.rint(np.asarray(x, np.float64) / step)
+    if q.size and np.abs(q).max() >= 2**40:
+        raise GscompError(f"values too large for quantization step {step}")
+    return q.astype(np.int64)
+
+
+def dequantize(q: np.ndarray, step: float) -> np.ndarray:
+    return (q.astype(np.float64) * float(step)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- positions
+def grid_params(lo: np.ndarray, hi: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(origin, step) in float64 from float32 bounds: step = (hi - lo) / (2^bits - 1) per axis."""
+    lo64 = np.asarray(lo, np.float32).astype(np.float64)
+    hi64 = np.asarray(hi, np.float32).astype(np.float64)
+    step = (hi64 - lo64) / float((1 << bits) - 1)
+    return lo64, step
+
+
+def quantize_positions(x: np.ndarray, lo, hi, bits: int) -> np.ndarray:
+    origin, step = grid_params(lo, hi, bits)
+    safe = np.where(step > 0, step, 1.0)
+    q = np.rint((np.asarray(x, np.float64) - origin) / safe)
+    return np.clip(q, 0, (1 << bits) - 1).astype(np.int64)
+
+
+def dequantize_positions(q: np.ndarray, lo, hi, bits: int) -> np.ndarray:
+    origin, step = grid_params(lo, hi, bits)
+    return (origin + q.astype(np.float64) * step).astype(np.float32)
+
+
+def _spread3(v: np.ndarray) -> np.ndarray:
+    """Insert two zero bits between the low 21 bits of v (standard 3D Morton bit trick)."""
+    x = v.astype(np.uint64) & np.uint64(0x1FFFFF)
+    x = (x | (x << np.uint64(32))) & np.uint64(0x1F00000000FFFF)
+    x = (x | (x << np.uint64(16))) & np.uint64(0x1F0000FF0000FF)
+    x = (x | (x << np.uint64(8))) & np.uint64(0x100F00F00F00F00F)
+    x = (x | (x << np.uint64(4))) & np.uint64(0x10C30C30C30C30C3)
+    x = (x | (x << np.uint64(2))) & np.uint64(0x1249249249249249)
+    return x
+
+
+def _compact3(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.uint64) & np.uint64(0x1249249249249249)
+    x = (x | (x >> np.uint64(2))) & np.uint64(0x10C30C30C30C30C3)
+    x = (x | (x >> np.uint64(4))) & np.uint64(0x100F00F00F00F00F)
+    x = (x | (x >> np.uint64(8))) & np.uint64(0x1F0000FF0000FF)
+    x = (x | (x >> np.uint64(16))) & np.uint64(0x1F00000000FFFF)
+    x = (x | (x >> np.uint64(32))) & np.uint64(0x1FFFFF)
+    return x.astype(np.int64)
+
+
+def morton_encode(q: np.ndarray) -> np.ndarray:
+    """(N,3) non-negative ints -> uint64 codes, bit 3i = x_i, 3i+1 = y_i, 3i+2 = z_i."""
+    return _spread3(q[:, 0]) | (_spread3(q[:, 1]) << np.uint64(1)) | (_spread3(q[:, 2]) << np.uint64(2))
+
+
+def morton_decode(code: np.ndarray) -> np.ndarray:
+    c = code.astype(np.uint64)
+    return np.stack([_compact3(c), _compact3(c >> np.uint64(1)), _compact3(c >> np.uint64(2))], 1)
+
+
+# ----------------------------------------------------------------------------- quaternions
+def quats_to_s3(quats: np.ndarray, step: float) -> np.ndarray:
+    """wxyz quaternions -> (N,4) ints: [index of largest |component|, three others quantized].
+
+    The quaternion is normalised (zero -> identity) and its sign flipped so the largest component
+    is positive (q and -q are the same rotation); the other three lie in [-1/sqrt2, 1/sqrt2]."""
+    q = np.asarray(quats, np.float64)
+    norm = np.sqrt((q * q).sum(1, keepdims=True))
+    zero = norm[:, 0] == 0
+    q = np.where(zero[:, None], np.array([1.0, 0, 0, 0]), q / np.where(norm > 0, norm, 1.0))
+    big = np.argmax(np.abs(q), 1)
+    sign = np.where(q[np.arange(len(q)), big] < 0, -1.0, 1.0)
+    q = q * sign[:, None]
+    rest_idx = _rest_index()[big]  # (N,3) the three other components, in increasing index order
+    rest = np.take_along_axis(q, rest_idx, 1)
+    sym = quantize(np.clip(rest, -INV_SQRT2, INV_SQRT2), step)
+    return np.concatenate([big[:, None].astype(np.int64), sym], 1)
+
+
+def s3_to_quats(s3: np.ndarray, step: float) -> np.ndarray:
+    big = s3[:, 0]
+    if big.size and (big.min() < 0 or big.max() > 3):
+        from ..errors import FormatError
+
+        raise FormatError("quaternion: largest-component index out of range")
+    rest = s3[:, 1:].astype(np.float64) * float(step)
+    a, b, c = rest[:, 0], rest[:, 1], rest[:, 2]
+    w = np.sqrt(np.maximum(0.0, 1.0 - ((a * a + b * b) + c * c)))
+    out = np.zeros((len(s3), 4), np.float64)
+    out[np.arange(len(s3)), big] = w
+    np.put_along_axis(out, _rest_index()[big], rest, 1)
+    return out.astype(np.float32)
+
+
+def _rest_index() -> np.ndarray:
+    return np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])

@@ -1,0 +1,115 @@
+"""`gscomp compress IN OUT.gsz [pipeline=PRESET] [pipeline.key=value ...]` (post-hoc).
+
+With no positional IN/OUT (only key=value overrides) this is train-and-compress from images and
+is handed to `gscomp.commands.train_compress`.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..errors import GscompError
+
+USAGE = "usage: gscomp compress IN OUT.gsz [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
+
+
+def configs_dir() -> Path:
+    import gscomp
+
+    return Path(gscomp.__file__).resolve().parents[1] / "configs"
+
+
+def compose_pipeline(overrides: list[str]) -> dict:
+    """Compose ``pipeline`` from configs/pipeline/*.yaml with Hydra; returns a plain dict."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    ov = []
+    chosen = False
+    for o in overrides:
+        if "=" not in o:
+            raise GscompError(f"bad override {o!r}: expected key=value")
+        key = o.split("=", 1)[0].lstrip("+~")
+        if not (key == "pipeline" or key.startswith("pipeline.")):
+            raise GscompError(f"unknown override {o!r}: post-hoc compress only takes pipeline=... and pipeline.KEY=VALUE")
+        if key == "pipeline":  # no primary config, so selecting the group is an append
+            name = o.split("=", 1)[1]
+            if not (configs_dir() / "pipeline" / f"{name}.yaml").is_file():
+                known = ", ".join(sorted(p.stem for p in (configs_dir() / "pipeline").glob("*.yaml")))
+                raise GscompError(f"unknown pipeline preset {name!r} (available: {known})")
+            o = "+pipeline=" + name
+            chosen = True
+        ov.append(o)
+    if not chosen:
+        ov.insert(0, "+pipeline=default")
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(configs_dir()), version_base=None):
+            cfg = compose(overrides=ov)
+    except Exception as e:  # Hydra/OmegaConf errors: report the first line only
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise GscompError(f"bad pipeline config: {msg}") from None
+    out = OmegaConf.to_container(cfg.get("pipeline"), resolve=True)
+    if not isinstance(out, dict):
+        raise GscompError("bad pipeline config: `pipeline` is not a mapping")
+    return out
+
+
+def input_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def run(argv: list[str]) -> int:
+    pos = [a for a in argv if "=" not in a and not a.startswith("-")]
+    flags = [a for a in argv if a.startswith("-") and "=" not in a]
+    overrides = [a for a in argv if "=" in a]
+    if not pos and overrides:
+        from . import train_compress  # lazily: train-and-compress pulls in the trainer
+
+        return train_compress.run(argv)
+    if flags or len(pos) != 2:
+        raise GscompError(USAGE)
+    src, dst = Path(pos[0]), Path(pos[1])
+    if not src.exists():
+        raise GscompError(f"no such file: {src}")
+    if dst.suffix.lower() != ".gsz":
+        raise GscompError(f"output must end in .gsz, got {dst.name!r}")
+    if dst.exists() and src.resolve() == dst.resolve():
+        raise GscompError("input and output are the same file")
+    cfg = compose_pipeline(overrides)
+    from ..codec import encode_gsz
+    from ..io import load_splats
+    from ..stages.pipeline import Pipeline
+
+    pipe = Pipeline.from_config(cfg)  # validate the config before the (slow) load
+    splats = load_splats(src)
+    t0 = time.perf_counter()
+    stats = encode_gsz(splats, dst, pipe)
+    dt = time.perf_counter() - t0
+    print_stats(stats, src, input_size(src), dt)
+    return 0
+
+
+def print_stats(stats: dict, src: Path, in_bytes: int, seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    n = stats["n"]
+    t = Table(title=f"{src.name} -> .gsz ({stats['pipeline']}, {n:,} Gaussians, SH {stats['sh_degree']})")
+    t.add_column("section")
+    t.add_column("bytes", justify="right")
+    t.add_column("bits/Gaussian", justify="right")
+    for name, b in stats["sections"].items():
+        t.add_row(name, f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
+    t.add_row("header+table", f"{stats['header_bytes']:,}", f"{8 * stats['header_bytes'] / n:.2f}" if n else "-")
+    total = stats["total_bytes"]
+    t.add_row("[b]total", f"[b]{total:,}", f"[b]{stats['bits_per_gaussian']:.2f}")
+    c = Console()
+    c.print(t)
+    ratio = in_bytes / total if total else 0.0
+    rate = n / seconds if seconds > 0 else 0.0
+    c.print(f"input {in_bytes:,} bytes -> {total:,} bytes (ratio {ratio:.2f}x), encoded in {seconds:.2f} s ({rate:,.0f} Gaussians/s)")

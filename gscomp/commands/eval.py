@@ -1,0 +1,108 @@
+"""`gscomp eval MODEL data=... data.path=...`: image metrics of a model on a scene's held-out views.
+
+MODEL is a splat file gscomp reads (.ply, .gsz, .spz, ...) or a training checkpoint (.pt).
+Writes ``metrics.json`` and side-by-side renders (render | ground truth) to ``out`` (default: a
+folder ``eval_<model name>`` next to MODEL).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ..errors import GscompError
+from ..hydra_app import run_hydra
+
+# Hydra options that take a value (so the value is not mistaken for MODEL).
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
+                "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
+
+
+def load_model(path: Path):
+    """Splats from a splat file or a training checkpoint."""
+    from ..splats import FIELDS, Splats
+
+    if not path.exists():
+        raise GscompError(f"model {path} does not exist")
+    if path.suffix == ".pt":
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            p = ckpt["state"]["params"]
+            return Splats(**{f: p[f].float() for f in FIELDS}).validate(str(path))
+        except GscompError:
+            raise
+        except Exception as e:
+            raise GscompError(f"{path}: not a gscomp training checkpoint ({type(e).__name__}: {e})") from None
+    from ..io import load_splats
+
+    return load_splats(path)
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate positional arguments from Hydra overrides and flags."""
+    pos, rest = [], []
+    it = iter(argv)
+    for a in it:
+        if a.startswith("-"):
+            rest.append(a)
+            if a in _VALUE_FLAGS:
+                nxt = next(it, None)
+                if nxt is not None:
+                    rest.append(nxt)
+        elif "=" in a and not Path(a).exists():
+            rest.append(a)
+        else:
+            pos.append(a)
+    return pos, rest
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def task(cfg) -> int:
+    from omegaconf import OmegaConf
+
+    from ..metrics import evaluate, peak_rss_mb
+    from ..train.trainer import atomic_write_text, load_scene_from_config, resolve_device, resolve_render_backend
+    from .train import print_metrics
+
+    if not cfg.get("model"):
+        raise GscompError("usage: gscomp eval MODEL data=KIND data.path=DIR [key=value ...]")
+    model = Path(str(cfg.model)).expanduser()
+    splats = load_model(model)
+    device = resolve_device(str(cfg.device))
+    backend = resolve_render_backend(str(cfg.render.backend), device)
+    scene = load_scene_from_config(cfg)
+    split = str(cfg.get("split", "test"))
+    cams = {"test": scene.test, "train": scene.train, "all": scene.train + scene.test}.get(split)
+    if cams is None:
+        raise GscompError(f"split must be test, train or all, got {split!r}")
+    if not cams:
+        raise GscompError(f"the scene has no {split} views (set data.test_every or split=train)")
+    out = Path(str(cfg.out)).expanduser() if cfg.get("out") else model.parent / f"eval_{model.stem}"
+    sh = cfg.get("sh_degree")
+    bg = scene.background if scene.background is not None else (0.0, 0.0, 0.0)
+    metrics = evaluate(splats, cams, sh_degree=None if sh is None else int(sh), background=bg,
+                       backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
+    metrics.update({"model": str(model), "split": split, "n_gaussians": len(splats),
+                    "model_bytes": model.stat().st_size if model.is_file() else None,
+                    "peak_rss_mb": peak_rss_mb()})
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print_metrics(metrics, f"gscomp eval {model.name}", out)
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    pos, rest = split_argv(argv)
+    if len(pos) > 1:
+        raise GscompError(f"eval takes one MODEL, got {len(pos)}: {' '.join(pos)}")
+    if pos:
+        rest.append(f"model={_quote(str(Path(pos[0]).expanduser().resolve()))}")
+    elif not any(a.startswith("-") for a in rest) and not any(a.startswith("model=") for a in rest):
+        print("usage: gscomp eval MODEL data=KIND data.path=DIR [key=value ...]", file=sys.stderr)
+        return 2
+    return run_hydra("eval", task, rest)

@@ -1,0 +1,40 @@
+"""`gscomp info IN.gsz [--json]`: version, counts, bytes per section, bits per Gaussian."""
+from __future__ import annotations
+
+import json
+
+from ..errors import GscompError
+
+USAGE = "usage: gscomp info IN.gsz [--json]"
+
+
+def run(argv: list[str]) -> int:
+    as_json = "--json" in argv
+    rest = [a for a in argv if a != "--json"]
+    if len(rest) != 1 or rest[0].startswith("-"):
+        raise GscompError(USAGE)
+    from ..codec import gsz_info
+
+    info = gsz_info(rest[0])
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    n = info["n"]
+    c = Console()
+    pipe = info.get("pipeline") or {}
+    c.print(f"[b]{info['path']}[/b]: .gsz version {info['version']}, {n:,} Gaussians, SH degree {info['sh_degree']}, "
+            f"pipeline {pipe.get('name', '?')!r} ({', '.join(s.get('type', '?') for s in pipe.get('stages', []))})")
+    t = Table()
+    for col in ("section", "codec", "bytes", "bits/Gaussian"):
+        t.add_column(col, justify="right" if col in ("bytes", "bits/Gaussian") else "left")
+    for name, b in info["sections"].items():
+        t.add_row(name, info["codecs"][name], f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
+    t.add_row("header+table", "", f"{info['header_bytes']:,}", f"{8 * info['header_bytes'] / n:.2f}" if n else "-")
+    t.add_row("[b]total", "", f"[b]{info['total_bytes']:,}", f"[b]{info['bits_per_gaussian']:.2f}")
+    c.print(t)
+    per = ", ".join(f"{k} {v:.2f}" for k, v in info["bits_per_gaussian_per_attribute"].items())
+    c.print(f"bits per Gaussian by attribute: {per}")
+    return 0

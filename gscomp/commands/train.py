@@ -1,0 +1,51 @@
+"""`gscomp train [key=value ...]`: vanilla 3DGS training as a Hydra app (config `configs/train.yaml`).
+
+Examples:
+    gscomp train data=colmap data.path=DIR out=OUT
+    gscomp train data=blender data.path=scenes/lego data.downscale=4
+    gscomp train -m train.steps=1000,3000 data=synthetic out=sweep   # multirun: sweep/0, sweep/1
+    gscomp train --cfg job                                            # print the composed config
+"""
+from __future__ import annotations
+
+import sys
+
+from ..errors import GscompError
+from ..hydra_app import output_dir, run_hydra
+
+
+def print_metrics(metrics: dict, title: str = "result", out=None) -> None:
+    """A short table of the headline numbers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for key in ("psnr", "ssim", "lpips", "n_gaussians", "train_seconds", "ply_bytes", "split"):
+        if key in metrics:
+            v = metrics[key]
+            table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+    if out is not None:
+        table.add_row("output", str(out))
+    Console(file=sys.stdout).print(table)
+
+
+def task(cfg) -> int:
+    from ..train import train
+
+    if cfg.get("pipeline"):
+        raise GscompError("pipeline=... trains and compresses: use `gscomp compress data=... pipeline=... out=OUT`")
+    out = output_dir(cfg)
+    _, metrics = train(cfg, out_dir=out)
+    print_metrics(metrics, "gscomp train", out)
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    from ..train import TrainInterrupted
+
+    try:
+        return run_hydra("train", task, argv)
+    except TrainInterrupted as e:
+        print(f"interrupted at step {e.step}; checkpoint saved to {e.path} (resume with resume={e.path})",
+              file=sys.stderr)
+        return 130

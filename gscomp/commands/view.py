@@ -1,0 +1,83 @@
+"""`gscomp view FILE`: interactive browser viewer for .gsz/.ply/.spz/.splat (see docs/viewer.md)."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from ..errors import GscompError
+
+
+class _ArgParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line via the CLI's GscompError path, not argparse's exit
+        raise GscompError(f"view: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..viewer.prepare import UP_AXES
+
+    p = _ArgParser(prog="gscomp view", description="Interactive 3D viewer (viser, in your browser).")
+    p.add_argument("file", help=".gsz (decoded on the fly) or .ply/.spz/.splat/compressed.ply/SOG")
+    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: localhost only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
+    p.add_argument("--up", default="-y", choices=list(UP_AXES),
+                   help="world up direction (default -y: COLMAP/3DGS captures; +z for Blender scenes)")
+    p.add_argument("--compare", metavar="PATH",
+                   help="second file to toggle against (default for X.gsz: X.ply next to it, if present)")
+    p.add_argument("--exact", action="store_true", help="start in exact mode (server-side gscomp render)")
+    p.add_argument("--exact-max-side", type=int, default=512, help="exact-mode image size cap in pixels")
+    p.add_argument("--backend", default="cpu", choices=("cpu", "torch", "gsplat"),
+                   help="rasterizer for exact mode (default cpu)")
+    return p
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        raise GscompError(f"--port must be in 0..65535, got {args.port}")
+    if args.exact_max_side < 16:
+        raise GscompError(f"--exact-max-side must be at least 16, got {args.exact_max_side}")
+    try:
+        import viser  # noqa: F401
+    except ImportError:
+        raise GscompError("the viewer needs viser: pip install 'gscomp[viewer]' (or pip install viser)") from None
+    from ..viewer.load import find_source, load_view_file
+
+    # Everything that can fail because of the input happens before the server starts.
+    t0 = time.perf_counter()
+    main = load_view_file(args.file)
+    compare_path = Path(args.compare) if args.compare else find_source(main.path)
+    compare = load_view_file(compare_path) if compare_path is not None else None
+    load_s = time.perf_counter() - t0
+
+    from ..viewer.app import Viewer
+
+    # Ctrl-C and `kill` (SIGTERM) both stop cleanly. SIGINT is set explicitly because a process
+    # started in the background by a non-interactive shell inherits it as ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    viewer = None
+    try:
+        viewer = Viewer(main, compare, host=args.host, port=args.port, up=args.up, exact=args.exact,
+                        exact_max_side=args.exact_max_side, backend=args.backend)
+        host = "localhost" if args.host in ("0.0.0.0", "::", "") else args.host
+        what = f"{main.name} ({len(main.splats):,} Gaussians, loaded in {load_s:.1f} s)"
+        if compare is not None:
+            what += f", compare with {compare.name}"
+        print(f"gscomp view: {what} at http://{host}:{viewer.port}/  (Ctrl-C to stop)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        if viewer is not None:
+            viewer.close()
+        print("gscomp view: stopped", file=sys.stderr, flush=True)
+        return 0
+
+
+def _raise_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+__all__ = ["run", "build_parser"]

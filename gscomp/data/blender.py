@@ -1,0 +1,138 @@
+"""NeRF-synthetic / Blender scenes: ``transforms_{train,val,test}.json`` + RGBA PNGs.
+
+``transform_matrix`` is camera-to-world in the OpenGL/Blender convention (x right, y up, z back);
+flipping its y and z columns gives OpenCV. Focal length from ``camera_angle_x`` (horizontal field
+of view), principal point at the image centre. These scenes have no SfM points, so the initial
+cloud is random (uniform in [-1.3, 1.3]^3, 100k points by default, as in the 3DGS reference).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..camera import Camera
+from ..errors import FormatError, GscompError
+from .images import find_image, image_size, open_image, parallel_map, to_tensors
+
+OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+def read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise GscompError(f"file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise FormatError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def c2w_opengl_to_w2c(matrix, where: str) -> torch.Tensor:
+    """OpenGL camera-to-world (3x4 or 4x4 list) -> OpenCV world-to-camera 4x4."""
+    try:
+        m = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FormatError(f"{where}: transform_matrix is not a numeric matrix") from None
+    if m.shape == (3, 4):
+        m = np.vstack([m, [0, 0, 0, 1]])
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise FormatError(f"{where}: transform_matrix must be a finite 4x4 matrix, got shape {m.shape}")
+    c2w = m @ OPENGL_TO_OPENCV
+    try:
+        w2c = np.linalg.inv(c2w)
+    except np.linalg.LinAlgError:
+        raise FormatError(f"{where}: transform_matrix is singular") from None
+    return torch.from_numpy(w2c).float()
+
+
+def random_points(num_points: int, lo, hi, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform random points in the box [lo, hi] with uniform random colours (seeded)."""
+    if int(num_points) < 1:
+        raise GscompError(f"num_points must be >= 1, got {num_points}")
+    g = torch.Generator().manual_seed(int(seed))
+    lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
+    pts = lo + (hi - lo) * torch.rand(int(num_points), 3, generator=g)
+    return pts, torch.rand(int(num_points), 3, generator=g)
+
+
+def _frames(root: Path, split: str) -> tuple[list[tuple[str, Path, torch.Tensor]], float] | None:
+    path = root / f"transforms_{split}.json"
+    if not path.is_file():
+        return None
+    meta = read_json(path)
+    if "camera_angle_x" not in meta or not isinstance(meta.get("frames"), list):
+        raise FormatError(f"{path}: needs 'camera_angle_x' and a 'frames' list")
+    fov = float(meta["camera_angle_x"])
+    if not 0 < fov < math.pi:
+        raise FormatError(f"{path}: camera_angle_x must be in (0, pi) radians, got {fov}")
+    out = []
+    for i, fr in enumerate(meta["frames"]):
+        where = f"{path} frame {i}"
+        if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
+            raise FormatError(f"{where}: needs 'file_path' and 'transform_matrix'")
+        img = find_image(root, str(fr["file_path"]))
+        if img is None:
+            raise GscompError(f"{where}: image file not found: {root / fr['file_path']}")
+        out.append((str(fr["file_path"]), img, c2w_opengl_to_w2c(fr["transform_matrix"], where)))
+    out.sort(key=lambda f: f[0])
+    return out, fov
+
+
+def _load_views(frames, fov: float, split: str, downscale: float, background, threads) -> list[Camera]:
+    def one(fr):
+        name, img, w2c = fr
+        w, h = image_size(img)
+        fx = 0.5 * w / math.tan(0.5 * fov)
+        cam = Camera(fx, fx, w / 2.0, h / 2.0, w, h, w2c, name=f"{split}/{Path(name).name}")
+        if downscale != 1:
+            cam = cam.scaled(1.0 / downscale)
+        arr = np.asarray(open_image(img, size=(cam.width, cam.height)))
+        cam.image, cam.alpha = to_tensors(arr, background)
+        return cam
+
+    return parallel_map(one, frames, threads)
+
+
+def load_blender(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
+                 max_images: int | None = None, with_test: bool = True, num_points: int = 100_000,
+                 seed: int = 0, threads: int | None = None):
+    """Return (train cameras, test cameras or None (= hold out from train), points, colours, meta).
+
+    Test views come from ``transforms_test.json``, else ``transforms_val.json``; when neither
+    exists the caller holds out every ``test_every``-th train view. ``with_test=False`` skips them.
+    """
+    from . import subsample
+
+    root = Path(path)
+    if not root.exists():
+        raise GscompError(f"Blender scene not found: {root}")
+    if not root.is_dir():
+        root = root.parent  # a transforms_*.json file was given
+    train = _frames(root, "train")
+    if train is None:
+        raise GscompError(f"no transforms_train.json in {root}")
+    if not train[0]:
+        raise FormatError(f"{root / 'transforms_train.json'} lists no frames")
+    test, test_split = None, ""
+    if with_test:
+        for test_split in ("test", "val"):
+            test = _frames(root, test_split)
+            if test is not None:
+                break
+    train_cams = _load_views(subsample(train[0], max_images), train[1], "train", downscale, background, threads)
+    test_cams = None
+    if test is not None:
+        test_cams = _load_views(test[0], test[1], test_split, downscale, background, threads)
+    elif not with_test:
+        test_cams = []
+    pts, cols = random_points(num_points, [-1.3] * 3, [1.3] * 3, seed)
+    meta = {"source": "blender", "root": str(root), "test_split": test_split if test is not None else "holdout"}
+    return train_cams, test_cams, pts, cols, meta

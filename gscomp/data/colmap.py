@@ -1,0 +1,215 @@
+"""COLMAP scenes: binary or text model (``sparse/0``, ``sparse`` or the folder itself) + ``images/``.
+
+Models are read with pycolmap. Distorted camera models are never treated as pinhole: each image is
+undistorted with COLMAP's own undistorter (`pycolmap.undistort_image`, the same code as
+``colmap image_undistorter`` that the 3DGS reference runs), and the camera becomes the undistorted
+pinhole camera that pycolmap returns. Undistorted (and resized) images are cached under
+`cache_root()` keyed by source file, camera and output size, so a second load only decodes PNGs.
+
+``downscale``: when ``images_N/`` exists for an integer ``downscale == N`` (the 3DGS convention),
+those pre-shrunk images are used; otherwise the images are resized here. Either way intrinsics are
+derived from the actual image size, so camera and pixels always agree.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..camera import Camera
+from ..errors import FormatError, GscompError
+from .images import (cache_key, cache_root, file_stamp, image_size, load_cached_png, open_image,
+                     parallel_map, resize, save_png_atomic, to_tensors)
+
+PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
+# Perspective models COLMAP's undistorter maps to a pinhole camera. Others (spherical ones, or
+# models this version of the loader has not been checked against) are refused with a clear error.
+DISTORTED_MODELS = ("SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV",
+                    "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "OPENCV_FISHEYE")
+SUPPORTED_MODELS = PINHOLE_MODELS + DISTORTED_MODELS
+CACHE_VERSION = 1  # bump when the undistortion/resizing recipe changes
+
+
+def _pycolmap():
+    try:
+        import pycolmap
+    except ImportError:  # pragma: no cover - pycolmap is a dependency
+        raise GscompError("loading COLMAP scenes needs pycolmap: pip install pycolmap") from None
+    return pycolmap
+
+
+# ---------------------------------------------------------------------------------- model lookup
+def find_model_dir(root: Path) -> Path:
+    for cand in (root / "sparse" / "0", root / "sparse", root):
+        for ext in (".bin", ".txt"):
+            if all((cand / f"{n}{ext}").is_file() for n in ("cameras", "images", "points3D")):
+                return cand
+    raise GscompError(
+        f"no COLMAP model under {root}: expected cameras/images/points3D .bin or .txt in sparse/0, sparse or the folder itself")
+
+
+def _check_text_models(model_dir: Path) -> None:
+    """pycolmap only says 'Camera model does not exist'; name the model and the line instead."""
+    txt = model_dir / "cameras.txt"
+    if (model_dir / "cameras.bin").is_file() or not txt.is_file():
+        return
+    pycolmap = _pycolmap()
+    known = set(pycolmap.CameraModelId.__members__)
+    for lineno, line in enumerate(txt.read_text(errors="replace").splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if len(parts) >= 2 and (parts[1] not in known or parts[1] not in SUPPORTED_MODELS):
+            raise FormatError(f"{txt}:{lineno}: unsupported camera model {parts[1]!r} "
+                              f"(supported: {', '.join(SUPPORTED_MODELS)})")
+        if len(parts) < 5:
+            raise FormatError(f"{txt}:{lineno}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...'")
+
+
+def read_model(model_dir: Path):
+    pycolmap = _pycolmap()
+    _check_text_models(model_dir)
+    try:
+        return pycolmap.Reconstruction(str(model_dir))
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise FormatError(f"cannot read COLMAP model {model_dir}: {msg}") from None
+
+
+# ---------------------------------------------------------------------------------- undistortion
+def is_distorted(pcam) -> bool:
+    """True unless the model is pinhole or every distortion parameter is exactly zero."""
+    if pcam.model.name in PINHOLE_MODELS:
+        return False
+    params = np.asarray(pcam.params, dtype=np.float64)
+    return bool(np.any(params[list(pcam.extra_params_idxs())] != 0))
+
+
+def _undistort_options():
+    # Defaults of `colmap image_undistorter`: the output keeps only valid pixels (blank_pixels=0).
+    return _pycolmap().UndistortCameraOptions()
+
+
+def pinhole_of(pcam) -> tuple[float, float, float, float, int, int]:
+    """Intrinsics (fx, fy, cx, cy, w, h) of the pinhole camera the image will have after loading."""
+    if is_distorted(pcam):
+        pcam = _pycolmap().undistort_camera(_undistort_options(), pcam)
+    return (float(pcam.focal_length_x), float(pcam.focal_length_y), float(pcam.principal_point_x),
+            float(pcam.principal_point_y), int(pcam.width), int(pcam.height))
+
+
+def undistort_array(arr: np.ndarray, pcam) -> np.ndarray:
+    """Undistort a uint8 (H, W, 3|4) image taken with ``pcam`` (sized like ``arr``) using COLMAP."""
+    pycolmap = _pycolmap()
+    opts = _undistort_options()
+    rgb = pycolmap.Bitmap.from_array(np.ascontiguousarray(arr[..., :3]))
+    out_rgb, _ = pycolmap.undistort_image(opts, rgb, pcam)
+    out = out_rgb.to_array()
+    if arr.shape[-1] == 4:  # warp alpha with the same map (COLMAP bitmaps are grey or RGB)
+        a = pycolmap.Bitmap.from_array(np.ascontiguousarray(arr[..., 3]))
+        out_a, _ = pycolmap.undistort_image(opts, a, pcam)
+        out = np.concatenate([out, out_a.to_array().reshape(out.shape[0], out.shape[1], 1)], -1)
+    return out
+
+
+def match_camera_to_image(pcam, size: tuple[int, int], what: str):
+    """Return a copy of the pycolmap camera rescaled to the actual image size (w, h); e.g. images
+    from ``images_N/`` or a model written for different resolution. Refuse a changed aspect ratio."""
+    w, h = size
+    pcam = copy.copy(pcam)
+    if (pcam.width, pcam.height) != (w, h):
+        if abs(w / pcam.width - h / pcam.height) > 0.01 * max(w / pcam.width, h / pcam.height) + 1.5 / min(w, h):
+            raise GscompError(f"{what}: image is {w}x{h} but its camera is {pcam.width}x{pcam.height} "
+                              f"(different aspect ratio)")
+        pcam.rescale(int(w), int(h))
+    return pcam
+
+
+def load_view(src: Path, pcam, scale: float, name: str) -> tuple[np.ndarray, Camera]:
+    """Load ``src`` (taken with pycolmap camera ``pcam``, already sized like the file), undistort when
+    needed, resize by ``scale`` (<1 shrinks). Returns the uint8 image and a pose-less `Camera`
+    (identity world_to_camera) whose intrinsics match the returned pixels exactly."""
+    fx, fy, cx, cy, w, h = pinhole_of(pcam)
+    cam = Camera(fx, fy, cx, cy, w, h, torch.eye(4), name=name)
+    if scale != 1:
+        cam = cam.scaled(scale)
+    size = (cam.width, cam.height)
+    if not is_distorted(pcam):
+        arr = np.asarray(open_image(src, size=size))
+        if arr.shape[1] != cam.width or arr.shape[0] != cam.height:  # pragma: no cover - open_image resizes
+            raise FormatError(f"{src}: decoded size {arr.shape[1]}x{arr.shape[0]} != {size}")
+        return arr, cam
+    key = cache_key(CACHE_VERSION, file_stamp(src), pcam.model.name, [float(p) for p in pcam.params],
+                    pcam.width, pcam.height, size)
+    cpath = cache_root() / "undistorted" / key[:2] / f"{Path(name).stem[:40]}-{key}.png"
+    arr = load_cached_png(cpath)
+    if arr is not None and arr.shape[:2] == (cam.height, cam.width):
+        return arr, cam
+    full = np.asarray(open_image(src))
+    und = undistort_array(full, pcam)
+    if und.shape[:2] != (h, w):  # pragma: no cover - pycolmap returns the camera it computed
+        raise FormatError(f"{src}: undistorted image is {und.shape[1]}x{und.shape[0]}, expected {w}x{h}")
+    from PIL import Image
+
+    arr = np.asarray(resize(Image.fromarray(und), size))
+    save_png_atomic(cpath, arr)
+    return arr, cam
+
+
+# ---------------------------------------------------------------------------------- the loader
+def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
+                max_images: int | None = None, images: str = "images", threads: int | None = None):
+    """Return (cameras with images, sorted by name; points (M,3); colours (M,3) in [0,1]; meta).
+
+    ``images``: image folder name relative to the scene root (default ``images``)."""
+    from . import subsample  # late import: the package imports this module
+
+    root = Path(path)
+    if not root.exists():
+        raise GscompError(f"COLMAP scene not found: {root}")
+    model_dir = find_model_dir(root)
+    scene_root = root
+    rec = read_model(model_dir)
+
+    regs = sorted((im for im in rec.images.values() if im.has_pose), key=lambda im: im.name)
+    if not regs:
+        raise FormatError(f"COLMAP model {model_dir} has no registered images")
+    for cam_id, pcam in rec.cameras.items():
+        if pcam.model.name not in SUPPORTED_MODELS:
+            raise FormatError(f"COLMAP camera {cam_id} uses unsupported model {pcam.model.name} "
+                              f"(supported: {', '.join(SUPPORTED_MODELS)})")
+    if len(rec.points3D) == 0:
+        raise FormatError(f"COLMAP model {model_dir} has no 3D points (needed to initialise Gaussians)")
+
+    image_dir = scene_root / images
+    scale = 1.0 / float(downscale)
+    n = round(float(downscale))
+    if downscale > 1 and abs(downscale - n) < 1e-9 and (scene_root / f"{images}_{n}").is_dir():
+        image_dir, scale = scene_root / f"{images}_{n}", 1.0  # pre-shrunk by the user (3DGS style)
+    if not image_dir.is_dir():
+        raise GscompError(f"image folder not found: {image_dir}")
+    regs = subsample(regs, max_images)
+
+    def one(im):
+        src = image_dir / im.name
+        if not src.is_file():
+            raise GscompError(f"image {im.name} of the COLMAP model is missing: {src}")
+        pcam = match_camera_to_image(rec.cameras[im.camera_id], image_size(src), str(src))
+        arr, cam = load_view(src, pcam, scale, im.name)
+        w2c = np.eye(4)
+        w2c[:3, :4] = im.cam_from_world().matrix()
+        cam.world_to_camera = torch.from_numpy(w2c).float()
+        cam.image, cam.alpha = to_tensors(arr, background)
+        return cam
+
+    cams = parallel_map(one, regs, threads)
+    ids = sorted(rec.points3D)
+    pts = np.array([rec.points3D[i].xyz for i in ids], dtype=np.float32).reshape(-1, 3)
+    cols = np.array([rec.points3D[i].color for i in ids], dtype=np.float32).reshape(-1, 3) / 255.0
+    distorted = sum(is_distorted(rec.cameras[im.camera_id]) for im in regs)
+    meta = {"source": "colmap", "model_dir": str(model_dir), "image_dir": str(image_dir),
+            "undistorted_images": int(distorted)}
+    return cams, torch.from_numpy(pts), torch.from_numpy(cols), meta

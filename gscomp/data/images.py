@@ -1,0 +1,166 @@
+"""Image helpers shared by the loaders: decode, resize, composite, cache, parallel map.
+
+Images travel as uint8 numpy arrays (H, W, 3 or 4) until the very end, where `to_tensors` turns
+them into the float32 tensors a `Camera` holds. Resizing uses PIL's BOX filter for reductions (an
+exact area average, the right anti-aliasing for integer and fractional downscales) and LANCZOS
+for enlargements; PIL premultiplies RGBA while resampling, so edges of transparent objects do not
+pick up the colour of invisible pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import GscompError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".webp", ".bmp", ".tif", ".tiff", ".exr")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _to_uint8_mode(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB or RGBA (8 bit); 16-bit greyscale PNGs are scaled, not clipped."""
+    if im.mode in ("RGB", "RGBA"):
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if a.max() > 255 else 255.0
+        return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    has_alpha = im.mode in ("LA", "PA", "La") or (im.mode == "P" and "transparency" in im.info)
+    return im.convert("RGBA" if has_alpha else "RGB")
+
+
+def open_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an image file to an RGB/RGBA PIL image, optionally resized to ``size`` (w, h).
+
+    For JPEGs, ``draft`` lets libjpeg decode directly at 1/2, 1/4 or 1/8 scale when that still is
+    at least ``size``: decoding then costs a fraction of a full decode, and BOX finishes the job.
+    """
+    try:
+        with Image.open(path) as im:
+            if size is not None and im.format == "JPEG":
+                im.draft("RGB", size)
+            im.load()
+            im = _to_uint8_mode(im)
+    except FileNotFoundError:
+        raise GscompError(f"image file not found: {path}") from None
+    except Exception as e:  # PIL raises many types for corrupt or unknown files
+        raise GscompError(f"cannot read image {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if size is not None and im.size != tuple(size):
+        im = resize(im, size)
+    return im
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise GscompError(f"image file not found: {path}") from None
+    except Exception as e:
+        raise GscompError(f"cannot read image {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+
+
+def resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    w, h = int(size[0]), int(size[1])
+    if (w, h) == im.size:
+        return im
+    shrinking = w <= im.width and h <= im.height
+    return im.resize((w, h), Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS)
+
+
+def to_tensors(arr: np.ndarray, background) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 (H, W, 3|4) -> (image (H, W, 3) float32 in [0, 1], alpha (H, W) or None).
+
+    RGBA is composited over ``background`` (straight alpha: rgb * a + bg * (1 - a)); ``None`` means
+    black, i.e. the premultiplied colour.
+    """
+    t = torch.from_numpy(arr.astype(np.float32)).div_(255.0)  # astype copies: tensor owns its data
+    if t.shape[-1] == 3:
+        return t, None
+    rgb, alpha = t[..., :3], t[..., 3]
+    bg = torch.zeros(3) if background is None else torch.as_tensor(background, dtype=torch.float32).reshape(3)
+    rgb = rgb * alpha[..., None] + bg * (1.0 - alpha[..., None])
+    return rgb.contiguous(), alpha.contiguous()
+
+
+def find_image(base: Path, rel: str) -> Path | None:
+    """Resolve a frame's ``file_path`` (NeRF files often omit the extension); None if missing."""
+    p = (base / rel).resolve() if not os.path.isabs(rel) else Path(rel)
+    if p.is_file():
+        return p
+    for ext in IMAGE_EXTS:
+        q = p.with_name(p.name + ext)
+        if q.is_file():
+            return q
+    return None
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T] | Iterable[T], threads: int | None = None) -> list[R]:
+    """Order-preserving thread-pool map: PIL and libjpeg/zlib release the GIL while decoding."""
+    items = list(items)
+    n = threads or min(8, (os.cpu_count() or 1) + 1)
+    if n <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=n) as ex:
+        return list(ex.map(fn, items))
+
+
+# ---------------------------------------------------------------------------------------- cache
+def cache_root() -> Path:
+    """``$GSCOMP_CACHE`` or ``~/.cache/gscomp``: derived data (undistorted images) lives here, never
+    in the user's dataset folder."""
+    env = os.environ.get("GSCOMP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "gscomp"
+
+
+def cache_key(*parts) -> str:
+    h = hashlib.sha1()
+    for p in parts:
+        h.update(repr(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def file_stamp(path: Path) -> tuple[str, int, int]:
+    """Identity of a source file for cache keys: absolute path, size and mtime."""
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def load_cached_png(path: Path) -> np.ndarray | None:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(_to_uint8_mode(im.copy()))
+    except Exception:  # missing, or a half-written/corrupt entry: recompute it
+        return None
+
+
+def save_png_atomic(path: Path, arr: np.ndarray) -> None:
+    """Write a PNG via a temp file + rename so concurrent loaders never see a partial file.
+    Cache failures (read-only home, full disk) only cost speed, so they are ignored."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                Image.fromarray(arr).save(f, format="PNG", compress_level=1)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError:
+        pass

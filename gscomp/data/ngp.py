@@ -1,0 +1,138 @@
+"""instant-ngp scenes: one ``transforms.json`` (as written by ``colmap2nerf.py``) + images.
+
+- Poses: ``transform_matrix`` is camera-to-world in the NeRF/OpenGL convention (same as Blender).
+- Intrinsics per frame or global: ``fl_x``/``fl_y``/``cx``/``cy``/``w``/``h``, falling back to
+  ``camera_angle_x``/``camera_angle_y`` and the image centre; ``w``/``h`` default to the file's size
+  (and when they disagree with the file, the intrinsics are rescaled to it).
+- Distortion ``k1 k2 p1 p2`` (+ ``k3 k4`` -> FULL_OPENCV, or ``is_fisheye`` -> OPENCV_FISHEYE):
+  images are undistorted with COLMAP's undistorter exactly as for COLMAP scenes (same cache).
+- Frames whose image file is missing are skipped with one warning that counts them.
+- No SfM points: the initial cloud is random in instant-ngp's unit cube mapped back to the JSON's
+  coordinates, ``(box - offset) / scale`` with ngp's defaults scale 0.33, offset 0.5 (i.e. about
+  [-1.5, 1.5]^3). ``aabb_scale`` (how far ngp lets the background extend) is kept in ``meta``.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError, GscompError
+from .blender import c2w_opengl_to_w2c, random_points, read_json
+from .images import find_image, image_size, parallel_map, to_tensors
+
+INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",
+                  "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye")
+
+
+def _num(d: dict, key: str, where: str) -> float | None:
+    if key not in d or d[key] is None:
+        return None
+    try:
+        v = float(d[key])
+    except (TypeError, ValueError):
+        raise FormatError(f"{where}: {key} must be a number, got {d[key]!r}") from None
+    if not math.isfinite(v):
+        raise FormatError(f"{where}: {key} is not finite")
+    return v
+
+
+def colmap_camera(p: dict, size: tuple[int, int], where: str):
+    """Build the pycolmap camera for one frame from merged global+frame intrinsics ``p``.
+
+    ``size`` is the image file's (w, h); the camera is expressed at the JSON's w/h (if given) and
+    then rescaled to the file, so a JSON written for another resolution still lines up."""
+    import pycolmap
+
+    w = _num(p, "w", where) or size[0]
+    h = _num(p, "h", where) or size[1]
+    fx, fy = _num(p, "fl_x", where), _num(p, "fl_y", where)
+    ax, ay = _num(p, "camera_angle_x", where), _num(p, "camera_angle_y", where)
+    if fx is None and ax is not None:
+        fx = 0.5 * w / math.tan(0.5 * ax)
+    if fy is None and ay is not None:
+        fy = 0.5 * h / math.tan(0.5 * ay)
+    fx, fy = fx or fy, fy or fx
+    if fx is None or fx <= 0 or fy <= 0:
+        raise FormatError(f"{where}: no focal length (need fl_x/fl_y or camera_angle_x/camera_angle_y > 0)")
+    cx = _num(p, "cx", where)
+    cy = _num(p, "cy", where)
+    cx = w / 2.0 if cx is None else cx
+    cy = h / 2.0 if cy is None else cy
+    k = {n: _num(p, n, where) or 0.0 for n in ("k1", "k2", "k3", "k4", "p1", "p2")}
+    if p.get("is_fisheye"):
+        model, params = "OPENCV_FISHEYE", [fx, fy, cx, cy, k["k1"], k["k2"], k["k3"], k["k4"]]
+    elif k["k3"] or k["k4"]:
+        model, params = "FULL_OPENCV", [fx, fy, cx, cy, k["k1"], k["k2"], k["p1"], k["p2"], k["k3"], k["k4"], 0, 0]
+    else:
+        model, params = "OPENCV", [fx, fy, cx, cy, k["k1"], k["k2"], k["p1"], k["p2"]]
+    cam = pycolmap.Camera(model=model, width=int(round(w)), height=int(round(h)),
+                          params=[float(v) for v in params])
+    return cam
+
+
+def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
+             max_images: int | None = None, num_points: int = 100_000, seed: int = 0,
+             threads: int | None = None):
+    """Return (cameras with images sorted by file name, points, colours, meta)."""
+    from . import subsample
+    from .colmap import load_view, match_camera_to_image
+
+    p = Path(path)
+    if not p.exists():
+        raise GscompError(f"instant-ngp scene not found: {p}")
+    jpath = p if p.is_file() else p / "transforms.json"
+    if not jpath.is_file():
+        raise GscompError(f"no transforms.json in {p}")
+    root = jpath.parent
+    meta_json = read_json(jpath)
+    frames = meta_json.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise FormatError(f"{jpath}: needs a non-empty 'frames' list")
+    glob = {k: meta_json[k] for k in INTRINSIC_KEYS if k in meta_json}
+
+    items, missing = [], 0
+    for i, fr in enumerate(frames):
+        where = f"{jpath} frame {i}"
+        if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
+            raise FormatError(f"{where}: needs 'file_path' and 'transform_matrix'")
+        img = find_image(root, str(fr["file_path"]))
+        if img is None:
+            missing += 1
+            continue
+        intr = {**glob, **{k: fr[k] for k in INTRINSIC_KEYS if k in fr}}
+        items.append((str(fr["file_path"]), img, c2w_opengl_to_w2c(fr["transform_matrix"], where), intr, where))
+    if missing:
+        print(f"warning: {missing} of {len(frames)} frames skipped: image file missing", file=sys.stderr)
+    if not items:
+        raise GscompError(f"{jpath}: none of the {len(frames)} frames has an image file")
+    items.sort(key=lambda it: it[0])
+    items = subsample(items, max_images)
+
+    def one(it):
+        name, img, w2c, intr, where = it
+        size = image_size(img)
+        pcam = match_camera_to_image(colmap_camera(intr, size, where), size, str(img))
+        arr, cam = load_view(img, pcam, 1.0 / downscale, name)
+        cam.world_to_camera = w2c
+        cam.image, cam.alpha = to_tensors(arr, background)
+        return cam
+
+    cams = parallel_map(one, items, threads)
+    scale = _num(meta_json, "scale", str(jpath))
+    scale = 0.33 if scale is None else scale
+    if scale <= 0:
+        raise FormatError(f"{jpath}: scale must be > 0, got {scale}")
+    off = meta_json.get("offset", [0.5, 0.5, 0.5])
+    try:
+        off = np.broadcast_to(np.asarray(off, dtype=np.float64), (3,))
+    except (TypeError, ValueError):
+        raise FormatError(f"{jpath}: offset must be three numbers, got {off!r}") from None
+    lo, hi = (0.0 - off) / scale, (1.0 - off) / scale
+    pts, cols = random_points(num_points, lo, hi, seed)
+    meta = {"source": "ngp", "transforms": str(jpath), "aabb_scale": meta_json.get("aabb_scale", 1),
+            "skipped_frames": missing}
+    return cams, pts, cols, meta

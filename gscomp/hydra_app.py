@@ -1,0 +1,93 @@
+"""Run a gscomp verb as a real Hydra app (overrides, ``--cfg job``, ``-m`` multirun, launchers).
+
+    run_hydra("train", task_fn, argv) -> exit code
+
+``task_fn(cfg) -> int | None`` runs once per job. Conventions shared by every verb:
+- configs live in the repository's ``configs/`` folder (absolute path, so any working dir works);
+- Hydra does not change the working directory, log to files, or write ``.hydra/`` folders: each
+  verb writes its own resolved ``config.yaml`` next to its outputs (see `output_dir`);
+- a `GscompError` inside a job is re-raised after Hydra returns, so the CLI prints one line
+  ``error: ...`` and exits 2 (Hydra would otherwise print a traceback and exit 1);
+- Hydra's own config errors (unknown key, bad group option, bad override syntax) are Hydra's short
+  messages on stderr and exit status 2, never a traceback wall (unless ``HYDRA_FULL_ERROR=1``).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+import gscomp
+
+from .errors import GscompError
+
+CONFIG_DIR = Path(gscomp.__file__).resolve().parents[1] / "configs"
+
+
+def output_dir(cfg) -> Path:
+    """The job's output folder: Hydra's runtime output dir inside a Hydra app (``out`` for a single
+    run, ``out/N`` for job N of a multirun), else ``cfg.out``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:
+        pass
+    return Path(str(cfg.get("out") or "outputs")).expanduser()
+
+
+def compose(config_name: str, overrides: list[str] | None = None):
+    """Compose a config from Python (tests, notebooks, other verbs) without running an app."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return _compose(config_name=config_name, overrides=list(overrides or []))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise GscompError(" ".join(str(e).split("\n")[:2]).strip()) from None
+
+
+def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | None = None) -> int:
+    """Run ``task_fn`` as the Hydra app ``config_name`` with command-line ``argv``."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    errors: list[BaseException] = []
+    codes: list[int] = []
+
+    @hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")
+    def _app(cfg) -> None:
+        try:
+            codes.append(int(task_fn(cfg) or 0))
+        except (GscompError, KeyboardInterrupt) as e:
+            # Keep Hydra from formatting it as a traceback; the CLI reports it in one line.
+            errors.append(e)
+            if isinstance(e, KeyboardInterrupt):
+                raise
+
+    old_argv = sys.argv
+    sys.argv = [prog or f"gscomp {config_name}", *argv]
+    try:
+        _app()
+    except SystemExit as e:  # Hydra's own error path (config errors, --help) ends in sys.exit
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if errors and isinstance(errors[0], GscompError):
+            raise errors[0] from None
+        return 0 if code == 0 else 2
+    except KeyboardInterrupt:
+        if errors:
+            raise errors[0] from None
+        raise
+    finally:
+        sys.argv = old_argv
+        GlobalHydra.instance().clear()  # allow another app in the same process (tests, demo)
+    if errors:
+        raise errors[0]
+    return max(codes) if codes else 0
+
+
+__all__ = ["run_hydra", "compose", "output_dir", "CONFIG_DIR"]

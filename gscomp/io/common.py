@@ -1,0 +1,151 @@
+"""Helpers shared by the splat file readers and writers: atomic output, numpy <-> Splats,
+quantisation helpers and the axis flip between SPZ's RUB and the PLY's RDF convention."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import FormatError, GscompError
+from ..splats import Splats, sh_degree_from_rest
+
+# Opacities stored as 8-bit sigmoid values include 0 and 255, whose logits are infinite.
+# Clamp the probability so every decoded Splats is finite (logit(1e-6) ~ -13.8).
+PROB_EPS = 1e-6
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Open a temporary file next to ``path`` for binary writing; on success it replaces
+    ``path`` atomically (os.replace), on error it is removed and ``path`` is untouched."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise GscompError(f"{path}: directory {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path) as f:
+        f.write(data)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise GscompError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise GscompError(f"{path}: is a directory, expected a file") from None
+    except OSError as e:
+        raise GscompError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """Inverse sigmoid with the probability clamped to [PROB_EPS, 1-PROB_EPS] (finite output)."""
+    p = np.clip(p.astype(np.float64), PROB_EPS, 1.0 - PROB_EPS)
+    return np.log(p / (1.0 - p))
+
+
+def to_u8(x: np.ndarray) -> np.ndarray:
+    """Round half away from zero (like C's std::round) and clamp to 0..255."""
+    r = np.sign(x) * np.floor(np.abs(x) + 0.5)
+    return np.clip(r, 0, 255).astype(np.uint8)
+
+
+def build_splats(
+    path,
+    means: np.ndarray,
+    quats: np.ndarray,
+    scales: np.ndarray,
+    opacities: np.ndarray,
+    sh0: np.ndarray,
+    shN: np.ndarray,
+) -> Splats:
+    """Assemble float32 tensors into a Splats and validate it; any problem (NaN, inf, bad
+    shape) becomes a one-line FormatError naming the file."""
+    def t(a: np.ndarray) -> torch.Tensor:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        # arrays viewing a file's bytes are read-only; tensors must own writable memory
+        return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+    s = Splats(
+        means=t(means).reshape(-1, 3),
+        quats=t(quats).reshape(-1, 4),
+        scales=t(scales).reshape(-1, 3),
+        opacities=t(opacities).reshape(-1),
+        sh0=t(sh0).reshape(-1, 1, 3),
+        shN=t(shN),  # already (N, K, 3): K cannot be inferred by reshape when N == 0
+    )
+    try:
+        s.validate(str(path))
+    except GscompError as e:
+        raise FormatError(str(e)) from None
+    return s
+
+
+def splats_numpy(splats: Splats, what: str = "splats") -> dict[str, np.ndarray]:
+    """Validated float32 numpy copies of every field (CPU, detached)."""
+    if not isinstance(splats, Splats):
+        raise GscompError(f"{what}: expected a Splats, got {type(splats).__name__}")
+    splats.validate(what)
+    return {k: v.detach().to("cpu", torch.float32).numpy() for k, v in splats.items()}
+
+
+# ---------------------------------------------------------------- axis convention
+# SPZ stores scenes in RUB (x right, y up, z back); the INRIA PLY (and gscomp) use RDF
+# (x right, y down, z forward). The two differ by negating y and z, i.e. a 180 degree
+# rotation about x (det = +1), so it maps rotations to rotations:
+#   positions (x, y, z) -> (x, -y, -z); quaternion (w, x, y, z) -> (w, x, -y, -z);
+#   each SH basis function is a polynomial in the view direction and just changes sign
+#   according to its parity in y and z (3DGS basis order, per band):
+#   band 1: y, z, x                                  -> -, -, +
+#   band 2: xy, yz, 2z^2-x^2-y^2, xz, x^2-y^2         -> -, +, +, -, +
+#   band 3: y(3x^2-y^2), xyz, y(4z^2-x^2-y^2), z(2z^2-3x^2-3y^2), x(4z^2-x^2-y^2),
+#           z(x^2-y^2), x(x^2-3y^2)                   -> -, +, -, -, +, -, +
+# The flip is its own inverse, so the same function converts in both directions.
+SH_FLIP_YZ = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], dtype=np.float32)
+
+
+def flip_yz(means: np.ndarray, quats_wxyz: np.ndarray, shN: np.ndarray):
+    """Apply the RUB <-> RDF flip to numpy arrays (returns new arrays)."""
+    means = means * np.array([1, -1, -1], dtype=means.dtype)
+    quats_wxyz = quats_wxyz * np.array([1, 1, -1, -1], dtype=quats_wxyz.dtype)
+    k = shN.shape[1]
+    shN = shN * SH_FLIP_YZ[:k].reshape(1, k, 1).astype(shN.dtype)
+    return means, quats_wxyz, shN
+
+
+def normalize_quats(q: np.ndarray) -> np.ndarray:
+    """Unit quaternions; all-zero rows become the identity (w=1)."""
+    q = q.astype(np.float64)
+    n = np.linalg.norm(q, axis=1, keepdims=True)
+    out = np.where(n > 0, q / np.where(n > 0, n, 1.0), 0.0)
+    out[n[:, 0] == 0, 0] = 1.0
+    return out
+
+
+def degree_for_rest(path, n_rest_per_channel: int) -> int:
+    try:
+        return sh_degree_from_rest(n_rest_per_channel)
+    except GscompError as e:
+        raise FormatError(f"{path}: {e}") from None

@@ -1,0 +1,143 @@
+"""INRIA 3DGS `.ply` reader and writer.
+
+Layout (one ``vertex`` element, binary little-endian float32 when written by us):
+``x y z nx ny nz f_dc_0..2 f_rest_0..f_rest_{3K-1} opacity scale_0..2 rot_0..3`` where
+``f_rest`` is channel-major (all K red coefficients, then green, then blue: index c*K + k),
+``opacity`` is a logit, ``scale_*`` are log scales and ``rot_*`` is a wxyz quaternion.
+
+Reading goes through plyfile (binary of either endianness, or ASCII) and whole-column numpy
+operations, so 1M Gaussians load in about a second. Extra properties are ignored. A PLY whose
+header has a ``chunk`` element is a PlayCanvas compressed PLY and is decoded by
+`gscomp.io.compressed_ply` instead.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+from plyfile import PlyData, PlyListProperty
+
+from ..errors import FormatError, GscompError
+from ..splats import Splats
+from .common import atomic_open, build_splats, degree_for_rest, splats_numpy
+
+REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+            "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
+_REST = re.compile(r"f_rest_(\d+)$")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def read_plydata(path: str | os.PathLike) -> PlyData:
+    """Parse any PLY with plyfile; every failure becomes a one-line GscompError/FormatError."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(5)
+    except FileNotFoundError:
+        raise GscompError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise GscompError(f"{path}: is a directory, expected a .ply file") from None
+    if not (magic.startswith(b"ply\n") or magic == b"ply\r\n"):
+        raise FormatError(f"{path}: not a PLY file (missing 'ply' magic line)")
+    try:
+        # Binary data is memory-mapped copy-on-write (plyfile's fast path; without mmap it
+        # parses vertex by vertex). Callers copy the columns they need, so the map is released
+        # with the PlyData. plyfile checks the file is long enough for every element.
+        return PlyData.read(str(path), mmap="c")
+    except Exception as e:  # plyfile raises several exception types for malformed input
+        raise FormatError(f"{path}: malformed PLY ({_one_line(e)})") from None
+
+
+def read_ply(path: str | os.PathLike) -> Splats:
+    """Read an INRIA 3DGS `.ply` (any SH degree 0..3, binary or ASCII) into float32 Splats.
+
+    PlayCanvas compressed PLYs (with a ``chunk`` element) are detected and decoded too."""
+    ply = read_plydata(path)
+    names = [e.name for e in ply.elements]
+    if "chunk" in names:
+        from .compressed_ply import splats_from_plydata
+
+        return splats_from_plydata(ply, path)
+    return splats_from_inria_plydata(ply, path)
+
+
+def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
+    names = [e.name for e in ply.elements]
+    if "vertex" not in names:
+        raise FormatError(f"{path}: no 'vertex' element (found: {', '.join(names) or 'none'})")
+    vertex = ply["vertex"]
+    props = {p.name: p for p in vertex.properties}
+    for name in REQUIRED:
+        if name not in props:
+            raise FormatError(f"{path}: missing property '{name}' in element 'vertex'")
+    rest_idx = sorted(int(m.group(1)) for n in props if (m := _REST.match(n)))
+    n_rest = len(rest_idx)
+    if rest_idx != list(range(n_rest)):
+        missing = sorted(set(range(max(rest_idx) + 1)) - set(rest_idx))
+        raise FormatError(f"{path}: f_rest properties are not contiguous (missing 'f_rest_{missing[0]}')")
+    if n_rest % 3:
+        raise FormatError(f"{path}: {n_rest} f_rest properties is not a multiple of 3 (expected 0, 9, 24 or 45)")
+    k = n_rest // 3
+    degree_for_rest(path, k)
+    wanted = list(REQUIRED) + [f"f_rest_{i}" for i in range(n_rest)]
+    for name in wanted:
+        if isinstance(props[name], PlyListProperty):
+            raise FormatError(f"{path}: property '{name}' in element 'vertex' is a list, expected a scalar")
+
+    data = vertex.data
+    n = len(data)
+    # One (N, C) float32 matrix, columns in `wanted` order; float32 sources are copied exactly.
+    dt = data.dtype
+    if all(dt.fields[f][0] == np.dtype("<f4") for f in dt.names) and dt.itemsize == 4 * len(dt.names):
+        # Fast path (every INRIA file): view the records as an (N, P) float32 matrix and
+        # gather the wanted columns in one pass instead of 62 strided copies.
+        idx = [dt.names.index(name) for name in wanted]
+        cols = np.asarray(data).view("<f4").reshape(n, len(dt.names))[:, idx]
+    else:
+        cols = np.empty((n, len(wanted)), dtype=np.float32)
+        for j, name in enumerate(wanted):
+            cols[:, j] = data[name]
+    means = cols[:, 0:3]
+    sh0 = cols[:, 3:6]
+    opac = cols[:, 6]
+    scales = cols[:, 7:10]
+    quats = cols[:, 10:14]
+    # channel-major f_rest (c*K + k) -> (N, K, 3)
+    shN = cols[:, 14:].reshape(n, 3, k).transpose(0, 2, 1)
+    return build_splats(path, means, quats, scales, opac, sh0, shN)
+
+
+def ply_property_names(sh_degree: int) -> list[str]:
+    k = (sh_degree + 1) ** 2 - 1
+    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+            + [f"f_rest_{i}" for i in range(3 * k)]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def write_ply(path: str | os.PathLike, splats: Splats) -> None:
+    """Write the standard INRIA binary little-endian float32 `.ply` atomically."""
+    a = splats_numpy(splats)
+    n, k = a["shN"].shape[0], a["shN"].shape[1]
+    names = ply_property_names(splats.sh_degree)
+    cols = np.zeros((n, len(names)), dtype="<f4")
+    cols[:, 0:3] = a["means"]
+    # nx ny nz stay zero (unused by 3DGS, kept for compatibility with INRIA tools)
+    cols[:, 6:9] = a["sh0"][:, 0, :]
+    cols[:, 9:9 + 3 * k] = a["shN"].transpose(0, 2, 1).reshape(n, 3 * k)
+    o = 9 + 3 * k
+    cols[:, o] = a["opacities"]
+    cols[:, o + 1:o + 4] = a["scales"]
+    cols[:, o + 4:o + 8] = a["quats"]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+    header += [f"property float {name}" for name in names]
+    header.append("end_header\n")
+    with atomic_open(path) as f:
+        f.write("\n".join(header).encode("ascii"))
+        if n:
+            f.write(memoryview(cols.reshape(-1)).cast("B"))  # no extra copy of a large array
+
+
+__all__ = ["read_ply", "write_ply", "read_plydata", "ply_property_names"]

@@ -1,0 +1,63 @@
+"""antimatter15 `.splat` reader and writer.
+
+No header; one 32-byte little-endian record per Gaussian:
+``f32 x y z | f32 sx sy sz (linear scales) | u8 r g b a | u8 qw qx qy qz``
+with rgb = 0.5 + C0 * f_dc (the SH DC colour, no higher-order SH), a = sigmoid(opacity) and
+q = normalised quaternion * 128 + 128. Coordinates are the PLY's (no axis change).
+Lossy: colour and opacity to 8 bits, rotation to ~8 bits, higher-order SH dropped.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import FormatError
+from ..splats import SH_C0, Splats
+from .common import (atomic_write_bytes, build_splats, logit, normalize_quats, read_bytes,
+                     sigmoid, splats_numpy, to_u8)
+
+RECORD = np.dtype([("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+assert RECORD.itemsize == 32
+
+
+def read_splat(path: str | os.PathLike) -> Splats:
+    return decode_splat(read_bytes(path), path)
+
+
+def decode_splat(data: bytes, name="<splat>") -> Splats:
+    if len(data) % RECORD.itemsize:
+        raise FormatError(f"{name}: size {len(data)} bytes is not a multiple of the 32-byte .splat record")
+    rec = np.frombuffer(data, RECORD)
+    n = len(rec)
+    scales = rec["scale"].astype(np.float64)
+    if not np.isfinite(scales).all() or not np.isfinite(rec["pos"]).all():
+        bad = int(np.flatnonzero(~(np.isfinite(scales).all(1) & np.isfinite(rec["pos"]).all(1)))[0])
+        raise FormatError(f"{name}: non-finite position or scale (first at Gaussian {bad})")
+    # Linear scales must be positive; clamp zeros (degenerate splats) so the log stays finite.
+    log_scales = np.log(np.maximum(np.abs(scales), 1e-30))
+    rgba = rec["rgba"].astype(np.float64) / 255.0
+    sh0 = (rgba[:, :3] - 0.5) / SH_C0
+    opac = logit(rgba[:, 3])
+    quats = normalize_quats((rec["rot"].astype(np.float64) - 128.0) / 128.0)
+    return build_splats(name, rec["pos"], quats, log_scales, opac, sh0, np.zeros((n, 0, 3)))
+
+
+def encode_splat(splats: Splats) -> bytes:
+    a = splats_numpy(splats)
+    n = len(splats)
+    rec = np.zeros(n, RECORD)
+    rec["pos"] = a["means"]
+    rec["scale"] = np.exp(a["scales"].astype(np.float64))
+    rgb = 0.5 + SH_C0 * a["sh0"][:, 0].astype(np.float64)
+    rec["rgba"][:, :3] = to_u8(rgb * 255.0)
+    rec["rgba"][:, 3] = to_u8(sigmoid(a["opacities"]) * 255.0)
+    rec["rot"] = to_u8(normalize_quats(a["quats"]) * 128.0 + 128.0)
+    return rec.tobytes()
+
+
+def write_splat(path: str | os.PathLike, splats: Splats) -> None:
+    atomic_write_bytes(path, encode_splat(splats))
+
+
+__all__ = ["read_splat", "write_splat", "decode_splat", "encode_splat"]

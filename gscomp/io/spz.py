@@ -1,0 +1,274 @@
+"""Niantic SPZ reader (versions 1-4) and writer (versions 2, 3 and 4).
+
+Versions 1-3: the whole file is one gzip stream holding a 16-byte header
+``<u32 magic 0x5053474e "NGSP", u32 version, u32 numPoints, u8 shDegree, u8 fractionalBits,
+u8 flags, u8 reserved>``, optional extension records (flags & 2), then the attribute arrays,
+each for all points: positions (24-bit signed fixed point x,y,z with ``fractionalBits``;
+float16 in version 1), alphas (u8 sigmoid), colours (u8: f_dc*0.15*255 + 127.5), scales
+(u8: (log_scale + 10) * 16), rotations (v2: xyz of the w>=0 unit quaternion as
+u8 = q*127.5 + 127.5; v3+: "smallest three", u32 with the largest component's index
+(in xyzw order) in the top 2 bits and 9-bit magnitude + sign for the other three, the last
+one in the lowest bits) and SH (u8 = round(v*128) + 128, per point coefficient-major with
+the colour channel fastest, which is exactly `Splats.shN`'s (K, 3) order).
+Version 4: the file starts (uncompressed) with a 32-byte header ``<magic, version, numPoints,
+u8 shDegree, u8 fractionalBits, u8 flags, u8 numStreams, u32 tocByteOffset, 12 reserved>``,
+extension records, then a table of contents of ``numStreams`` pairs ``<u64 compressedSize,
+u64 uncompressedSize>`` followed by the streams (positions, alphas, colours, scales,
+rotations, sh; empty ones are omitted), each one zstd frame.
+
+Axes: SPZ stores RUB (y up, z back); gscomp and the INRIA PLY use RDF. `read_spz` converts
+to RDF and `write_spz` converts back (negate y and z, see `common.flip_yz`) unless
+``convert=False``. SH degree 4 files are truncated to degree 3 (the first 15 coefficients).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+
+import numpy as np
+
+from ..errors import FormatError, GscompError
+from ..splats import Splats
+from .common import (atomic_write_bytes, build_splats, flip_yz, logit, normalize_quats,
+                     read_bytes, sigmoid, splats_numpy, to_u8)
+
+MAGIC = 0x5053474E
+COLOR_SCALE = 0.15  # SPZ's scale for the DC colour (smaller than C0 so out-of-range colours fit)
+SH_DIM = (0, 3, 8, 15, 24)
+FLAG_ANTIALIASED = 0x1
+FLAG_EXTENSIONS = 0x2
+SQRT1_2 = np.float64(0.7071067811865476)
+STREAMS = ("positions", "alphas", "colors", "scales", "rotations", "sh")
+
+
+def _sizes(n: int, version: int, sh_dim: int) -> list[int]:
+    """Byte size of each attribute array, in file order."""
+    pos = n * 3 * (2 if version == 1 else 3)
+    rot = n * (4 if version >= 3 else 3)
+    return [pos, n, n * 3, n * 3, rot, n * sh_dim * 3]
+
+
+# ---------------------------------------------------------------------------- reading
+def read_spz(path: str | os.PathLike, *, convert: bool = True) -> Splats:
+    return decode_spz(read_bytes(path), path, convert=convert)
+
+
+def decode_spz(data: bytes, name="<spz>", *, convert: bool = True) -> Splats:
+    """Decode the bytes of an .spz file (any version) into Splats (RDF axes if ``convert``)."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise FormatError(f"{name}: corrupt or truncated gzip stream ({e})") from None
+        arrays, header = _parse_legacy(raw, name)
+    elif data[:4] == b"NGSP" and len(data) >= 8 and struct.unpack_from("<I", data, 4)[0] < 4:
+        # Not in the spec, but some tools wrote the legacy stream without the gzip wrapper.
+        arrays, header = _parse_legacy(data, name)
+    elif data[:4] == b"NGSP":
+        arrays, header = _parse_v4(data, name)
+    else:
+        raise FormatError(f"{name}: not an SPZ file (expected gzip or 'NGSP' magic)")
+    return _unpack(arrays, header, name, convert)
+
+
+def _check_header(name, magic, version, n, deg, lo, hi):
+    if magic != MAGIC:
+        raise FormatError(f"{name}: not an SPZ file (bad magic 0x{magic:08x})")
+    if not lo <= version <= hi:
+        raise FormatError(f"{name}: unsupported SPZ version {version}")
+    if deg >= len(SH_DIM):
+        raise FormatError(f"{name}: unsupported SH degree {deg}")
+    if n > 100_000_000:
+        raise FormatError(f"{name}: implausible point count {n}")
+
+
+def _parse_legacy(raw: bytes, name):
+    if len(raw) < 16:
+        raise FormatError(f"{name}: truncated SPZ header ({len(raw)} bytes)")
+    magic, version, n, deg, frac, flags, _ = struct.unpack_from("<IIIBBBB", raw, 0)
+    _check_header(name, magic, version, n, deg, 1, 3)
+    sizes = _sizes(n, version, SH_DIM[deg])
+    total = sum(sizes)
+    if flags & FLAG_EXTENSIONS:
+        # Extension records sit between the header and the arrays; the arrays end the stream,
+        # so skip the records by size (their layout changed between library releases).
+        start = len(raw) - total
+        if start < 16:
+            raise FormatError(f"{name}: truncated SPZ data ({len(raw)} bytes, need {16 + total})")
+    else:
+        start = 16
+        if len(raw) < 16 + total:
+            raise FormatError(f"{name}: truncated SPZ data ({len(raw)} bytes, need {16 + total})")
+    arrays, o = {}, start
+    for key, size in zip(STREAMS, sizes):
+        arrays[key] = np.frombuffer(raw, np.uint8, size, o)
+        o += size
+    return arrays, dict(version=version, n=n, deg=deg, frac=frac, flags=flags)
+
+
+def _parse_v4(data: bytes, name):
+    import zstandard
+
+    if len(data) < 32:
+        raise FormatError(f"{name}: truncated SPZ header ({len(data)} bytes)")
+    magic, version, n, deg, frac, flags, n_streams, toc = struct.unpack_from("<IIIBBBBI", data, 0)
+    _check_header(name, magic, version, n, deg, 4, 4)
+    sizes = _sizes(n, version, SH_DIM[deg])
+    keys = [k for k, s in zip(STREAMS, sizes) if s > 0]
+    sizes = [s for s in sizes if s > 0]
+    if n_streams != len(sizes):
+        raise FormatError(f"{name}: {n_streams} streams, expected {len(sizes)}")
+    if toc < 32 or toc + 16 * n_streams > len(data):
+        raise FormatError(f"{name}: table of contents out of bounds (truncated file?)")
+    arrays = {k: np.zeros(0, np.uint8) for k in STREAMS}
+    o = toc + 16 * n_streams
+    dctx = zstandard.ZstdDecompressor()
+    for i, (key, size) in enumerate(zip(keys, sizes)):
+        csize, usize = struct.unpack_from("<QQ", data, toc + 16 * i)
+        if usize != size:
+            raise FormatError(f"{name}: {key} stream holds {usize} bytes, expected {size}")
+        if o + csize > len(data):
+            raise FormatError(f"{name}: {key} stream extends past the end of the file (truncated?)")
+        try:
+            out = dctx.decompress(data[o:o + csize], max_output_size=size)
+        except zstandard.ZstdError as e:
+            raise FormatError(f"{name}: corrupt zstd data in the {key} stream ({e})") from None
+        if len(out) != size:
+            raise FormatError(f"{name}: {key} stream decompressed to {len(out)} bytes, expected {size}")
+        arrays[key] = np.frombuffer(out, np.uint8)
+        o += csize
+    return arrays, dict(version=version, n=n, deg=deg, frac=frac, flags=flags)
+
+
+def _unpack_smallest_three(r: np.ndarray) -> np.ndarray:
+    """(N,) uint32 -> (N, 4) xyzw."""
+    n = len(r)
+    largest = (r >> np.uint32(30)).astype(np.int64)
+    q = np.zeros((n, 4), np.float64)
+    comp = r.copy()
+    stored = np.ones((n, 4), bool)
+    stored[np.arange(n), largest] = False
+    for i in (3, 2, 1, 0):  # the highest index is in the lowest bits
+        s = stored[:, i]
+        mag = (comp & np.uint32(511)).astype(np.float64) * (SQRT1_2 / 511.0)
+        neg = (comp >> np.uint32(9)) & np.uint32(1)
+        q[:, i] = np.where(s, np.where(neg == 1, -mag, mag), 0.0)
+        comp = np.where(s, comp >> np.uint32(10), comp)
+    q[np.arange(n), largest] = np.sqrt(np.maximum(0.0, 1.0 - (q ** 2).sum(1)))
+    return q
+
+
+def _unpack(a: dict, h: dict, name, convert: bool) -> Splats:
+    n, version, deg = h["n"], h["version"], h["deg"]
+    if version == 1:
+        means = a["positions"].view("<f2").reshape(n, 3).astype(np.float64)
+    else:
+        b = a["positions"].reshape(n, 3, 3).astype(np.int32)
+        fixed = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
+        fixed = np.where(fixed & 0x800000, fixed - (1 << 24), fixed)
+        means = fixed.astype(np.float64) / float(1 << h["frac"])
+    opac = logit(a["alphas"].astype(np.float64) / 255.0)
+    sh0 = (a["colors"].reshape(n, 3).astype(np.float64) / 255.0 - 0.5) / COLOR_SCALE
+    scales = a["scales"].reshape(n, 3).astype(np.float64) / 16.0 - 10.0
+    if version >= 3:
+        xyzw = _unpack_smallest_three(a["rotations"].view("<u4").astype(np.uint32))
+    else:
+        xyz = a["rotations"].reshape(n, 3).astype(np.float64) / 127.5 - 1.0
+        w = np.sqrt(np.maximum(0.0, 1.0 - (xyz ** 2).sum(1)))
+        xyzw = np.concatenate([xyz, w[:, None]], 1)
+    quats = xyzw[:, [3, 0, 1, 2]]
+    dim = SH_DIM[deg]
+    shN = (a["sh"].reshape(n, dim, 3).astype(np.float64) - 128.0) / 128.0
+    shN = shN[:, :15]  # degree 4 -> 3: the bands are nested, so this is the degree-3 part
+    if convert:
+        means, quats, shN = flip_yz(means, quats, shN)
+    return build_splats(name, means, quats, scales, opac, sh0, shN)
+
+
+# ---------------------------------------------------------------------------- writing
+def _pack_smallest_three(xyzw: np.ndarray) -> np.ndarray:
+    """(N, 4) unit xyzw -> (N,) uint32, bit-compatible with the reference encoder."""
+    n = len(xyzw)
+    largest = np.argmax(np.abs(xyzw), 1)
+    sign = np.where(xyzw[np.arange(n), largest] < 0, -1.0, 1.0)
+    q = xyzw * sign[:, None]  # make the largest component positive (q and -q are one rotation)
+    comp = largest.astype(np.uint32)
+    for i in range(4):
+        s = largest != i
+        mag = np.minimum(np.floor(511.0 * np.abs(q[:, i]) / SQRT1_2 + 0.5), 511).astype(np.uint32)
+        neg = (q[:, i] < 0).astype(np.uint32)
+        comp = np.where(s, (comp << np.uint32(10)) | (neg << np.uint32(9)) | mag, comp)
+    return comp.astype("<u4")
+
+
+def _quantize_sh(x: np.ndarray, bits: int) -> np.ndarray:
+    bucket = 1 << (8 - bits)
+    q = np.sign(x) * np.floor(np.abs(x) * 128.0 + 0.5) + 128.0
+    q = np.floor((q + bucket // 2) / bucket) * bucket
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
+               sh_bits: tuple[int, int] = (5, 4), antialiased: bool = False) -> bytes:
+    """Encode Splats as SPZ bytes. ``sh_bits`` are the precisions kept for SH band 1 and for
+    higher bands (the reference encoder's defaults 5 and 4; 8 keeps everything)."""
+    if version not in (2, 3, 4):
+        raise GscompError(f"SPZ version {version} cannot be written (use 2, 3 or 4)")
+    if not all(1 <= b <= 8 for b in sh_bits):
+        raise GscompError(f"SPZ sh_bits must be in 1..8, got {sh_bits}")
+    a = splats_numpy(splats)
+    n, deg = len(splats), splats.sh_degree
+    means = a["means"].astype(np.float64)
+    quats = normalize_quats(a["quats"])
+    shN = a["shN"].astype(np.float64)
+    if convert:
+        means, quats, shN = flip_yz(means, quats, shN)
+
+    # Largest fractional-bit count (<= 12, the reference's 0.25 mm) that fits the 24-bit range.
+    limit = float(np.abs(means).max()) if n else 0.0
+    frac = 12
+    while frac > 0 and round(limit * (1 << frac)) > (1 << 23) - 1:
+        frac -= 1
+    if round(limit * (1 << frac)) > (1 << 23) - 1:
+        raise GscompError(f"SPZ cannot store positions beyond +-{(1 << 23) - 1} (found {limit:g})")
+    fixed = (np.sign(means) * np.floor(np.abs(means) * (1 << frac) + 0.5)).astype(np.int64)
+    fixed &= 0xFFFFFF
+    positions = np.stack([fixed & 0xFF, (fixed >> 8) & 0xFF, (fixed >> 16) & 0xFF], -1).astype(np.uint8)
+
+    alphas = to_u8(sigmoid(a["opacities"]) * 255.0)
+    colors = to_u8(a["sh0"][:, 0].astype(np.float64) * (COLOR_SCALE * 255.0) + 127.5)
+    scales = to_u8((a["scales"].astype(np.float64) + 10.0) * 16.0)
+    xyzw = quats[:, [1, 2, 3, 0]]
+    if version >= 3:
+        rotations = _pack_smallest_three(xyzw)
+    else:
+        xyzw = xyzw * np.where(xyzw[:, 3:] < 0, -1.0, 1.0)  # w >= 0 so it can be recomputed
+        rotations = to_u8(xyzw[:, :3] * 127.5 + 127.5)
+    sh = np.empty((n, shN.shape[1], 3), np.uint8)
+    sh[:, :3] = _quantize_sh(shN[:, :3], sh_bits[0])
+    sh[:, 3:] = _quantize_sh(shN[:, 3:], sh_bits[1])
+
+    streams = [positions, alphas, colors, scales, rotations, sh]
+    blobs = [np.ascontiguousarray(s).tobytes() for s in streams]
+    flags = FLAG_ANTIALIASED if antialiased else 0
+    if version < 4:
+        header = struct.pack("<IIIBBBB", MAGIC, version, n, deg, frac, flags, 0)
+        return gzip.compress(header + b"".join(blobs), compresslevel=6, mtime=0)
+    import zstandard
+
+    cctx = zstandard.ZstdCompressor(level=12)
+    blobs = [b for b in blobs if b]
+    packed = [cctx.compress(b) for b in blobs]
+    header = struct.pack("<IIIBBBBI12x", MAGIC, version, n, deg, frac, flags, len(packed), 32)
+    toc = b"".join(struct.pack("<QQ", len(p), len(b)) for p, b in zip(packed, blobs))
+    return header + toc + b"".join(packed)
+
+
+def write_spz(path: str | os.PathLike, splats: Splats, *, version: int = 3, convert: bool = True,
+              sh_bits: tuple[int, int] = (5, 4)) -> None:
+    atomic_write_bytes(path, encode_spz(splats, version=version, convert=convert, sh_bits=sh_bits))
+
+
+__all__ = ["read_spz", "write_spz", "decode_spz", "encode_spz"]

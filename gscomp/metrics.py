@@ -1,0 +1,111 @@
+"""Image-quality metrics for evaluation: PSNR, SSIM (scikit-image's standard implementation, so the
+numbers compare with other tools), LPIPS only when the `lpips` package and its weights are already
+on this machine (never downloaded), and side-by-side renders.
+"""
+from __future__ import annotations
+
+import math
+import os
+import resource
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+UNAVAILABLE = "unavailable"
+
+
+def psnr(img: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float:
+    a, b = _np(img), _np(gt)
+    mse = float(np.mean((np.clip(a, 0, 1) - b) ** 2, dtype=np.float64))
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+def ssim(img: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float:
+    """SSIM as in the 3DGS evaluation: 11x11 Gaussian window, sigma 1.5, Wang et al. constants."""
+    from skimage.metrics import structural_similarity
+
+    a, b = np.clip(_np(img), 0, 1).astype(np.float64), _np(gt).astype(np.float64)
+    return float(structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True,
+                                       sigma=1.5, use_sample_covariance=False))
+
+
+def _np(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def lpips_model():
+    """An LPIPS(alex) network if the `lpips` package and the AlexNet weights are present locally,
+    else None. Never downloads (torch hub is pointed at the existing cache only)."""
+    try:
+        import lpips  # noqa: F401
+    except Exception:
+        return None
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    if not any(hub.glob("alexnet-*.pth")):
+        return None
+    try:
+        import lpips
+
+        return lpips.LPIPS(net="alex", verbose=False).eval()
+    except Exception:
+        return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def save_side_by_side(path: Path, img: torch.Tensor, gt: torch.Tensor) -> None:
+    """Write render | ground truth as one PNG (atomically)."""
+    from PIL import Image
+
+    both = torch.cat([img.detach().cpu().clamp(0, 1), gt.detach().cpu().clamp(0, 1)], 1)
+    arr = (both.numpy() * 255.0 + 0.5).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    Image.fromarray(arr).save(tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, background=(0.0, 0.0, 0.0),
+             backend: str = "auto", device: torch.device | str = "cpu", out_dir: Path | None = None,
+             n_renders: int = 4, use_lpips: bool = True) -> dict:
+    """Render ``splats`` from every camera that has an image and average PSNR / SSIM (/ LPIPS)
+    over the views. Writes ``out_dir/NAME.png`` (render | ground truth) for the first ``n_renders``."""
+    from .errors import GscompError
+    from .render import render
+
+    cams = [c for c in cameras if c.image is not None]
+    if not cams:
+        raise GscompError("no evaluation views with images")
+    splats = splats.to(device)
+    sh = splats.sh_degree if sh_degree is None else min(int(sh_degree), splats.sh_degree)
+    bg = torch.as_tensor(background, dtype=torch.float32, device=device)
+    net = lpips_model() if use_lpips else None
+    ps, ss, ls = [], [], []
+    for i, cam in enumerate(cams):
+        img = render(splats, cam, sh_degree=sh, background=bg, backend=backend).colors[0].clamp(0, 1).cpu()
+        gt = cam.image.cpu()
+        ps.append(psnr(img, gt))
+        ss.append(ssim(img, gt))
+        if net is not None:
+            to = lambda x: x.permute(2, 0, 1)[None] * 2 - 1  # noqa: E731  (LPIPS wants [-1, 1] NCHW)
+            ls.append(float(net(to(img), to(gt))))
+        if out_dir is not None and i < n_renders:
+            name = Path(cam.name).stem if cam.name else f"view_{i:03d}"
+            save_side_by_side(Path(out_dir) / f"{i:03d}_{name}.png", img, gt)
+    return {
+        "psnr": round(float(np.mean(ps)), 4),
+        "ssim": round(float(np.mean(ss)), 5),
+        "lpips": round(float(np.mean(ls)), 5) if ls else UNAVAILABLE,
+        "n_views": len(cams),
+    }
+
+
+__all__ = ["psnr", "ssim", "evaluate", "lpips_model", "save_side_by_side", "peak_rss_mb", "UNAVAILABLE"]

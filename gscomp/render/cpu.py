@@ -1,0 +1,117 @@
+"""`cpu` backend: the native C++/OpenMP rasterizer behind two autograd Functions, like gsplat:
+
+- `_Project`: Splats tensors -> per-camera means2d, conics, colours, depths, radii (C, N, ...);
+- `_Rasterize`: those -> images, with a hand-written backward.
+
+Splitting at means2d gives the trainer a real (C, N, 2) tensor on the graph (``info["means2d"]``)
+whose ``.grad`` is the screen-space positional gradient used for densification.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..camera import Camera
+from ..errors import GscompError
+from ..splats import Splats
+from . import native
+
+
+def _cam_arrays(cameras: list[Camera], dtype):
+    # Same casts as the reference (float32 pose matrices cast to the splats' dtype).
+    viewmats = [c.world_to_camera.to(dtype).contiguous() for c in cameras]
+    campos = [c.camera_to_world.to(dtype)[:3, 3].contiguous() for c in cameras]
+    intr = [(c.fx, c.fy, c.cx, c.cy, c.width, c.height) for c in cameras]
+    return viewmats, campos, intr
+
+
+class _Project(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means, quats, scales, coeffs, sh_degree, viewmats, campos, intr):
+        ext = native.load()
+        means, quats, scales, coeffs = (t.contiguous() for t in (means, quats, scales, coeffs))
+        outs = [ext.project_forward(means, quats, scales, coeffs, sh_degree, v, p, *k)
+                for v, p, k in zip(viewmats, campos, intr)]
+        means2d, conics, colors, depths, radii = (torch.stack([o[i] for o in outs]) for i in range(5))
+        ctx.save_for_backward(means, quats, scales, coeffs, conics, radii)
+        ctx.sh_degree, ctx.viewmats, ctx.campos, ctx.intr = sh_degree, viewmats, campos, intr
+        ctx.mark_non_differentiable(radii)
+        return means2d, conics, colors, depths, radii
+
+    @staticmethod
+    def backward(ctx, v_means2d, v_conics, v_colors, v_depths, _v_radii):
+        ext = native.load()
+        means, quats, scales, coeffs, conics, radii = ctx.saved_tensors
+        grads = [torch.zeros_like(t) for t in (means, quats, scales, coeffs)]
+        N = means.shape[0]
+
+        def pick(v, c, *shape):  # autograd passes None for outputs that got no gradient
+            return v[c].contiguous() if v is not None else means.new_zeros(N, *shape)
+
+        for c, (v, p, k) in enumerate(zip(ctx.viewmats, ctx.campos, ctx.intr)):
+            ext.project_backward(
+                means, quats, scales, coeffs, ctx.sh_degree, v, p, *k, radii[c], conics[c],
+                pick(v_means2d, c, 2), pick(v_conics, c, 3), pick(v_colors, c, 3), pick(v_depths, c),
+                *grads,
+            )
+        return (*grads, None, None, None, None)
+
+
+class _Rasterize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opac, depths, background, radii, width, height):
+        ext = native.load()
+        bg = background.contiguous()
+        opac = opac.contiguous()
+        outs, aux = [], []
+        for c in range(means2d.shape[0]):
+            o = ext.rasterize_forward(means2d[c].contiguous(), conics[c].contiguous(), colors[c].contiguous(), opac,
+                                      depths[c].contiguous(), radii[c].contiguous(), bg, width, height)
+            outs.append(o[:3])
+            aux.append(o[2:])  # depth image, T_final, n_contrib, tile offsets, ids
+        ctx.save_for_backward(means2d, conics, colors, opac, depths, bg, radii)
+        ctx.aux, ctx.size = aux, (width, height)
+        return tuple(torch.stack([o[i] for o in outs]) for i in range(3))
+
+    @staticmethod
+    def backward(ctx, v_img, v_alpha, v_depth):
+        ext = native.load()
+        means2d, conics, colors, opac, depths, bg, radii = ctx.saved_tensors
+        W, H = ctx.size
+        C = means2d.shape[0]
+        v = [torch.zeros_like(t) for t in (means2d, conics, colors)]
+        v_opac, v_depths, v_bg = torch.zeros_like(opac), torch.zeros_like(depths), torch.zeros_like(bg)
+        for c in range(C):
+            vi = v_img[c].contiguous() if v_img is not None else means2d.new_zeros(H, W, 3)
+            va = v_alpha[c].contiguous() if v_alpha is not None else means2d.new_zeros(H, W)
+            vd = v_depth[c].contiguous() if v_depth is not None else means2d.new_zeros(H, W)
+            r = ext.rasterize_backward(means2d[c].contiguous(), conics[c].contiguous(), colors[c].contiguous(), opac,
+                                       depths[c].contiguous(), radii[c].contiguous(), bg, W, H, *ctx.aux[c],
+                                       vi, va, vd)
+            v[0][c], v[1][c], v[2][c] = r[0], r[1], r[2]
+            v_opac += r[3]
+            v_depths[c] = r[4]
+            v_bg += r[5]
+        return (*v, v_opac, v_depths, v_bg, None, None, None)
+
+
+def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background: torch.Tensor):
+    if splats.means.device.type != "cpu":
+        raise GscompError(f"the cpu render backend needs CPU tensors, got {splats.means.device}")
+    dtype = splats.means.dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise GscompError(f"the cpu render backend supports float32 and float64 splats, got {dtype}")
+    W, H = cameras[0].width, cameras[0].height
+    if any((c.width, c.height) != (W, H) for c in cameras):
+        raise GscompError("render: all cameras in one call must have the same image size")
+    k = (sh_degree + 1) ** 2
+    coeffs = torch.cat([splats.sh0, splats.shN[:, : k - 1]], 1)
+    viewmats, campos, intr = _cam_arrays(cameras, dtype)
+    means2d, conics, colors, depths, radii = _Project.apply(
+        splats.means, splats.quats, splats.scales, coeffs, sh_degree, viewmats, campos, intr
+    )
+    opac = torch.sigmoid(splats.opacities)
+    img, alpha, depth = _Rasterize.apply(means2d, conics, colors, opac, depths, background.to(dtype), radii, W, H)
+    return img, alpha, depth, {"means2d": means2d, "radii": radii.to(torch.int64)}
+
+
+__all__ = ["render_cpu"]

@@ -1,0 +1,222 @@
+"""Hash-grid attribute field (Compact-3DGS, Sec. 3.3): colour as a function of position.
+
+Instead of 48 SH floats per Gaussian, a multiresolution hash grid + tiny MLP maps the Gaussian's
+position to its SH coefficients (sh0 + shN of the trained degree). Compact-3DGS predicts
+view-dependent colour directly; we predict ordinary SH so a decoded `.gsz` is a standard `.ply`.
+
+Positions are normalised by a box (robust 1%-99% quantiles of the means, x1.1) and contracted
+outside it (Mip-NeRF 360 style) into [0,1]^3. The box is stored in the file.
+
+Coding: the decoder knows the decoded positions (``ctx.attrs["means"]``) and therefore which table
+rows any Gaussian reads; only those rows are coded (8-bit per-level uniform quantization, entropy
+coded); the others are zero and never read. MLP weights are stored as float16. Colours are then
+evaluated with `HashGrid.forward_exact` / `TinyMLP.forward_exact` (float32, element-wise only), the
+same code at encode time (the pipeline feeds back the decoded fields) and at decode time.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import torch
+
+from ..errors import FormatError
+from ..splats import Splats, num_sh_rest
+from .base import CodingContext, Section, Stage, register
+from .hashgrid import HashGrid, TinyMLP, contract_unit, has_tcnn, mlp_exact
+from .rvq import decode_symbols, encode_symbols
+from .masking import _at_step
+
+
+class ColorFieldModel(torch.nn.Module):
+    def __init__(self, grid: HashGrid, mlp: TinyMLP):
+        super().__init__()
+        self.grid, self.mlp = grid, mlp
+
+
+@register
+class ColorField(Stage):
+    type = "colorfield"
+    owns = ("sh0", "shN")
+
+    def __init__(self, n_levels: int = 16, n_features_per_level: int = 2, log2_hashmap_size: int = 15,
+                 base_resolution: int = 16, max_resolution: int = 1024, mlp_width: int = 64,
+                 mlp_layers: int = 2, grid_lr: float = 0.01, mlp_lr: float = 0.001, bits: int = 8,
+                 start: int | float = 0, fit_steps: int = 600, backend: str = "auto"):
+        super().__init__(n_levels=n_levels, n_features_per_level=n_features_per_level,
+                         log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
+                         max_resolution=max_resolution, mlp_width=mlp_width, mlp_layers=mlp_layers,
+                         grid_lr=grid_lr, mlp_lr=mlp_lr, bits=bits, start=start, fit_steps=fit_steps,
+                         backend=backend)
+        self.model: ColorFieldModel | None = None
+        self.center: torch.Tensor | None = None
+        self.half: torch.Tensor | None = None
+        self.n_out = 0
+        self._start = 0
+        self._fast = None  # tcnn encoder on CUDA, when available
+
+    # ---------------------------------------------------------------- model
+    def _new_model(self, sh_degree: int) -> ColorFieldModel:
+        p = self.params
+        grid = HashGrid(p["n_levels"], p["n_features_per_level"], p["log2_hashmap_size"], p["base_resolution"],
+                        max_resolution=p["max_resolution"])
+        self.n_out = 3 * (num_sh_rest(sh_degree) + 1)
+        mlp = TinyMLP(grid.n_output_dims, self.n_out, int(p["mlp_width"]), int(p["mlp_layers"]))
+        return ColorFieldModel(grid, mlp)
+
+    def set_box(self, means: torch.Tensor) -> None:
+        m = means.detach().float().cpu()
+        if m.shape[0] == 0:
+            lo, hi = torch.zeros(3), torch.ones(3)
+        else:
+            lo, hi = torch.quantile(m[:200_000], 0.01, 0), torch.quantile(m[:200_000], 0.99, 0)
+        # float16-representable so the stored box is exactly the one used in training
+        self.center = ((lo + hi) / 2).half().float()
+        self.half = ((hi - lo) / 2 * 1.1).clamp_min(1e-3).half().float()
+
+    def predict(self, means: torch.Tensor) -> torch.Tensor:
+        """Training path: (N,3) means -> (N, n_out) SH coefficients (differentiable w.r.t. the field)."""
+        u = contract_unit(means.detach(), self.center.to(means), self.half.to(means))
+        h = self._fast(u) if self._fast is not None else self.model.grid(u)
+        return self.model.mlp(h)
+
+    def _split(self, out: torch.Tensor, degree: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sh = out.reshape(out.shape[0], -1, 3)
+        return sh[:, :1].contiguous(), sh[:, 1 : 1 + num_sh_rest(degree)].contiguous()
+
+    # ---------------------------------------------------------------- training side
+    def attach(self, state) -> None:
+        degree = int(state.params["shN"].shape[1])
+        from ..splats import sh_degree_from_rest
+
+        self.model = self._new_model(sh_degree_from_rest(degree))
+        self.set_box(state.params["means"])
+        state.add_module("colorfield_grid", self.model.grid, float(self.params["grid_lr"]))
+        state.add_module("colorfield_mlp", self.model.mlp, float(self.params["mlp_lr"]))
+        self._start = _at_step(self.params["start"], state.max_steps)
+        backend = self.params["backend"]
+        if backend == "tcnn" or (backend == "auto" and state.device.type == "cuda" and has_tcnn()):
+            from .hashgrid import TcnnHashGrid
+
+            self._fast = state.add_module("colorfield_tcnn", TcnnHashGrid(self.model.grid), float(self.params["grid_lr"]))
+
+    def transform(self, splats: Splats, step: int) -> Splats:
+        if self.model is None or step < self._start:
+            return splats
+        sh0, shN = self._split(self.predict(splats.means), splats.sh_degree)
+        return splats.replace(sh0=sh0, shN=shN)
+
+    # ---------------------------------------------------------------- coding side
+    def bake(self, splats: Splats, state=None) -> Splats:
+        """Trained: colours come from the field (the pipeline recomputes them at the decoded positions).
+        Post-hoc (never trained): fit the field to the given colours first (a short distillation)."""
+        if self.model is None:
+            self.fit(splats)
+        if self._fast is not None:  # hand the tcnn table over to the CPU path
+            with torch.no_grad():
+                self.model.grid.params.copy_(self._fast.table().to(self.model.grid.params))
+        return splats
+
+    def fit(self, splats: Splats, steps: int | None = None) -> None:
+        steps = int(self.params["fit_steps"] if steps is None else steps)
+        self.model = self._new_model(splats.sh_degree)
+        self.set_box(splats.means)
+        target = torch.cat([splats.sh0, splats.shN], 1).reshape(len(splats), -1).detach().float()
+        opt = torch.optim.Adam([
+            {"params": self.model.grid.parameters(), "lr": float(self.params["grid_lr"])},
+            {"params": self.model.mlp.parameters(), "lr": float(self.params["mlp_lr"]) * 5},
+        ], eps=1e-15)
+        means = splats.means.detach().float()
+        g = torch.Generator().manual_seed(0)
+        batch = min(len(splats), 65536)
+        for _ in range(steps if len(splats) else 0):
+            idx = torch.randint(len(splats), (batch,), generator=g)
+            loss = (self.predict(means[idx]) - target[idx]).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    def encode(self, splats: Splats, ctx: CodingContext) -> list[Section]:
+        if self.model is None:
+            self.fit(splats)
+        grid, mlp = self.model.grid, self.model.mlp
+        bits = int(self.params["bits"])
+        qmax = 2**bits - 1
+        u = contract_unit(ctx.attrs["means"].float().cpu(), self.center, self.half)
+        used = grid.used_rows(u)
+        table = grid.params.detach().float().cpu()
+        lo_hi, symbols = [], []
+        for level in range(grid.n_levels):
+            a, b = grid.offsets[level], grid.offsets[level] + grid.sizes[level]
+            rows = table[a:b][used[a:b]]
+            if rows.numel() == 0:
+                lo, step = 0.0, 1.0
+            else:
+                lo = float(rows.min())
+                step = max(float(rows.max()) - lo, 1e-12) / qmax
+            lo, step = float(np.float32(lo)), float(np.float32(step))
+            lo_hi.append((lo, step))
+            q = torch.round((rows - lo) / step).clamp(0, qmax).to(torch.int32)
+            symbols.append(q.reshape(-1))
+        sym = torch.cat(symbols).numpy() if symbols else np.zeros(0, np.int32)
+        n_out = self.n_out or mlp.layers[-1].out_features
+        meta = struct.pack("<6f", *self.center.tolist(), *self.half.tolist())
+        meta += struct.pack("<I", n_out) + struct.pack(f"<{2 * grid.n_levels}f", *[v for lh in lo_hi for v in lh])
+        weights = b"".join(
+            t.detach().cpu().to(torch.float16).numpy().tobytes() for lin in mlp.layers for t in (lin.weight, lin.bias)
+        )
+        return [
+            Section("colorfield.meta", "raw", meta),
+            Section("colorfield.mlp", "float16", weights),
+            Section("colorfield.grid", "symbols", encode_symbols(sym)),
+        ]
+
+    def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
+        p = self.params
+        grid = HashGrid(p["n_levels"], p["n_features_per_level"], p["log2_hashmap_size"], p["base_resolution"],
+                        max_resolution=p["max_resolution"])
+        try:
+            meta = sections["colorfield.meta"].payload
+            center = torch.tensor(struct.unpack_from("<3f", meta, 0))
+            half = torch.tensor(struct.unpack_from("<3f", meta, 12))
+            (n_out,) = struct.unpack_from("<I", meta, 24)
+            lh = struct.unpack_from(f"<{2 * grid.n_levels}f", meta, 28)
+        except (KeyError, struct.error) as e:
+            raise FormatError(f"colorfield: missing or short metadata section ({e})") from None
+        if n_out % 3 or n_out // 3 - 1 not in (0, 3, 8, 15):
+            raise FormatError(f"colorfield: bad output size {n_out}")
+        width, layers = int(p["mlp_width"]), int(p["mlp_layers"])
+        dims = [grid.n_output_dims] + [width] * layers + [n_out]
+        raw = sections["colorfield.mlp"].payload
+        need = sum((a * b + b) * 2 for a, b in zip(dims[:-1], dims[1:]))
+        if len(raw) != need:
+            raise FormatError(f"colorfield: MLP section has {len(raw)} bytes, expected {need}")
+        flat = torch.from_numpy(np.frombuffer(raw, dtype="<f2").astype(np.float32))
+        weights, off = [], 0
+        for a, b in zip(dims[:-1], dims[1:]):
+            w = flat[off : off + a * b].reshape(b, a)
+            off += a * b
+            weights.append((w, flat[off : off + b]))
+            off += b
+        means = ctx.attrs["means"].float().cpu()
+        u = contract_unit(means, center, half)
+        used = grid.used_rows(u)
+        n_sym = int(used.sum()) * grid.n_features
+        sym = torch.from_numpy(np.asarray(decode_symbols(sections["colorfield.grid"].payload, n_sym), dtype=np.int64))
+        table = torch.zeros_like(grid.params.detach())
+        pos = 0
+        for level in range(grid.n_levels):
+            a, b = grid.offsets[level], grid.offsets[level] + grid.sizes[level]
+            lu = used[a:b]
+            k = int(lu.sum()) * grid.n_features
+            vals = sym[pos : pos + k].to(torch.float32).reshape(-1, grid.n_features) * lh[2 * level + 1] + lh[2 * level]
+            pos += k
+            sub = table[a:b]
+            sub[lu] = vals
+        out = mlp_exact(grid.forward_exact(u, table), weights)
+        degree = ctx.sh_degree
+        sh = out.reshape(out.shape[0], -1, 3)
+        if sh.shape[1] < num_sh_rest(degree) + 1:  # file asks for more SH than the field predicts
+            pad = sh.new_zeros(sh.shape[0], num_sh_rest(degree) + 1 - sh.shape[1], 3)
+            sh = torch.cat([sh, pad], 1)
+        return {"sh0": sh[:, :1].contiguous(), "shN": sh[:, 1 : 1 + num_sh_rest(degree)].contiguous()}

@@ -1,0 +1,271 @@
+"""Multiresolution hash encoding (Instant-NGP / tiny-cuda-nn semantics) + a tiny MLP, in PyTorch.
+
+Why our own: the decoder must evaluate the field bit-exactly on any CPU, so the CPU path is the
+reference. The layout and hyperparameters follow tiny-cuda-nn's ``HashGrid`` so a tcnn-trained grid
+(``backend="tcnn"`` on CUDA when `tinycudann` is installed) is interchangeable with ours:
+
+- level l has ``scale_l = 2^(l * log2(per_level_scale)) * base_resolution - 1`` and
+  ``resolution_l = ceil(scale_l) + 1``;
+- a point x in [0,1]^3 maps to ``pos = x * scale_l + 0.5``; the 8 corners are ``floor(pos) + {0,1}^3``
+  and are blended trilinearly with ``frac = pos - floor(pos)``;
+- level l stores ``size_l = min(resolution_l^3, 2^log2_hashmap_size)`` entries (rounded up to a
+  multiple of 8); a corner's index is dense (``x + y*res + z*res^2``) when the full grid fits, else
+  the spatial hash ``(x*1 XOR y*2654435761 XOR z*805459861) mod 2^32``; both are taken ``mod size_l``;
+- parameters are one flat (sum size_l, F) table, level-major, initialised U(-1e-4, 1e-4).
+
+`HashGrid.forward` is the fast vectorised path used in training. `HashGrid.forward_exact` and
+`TinyMLP.forward_exact` are the decoder's path: float32, fixed chunk size and only element-wise
+operations in a fixed order (no BLAS reductions whose blocking may depend on threads or CPU), so
+the output is identical for any thread count and machine.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+PRIMES = (1, 2654435761, 805459861)
+EXACT_CHUNK = 65536  # points per chunk in the exact path (bounds memory; results do not depend on it)
+
+
+def _round8(n: int) -> int:
+    return (n + 7) // 8 * 8
+
+
+class HashGrid(nn.Module):
+    def __init__(
+        self,
+        n_levels: int = 16,
+        n_features_per_level: int = 2,
+        log2_hashmap_size: int = 19,
+        base_resolution: int = 16,
+        per_level_scale: float | None = None,
+        max_resolution: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if per_level_scale is None:
+            # tcnn users usually derive the growth factor from a target finest resolution
+            per_level_scale = (
+                math.exp(math.log(max_resolution / base_resolution) / max(1, n_levels - 1)) if max_resolution else 2.0
+            )
+        self.n_levels = int(n_levels)
+        self.n_features = int(n_features_per_level)
+        self.log2_hashmap_size = int(log2_hashmap_size)
+        self.base_resolution = int(base_resolution)
+        self.per_level_scale = float(per_level_scale)
+        self.scales: list[float] = []
+        self.resolutions: list[int] = []
+        self.sizes: list[int] = []
+        self.offsets: list[int] = []
+        self.dense: list[bool] = []
+        hashmap = 2 ** self.log2_hashmap_size
+        log2s = math.log2(self.per_level_scale)
+        off = 0
+        for level in range(self.n_levels):
+            # computed in float32 like tcnn so the two implementations place corners identically
+            scale = float(torch.tensor(2.0 ** (level * log2s) * self.base_resolution - 1.0, dtype=torch.float32))
+            res = int(math.ceil(scale)) + 1
+            size = _round8(min(res**3, hashmap))
+            self.scales.append(scale)
+            self.resolutions.append(res)
+            self.sizes.append(size)
+            self.offsets.append(off)
+            self.dense.append(res**3 <= size)
+            off += size
+        g = torch.Generator().manual_seed(seed)
+        self.params = nn.Parameter((torch.rand(off, self.n_features, generator=g) * 2 - 1) * 1e-4)
+
+    @property
+    def n_output_dims(self) -> int:
+        return self.n_levels * self.n_features
+
+    def config(self) -> dict:
+        return {
+            "n_levels": self.n_levels,
+            "n_features_per_level": self.n_features,
+            "log2_hashmap_size": self.log2_hashmap_size,
+            "base_resolution": self.base_resolution,
+            "per_level_scale": self.per_level_scale,
+        }
+
+    # ------------------------------------------------------------------ indexing
+    def corner_index(self, level: int, corners: torch.Tensor) -> torch.Tensor:
+        """(..., 3) int64 integer grid coordinates -> (...,) int64 row in the flat table."""
+        size = self.sizes[level]
+        if self.dense[level]:
+            r = self.resolutions[level]
+            idx = corners[..., 0] + corners[..., 1] * r + corners[..., 2] * (r * r)
+        else:
+            idx = (corners[..., 0] * PRIMES[0]) ^ (corners[..., 1] * PRIMES[1]) ^ (corners[..., 2] * PRIMES[2])
+            idx = idx & 0xFFFFFFFF  # tcnn hashes in uint32 arithmetic
+        return idx % size + self.offsets[level]
+
+    _OFFS = [(i, j, k) for k in (0, 1) for j in (0, 1) for i in (0, 1)]  # fixed blending order
+
+    def _level_tensors(self, device) -> dict[str, torch.Tensor]:
+        f = lambda v, dt: torch.tensor(v, dtype=dt, device=device)  # noqa: E731
+        return {
+            "scale": f(self.scales, torch.float32), "res": f(self.resolutions, torch.int64),
+            "size": f(self.sizes, torch.int64), "offset": f(self.offsets, torch.int64),
+            "dense": f(self.dense, torch.bool), "corner": f(self._OFFS, torch.int64),
+        }
+
+    def _corners(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,3) in [0,1] -> rows (N, L, 8) int64 and trilinear weights (N, L, 8), all levels at once.
+        Same formulas as `corner_index`, vectorised over levels; each axis has only two corner
+        coordinates, so the 8 corners are a broadcast (z, y, x) of per-axis pairs (x fastest, the
+        `_OFFS` order)."""
+        t = self._level_tensors(x.device)
+        pos = x[:, None, :] * t["scale"][None, :, None] + 0.5  # (N, L, 3)
+        base = torch.floor(pos)
+        frac = pos - base
+        b = base.to(torch.int64)
+        pair = lambda v: torch.stack([v, v + 1], -1)  # noqa: E731  (N, L, 2)
+        cx, cy, cz = pair(b[:, :, 0]), pair(b[:, :, 1]), pair(b[:, :, 2])
+        r = t["res"][None, :, None]
+        bx, by, bz = cx[:, :, None, None, :], cy[:, :, None, :, None], cz[:, :, :, None, None]
+        dense = bx + by * r[..., None, None] + bz * (r * r)[..., None, None]
+        hashed = (bx * PRIMES[0] ^ by * PRIMES[1] ^ bz * PRIMES[2]) & 0xFFFFFFFF
+        n, L = x.shape[0], self.n_levels
+        idx = torch.where(t["dense"][None, :, None, None, None], dense, hashed).reshape(n, L, 8)
+        idx = idx % t["size"][None, :, None] + t["offset"][None, :, None]
+        wpair = lambda f: torch.stack([1 - f, f], -1)  # noqa: E731
+        wx, wy, wz = wpair(frac[:, :, 0]), wpair(frac[:, :, 1]), wpair(frac[:, :, 2])
+        w = (wx[:, :, None, None, :] * wy[:, :, None, :, None]) * wz[:, :, :, None, None]  # x*y*z order
+        return idx, w.reshape(n, L, 8)
+
+    def used_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Boolean (rows,) mask of the table rows any point of ``x`` (N,3 in [0,1]) reads."""
+        used = torch.zeros(self.params.shape[0], dtype=torch.bool)
+        x = x.detach().float().cpu()
+        for i in range(0, x.shape[0], EXACT_CHUNK):
+            idx, _ = self._corners(x[i : i + EXACT_CHUNK])
+            used[idx.reshape(-1)] = True
+        return used
+
+    # ------------------------------------------------------------------ evaluation
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3) in [0,1] -> (N, n_levels * F) features (differentiable w.r.t. the table)."""
+        return self._encode(x, self.params)
+
+    def _encode(self, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        idx, w = self._corners(x)
+        feats = _Gather.apply(table, idx)  # (N, L, 8, F)
+        acc = feats[:, :, 0] * w[:, :, 0, None]
+        for k in range(1, 8):  # corners summed in a fixed order (no reduction kernel)
+            acc = acc + feats[:, :, k] * w[:, :, k, None]
+        return acc.reshape(x.shape[0], -1)
+
+    @torch.no_grad()
+    def forward_exact(self, x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder path: float32 on CPU in fixed chunks; only element-wise ops, so bit-reproducible."""
+        table = (self.params if table is None else table).detach().float().cpu()
+        x = x.detach().float().cpu()
+        out = [self._encode(x[i : i + EXACT_CHUNK], table) for i in range(0, x.shape[0], EXACT_CHUNK)]
+        return torch.cat(out, 0) if out else x.new_zeros(0, self.n_output_dims)
+
+
+class _Gather(torch.autograd.Function):
+    """table[idx] whose backward is one index_add_ into one zero table (autograd's default for
+    advanced indexing re-zeroes a full-size table per call, which dominates CPU training time)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        ctx.shape = table.shape
+        return table[idx]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (idx,) = ctx.saved_tensors
+        g = grad.new_zeros(ctx.shape)
+        g.index_add_(0, idx.reshape(-1), grad.reshape(-1, ctx.shape[1]))
+        return g, None
+
+
+class TinyMLP(nn.Module):
+    """Fully connected ReLU network (tcnn FullyFusedMLP shape: ``n_hidden_layers`` x ``width``), with
+    biases so a constant colour needs no grid capacity. Output is linear (SH coefficients)."""
+
+    def __init__(self, n_in: int, n_out: int, width: int = 64, n_hidden_layers: int = 2, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        dims = [n_in] + [width] * n_hidden_layers + [n_out]
+        self.layers = nn.ModuleList()
+        for a, b in zip(dims[:-1], dims[1:]):
+            lin = nn.Linear(a, b)
+            with torch.no_grad():  # seeded init so a run is reproducible regardless of global RNG use
+                bound = 1 / math.sqrt(a)
+                lin.weight.copy_((torch.rand(b, a, generator=g) * 2 - 1) * bound)
+                lin.bias.zero_()
+            self.layers.append(lin)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for i, lin in enumerate(self.layers):
+            h = lin(h)
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        return h
+
+    def weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(lin.weight.detach().float().cpu(), lin.bias.detach().float().cpu()) for lin in self.layers]
+
+    def forward_exact(self, h: torch.Tensor) -> torch.Tensor:
+        return mlp_exact(h, self.weights())
+
+
+@torch.no_grad()
+def mlp_exact(h: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Decoder path of `TinyMLP`: each matrix product is a fixed-order sum of rank-1 updates
+    (element-wise mul, then add; never a BLAS call), so the result does not depend on the thread
+    count, SIMD width or GEMM blocking of the machine."""
+    h = h.float().cpu()
+    for i, (w, b) in enumerate(weights):
+        acc = b.expand(h.shape[0], -1).clone()
+        for k in range(w.shape[1]):
+            acc = acc + h[:, k : k + 1] * w[:, k][None, :]
+        h = torch.relu(acc) if i < len(weights) - 1 else acc
+    return h
+
+
+def contract_unit(p: torch.Tensor, center: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+    """World points -> [0,1]^3: normalise by the box (center, half size) so the box becomes [-1,1]^3,
+    then contract the outside Mip-NeRF-360 style (inf-norm: x -> (2 - 1/|x|) x/|x|) into [-2,2]^3,
+    then map to [0,1]^3. Element-wise only (deterministic)."""
+    x = (p - center) / half
+    m = x.abs().amax(-1, keepdim=True)
+    far = m > 1
+    xc = torch.where(far, (2 - 1 / m.clamp_min(1)) * (x / m.clamp_min(1)), x)
+    return xc * 0.25 + 0.5
+
+
+def has_tcnn() -> bool:
+    try:
+        import tinycudann  # noqa: F401
+    except Exception:
+        return False
+    return torch.cuda.is_available()
+
+
+class TcnnHashGrid(nn.Module):
+    """Training-time stand-in on CUDA: tcnn's fused HashGrid with the same config; its parameter
+    table has our level-major layout, so `table()` hands it to the CPU path unchanged."""
+
+    def __init__(self, grid: HashGrid):
+        super().__init__()
+        import tinycudann as tcnn
+
+        self.grid = grid
+        cfg = {"otype": "HashGrid", **grid.config()}
+        self.enc = tcnn.Encoding(3, cfg, dtype=torch.float32)
+        with torch.no_grad():
+            self.enc.params.copy_(grid.params.detach().reshape(-1)[: self.enc.params.numel()].to(self.enc.params))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(x).float()
+
+    def table(self) -> torch.Tensor:
+        t = self.enc.params.detach().float().cpu()
+        return t[: self.grid.params.numel()].reshape(self.grid.params.shape)

@@ -1,0 +1,223 @@
+"""A pipeline: ordered, named stages that together own every `Splats` field exactly once.
+
+Config shape (one Hydra file per preset in configs/pipeline/):
+
+    name: high
+    sh_degree: null            # null = keep the input's degree, else reduce/pad to this
+    stages:                    # a dict keyed by stage name, so `pipeline.stages.positions.bits=14`
+      positions: {type: positions, bits: 16}
+      attributes: {type: attributes, quat_step: 0.004, ...}
+
+Encoding: bake every stage in order, apply every reorder permutation, then per stage encode and
+immediately decode its sections, putting the *reconstructed* fields into ``ctx.attrs`` so later
+stages condition on exactly what the decoder will see. Section names are namespaced as
+``<stage name>/<section name>`` in the file.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+import torch
+
+from ..errors import FormatError, GscompError
+from ..splats import FIELDS, Splats, num_sh_rest
+from . import posthoc  # noqa: F401  (registers the post-hoc stage types)
+from .base import STAGES, CodingContext, Section, Stage, build_stage
+
+MAX_N = 1 << 28
+
+
+def _discover_stages() -> None:
+    """Import every module in gscomp.stages so their @register decorators run (stage types added
+    by other modules become usable in configs and decodable from files without a central list)."""
+    import gscomp.stages as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name in ("base", "pipeline"):
+            continue
+        try:
+            importlib.import_module(f"gscomp.stages.{info.name}")
+        except Exception:  # a broken optional module must not break other pipelines
+            continue
+
+
+def _build(desc: dict[str, Any]) -> Stage:
+    if desc.get("type") not in STAGES:
+        _discover_stages()
+    return build_stage(desc)
+
+
+def _plain(obj):
+    """OmegaConf containers -> plain python (dict/list), leaving plain values alone."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(obj, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return obj
+
+
+class Pipeline:
+    def __init__(self, stages: list[Stage], names: list[str] | None = None, name: str = "custom",
+                 sh_degree: int | None = None):
+        self.stages = list(stages)
+        self.names = list(names) if names is not None else [s.type for s in self.stages]
+        self.name = name
+        if sh_degree is not None and not (isinstance(sh_degree, int) and 0 <= sh_degree <= 3):
+            raise GscompError(f"pipeline sh_degree must be null or 0..3, got {sh_degree!r}")
+        self.sh_degree = sh_degree
+        if len(self.names) != len(self.stages) or len(set(self.names)) != len(self.names):
+            raise GscompError(f"pipeline stage names must be unique, got {self.names}")
+        for nm in self.names:
+            if not nm or "/" in nm:
+                raise GscompError(f"bad stage name {nm!r}")
+        self._check_owners()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Pipeline":
+        cfg = _plain(cfg)
+        if not isinstance(cfg, dict):
+            raise GscompError("pipeline config must be a mapping with name, sh_degree and stages")
+        unknown = set(cfg) - {"name", "sh_degree", "stages"}
+        if unknown:
+            raise GscompError(f"unknown pipeline config keys: {sorted(unknown)}")
+        stages_cfg = cfg.get("stages")
+        if not isinstance(stages_cfg, dict) or not stages_cfg:
+            raise GscompError("pipeline config needs a non-empty `stages` mapping {name: {type: ...}}")
+        stages, names = [], []
+        for nm, desc in stages_cfg.items():
+            if desc is None:  # `~pipeline.stages.x` or `x: null` removes a stage
+                continue
+            if not isinstance(desc, dict) or "type" not in desc:
+                raise GscompError(f"pipeline stage {nm!r} needs a `type`")
+            stages.append(_build(dict(desc)))
+            names.append(str(nm))
+        sh = cfg.get("sh_degree")
+        return cls(stages, names, name=str(cfg.get("name", "custom")), sh_degree=sh)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sh_degree": self.sh_degree,
+            "stages": [{"name": nm, **st.describe()} for nm, st in zip(self.names, self.stages)],
+        }
+
+    @classmethod
+    def from_description(cls, desc: dict[str, Any]) -> "Pipeline":
+        try:
+            stages, names = [], []
+            for d in desc["stages"]:
+                d = dict(d)
+                names.append(str(d.pop("name")))
+                stages.append(_build(d))
+            return cls(stages, names, name=str(desc.get("name", "")), sh_degree=desc.get("sh_degree"))
+        except FormatError:
+            raise
+        except (GscompError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise FormatError(f"bad pipeline description in the .gsz header: {e}") from None
+
+    def _check_owners(self, sh_degree: int | None = None) -> None:
+        owner: dict[str, str] = {}
+        for nm, st in zip(self.names, self.stages):
+            for f in st.owns:
+                if f not in FIELDS:
+                    raise GscompError(f"stage {nm!r} claims unknown field {f!r}")
+                if f in owner:
+                    raise GscompError(f"field {f!r} is owned by both stage {owner[f]!r} and {nm!r}")
+                owner[f] = nm
+        deg = self.sh_degree if sh_degree is None else sh_degree
+        missing = [f for f in FIELDS if f not in owner and not (f == "shN" and deg in (None, 0))]
+        if missing:
+            raise GscompError(f"no stage owns {', '.join(missing)} (every Splats field needs exactly one owner)")
+        self.owner = owner
+
+    # ------------------------------------------------------------------ coding
+    def encode(self, splats: Splats, state=None) -> tuple[dict[str, Any], list[Section]]:
+        splats = splats.detach().to("cpu", torch.float32)
+        splats.validate("input splats")
+        if self.sh_degree is not None:
+            splats = splats.with_sh_degree(self.sh_degree)
+        deg = splats.sh_degree
+        if deg > 0 and "shN" not in self.owner:
+            raise GscompError(f"the input has SH degree {deg} but no stage owns shN (set sh_degree: 0 to drop it)")
+        for st in self.stages:
+            splats = st.bake(splats, state)
+        for st in self.stages:
+            perm = st.reorder(splats)
+            if perm is not None:
+                splats = splats[perm]
+        n = len(splats)
+        if n > MAX_N:
+            raise GscompError(f"{n} Gaussians exceed the .gsz limit of {MAX_N}")
+        ctx = CodingContext(n=n, sh_degree=deg)
+        sections: list[Section] = []
+        for nm, st in zip(self.names, self.stages):
+            secs = st.encode(splats, ctx)
+            rec = st.decode({s.name: s for s in secs}, ctx)  # what the decoder will see
+            ctx.attrs.update(rec)
+            sections += [Section(f"{nm}/{s.name}", s.codec, s.payload) for s in secs]
+        lo, hi = splats.bounds()
+        header = {
+            "format": "gsz",
+            "n": n,
+            "sh_degree": deg,
+            "bounds": [lo.tolist(), hi.tolist()],
+            "pipeline": self.describe(),
+            "stage_header": ctx.header,
+        }
+        self._last_ctx = ctx
+        return header, sections
+
+    @classmethod
+    def decode(cls, header: dict[str, Any], sections: list[Section]) -> Splats:
+        n = header.get("n")
+        deg = header.get("sh_degree")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_N:
+            raise FormatError(f"bad Gaussian count {n!r} in the header")
+        if not isinstance(deg, int) or isinstance(deg, bool) or not 0 <= deg <= 3:
+            raise FormatError(f"bad SH degree {deg!r} in the header")
+        desc = header.get("pipeline")
+        if not isinstance(desc, dict) or not isinstance(desc.get("stages"), list):
+            raise FormatError("the header has no pipeline description")
+        pipe = cls.from_description(desc)
+        try:
+            pipe._check_owners(deg)
+        except GscompError as e:
+            raise FormatError(f"bad pipeline in the header: {e}") from None
+        stage_header = header.get("stage_header", {})
+        if not isinstance(stage_header, dict):
+            raise FormatError("bad stage_header in the header")
+        ctx = CodingContext(n=n, sh_degree=deg, header=stage_header)
+        by_stage: dict[str, dict[str, Section]] = {nm: {} for nm in pipe.names}
+        for s in sections:
+            stage_name, _, local = s.name.partition("/")
+            if stage_name not in by_stage or not local:
+                raise FormatError(f"section {s.name!r} belongs to no stage of the pipeline")
+            by_stage[stage_name][local] = Section(local, s.codec, s.payload)
+        for nm, st in zip(pipe.names, pipe.stages):
+            try:
+                ctx.attrs.update(st.decode(by_stage[nm], ctx))
+            except (GscompError, MemoryError):
+                raise
+            except Exception as e:  # a stage choking on corrupt data is still a format problem
+                raise FormatError(f"stage {nm!r} could not decode its sections: {type(e).__name__}: {e}") from None
+        if deg == 0 and "shN" not in ctx.attrs:
+            ctx.attrs["shN"] = torch.zeros(n, 0, 3)
+        k = num_sh_rest(deg)
+        shapes = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3), "shN": (n, k, 3)}
+        out = {}
+        for f in FIELDS:
+            t = ctx.attrs.get(f)
+            if t is None or tuple(t.shape) != shapes[f]:
+                got = None if t is None else tuple(t.shape)
+                raise FormatError(f"decoded {f} has shape {got}, expected {shapes[f]}")
+            out[f] = t.to(torch.float32).contiguous()
+        return Splats(**out)
+
+
+__all__ = ["Pipeline"]

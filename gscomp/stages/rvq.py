@@ -1,0 +1,249 @@
+"""Residual vector quantization (Compact-3DGS) of scales and rotations.
+
+Pure module: R codebooks of K codes each; stage r quantizes what the earlier stages left over.
+Forward value is the sum of the chosen codes; gradients reach the codebooks through that sum and
+the input through a straight-through identity (Compact-3DGS trains learnable codebooks this way)."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import FormatError
+from ..splats import Splats
+from .base import CodingContext, Section, Stage, register
+from .masking import _at_step
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 10, seed: int = 0) -> torch.Tensor:
+    """Plain Lloyd's k-means with k-means++-style seeding; returns (k, D) centres. When there are fewer
+    distinct points than k, unused centres repeat points (harmless: they are never the unique nearest)."""
+    x = x.detach().float()
+    n = x.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    if n == 0:
+        return x.new_zeros(k, x.shape[1])
+    # k-means++ seeding on a subsample keeps this O(k * sample) even for millions of points
+    sample = x[torch.randperm(n, generator=g)[: min(n, 20000)]].cpu()
+    centres = [sample[torch.randint(len(sample), (1,), generator=g)].squeeze(0)]
+    d2 = ((sample - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        if float(d2.sum()) <= 0:
+            centres.append(sample[torch.randint(len(sample), (1,), generator=g)].squeeze(0))
+            continue
+        i = torch.multinomial(d2, 1, generator=g)
+        centres.append(sample[i].squeeze(0))
+        d2 = torch.minimum(d2, ((sample - centres[-1]) ** 2).sum(1))
+    c = torch.stack(centres).to(x.device)
+    for _ in range(iters):
+        a = nearest(x, c)
+        sums = torch.zeros_like(c).index_add_(0, a, x)
+        cnt = torch.bincount(a, minlength=k).to(x.dtype)
+        c = torch.where(cnt[:, None] > 0, sums / cnt.clamp_min(1)[:, None], c)
+    return c
+
+
+def nearest(x: torch.Tensor, codes: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """Index of the nearest code (squared L2) for each row of x."""
+    out = []
+    for i in range(0, x.shape[0], chunk):
+        d = torch.cdist(x[i : i + chunk].float(), codes.float())
+        out.append(d.argmin(1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
+
+
+class ResidualVQ(nn.Module):
+    def __init__(self, dim: int, n_stages: int = 6, codebook_size: int = 64):
+        super().__init__()
+        self.dim, self.n_stages, self.codebook_size = int(dim), int(n_stages), int(codebook_size)
+        self.codebooks = nn.Parameter(torch.zeros(self.n_stages, self.codebook_size, self.dim))
+        # a buffer (not a bool) so it survives checkpoints and follows .to(device)
+        self.register_buffer("_initialised", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def initialised(self) -> bool:
+        return bool(self._initialised)
+
+    @torch.no_grad()
+    def init_kmeans(self, x: torch.Tensor, iters: int = 10) -> None:
+        """Fit stage by stage: k-means on the data, then on each stage's residual."""
+        res = x.detach().float()
+        for r in range(self.n_stages):
+            c = kmeans(res, self.codebook_size, iters=iters, seed=r)
+            self.codebooks[r].copy_(c.to(self.codebooks))
+            res = res - c[nearest(res, c)]
+        self._initialised.fill_(True)
+
+    def indices(self, x: torch.Tensor, codebooks: torch.Tensor | None = None) -> torch.Tensor:
+        """Greedy residual assignment -> (N, R) int64."""
+        cb = (self.codebooks if codebooks is None else codebooks).detach()
+        res = x.detach().float()
+        idx = []
+        for r in range(cb.shape[0]):
+            i = nearest(res, cb[r])
+            idx.append(i)
+            res = res - cb[r][i]
+        return torch.stack(idx, 1) if idx else torch.zeros(x.shape[0], 0, dtype=torch.long)
+
+    @staticmethod
+    def lookup(idx: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+        """Sum of the chosen codes, added in stage order (fixed order: deterministic)."""
+        out = codebooks.new_zeros(idx.shape[0], codebooks.shape[2])
+        for r in range(codebooks.shape[0]):
+            out = out + codebooks[r][idx[:, r]]
+        return out
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (quantized with straight-through gradients, indices)."""
+        idx = self.indices(x)
+        q = self.lookup(idx, self.codebooks)
+        return q + (x - x.detach()), idx
+
+
+# ============================================================================ entropy-layer glue
+def encode_symbols(symbols) -> bytes:
+    """int symbols -> bytes through the bitstream's adaptive histogram model (gscomp.codec.entropy)."""
+    from ..codec import entropy
+
+    return entropy.encode_symbols(np.ascontiguousarray(np.asarray(symbols, dtype=np.int32).reshape(-1)))
+
+
+def decode_symbols(data: bytes, n: int) -> np.ndarray:
+    from ..codec import entropy
+
+    out = np.asarray(entropy.decode_symbols(data, int(n)), dtype=np.int32)
+    if out.shape != (int(n),):
+        raise FormatError(f"symbol stream decoded to {out.shape[0]} values, expected {n}")
+    return out
+
+
+def pack_blobs(blobs: list[bytes]) -> bytes:
+    """Several byte strings in one section: u32 count, then (u32 length, bytes) each."""
+    return struct.pack("<I", len(blobs)) + b"".join(struct.pack("<I", len(b)) + b for b in blobs)
+
+
+def unpack_blobs(data: bytes, expect: int) -> list[bytes]:
+    try:
+        (count,) = struct.unpack_from("<I", data, 0)
+        if count != expect:
+            raise FormatError(f"section holds {count} streams, expected {expect}")
+        out, off = [], 4
+        for _ in range(count):
+            (ln,) = struct.unpack_from("<I", data, off)
+            off += 4
+            if off + ln > len(data):
+                raise FormatError("stream length runs past the end of its section")
+            out.append(data[off : off + ln])
+            off += ln
+    except struct.error:
+        raise FormatError("truncated stream table in section") from None
+    return out
+
+
+# ============================================================================ the stage
+def canonical_quats(q: torch.Tensor) -> torch.Tensor:
+    """Unit quaternion with w >= 0 (q and -q are the same rotation; one sign halves what VQ must cover)."""
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    sign = torch.where(q[:, :1] < 0, -1.0, 1.0).to(q)
+    return q * sign
+
+
+@register
+class RVQ(Stage):
+    """Compact-3DGS R-VQ of the log-scales (dim 3) and canonical unit quaternions (dim 4).
+
+    Training: plain per-Gaussian parameters until ``start`` (default: the last 10% of the run), then
+    k-means initialisation of both quantizers and straight-through training of codes + codebooks
+    (optional commitment loss ``commitment`` * |x - sg(q)|^2; the reference uses 0).
+    File: codebooks as float16, indices per quantizer stage coded with the histogram model."""
+
+    type = "rvq"
+    owns = ("scales", "quats")
+
+    def __init__(self, n_stages: int = 6, codebook_size: int = 64, start: int | float = 0.9,
+                 kmeans_iters: int = 10, lr: float = 0.0005, commitment: float = 0.0):
+        super().__init__(n_stages=n_stages, codebook_size=codebook_size, start=start,
+                         kmeans_iters=kmeans_iters, lr=lr, commitment=commitment)
+        self.vq_scale = ResidualVQ(3, n_stages, codebook_size)
+        self.vq_rot = ResidualVQ(4, n_stages, codebook_size)
+        self._start = 0
+        self.state = None
+
+    def attach(self, state) -> None:
+        self.state = state
+        self._start = _at_step(self.params["start"], state.max_steps)
+        lr = float(self.params["lr"])
+        self.vq_scale = state.add_module("rvq_scale", self.vq_scale, lr)
+        self.vq_rot = state.add_module("rvq_rot", self.vq_rot, lr)
+
+    def _init(self, splats: Splats) -> None:
+        it = int(self.params["kmeans_iters"])
+        self.vq_scale.init_kmeans(splats.scales.detach(), iters=it)
+        self.vq_rot.init_kmeans(canonical_quats(splats.quats.detach()), iters=it)
+
+    def _active(self, step: int) -> bool:
+        return step >= self._start or step < 0
+
+    def transform(self, splats: Splats, step: int) -> Splats:
+        if not self._active(step) or len(splats) == 0:
+            return splats
+        if not self.vq_scale.initialised:
+            self._init(splats)
+        s, _ = self.vq_scale(splats.scales)
+        r, _ = self.vq_rot(canonical_quats(splats.quats))
+        self._last = (splats.scales, s, canonical_quats(splats.quats), r)
+        return splats.replace(scales=s, quats=r)
+
+    def loss(self, splats: Splats, step: int, state) -> torch.Tensor | None:
+        beta = float(self.params["commitment"])
+        if not beta or not self._active(step) or not hasattr(self, "_last"):
+            return None
+        xs, qs, xr, qr = self._last
+        return beta * ((xs - qs.detach()).square().mean() + (xr - qr.detach()).square().mean())
+
+    # ---------------------------------------------------------------- coding side
+    def bake(self, splats: Splats, state=None) -> Splats:
+        """Raw values go on to `encode`, which assigns codes exactly as training did; only make sure
+        codebooks exist (post-hoc use: fit them now by k-means)."""
+        if not self.vq_scale.initialised and len(splats):
+            self._init(splats)
+        return splats
+
+    def _codebooks16(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.vq_scale.codebooks.detach().cpu().half().float(),
+                self.vq_rot.codebooks.detach().cpu().half().float())
+
+    def encode(self, splats: Splats, ctx: CodingContext) -> list[Section]:
+        if not self.vq_scale.initialised:
+            self.bake(splats)
+        cs, cr = self._codebooks16()
+        idx_s = self.vq_scale.indices(splats.scales.detach().cpu(), cs)
+        idx_r = self.vq_rot.indices(canonical_quats(splats.quats.detach().cpu()), cr)
+        books = cs.half().numpy().tobytes() + cr.half().numpy().tobytes()
+        streams = [encode_symbols(idx[:, r].numpy()) for idx in (idx_s, idx_r) for r in range(idx.shape[1])]
+        return [Section("rvq.codebooks", "float16", books), Section("rvq.indices", "symbols", pack_blobs(streams))]
+
+    def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
+        r, k = int(self.params["n_stages"]), int(self.params["codebook_size"])
+        try:
+            books = sections["rvq.codebooks"].payload
+            blobs = unpack_blobs(sections["rvq.indices"].payload, 2 * r)
+        except KeyError as e:
+            raise FormatError(f"rvq: missing section {e}") from None
+        if len(books) != r * k * 7 * 2:
+            raise FormatError(f"rvq: codebook section has {len(books)} bytes, expected {r * k * 14}")
+        flat = torch.from_numpy(np.frombuffer(books, dtype="<f2").astype(np.float32))
+        cs = flat[: r * k * 3].reshape(r, k, 3)
+        cr = flat[r * k * 3 :].reshape(r, k, 4)
+        cols = []
+        for b in blobs:
+            sym = decode_symbols(b, ctx.n)
+            if ctx.n and (sym.min() < 0 or sym.max() >= k):
+                raise FormatError("rvq: code index out of range")
+            cols.append(torch.from_numpy(sym.astype(np.int64)))
+        if ctx.n == 0:
+            return {"scales": torch.zeros(0, 3), "quats": torch.zeros(0, 4)}
+        idx_s, idx_r = torch.stack(cols[:r], 1), torch.stack(cols[r:], 1)
+        return {"scales": ResidualVQ.lookup(idx_s, cs), "quats": ResidualVQ.lookup(idx_r, cr)}

@@ -1,0 +1,74 @@
+"""Training losses: L1 and a fast differentiable SSIM (separable Gaussian window).
+
+The SSIM here is the loss used inside the training loop; reported metrics use a library SSIM
+(`gscomp.metrics.ssim`) so numbers are comparable with other tools.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+_WINDOWS: dict[tuple, torch.Tensor] = {}
+
+
+def _gauss_1d(size: int, sigma: float, dtype, device) -> torch.Tensor:
+    key = (size, sigma, dtype, str(device))
+    w = _WINDOWS.get(key)
+    if w is None:
+        x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+        g = torch.exp(-(x * x) / (2 * sigma * sigma))
+        w = (g / g.sum()).to(dtype=dtype, device=device)
+        _WINDOWS[key] = w
+    return w
+
+
+def _blur(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' Gaussian filter on (B, C, H, W): two 1D depthwise convolutions instead of
+    one 11x11 one (about 5x fewer multiply-adds)."""
+    c = x.shape[1]
+    k = w.numel()
+    x = F.conv2d(x, w.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    return F.conv2d(x, w.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+def ssim(img: torch.Tensor, gt: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM of images shaped (H, W, 3) or (B, H, W, 3) in [0, 1] (Wang et al. 2004 constants,
+    11x11 Gaussian window with sigma 1.5, valid region only, as skimage with gaussian_weights)."""
+    if img.ndim == 3:
+        img, gt = img[None], gt[None]
+    x = img.permute(0, 3, 1, 2)
+    y = gt.permute(0, 3, 1, 2)
+    h, wd = x.shape[-2:]
+    window = min(window, h, wd) | 1  # odd and no larger than the image
+    w = _gauss_1d(window, sigma, x.dtype, x.device)
+    c1, c2 = 0.01**2, 0.03**2
+    # One batched blur over the five moment images keeps the op count low.
+    stack = torch.cat([x, y, x * x, y * y, x * y], 1)
+    mu_x, mu_y, xx, yy, xy = _blur(stack, w).chunk(5, 1)
+    mx2, my2, mxy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    sx, sy, sxy = xx - mx2, yy - my2, xy - mxy
+    s = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mx2 + my2 + c1) * (sx + sy + c2))
+    return s.mean()
+
+
+def l1(img: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    return (img - gt).abs().mean()
+
+
+def photometric_loss(img: torch.Tensor, gt: torch.Tensor, ssim_lambda: float = 0.2) -> torch.Tensor:
+    """The 3DGS loss: (1 - lambda) L1 + lambda (1 - SSIM)."""
+    loss = (1.0 - ssim_lambda) * l1(img, gt)
+    if ssim_lambda > 0:
+        loss = loss + ssim_lambda * (1.0 - ssim(img, gt))
+    return loss
+
+
+def psnr(img: torch.Tensor, gt: torch.Tensor) -> float:
+    """PSNR in dB for images in [0, 1] (clamped), infinite for identical images."""
+    mse = float(((img.detach().clamp(0, 1) - gt.detach()) ** 2).mean())
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+__all__ = ["ssim", "l1", "photometric_loss", "psnr"]

@@ -1,0 +1,479 @@
+"""The 3DGS training loop: `train(cfg, stages=[...]) -> (state, metrics)`.
+
+One image per step; per-parameter Adam learning rates as in the 3DGS reference (means scaled by the
+scene extent with exponential decay); SH degree raised every ``sh_degree_interval`` steps;
+(1 - lambda) L1 + lambda D-SSIM; adaptive density control delegated to a strategy object
+(`gscomp.train.strategy`). Compression stages plug in through `Stage` hooks; progress, evaluation
+or logging through ``callbacks`` (callables ``cb(state, logs)`` run after every step).
+
+Outputs in the run folder: ``config.yaml`` (resolved), ``checkpoints/ckpt_STEP.pt`` (every
+``train.ckpt_every`` steps and on Ctrl-C), ``point_cloud.ply``, ``metrics.json``, ``renders/*.png``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import GscompError
+from ..splats import Splats, num_sh_rest, rgb_to_sh0
+from .losses import photometric_loss, psnr
+from .state import TrainState
+from .strategy import build_strategy
+
+CKPT_DIR = "checkpoints"
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; a checkpoint was written to ``path``."""
+
+    def __init__(self, step: int, path: Path):
+        super().__init__(f"interrupted at step {step}; checkpoint saved to {path}")
+        self.step, self.path = step, path
+
+
+# ---------------------------------------------------------------------------- helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise GscompError(f"unknown device {name!r} (use auto, cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GscompError("device=cuda requested but CUDA is not available")
+    return dev
+
+
+def resolve_render_backend(name: str, device: torch.device) -> str:
+    from ..render import BACKENDS
+
+    if name not in BACKENDS:
+        raise GscompError(f"unknown render backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "auto":
+        return "gsplat" if device.type == "cuda" else "cpu"
+    if name == "gsplat" and device.type != "cuda":
+        raise GscompError("render.backend=gsplat needs device=cuda")
+    return name
+
+
+def as_config(cfg: Any) -> DictConfig:
+    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+
+
+def load_scene_from_config(cfg: DictConfig):
+    """`gscomp.data.load_scene` with the ``data`` config group: known keys by name, any other key
+    in ``data`` is passed to the loader as a keyword argument (e.g. ``data.max_images``)."""
+    from ..data import load_scene
+
+    d = OmegaConf.to_container(cfg.data, resolve=True)
+    kind = d.pop("kind", None)
+    if not kind:
+        raise GscompError("data.kind is not set; choose a dataset with data=colmap|blender|ngp|synthetic")
+    path = d.pop("path", None)
+    if kind != "synthetic" and not path:
+        raise GscompError(f"data.path is required for data={kind} (e.g. data.path=/path/to/scene)")
+    if path and kind != "synthetic" and not Path(str(path)).expanduser().exists():
+        raise GscompError(f"data.path {path} does not exist")
+    bg = d.pop("background", None)
+    kw = {k: v for k, v in d.items() if v is not None}
+    try:
+        return load_scene(kind, str(Path(str(path)).expanduser()) if path else None,
+                          background=tuple(bg) if bg is not None else None, **kw)
+    except TypeError as e:
+        raise GscompError(f"bad data option for data={kind}: {e}") from None
+
+
+def init_splats(scene, sh_degree: int, *, opacity: float = 0.1, max_points: int | None = None,
+                random_points: int = 100_000, seed: int = 0) -> Splats:
+    """Gaussians at the scene's initial points (3DGS init): isotropic scale = RMS distance to the
+    3 nearest neighbours, identity rotation, opacity ``opacity``, DC colour from the point colour."""
+    g = torch.Generator().manual_seed(seed)
+    pts = torch.as_tensor(scene.points, dtype=torch.float32).reshape(-1, 3)
+    cols = torch.as_tensor(scene.colors, dtype=torch.float32).reshape(-1, 3)
+    if len(pts) == 0:  # no SfM points: random points in a cube around the cameras
+        pts = (torch.rand(random_points, 3, generator=g) * 2 - 1) * scene.extent
+        cols = torch.rand(random_points, 3, generator=g)
+    if max_points and len(pts) > max_points:
+        idx = torch.randperm(len(pts), generator=g)[:max_points]
+        pts, cols = pts[idx], cols[idx]
+    n = len(pts)
+    d2 = knn_mean_sq_dist(pts, 3).clamp_min(1e-7)
+    scales = torch.log(torch.sqrt(d2)).unsqueeze(1).repeat(1, 3)
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1
+    logit = math.log(opacity / (1 - opacity))
+    return Splats(
+        means=pts.clone(), quats=quats, scales=scales, opacities=torch.full((n,), logit),
+        sh0=rgb_to_sh0(cols.clamp(0, 1)), shN=torch.zeros(n, num_sh_rest(sh_degree), 3),
+    )
+
+
+def knn_mean_sq_dist(pts: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Mean squared distance of every point to its k nearest other points."""
+    n = len(pts)
+    if n <= 1:
+        return torch.ones(n)
+    k = min(k, n - 1)
+    try:
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(pts.numpy()).query(pts.numpy(), k=k + 1)
+        return torch.from_numpy((d[:, 1:] ** 2).mean(1)).float()
+    except ImportError:  # chunked brute force
+        out = []
+        for s in range(0, n, 1024):
+            d = torch.cdist(pts[s:s + 1024], pts)
+            out.append((d.topk(k + 1, largest=False).values[:, 1:] ** 2).mean(1))
+        return torch.cat(out)
+
+
+def sh_schedule(step: int, interval: int, max_degree: int) -> int:
+    return max_degree if interval <= 0 else min(max_degree, step // interval)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / CKPT_DIR).glob("ckpt_*.pt"))
+    return ckpts[-1] if ckpts else None
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _image_on_background(cam, scene_bg, bg: torch.Tensor, device) -> torch.Tensor:
+    """Ground truth recomposited on ``bg``: loaders composite RGBA images on the scene background and
+    keep alpha, so the premultiplied colour is image - scene_bg (1 - alpha)."""
+    img = cam.image.to(device)
+    if cam.alpha is None or scene_bg is None:
+        return img
+    a = cam.alpha.to(device).unsqueeze(-1)
+    sbg = torch.as_tensor(scene_bg, dtype=img.dtype, device=device)
+    return img - sbg * (1 - a) + bg * (1 - a)
+
+
+# ---------------------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, cfg: Any, *, stages: Sequence | None = None, callbacks: Sequence[Callable] | None = None,
+                 out_dir: str | Path | None = None, scene=None):
+        self.cfg = as_config(cfg)
+        self.stages = list(stages or [])
+        self.callbacks = list(callbacks or [])
+        out = out_dir if out_dir is not None else self.cfg.get("out") or "outputs/train"
+        self.out = Path(str(out)).expanduser()
+        self.device = resolve_device(str(self.cfg.get("device", "auto")))
+        self.backend = resolve_render_backend(str(self.cfg.render.backend), self.device)
+        self.scene = scene
+        self.state: TrainState | None = None
+        self.strategy = None
+        self._stop = False
+
+    # ------------------------------------------------------------------ setup
+    def _lrs(self, extent: float) -> dict[str, float]:
+        lr = self.cfg.train.lr
+        return {"means": float(lr.means) * extent, "quats": float(lr.quats), "scales": float(lr.scales),
+                "opacities": float(lr.opacities), "sh0": float(lr.sh0), "shN": float(lr.shN)}
+
+    def setup(self) -> TrainState:
+        t = self.cfg.train
+        seed = int(self.cfg.get("seed", 0))
+        torch.manual_seed(seed)
+        random.seed(seed)
+        if self.scene is None:
+            self.scene = load_scene_from_config(self.cfg)
+        scene = self.scene
+        if not scene.train:
+            raise GscompError("the scene has no training views")
+        steps = int(t.steps)
+        if steps <= 0:
+            raise GscompError(f"train.steps must be positive, got {steps}")
+        resume = self._resume_path()
+        ckpt = None
+        if resume is not None:
+            try:
+                ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+            except Exception as e:
+                raise GscompError(f"cannot read checkpoint {resume}: {e}") from None
+            p = ckpt["state"]["params"]
+            splats = Splats(**{f: p[f] for f in ("means", "quats", "scales", "opacities", "sh0", "shN")})
+        else:
+            init = t.init
+            splats = init_splats(scene, int(t.sh_degree), opacity=float(init.opacity),
+                                 max_points=init.get("max_points"), random_points=int(init.random_points),
+                                 seed=seed)
+        self.extent = float(scene.extent) * float(t.get("extent_mult", 1.0))
+        state = TrainState(splats, self._lrs(self.extent), cfg=self.cfg, scene=scene, max_steps=steps,
+                           device=self.device)
+        self.state = state
+        self.strategy = build_strategy(OmegaConf.to_container(t.strategy, resolve=True))
+        self.strategy.initialize(state)
+        for stage in self.stages:
+            stage.attach(state)
+        self._order_gen = torch.Generator().manual_seed(seed)
+        self._order: list[int] = []
+        if ckpt is not None:
+            state.load_state_dict(ckpt["state"])
+            self.strategy.load_state_dict(ckpt.get("strategy", {}))
+            self._order_gen.set_state(ckpt["order_gen"])
+            self._order = list(ckpt["order"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            self.resumed_from = resume
+        else:
+            self.resumed_from = None
+        self.gt = [None] * len(scene.train)
+        return state
+
+    def _resume_path(self) -> Path | None:
+        r = self.cfg.get("resume")
+        if r is None or r is False or r == "":
+            return None
+        if r is True or str(r).lower() == "true":
+            p = latest_checkpoint(self.out)
+            if p is None:
+                print(f"gscomp: no checkpoint in {self.out / CKPT_DIR}; starting from scratch")
+            return p
+        p = Path(str(r)).expanduser()
+        if p.is_dir():
+            found = latest_checkpoint(p) or (sorted(p.glob("ckpt_*.pt")) or [None])[-1]
+            if found is None:
+                raise GscompError(f"no checkpoint found in {p}")
+            return found
+        if not p.exists():
+            raise GscompError(f"resume checkpoint {p} does not exist")
+        return p
+
+    # ------------------------------------------------------------------ one step
+    def _next_camera(self) -> int:
+        if not self._order:
+            self._order = torch.randperm(len(self.scene.train), generator=self._order_gen).tolist()
+        return self._order.pop()
+
+    def _background(self) -> torch.Tensor:
+        t = self.cfg.train
+        if t.get("random_background", False):
+            return torch.rand(3, device=self.device)
+        bg = self.scene.background
+        return torch.tensor(bg if bg is not None else (0.0, 0.0, 0.0), dtype=torch.float32, device=self.device)
+
+    def train_step(self, step: int) -> dict:
+        from ..render import render
+
+        state, t = self.state, self.cfg.train
+        state.step = step
+        frac = step / max(1, state.max_steps)
+        lr0 = float(t.lr.means) * self.extent
+        lr1 = float(t.lr.means_final) * self.extent
+        state.set_lr("means", lr0 * (lr1 / lr0) ** frac)
+        sh_degree = sh_schedule(step, int(t.sh_degree_interval), int(t.sh_degree))
+
+        splats = state.splats()
+        for stage in self.stages:
+            splats = stage.transform(splats, step)
+        i = self._next_camera()
+        cam = self.scene.train[i]
+        bg = self._background()
+        if t.get("random_background", False):
+            gt = _image_on_background(cam, self.scene.background, bg, self.device)
+        else:
+            if self.gt[i] is None:
+                self.gt[i] = cam.image.to(self.device)
+            gt = self.gt[i]
+        out = render(splats, cam, sh_degree=sh_degree, background=bg, backend=self.backend)
+        info = dict(out.info, width=cam.width, height=cam.height)
+        self.strategy.step_pre_backward(state, info)
+        img = out.colors[0]
+        loss = photometric_loss(img, gt, float(t.ssim_lambda))
+        for stage in self.stages:
+            extra = stage.loss(splats, step, state)
+            if extra is not None:
+                loss = loss + extra
+        loss.backward()
+        state.optimizer_step()
+        state.zero_grad()
+        self.strategy.step_post_backward(state, step, info, self.extent)
+        for stage in self.stages:
+            stage.on_step_end(step, state)
+        state.step = step + 1
+        return {"step": step + 1, "loss": float(loss.detach()), "psnr": psnr(img, gt), "n": state.n, "sh_degree": sh_degree}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        state = self.state
+        path = self.out / CKPT_DIR / f"ckpt_{state.step:06d}.pt"
+        atomic_torch_save({
+            "state": state.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "order_gen": self._order_gen.get_state(),
+            "order": list(self._order),
+            "torch_rng": torch.get_rng_state(),
+            "cfg": OmegaConf.to_container(self.cfg, resolve=True),
+            "step": state.step,
+        }, path)
+        keep = int(self.cfg.train.get("ckpt_keep", 2))
+        if keep > 0:
+            for old in sorted((self.out / CKPT_DIR).glob("ckpt_*.pt"))[:-keep]:
+                old.unlink(missing_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ loop
+    def _install_sigint(self):
+        """First Ctrl-C asks the loop to stop at the next step boundary (so the checkpoint is
+        consistent); a second one interrupts immediately."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop:
+                raise KeyboardInterrupt
+            self._stop = True
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def fit(self) -> TrainState:
+        if self.state is None:
+            self.setup()
+        state, t = self.state, self.cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+        ckpt_every = int(t.get("ckpt_every", 0) or 0)
+        log_every = max(1, int(t.get("log_every", 10)))
+        progress = _Progress(enabled=bool(self.cfg.get("progress", True)), total=state.max_steps, start=state.step)
+        old_handler = self._install_sigint()
+        t0 = time.perf_counter()
+        done_before = state.step
+        try:
+            with progress:
+                while state.step < state.max_steps:
+                    if self._stop:
+                        raise KeyboardInterrupt
+                    logs = self.train_step(state.step)
+                    if state.step % log_every == 0 or state.step == state.max_steps:
+                        progress.update(state.step, logs)
+                    for cb in self.callbacks:
+                        cb(state, logs)
+                    if ckpt_every and state.step % ckpt_every == 0 and state.step < state.max_steps:
+                        self.save_checkpoint()
+        except KeyboardInterrupt:
+            path = self.save_checkpoint()
+            raise TrainInterrupted(state.step, path) from None
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        self.train_seconds = time.perf_counter() - t0
+        self.steps_run = state.step - done_before
+        return state
+
+    def final_splats(self) -> Splats:
+        """The model as rendered at the end of training (stage transforms applied), detached."""
+        with torch.no_grad():
+            splats = self.state.splats()
+            for stage in self.stages:
+                splats = stage.transform(splats, self.state.max_steps)
+            return splats.detach().to("cpu").clone()
+
+    def finish(self) -> dict:
+        """Write point_cloud.ply, evaluate on the test views, write renders and metrics.json."""
+        from ..io import save_splats
+        from ..metrics import evaluate
+
+        t = self.cfg.train
+        splats = self.final_splats()
+        ply = self.out / "point_cloud.ply"
+        save_splats(ply, splats)
+        cams = self.scene.test or self.scene.train
+        bg = self.scene.background if self.scene.background is not None else (0.0, 0.0, 0.0)
+        metrics = evaluate(splats, cams, sh_degree=int(t.sh_degree), background=bg, backend=self.backend,
+                           device=self.device, out_dir=self.out / "renders", n_renders=int(t.get("n_renders", 4)))
+        metrics.update({
+            "split": "test" if self.scene.test else "train",
+            "n_gaussians": len(splats),
+            "train_seconds": round(self.train_seconds, 3),
+            "steps": int(self.state.max_steps),
+            "steps_per_second": round(self.steps_run / max(self.train_seconds, 1e-9), 3),
+            "ply_bytes": ply.stat().st_size,
+            "resolution": [self.scene.train[0].width, self.scene.train[0].height],
+            "n_train_views": len(self.scene.train),
+            "backend": self.backend,
+            "device": str(self.device),
+        })
+        from ..metrics import peak_rss_mb
+
+        metrics["peak_rss_mb"] = peak_rss_mb()
+        if self.resumed_from is not None:
+            metrics["resumed_from"] = str(self.resumed_from)
+        atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        return metrics
+
+
+def train(cfg: Any, stages: Sequence | None = None, callbacks: Sequence[Callable] | None = None, *,
+          out_dir: str | Path | None = None, scene=None) -> tuple[TrainState, dict]:
+    """Train a scene from a config (the composed ``train`` Hydra config or an equivalent dict).
+
+    ``stages``: compression stages (see `gscomp.stages.base.Stage`); ``callbacks``: callables
+    ``cb(state, logs)`` run after each step. Returns the final `TrainState` and the metrics dict
+    (also written to ``OUT/metrics.json``)."""
+    trainer = Trainer(cfg, stages=stages, callbacks=callbacks, out_dir=out_dir, scene=scene)
+    trainer.setup()
+    trainer.fit()
+    metrics = trainer.finish()
+    state = trainer.state
+    state.trainer = trainer  # so callers (compress) can reach the scene, backend and out folder
+    return state, metrics
+
+
+class _Progress:
+    """A rich progress bar (step, loss, PSNR, #Gaussians, it/s) that is silent when disabled."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.enabled, self.total, self.start = enabled, total, start
+        self._p = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._p = Progress(
+                TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}  PSNR {task.fields[psnr]:.2f}  "
+                           "N {task.fields[n]}  {task.fields[its]:.1f} it/s"),
+                TimeRemainingColumn(), transient=False,
+            )
+            self._p.__enter__()
+            self._task = self._p.add_task("train", total=self.total, completed=self.start,
+                                          loss=0.0, psnr=0.0, n=0, its=0.0)
+            self._t0, self._s0 = time.perf_counter(), self.start
+        return self
+
+    def update(self, step: int, logs: dict) -> None:
+        if self._p is None:
+            return
+        its = (step - self._s0) / max(1e-9, time.perf_counter() - self._t0)
+        self._p.update(self._task, completed=step, loss=logs["loss"], psnr=logs["psnr"], n=logs["n"], its=its)
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.__exit__(*exc)
+        return False
+
+
+__all__ = ["Trainer", "train", "TrainInterrupted", "init_splats", "resolve_device", "load_scene_from_config",
+           "latest_checkpoint"]

@@ -1,0 +1,141 @@
+"""Load a file for viewing: splats plus the facts the side panel shows.
+
+All validation happens here, before any server starts, so a bad file is one clear error line.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import FormatError, GscompError
+from ..splats import Splats
+
+
+@dataclass
+class ViewFile:
+    path: Path
+    splats: Splats
+    file_bytes: int
+    # (attribute, bits per Gaussian) from `gscomp.codec.gsz_info`; empty for non-.gsz files
+    bits: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def is_gsz(self) -> bool:
+        return self.path.suffix.lower() == ".gsz"
+
+    def summary_markdown(self) -> str:
+        n = len(self.splats)
+        lines = [
+            f"**{_md_escape(self.name)}**",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| Gaussians | {n:,} |",
+            f"| file size | {_human_bytes(self.file_bytes)} |",
+            f"| bits / Gaussian | {8 * self.file_bytes / max(n, 1):.1f} |",
+            f"| SH degree | {self.splats.sh_degree} |",
+        ]
+        if self.bits:
+            lines += ["", "bits per Gaussian by attribute:", "", "| attribute | bits |", "|---|---|"]
+            lines += [f"| {_md_escape(k)} | {v:.2f} |" for k, v in self.bits]
+        return "\n".join(lines)
+
+
+def load_view_file(path: str | Path) -> ViewFile:
+    """Read ``path`` (.gsz decoded on the fly, or anything `gscomp.io.load_splats` reads)."""
+    p = Path(path)
+    if not p.exists():
+        raise GscompError(f"{p}: no such file or directory")
+    if p.is_dir() and not (p / "meta.json").exists():  # a SOG folder is the one directory input
+        raise GscompError(f"{p} is a directory, not a splat file")
+    from ..io import load_splats
+
+    try:
+        splats = load_splats(p)
+    except GscompError:
+        raise
+    except Exception as e:  # a reader bug or an exotic corruption: still one line, never a traceback
+        raise FormatError(f"{p}: cannot read splats ({type(e).__name__}: {e})") from e
+    if not isinstance(splats, Splats):
+        raise FormatError(f"{p}: reader returned {type(splats).__name__}, not Splats")
+    splats = splats.detach().map(lambda t: t.to("cpu", torch.float32)).validate(str(p))
+    if len(splats) == 0:
+        raise FormatError(f"{p}: contains no Gaussians")
+    size = sum(f.stat().st_size for f in p.iterdir() if f.is_file()) if p.is_dir() else p.stat().st_size
+    bits: list[tuple[str, float]] = []
+    if p.suffix.lower() == ".gsz":
+        from ..codec import gsz_info
+
+        bits = bits_rows(gsz_info(p), len(splats))
+    return ViewFile(p, splats, size, bits)
+
+
+def find_source(path: Path) -> Path | None:
+    """The original a .gsz was made from, when it sits next to it with the same stem."""
+    if path.suffix.lower() != ".gsz":
+        return None
+    for cand in (path.with_suffix(".ply"), path.with_suffix(".spz"), path.with_suffix(".splat")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def bits_rows(info: dict, n: int) -> list[tuple[str, float]]:
+    """(attribute, bits per Gaussian) rows from a `gsz_info` dict.
+
+    Accepts ``{"bits_per_gaussian": {attr: bits}}`` (preferred), or per-attribute/section byte
+    counts (``{"attributes"|"sections": {name: bytes}}`` or lists of ``{"name", "bytes"}``),
+    which are converted with the Gaussian count.
+    """
+    bpg = info.get("bits_per_gaussian")
+    if isinstance(bpg, dict):
+        return [(str(k), float(v)) for k, v in bpg.items() if _is_num(v)]
+    for key in ("attributes", "sections"):
+        val = info.get(key)
+        rows: list[tuple[str, float]] = []
+        if isinstance(val, dict):
+            for k, v in val.items():
+                b = v.get("bits_per_gaussian") if isinstance(v, dict) else None
+                if _is_num(b):
+                    rows.append((str(k), float(b)))
+                    continue
+                nbytes = v.get("bytes") if isinstance(v, dict) else v
+                if _is_num(nbytes):
+                    rows.append((str(k), 8.0 * float(nbytes) / max(n, 1)))
+        elif isinstance(val, list):
+            for item in val:
+                if isinstance(item, dict) and "name" in item:
+                    b = item.get("bits_per_gaussian")
+                    if _is_num(b):
+                        rows.append((str(item["name"]), float(b)))
+                    elif _is_num(item.get("bytes")):
+                        rows.append((str(item["name"]), 8.0 * float(item["bytes"]) / max(n, 1)))
+        if rows:
+            return rows
+    return []
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+__all__ = ["ViewFile", "load_view_file", "find_source", "bits_rows"]

@@ -1,0 +1,433 @@
+"""Scene loaders: COLMAP (binary/text, distorted models), Blender, instant-ngp, synthetic.
+
+Generated fixtures draw a smooth pattern that is a function of the *ray direction* through each
+pixel (computed with pycolmap's own distortion model). After loading, the same pattern evaluated
+through the returned pinhole camera must reproduce the pixels: this checks both the undistortion
+of the image and the intrinsics returned with it.
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import shared
+from gscomp.camera import Camera
+from gscomp.data import load_scene, split, subsample, synthetic_gt
+from gscomp.errors import GscompError
+
+pycolmap = pytest.importorskip("pycolmap")
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Undistorted images go to a throwaway cache, never to the user's ~/.cache."""
+    monkeypatch.setenv("GSCOMP_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+# ------------------------------------------------------------------------------------ helpers
+def pattern(xn: np.ndarray, yn: np.ndarray) -> np.ndarray:
+    """Smooth RGB in [0.1, 0.9] of normalised image coordinates (x/z, y/z)."""
+    return np.stack([0.5 + 0.4 * np.sin(5 * xn + 0.3), 0.5 + 0.4 * np.cos(4 * yn),
+                     0.5 + 0.3 * np.sin(3 * (xn + yn))], -1)
+
+
+def render_pattern(pcam) -> np.ndarray:
+    """uint8 image as seen through pycolmap camera ``pcam`` (distortion included)."""
+    u, v = np.meshgrid(np.arange(pcam.width) + 0.5, np.arange(pcam.height) + 0.5)
+    n = pcam.cam_from_img(np.stack([u.ravel(), v.ravel()], 1).astype(np.float64))
+    rgb = pattern(n[:, 0], n[:, 1]).reshape(pcam.height, pcam.width, 3)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def pattern_error(cam: Camera, border: int = 2) -> float:
+    """Mean |loaded image - pattern through the returned pinhole camera| away from the border."""
+    u, v = np.meshgrid(np.arange(cam.width) + 0.5, np.arange(cam.height) + 0.5)
+    want = pattern((u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy)
+    got = cam.image.numpy()
+    b = border
+    return float(np.abs(got - want)[b:-b, b:-b].mean())
+
+
+def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
+    """wxyz quaternion of a rotation matrix (COLMAP's images.txt convention)."""
+    w = math.sqrt(max(0.0, 1 + R[0, 0] + R[1, 1] + R[2, 2])) / 2
+    x = math.copysign(math.sqrt(max(0.0, 1 + R[0, 0] - R[1, 1] - R[2, 2])) / 2, R[2, 1] - R[1, 2])
+    y = math.copysign(math.sqrt(max(0.0, 1 - R[0, 0] + R[1, 1] - R[2, 2])) / 2, R[0, 2] - R[2, 0])
+    z = math.copysign(math.sqrt(max(0.0, 1 - R[0, 0] - R[1, 1] + R[2, 2])) / 2, R[1, 0] - R[0, 1])
+    return np.array([w, x, y, z])
+
+
+def poses(n: int) -> list[np.ndarray]:
+    return [Camera.look_at((3 * math.cos(a), 3 * math.sin(a), 1.0), (0, 0, 0), (0, 0, 1), 60, 8, 8)
+            .world_to_camera.double().numpy() for a in np.linspace(0, 2, n)]
+
+
+MODELS = {  # model -> params for a 96x72 camera; distortion strong enough to matter at the border
+    "SIMPLE_PINHOLE": [80, 48, 36],
+    "PINHOLE": [80, 84, 47, 37],
+    "SIMPLE_RADIAL": [80, 48, 36, -0.15],
+    "RADIAL": [80, 48, 36, 0.12, -0.05],
+    "OPENCV": [80, 82, 47.5, 36.5, -0.12, 0.03, 0.004, -0.003],
+    "OPENCV_FISHEYE": [70, 70, 48, 36, 0.05, -0.02, 0.0, 0.0],
+}
+
+
+def write_colmap_text(root, model: str, params, n_images: int = 3, with_half: bool = False):
+    """A complete text COLMAP scene: cameras/images/points3D.txt + pattern images (and images_2)."""
+    W, H = 96, 72
+    (root / "sparse" / "0").mkdir(parents=True)
+    (root / "images").mkdir()
+    pcam = pycolmap.Camera(model=model, width=W, height=H, params=params)
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-0.5, 0.5, (20, 3))
+    img_lines, tracks = [], {i: [] for i in range(len(X))}
+    for k, w2c in enumerate(poses(n_images), 1):
+        name = f"img_{k:02d}.png"
+        Image.fromarray(render_pattern(pcam)).save(root / "images" / name)
+        if with_half:
+            (root / "images_2").mkdir(exist_ok=True)
+            half = pycolmap.Camera(model=model, width=W, height=H, params=params)
+            half.rescale(W // 2, H // 2)
+            Image.fromarray(render_pattern(half)).save(root / "images_2" / name)
+        P = X @ w2c[:3, :3].T + w2c[:3, 3]
+        xy = pcam.img_from_cam(P)
+        q, t = rotmat_to_quat(w2c[:3, :3]), w2c[:3, 3]
+        img_lines.append(f"{k} {' '.join(map(str, q))} {' '.join(map(str, t))} 1 {name}")
+        img_lines.append(" ".join(f"{x} {y} {i + 1}" for i, (x, y) in enumerate(xy)))
+        for i in range(len(X)):
+            tracks[i].append(f"{k} {i}")
+    sp = root / "sparse" / "0"
+    (sp / "cameras.txt").write_text(f"# test\n1 {model} {W} {H} {' '.join(map(str, params))}\n")
+    (sp / "images.txt").write_text("\n".join(img_lines) + "\n")
+    (sp / "points3D.txt").write_text("".join(
+        f"{i + 1} {x} {y} {z} 200 100 50 0.1 {' '.join(tracks[i])}\n" for i, (x, y, z) in enumerate(X)))
+    return pcam, X
+
+
+def reprojection_errors(scene_cams, rec) -> np.ndarray:
+    """Pixel distance between projecting points3D with the loaded cameras and COLMAP's recorded
+    observations mapped through pycolmap's own undistortion (and the loader's resize)."""
+    byname = {im.name: im for im in rec.images.values()}
+    errs = []
+    for c in scene_cams:
+        im = byname[c.name]
+        pc = rec.cameras[im.camera_id]
+        obs = [(p.xy, p.point3D_id) for p in im.points2D if p.has_point3D()]
+        xy = np.array([o[0] for o in obs])
+        X = np.array([rec.points3D[o[1]].xyz for o in obs])
+        und = pycolmap.undistort_camera(pycolmap.UndistortCameraOptions(), pc) \
+            if pc.model.name not in ("PINHOLE", "SIMPLE_PINHOLE") else pc
+        n = pc.cam_from_img(xy)
+        ref = und.img_from_cam(np.c_[n, np.ones(len(n))]) * [c.width / und.width, c.height / und.height]
+        w2c = c.world_to_camera.double().numpy()
+        P = X @ w2c[:3, :3].T + w2c[:3, 3]
+        uv = np.c_[c.fx * P[:, 0] / P[:, 2] + c.cx, c.fy * P[:, 1] / P[:, 2] + c.cy]
+        errs.append(np.linalg.norm(uv - ref, axis=1))
+    return np.concatenate(errs)
+
+
+def check_cameras(scene):
+    for c in scene.train + scene.test:
+        assert c.image is not None and c.image.dtype == torch.float32
+        assert tuple(c.image.shape) == (c.height, c.width, 3)
+        assert float(c.image.min()) >= 0 and float(c.image.max()) <= 1
+        if c.alpha is not None:
+            assert tuple(c.alpha.shape) == (c.height, c.width)
+    assert scene.points.dtype == torch.float32 and scene.points.shape[1] == 3
+    assert scene.colors.shape == scene.points.shape
+    assert float(scene.colors.min()) >= 0 and float(scene.colors.max()) <= 1
+    assert scene.extent > 0
+
+
+# ------------------------------------------------------------------------------------ COLMAP (real data)
+def test_colmap_sodacan_undistorted_portrait():
+    root = shared("scenes/sodacan")
+    scene = load_scene("colmap", str(root), downscale=4)
+    check_cameras(scene)
+    assert len(scene.train) + len(scene.test) == 71 and len(scene.test) == 9  # 0, 8, ..., 64
+    names = sorted(c.name for c in scene.train + scene.test)
+    assert [c.name for c in scene.test] == names[::8]
+    rec = pycolmap.Reconstruction(str(root / "sparse" / "0"))
+    cam_of = {im.name: im.camera_id for im in rec.images.values()}
+    for c in scene.train + scene.test:
+        pc = rec.cameras[cam_of[c.name]]
+        und = pycolmap.undistort_camera(pycolmap.UndistortCameraOptions(), pc)
+        assert c.height > c.width  # portrait kept
+        assert (c.width, c.height) == (round(und.width / 4), round(und.height / 4))
+        assert c.fx == pytest.approx(und.focal_length_x * c.width / und.width, rel=1e-6)
+        assert c.cy == pytest.approx(und.principal_point_y * c.height / und.height, rel=1e-6)
+    err = reprojection_errors(scene.train + scene.test, rec)
+    assert np.median(err) < 0.5, np.median(err)  # px at 1/4 resolution
+    assert scene.meta["undistorted_images"] == 71 and len(scene.points) == 4414
+
+
+def test_colmap_book_reprojection_and_cache():
+    root = shared("scenes/book")
+    import time
+
+    t0 = time.perf_counter()
+    a = load_scene("colmap", str(root), downscale=2, test_every=0)
+    t1 = time.perf_counter()
+    b = load_scene("colmap", str(root), downscale=2, test_every=0)
+    t2 = time.perf_counter()
+    check_cameras(a)
+    assert len(a.train) == 7 and a.test == [] and len(a.points) == 699
+    assert a.background is None  # photos have no alpha
+    rec = pycolmap.Reconstruction(str(root / "sparse" / "0"))
+    err = reprojection_errors(a.train, rec)
+    assert np.median(err) < 1.0, np.median(err)
+    # second load comes from the cache: same pixels, faster
+    for ca, cb in zip(a.train, b.train):
+        assert torch.equal(ca.image, cb.image) and ca.fx == cb.fx
+    assert t2 - t1 < t1 - t0
+
+
+# ------------------------------------------------------------------------------------ COLMAP (generated)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_colmap_text_models(tmp_path, model):
+    pcam, X = write_colmap_text(tmp_path, model, MODELS[model])
+    scene = load_scene("colmap", str(tmp_path), test_every=0)
+    check_cameras(scene)
+    assert [c.name for c in scene.train] == ["img_01.png", "img_02.png", "img_03.png"]
+    for c in scene.train:
+        assert pattern_error(c) < 0.006, (model, pattern_error(c))
+    rec = pycolmap.Reconstruction(str(tmp_path / "sparse" / "0"))
+    assert np.median(reprojection_errors(scene.train, rec)) < 0.05
+    assert torch.allclose(scene.points.double(), torch.from_numpy(X), atol=1e-5)
+    assert torch.allclose(scene.colors[0], torch.tensor([200, 100, 50]) / 255.0)
+    distorted = model not in ("PINHOLE", "SIMPLE_PINHOLE")
+    assert scene.meta["undistorted_images"] == (3 if distorted else 0)
+    if distorted:
+        # Treating the distorted images as pinhole would be visibly wrong: the check has teeth.
+        c = scene.train[0]
+        fake = Camera(pcam.focal_length_x, pcam.focal_length_y, pcam.principal_point_x,
+                      pcam.principal_point_y, pcam.width, pcam.height, c.world_to_camera,
+                      image=torch.from_numpy(render_pattern(pcam)).float() / 255)
+        assert pattern_error(fake) > 3 * pattern_error(c)
+
+
+@pytest.mark.parametrize("model", ["PINHOLE", "OPENCV"])
+def test_colmap_downscale_resize_and_images_n(tmp_path, model):
+    write_colmap_text(tmp_path / "a", model, MODELS[model], n_images=2)
+    s = load_scene("colmap", str(tmp_path / "a"), downscale=2, test_every=0)
+    assert s.meta["image_dir"].endswith("images")
+    write_colmap_text(tmp_path / "b", model, MODELS[model], n_images=2, with_half=True)
+    t = load_scene("colmap", str(tmp_path / "b"), downscale=2, test_every=0)
+    assert t.meta["image_dir"].endswith("images_2")
+    for c in s.train + t.train:
+        assert 40 <= c.width <= 52 and 32 <= c.height <= 40  # undistortion may grow the frame
+        assert pattern_error(c) < 0.008, pattern_error(c)
+    # fractional downscale: resized, intrinsics follow
+    u = load_scene("colmap", str(tmp_path / "b"), downscale=1.5, test_every=0)
+    assert u.meta["image_dir"].endswith("images") and pattern_error(u.train[0]) < 0.008
+
+
+def test_colmap_bad_inputs(tmp_path):
+    with pytest.raises(GscompError, match="not found"):
+        load_scene("colmap", str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GscompError, match="no COLMAP model"):
+        load_scene("colmap", str(tmp_path / "empty"))
+
+    write_colmap_text(tmp_path / "foo", "PINHOLE", MODELS["PINHOLE"], n_images=1)
+    cams = tmp_path / "foo" / "sparse" / "0" / "cameras.txt"
+    cams.write_text("1 FOO 96 72 80 48 36\n")
+    with pytest.raises(GscompError, match="unsupported camera model 'FOO'"):
+        load_scene("colmap", str(tmp_path / "foo"))
+    cams.write_text("1 EQUIRECTANGULAR 96 72\n")
+    with pytest.raises(GscompError, match="unsupported camera model"):
+        load_scene("colmap", str(tmp_path / "foo"))
+
+    write_colmap_text(tmp_path / "noimg", "PINHOLE", MODELS["PINHOLE"], n_images=1)
+    (tmp_path / "noimg" / "sparse" / "0" / "images.txt").write_text("# no images\n")
+    with pytest.raises(GscompError, match="no registered images"):
+        load_scene("colmap", str(tmp_path / "noimg"))
+
+    write_colmap_text(tmp_path / "bad", "OPENCV", MODELS["OPENCV"], n_images=2)
+    (tmp_path / "bad" / "images" / "img_02.png").write_bytes(b"not an image at all")
+    with pytest.raises(GscompError, match="cannot read image .*img_02.png"):
+        load_scene("colmap", str(tmp_path / "bad"))
+    (tmp_path / "bad" / "images" / "img_02.png").unlink()
+    with pytest.raises(GscompError, match="img_02.png .*missing"):
+        load_scene("colmap", str(tmp_path / "bad"))
+
+    write_colmap_text(tmp_path / "garbled", "PINHOLE", MODELS["PINHOLE"], n_images=1)
+    (tmp_path / "garbled" / "sparse" / "0" / "images.txt").write_text("1 2 3\n\n")
+    with pytest.raises(GscompError, match="cannot read COLMAP model"):
+        load_scene("colmap", str(tmp_path / "garbled"))
+
+
+# ------------------------------------------------------------------------------------ Blender
+def test_blender_lego():
+    root = shared("scenes/lego")
+    scene = load_scene("blender", str(root), downscale=4)
+    check_cameras(scene)
+    assert len(scene.train) == 87 and len(scene.test) == 13 and scene.meta["test_split"] == "holdout"
+    assert scene.points.shape == (100_000, 3) and float(scene.points.abs().max()) <= 1.3
+    assert scene.background == (1.0, 1.0, 1.0)
+    for c in scene.train[:10] + scene.test[:5]:
+        assert (c.width, c.height) == (200, 200) and c.alpha is not None
+        # OpenCV convention: the model at the origin is in front of the camera, near the image
+        # centre, and covered by the alpha mask there.
+        p = c.world_to_camera[:3, :3] @ torch.zeros(3) + c.world_to_camera[:3, 3]
+        assert p[2] > 2
+        u, v = c.fx * p[0] / p[2] + c.cx, c.fy * p[1] / p[2] + c.cy
+        assert abs(u - 100) < 10 and abs(v - 100) < 10
+        assert float(c.alpha[int(v) - 3:int(v) + 4, int(u) - 3:int(u) + 4].mean()) > 0.5
+        # background: fully transparent pixels are exactly white
+        clear = c.alpha == 0
+        assert bool(clear.any()) and bool((c.image[clear] == 1).all())
+    # the up axis: +z world is up, i.e. projects upwards (smaller v) in the image
+    c = scene.train[0]
+    p0 = c.world_to_camera[:3, 3]
+    p1 = c.world_to_camera[:3, :3] @ torch.tensor([0, 0, 0.5]) + p0
+    assert c.fy * p1[1] / p1[2] < c.fy * p0[1] / p0[2]
+
+
+def test_blender_tiny_and_background(tmp_path):
+    root = shared("fixtures/lego_tiny")
+    s = load_scene("blender", str(root), background=(0, 0, 0), num_points=500, seed=3)
+    check_cameras(s)
+    assert len(s.train) == 1 and len(s.test) == 1 and s.test[0].name.startswith("val/")
+    c = s.train[0]
+    meta = json.loads((root / "transforms_train.json").read_text())
+    assert (c.width, c.height) == (50, 50)
+    assert c.fx == pytest.approx(25 / math.tan(meta["camera_angle_x"] / 2))
+    raw = np.asarray(Image.open(root / "train" / "r_0.png").convert("RGBA")).astype(np.float32) / 255
+    assert np.allclose(c.image.numpy(), raw[..., :3] * raw[..., 3:], atol=1e-6)  # over black
+    assert np.allclose(c.alpha.numpy(), raw[..., 3])
+    assert s.points.shape == (500, 3) and s.background == (0.0, 0.0, 0.0)
+    # OpenGL -> OpenCV: the camera centre is the matrix's translation, its forward axis is -z_gl
+    m = np.array(meta["frames"][0]["transform_matrix"])
+    assert np.allclose(c.center.numpy(), m[:3, 3], atol=1e-5)
+    assert np.allclose(c.camera_to_world[:3, 2].numpy(), -m[:3, 2], atol=1e-5)
+    s2 = load_scene("blender", str(root), num_points=500, seed=3, test_every=0)
+    assert s2.test == [] and torch.equal(s.points, s2.points)
+    with pytest.raises(GscompError, match="no transforms_train.json"):
+        load_scene("blender", str(tmp_path))
+    (tmp_path / "transforms_train.json").write_text("{not json")
+    with pytest.raises(GscompError, match="not valid JSON"):
+        load_scene("blender", str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------ instant-ngp
+def write_ngp(root, n_frames: int = 6, missing=(2, 5)):
+    """transforms.json with global OPENCV distortion, one frame with its own focal length, and
+    frames whose images are missing."""
+    W, H = 96, 72
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir()
+    glob = {"fl_x": 80.0, "fl_y": 82.0, "cx": 47.5, "cy": 36.5, "w": W, "h": H,
+            "k1": -0.12, "k2": 0.03, "p1": 0.004, "p2": -0.003, "aabb_scale": 4}
+    frames, truth = [], {}
+    for k, w2c in enumerate(poses(n_frames)):
+        fr = {"file_path": f"images/f_{k:02d}.png",
+              "transform_matrix": (np.linalg.inv(w2c) @ np.diag([1.0, -1, -1, 1])).tolist()}
+        fx = 90.0 if k == 1 else glob["fl_x"]
+        if k == 1:
+            fr["fl_x"] = fx
+        pcam = pycolmap.Camera(model="OPENCV", width=W, height=H,
+                               params=[fx, glob["fl_y"], 47.5, 36.5, -0.12, 0.03, 0.004, -0.003])
+        if k not in missing:
+            Image.fromarray(render_pattern(pcam)).save(root / fr["file_path"])
+        frames.append(fr)
+        truth[fr["file_path"]] = (w2c, fx)
+    (root / "transforms.json").write_text(json.dumps({**glob, "frames": frames}))
+    return truth
+
+
+def test_ngp_distortion_and_missing_frames(tmp_path, capsys):
+    truth = write_ngp(tmp_path / "s")
+    scene = load_scene("ngp", str(tmp_path / "s"), test_every=0, num_points=1000)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "2 of 6 frames skipped: image file missing" in err
+    check_cameras(scene)
+    assert [c.name for c in scene.train] == ["images/f_00.png", "images/f_01.png", "images/f_03.png",
+                                             "images/f_04.png"]
+    for c in scene.train:
+        w2c, fx = truth[c.name]
+        assert np.allclose(c.world_to_camera.numpy(), w2c, atol=1e-5)
+        assert pattern_error(c) < 0.006, pattern_error(c)
+    assert scene.train[1].fx > scene.train[0].fx * 1.05  # the per-frame focal length was used
+    assert scene.meta["aabb_scale"] == 4 and scene.meta["skipped_frames"] == 2
+    assert float(scene.points.abs().max()) <= 0.5 / 0.33 + 1e-4
+    # every 2nd view held out; downscale 2 halves the undistorted size
+    half = load_scene("ngp", str(tmp_path / "s"), test_every=2, downscale=2)
+    capsys.readouterr()
+    assert len(half.train) == 2 and len(half.test) == 2
+    assert half.test[0].width == round(scene.train[0].width / 2)
+    assert pattern_error(half.test[0]) < 0.008
+
+
+def test_ngp_bad_inputs(tmp_path, capsys):
+    with pytest.raises(GscompError, match="no transforms.json"):
+        load_scene("ngp", str(tmp_path))
+    write_ngp(tmp_path / "s", n_frames=2, missing=(0, 1))
+    with pytest.raises(GscompError, match="none of the 2 frames has an image file"):
+        load_scene("ngp", str(tmp_path / "s"))
+    (tmp_path / "s" / "transforms.json").write_text(json.dumps({"frames": []}))
+    with pytest.raises(GscompError, match="non-empty 'frames'"):
+        load_scene("ngp", str(tmp_path / "s"))
+
+
+# ------------------------------------------------------------------------------------ synthetic
+def test_synthetic_deterministic():
+    a, b, c = synthetic_gt(0), synthetic_gt(0), synthetic_gt(1)
+    assert 2000 <= len(a) <= 6000 and a.sh_degree == 3
+    assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a.items(), b.items()))
+    assert not torch.equal(a.shN, c.shN)
+    assert float(a.shN[:, :3].abs().max()) > 0.05 and float(a.shN[:, 3:].abs().max()) > 0.01
+    kw = dict(n_views=5, resolution=24, backend="torch", test_every=4)
+    s1, s2 = load_scene("synthetic", None, **kw), load_scene("synthetic", None, **kw)
+    check_cameras(s1)
+    assert len(s1.train) == 3 and len(s1.test) == 2 and s1.background == (1.0, 1.0, 1.0)
+    for x, y in zip(s1.train + s1.test, s2.train + s2.test):
+        assert torch.equal(x.image, y.image) and torch.equal(x.world_to_camera, y.world_to_camera)
+    assert torch.equal(s1.points, s2.points)
+    # objects are in view (not just background), some background shows (alpha < 1)
+    for cam in s1.train:
+        assert 0.2 < float(cam.alpha.mean()) < 0.98
+    # initial points are noisy GT means: close to, but not on, the GT surface
+    d = torch.cdist(s1.points, a.means).min(1).values
+    assert 0.005 < float(d.median()) < 0.1
+
+
+def test_synthetic_default_with_native_renderer():
+    pytest.importorskip("gscomp.render.cpu")
+    import time
+
+    t = time.perf_counter()
+    s = load_scene("synthetic", None)
+    took = time.perf_counter() - t
+    assert len(s.train) == 42 and len(s.test) == 6
+    assert (s.train[0].width, s.train[0].height) == (128, 128)
+    assert took < 20, took
+
+
+# ------------------------------------------------------------------------------------ shared API
+def test_split_and_subsample():
+    items = list(range(20))
+    tr, te = split(items, 8)
+    assert te == [0, 8, 16] and len(tr) == 17
+    assert split(items, 0) == (items, [])
+    assert subsample(items, 5) == [0, 4, 8, 12, 16] and subsample(items, None) == items
+
+
+def test_load_scene_bad_arguments(tmp_path):
+    with pytest.raises(GscompError, match="unknown scene kind"):
+        load_scene("nerf", str(tmp_path))
+    with pytest.raises(GscompError, match="downscale"):
+        load_scene("synthetic", None, downscale=0)
+    with pytest.raises(GscompError, match="test_every"):
+        load_scene("synthetic", None, test_every=-1)
+    with pytest.raises(GscompError, match="max_images"):
+        load_scene("synthetic", None, max_images=0)
+    with pytest.raises(GscompError, match="no option 'fps'"):
+        load_scene("colmap", str(tmp_path), fps=3)
+    with pytest.raises(GscompError, match="background"):
+        load_scene("synthetic", None, background=(2, 0, 0))
+    with pytest.raises(GscompError, match="path is needed"):
+        load_scene("blender", None)

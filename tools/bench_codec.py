@@ -1,0 +1,236 @@
+"""Codec benchmark: bytes/Gaussian, encode/decode throughput and render PSNR vs the source, per
+preset, with peers side by side (JSON to stdout).
+
+    .venv/bin/python tools/bench_codec.py [--inputs A B] [--presets high medium] [--res 256]
+        [--views 8] [--peers gaussforge,gscomp-spz,splat-transform,gsplat] [--splat-transform BIN]
+
+PSNR: both scenes rendered with gscomp.render(backend="cpu") from a fixed orbit of cameras around
+the scene's median point (looking at it from 20 degrees above the horizon, y-down world), colours
+clamped to [0,1], PSNR over all pixels of all views. Decode timing = best of 3 runs of
+decode_gsz(path) (file read + checks + entropy decode + dequantization).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("GSCOMP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DEFAULT_INPUTS = ["splats/biker.compressed.ply", "splats/playbot/0_0"]
+
+
+def orbit_cameras(splats, views: int, res: int):
+    from gscomp.camera import Camera
+
+    m = splats.means.double()
+    center = m.median(0).values
+    r = torch.quantile((m - center).norm(dim=1)[:200000].float(), 0.9).item()
+    dist = 2.2 * max(r, 1e-3)
+    cams = []
+    for i in range(views):
+        a = 2 * math.pi * i / views
+        el = math.radians(20)
+        eye = center + dist * torch.tensor([math.cos(a) * math.cos(el), -math.sin(el), math.sin(a) * math.cos(el)], dtype=torch.float64)
+        cams.append(Camera.look_at(eye, center, (0.0, -1.0, 0.0), 50.0, res, res, name=f"orbit{i}"))
+    return cams
+
+
+def render_views(splats, cams) -> torch.Tensor:
+    from gscomp.render import render  # (the gscomp.render attribute is shadowed by the subpackage)
+
+    with torch.no_grad():
+        out = []
+        for c in cams:  # one view at a time keeps peak memory low
+            out.append(render(splats, [c], backend="cpu").colors.clamp(0, 1))
+        return torch.cat(out, 0)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def size_of(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+
+
+def bench_preset(splats, preset: str, ref, cams, tmp: Path) -> dict:
+    from gscomp.codec import decode_gsz, encode_gsz
+    from gscomp.commands.compress import compose_pipeline
+
+    cfg = compose_pipeline([f"pipeline={preset}"])
+    path = tmp / f"{preset}.gsz"
+    t = time.perf_counter()
+    stats = encode_gsz(splats, path, cfg)
+    enc = time.perf_counter() - t
+    dec = []
+    for _ in range(3):
+        t = time.perf_counter()
+        out = decode_gsz(path)
+        dec.append(time.perf_counter() - t)
+    n = len(splats)
+    return {
+        "codec": f"gsz:{preset}",
+        "bytes": stats["total_bytes"],
+        "bytes_per_gaussian": stats["total_bytes"] / n,
+        "bits_per_gaussian_per_attribute": {k: round(v, 3) for k, v in stats["bits_per_gaussian_per_attribute"].items()},
+        "encode_gaussians_per_s": n / enc,
+        "decode_gaussians_per_s": n / min(dec),
+        "psnr_vs_source": psnr(render_views(out, cams), ref),
+    }
+
+
+def bench_gaussforge(ply_bytes: bytes, n: int, fmt: str, ref, cams, tmp: Path) -> dict:
+    import gaussforge
+
+    from gscomp.io import load_splats
+
+    gf = gaussforge.GaussForge()
+    t = time.perf_counter()
+    res = gf.convert(ply_bytes, "ply", fmt)
+    enc = time.perf_counter() - t
+    if "error" in res:
+        return {"codec": f"gaussforge:{fmt}", "error": str(res["error"])}
+    data = res["data"]
+    name = {"spz": "x.spz", "compressed.ply": "x.compressed.ply", "sog": "x.sog", "splat": "x.splat"}[fmt]
+    p = tmp / name
+    p.write_bytes(data)
+    t = time.perf_counter()
+    back = gf.convert(data, fmt, "ply")
+    dec = time.perf_counter() - t
+    try:
+        out = load_splats(p)
+    except Exception as e:  # our reader may not take every peer flavour
+        return {"codec": f"gaussforge:{fmt}", "bytes": len(data), "error": f"read back: {e}"}
+    del back
+    return {
+        "codec": f"gaussforge:{fmt}",
+        "bytes": len(data),
+        "bytes_per_gaussian": len(data) / n,
+        "encode_gaussians_per_s": n / enc,
+        "decode_gaussians_per_s (to ply)": n / dec,
+        "psnr_vs_source": psnr(render_views(out, cams), ref),
+    }
+
+
+def bench_gscomp_spz(splats, ref, cams, tmp: Path) -> dict:
+    from gscomp.io import load_splats, save_splats
+
+    p = tmp / "x.spz"
+    t = time.perf_counter()
+    save_splats(p, splats)
+    enc = time.perf_counter() - t
+    out = load_splats(p)
+    n = len(splats)
+    return {"codec": "gscomp-io:spz", "bytes": p.stat().st_size, "bytes_per_gaussian": p.stat().st_size / n,
+            "encode_gaussians_per_s": n / enc, "psnr_vs_source": psnr(render_views(out, cams), ref)}
+
+
+def bench_splat_transform(exe: str, ply: Path, n: int, ref, cams, tmp: Path, timeout: int) -> list[dict]:
+    from gscomp.io import load_splats
+
+    out = []
+    for ext in ("compressed.ply", "sog"):
+        dst = tmp / f"st.{ext}"
+        t = time.perf_counter()
+        try:
+            r = subprocess.run([exe, "-w", str(ply), str(dst)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            out.append({"codec": f"splat-transform:{ext}", "error": f"timed out after {timeout} s on CPU"})
+            continue
+        enc = time.perf_counter() - t
+        if r.returncode != 0 or not dst.exists():
+            out.append({"codec": f"splat-transform:{ext}", "error": (r.stderr or r.stdout).strip().splitlines()[-1:]})
+            continue
+        try:
+            back = load_splats(dst)
+            p = psnr(render_views(back, cams), ref)
+        except Exception as e:
+            p = f"read back failed: {e}"
+        out.append({"codec": f"splat-transform:{ext}", "bytes": size_of(dst), "bytes_per_gaussian": size_of(dst) / n,
+                    "encode_gaussians_per_s": n / enc, "psnr_vs_source": p})
+    return out
+
+
+def bench_gsplat(splats) -> dict:
+    try:
+        from gsplat.compression import PngCompression  # noqa: F401
+    except Exception as e:
+        return {"codec": "gsplat:PngCompression", "error": f"not importable: {type(e).__name__}: {e}"}
+    if not torch.cuda.is_available():
+        return {"codec": "gsplat:PngCompression", "error": "needs CUDA (its k-means/PLAS path runs on GPU); skipped"}
+    return {"codec": "gsplat:PngCompression", "error": "not run"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--inputs", nargs="+", default=DEFAULT_INPUTS)
+    ap.add_argument("--presets", nargs="+", default=["lossless-ish", "high", "medium", "low"])
+    ap.add_argument("--res", type=int, default=256)
+    ap.add_argument("--views", type=int, default=8)
+    ap.add_argument("--peers", default="gaussforge,gscomp-spz,splat-transform,gsplat")
+    ap.add_argument("--splat-transform", default=os.environ.get("SPLAT_TRANSFORM", "/tmp/st/node_modules/.bin/splat-transform"))
+    ap.add_argument("--st-timeout", type=int, default=120)
+    args = ap.parse_args(argv)
+    from gscomp.io import load_splats, save_splats
+
+    torch.manual_seed(0)
+    report = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "res": args.res, "views": args.views, "inputs": []}
+    peers = set(filter(None, args.peers.split(",")))
+    for rel in args.inputs:
+        src = Path(rel) if Path(rel).exists() else SHARED / rel
+        if not src.exists():
+            report["inputs"].append({"input": rel, "error": "not found"})
+            continue
+        splats = load_splats(src)
+        n = len(splats)
+        cams = orbit_cameras(splats, args.views, args.res)
+        ref = render_views(splats, cams)
+        entry = {"input": rel, "n": n, "sh_degree": splats.sh_degree, "source_bytes": size_of(src), "results": []}
+        with tempfile.TemporaryDirectory() as td:
+            tmp = Path(td)
+            for preset in args.presets:
+                entry["results"].append(bench_preset(splats, preset, ref, cams, tmp))
+                print(json.dumps(entry["results"][-1]), file=sys.stderr)
+            ply = tmp / "source.ply"
+            if peers & {"gaussforge", "splat-transform"}:
+                save_splats(ply, splats)
+            if "gscomp-spz" in peers:
+                entry["results"].append(bench_gscomp_spz(splats, ref, cams, tmp))
+            if "gaussforge" in peers:
+                try:
+                    import gaussforge  # noqa: F401
+
+                    data = ply.read_bytes()
+                    for fmt in ("spz", "compressed.ply", "sog"):
+                        entry["results"].append(bench_gaussforge(data, n, fmt, ref, cams, tmp))
+                        print(json.dumps(entry["results"][-1]), file=sys.stderr)
+                except ImportError:
+                    entry["results"].append({"codec": "gaussforge", "error": "not installed (pip install gaussforge)"})
+            if "splat-transform" in peers:
+                exe = args.splat_transform if Path(args.splat_transform).exists() else shutil.which("splat-transform")
+                if exe:
+                    entry["results"] += bench_splat_transform(exe, ply, n, ref, cams, tmp, args.st_timeout)
+                else:
+                    entry["results"].append({"codec": "splat-transform", "error": "not installed (npm install @playcanvas/splat-transform)"})
+            if "gsplat" in peers:
+                entry["results"].append(bench_gsplat(splats))
+        report["inputs"].append(entry)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

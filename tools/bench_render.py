@@ -1,0 +1,158 @@
+"""Render benchmark: forward and forward+backward time of the `cpu` and `torch` backends.
+
+Prints one JSON object. Scenes are synthetic but shaped like a trained scene: Gaussians spread
+through the view frustum, anisotropic, log-normal sizes with a median footprint of ~1.5 px (sigma),
+mixed opacities, SH degree 3. Both backends render the very same scene.
+
+    python tools/bench_render.py            # full: N = 10k, 100k, 1M at 256x256 and 800x800
+    python tools/bench_render.py --quick    # 10k@128x128 (cpu vs torch) and 100k@256x256 (cpu)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from gscomp import Splats
+from gscomp.camera import Camera
+from gscomp.render import render
+
+TORCH_MEM_LIMIT_GB = 6.0  # the reference keeps (pixels x hits) tensors per tile for autograd
+TORCH_TIME_LIMIT_S = 120.0
+
+
+def make_scene(n: int, width: int, height: int, seed: int = 0, sigma_px: float = 1.5):
+    """A camera at the origin looking down +z and ``n`` Gaussians filling its frustum (z in [2, 8])."""
+    g = torch.Generator().manual_seed(seed)
+    fov_x = math.radians(60.0)
+    fx = 0.5 * width / math.tan(fov_x / 2)
+    fy = fx
+    cam = Camera(fx, fy, width / 2, height / 2, width, height, torch.eye(4), name="bench")
+    z = 2.0 + 6.0 * torch.rand(n, generator=g)
+    u = (torch.rand(n, generator=g) * 1.1 - 0.05) * width
+    v = (torch.rand(n, generator=g) * 1.1 - 0.05) * height
+    means = torch.stack([(u - width / 2) / fx * z, (v - height / 2) / fy * z, z], -1)
+    # World size for a median sigma of sigma_px pixels at that depth, log-normal spread per axis.
+    base = torch.log(sigma_px * z / fx).unsqueeze(-1)
+    scales = base + 0.5 * torch.randn(n, 3, generator=g)
+    return Splats(
+        means=means,
+        quats=torch.randn(n, 4, generator=g),
+        scales=scales,
+        opacities=torch.randn(n, generator=g) * 1.5,
+        sh0=torch.randn(n, 1, 3, generator=g) * 0.8,
+        shN=torch.randn(n, 15, 3, generator=g) * 0.05,
+    ), cam
+
+
+def intersections(splats: Splats, cam: Camera) -> int:
+    """Tile-Gaussian pairs (what the reference's memory scales with), from the cpu projection."""
+    with torch.no_grad():
+        out = render(splats, cam, backend="cpu")
+    r = out.info["radii"][0].double()
+    m = out.info["means2d"][0].double()
+    tx, ty = math.ceil(cam.width / 16), math.ceil(cam.height / 16)
+    x0 = torch.clamp(torch.floor((m[:, 0] - r) / 16), 0, tx)
+    x1 = torch.clamp(torch.ceil((m[:, 0] + r) / 16), 0, tx)
+    y0 = torch.clamp(torch.floor((m[:, 1] - r) / 16), 0, ty)
+    y1 = torch.clamp(torch.ceil((m[:, 1] + r) / 16), 0, ty)
+    return int(((x1 - x0) * (y1 - y0) * (r > 0)).sum())
+
+
+def time_backend(splats: Splats, cam: Camera, backend: str, reps: int) -> dict:
+    bg = torch.tensor([0.1, 0.2, 0.3])
+
+    def fwd():
+        with torch.no_grad():
+            render(splats, cam, background=bg, backend=backend)
+
+    def fwd_bwd():
+        s = splats.map(lambda t: t.detach().requires_grad_(True))
+        out = render(s, cam, background=bg, backend=backend)
+        out.info["means2d"].retain_grad()
+        (out.colors.sum() + out.alphas.sum() + 0.1 * out.depths.sum()).backward()
+
+    res = {}
+    for name, fn in (("forward_ms", fwd), ("forward_backward_ms", fwd_bwd)):
+        fn()  # warm-up (and the one-time native build)
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        res[name] = round(sorted(ts)[len(ts) // 2], 2)
+    return res
+
+
+def bench_case(n: int, res: int, backends: list[str], reps: int) -> dict:
+    splats, cam = make_scene(n, res, res)
+    case = {"n": n, "width": res, "height": res, "intersections": intersections(splats, cam)}
+    for b in backends:
+        if b == "torch":
+            # Rough autograd footprint of the reference: ~30 float32 (pixel x hit) tensors per tile.
+            est_gb = case["intersections"] * 256 * 4 * 30 / 1e9
+            if est_gb > TORCH_MEM_LIMIT_GB:
+                case["torch"] = {"skipped": f"reference would need ~{est_gb:.0f} GB for autograd (limit {TORCH_MEM_LIMIT_GB} GB)"}
+                continue
+            est_s = case["intersections"] * 256 * 2e-8 * 3
+            if est_s > TORCH_TIME_LIMIT_S:
+                case["torch"] = {"skipped": f"reference would take ~{est_s:.0f} s per iteration"}
+                continue
+        case[b] = time_backend(splats, cam, b, reps if b == "cpu" else max(1, reps // 3))
+    return case
+
+
+def rss_child(n: int, res: int) -> dict:
+    """Run one cpu forward+backward in a fresh process and report its peak RSS."""
+    code = (
+        "import sys, resource, time; sys.path.insert(0, %r)\n"
+        "from bench_render import make_scene, time_backend\n"
+        "s, c = make_scene(%d, %d, %d)\n"
+        "r = time_backend(s, c, 'cpu', 1)\n"
+        "import json; print(json.dumps({**r, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    ) % (os.path.dirname(os.path.abspath(__file__)), n, res, res)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small subset (about a minute)")
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args(argv)
+    from gscomp.render import native
+
+    native.load()  # build outside the timings
+    result = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__}
+
+    # Side by side on one scene: the speed-up target is measured here.
+    ratio_case = bench_case(10_000, 128, ["cpu", "torch"], args.reps)
+    result["ratio_10k_128"] = {
+        "case": ratio_case,
+        "forward_speedup": round(ratio_case["torch"]["forward_ms"] / ratio_case["cpu"]["forward_ms"], 1),
+        "forward_backward_speedup": round(
+            ratio_case["torch"]["forward_backward_ms"] / ratio_case["cpu"]["forward_backward_ms"], 1
+        ),
+    }
+    if args.quick:
+        grid = [(100_000, 256)]
+    else:
+        grid = [(n, r) for n in (10_000, 100_000, 1_000_000) for r in (256, 800)]
+    result["cases"] = [bench_case(n, r, ["cpu", "torch"], args.reps if n < 1_000_000 else 3) for n, r in grid]
+    if not args.quick:
+        result["rss_1m_800"] = rss_child(1_000_000, 800)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up gscomp in ./.venv on a fresh machine (Python 3.11, CPU only).
+#   bash tools/setup.sh            core + test + viewer dependencies
+#   bash tools/setup.sh --cuda     also gsplat (installed --no-deps: its deps would pull a CUDA torch)
+# torch is pinned to 2.13.0 (the CPU wheel); torchvision is never installed (a CUDA build breaks imports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "gscomp setup: creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+$PIP install -q --disable-pip-version-check "torch==2.13.0"
+$PIP install -q --disable-pip-version-check -e ".[test,viewer]"
+if [ "${1:-}" = "--cuda" ]; then
+  $PIP install -q --disable-pip-version-check packaging
+  $PIP install -q --disable-pip-version-check --no-deps gsplat
+fi
+if .venv/bin/python -m pip list 2>/dev/null | grep -qi '^torchvision '; then
+  echo "gscomp setup: error: torchvision is installed in .venv; remove it (pip uninstall torchvision)" >&2
+  exit 1
+fi
+.venv/bin/python -c "import torch, gscomp; print(f'gscomp setup: ok (torch {torch.__version__}, gscomp {gscomp.__version__})')"
