@@ -381,19 +381,55 @@ void project_backward_impl(const S* means, const S* quats, const S* scales, cons
 template <typename S>
 struct GRec {
   S mx, my, A, B, C, o, col[3], depth;
+  S pmin;  // power below which alpha < 1/255 for sure (skip the exp); conservative by a margin
   int bx0, bx1, by0, by1;  // pixel box (inclusive) outside which alpha < 1/255 for sure
 };
 
-// alpha of one Gaussian at one pixel centre; returns false when skipped (power > 0 or alpha < 1/255).
-// `clamped` tells whether the 0.99 clamp was active (no gradient then).
+// exp for the compositing: only ever called on power in [pmin, 0] with pmin >= -5.55 (opacity <= 1).
+// float: a branch-free Cody-Waite reduction + degree-7 Taylor polynomial (relative error ~1e-7,
+// like glibc's expf) that the compiler can vectorise over a row of pixels; double: std::exp.
 template <typename S>
-inline bool eval_alpha(const GRec<S>& g, S px, S py, S& alpha, S& ex, S& dx, S& dy, bool& clamped) {
-  dx = g.mx - px;
-  dy = g.my - py;
-  S power = S(-0.5) * (g.A * (dx * dx) + g.C * (dy * dy)) - g.B * dx * dy;
-  if (power > S(0)) return false;
-  ex = std::exp(power);
-  S a = g.o * ex;
+inline S exp_small(S x) {
+  return std::exp(x);
+}
+template <>
+inline float exp_small<float>(float x) {
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  float fn = (x * 1.44269504088896341f + magic) - magic;
+  float r = (x - fn * 0.693145751953125f) - fn * 1.428606765330187e-06f;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int32_t bits = ((int32_t)fn + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+// Power and exp(power) for pixels [px0, px0 + cnt) of one row (cnt <= TILE), without branches so
+// the loop vectorises. Pixels outside [pmin, 0] get a dummy exp and are rejected by `alpha_of`.
+template <typename S>
+inline void row_eval(const GRec<S>& g, int px0, int cnt, S pyc, S* pw, S* ev) {
+  const S dy = g.my - pyc;
+  for (int k = 0; k < cnt; ++k) {
+    const S dx = g.mx - (S(px0 + k) + S(0.5));
+    pw[k] = S(-0.5) * (g.A * (dx * dx) + g.C * (dy * dy)) - g.B * dx * dy;
+  }
+  for (int k = 0; k < cnt; ++k) ev[k] = exp_small<S>(std::min(std::max(pw[k], g.pmin), S(0)));
+}
+
+// alpha from a row_eval result; false when skipped (power > 0 or alpha < 1/255). `clamped` tells
+// whether the 0.99 clamp was active (no gradient then). Shared by forward and backward so both
+// take exactly the same decisions.
+template <typename S>
+inline bool alpha_of(const GRec<S>& g, S power, S ex, S& alpha, bool& clamped) {
+  if (power > S(0) || power < g.pmin) return false;
+  const S a = g.o * ex;
   clamped = a > S(0.99);
   alpha = clamped ? S(0.99) : a;
   return alpha >= S(1.0 / 255.0);
@@ -518,18 +554,20 @@ std::vector<GRec<S>> gather_records(const S* means2d, const S* conics, const S* 
     for (int c = 0; c < 3; ++c) g.col[c] = colors[3 * n + c];
     g.depth = depths[n];
     // alpha >= 1/255 needs power >= -t with t = log(255 o); the ellipse power >= -t has half-extents
-    // sqrt(2 t Sigma_xx), sqrt(2 t Sigma_yy). One pixel of margin absorbs rounding, so every pixel
-    // outside the box is one the reference skips anyway: a pure speed-up, same result.
+    // sqrt(2 t Sigma_xx), sqrt(2 t Sigma_yy). A small margin (t + 1e-3, x(1 + 1e-4) + 0.01 px) absorbs
+    // rounding, so every pixel outside the box is one the reference skips anyway: same result.
     double o = (double)g.o;
     if (!(o * 255.0 >= 0.999)) continue;  // alpha <= o < 1/255 everywhere
     double t = std::max(std::log(255.0 * o), 0.0) + 1e-3;
+    g.pmin = S(-t);  // o exp(-t) < (1/255) exp(-1e-3): far below the threshold for any rounding
     double A = g.A, Bc = g.B, C = g.C;
     double detq = A * C - Bc * Bc;
     if (!(detq > 0)) {  // cannot happen for a valid conic; fall back to the whole image
       g.bx0 = 0; g.bx1 = 1 << 30; g.by0 = 0; g.by1 = 1 << 30;
       continue;
     }
-    double ex = std::sqrt(2.0 * t * C / detq) + 1.0, ey = std::sqrt(2.0 * t * A / detq) + 1.0;
+    double ex = std::sqrt(2.0 * t * C / detq) * (1 + 1e-4) + 1e-2;
+    double ey = std::sqrt(2.0 * t * A / detq) * (1 + 1e-4) + 1e-2;
     double mx = g.mx, my = g.my;
     // pixel i has centre i + 0.5
     double fx0 = std::ceil(mx - ex - 0.5), fx1 = std::floor(mx + ex - 0.5);
@@ -571,14 +609,16 @@ void rasterize_forward_impl(const std::vector<GRec<S>>& recs, const Binning& B, 
       const GRec<S>& g = recs[B.ids[j]];
       int gx0 = std::max(g.bx0, x0), gx1 = std::min(g.bx1, x1 - 1);
       int gy0 = std::max(g.by0, y0), gy1 = std::min(g.by1, y1 - 1);
+      const int cnt = gx1 - gx0 + 1;
+      S pw[TILE], ev[TILE];
       for (int py = gy0; py <= gy1; ++py) {
-        const S pyc = S(py) + S(0.5);
-        for (int px = gx0; px <= gx1; ++px) {
-          const int i = (py - y0) * tw + (px - x0);
+        row_eval(g, gx0, cnt, S(py) + S(0.5), pw, ev);
+        for (int k = 0; k < cnt; ++k) {
+          const int i = (py - y0) * tw + (gx0 + k - x0);
           if (done[i]) continue;
-          S alpha, ex, dx, dy;
+          S alpha;
           bool clamped;
-          if (!eval_alpha(g, S(px) + S(0.5), pyc, alpha, ex, dx, dy, clamped)) continue;
+          if (!alpha_of(g, pw[k], ev[k], alpha, clamped)) continue;
           S test_T = T[i] * (S(1) - alpha);
           if (test_T < T_MIN) {
             done[i] = true;
@@ -661,14 +701,18 @@ void rasterize_backward_impl(const std::vector<GRec<S>>& recs, const Binning& B,
       int gx0 = std::max(g.bx0, x0), gx1 = std::min(g.bx1, x1 - 1);
       int gy0 = std::max(g.by0, y0), gy1 = std::min(g.by1, y1 - 1);
       S vmx = 0, vmy = 0, vA = 0, vB = 0, vC = 0, vc0 = 0, vc1 = 0, vc2 = 0, vo = 0, vd = 0;
+      const int cnt = gx1 - gx0 + 1;
+      S pw[TILE], ev[TILE];
       for (int py = gy0; py <= gy1; ++py) {
         const S pyc = S(py) + S(0.5);
-        for (int px = gx0; px <= gx1; ++px) {
-          const int i = (py - y0) * tw + (px - x0);
+        row_eval(g, gx0, cnt, pyc, pw, ev);
+        for (int k = 0; k < cnt; ++k) {
+          const int i = (py - y0) * tw + (gx0 + k - x0);
           if (jj >= last[i]) continue;
-          S alpha, ex, dx, dy;
+          S alpha;
           bool clamped;
-          if (!eval_alpha(g, S(px) + S(0.5), pyc, alpha, ex, dx, dy, clamped)) continue;
+          if (!alpha_of(g, pw[k], ev[k], alpha, clamped)) continue;
+          const S ex = ev[k], dx = g.mx - (S(gx0 + k) + S(0.5)), dy = g.my - pyc;
           const S om = S(1) - alpha;
           T[i] = T[i] / om;  // transmittance in front of this Gaussian
           const S Ti = T[i];

@@ -19,7 +19,6 @@ from gscomp.io.ply import ply_property_names, read_ply, write_ply
 from gscomp.io.spz import decode_spz, encode_spz, read_spz
 from gscomp.io.splat import decode_splat, encode_splat
 from gscomp.render.sh import eval_sh
-from gscomp.splats import SH_C0
 
 FIX = "fixtures"
 
@@ -312,6 +311,8 @@ def test_spz_splat_transform_fixtures_agree():
     v4 = load_splats(shared(f"{d}/minimal-v4.spz"))
     assert len(ref) == len(v3) == len(v4) == 4
     assert_same(v3, v4)  # same content, gzip container vs zstd streams
+    # byte-exact re-encoding of these reference-written files
+    assert gzip.decompress(encode_spz(v3, version=3)) == gzip.decompress(shared(f"{d}/minimal-v3.spz").read_bytes())
     # v3/v4 were written by the reference library from RDF data: after undoing the RUB flip
     # they match the .splat (which stores the same grid directly)
     assert torch.allclose(v3.means, ref.means, atol=1e-6)
@@ -373,6 +374,24 @@ def test_spz_malformed(tmp_path):
         load_splats(tmp_path / "e.spz")
 
 
+def test_spz_large_coordinates_and_degree_4():
+    s = well_formed(10, 0, seed=4)
+    s = s.replace(means=s.means * 1000)  # |x| up to ~10^4: fewer fractional bits are used
+    r = decode_spz(encode_spz(s))
+    frac = gzip.decompress(encode_spz(s))[13]
+    assert frac < 12 and (r.means - s.means).abs().max() <= 2.0 ** -(frac + 1) + 1e-3
+    with pytest.raises(GscompError, match="cannot store positions"):
+        encode_spz(s.replace(means=s.means * 1e4))
+    # SH degree 4 (24 coefficients per channel) is read as its degree-3 part
+    n = 2
+    sh = np.arange(n * 24 * 3, dtype=np.uint8).reshape(n, 24, 3)
+    head = struct.pack("<IIIBBBB", 0x5053474E, 3, n, 4, 12, 0, 0)
+    body = bytes(9 * n) + bytes([255] * n) + bytes([128] * 3 * n) + bytes(3 * n) + bytes(4 * n)
+    r = decode_spz(gzip.compress(head + body + sh.tobytes()), convert=False)
+    assert r.sh_degree == 3
+    assert torch.equal(r.shN, (torch.from_numpy(sh[:, :15].astype(np.float32)) - 128) / 128)
+
+
 def test_spz_extension_records_are_skipped():
     s = well_formed(4, 1, seed=3)
     raw = bytearray(gzip.decompress(encode_spz(s, version=3)))
@@ -394,6 +413,18 @@ def test_biker_compressed_ply_matches_biker_spz():
     assert (b.scales[inside] - z.scales[inside]).abs().max() <= 1 / 32 + 1e-3
     assert (b.colors_dc() - z.colors_dc()).abs().max() <= 1 / 255 + 1e-3
     assert (torch.sigmoid(b.opacities) - torch.sigmoid(z.opacities)).abs().max() <= 1e-6
+    # our encoder reproduces the reference encoder's attribute streams: re-encoding the file's
+    # content gives identical bytes, except rotation words that differ only in the sign bit of
+    # a zero component or in the pick between (near-)equal largest components
+    from gscomp.io.spz import _parse_v4
+
+    orig, _ = _parse_v4(shared("splats/biker.spz").read_bytes(), "a")
+    again, _ = _parse_v4(encode_spz(z, version=4), "b")
+    for key in ("positions", "alphas", "colors", "scales"):
+        assert np.array_equal(orig[key], again[key]), key
+    ro, ra = orig["rotations"].view("<u4"), again["rotations"].view("<u4")
+    assert (ro != ra).mean() < 0.01
+    assert quat_dot(decode_spz(encode_spz(z, version=4)).quats, z.quats).min() > 0.99999
     # without the flip, y and z would disagree
     zr = read_spz(shared("splats/biker.spz"), convert=False)
     assert (zr.means[:, 1:] + b.means[:, 1:]).abs().max() <= 2 ** -12
@@ -435,12 +466,79 @@ def test_splat_malformed():
         decode_splat(bytes(rec), "x.splat")
 
 
+# ----------------------------------------------------------------------------- .ksplat
+def test_ksplat_fixture_matches_splat():
+    d = f"{FIX}/splat_transform"
+    k = load_splats(shared(f"{d}/minimal.ksplat"))
+    s = load_splats(shared(f"{d}/minimal.splat"))
+    for f in ("means", "scales", "opacities", "sh0"):
+        assert torch.allclose(getattr(k, f), getattr(s, f), atol=1e-6), f
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+def test_ksplat_quantized_modes(tmp_path, mode):
+    # one section, buckets: one full (capacity 2) + one partial of 1 splat; SH degree 1
+    qr, block = 32767, 4.0
+    centres = np.array([[1.0, 2.0, 3.0], [-5.0, 0.0, 5.0]], np.float32)
+    bucket = [0, 0, 1]
+    u16 = np.array([[qr, qr + 100, qr - 200], [0, 65535, qr], [qr + 1, qr, qr]], np.uint16)
+    lin = np.array([[0.1, 0.2, 0.3], [1.0, 0.5, 0.25], [2.0, 0.01, 0.1]])
+    rot = np.array([[1, 0, 0, 0], [0.5, 0.5, 0.5, 0.5], [0, 0, 0.6, 0.8]])
+    rgba = np.array([[255, 0, 128, 200], [10, 20, 30, 40], [0, 0, 0, 255]], np.uint8)
+    sh_u8 = np.arange(3 * 9, dtype=np.uint8).reshape(3, 9) * 9  # stored order: R0 R1 R2 G0..B2
+    sh_vals = sh_u8.astype(np.float64) * 0.01 - 0.1 if mode == 1 else -1.5 + sh_u8 / 255 * 3.0
+    head = bytearray(4096)
+    head[0], head[1] = 0, 1
+    struct.pack_into("<I", head, 4, 1)
+    struct.pack_into("<I", head, 16, 3)
+    struct.pack_into("<H", head, 20, mode)
+    sec = bytearray(1024)
+    struct.pack_into("<IIII", sec, 0, 3, 3, 2, 2)
+    struct.pack_into("<f", sec, 16, block)
+    struct.pack_into("<H", sec, 20, 12)
+    struct.pack_into("<I", sec, 24, qr)
+    struct.pack_into("<II", sec, 32, 1, 1)
+    struct.pack_into("<H", sec, 40, 1)
+    recs = b""
+    for i in range(3):
+        recs += u16[i].tobytes() + lin[i].astype("<f2").tobytes() + rot[i].astype("<f2").tobytes()
+        recs += rgba[i].tobytes()
+        recs += sh_vals[i].astype("<f2").tobytes() if mode == 1 else sh_u8[i].tobytes()
+    p = tmp_path / "a.ksplat"
+    p.write_bytes(bytes(head) + bytes(sec) + struct.pack("<I", 1) + centres.tobytes() + recs)
+    s = load_splats(p)
+    assert len(s) == 3 and s.sh_degree == 1
+    want = (u16.astype(np.float64) - qr) * (block / 2 / qr) + centres[bucket]
+    assert np.allclose(s.means.numpy(), want, atol=1e-5)
+    assert np.allclose(s.scales.exp().numpy(), lin.astype(np.float16), rtol=1e-3)
+    assert np.allclose(s.quats.numpy(), rot.astype(np.float16))
+    assert np.allclose(s.colors_dc().numpy(), rgba[:, :3] / 255, atol=1e-6)
+    tol = 1e-3 if mode == 1 else 1e-6
+    for c in range(3):  # channel-major inside the band
+        assert np.allclose(s.shN[:, :, c].numpy(), sh_vals[:, 3 * c:3 * c + 3], atol=tol)
+
+
+def test_ksplat_malformed(tmp_path):
+    (tmp_path / "a.ksplat").write_bytes(b"\x00\x01" + bytes(100))
+    with pytest.raises(FormatError, match="too small"):
+        load_splats(tmp_path / "a.ksplat")
+    data = bytearray(shared(f"{FIX}/splat_transform/minimal.ksplat").read_bytes())
+    (tmp_path / "b.ksplat").write_bytes(bytes(data[:-20]))
+    with pytest.raises(FormatError, match="truncated"):
+        load_splats(tmp_path / "b.ksplat")
+    struct.pack_into("<I", data, 16, 5)
+    (tmp_path / "c.ksplat").write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="header says 5 splats"):
+        load_splats(tmp_path / "c.ksplat")
+
+
 # ----------------------------------------------------------------------------- compressed PLY
 def _compressed_ply_bytes(chunks: np.ndarray, packed: np.ndarray, sh: np.ndarray | None = None,
                           n_chunks: int | None = None) -> bytes:
+    """chunks has 18 columns (with the per-chunk colour range) or 12 (older files)."""
     cprops = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z", "min_scale_x", "min_scale_y",
               "min_scale_z", "max_scale_x", "max_scale_y", "max_scale_z", "min_r", "min_g", "min_b",
-              "max_r", "max_g", "max_b"]
+              "max_r", "max_g", "max_b"][:chunks.shape[1]]
     h = f"ply\nformat binary_little_endian 1.0\nelement chunk {n_chunks or len(chunks)}\n"
     h += "".join(f"property float {p}\n" for p in cprops)
     h += f"element vertex {len(packed)}\n"
@@ -454,8 +552,11 @@ def _compressed_ply_bytes(chunks: np.ndarray, packed: np.ndarray, sh: np.ndarray
     return h.encode() + body
 
 
-def test_compressed_ply_decoding_math(tmp_path):
+@pytest.mark.parametrize("chunk_color", [True, False])
+def test_compressed_ply_decoding_math(tmp_path, chunk_color):
     chunk = np.array([[-1, 0, 2, 1, 4, 3, -5, -4, -3, -1, 0, 1, 0, 0, 0, 1, 0.5, 2]], np.float32)
+    if not chunk_color:
+        chunk = chunk[:, :12]
     pos = (2047 << 21) | (0 << 11) | 1023  # x = max, y = min, z ~ middle
     # largest = x (index 1 in wxyz); the others (w, y, z) encode 0.5, 0, -0.5 * sqrt(0.5)...
     a, b, c = 0.5, 0.0, -0.5
@@ -473,7 +574,8 @@ def test_compressed_ply_decoding_math(tmp_path):
     expect = torch.tensor([small[0], (1 - (small ** 2).sum()).sqrt(), small[1], small[2]])
     assert torch.allclose(s.quats[0], expect, atol=1e-6)
     assert torch.allclose(s.scales[0], torch.tensor([-5.0, 0.0, 1.0]), atol=1e-6)
-    rgb = torch.tensor([1.0, 0.0, 2 * 51 / 255])  # lerp in the chunk's colour range
+    # colour is lerped in the chunk's colour range when the file has one
+    rgb = torch.tensor([1.0, 0.0, (2 if chunk_color else 1) * 51 / 255])
     assert torch.allclose(s.colors_dc()[0], rgb, atol=1e-6)
     assert torch.allclose(torch.sigmoid(s.opacities), torch.tensor([128 / 255]), atol=1e-6)
     # sh: channel-major, value (n - 0.5) * 8 with n(0)=0, n(255)=1, n(b)=(b+0.5)/256
@@ -600,6 +702,9 @@ def test_sog_malformed(tmp_path):
     (d / "meta.json").write_text(json.dumps(dict(meta, version=3)))
     with pytest.raises(FormatError, match="SOG version 3"):
         load_splats(d)
+    (d / "meta.json").write_text(json.dumps(dict(meta, quats={"files": []})))
+    with pytest.raises(FormatError, match="quats.files must list 1"):
+        load_splats(d)
     (d / "meta.json").write_text(json.dumps(meta))
     (d / "quats.webp").write_bytes(b"RIFF0000WEBPjunk")
     with pytest.raises(FormatError, match="cannot decode texture 'quats.webp'"):
@@ -612,6 +717,8 @@ def test_sog_malformed(tmp_path):
 
 
 def test_playbot_sog_levels():
+    with pytest.raises(FormatError, match="level-of-detail index"):
+        load_splats(shared("splats/playbot/lod-meta.json"))
     meta = json.loads(shared("splats/playbot/lod-meta.json").read_text())
     lo, hi = (torch.tensor(meta["tree"]["bound"][k]) for k in ("min", "max"))
     for level, count in (("6_0", 1873), ("0_0", 500_000)):

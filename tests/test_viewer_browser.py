@@ -284,60 +284,99 @@ def test_invisible_scene_is_not_detected(browser, tmp_path):
     assert st["red"] == 0 and st["blue"] == 0 and st["nonbg_frac"] < 0.01, st
 
 
-def test_view_shows_splats_in_browser(browser, tmp_path):
+def click_checkbox(browser: Browser, label: str) -> None:
+    """Click the viser GUI checkbox whose row shows ``label`` (as a user would)."""
+    ok = browser.eval(f"""(() => {{
+        for (const lab of document.querySelectorAll('label'))
+            if (lab.textContent.trim() === {json.dumps(label)} && lab.htmlFor) {{
+                const box = document.getElementById(lab.htmlFor);
+                if (box && box.type === 'checkbox') {{ box.click(); return true; }}
+            }}
+        return false; }})()""")
+    assert ok, f"no checkbox labelled {label!r}"
+
+
+def test_view_shows_splats_and_exact_mode(browser, tmp_path):
     ply = tmp_path / "redblue.ply"
     red_blue_scene(ply)
-    server = ViewServer(str(ply))
+    server = ViewServer(str(ply), "--exact-max-side", "640")
     try:
         assert server.url.startswith("http://127.0.0.1:")
         browser.goto(server.url)
-        img, st, secs = wait_for_splats(browser)
-        _save(img, tmp_path / "webgl.png")
+        webgl, st_w, secs = wait_for_splats(browser)
+        _save(webgl, tmp_path / "webgl.png")
         title = browser.eval("document.title")
         body = browser.eval("document.body.innerText")
+        assert st_w["red"] > 2000 and st_w["blue"] > 2000, f"splats not visible after {secs:.1f}s: {st_w}"
+        assert 0.05 < st_w["nonbg_frac"] < 0.9, st_w
+        # Orientation: world -x is on the left with --up -y and the default front view.
+        assert st_w["red_x"] < st_w["blue_x"] - 100, st_w
+        assert abs(st_w["red_y"] - st_w["blue_y"]) < 80, st_w
+        # The side panel shows the file's facts.
+        assert "redblue.ply" in body and "600" in body and "SH degree" in body, body[:500]
+        assert "error" not in (title or "").lower()
+
+        # Exact mode (GUI checkbox): the WebGL splats are hidden and gscomp's own server-side
+        # render becomes the background; it must land where the WebGL splats were.
+        click_checkbox(browser, "Exact render")
+        exact, st_e, secs = wait_for_splats(browser, timeout=90)
+        _save(exact, tmp_path / "exact.png")
+        body = browser.eval("document.body.innerText")
+        assert "exact:" in body, body[:500]
+        assert st_e["red"] > 2000 and st_e["blue"] > 2000, f"no exact render after {secs:.1f}s: {st_e}"
+        for key in ("red_x", "blue_x", "red_y", "blue_y"):
+            assert abs(st_w[key] - st_e[key]) < 25, (key, st_w[key], st_e[key])
+        inter = (st_w["nonbg"] & st_e["nonbg"]).sum()
+        union = (st_w["nonbg"] | st_e["nonbg"]).sum()
+        assert inter / union > 0.6, inter / union
     finally:
         rc, err = server.stop()
-    assert st["red"] > 2000 and st["blue"] > 2000, f"splats not visible after {secs:.1f}s: {st}"
-    assert 0.05 < st["nonbg_frac"] < 0.9
-    # Orientation: world -x is on the left with --up -y and the default front view.
-    assert st["red_x"] < st["blue_x"] - 100
-    assert abs(st["red_y"] - st["blue_y"]) < 80
-    # The side panel shows the file's facts.
-    assert "redblue.ply" in body and "600" in body and "SH degree" in body, body[:500]
-    assert "error" not in (title or "").lower()
     # Ctrl-C: exit 0, one line, no traceback.
     assert rc == 0, err
     assert "Traceback" not in err and err.strip().splitlines() == ["gscomp view: stopped"], err
 
 
-def test_exact_mode_matches_webgl(browser, tmp_path):
-    """--exact hides the WebGL splats and shows gscomp's own server-side render as the
-    background: it must land where the WebGL splats were (same camera, same colours)."""
+def click_button(browser: Browser, text: str) -> None:
+    ok = browser.eval(f"""(() => {{
+        for (const b of document.querySelectorAll('button'))
+            if (b.textContent.trim() === {json.dumps(text)}) {{ b.click(); return true; }}
+        return false; }})()""")
+    assert ok, f"no button {text!r}"
+
+
+def test_gsz_with_its_source_toggles_to_original(browser, tmp_path, capsys):
+    """X.gsz next to X.ply: the panel shows the codec's numbers and a toggle to the original."""
+    from gscomp.cli import main as cli_main
+
     ply = tmp_path / "redblue.ply"
     red_blue_scene(ply)
-    ref = ViewServer(str(ply))
-    try:
-        browser.goto(ref.url)
-        webgl, st_w, _ = wait_for_splats(browser)
-    finally:
-        ref.stop()
-    server = ViewServer(str(ply), "--exact", "--exact-max-side", "640")
+    gsz = tmp_path / "redblue.gsz"
+    assert cli_main(["compress", str(ply), str(gsz)]) == 0
+    capsys.readouterr()
+    server = ViewServer(str(gsz))
     try:
         browser.goto(server.url)
-        exact, st_e, secs = wait_for_splats(browser, timeout=90)
+        decoded, st_d, secs = wait_for_splats(browser)
         body = browser.eval("document.body.innerText")
+        assert st_d["red"] > 2000 and st_d["blue"] > 2000, f"decoded splats not visible after {secs:.1f}s: {st_d}"
+        assert "redblue.gsz" in body and "bits per Gaussian by attribute" in body and "means" in body, body[:800]
+        assert "showing: decoded: redblue.gsz" in body
+        click_button(browser, "original: redblue.ply")
+        t0 = time.monotonic()
+        while "showing: original: redblue.ply" not in body and time.monotonic() - t0 < 20:
+            time.sleep(0.25)
+            body = browser.eval("document.body.innerText")
+        assert "showing: original: redblue.ply" in body, body[:800]
+        original, st_o, secs = wait_for_splats(browser)
+        _save(decoded, tmp_path / "decoded.png")
+        _save(original, tmp_path / "original.png")
     finally:
         rc, err = server.stop()
-    _save(webgl, tmp_path / "webgl.png")
-    _save(exact, tmp_path / "exact.png")
-    assert st_e["red"] > 2000 and st_e["blue"] > 2000, f"no exact render after {secs:.1f}s: {st_e}"
-    assert "exact:" in body, body[:500]
-    for key in ("red_x", "blue_x", "red_y", "blue_y"):
-        assert abs(st_w[key] - st_e[key]) < 25, (key, st_w[key], st_e[key])
-    inter = (st_w["nonbg"] & st_e["nonbg"]).sum()
-    union = (st_w["nonbg"] | st_e["nonbg"]).sum()
-    assert inter / union > 0.6, inter / union
-    assert rc == 0 and "Traceback" not in err, err
+    assert st_o["red"] > 2000 and st_o["blue"] > 2000, st_o
+    # Same scene after a lossy round trip: the same picture, up to small differences.
+    inter = (st_d["nonbg"] & st_o["nonbg"]).sum()
+    assert inter / (st_d["nonbg"] | st_o["nonbg"]).sum() > 0.8
+    assert rc == 0, err
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Render benchmark: forward and forward+backward time of the `cpu` and `torch` backends.
 
 Prints one JSON object. Scenes are synthetic but shaped like a trained scene: Gaussians spread
-through the view frustum, anisotropic, log-normal sizes with a median footprint of ~1.5 px (sigma),
+through the view frustum, anisotropic, log-normal sizes with a median sigma of 1 px (the 1-sigma ellipse covers ~3 px),
 mixed opacities, SH degree 3. Both backends render the very same scene.
 
     python tools/bench_render.py            # full: N = 10k, 100k, 1M at 256x256 and 800x800
@@ -28,7 +28,7 @@ TORCH_MEM_LIMIT_GB = 6.0  # the reference keeps (pixels x hits) tensors per tile
 TORCH_TIME_LIMIT_S = 120.0
 
 
-def make_scene(n: int, width: int, height: int, seed: int = 0, sigma_px: float = 1.5):
+def make_scene(n: int, width: int, height: int, seed: int = 0, sigma_px: float = 1.0):
     """A camera at the origin looking down +z and ``n`` Gaussians filling its frustum (z in [2, 8])."""
     g = torch.Generator().manual_seed(seed)
     fov_x = math.radians(60.0)

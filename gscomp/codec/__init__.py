@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, GscompError
-from .container import VERSION_MAJOR, VERSION_MINOR, pack_gsz, read_gsz, unpack_gsz, write_atomic
+from .container import pack_gsz, read_gsz, unpack_gsz, write_atomic
 
 # bits/Gaussian are reported per Splats field; a section counts toward the field it is named after
 _FIELD_OF = {"means": "means", "quats": "quats", "scales": "scales", "opacities": "opacities", "sh0": "sh0", "shN": "shN"}
@@ -73,11 +74,13 @@ def gsz_info(path: str | os.PathLike) -> dict[str, Any]:
     """Header and size breakdown of a `.gsz` (validates checksums, does not decode payloads)."""
     header, sections = read_gsz(path)
     total = Path(path).stat().st_size
+    with open(path, "rb") as f:  # the file's own version (read_gsz accepted its major)
+        major, minor = struct.unpack("<HH", f.read(12)[8:12])
     stats = _section_stats(header, sections)
     n = stats["n"]
     stats.update(
         path=str(path),
-        version=f"{VERSION_MAJOR}.{VERSION_MINOR}",
+        version=f"{major}.{minor}",
         sh_degree=header.get("sh_degree"),
         total_bytes=total,
         header_bytes=total - sum(stats["sections"].values()),

@@ -38,7 +38,7 @@ MAX_COUNT = 1 << 28  # sanity cap on element counts read from a file
 MAX_ABS = 1 << 40  # largest |symbol| accepted by encode_symbols
 
 # stream modes (first byte of an encode_symbols stream)
-M_EMPTY, M_CONST, M_ANS, M_DELTA_ANS, M_ZSTD, M_DELTA_ZSTD, M_SPLIT = range(7)
+M_EMPTY, M_CONST, M_ANS, M_DELTA_ANS, M_ZSTD, M_DELTA_ZSTD, M_VARINT = range(7)
 
 try:  # constriction is a hard dependency, but keep import errors readable
     import constriction
@@ -369,8 +369,14 @@ def encode_symbols(x, *, allow_delta: bool = True, allow_zstd: bool = False, zst
     if allow_zstd:
         return _zstd_stream(mode == M_DELTA_ANS, v, zstd_level)
     if int(v.max()) - int(v.min()) + 1 > MAX_ALPHABET:
-        return bytes([mode]) + _split_encode(v)
-    return bytes([mode]) + bytes([0]) + _hist_encode(v)
+        out = bytes([mode]) + _split_encode(v)
+    else:
+        out = bytes([mode]) + bytes([0]) + _hist_encode(v)
+    if n <= 4096:  # short streams: a table may cost more than plain varints
+        alt = bytes([M_VARINT]) + varints(zigzag(x))
+        if len(alt) < len(out):
+            return alt
+    return out
 
 
 def _split_encode(v: np.ndarray) -> bytes:
@@ -411,7 +417,9 @@ def decode_symbols(data: bytes | memoryview, n: int, what: str = "symbol stream"
         v = r.svarint()
         r.done()
         return np.full(n, v, np.int64)
-    if mode in (M_ZSTD, M_DELTA_ZSTD):
+    if mode == M_VARINT:
+        out = unzigzag(read_varints(r, n))
+    elif mode in (M_ZSTD, M_DELTA_ZSTD):
         out = _zstd_decode(r, n)
     elif mode in (M_ANS, M_DELTA_ANS):
         kind = r.u8()
@@ -532,7 +540,7 @@ def decode_bernoulli(data, p1, n: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- Gaussian conditional
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64
-MEAN_FRAC = 4  # means snapped to multiples of 1/4
+MEAN_FRAC = 16  # means snapped to multiples of 1/16 (coarser costs rate at small scales)
 TAIL = 8.0  # residual support is [-R, R] with R = ceil(TAIL * scale) + 1; beyond: escape
 
 
@@ -561,14 +569,23 @@ def gaussian_table(scale_idx: int, frac_idx: int) -> np.ndarray:
     f = frac_idx / MEAN_FRAC
     R = int(math.ceil(TAIL * s)) + 1
     r = np.arange(-R, R + 1, dtype=np.float64)
-    up = np.array([0.5 * math.erfc(-((v + 0.5 - f) / s) / math.sqrt(2.0)) for v in r])
-    dn = np.array([0.5 * math.erfc(-((v - 0.5 - f) / s) / math.sqrt(2.0)) for v in r])
-    p = np.maximum(up - dn, 0.0)
+    edges = np.arange(-R, R + 2, dtype=np.float64) - 0.5  # bin edges r - 1/2 .. R + 1/2
+    cdf = 0.5 * _erfc(-((edges - f) / s) / math.sqrt(2.0))
+    p = np.maximum(cdf[1:] - cdf[:-1], 0.0)
     p = np.append(p, max(0.0, 1.0 - p.sum()))
     a = p.size
     w = np.floor(p * ((1 << TABLE_BITS) - a)).astype(np.int64) + 1
     w[int(np.argmax(w))] += (1 << TABLE_BITS) - int(w.sum())
     return w
+
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erfc
+
+        return erfc(x)
+    except ImportError:  # pragma: no cover
+        return np.array([math.erfc(v) for v in x])
 
 
 def quantize_gaussian_params(means, scales) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -586,23 +603,13 @@ def quantize_gaussian_params(means, scales) -> tuple[np.ndarray, np.ndarray, np.
     return base.astype(np.int64), frac, sidx
 
 
-def _table_crc() -> int:
-    """CRC32 of all Gaussian tables: stored in each stream so a decoder whose erfc differs in a
-    way that changes a table fails loudly instead of decoding garbage."""
+def table_crc(keys) -> int:
+    """CRC32 of the tables a stream uses (in key order): stored in the stream so a decoder whose
+    erfc differs in a way that changes a table fails loudly instead of decoding garbage."""
     crc = 0
-    for si in range(SCALE_LEVELS):
-        for fi in range(MEAN_FRAC):
-            crc = zlib.crc32(gaussian_table(si, fi).astype("<u4").tobytes(), crc)
+    for key in keys:
+        crc = zlib.crc32(gaussian_table(int(key // MEAN_FRAC), int(key % MEAN_FRAC)).astype("<u4").tobytes(), crc)
     return crc
-
-
-_TABLE_CRC: list[int] = []
-
-
-def table_crc() -> int:
-    if not _TABLE_CRC:
-        _TABLE_CRC.append(_table_crc())
-    return _TABLE_CRC[0]
 
 
 def _gauss_groups(n: int, frac: np.ndarray, sidx: np.ndarray):
@@ -638,7 +645,7 @@ def encode_gaussian(x, means, scales) -> bytes:
         groups.append((sym, to24(w)))
     esc_idx = np.sort(np.concatenate(esc_pos)) if esc_pos else np.zeros(0, np.int64)
     esc = encode_symbols(res[esc_idx], allow_delta=False)
-    return struct.pack("<I", table_crc()) + varint(esc_idx.size) + blob(esc) + ans_encode(groups)
+    return struct.pack("<I", table_crc(np.flatnonzero(counts))) + varint(esc_idx.size) + blob(esc) + ans_encode(groups)
 
 
 def decode_gaussian(data, means, scales) -> np.ndarray:
@@ -646,12 +653,12 @@ def decode_gaussian(data, means, scales) -> np.ndarray:
     n = base.size
     r = Reader(data, "Gaussian stream")
     crc = r.u32()
-    if crc != table_crc():
-        raise FormatError("Gaussian stream was made with different probability tables (table CRC mismatch)")
+    order, counts = _gauss_groups(n, frac, sidx)
+    if crc != table_crc(np.flatnonzero(counts)):
+        raise FormatError("Gaussian stream: table CRC mismatch (different model parameters or probability tables)")
     n_esc = r.varint(n)
     esc_vals = decode_symbols(r.blob(), n_esc, "Gaussian escape stream")
     coder = ans_decoder(r.take(r.remaining()))
-    order, counts = _gauss_groups(n, frac, sidx)
     res = np.zeros(n, np.int64)
     is_esc = np.zeros(n, bool)
     pos = 0

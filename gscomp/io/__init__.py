@@ -1,8 +1,9 @@
 """Splat file I/O: one `load_splats` / `save_splats` pair for every supported format.
 
 Read: INRIA `.ply` and PlayCanvas compressed `.ply` (told apart by the header's elements),
-Niantic `.spz` (versions 1-4), antimatter15 `.splat`, PlayCanvas SOG v2 (`meta.json`, a
-directory holding it, or a zipped `.sog`) and gscomp's own `.gsz` (via `gscomp.codec`).
+Niantic `.spz` (versions 1-4), antimatter15 `.splat`, mkkellogg `.ksplat`, PlayCanvas SOG v2
+(`meta.json`, a directory holding it, or a zipped `.sog`) and gscomp's own `.gsz` (via
+`gscomp.codec`).
 Write: `.ply` (INRIA, lossless), `.spz` (version 3 by default) and `.splat` (lossy).
 
 Every reader returns `Splats` in the INRIA PLY convention (RDF axes: x right, y down,
@@ -19,12 +20,12 @@ from ..errors import FormatError, GscompError
 from ..splats import Splats
 from .ply import read_ply, write_ply
 
-READ_EXTS = (".ply", ".spz", ".splat", ".sog", ".json", ".gsz")
+READ_EXTS = (".ply", ".spz", ".splat", ".ksplat", ".sog", ".json", ".gsz")
 WRITE_EXTS = (".ply", ".spz", ".splat")
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """Name of the reader for ``path``: 'ply', 'spz', 'splat', 'sog' or 'gsz'."""
+    """Name of the reader for ``path``: 'ply', 'spz', 'splat', 'ksplat', 'sog' or 'gsz'."""
     p = Path(path)
     if p.is_dir():
         if (p / "meta.json").is_file():
@@ -35,7 +36,7 @@ def detect_format(path: str | os.PathLike) -> str:
     ext = p.suffix.lower()
     if ext == ".json":
         return "sog"
-    if ext in (".ply", ".spz", ".splat", ".sog", ".gsz"):
+    if ext in (".ply", ".spz", ".splat", ".ksplat", ".sog", ".gsz"):
         return ext[1:]
     # Unknown extension: recognise the formats that carry a magic number.
     with open(p, "rb") as f:
@@ -61,6 +62,10 @@ def load_splats(path: str | os.PathLike) -> Splats:
         from .splat import read_splat
 
         return read_splat(path)
+    if fmt == "ksplat":
+        from .ksplat import read_ksplat
+
+        return read_ksplat(path)
     if fmt == "sog":
         from .sog import read_sog
 

@@ -127,9 +127,11 @@ SH_FLIP_YZ = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], dty
 
 
 def flip_yz(means: np.ndarray, quats_wxyz: np.ndarray, shN: np.ndarray):
-    """Apply the RUB <-> RDF flip to numpy arrays (returns new arrays)."""
-    means = means * np.array([1, -1, -1], dtype=means.dtype)
-    quats_wxyz = quats_wxyz * np.array([1, 1, -1, -1], dtype=quats_wxyz.dtype)
+    """Apply the RUB <-> RDF flip to numpy arrays (returns new arrays, inputs untouched)."""
+    means = means.copy()
+    means[:, 1:] *= -1
+    quats_wxyz = quats_wxyz.copy()
+    quats_wxyz[:, 2:] *= -1
     k = shN.shape[1]
     shN = shN * SH_FLIP_YZ[:k].reshape(1, k, 1).astype(shN.dtype)
     return means, quats_wxyz, shN

@@ -24,7 +24,7 @@ from .common import atomic_open, build_splats, degree_for_rest, splats_numpy
 
 REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
-_REST = re.compile(r"f_rest_(\d+)$")
+_REST = re.compile(r"f_rest_(0|[1-9][0-9]*)$")  # canonical names only (no "f_rest_01")
 
 
 def _one_line(e: BaseException) -> str:
@@ -40,6 +40,8 @@ def read_plydata(path: str | os.PathLike) -> PlyData:
         raise GscompError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise GscompError(f"{path}: is a directory, expected a .ply file") from None
+    except OSError as e:
+        raise GscompError(f"{path}: cannot read ({e.strerror or e})") from None
     if not (magic.startswith(b"ply\n") or magic == b"ply\r\n"):
         raise FormatError(f"{path}: not a PLY file (missing 'ply' magic line)")
     try:

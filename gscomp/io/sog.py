@@ -60,18 +60,29 @@ def _get(meta: dict, path, *keys):
     return cur
 
 
-def _image(load: Callable[[str], bytes], name: str, path, count: int) -> np.ndarray:
-    """Decode one WebP texture to a (count, 4) uint8 array of its first ``count`` pixels."""
+def _files(meta: dict, path, key: str, count: int) -> list[str]:
+    files = _get(meta, path, key, "files")
+    if not isinstance(files, list) or len(files) < count or not all(isinstance(f, str) for f in files):
+        raise FormatError(f"{path}: {key}.files must list {count} file name(s), got {files!r}")
+    return files
+
+
+def _rgba(load: Callable[[str], bytes], name: str, path) -> np.ndarray:
+    """Decode one WebP texture to an (H, W, 4) uint8 array."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(load(name))) as im:
-            px = np.asarray(im.convert("RGBA"))
+            return np.asarray(im.convert("RGBA"))
     except GscompError:
         raise
     except Exception as e:  # PIL raises assorted errors on corrupt images
         raise FormatError(f"{path}: cannot decode texture '{name}' ({' '.join(str(e).split())})") from None
-    flat = px.reshape(-1, 4)
+
+
+def _image(load: Callable[[str], bytes], name: str, path, count: int) -> np.ndarray:
+    """The first ``count`` pixels (row-major) of a texture, (count, 4) uint8."""
+    flat = _rgba(load, name, path).reshape(-1, 4)
     if len(flat) < count:
         raise FormatError(f"{path}: texture '{name}' has {len(flat)} pixels, fewer than the {count} Gaussians")
     return flat[:count]
@@ -84,6 +95,10 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
         raise FormatError(f"{path}: meta.json is not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise FormatError(f"{path}: meta.json is not a JSON object")
+    if "lodLevels" in meta:
+        first = (meta.get("filenames") or ["<level>/meta.json"])[0]
+        raise FormatError(f"{path}: is a SOG level-of-detail index, not a scene; "
+                          f"load one level's meta.json (e.g. {first})")
     version = meta.get("version")
     if version != 2:
         what = "legacy SOG v1 (no 'version')" if version is None else f"SOG version {version}"
@@ -93,17 +108,19 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
         raise FormatError(f"{path}: invalid count {n!r}")
 
     # means: 16-bit unorm per axis split over two textures, log-transformed range
-    files = _get(meta, path, "means", "files")
+    files = _files(meta, path, "means", 2)
     lo = _image(load, files[0], path, n).astype(np.uint32)
     hi = _image(load, files[1], path, n).astype(np.uint32)
     q16 = (lo[:, :3] | (hi[:, :3] << 8)).astype(np.float64) / 65535.0
     mins = np.asarray(_get(meta, path, "means", "mins"), np.float64)
     maxs = np.asarray(_get(meta, path, "means", "maxs"), np.float64)
+    if mins.shape != (3,) or maxs.shape != (3,):
+        raise FormatError(f"{path}: means.mins and means.maxs must hold 3 numbers each")
     v = mins + (maxs - mins) * q16
     means = np.sign(v) * np.expm1(np.abs(v))
 
     # quats: smallest three + tag 252..255 naming the largest (wxyz index)
-    qt = _image(load, _get(meta, path, "quats", "files")[0], path, n)
+    qt = _image(load, _files(meta, path, "quats", 1)[0], path, n)
     tag = qt[:, 3].astype(np.int64)
     valid = (tag >= 252) & (tag <= 255)
     which = np.where(valid, tag - 252, 0)
@@ -120,30 +137,22 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
             raise FormatError(f"{path}: {key}.codebook has {cb.size} entries, expected 256")
         return cb
 
-    sc = _image(load, _get(meta, path, "scales", "files")[0], path, n)
+    sc = _image(load, _files(meta, path, "scales", 1)[0], path, n)
     scales = codebook("scales")[sc[:, :3]]
-    c0 = _image(load, _get(meta, path, "sh0", "files")[0], path, n)
+    c0 = _image(load, _files(meta, path, "sh0", 1)[0], path, n)
     sh0 = codebook("sh0")[c0[:, :3]]
     opac = logit(c0[:, 3].astype(np.float64) / 255.0)
 
     shN = np.zeros((n, 0, 3))
-    if meta.get("shN"):
+    if meta.get("shN") and _get(meta, path, "shN", "bands") != 0:
         bands = _get(meta, path, "shN", "bands")
         if bands not in (1, 2, 3):
-            raise FormatError(f"{path}: shN.bands = {bands!r}, expected 1, 2 or 3")
+            raise FormatError(f"{path}: shN.bands = {bands!r}, expected 0, 1, 2 or 3")
         k = (bands + 1) ** 2 - 1
         palette = int(_get(meta, path, "shN", "count"))
         cb = codebook("shN")
-        cfiles = _get(meta, path, "shN", "files")
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(load(cfiles[0]))) as im:
-                cent = np.asarray(im.convert("RGBA"))
-        except GscompError:
-            raise
-        except Exception as e:
-            raise FormatError(f"{path}: cannot decode texture '{cfiles[0]}' ({e})") from None
+        cfiles = _files(meta, path, "shN", 2)
+        cent = _rgba(load, cfiles[0], path)
         ch, cw = cent.shape[:2]
         if cw != 64 * k or ch * 64 < palette:
             raise FormatError(f"{path}: shN centroids texture is {cw}x{ch}, expected width {64 * k} "

@@ -168,7 +168,7 @@ def _unpack(a: dict, h: dict, name, convert: bool) -> Splats:
         b = a["positions"].reshape(n, 3, 3).astype(np.int32)
         fixed = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
         fixed = np.where(fixed & 0x800000, fixed - (1 << 24), fixed)
-        means = fixed.astype(np.float64) / float(1 << h["frac"])
+        means = fixed.astype(np.float32) / np.float32(1 << h["frac"])  # exact: |fixed| < 2^23
     opac = logit(a["alphas"].astype(np.float64) / 255.0)
     sh0 = (a["colors"].reshape(n, 3).astype(np.float64) / 255.0 - 0.5) / COLOR_SCALE
     scales = a["scales"].reshape(n, 3).astype(np.float64) / 16.0 - 10.0
@@ -180,7 +180,7 @@ def _unpack(a: dict, h: dict, name, convert: bool) -> Splats:
         xyzw = np.concatenate([xyz, w[:, None]], 1)
     quats = xyzw[:, [3, 0, 1, 2]]
     dim = SH_DIM[deg]
-    shN = (a["sh"].reshape(n, dim, 3).astype(np.float64) - 128.0) / 128.0
+    shN = (a["sh"].reshape(n, dim, 3).astype(np.float32) - 128) / np.float32(128)  # exact
     shN = shN[:, :15]  # degree 4 -> 3: the bands are nested, so this is the degree-3 part
     if convert:
         means, quats, shN = flip_yz(means, quats, shN)
@@ -204,9 +204,12 @@ def _pack_smallest_three(xyzw: np.ndarray) -> np.ndarray:
 
 
 def _quantize_sh(x: np.ndarray, bits: int) -> np.ndarray:
+    """round(x*128) + 128 snapped to multiples of 2^(8-bits), as the reference encoder."""
     bucket = 1 << (8 - bits)
-    q = np.sign(x) * np.floor(np.abs(x) * 128.0 + 0.5) + 128.0
-    q = np.floor((q + bucket // 2) / bucket) * bucket
+    y = x * np.float32(128)
+    y = np.trunc(y + np.copysign(np.float32(0.5), y))  # std::round: halves away from zero
+    q = np.clip(y, -1024, 1024).astype(np.int32) + 128
+    q = (q + bucket // 2) // bucket * bucket
     return np.clip(q, 0, 255).astype(np.uint8)
 
 
@@ -222,7 +225,7 @@ def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
     n, deg = len(splats), splats.sh_degree
     means = a["means"].astype(np.float64)
     quats = normalize_quats(a["quats"])
-    shN = a["shN"].astype(np.float64)
+    shN = a["shN"]
     if convert:
         means, quats, shN = flip_yz(means, quats, shN)
 

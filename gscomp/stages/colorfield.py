@@ -76,6 +76,8 @@ class ColorField(Stage):
 
     def predict(self, means: torch.Tensor) -> torch.Tensor:
         """Training path: (N,3) means -> (N, n_out) SH coefficients (differentiable w.r.t. the field)."""
+        if getattr(self, "_box", None) is not None:  # follow a checkpoint restore
+            self.center, self.half = self._box.center.cpu(), self._box.half_size.cpu()
         u = contract_unit(means.detach(), self.center.to(means), self.half.to(means))
         h = self._fast(u) if self._fast is not None else self.model.grid(u)
         return self.model.mlp(h)
@@ -91,6 +93,11 @@ class ColorField(Stage):
 
         self.model = self._new_model(sh_degree_from_rest(degree))
         self.set_box(state.params["means"])
+        # the box as module buffers, so a resumed run restores it from the checkpoint
+        box = torch.nn.Module()
+        box.register_buffer("center", self.center.clone())
+        box.register_buffer("half_size", self.half.clone())
+        self._box = state.add_module("colorfield_box", box, 0.0)
         state.add_module("colorfield_grid", self.model.grid, float(self.params["grid_lr"]))
         state.add_module("colorfield_mlp", self.model.mlp, float(self.params["mlp_lr"]))
         self._start = _at_step(self.params["start"], state.max_steps)

@@ -27,6 +27,14 @@ from . import posthoc  # noqa: F401  (registers the post-hoc stage types)
 from .base import STAGES, CodingContext, Section, Stage, build_stage
 
 MAX_N = 1 << 28
+PAD_SECTION = "_pad/zeros"  # codec "padding": zero bytes that keep n <= 4096 + 8 * payload bytes
+
+
+def max_n_for_payload(payload_bytes: int) -> int:
+    """Sanity rule checked before any allocation: a file may hold at most 4096 Gaussians plus 8 per
+    payload byte (real data costs far more than 1 bit per Gaussian; the writer pads the rare
+    degenerate file, e.g. thousands of identical Gaussians, with a padding section)."""
+    return min(MAX_N, 4096 + 8 * payload_bytes)
 
 
 def _discover_stages() -> None:
@@ -161,6 +169,10 @@ class Pipeline:
             rec = st.decode({s.name: s for s in secs}, ctx)  # what the decoder will see
             ctx.attrs.update(rec)
             sections += [Section(f"{nm}/{s.name}", s.codec, s.payload) for s in secs]
+        payload = sum(len(s.payload) for s in sections)
+        if n > max_n_for_payload(payload):
+            need = -(-(n - 4096) // 8) - payload
+            sections.append(Section(PAD_SECTION, "padding", bytes(need)))
         lo, hi = splats.bounds()
         header = {
             "format": "gsz",
@@ -193,8 +205,13 @@ class Pipeline:
         if not isinstance(stage_header, dict):
             raise FormatError("bad stage_header in the header")
         ctx = CodingContext(n=n, sh_degree=deg, header=stage_header)
+        payload = sum(len(s.payload) for s in sections)
+        if n > max_n_for_payload(payload):
+            raise FormatError(f"header claims {n} Gaussians but the file holds only {payload} payload bytes")
         by_stage: dict[str, dict[str, Section]] = {nm: {} for nm in pipe.names}
         for s in sections:
+            if s.name == PAD_SECTION and s.codec == "padding":
+                continue
             stage_name, _, local = s.name.partition("/")
             if stage_name not in by_stage or not local:
                 raise FormatError(f"section {s.name!r} belongs to no stage of the pipeline")

@@ -21,6 +21,7 @@ class ViewFile:
     file_bytes: int
     # (attribute, bits per Gaussian) from `gscomp.codec.gsz_info`; empty for non-.gsz files
     bits: list[tuple[str, float]] = field(default_factory=list)
+    pipeline: str = ""  # the .gsz's compression pipeline
 
     @property
     def name(self) -> str:
@@ -42,6 +43,8 @@ class ViewFile:
             f"| bits / Gaussian | {8 * self.file_bytes / max(n, 1):.1f} |",
             f"| SH degree | {self.splats.sh_degree} |",
         ]
+        if self.pipeline:
+            lines.append(f"| pipeline | {_md_escape(self.pipeline)} |")
         if self.bits:
             lines += ["", "bits per Gaussian by attribute:", "", "| attribute | bits |", "|---|---|"]
             lines += [f"| {_md_escape(k)} | {v:.2f} |" for k, v in self.bits]
@@ -70,11 +73,15 @@ def load_view_file(path: str | Path) -> ViewFile:
         raise FormatError(f"{p}: contains no Gaussians")
     size = sum(f.stat().st_size for f in p.iterdir() if f.is_file()) if p.is_dir() else p.stat().st_size
     bits: list[tuple[str, float]] = []
+    pipeline = ""
     if p.suffix.lower() == ".gsz":
         from ..codec import gsz_info
 
-        bits = bits_rows(gsz_info(p), len(splats))
-    return ViewFile(p, splats, size, bits)
+        info = gsz_info(p)
+        bits = bits_rows(info, len(splats))
+        pipe = info.get("pipeline")
+        pipeline = str(pipe.get("name", "")) if isinstance(pipe, dict) else str(pipe or "")
+    return ViewFile(p, splats, size, bits, pipeline)
 
 
 def find_source(path: Path) -> Path | None:
@@ -90,14 +97,15 @@ def find_source(path: Path) -> Path | None:
 def bits_rows(info: dict, n: int) -> list[tuple[str, float]]:
     """(attribute, bits per Gaussian) rows from a `gsz_info` dict.
 
-    Accepts ``{"bits_per_gaussian": {attr: bits}}`` (preferred), or per-attribute/section byte
-    counts (``{"attributes"|"sections": {name: bytes}}`` or lists of ``{"name", "bytes"}``),
-    which are converted with the Gaussian count.
+    Uses ``bits_per_gaussian_per_attribute`` ({attr: bits}, what `gsz_info` reports) when present,
+    else converts per-attribute or per-section byte counts (``bytes_per_attribute``,
+    ``attributes`` or ``sections``: {name: bytes} or lists of ``{"name", "bytes"}``) with ``n``.
     """
-    bpg = info.get("bits_per_gaussian")
-    if isinstance(bpg, dict):
-        return [(str(k), float(v)) for k, v in bpg.items() if _is_num(v)]
-    for key in ("attributes", "sections"):
+    for key in ("bits_per_gaussian_per_attribute", "bits_per_gaussian"):
+        bpg = info.get(key)
+        if isinstance(bpg, dict):
+            return [(str(k), float(v)) for k, v in bpg.items() if _is_num(v)]
+    for key in ("bytes_per_attribute", "attributes", "sections"):
         val = info.get(key)
         rows: list[tuple[str, float]] = []
         if isinstance(val, dict):

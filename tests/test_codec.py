@@ -1,0 +1,288 @@
+"""The .gsz codec: entropy layer, container, post-hoc stages, pipeline, determinism, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, shared
+from gscomp import FormatError, GscompError, Splats
+from gscomp.codec import decode_gsz, encode_gsz, gsz_info
+from gscomp.codec import entropy as E
+from gscomp.codec import quant as Q
+from gscomp.codec.container import pack_gsz, unpack_gsz
+from gscomp.stages.base import Section
+from gscomp.stages.pipeline import Pipeline
+
+PRESETS = ["lossless-ish", "high", "medium", "low"]
+
+
+def preset(name: str) -> dict:
+    return yaml.safe_load((ROOT / "configs" / "pipeline" / f"{name}.yaml").read_text())
+
+
+def match_order(src: Splats, out: Splats) -> Splats:
+    """Decoded splats come in Morton order: reorder the source the same way for comparison."""
+    pipe = Pipeline.from_config(preset("high"))
+    perm = pipe.stages[0].reorder(src)
+    return src[perm]
+
+
+# ----------------------------------------------------------------------------- entropy layer
+@pytest.mark.parametrize(
+    "x",
+    [
+        np.zeros(0, np.int64),
+        np.array([7]),
+        np.full(50, -3),
+        np.arange(-1000, 1000),
+        np.round(np.random.default_rng(0).normal(0, 5, 20000)).astype(np.int64),
+        np.random.default_rng(1).integers(-(2**39), 2**39, 3000),
+        np.cumsum(np.random.default_rng(2).integers(0, 4, 5000)),
+    ],
+)
+@pytest.mark.parametrize("zstd", [False, True])
+def test_symbols_roundtrip(x, zstd):
+    data = E.encode_symbols(x, allow_zstd=zstd)
+    assert np.array_equal(E.decode_symbols(data, len(x)), x)
+
+
+def test_symbols_near_entropy():
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(0, 4, 100_000)).astype(np.int64)
+    _, c = np.unique(x, return_counts=True)
+    p = c / c.sum()
+    ideal = -(c * np.log2(p)).sum() / 8
+    assert len(E.encode_symbols(x)) < ideal * 1.02 + 200
+
+
+def test_symbols_wrong_count_is_format_error():
+    data = E.encode_symbols(np.arange(100) % 7)
+    with pytest.raises(FormatError):
+        E.decode_symbols(data, 99)
+
+
+def test_bits_and_varints():
+    rng = np.random.default_rng(4)
+    w = rng.integers(0, 57, 2000)
+    v = rng.integers(0, 2**62, 2000).astype(np.uint64) & ((np.uint64(1) << w.astype(np.uint64)) - np.uint64(1))
+    assert np.array_equal(E.unpack_bits(E.pack_bits(v, w), w, len(v)), v)
+    u = rng.integers(0, 2**63 - 1, 1000).astype(np.uint64)
+    assert np.array_equal(E.read_varints(E.Reader(E.varints(u)), len(u)), u)
+
+
+def test_gaussian_conditional_roundtrip_and_rate():
+    rng = np.random.default_rng(5)
+    n = 50_000
+    means = torch.from_numpy(rng.normal(0, 20, n).astype(np.float32))
+    scales = torch.from_numpy(np.exp(rng.uniform(-2, 3.5, n)).astype(np.float32))
+    x = np.round(rng.normal(means.numpy(), scales.numpy())).astype(np.int64)
+    x[:5] = [10**7, -(10**7), 123456, 0, 99]  # outliers take the escape path
+    data = E.encode_gaussian(x, means, scales)
+    assert np.array_equal(E.decode_gaussian(data, means, scales), x)
+    # rate close to the ideal code length under the exact (unquantized) discretized Gaussians
+    xt, m, s = torch.from_numpy(x[5:]).double(), means[5:].double(), scales[5:].double()
+    p = torch.special.ndtr((xt + 0.5 - m) / s) - torch.special.ndtr((xt - 0.5 - m) / s)
+    ideal = float(-torch.log2(p.clamp_min(1e-12)).sum())
+    assert ideal < len(data) * 8 < ideal * 1.06 + 2000
+    # a model that differs from the encoder's decodes to something else (never crashes)
+    try:
+        other = E.decode_gaussian(data, means + 3, scales)
+        assert not np.array_equal(other, x)
+    except FormatError:
+        pass
+
+
+def test_categorical_and_bernoulli():
+    rng = np.random.default_rng(6)
+    probs = rng.dirichlet(np.ones(5), size=300)
+    x = np.array([rng.choice(5, p=p) for p in probs])
+    assert np.array_equal(E.decode_categorical(E.encode_categorical(x, probs), probs, len(x)), x)
+    p1 = rng.uniform(0, 1, 1000)
+    bits = rng.uniform(0, 1, 1000) < p1
+    assert np.array_equal(E.decode_bernoulli(E.encode_bernoulli(bits, p1), p1, 1000), bits)
+    assert len(E.encode_bernoulli(np.zeros(10000, bool), 0.001)) < 40
+
+
+# ----------------------------------------------------------------------------- quantizers
+def test_morton_roundtrip():
+    q = np.random.default_rng(7).integers(0, 2**19, (1000, 3))
+    assert np.array_equal(Q.morton_decode(Q.morton_encode(q)), q)
+
+
+def test_smallest_three_quats():
+    q = torch.randn(5000, 4)
+    q[0] = 0  # zero quaternion -> identity
+    r = torch.from_numpy(Q.s3_to_quats(Q.quats_to_s3(q.numpy(), 0.001), 0.001))
+    qn = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    qn[0] = torch.tensor([1.0, 0, 0, 0])
+    dot = (qn * r).sum(1).abs()
+    assert float(dot.min()) > 0.9999
+
+
+# ----------------------------------------------------------------------------- container
+def test_container_roundtrip_and_errors():
+    secs = [Section("a/x", "raw", b"hello"), Section("b/y", "raw", b"")]
+    data = pack_gsz({"n": 1}, secs)
+    h, s = unpack_gsz(data)
+    assert h == {"n": 1} and [(x.name, x.payload) for x in s] == [("a/x", b"hello"), ("b/y", b"")]
+    with pytest.raises(FormatError, match="not a .gsz"):
+        unpack_gsz(b"ply\nformat binary_little_endian 1.0\n" + bytes(100))
+    with pytest.raises(FormatError):
+        unpack_gsz(data[:-1])
+    bad = bytearray(data)
+    bad[8] = 9  # major version
+    with pytest.raises(FormatError, match="version"):
+        unpack_gsz(bytes(bad))
+
+
+# ----------------------------------------------------------------------------- pipeline
+def test_pipeline_ownership_validation():
+    with pytest.raises(GscompError, match="owned by both"):
+        Pipeline.from_config({"name": "x", "sh_degree": None, "stages": {
+            "positions": {"type": "positions"}, "a": {"type": "attributes"}, "b": {"type": "attributes", "fields": ["sh0"]}}})
+    with pytest.raises(GscompError, match="no stage owns"):
+        Pipeline.from_config({"name": "x", "sh_degree": None, "stages": {"positions": {"type": "positions"}}})
+    with pytest.raises(GscompError, match="unknown stage type"):
+        Pipeline.from_config({"name": "x", "stages": {"p": {"type": "nope"}}})
+    with pytest.raises(GscompError, match="bits"):
+        Pipeline.from_config({"name": "x", "stages": {"p": {"type": "positions", "bits": 40}, "a": {"type": "attributes"}}})
+    # shN may stay unowned when the pipeline drops SH
+    Pipeline.from_config({"name": "x", "sh_degree": 0, "stages": {
+        "positions": {"type": "positions"}, "a": {"type": "attributes", "fields": ["quats", "scales", "opacities", "sh0"]}}})
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 777])
+@pytest.mark.parametrize("deg", [0, 1, 2, 3])
+def test_roundtrip_small(tmp_path, random_splats, n, deg):
+    src = random_splats(n, sh_degree=deg, seed=n + deg)
+    stats = encode_gsz(src, tmp_path / "a.gsz", preset("high"))
+    assert stats["total_bytes"] == (tmp_path / "a.gsz").stat().st_size
+    out = decode_gsz(tmp_path / "a.gsz")
+    assert len(out) == n and out.sh_degree == deg
+    if n:
+        ref = match_order(src, out)
+        ext = (src.means.max(0).values - src.means.min(0).values).clamp_min(1e-6)
+        assert float(((out.means - ref.means).abs() / ext).max()) <= 0.5 / (2**16 - 1) + 1e-6
+        assert float((out.scales - ref.scales).abs().max()) <= 0.01 + 1e-5
+        assert float((out.opacities - ref.opacities).abs().max()) <= 0.02 + 1e-5
+        assert float((out.sh0 - ref.sh0).abs().max()) <= 0.005 + 1e-5
+        if deg:
+            assert float((out.shN - ref.shN).abs().max()) <= 0.5 * 0.02 * 1.5 ** (deg - 1) + 1e-5
+        qn = ref.quats / ref.quats.norm(dim=1, keepdim=True)
+        assert float((qn * out.quats).sum(1).abs().min()) > 0.9995
+
+
+def test_exact_steps_are_lossless(tmp_path, random_splats):
+    src = random_splats(500, sh_degree=2)
+    cfg = preset("high")
+    cfg["stages"]["attributes"].update(quat_step=0, scale_step=0, opacity_step=0, sh0_step=0, shN_step=0)
+    encode_gsz(src, tmp_path / "a.gsz", cfg)
+    out = decode_gsz(tmp_path / "a.gsz")
+    ref = match_order(src, out)
+    for f in ("quats", "scales", "opacities", "sh0", "shN"):
+        assert torch.equal(getattr(out, f), getattr(ref, f)), f
+
+
+def test_sh_degree_reduction(tmp_path, random_splats):
+    cfg = preset("medium")
+    cfg["sh_degree"] = 1
+    encode_gsz(random_splats(300, sh_degree=3), tmp_path / "a.gsz", cfg)
+    assert decode_gsz(tmp_path / "a.gsz").sh_degree == 1
+
+
+def test_more_precision_less_error(tmp_path, random_splats):
+    src = random_splats(3000, sh_degree=1)
+    errs, sizes = [], []
+    for p in PRESETS:
+        st = encode_gsz(src, tmp_path / f"{p}.gsz", preset(p))
+        out = decode_gsz(tmp_path / f"{p}.gsz")
+        ref = match_order(src, out)
+        errs.append(float((out.sh0 - ref.sh0).abs().mean() + (out.scales - ref.scales).abs().mean()))
+        sizes.append(st["total_bytes"])
+    assert errs == sorted(errs) and sizes == sorted(sizes, reverse=True)
+
+
+def test_deterministic_bytes(tmp_path, random_splats):
+    src = random_splats(2000, sh_degree=3)
+    encode_gsz(src, tmp_path / "a.gsz", preset("high"))
+    encode_gsz(src.clone(), tmp_path / "b.gsz", preset("high"))
+    assert (tmp_path / "a.gsz").read_bytes() == (tmp_path / "b.gsz").read_bytes()
+
+
+def test_decode_identical_across_processes_and_threads(tmp_path, random_splats):
+    src = random_splats(3000, sh_degree=3)
+    encode_gsz(src, tmp_path / "a.gsz", preset("medium"))
+    here = decode_gsz(tmp_path / "a.gsz")
+    code = (
+        "import sys, torch; torch.set_num_threads(int(sys.argv[2])); from gscomp.codec import decode_gsz;"
+        "s = decode_gsz(sys.argv[1]); torch.save(s.to_dict(), sys.argv[3])"
+    )
+    for threads in (1, 2):
+        dst = tmp_path / f"t{threads}.pt"
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.gsz"), str(threads), str(dst)], check=True, cwd=ROOT)
+        d = torch.load(dst)
+        for k, v in here.to_dict().items():
+            assert torch.equal(d[k], v), (threads, k)
+
+
+def test_info(tmp_path, random_splats):
+    encode_gsz(random_splats(100, sh_degree=1), tmp_path / "a.gsz", preset("low"))
+    info = gsz_info(tmp_path / "a.gsz")
+    assert info["n"] == 100 and info["sh_degree"] == 1 and info["version"] == "1.0"
+    assert set(info["bits_per_gaussian_per_attribute"]) == {"means", "quats", "scales", "opacities", "sh0", "shN"}
+
+
+# ----------------------------------------------------------------------------- real data
+@pytest.mark.slow
+def test_real_biker_high(tmp_path):
+    from gscomp.io import load_splats
+
+    src = load_splats(shared("splats/biker.compressed.ply"))
+    st = encode_gsz(src, tmp_path / "b.gsz", preset("high"))
+    spz = shared("splats/biker.spz").stat().st_size
+    assert st["total_bytes"] < spz  # well below SPZ even at the high preset
+    out = decode_gsz(tmp_path / "b.gsz")
+    assert len(out) == len(src)
+
+
+# ----------------------------------------------------------------------------- CLI
+def cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "gscomp", *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT, env=env)
+
+
+def test_cli_roundtrip_and_errors(tmp_path):
+    ply = shared("fixtures/pc_short.ply")
+    out = tmp_path / "x.gsz"
+    r = cli("compress", ply, out, "pipeline=medium", "pipeline.stages.positions.bits=12")
+    assert r.returncode == 0, r.stderr
+    assert "total" in r.stdout
+    r = cli("info", out, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["n"] == 100
+    assert json.loads(r.stdout)["pipeline"]["stages"][0]["bits"] == 12
+    r = cli("decode", out, tmp_path / "y.ply")
+    assert r.returncode == 0, r.stderr and (tmp_path / "y.ply").exists()
+    # bad inputs: exit 2, one line, no output file
+    bad = tmp_path / "bad.gsz"
+    bad.write_bytes(out.read_bytes()[:-10])
+    for args in [
+        ("decode", bad, tmp_path / "z.ply"),
+        ("info", tmp_path / "missing.gsz"),
+        ("compress", ply, tmp_path / "z.gsz", "pipeline=nope"),
+        ("compress", ply, tmp_path / "z.gsz", "pipeline.stages.positions.bits=99"),
+        ("compress", ply, tmp_path / "z.gsz", "pipeline.stages.nothing.x=1"),
+        ("compress", bad, tmp_path / "z.gsz"),
+    ]:
+        r = cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error:"), r.stderr
+    assert not (tmp_path / "z.ply").exists() and not (tmp_path / "z.gsz").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

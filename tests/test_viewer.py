@@ -1,0 +1,271 @@
+"""The viewer without a browser: data preparation (covariances, SH -> colours, scaling, initial
+camera, camera conversion), loading errors, the throttled job runner, and the server serving."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gscomp import Splats
+from gscomp.camera import Camera
+from gscomp.cli import main as cli_main
+from gscomp.errors import GscompError
+from gscomp.render import render
+from gscomp.viewer.load import ViewFile, bits_rows, find_source, load_view_file
+from gscomp.viewer.prepare import (
+    F16_MAX_VAR, TARGET_RADIUS, camera_from_viser, colors_dc, colors_view, covariances, initial_camera,
+    opacities, prepare, scene_center_radius,
+)
+
+SH_C0 = 0.28209479177387814
+SH_C1 = 0.4886025119029199
+
+
+def one(mean=(0.0, 0.0, 0.0), quat=(1.0, 0, 0, 0), log_scale=(0.0, 0.0, 0.0), opacity=0.0, sh0=(0.0, 0.0, 0.0), shN=None):
+    shN = torch.zeros(1, 0, 3) if shN is None else torch.as_tensor(shN, dtype=torch.float32).reshape(1, -1, 3)
+    return Splats(
+        means=torch.tensor([mean], dtype=torch.float32),
+        quats=torch.tensor([quat], dtype=torch.float32),
+        scales=torch.tensor(np.asarray([log_scale], dtype=np.float32)),
+        opacities=torch.tensor([opacity], dtype=torch.float32),
+        sh0=torch.tensor([sh0], dtype=torch.float32).reshape(1, 1, 3),
+        shN=shN,
+    )
+
+
+# ---------------------------------------------------------------------- covariances
+def test_covariance_axis_aligned_and_rotated():
+    s = np.log([0.1, 0.2, 0.5])
+    cov = covariances(one(log_scale=s))[0]
+    np.testing.assert_allclose(cov, np.diag([0.01, 0.04, 0.25]), atol=1e-7)
+    # 90 degrees about z (wxyz = cos45, 0, 0, sin45): x and y variances swap.
+    h = math.sqrt(0.5)
+    cov = covariances(one(quat=(h, 0, 0, h), log_scale=s))[0]
+    np.testing.assert_allclose(cov, np.diag([0.04, 0.01, 0.25]), atol=1e-7)
+    # Quaternion length does not matter; a zero quaternion means identity (as in the renderer).
+    np.testing.assert_allclose(covariances(one(quat=(3 * h, 0, 0, 3 * h), log_scale=s))[0], cov, atol=1e-7)
+    np.testing.assert_allclose(covariances(one(quat=(0, 0, 0, 0), log_scale=s))[0], np.diag([0.01, 0.04, 0.25]), atol=1e-7)
+
+
+def test_covariance_random_is_symmetric_with_the_right_spectrum(random_splats):
+    sp = random_splats(200, sh_degree=1, seed=3)
+    cov = covariances(sp).astype(np.float64)
+    np.testing.assert_allclose(cov, cov.transpose(0, 2, 1), atol=1e-9)
+    eig = np.sort(np.linalg.eigvalsh(cov), axis=1)
+    want = np.sort(np.exp(2 * sp.scales.double().numpy()), axis=1)
+    np.testing.assert_allclose(eig, want, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------- colours
+def test_dc_colour_and_opacity():
+    sp = one(sh0=((0.2 - 0.5) / SH_C0, 0.5 / SH_C0 * 2, -10.0), opacity=math.log(0.25 / 0.75))
+    np.testing.assert_allclose(colors_dc(sp)[0], [0.2, 1.0, 0.0], atol=1e-6)  # clamped to [0,1]
+    np.testing.assert_allclose(opacities(sp), [[0.25]], atol=1e-6)
+    assert opacities(sp).shape == (1, 1)
+
+
+def test_view_colour_degree1_by_hand():
+    # Coefficient 2 of degree 1 multiplies C1 * z of the direction camera -> mean.
+    shN = np.zeros((3, 3))
+    shN[1] = [0.3, -0.2, 0.0]
+    sp = one(mean=(0, 0, 5), sh0=(0.0, 0.0, 0.0), shN=shN)
+    front = colors_view(sp, eye=(0, 0, 0))[0]  # direction +z
+    back = colors_view(sp, eye=(0, 0, 10))[0]  # direction -z
+    np.testing.assert_allclose(front, [0.5 + SH_C1 * 0.3, 0.5 - SH_C1 * 0.2, 0.5], atol=1e-6)
+    np.testing.assert_allclose(back, [0.5 - SH_C1 * 0.3, 0.5 + SH_C1 * 0.2, 0.5], atol=1e-6)
+    # Degree 0 requested, or no higher-order SH: the DC colour.
+    np.testing.assert_allclose(colors_view(sp, (0, 0, 0), sh_degree=0), colors_dc(sp))
+
+
+def test_view_colour_matches_the_renderer(random_splats):
+    """A big, opaque Gaussian straight ahead: the rendered centre pixel is its baked colour."""
+    g = torch.Generator().manual_seed(1)
+    for seed in range(3):
+        sh0 = torch.rand(3, generator=g) * 0.8 - 0.4
+        shN = torch.randn(15, 3, generator=g) * 0.15
+        mean = torch.randn(3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 4.0])
+        sp = one(mean=tuple(mean.tolist()), log_scale=(0.0, 0.0, 0.0), opacity=12.0,
+                 sh0=tuple(sh0.tolist()), shN=shN.numpy())
+        eye = (0.0, 0.0, 0.0)
+        cam = Camera.look_at(eye, mean.tolist(), (0, -1, 0), 40.0, 33, 33)
+        out = render(sp, cam, background=(0.0, 0.0, 0.0), backend="torch").colors[0, 16, 16]
+        want = colors_view(sp, eye)[0]
+        # alpha is capped at 0.99 on a black background
+        np.testing.assert_allclose(out.numpy(), 0.99 * want, atol=2e-3)
+        assert not np.allclose(want, colors_dc(sp)[0], atol=1e-2)  # the SH term really matters
+
+
+# ---------------------------------------------------------------------- prepare / scaling
+def test_prepare_scales_into_float16_range(random_splats):
+    sp = random_splats(500, sh_degree=2, seed=5)
+    sp = sp.replace(means=sp.means * 1000.0, scales=sp.scales + math.log(1000.0))  # a km-sized scene
+    a = prepare(sp)
+    _, r = scene_center_radius(sp)
+    assert a.factor == pytest.approx(TARGET_RADIUS / r)
+    np.testing.assert_allclose(a.centers, sp.means.numpy() * a.factor, rtol=1e-5)
+    np.testing.assert_allclose(a.covariances, covariances(sp) * a.factor**2, rtol=1e-4, atol=1e-9)
+    assert a.node_scale == pytest.approx(1 / a.factor)
+    half = a.covariances.astype(np.float16)
+    assert np.isfinite(half).all()
+    # After the rescale the typical variance is a normal float16 (not flushed to subnormals).
+    assert np.median(np.abs(np.diagonal(half, axis1=1, axis2=2))) > 6.1e-5
+    assert a.rgbs.shape == (500, 3) and a.opacities.shape == (500, 1)
+    assert a.rgbs.min() >= 0 and a.rgbs.max() <= 1
+
+
+def test_prepare_clamps_enormous_splats():
+    sp = Splats.cat([one(), one(mean=(1, 1, 1)), one(log_scale=(12.0, 0.0, 0.0))])
+    a = prepare(sp, factor=1.0)
+    assert np.abs(a.covariances).max() <= F16_MAX_VAR * 1.0001
+    assert np.isfinite(a.covariances.astype(np.float16)).all()
+    np.testing.assert_allclose(a.covariances[0], np.eye(3), atol=1e-6)
+
+
+def test_prepare_view_dependent_colours():
+    shN = np.zeros((3, 3))
+    shN[1] = [0.3, 0.0, 0.0]
+    sp = one(mean=(0, 0, 5), shN=shN)
+    assert prepare(sp, eye=(0, 0, 0)).rgbs[0, 0] == pytest.approx(0.5 + SH_C1 * 0.3, abs=1e-6)
+    assert prepare(sp).rgbs[0, 0] == pytest.approx(0.5, abs=1e-6)
+
+
+# ---------------------------------------------------------------------- cameras
+@pytest.mark.parametrize("up", ["-y", "+y", "+z", "-z", "+x"])
+def test_initial_camera_frames_the_scene(random_splats, up):
+    sp = random_splats(2000, seed=7)
+    sp = sp.replace(means=sp.means * torch.tensor([3.0, 1.0, 2.0]) + torch.tensor([10.0, -5.0, 2.0]))
+    eye, look = initial_camera(sp, up, fov_deg=60.0)
+    center, radius = scene_center_radius(sp)
+    np.testing.assert_allclose(look, center)
+    assert np.linalg.norm(eye - look) > radius  # outside the scene
+    upv = {"-y": (0, -1, 0), "+y": (0, 1, 0), "+z": (0, 0, 1), "-z": (0, 0, -1), "+x": (1, 0, 0)}[up]
+    assert np.dot(eye - look, upv) > 0  # seen from a bit above
+    cam = Camera.look_at(eye, look, upv, 60.0, 400, 400)
+    p = sp.means @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
+    uv = p[:, :2] / p[:, 2:] * cam.fx + 200
+    inside = ((uv >= 0) & (uv < 400)).all(1) & (p[:, 2] > 0)
+    assert float(inside.float().mean()) > 0.95
+
+
+def test_initial_camera_rejects_bad_up(random_splats):
+    with pytest.raises(GscompError, match="--up"):
+        initial_camera(random_splats(10), "up")
+
+
+def test_camera_from_viser_roundtrip():
+    """viser reports camera-to-world (OpenCV axes) as wxyz + position; we must invert it."""
+    tf = pytest.importorskip("viser.transforms")
+    ref = Camera.look_at((1.0, -2.0, 3.0), (0.2, 0.1, -0.5), (0, -1, 0), 50.0, 320, 200)
+    c2w = ref.camera_to_world.double().numpy()
+    wxyz = tf.SO3.from_matrix(c2w[:3, :3]).wxyz
+    fov_y = 2 * math.atan(0.5 * 200 / ref.fy)
+    cam = camera_from_viser(c2w[:3, 3], wxyz, fov_y, 320, 200)
+    np.testing.assert_allclose(cam.world_to_camera.numpy(), ref.world_to_camera.numpy(), atol=1e-5)
+    assert cam.fx == pytest.approx(ref.fx, rel=1e-5) and cam.fy == pytest.approx(ref.fy, rel=1e-5)
+    assert (cam.cx, cam.cy, cam.width, cam.height) == (160.0, 100.0, 320, 200)
+
+
+# ---------------------------------------------------------------------- loading and errors
+def _write_ply(path: Path, sp: Splats) -> None:
+    from test_viewer_browser import write_ply
+
+    write_ply(path, sp.means.numpy(), sp.colors_dc().numpy(), scale=0.05, opacity_logit=2.0, sh_degree=1)
+
+
+def test_load_view_file_summary(tmp_path, random_splats):
+    p = tmp_path / "scene.ply"
+    _write_ply(p, random_splats(50, sh_degree=0))
+    vf = load_view_file(p)
+    assert len(vf.splats) == 50 and vf.splats.sh_degree == 1
+    assert vf.file_bytes == p.stat().st_size
+    md = vf.summary_markdown()
+    assert "scene.ply" in md and "| Gaussians | 50 |" in md and "| SH degree | 1 |" in md
+    assert find_source(p) is None
+    gsz = tmp_path / "scene.gsz"
+    assert find_source(gsz) == p  # X.gsz next to X.ply
+
+
+@pytest.mark.parametrize("content", [b"", b"hello world\n", b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n\x00\x01"])
+def test_bad_file_is_one_line_error(tmp_path, content, capsys):
+    p = tmp_path / "bad.ply"
+    p.write_bytes(content)
+    with pytest.raises(GscompError) as e:
+        load_view_file(p)
+    assert "\n" not in str(e.value) and "bad.ply" in str(e.value)
+    # Through the CLI: exit 2, one line on stderr, no server started (returns at once).
+    t0 = time.monotonic()
+    assert cli_main(["view", str(p), "--port", "0"]) == 2
+    assert time.monotonic() - t0 < 30
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "bad.ply" in err[0]
+
+
+def test_missing_file_and_bad_options(tmp_path, capsys):
+    assert cli_main(["view", str(tmp_path / "nope.ply")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    p = tmp_path / "ok.ply"
+    _write_ply(p, Splats.cat([one(), one(mean=(1, 0, 0))]))
+    assert cli_main(["view", str(p), "--up", "sideways"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert cli_main(["view", str(p), "--compare", str(tmp_path / "missing.ply")]) == 2
+    assert "missing.ply" in capsys.readouterr().err
+
+
+def test_bits_rows_formats():
+    assert bits_rows({"bits_per_gaussian": {"means": 12.5, "sh": 3}}, 10) == [("means", 12.5), ("sh", 3.0)]
+    assert bits_rows({"sections": [{"name": "pos", "bytes": 100}, {"name": "x"}]}, 100) == [("pos", 8.0)]
+    assert bits_rows({"attributes": {"rot": {"bytes": 50}, "sh": 25}}, 100) == [("rot", 4.0), ("sh", 2.0)]
+    assert bits_rows({}, 10) == []
+    # what gscomp.codec.gsz_info reports: a total plus a per-attribute dict
+    info = {"bits_per_gaussian": 20.0, "bits_per_gaussian_per_attribute": {"means": 12.0, "shN": 8.0}}
+    assert bits_rows(info, 10) == [("means", 12.0), ("shN", 8.0)]
+
+
+# ---------------------------------------------------------------------- runner and server
+def test_latest_job_runner_coalesces():
+    from gscomp.viewer.app import LatestJobRunner
+
+    ran: list[int] = []
+    done = threading.Event()
+    r = LatestJobRunner(interval=0.0, quiet=0.2, name="test")
+    try:
+        for i in range(20):  # a burst for one key: only the last one runs, after the quiet time
+            r.submit("k", lambda i=i: (ran.append(i), done.set()))
+            time.sleep(0.005)
+        assert done.wait(5)
+        time.sleep(0.3)
+        assert ran == [19]
+        r.submit("k", lambda: 1 / 0)  # a failing job is reported, the runner keeps going
+        done.clear()
+        r.submit("j", lambda: (ran.append(-1), done.set()))
+        assert done.wait(5) and ran == [19, -1]
+    finally:
+        r.stop()
+
+
+def test_viewer_serves_the_client_and_renders_exact(random_splats):
+    pytest.importorskip("viser")
+    from gscomp.viewer.app import Viewer
+
+    sp = random_splats(300, sh_degree=1, seed=2)
+    v = Viewer(ViewFile(Path("mem.ply"), sp, 1234), port=0)
+    try:
+        html = urllib.request.urlopen(f"http://127.0.0.1:{v.port}/", timeout=10).read()
+        assert b"<html" in html.lower()
+        assert v.nodes["main"].buffer.shape == (300, 8)  # what the browser will receive
+        eye, look = initial_camera(sp)
+        cam = Camera.look_at(eye, look, (0, -1, 0), 60.0, 64, 48)
+        import viser.transforms as tf
+
+        c2w = cam.camera_to_world.double().numpy()
+        img, ms = v.render_view(sp, c2w[:3, 3], tf.SO3.from_matrix(c2w[:3, :3]).wxyz, math.radians(50), 64, 48)
+        assert img.shape == (48, 64, 3) and img.dtype == np.uint8
+        assert (np.abs(img.astype(int) - 255).max(-1) > 30).mean() > 0.05  # something drawn on white
+    finally:
+        v.close()
