@@ -191,6 +191,19 @@ def test_exact_steps_are_lossless(tmp_path, random_splats):
         assert torch.equal(getattr(out, f), getattr(ref, f)), f
 
 
+def test_repeated_sh_rows_use_a_codebook(tmp_path, random_splats):
+    src = random_splats(5000, sh_degree=2)
+    book = torch.randn(40, 8, 3) * 0.2  # a vector-quantized source: few distinct SH rows
+    src.shN = book[torch.arange(5000) % 40]
+    encode_gsz(src, tmp_path / "a.gsz", preset("high"))
+    info = gsz_info(tmp_path / "a.gsz")
+    assert info["codecs"]["attributes/shN"] == "symbols-dedup/v1"
+    assert info["bits_per_gaussian_per_attribute"]["shN"] < 8
+    out = decode_gsz(tmp_path / "a.gsz")
+    ref = match_order(src, out)
+    assert float((out.shN - ref.shN).abs().max()) <= 0.5 * 0.02 * 1.5 + 1e-5
+
+
 def test_sh_degree_reduction(tmp_path, random_splats):
     cfg = preset("medium")
     cfg["sh_degree"] = 1

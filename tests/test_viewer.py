@@ -191,19 +191,25 @@ def test_load_view_file_summary(tmp_path, random_splats):
     assert find_source(gsz) == p  # X.gsz next to X.ply
 
 
-@pytest.mark.parametrize("content", [b"", b"hello world\n", b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n\x00\x01"])
-def test_bad_file_is_one_line_error(tmp_path, content, capsys):
-    p = tmp_path / "bad.ply"
+@pytest.mark.parametrize("name,content", [
+    ("bad.ply", b""),
+    ("bad.ply", b"hello world\n"),
+    ("bad.ply", b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\nend_header\n\x00\x01"),
+    ("bad.gsz", b"GSZ\x00" + bytes(range(200))),
+    ("bad.spz", b"\x1f\x8b\x08\x00garbage"),
+])
+def test_bad_file_is_one_line_error(tmp_path, name, content, capsys):
+    p = tmp_path / name
     p.write_bytes(content)
     with pytest.raises(GscompError) as e:
         load_view_file(p)
-    assert "\n" not in str(e.value) and "bad.ply" in str(e.value)
+    assert "\n" not in str(e.value) and name in str(e.value)
     # Through the CLI: exit 2, one line on stderr, no server started (returns at once).
     t0 = time.monotonic()
     assert cli_main(["view", str(p), "--port", "0"]) == 2
     assert time.monotonic() - t0 < 30
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "bad.ply" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and name in err[0]
 
 
 def test_missing_file_and_bad_options(tmp_path, capsys):
@@ -269,3 +275,17 @@ def test_viewer_serves_the_client_and_renders_exact(random_splats):
         assert (np.abs(img.astype(int) - 255).max(-1) > 30).mean() > 0.05  # something drawn on white
     finally:
         v.close()
+
+
+def test_most_visible_keeps_the_biggest_opaque_splats(random_splats):
+    from gscomp.viewer.prepare import most_visible
+
+    sp = random_splats(100, seed=4)
+    assert most_visible(sp, 0) is sp and most_visible(sp, 100) is sp
+    big = sp.replace(opacities=sp.opacities.clone(), scales=sp.scales.clone())
+    big.opacities[[10, 50, 90]] = 8.0
+    big.scales[[10, 50, 90]] = 0.0  # far larger and more opaque than the rest
+    sub = most_visible(big, 3)
+    assert len(sub) == 3
+    torch.testing.assert_close(sub.means, big.means[[10, 50, 90]])  # original order kept
+    assert len(most_visible(big, 40)) == 40

@@ -14,8 +14,9 @@ INV_SQRT2 = 0.7071067811865476
 
 
 # ----------------------------------------------------------------------------- uniform
-def quantize(x: np.ndarray, step: float) -> np.ndarray:
-    if not step > 0:
+def quantize(x: np.ndarray, step) -> np.ndarray:
+    """Round x / step (step: a scalar or an array broadcasting against x)."""
+    if not np.all(np.asarray(step) > 0):
         raise GscompError(f"quantization step must be > 0, got {step}")
     q = np.rint(np.asarray(x, np.float64) / step)
     if q.size and np.abs(q).max() >= 2**40:
@@ -23,8 +24,8 @@ def quantize(x: np.ndarray, step: float) -> np.ndarray:
     return q.astype(np.int64)
 
 
-def dequantize(q: np.ndarray, step: float) -> np.ndarray:
-    return (q.astype(np.float64) * float(step)).astype(np.float32)
+def dequantize(q: np.ndarray, step) -> np.ndarray:
+    return (q.astype(np.float64) * np.asarray(step, np.float64)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- positions
@@ -80,7 +81,7 @@ def morton_decode(code: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- quaternions
-def quats_to_s3(quats: np.ndarray, step: float) -> np.ndarray:
+def quats_to_s3(quats: np.ndarray, step) -> np.ndarray:
     """wxyz quaternions -> (N,4) ints: [index of largest |component|, three others quantized].
 
     The quaternion is normalised (zero -> identity) and its sign flipped so the largest component
@@ -98,13 +99,13 @@ def quats_to_s3(quats: np.ndarray, step: float) -> np.ndarray:
     return np.concatenate([big[:, None].astype(np.int64), sym], 1)
 
 
-def s3_to_quats(s3: np.ndarray, step: float) -> np.ndarray:
+def s3_to_quats(s3: np.ndarray, step) -> np.ndarray:
     big = s3[:, 0]
     if big.size and (big.min() < 0 or big.max() > 3):
         from ..errors import FormatError
 
         raise FormatError("quaternion: largest-component index out of range")
-    rest = s3[:, 1:].astype(np.float64) * float(step)
+    rest = s3[:, 1:].astype(np.float64) * np.asarray(step, np.float64)
     a, b, c = rest[:, 0], rest[:, 1], rest[:, 2]
     w = np.sqrt(np.maximum(0.0, 1.0 - ((a * a + b * b) + c * c)))
     out = np.zeros((len(s3), 4), np.float64)

@@ -38,7 +38,7 @@ def compress_trained(cfg, out: Path) -> dict:
     gsz = out / "scene.gsz"
     t1 = time.perf_counter()
     # raw parameters (not the rendered transform): each stage's bake/encode applies its own coding
-    stats = encode_gsz(state.splats().detach().cpu(), gsz, pipe, state=state)
+    stats = encode_gsz(state.splats().detach().to("cpu"), gsz, pipe, state=state)
     t_enc = time.perf_counter() - t1
     t2 = time.perf_counter()
     decoded = decode_gsz(gsz)  # from disk, exactly what `gscomp decode` will produce

@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="second file to toggle against (default for X.gsz: X.ply next to it, if present)")
     p.add_argument("--exact", action="store_true", help="start in exact mode (server-side gscomp render)")
     p.add_argument("--exact-max-side", type=int, default=512, help="exact-mode image size cap in pixels")
+    p.add_argument("--max-splats", type=int, default=0, metavar="N",
+                   help="send at most N Gaussians (the most visible) to the browser, for slow clients; 0 = all")
     p.add_argument("--backend", default="cpu", choices=("cpu", "torch", "gsplat"),
                    help="rasterizer for exact mode (default cpu)")
     return p
@@ -39,6 +41,8 @@ def run(argv: list[str]) -> int:
         raise GscompError(f"--port must be in 0..65535, got {args.port}")
     if args.exact_max_side < 16:
         raise GscompError(f"--exact-max-side must be at least 16, got {args.exact_max_side}")
+    if args.max_splats < 0:
+        raise GscompError(f"--max-splats must be >= 0, got {args.max_splats}")
     try:
         import viser  # noqa: F401
     except ImportError:
@@ -61,7 +65,7 @@ def run(argv: list[str]) -> int:
     viewer = None
     try:
         viewer = Viewer(main, compare, host=args.host, port=args.port, up=args.up, exact=args.exact,
-                        exact_max_side=args.exact_max_side, backend=args.backend)
+                        exact_max_side=args.exact_max_side, backend=args.backend, max_splats=args.max_splats)
         host = "localhost" if args.host in ("0.0.0.0", "::", "") else args.host
         what = f"{main.name} ({len(main.splats):,} Gaussians, loaded in {load_s:.1f} s)"
         if compare is not None:

@@ -12,7 +12,6 @@ derived from the actual image size, so camera and pixels always agree.
 """
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -115,11 +114,20 @@ def undistort_array(arr: np.ndarray, pcam) -> np.ndarray:
     return out
 
 
-def match_camera_to_image(pcam, size: tuple[int, int], what: str):
-    """Return a copy of the pycolmap camera rescaled to the actual image size (w, h); e.g. images
-    from ``images_N/`` or a model written for different resolution. Refuse a changed aspect ratio."""
+def camera_spec(pcam) -> tuple[str, int, int, tuple[float, ...]]:
+    """Plain-Python description of a pycolmap camera (model, width, height, params).
+
+    Worker threads build their own pycolmap objects from these: objects owned by a
+    `Reconstruction` must not be touched from several threads (that crashed with a double free)."""
+    return pcam.model.name, int(pcam.width), int(pcam.height), tuple(float(p) for p in pcam.params)
+
+
+def match_camera_to_image(spec, size: tuple[int, int], what: str):
+    """A new pycolmap camera from ``spec`` (see `camera_spec`), rescaled to the actual image size
+    (w, h), e.g. for images from ``images_N/``. Refuses a changed aspect ratio."""
     w, h = size
-    pcam = copy.copy(pcam)
+    model, width, height, params = spec
+    pcam = _pycolmap().Camera(model=model, width=width, height=height, params=list(params))
     if (pcam.width, pcam.height) != (w, h):
         if abs(w / pcam.width - h / pcam.height) > 0.01 * max(w / pcam.width, h / pcam.height) + 1.5 / min(w, h):
             raise GscompError(f"{what}: image is {w}x{h} but its camera is {pcam.width}x{pcam.height} "
@@ -193,23 +201,29 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
         raise GscompError(f"image folder not found: {image_dir}")
     regs = subsample(regs, max_images)
 
-    def one(im):
-        src = image_dir / im.name
-        if not src.is_file():
-            raise GscompError(f"image {im.name} of the COLMAP model is missing: {src}")
-        pcam = match_camera_to_image(rec.cameras[im.camera_id], image_size(src), str(src))
-        arr, cam = load_view(src, pcam, scale, im.name)
+    specs = {cid: camera_spec(c) for cid, c in rec.cameras.items()}
+    jobs = []  # everything the workers need, as plain Python (see camera_spec)
+    for im in regs:
         w2c = np.eye(4)
         w2c[:3, :4] = im.cam_from_world().matrix()
-        cam.world_to_camera = torch.from_numpy(w2c).float()
+        jobs.append((im.name, specs[im.camera_id], torch.from_numpy(w2c).float()))
+
+    def one(job):
+        name, spec, w2c = job
+        src = image_dir / name
+        if not src.is_file():
+            raise GscompError(f"image {name} of the COLMAP model is missing: {src}")
+        pcam = match_camera_to_image(spec, image_size(src), str(src))
+        arr, cam = load_view(src, pcam, scale, name)
+        cam.world_to_camera = w2c
         cam.image, cam.alpha = to_tensors(arr, background)
         return cam
 
-    cams = parallel_map(one, regs, threads)
+    cams = parallel_map(one, jobs, threads)
     ids = sorted(rec.points3D)
     pts = np.array([rec.points3D[i].xyz for i in ids], dtype=np.float32).reshape(-1, 3)
     cols = np.array([rec.points3D[i].color for i in ids], dtype=np.float32).reshape(-1, 3) / 255.0
-    distorted = sum(is_distorted(rec.cameras[im.camera_id]) for im in regs)
+    distorted = sum(is_distorted(rec.cameras[im.camera_id]) for im in regs)  # main thread only
     meta = {"source": "colmap", "model_dir": str(model_dir), "image_dir": str(image_dir),
             "undistorted_images": int(distorted)}
     return cams, torch.from_numpy(pts), torch.from_numpy(cols), meta

@@ -40,13 +40,12 @@ def _num(d: dict, key: str, where: str) -> float | None:
     return v
 
 
-def colmap_camera(p: dict, size: tuple[int, int], where: str):
-    """Build the pycolmap camera for one frame from merged global+frame intrinsics ``p``.
+def camera_spec(p: dict, size: tuple[int, int], where: str) -> tuple[str, int, int, tuple[float, ...]]:
+    """COLMAP camera (model, width, height, params) for one frame from merged global+frame
+    intrinsics ``p``, in the form `colmap.match_camera_to_image` takes.
 
     ``size`` is the image file's (w, h); the camera is expressed at the JSON's w/h (if given) and
     then rescaled to the file, so a JSON written for another resolution still lines up."""
-    import pycolmap
-
     w = _num(p, "w", where) or size[0]
     h = _num(p, "h", where) or size[1]
     fx, fy = _num(p, "fl_x", where), _num(p, "fl_y", where)
@@ -69,9 +68,7 @@ def colmap_camera(p: dict, size: tuple[int, int], where: str):
         model, params = "FULL_OPENCV", [fx, fy, cx, cy, k["k1"], k["k2"], k["p1"], k["p2"], k["k3"], k["k4"], 0, 0]
     else:
         model, params = "OPENCV", [fx, fy, cx, cy, k["k1"], k["k2"], k["p1"], k["p2"]]
-    cam = pycolmap.Camera(model=model, width=int(round(w)), height=int(round(h)),
-                          params=[float(v) for v in params])
-    return cam
+    return model, int(round(w)), int(round(h)), tuple(float(v) for v in params)
 
 
 def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
@@ -115,7 +112,7 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
     def one(it):
         name, img, w2c, intr, where = it
         size = image_size(img)
-        pcam = match_camera_to_image(colmap_camera(intr, size, where), size, str(img))
+        pcam = match_camera_to_image(camera_spec(intr, size, where), size, str(img))
         arr, cam = load_view(img, pcam, 1.0 / downscale, name)
         cam.world_to_camera = w2c
         cam.image, cam.alpha = to_tensors(arr, background)

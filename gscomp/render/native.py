@@ -3,7 +3,7 @@
 The extension is compiled at first use with `torch.utils.cpp_extension.load` into a cache directory
 (``$GSCOMP_CACHE`` or ``~/.cache/gscomp``) whose name hashes the source, the flags and the
 torch/Python versions, so a changed source or a new torch rebuilds instead of loading a stale binary.
-Flags are plain ``-O3 -fopenmp``: no ``-march=native`` (binaries and results must not depend on the
+Flags are ``-O3 -fno-trapping-math -fopenmp``: no ``-march=native`` (binaries and results must not depend on the
 build machine) and no ``-ffast-math`` (the kernels mirror the reference's float operations).
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch
 from ..errors import GscompError
 
 SOURCE = Path(__file__).resolve().parents[2] / "cuda" / "rasterize_cpu.cpp"
-CFLAGS = ["-O3", "-fopenmp", "-std=c++17"]
+# -fno-trapping-math changes no result (traps are off anyway); it lets GCC vectorise min/max.
+CFLAGS = ["-O3", "-fno-trapping-math", "-fopenmp", "-std=c++17"]
 LDFLAGS = ["-fopenmp"]
 
 _lock = threading.Lock()

@@ -20,7 +20,7 @@ import struct
 import numpy as np
 import torch
 
-from ..errors import FormatError
+from ..errors import FormatError, GscompError
 from ..splats import Splats, num_sh_rest
 from .base import CodingContext, Section, Stage, register
 from .hashgrid import HashGrid, TinyMLP, contract_unit, has_tcnn, mlp_exact
@@ -149,6 +149,9 @@ class ColorField(Stage):
         grid, mlp = self.model.grid, self.model.mlp
         bits = int(self.params["bits"])
         qmax = 2**bits - 1
+        if "means" not in ctx.attrs:
+            raise GscompError("colorfield must come after the stage that codes positions (it evaluates the "
+                              "field at the decoded positions): list `positions` first in the pipeline")
         u = contract_unit(ctx.attrs["means"].float().cpu(), self.center, self.half)
         used = grid.used_rows(u)
         table = grid.params.detach().float().cpu()
@@ -205,6 +208,8 @@ class ColorField(Stage):
             off += a * b
             weights.append((w, flat[off : off + b]))
             off += b
+        if "means" not in ctx.attrs:
+            raise FormatError("colorfield: positions are not decoded before the colour field")
         means = ctx.attrs["means"].float().cpu()
         u = contract_unit(means, center, half)
         used = grid.used_rows(u)

@@ -228,8 +228,8 @@ class Attributes(Stage):
                 sym = Q.quats_to_s3(x, step)
                 codec = "quat-s3/v1"
             elif f == "shN":
-                steps = np.repeat(self._shN_steps(x.shape[1] // 3), 3)
-                sym = np.stack([Q.quantize(x[:, j], steps[j]) for j in range(x.shape[1])], 1)
+                steps = np.repeat(self._shN_steps(x.shape[1] // 3), 3)[None]
+                sym = Q.quantize(x, steps)
                 codec = "symbols/v1"
             else:
                 sym = Q.quantize(x, step)
@@ -239,6 +239,11 @@ class Attributes(Stage):
                     if _cost(alt) < 0.98 * _cost(sym):
                         sym, codec = alt, "symbols-gdiff/v1"
             zstd = f == "shN" and bool(self.params["shN_zstd"])
+            if f == "shN" and not zstd:
+                dedup = _dedup_encode(sym)
+                if dedup is not None:  # vector-quantized sources: codebook + indices
+                    out.append(Section(f, "symbols-dedup/v1", dedup))
+                    continue
             cols = [np.ascontiguousarray(sym[:, j]) for j in range(sym.shape[1])]
             streams = _pmap(lambda c: E.encode_symbols(c, allow_zstd=zstd), cols)
             out.append(Section(f, codec, _pack_streams(streams)))
@@ -265,23 +270,61 @@ class Attributes(Stage):
                 x = np.stack(cols, 1) if cols else np.zeros((n, 0), np.float32)
             else:
                 codecs = ("quat-s3/v1",) if f == "quats" else ("symbols/v1", "symbols-gdiff/v1")
+                if f == "shN":
+                    codecs = ("symbols/v1", "symbols-dedup/v1")
                 sec = _need(sections, f, *codecs)
-                streams = _unpack_streams(sec.payload, w, f)
-                sym = np.stack(_pmap(lambda s: E.decode_symbols(s, n, f), streams), 1)
+                if sec.codec == "symbols-dedup/v1":
+                    sym = _dedup_decode(sec.payload, n, w, f)
+                else:
+                    streams = _unpack_streams(sec.payload, w, f)
+                    sym = np.stack(_pmap(lambda s: E.decode_symbols(s, n, f), streams), 1)
                 if sec.codec == "symbols-gdiff/v1":
                     g = sym[:, 0]
                     sym = np.stack([sym[:, 1] + g, g, sym[:, 2] + g], 1)
                 if f == "quats":
                     x = Q.s3_to_quats(sym, step)
                 elif f == "shN":
-                    steps = np.repeat(self._shN_steps(k), 3)
-                    x = (sym.astype(np.float64) * steps[None]).astype(np.float32)
+                    x = Q.dequantize(sym, np.repeat(self._shN_steps(k), 3)[None])
                 else:
                     x = Q.dequantize(sym, step)
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
             shape = {"quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3), "shN": (n, k, 3)}[f]
             out[f] = t.reshape(shape)
         return out
+
+
+def _dedup_encode(sym: np.ndarray) -> bytes | None:
+    """Codebook of the distinct rows (most frequent first) + one index per Gaussian, when the rows
+    repeat a lot (e.g. SH from a vector-quantized source such as SOG); None otherwise."""
+    n, c = sym.shape
+    if n < 1024 or sym.min() < -32768 or sym.max() > 32767:
+        return None
+    rows = np.ascontiguousarray(sym.astype("<i2")).view(np.dtype((np.void, 2 * c))).ravel()
+    uniq, first, inv, counts = np.unique(rows, return_index=True, return_inverse=True, return_counts=True)
+    if len(uniq) > n // 3:
+        return None
+    rank = np.lexsort((first, -counts))  # most frequent first; ties by first occurrence
+    remap = np.empty_like(rank)
+    remap[rank] = np.arange(len(rank))
+    book = sym[first[rank]]
+    streams = [E.encode_symbols(np.ascontiguousarray(book[:, j])) for j in range(c)]
+    return E.varint(len(uniq)) + _pack_streams(streams) + E.blob(E.encode_symbols(remap[inv.ravel()], allow_delta=False))
+
+
+def _dedup_decode(payload, n: int, c: int, what: str) -> np.ndarray:
+    r = E.Reader(payload, what)
+    u = r.varint(max(n, 1))
+    if n == 0 or u == 0:
+        raise FormatError(f"{what}: empty codebook")
+    count = r.varint(1 << 16)
+    if count != c:
+        raise FormatError(f"{what}: codebook has {count} columns, expected {c}")
+    cols = [E.decode_symbols(r.blob(), u, what) for _ in range(c)]
+    idx = E.decode_symbols(r.blob(), n, what)
+    r.done()
+    if idx.min() < 0 or idx.max() >= u:
+        raise FormatError(f"{what}: codebook index out of range")
+    return np.stack(cols, 1)[idx]
 
 
 def _width(f: str, ctx: CodingContext) -> int:

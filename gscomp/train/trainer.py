@@ -358,6 +358,8 @@ class Trainer:
         log_every = max(1, int(t.get("log_every", 10)))
         progress = _Progress(enabled=bool(self.cfg.get("progress", True)), total=state.max_steps, start=state.step)
         old_handler = self._install_sigint()
+        eval_every = int(t.get("eval_every", 0) or 0)
+        eval_time = 0.0  # excluded from train_seconds
         t0 = time.perf_counter()
         done_before = state.step
         try:
@@ -368,6 +370,13 @@ class Trainer:
                     logs = self.train_step(state.step)
                     if state.step % log_every == 0 or state.step == state.max_steps:
                         progress.update(state.step, logs)
+                    if eval_every and (state.step % eval_every == 0 or state.step == state.max_steps):
+                        te = time.perf_counter()
+                        logs["test_psnr"] = self.quick_eval()
+                        eval_time += time.perf_counter() - te
+                        self._log_line({"step": state.step, "seconds": round(time.perf_counter() - t0 - eval_time, 2),
+                                        "n": state.n, "train_psnr": round(logs["psnr"], 3),
+                                        "test_psnr": round(logs["test_psnr"], 3)})
                     for cb in self.callbacks:
                         cb(state, logs)
                     if ckpt_every and state.step % ckpt_every == 0 and state.step < state.max_steps:
@@ -378,9 +387,29 @@ class Trainer:
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
-        self.train_seconds = time.perf_counter() - t0
+        self.train_seconds = time.perf_counter() - t0 - eval_time
         self.steps_run = state.step - done_before
         return state
+
+    @torch.no_grad()
+    def quick_eval(self) -> float:
+        """Mean PSNR on the test views (train views if none) of the current model; cheap enough to
+        run during training (``train.eval_every``), progress goes to ``OUT/progress.jsonl``."""
+        from ..metrics import psnr as psnr_np
+        from ..render import render
+
+        splats = self.state.splats().detach()
+        for stage in self.stages:
+            splats = stage.transform(splats, self.state.step)
+        bg = self.scene.background if self.scene.background is not None else (0.0, 0.0, 0.0)
+        sh = sh_schedule(self.state.step, int(self.cfg.train.sh_degree_interval), int(self.cfg.train.sh_degree))
+        vals = [psnr_np(render(splats, c, sh_degree=sh, background=bg, backend=self.backend).colors[0], c.image)
+                for c in (self.scene.test or self.scene.train)]
+        return float(sum(vals) / len(vals))
+
+    def _log_line(self, rec: dict) -> None:
+        with open(self.out / "progress.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
 
     def final_splats(self) -> Splats:
         """The model as rendered at the end of training (stage transforms applied), detached."""

@@ -25,7 +25,8 @@ import torch
 from ..splats import Splats
 from .load import ViewFile
 from .prepare import (
-    camera_from_viser, colors_dc, colors_view, initial_camera, normalisation_factor, prepare, scene_center_radius,
+    camera_from_viser, colors_dc, colors_view, initial_camera, most_visible, normalisation_factor, prepare,
+    scene_center_radius,
 )
 
 FOV_DEG = 60.0
@@ -100,6 +101,7 @@ class Viewer:
         exact: bool = False,
         exact_max_side: int = 512,
         backend: str = "cpu",
+        max_splats: int = 0,
     ):
         import viser
 
@@ -110,6 +112,9 @@ class Viewer:
         self.current = "main"
         self.backend = backend
         self.exact_max_side = int(exact_max_side)
+        self.max_splats = int(max_splats)
+        # What the browser draws (maybe a subset, see --max-splats); exact mode renders all.
+        self.shown: dict[str, Splats] = {}
         self._lock = threading.Lock()
         # One scale for both scenes so switching between them does not move anything.
         self.factor = normalisation_factor(main.splats)
@@ -138,7 +143,8 @@ class Viewer:
 
     # ------------------------------------------------------------------ scene nodes
     def _add_node(self, key: str, visible: bool) -> None:
-        arrays = prepare(self.files[key].splats, factor=self.factor)
+        self.shown[key] = most_visible(self.files[key].splats, self.max_splats)
+        arrays = prepare(self.shown[key], factor=self.factor)
         self.nodes[key] = self.server.scene.add_gaussian_splats(
             f"/splats/{key}",
             centers=arrays.centers,
@@ -159,10 +165,17 @@ class Viewer:
         self._refresh_all()
 
     # ------------------------------------------------------------------ GUI
+    def _summary(self, key: str) -> str:
+        md = self.files[key].summary_markdown()
+        n = len(self.files[key].splats)
+        if 0 < self.max_splats < n:
+            md += f"\n\nthe browser draws the {self.max_splats:,} most visible of {n:,} (--max-splats); exact mode renders all"
+        return md
+
     def _build_gui(self, exact: bool) -> None:
         gui = self.server.gui
         with gui.add_folder("File"):
-            self.info_md = gui.add_markdown(self.files["main"].summary_markdown())
+            self.info_md = gui.add_markdown(self._summary("main"))
         if "compare" in self.files:
             with gui.add_folder("Compare"):
                 self.which = gui.add_button_group("Show", (self.labels["main"], self.labels["compare"]))
@@ -172,7 +185,7 @@ class Viewer:
                 def _(_evt) -> None:
                     key = "main" if self.which.value == self.labels["main"] else "compare"
                     self.which_md.content = f"showing: **{self.labels[key]}**"
-                    self.info_md.content = self.files[key].summary_markdown()
+                    self.info_md.content = self._summary(key)
                     self._show(key)
         with gui.add_folder("Display"):
             self.color_mode = gui.add_dropdown("Colour", (COLOR_DC, COLOR_VIEW), initial_value=COLOR_DC)
@@ -188,7 +201,7 @@ class Viewer:
             if self.color_mode.value == COLOR_DC:
                 with self._lock:
                     for key, node in self.nodes.items():
-                        node.rgbs = colors_dc(self.files[key].splats)
+                        node.rgbs = colors_dc(self.shown[key])
             self._refresh_all()
 
         @self.exact.on_update
@@ -238,7 +251,7 @@ class Viewer:
         eye = np.asarray(client.camera.position, dtype=np.float64)
         with self._lock:
             key = self.current
-            rgbs = colors_view(self.files[key].splats, eye)
+            rgbs = colors_view(self.shown[key], eye)
             if self.color_mode.value == COLOR_VIEW:
                 self.nodes[key].rgbs = rgbs
 

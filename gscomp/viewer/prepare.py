@@ -45,8 +45,9 @@ def rotations(quats: torch.Tensor) -> torch.Tensor:
 
 def covariances(splats: Splats) -> np.ndarray:
     """World-space 3x3 covariances R diag(exp(s))^2 R^T, (N,3,3) float32."""
-    m = rotations(splats.quats.double()) * torch.exp(splats.scales.double()).unsqueeze(-2)
-    return (m @ m.transpose(-1, -2)).float().numpy()
+    # float32 is plenty: the browser receives float16.
+    m = rotations(splats.quats.float()) * torch.exp(splats.scales.float()).unsqueeze(-2)
+    return (m @ m.transpose(-1, -2)).numpy()
 
 
 def colors_dc(splats: Splats) -> np.ndarray:
@@ -139,6 +140,18 @@ def prepare(splats: Splats, *, factor: float | None = None, eye=None, sh_degree:
     )
 
 
+def most_visible(splats: Splats, max_count: int) -> Splats:
+    """At most ``max_count`` Gaussians, keeping the most visible ones (opacity times the area of
+    the largest cross-section), in their original order. For slow clients (software WebGL,
+    phones); ``max_count <= 0`` or a smaller scene returns ``splats`` unchanged."""
+    if max_count <= 0 or len(splats) <= max_count:
+        return splats
+    top2 = torch.topk(splats.scales.float(), 2, dim=1).values.sum(1)
+    score = torch.log(torch.sigmoid(splats.opacities.float()).clamp_min(1e-12)) + top2
+    keep = torch.topk(score, max_count).indices.sort().values
+    return splats[keep]
+
+
 def up_vector(up: str) -> np.ndarray:
     from ..errors import GscompError
 
@@ -186,5 +199,5 @@ def camera_from_viser(position, wxyz, fov_y: float, width: int, height: int):
 __all__ = [
     "SplatArrays", "prepare", "covariances", "colors_dc", "colors_view", "opacities",
     "rotations", "scene_center_radius", "normalisation_factor", "initial_camera", "up_vector",
-    "camera_from_viser", "UP_AXES",
+    "camera_from_viser", "most_visible", "UP_AXES",
 ]
