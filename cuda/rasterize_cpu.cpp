@@ -382,7 +382,6 @@ template <typename S>
 struct GRec {
   S mx, my, A, B, C, o, col[3], depth;
   S pmin;  // power below which alpha < 1/255 for sure (skip the exp); conservative by a margin
-  double a2, b2, c2, t2;  // conic and 2t (= -2 pmin) in double, for the per-row pixel spans
   int bx0, bx1, by0, by1;  // pixel box (inclusive) outside which alpha < 1/255 for sure
 };
 
@@ -434,27 +433,6 @@ inline bool alpha_of(const GRec<S>& g, S power, S ex, S& alpha, bool& clamped) {
   clamped = a > S(0.99);
   alpha = clamped ? S(0.99) : a;
   return alpha >= S(1.0 / 255.0);
-}
-
-// Pixels [*lo, *hi] of row py (clipped to [x0, x1]) that can lie inside the ellipse power >= pmin:
-// solve A dx^2 + 2 B dx dy + C dy^2 <= 2t for dx, with a margin. Purely a speed-up: the exact
-// per-pixel test still decides, so skipping pixels outside the span changes nothing.
-template <typename S>
-inline void row_span(const GRec<S>& g, int py, int x0, int x1, int* lo, int* hi) {
-  const double dy = (double)g.my - (py + 0.5);
-  const double bdy = g.b2 * dy;
-  const double disc = bdy * bdy - g.a2 * (g.c2 * dy * dy - g.t2);
-  if (!(disc >= 0) || !(g.a2 > 0)) {  // no pixel of this row is inside (or degenerate: take all)
-    if (g.a2 > 0) { *lo = 1; *hi = 0; } else { *lo = x0; *hi = x1; }
-    return;
-  }
-  const double sq = std::sqrt(disc);
-  const double dlo = (-bdy - sq) / g.a2, dhi = (-bdy + sq) / g.a2;  // dx = mx - px in [dlo, dhi]
-  const double m = 1e-2 + 1e-4 * (sq / g.a2);
-  const double pmx = (double)g.mx;
-  const double f0 = std::ceil(pmx - dhi - 0.5 - m), f1 = std::floor(pmx - dlo - 0.5 + m);
-  *lo = (int)std::max((double)x0, std::min((double)x1 + 1, f0));
-  *hi = (int)std::min((double)x1, std::max((double)x0 - 1, f1));
 }
 
 // Radix sort of (positive) depth keys, stable, so ties keep ascending Gaussian index like the
@@ -582,7 +560,6 @@ std::vector<GRec<S>> gather_records(const S* means2d, const S* conics, const S* 
     if (!(o * 255.0 >= 0.999)) continue;  // alpha <= o < 1/255 everywhere
     double t = std::max(std::log(255.0 * o), 0.0) + 1e-3;
     g.pmin = S(-t);  // o exp(-t) < (1/255) exp(-1e-3): far below the threshold for any rounding
-    g.a2 = g.A; g.b2 = g.B; g.c2 = g.C; g.t2 = 2.0 * t;
     double A = g.A, Bc = g.B, C = g.C;
     double detq = A * C - Bc * Bc;
     if (!(detq > 0)) {  // cannot happen for a valid conic; fall back to the whole image
@@ -634,11 +611,8 @@ void rasterize_forward_impl(const std::vector<GRec<S>>& recs, const Binning& B, 
       int gx0 = std::max(g.bx0, x0), gx1 = std::min(g.bx1, x1 - 1);
       int gy0 = std::max(g.by0, y0), gy1 = std::min(g.by1, y1 - 1);
       S pw[TILE], ev[TILE];
+      const int rx0 = gx0, cnt = gx1 - gx0 + 1;
       for (int py = gy0; py <= gy1; ++py) {
-        int rx0, rx1;
-        row_span(g, py, gx0, gx1, &rx0, &rx1);
-        const int cnt = rx1 - rx0 + 1;
-        if (cnt <= 0) continue;
         row_eval(g, rx0, cnt, S(py) + S(0.5), pw, ev);
         for (int k = 0; k < cnt; ++k) {
           const int i = (py - y0) * tw + (rx0 + k - x0);
@@ -730,11 +704,8 @@ void rasterize_backward_impl(const std::vector<GRec<S>>& recs, const Binning& B,
       int gy0 = std::max(g.by0, y0), gy1 = std::min(g.by1, y1 - 1);
       S vmx = 0, vmy = 0, vA = 0, vB = 0, vC = 0, vc0 = 0, vc1 = 0, vc2 = 0, vo = 0, vd = 0;
       S pw[TILE], ev[TILE];
+      const int rx0 = gx0, cnt = gx1 - gx0 + 1;
       for (int py = gy0; py <= gy1; ++py) {
-        int rx0, rx1;
-        row_span(g, py, gx0, gx1, &rx0, &rx1);
-        const int cnt = rx1 - rx0 + 1;
-        if (cnt <= 0) continue;
         const S pyc = S(py) + S(0.5);
         row_eval(g, rx0, cnt, pyc, pw, ev);
         for (int k = 0; k < cnt; ++k) {

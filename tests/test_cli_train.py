@@ -18,7 +18,7 @@ KEYS = ("psnr", "ssim", "lpips", "n_gaussians", "train_seconds")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    assert main(["train", *TINY, f"out={out}"]) == 0
+    assert main(["train", *TINY, "train.eval_every=10", f"out={out}"]) == 0
     return out
 
 
@@ -31,6 +31,8 @@ def test_train_writes_outputs(trained):
     assert (trained / "point_cloud.ply").stat().st_size == m["ply_bytes"]
     assert "data:" in (trained / "config.yaml").read_text()
     assert list((trained / "renders").glob("*.png"))
+    progress = [json.loads(line) for line in (trained / "progress.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in progress] == [10, 20, 30] and progress[-1]["test_psnr"] > 5
     from gscomp.io import load_splats
 
     assert len(load_splats(trained / "point_cloud.ply")) == m["n_gaussians"]

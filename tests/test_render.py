@@ -183,17 +183,16 @@ def test_mismatched_camera_sizes_raise():
 
 def test_larger_scene_matches_torch_forward():
     """A few thousand Gaussians: long per-tile lists, saturation and early termination."""
-    g = torch.Generator().manual_seed(11)
-    n = 3000
-    s = make_splats(n, 1, 11, torch.float32)
-    s = s.replace(scales=s.scales + 0.4, opacities=s.opacities + 1.0)
+    s = make_splats(1500, 1, 11, torch.float32)
+    s = s.replace(scales=s.scales + 0.5, opacities=s.opacities.abs() + 2.5)
     cameras = cams("odd")
-    ref = render(s, cameras, background=(0.5, 0.5, 0.5), backend="torch")
-    out = render(s, cameras, background=(0.5, 0.5, 0.5), backend="cpu")
-    assert (ref.alphas > 0.999).float().mean() > 0.2  # early stop is exercised
+    with torch.no_grad():
+        ref = render(s, cameras, background=(0.5, 0.5, 0.5), backend="torch")
+        out = render(s, cameras, background=(0.5, 0.5, 0.5), backend="cpu")
+    assert (ref.alphas > 0.999).float().mean() > 0.3  # saturated pixels: the T < 1e-4 early stop is exercised
     assert (out.colors - ref.colors).abs().max().item() < 1e-4
     assert (out.alphas - ref.alphas).abs().max().item() < 1e-4
-    del g
+    assert ((out.depths - ref.depths).abs() / ref.depths.abs().clamp_min(1.0)).max().item() < 1e-4
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat backend needs CUDA")

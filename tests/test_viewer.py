@@ -273,6 +273,18 @@ def test_viewer_serves_the_client_and_renders_exact(random_splats):
         img, ms = v.render_view(sp, c2w[:3, 3], tf.SO3.from_matrix(c2w[:3, :3]).wxyz, math.radians(50), 64, 48)
         assert img.shape == (48, 64, 3) and img.dtype == np.uint8
         assert (np.abs(img.astype(int) - 255).max(-1) > 30).mean() > 0.05  # something drawn on white
+
+        # "view-dependent" colour: the node's colours become the SH baked for that camera.
+        from types import SimpleNamespace
+
+        from gscomp.viewer.app import COLOR_VIEW
+
+        dc = v.nodes["main"].rgbs.copy()
+        v.color_mode.value = COLOR_VIEW
+        v._bake(SimpleNamespace(camera=SimpleNamespace(position=np.asarray(eye))))
+        want = np.clip(colors_view(sp, eye) * 255, 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(v.nodes["main"].rgbs, want)
+        assert np.abs(want.astype(int) - dc.astype(int)).max() > 3
     finally:
         v.close()
 
@@ -289,3 +301,10 @@ def test_most_visible_keeps_the_biggest_opaque_splats(random_splats):
     assert len(sub) == 3
     torch.testing.assert_close(sub.means, big.means[[10, 50, 90]])  # original order kept
     assert len(most_visible(big, 40)) == 40
+
+
+def test_up_option_accepts_negative_axes():
+    from gscomp.commands.view import _join_negative_up, build_parser
+
+    args = build_parser().parse_args(_join_negative_up(["f.ply", "--up", "-z", "--port", "0"]))
+    assert args.up == "-z" and args.port == 0 and args.file == "f.ply"

@@ -84,6 +84,7 @@ class Browser:
         page = next(t for t in targets if t["type"] == "page")
         self.ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
         self._id = 0
+        self.timeout = 60.0  # seconds per DevTools call (a software-rendered frame can be slow)
         self.events: list[str] = []
         self.call("Page.enable")
         self.call("Emulation.setDeviceMetricsOverride", width=VIEW_W, height=VIEW_H,
@@ -93,7 +94,7 @@ class Browser:
         self._id += 1
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
         while True:  # note events until our answer arrives
-            msg = json.loads(self.ws.recv(timeout=60))
+            msg = json.loads(self.ws.recv(timeout=self.timeout))
             if msg.get("id") == self._id:
                 if "error" in msg:
                     raise RuntimeError(f"{method}: {msg['error']}")
@@ -260,28 +261,22 @@ def _save(img: np.ndarray, path: Path) -> None:
     Image.fromarray(img).save(path)
 
 
-def test_invisible_scene_is_not_detected(browser, tmp_path):
-    """The detector itself: the same page with fully transparent splats (only viser's UI
-    visible) must not pass as splats."""
-    ply = tmp_path / "invisible.ply"
-    red_blue_scene(ply, opacity_logit=-30.0)
-    server = ViewServer(str(ply))
-    try:
-        browser.goto(server.url)
-        time.sleep(1.0)
-        body = ""
-        for _ in range(40):  # wait until the page (side panel) is up, then look
-            body = browser.eval("document.body.innerText") or ""
-            if "invisible.ply" in body:
-                break
-            time.sleep(0.25)
-        time.sleep(1.5)
-        img = browser.screenshot()
-    finally:
-        server.stop()
-    st = colour_stats(img)
-    assert "invisible.ply" in body
-    assert st["red"] == 0 and st["blue"] == 0 and st["nonbg_frac"] < 0.01, st
+def click_button(browser: Browser, text: str) -> None:
+    ok = browser.eval(f"""(() => {{
+        for (const b of document.querySelectorAll('button'))
+            if (b.textContent.trim() === {json.dumps(text)}) {{ b.click(); return true; }}
+        return false; }})()""")
+    assert ok, f"no button {text!r}"
+
+
+def wait_for_text(browser: Browser, text: str, timeout: float = 20.0) -> str:
+    t0 = time.monotonic()
+    while True:
+        body = browser.eval("document.body.innerText") or ""
+        if text in body or time.monotonic() - t0 > timeout:
+            assert text in body, body[:800]
+            return body
+        time.sleep(0.25)
 
 
 def click_checkbox(browser: Browser, label: str) -> None:
@@ -299,7 +294,11 @@ def click_checkbox(browser: Browser, label: str) -> None:
 def test_view_shows_splats_and_exact_mode(browser, tmp_path):
     ply = tmp_path / "redblue.ply"
     red_blue_scene(ply)
-    server = ViewServer(str(ply), "--exact-max-side", "640")
+    # The comparison scene is the same one fully transparent: switching to it must leave only
+    # viser's UI on screen, which also shows the pixel test cannot be fooled by the UI.
+    invisible = tmp_path / "invisible.ply"
+    red_blue_scene(invisible, opacity_logit=-30.0)
+    server = ViewServer(str(ply), "--compare", str(invisible), "--exact-max-side", "640")
     try:
         assert server.url.startswith("http://127.0.0.1:")
         browser.goto(server.url)
@@ -315,6 +314,18 @@ def test_view_shows_splats_and_exact_mode(browser, tmp_path):
         # The side panel shows the file's facts.
         assert "redblue.ply" in body and "600" in body and "SH degree" in body, body[:500]
         assert "error" not in (title or "").lower()
+
+        click_button(browser, "invisible.ply")
+        wait_for_text(browser, "showing: invisible.ply")
+        time.sleep(1.5)  # the second scene is sent on first use; give the client time to draw it
+        empty = browser.screenshot()
+        _save(empty, tmp_path / "invisible.png")
+        st_0 = colour_stats(empty)
+        assert st_0["red"] == 0 and st_0["blue"] == 0 and st_0["nonbg_frac"] < 0.01, st_0
+        click_button(browser, "redblue.ply")
+        wait_for_text(browser, "showing: redblue.ply")
+        _, st_back, _ = wait_for_splats(browser)
+        assert abs(st_back["red"] - st_w["red"]) < 0.05 * st_w["red"], (st_back["red"], st_w["red"])
 
         # Exact mode (GUI checkbox): the WebGL splats are hidden and gscomp's own server-side
         # render becomes the background; it must land where the WebGL splats were.
@@ -336,14 +347,6 @@ def test_view_shows_splats_and_exact_mode(browser, tmp_path):
     assert "Traceback" not in err and err.strip().splitlines() == ["gscomp view: stopped"], err
 
 
-def click_button(browser: Browser, text: str) -> None:
-    ok = browser.eval(f"""(() => {{
-        for (const b of document.querySelectorAll('button'))
-            if (b.textContent.trim() === {json.dumps(text)}) {{ b.click(); return true; }}
-        return false; }})()""")
-    assert ok, f"no button {text!r}"
-
-
 def test_gsz_with_its_source_toggles_to_original(browser, tmp_path, capsys):
     """X.gsz next to X.ply: the panel shows the codec's numbers and a toggle to the original."""
     from gscomp.cli import main as cli_main
@@ -362,11 +365,7 @@ def test_gsz_with_its_source_toggles_to_original(browser, tmp_path, capsys):
         assert "redblue.gsz" in body and "bits per Gaussian by attribute" in body and "means" in body, body[:800]
         assert "showing: decoded: redblue.gsz" in body
         click_button(browser, "original: redblue.ply")
-        t0 = time.monotonic()
-        while "showing: original: redblue.ply" not in body and time.monotonic() - t0 < 20:
-            time.sleep(0.25)
-            body = browser.eval("document.body.innerText")
-        assert "showing: original: redblue.ply" in body, body[:800]
+        wait_for_text(browser, "showing: original: redblue.ply")
         original, st_o, secs = wait_for_splats(browser)
         _save(decoded, tmp_path / "decoded.png")
         _save(original, tmp_path / "original.png")
@@ -393,6 +392,7 @@ def test_large_scene_time_to_first_frame(browser, tmp_path):
     max_splats = os.environ.get("GSCOMP_BROWSER_MAX_SPLATS", "0")
     t0 = time.monotonic()
     server = ViewServer(str(path), "--max-splats", max_splats, timeout=300)
+    browser.timeout = 300.0
     try:
         browser.goto(server.url)
         t_nav = time.monotonic()
@@ -409,6 +409,7 @@ def test_large_scene_time_to_first_frame(browser, tmp_path):
         js_s = time.monotonic() - t1
     finally:
         rc, err = server.stop()
+        browser.timeout = 60.0
     print(json.dumps({"gaussians_sent": max_splats if max_splats != "0" else 500000,
                       "server_ready_s": round(server.ready_s, 2), "first_frame_s": round(first_frame, 2),
                       "js_roundtrip_s": round(js_s, 3), "screenshot": str(tmp_path / "playbot.png")}))

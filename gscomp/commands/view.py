@@ -35,8 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _join_negative_up(argv: list[str]) -> list[str]:
+    """argparse reads `--up -y` as a missing value followed by an unknown option `-y`."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--up" and i + 1 < len(argv) and argv[i + 1] in ("-x", "-y", "-z"):
+            out.append(f"--up={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def run(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_negative_up(list(argv)))
     if not 0 <= args.port <= 65535:
         raise GscompError(f"--port must be in 0..65535, got {args.port}")
     if args.exact_max_side < 16:

@@ -65,11 +65,11 @@ def _sphere(center, r: float, n: int = 700) -> dict:
     return _part(torch.tensor(center) + r * normals, normals, colors, 0.8 * spacing, (0.0, 0.2, 0.1))
 
 
-def _cube(center, side: float, m: int = 10) -> dict:
+def _cube(center, side: float, m: int = 12) -> dict:
     t = (torch.arange(m) + 0.5) / m - 0.5
     u, v = torch.meshgrid(t, t, indexing="xy")
     u, v = u.flatten(), v.flatten()
-    check = ((torch.floor((u + 0.5) * 4) + torch.floor((v + 0.5) * 4)) % 2)[:, None]
+    check = ((torch.floor((u + 0.5) * 3) + torch.floor((v + 0.5) * 3)) % 2)[:, None]  # 4x4 discs a check
     means, normals, colors = [], [], []
     for axis in range(3):
         for sign in (-1.0, 1.0):
@@ -135,16 +135,21 @@ def synthetic_gt(seed: int = 0) -> Splats:
         _cylinder((-0.35, 0.95, 0.45), 0.3, 0.9),
         _cone((0.65, -0.85, 0.0), 0.35, 0.8),
     ]
+    # Higher-order SH: degree 1 is a per-object tint that changes with the viewing direction (a
+    # soft highlight); degrees 2-3 are drawn once per object (smooth, hence learnable from ~40
+    # views) plus a little per-Gaussian variation, so every SH band is exercised.
+    for p in parts:
+        k = p["means"].shape[0]
+        sh = torch.zeros(k, 15, 3)
+        sh[:, 0:3, :] = p["sh1"][:, :, None] * torch.tensor([1.0, 0.9, 0.8])
+        sh[:, 3:8, :] = 0.06 * torch.randn(1, 5, 3, generator=g) + 0.01 * torch.randn(k, 5, 3, generator=g)
+        sh[:, 8:15, :] = 0.04 * torch.randn(1, 7, 3, generator=g) + 0.01 * torch.randn(k, 7, 3, generator=g)
+        p["shN"] = sh
     cat = {k: torch.cat([p[k] for p in parts]).float() for k in parts[0]}
     n = cat["means"].shape[0]
     means = cat["means"] + 0.003 * torch.randn(n, 3, generator=g)
     sh0 = ((cat["colors"] - 0.5) / SH_C0).unsqueeze(1)
-    shN = torch.zeros(n, 15, 3)
-    # Degree 1: a per-object tint that changes with the viewing direction (like a soft highlight);
-    # degrees 2-3: small per-Gaussian terms so every SH band is exercised.
-    shN[:, 0:3, :] = cat["sh1"][:, :, None] * torch.tensor([1.0, 0.9, 0.8])
-    shN[:, 3:8, :] = 0.04 * torch.randn(n, 5, 3, generator=g)
-    shN[:, 8:15, :] = 0.02 * torch.randn(n, 7, 3, generator=g)
+    shN = cat["shN"]
     return Splats(
         means=means.contiguous(),
         quats=cat["quats"].contiguous(),

@@ -103,6 +103,8 @@ class Masking(Stage):
     # ---------------------------------------------------------------- coding side
     def bake(self, splats: Splats, state=None) -> Splats:
         """Drop masked Gaussians; the kept ones have M = 1, so their values are unchanged."""
+        if state is not None and "mask" in getattr(state, "params", {}):
+            self.state = state  # a stage built from a config can bake a trained state too
         keep = self.keep_mask()
         if keep is None or keep.shape[0] != len(splats):
             return splats

@@ -164,10 +164,10 @@ class Pipeline:
             raise GscompError(f"{n} Gaussians exceed the .gsz limit of {MAX_N}")
         ctx = CodingContext(n=n, sh_degree=deg)
         sections: list[Section] = []
-        for nm, st in zip(self.names, self.stages):
+        for i, (nm, st) in enumerate(zip(self.names, self.stages)):
             secs = st.encode(splats, ctx)
-            rec = st.decode({s.name: s for s in secs}, ctx)  # what the decoder will see
-            ctx.attrs.update(rec)
+            if i + 1 < len(self.stages):  # only later stages read ctx.attrs: skip it for the last
+                ctx.attrs.update(st.decode({s.name: s for s in secs}, ctx))  # what the decoder sees
             sections += [Section(f"{nm}/{s.name}", s.codec, s.payload) for s in secs]
         payload = sum(len(s.payload) for s in sections)
         if n > max_n_for_payload(payload):

@@ -1,0 +1,134 @@
+"""Rate-distortion benchmark: vanilla 3DGS training vs train-and-compress pipelines (default: c3dgs),
+same data, same step budget. Prints JSON (one record per run + a summary) and writes a PNG plot of
+file size (log) vs test PSNR.
+
+    .venv/bin/python tools/bench_rd.py --scenes lego sodacan --steps 3000 --out bench_rd_out
+    .venv/bin/python tools/bench_rd.py --scenes lego --steps 1000 --variant small \\
+        pipeline.stages.colorfield.log2_hashmap_size=12 --jobs 2
+
+Scenes (from ../shared/data): lego = NeRF-synthetic lego at 200x200 (downscale 4), sodacan = COLMAP
+sodacan at downscale 4. Every run is a separate `gscomp train` / `gscomp compress` process
+(``--jobs`` of them at once, ``--threads`` torch threads each), so the numbers are exactly what a
+user gets from the CLI. Target: c3dgs file >= 25x smaller than the vanilla .ply, PSNR within 0.3 dB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GSCOMP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SCENES = {
+    "lego": ["data=blender", f"data.path={SHARED / 'scenes/lego'}", "data.downscale=4"],
+    "sodacan": ["data=colmap", f"data.path={SHARED / 'scenes/sodacan'}", "data.downscale=4"],
+    "synthetic": ["data=synthetic"],
+}
+
+
+def run_one(scene: str, method: str, overrides: list[str], steps: int, out: Path, threads: int) -> dict:
+    """One CLI run; returns its record (size, PSNR, SSIM, #Gaussians, seconds)."""
+    run_dir = out / f"{scene}_{method}"
+    common = SCENES[scene] + [f"train.steps={steps}", f"out={run_dir}", "progress=false"]
+    if method == "vanilla":
+        cmd = ["train", *common]
+    else:
+        cmd = ["compress", *common, *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "gscomp", *cmd], capture_output=True, text=True, env=env)
+    secs = time.perf_counter() - t0
+    rec = {"scene": scene, "method": method, "steps": steps, "seconds": round(secs, 1), "cmd": "gscomp " + " ".join(cmd)}
+    if r.returncode != 0:
+        rec["error"] = (r.stderr or r.stdout)[-1500:]
+        return rec
+    if method == "vanilla":
+        m = json.loads((run_dir / "metrics.json").read_text())
+        rec.update(bytes=m["ply_bytes"], psnr=m["psnr"], ssim=m["ssim"], n_gaussians=m["n_gaussians"],
+                   file=str(run_dir / "point_cloud.ply"))
+    else:
+        m = json.loads((run_dir / "report.json").read_text())
+        rec.update(bytes=m["gsz_bytes"], psnr=m["psnr"], ssim=m["ssim"], n_gaussians=m["n_gaussians"],
+                   sections=m["sections"], psnr_before_coding=m["trained"]["psnr"], file=str(run_dir / "scene.gsz"))
+    return rec
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for scene in sorted({r["scene"] for r in records}):
+        pts = [r for r in records if r["scene"] == scene and "bytes" in r]
+        for r in pts:
+            marker = "o" if r["method"] == "vanilla" else "s"
+            ax.scatter(r["bytes"] / 1e6, r["psnr"], marker=marker)
+            ax.annotate(f"{scene}/{r['method']}", (r["bytes"] / 1e6, r["psnr"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 4))
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (MB, log)")
+    ax.set_ylabel("test PSNR (dB)")
+    ax.set_title("gscomp rate-distortion: vanilla .ply vs trained pipelines")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenes", nargs="+", default=["lego", "sodacan"], choices=sorted(SCENES))
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--out", type=Path, default=Path("bench_rd_out"))
+    ap.add_argument("--pipeline", default="c3dgs", help="pipeline preset for the compressed runs")
+    ap.add_argument("--variant", default=None, help="name for this compressed run (default: the preset)")
+    ap.add_argument("--no-vanilla", action="store_true", help="reuse an earlier vanilla run in --out")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("overrides", nargs="*", help="extra key=value overrides for the compressed runs")
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    method = a.variant or a.pipeline
+    jobs = []
+    for scene in a.scenes:
+        if scene != "synthetic" and not (SHARED / "scenes" / scene).exists():
+            print(json.dumps({"scene": scene, "skipped": "shared data not found"}))
+            continue
+        if not a.no_vanilla:
+            jobs.append((scene, "vanilla", []))
+        jobs.append((scene, method, [f"pipeline={a.pipeline}", *a.overrides]))
+    with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        records = list(pool.map(lambda j: run_one(j[0], j[1], j[2], a.steps, a.out, a.threads), jobs))
+    # merge with earlier records in the same folder (other variants, reused vanilla runs)
+    db = a.out / "results.json"
+    old = json.loads(db.read_text()) if db.exists() else []
+    keys = {(r["scene"], r["method"]) for r in records}
+    records = [r for r in old if (r["scene"], r["method"]) not in keys] + records
+    summary = []
+    for scene in sorted({r["scene"] for r in records}):
+        van = next((r for r in records if r["scene"] == scene and r["method"] == "vanilla" and "bytes" in r), None)
+        for r in records:
+            if r["scene"] != scene or r["method"] == "vanilla" or "bytes" not in r or van is None:
+                continue
+            ratio = van["bytes"] / r["bytes"]
+            dpsnr = r["psnr"] - van["psnr"]
+            summary.append({"scene": scene, "method": r["method"], "ratio_vs_ply": round(ratio, 2),
+                            "delta_psnr_db": round(dpsnr, 3), "target_met": bool(ratio >= 25 and dpsnr >= -0.3)})
+    tmp = db.with_suffix(".tmp")
+    tmp.write_text(json.dumps(records, indent=2) + "\n")
+    os.replace(tmp, db)
+    plot(records, a.out / "rd.png")
+    print(json.dumps({"records": records, "summary": summary, "plot": str(a.out / "rd.png")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
