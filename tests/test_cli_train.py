@@ -79,6 +79,9 @@ def test_bad_key_and_bad_values_are_short_errors(tmp_path, capsys):
     assert "data.path" in capsys.readouterr().err
     assert main(["train", *TINY, "device=tpu", f"out={tmp_path}"]) == 2
     assert "device" in capsys.readouterr().err
+    assert main(["train", *TINY, "train.steps=abc", f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "train.steps" in err and "Traceback" not in err
 
 
 def test_cfg_job_and_multirun(tmp_path, capsys):

@@ -272,30 +272,43 @@ def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "gscomp", *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT, env=env)
 
 
-def test_cli_roundtrip_and_errors(tmp_path):
+def test_cli_roundtrip_and_errors(tmp_path, capsys):
     ply = shared("fixtures/pc_short.ply")
     out = tmp_path / "x.gsz"
     r = cli("compress", ply, out, "pipeline=medium", "pipeline.stages.positions.bits=12")
     assert r.returncode == 0, r.stderr
     assert "total" in r.stdout
-    r = cli("info", out, "--json")
-    assert r.returncode == 0 and json.loads(r.stdout)["n"] == 100
-    assert json.loads(r.stdout)["pipeline"]["stages"][0]["bits"] == 12
+    from gscomp.cli import main
+
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n"] == 100 and info["pipeline"]["stages"][0]["bits"] == 12
     r = cli("decode", out, tmp_path / "y.ply")
     assert r.returncode == 0, r.stderr and (tmp_path / "y.ply").exists()
-    # bad inputs: exit 2, one line, no output file
+    # bad inputs: exit 2, one line, no output file (a few through a real subprocess, the rest
+    # through the same entry point in-process: each subprocess pays the torch import)
     bad = tmp_path / "bad.gsz"
     bad.write_bytes(out.read_bytes()[:-10])
-    for args in [
+    cases = [
         ("decode", bad, tmp_path / "z.ply"),
-        ("info", tmp_path / "missing.gsz"),
         ("compress", ply, tmp_path / "z.gsz", "pipeline=nope"),
+        ("info", tmp_path / "missing.gsz"),
         ("compress", ply, tmp_path / "z.gsz", "pipeline.stages.positions.bits=99"),
         ("compress", ply, tmp_path / "z.gsz", "pipeline.stages.nothing.x=1"),
         ("compress", bad, tmp_path / "z.gsz"),
-    ]:
-        r = cli(*args)
-        assert r.returncode == 2, (args, r.stderr)
-        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error:"), r.stderr
+        ("compress", ply, tmp_path / "z.ply"),
+        ("decode", out, tmp_path / "z.xyz"),
+    ]
+    for i, args in enumerate(cases):
+        if i < 1:
+            r = cli(*args)
+            code, err = r.returncode, r.stderr
+        else:
+            capsys.readouterr()
+            code = main([str(a) for a in args])
+            err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
     assert not (tmp_path / "z.ply").exists() and not (tmp_path / "z.gsz").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

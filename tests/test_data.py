@@ -367,6 +367,32 @@ def test_ngp_distortion_and_missing_frames(tmp_path, capsys):
     assert pattern_error(half.test[0]) < 0.008
 
 
+def test_ngp_angle_fallback_rgba_and_fisheye(tmp_path):
+    """No fl_x/w/h: focal from camera_angle_x and size from the file; RGBA keeps alpha; then the
+    same scene declared as an OpenCV fisheye is undistorted through COLMAP's fisheye model."""
+    (tmp_path / "a").mkdir()
+    pcam = pycolmap.Camera(model="PINHOLE", width=64, height=48, params=[50, 50, 32, 24])
+    rgba = np.dstack([render_pattern(pcam), np.full((48, 64), 128, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "a" / "v.png")
+    w2c = poses(1)[0]
+    fr = {"file_path": "v", "transform_matrix": (np.linalg.inv(w2c) @ np.diag([1.0, -1, -1, 1])).tolist()}
+    ax = 2 * math.atan(32 / 50)
+    (tmp_path / "a" / "transforms.json").write_text(json.dumps({"camera_angle_x": ax, "frames": [fr]}))
+    s = load_scene("ngp", str(tmp_path / "a"), background=(0, 0, 0), test_every=0)
+    c = s.train[0]
+    assert (c.width, c.height, c.fx, c.fy, c.cx) == (64, 48, pytest.approx(50), pytest.approx(50), 32)
+    assert s.background == (0.0, 0.0, 0.0) and torch.allclose(c.alpha, torch.tensor(128 / 255))
+    assert np.allclose(c.image.numpy(), rgba[..., :3] / 255 * (128 / 255), atol=1e-6)
+
+    (tmp_path / "b").mkdir()
+    fish = pycolmap.Camera(model="OPENCV_FISHEYE", width=64, height=48, params=[50, 50, 32, 24, 0.05, -0.02, 0, 0])
+    Image.fromarray(render_pattern(fish)).save(tmp_path / "b" / "v.png")
+    meta = {"fl_x": 50, "fl_y": 50, "k1": 0.05, "k2": -0.02, "is_fisheye": True, "frames": [fr]}
+    (tmp_path / "b" / "transforms.json").write_text(json.dumps(meta))
+    c = load_scene("ngp", str(tmp_path / "b"), test_every=0).train[0]
+    assert pattern_error(c) < 0.006
+
+
 def test_ngp_bad_inputs(tmp_path, capsys):
     with pytest.raises(GscompError, match="no transforms.json"):
         load_scene("ngp", str(tmp_path))

@@ -246,33 +246,46 @@ def test_colorfield_roundtrip_and_unused_rows_dropped():
     assert grid_bytes < stage.model.grid.params.numel()  # < 1 byte per table entry: unused rows are not coded
 
 
-_EXACT_SCRIPT = r"""
-import sys, torch, hashlib
+_DECODE_SCRIPT = r"""
+import sys, torch, hashlib, pickle
 torch.set_num_threads(int(sys.argv[1]))
-sys.path.insert(0, sys.argv[2])
-from test_stages import _smooth_splats, _roundtrip
-from gscomp.stages.colorfield import ColorField
-from gscomp.stages.rvq import RVQ
-s = _smooth_splats(20000, seed=3)
-torch.manual_seed(0)
+from gscomp.stages import CodingContext, Section, build_stage
+jobs = pickle.load(open(sys.argv[2], "rb"))
 h = hashlib.sha256()
-_, out = _roundtrip(ColorField(n_levels=6, log2_hashmap_size=11, base_resolution=4, max_resolution=64, fit_steps=3, mlp_width=16), s)
-for k in sorted(out):
-    h.update(out[k].numpy().tobytes())
+for desc, sections, means, n, deg in jobs:
+    ctx = CodingContext(n=n, sh_degree=deg, attrs={"means": means})
+    out = build_stage(desc).decode({s[0]: Section(*s) for s in sections}, ctx)
+    for k in sorted(out):
+        h.update(out[k].numpy().tobytes())
 print(h.hexdigest())
 """
 
 
-def test_colorfield_decode_bit_exact_across_threads(tmp_path):
-    """Encode+decode in fresh processes with 1 and 2 threads: identical decoded colours."""
-    here = str(__import__("pathlib").Path(__file__).parent)
+def test_decode_bit_exact_across_threads_and_processes(tmp_path):
+    """Encode here; decode in fresh processes with 1 and 2 threads: identical bytes, also to ours."""
+    import hashlib
+    import pickle
+
+    from gscomp.stages.colorfield import ColorField
+    from gscomp.stages.rvq import RVQ
+
+    s = _smooth_splats(5000, seed=3, sh_degree=2)
+    jobs, h = [], hashlib.sha256()
+    for stage in (ColorField(n_levels=6, log2_hashmap_size=11, base_resolution=4, max_resolution=64, fit_steps=20,
+                             mlp_width=16), RVQ(n_stages=3, codebook_size=16, kmeans_iters=3)):
+        sections, out = _roundtrip(stage, s)
+        for k in sorted(out):
+            h.update(out[k].numpy().tobytes())
+        jobs.append((stage.describe(), [(x.name, x.codec, x.payload) for x in sections], s.means, len(s), 2))
+    blob = tmp_path / "jobs.pkl"
+    blob.write_bytes(pickle.dumps(jobs))
     digests = []
     for threads in (1, 2):
-        r = subprocess.run([sys.executable, "-c", _EXACT_SCRIPT, str(threads), here], capture_output=True,
+        r = subprocess.run([sys.executable, "-c", _DECODE_SCRIPT, str(threads), str(blob)], capture_output=True,
                            text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         digests.append(r.stdout.strip().splitlines()[-1])
-    assert digests[0] == digests[1]
+    assert digests[0] == digests[1] == h.hexdigest()
 
 
 # ---------------------------------------------------------------------------- bytes in the real file

@@ -308,3 +308,25 @@ def test_up_option_accepts_negative_axes():
 
     args = build_parser().parse_args(_join_negative_up(["f.ply", "--up", "-z", "--port", "0"]))
     assert args.up == "-z" and args.port == 0 and args.file == "f.ply"
+
+
+def test_unusable_host_is_one_line_error(tmp_path, capsys):
+    p = tmp_path / "ok.ply"
+    _write_ply(p, Splats.cat([one(), one(mean=(1, 0, 0))]))
+    assert cli_main(["view", str(p), "--host", "192.0.2.1", "--port", "0"]) == 2  # TEST-NET, not ours
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--host 192.0.2.1" in err[0]
+
+
+def test_real_files_prepare_for_the_browser():
+    """Production formats from ../shared/data load and turn into finite, well-scaled buffers."""
+    from conftest import shared
+
+    for rel, n in (("splats/biker.compressed.ply", 152_746), ("fixtures/pc_short.ply", 100)):
+        vf = load_view_file(shared(rel))
+        assert len(vf.splats) == n
+        a = prepare(vf.splats)
+        half = a.covariances.astype(np.float16)
+        assert np.isfinite(half).all() and np.isfinite(a.centers).all()
+        eye, look = initial_camera(vf.splats)
+        assert np.isfinite(eye).all() and np.linalg.norm(eye - look) > 0

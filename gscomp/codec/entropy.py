@@ -332,9 +332,17 @@ def _hist_decode(r: Reader, n: int) -> np.ndarray:
     nzsym = np.flatnonzero(w16)
     words = r.blob()
     coder = ans_decoder(words)
-    ranks = ans_decode_group(coder, to24(w16[nzsym]), n)
+    values = nzsym.astype(np.int64) + lo  # rank -> value table (small), then one gather
+    if nzsym.size < 2:
+        out = np.full(n, values[0], np.int64)
+    else:
+        try:
+            ranks = coder.decode(_model(to24(w16[nzsym])), n)
+        except Exception as e:
+            raise FormatError(f"bad rANS stream: {e}") from None
+        out = values[ranks]
     ans_finish(coder)
-    return nzsym[ranks] + lo
+    return out
 
 
 def _entropy_bits(x: np.ndarray) -> float:

@@ -57,10 +57,7 @@ def run(argv: list[str]) -> int:
         raise GscompError(f"--exact-max-side must be at least 16, got {args.exact_max_side}")
     if args.max_splats < 0:
         raise GscompError(f"--max-splats must be >= 0, got {args.max_splats}")
-    try:
-        import viser  # noqa: F401
-    except ImportError:
-        raise GscompError("the viewer needs viser: pip install 'gscomp[viewer]' (or pip install viser)") from None
+    _check_host(args.host)
     from ..viewer.load import find_source, load_view_file
 
     # Everything that can fail because of the input happens before the server starts.
@@ -69,13 +66,17 @@ def run(argv: list[str]) -> int:
     compare_path = Path(args.compare) if args.compare else find_source(main.path)
     compare = load_view_file(compare_path) if compare_path is not None else None
     load_s = time.perf_counter() - t0
+    try:
+        import viser  # noqa: F401
+    except ImportError:
+        raise GscompError("the viewer needs viser: pip install 'gscomp[viewer]' (or pip install viser)") from None
 
     from ..viewer.app import Viewer
 
     # Ctrl-C and `kill` (SIGTERM) both stop cleanly. SIGINT is set explicitly because a process
     # started in the background by a non-interactive shell inherits it as ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    old_handlers = (signal.signal(signal.SIGINT, signal.default_int_handler),
+                    signal.signal(signal.SIGTERM, _raise_interrupt))
     viewer = None
     try:
         viewer = Viewer(main, compare, host=args.host, port=args.port, up=args.up, exact=args.exact,
@@ -92,6 +93,22 @@ def run(argv: list[str]) -> int:
             viewer.close()
         print("gscomp view: stopped", file=sys.stderr, flush=True)
         return 0
+    finally:
+        signal.signal(signal.SIGINT, old_handlers[0])
+        signal.signal(signal.SIGTERM, old_handlers[1])
+
+
+def _check_host(host: str) -> None:
+    """Fail early on an address we cannot listen on (viser would otherwise retry and hang)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind(addr)
+    except OSError as e:
+        raise GscompError(f"--host {host}: cannot listen there ({e.strerror or e})") from None
 
 
 def _raise_interrupt(_signum, _frame):

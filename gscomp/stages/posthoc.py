@@ -269,24 +269,30 @@ class Attributes(Stage):
                 cols = _pmap(lambda s: decode_f32(s, n, f), streams)
                 x = np.stack(cols, 1) if cols else np.zeros((n, 0), np.float32)
             else:
-                codecs = ("quat-s3/v1",) if f == "quats" else ("symbols/v1", "symbols-gdiff/v1")
-                if f == "shN":
-                    codecs = ("symbols/v1", "symbols-dedup/v1")
+                codecs = {"quats": ("quat-s3/v1",), "sh0": ("symbols/v1", "symbols-gdiff/v1"),
+                          "shN": ("symbols/v1", "symbols-dedup/v1")}.get(f, ("symbols/v1",))
                 sec = _need(sections, f, *codecs)
+                steps = np.repeat(self._shN_steps(k), 3) if f == "shN" else np.full(w, step)
                 if sec.codec == "symbols-dedup/v1":
-                    sym = _dedup_decode(sec.payload, n, w, f)
+                    book, idx = _dedup_decode(sec.payload, n, w, f)
+                    x = Q.dequantize(book, steps[None])[idx]  # dequantize the small codebook, then gather
+                elif sec.codec == "symbols/v1":
+                    streams = _unpack_streams(sec.payload, w, f)
+                    x = np.empty((n, w), np.float32)
+
+                    def col(j):  # decode + dequantize straight into the output column
+                        x[:, j] = E.decode_symbols(streams[j], n, f) * steps[j]
+
+                    _pmap(col, list(range(w)))
                 else:
                     streams = _unpack_streams(sec.payload, w, f)
                     sym = np.stack(_pmap(lambda s: E.decode_symbols(s, n, f), streams), 1)
-                if sec.codec == "symbols-gdiff/v1":
-                    g = sym[:, 0]
-                    sym = np.stack([sym[:, 1] + g, g, sym[:, 2] + g], 1)
-                if f == "quats":
-                    x = Q.s3_to_quats(sym, step)
-                elif f == "shN":
-                    x = Q.dequantize(sym, np.repeat(self._shN_steps(k), 3)[None])
-                else:
-                    x = Q.dequantize(sym, step)
+                    if sec.codec == "symbols-gdiff/v1":
+                        g = sym[:, 0]
+                        sym = np.stack([sym[:, 1] + g, g, sym[:, 2] + g], 1)
+                        x = Q.dequantize(sym, step)
+                    else:
+                        x = Q.s3_to_quats(sym, step)
             t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
             shape = {"quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3), "shN": (n, k, 3)}[f]
             out[f] = t.reshape(shape)
@@ -324,7 +330,7 @@ def _dedup_decode(payload, n: int, c: int, what: str) -> np.ndarray:
     r.done()
     if idx.min() < 0 or idx.max() >= u:
         raise FormatError(f"{what}: codebook index out of range")
-    return np.stack(cols, 1)[idx]
+    return np.stack(cols, 1), idx
 
 
 def _width(f: str, ctx: CodingContext) -> int:

@@ -137,6 +137,37 @@ def knn_mean_sq_dist(pts: torch.Tensor, k: int = 3) -> torch.Tensor:
         return torch.cat(out)
 
 
+_INT_KEYS = ("steps", "sh_degree", "sh_degree_interval", "ckpt_every", "ckpt_keep", "log_every", "eval_every",
+             "n_renders", "init.random_points", "strategy.refine_every", "strategy.pause_after_reset")
+_FLOAT_KEYS = ("ssim_lambda", "init.opacity", "strategy.prune_opa", "strategy.grow_grad2d", "strategy.grow_scale3d",
+               "strategy.prune_scale3d", "strategy.refine_start", "strategy.refine_stop", "strategy.reset_every")
+
+
+def validate_train_config(t: DictConfig) -> None:
+    """Type-check the numeric ``train.*`` keys so a bad override is one clear line, not a traceback."""
+    def check(key: str, kind) -> None:
+        v = OmegaConf.select(t, key)
+        if v is None:
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not float(v).is_integer()):
+            raise GscompError(f"train.{key} must be {'an integer' if kind is int else 'a number'}, got {v!r}")
+
+    for k in _INT_KEYS:
+        check(k, int)
+    for k in _FLOAT_KEYS:
+        check(k, float)
+    for k, v in (t.get("lr") or {}).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise GscompError(f"train.lr.{k} must be a positive number, got {v!r}")
+    if not 0 <= int(t.sh_degree) <= 3:
+        raise GscompError(f"train.sh_degree must be 0..3, got {t.sh_degree}")
+    if not 0 < float(t.init.opacity) < 1:
+        raise GscompError(f"train.init.opacity must be in (0, 1), got {t.init.opacity}")
+    mg = OmegaConf.select(t, "strategy.max_gaussians")
+    if mg is not None and (isinstance(mg, bool) or not isinstance(mg, int) or mg < 1):
+        raise GscompError(f"train.strategy.max_gaussians must be a positive integer or null, got {mg!r}")
+
+
 def sh_schedule(step: int, interval: int, max_degree: int) -> int:
     return max_degree if interval <= 0 else min(max_degree, step // interval)
 
@@ -195,7 +226,10 @@ class Trainer:
 
     def setup(self) -> TrainState:
         t = self.cfg.train
-        seed = int(self.cfg.get("seed", 0))
+        validate_train_config(t)
+        seed = self.cfg.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise GscompError(f"seed must be an integer, got {seed!r}")
         torch.manual_seed(seed)
         random.seed(seed)
         if self.scene is None:

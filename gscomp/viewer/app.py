@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import GscompError
 from ..splats import Splats
 from .load import ViewFile
 from .prepare import (
@@ -139,7 +140,6 @@ class Viewer:
         self._bake_jobs = LatestJobRunner(interval=0.3, quiet=0.25, name="colour bake")
         self._build_gui(exact)
         self.server.on_client_connect(self._on_connect)
-        self.server.on_client_disconnect(self._on_disconnect)
 
     # ------------------------------------------------------------------ scene nodes
     def _add_node(self, key: str, visible: bool) -> None:
@@ -229,9 +229,6 @@ class Viewer:
         client.camera.on_update(lambda _cam: self._refresh(client))
         self._refresh(client)
 
-    def _on_disconnect(self, client) -> None:
-        pass  # a queued job for a gone client fails harmlessly (camera state is kept by viser)
-
     def _refresh_all(self) -> None:
         for client in self.server.get_clients().values():
             self._refresh(client)
@@ -279,11 +276,11 @@ class Viewer:
         with torch.no_grad():
             try:
                 out = render(splats, cam, background=BACKGROUND, backend=self.backend)
-            except ImportError:
+            except (ImportError, GscompError) as e:
                 if self.backend != "cpu":
                     raise
-                # The native backend is unavailable (e.g. no compiler); the reference gives the same image.
-                print("gscomp view: native cpu rasterizer unavailable, using the torch reference", file=sys.stderr)
+                # The native backend cannot be built (e.g. no compiler); the reference gives the same image.
+                print(f"gscomp view: native cpu rasterizer unavailable ({e}); using the torch reference", file=sys.stderr)
                 self.backend = "torch"
                 out = render(splats, cam, background=BACKGROUND, backend=self.backend)
         ms = 1000 * (time.perf_counter() - t0)
