@@ -221,7 +221,7 @@ void project_forward_impl(const S* means, const S* quats, const S* scales, const
     int rect[4];
     tile_rect<S>(means2d[2 * n], means2d[2 * n + 1], r, tx, ty, rect);
     if ((rect[2] - rect[0]) * (rect[3] - rect[1]) <= 0) continue;
-    radii[n] = (int32_t)r;
+    radii[n] = (int32_t)std::min<int64_t>(r, INT32_MAX);  // absurdly large Gaussians stay visible
     conics[3 * n] = L.c / det;
     conics[3 * n + 1] = -L.b / det;
     conics[3 * n + 2] = L.a / det;

@@ -206,7 +206,7 @@ def bench_gsplat(splats) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--inputs", nargs="+", default=DEFAULT_INPUTS)
+    ap.add_argument("--inputs", nargs="*", default=DEFAULT_INPUTS)
     ap.add_argument("--presets", nargs="+", default=["lossless-ish", "high", "medium", "low"])
     ap.add_argument("--synthetic", nargs="*", default=[], help="N:DEGREE random scenes for throughput")
     ap.add_argument("--res", type=int, default=256)

@@ -113,6 +113,40 @@ def bench_case(n: int, res: int, backends: list[str], reps: int) -> dict:
     return case
 
 
+def stage_times(n: int, res: int, reps: int = 3) -> dict:
+    """Process CPU time of each native stage (projection, rasterization, their backwards) for one
+    camera: with OMP_NUM_THREADS=1 this is the single-core cost, independent of machine load."""
+    from gscomp.render import native
+    from gscomp.render.cpu import _cam_arrays
+
+    ext = native.load()
+    s, cam = make_scene(n, res, res)
+    coeffs = torch.cat([s.sh0, s.shN], 1).contiguous()
+    (vm,), (cp,), (k,) = _cam_arrays([cam], torch.float32)
+    opac = torch.sigmoid(s.opacities).contiguous()
+    bg = torch.zeros(3)
+    out = {}
+
+    def t(name, fn):
+        fn()
+        c0 = time.process_time()
+        for _ in range(reps):
+            r = fn()
+        out[name] = round((time.process_time() - c0) / reps * 1e3, 2)
+        return r
+
+    m2, con, col, dep, rad = t("project_cpu_ms", lambda: ext.project_forward(s.means, s.quats, s.scales, coeffs, 3, vm, cp, *k))
+    fo = t("rasterize_cpu_ms", lambda: ext.rasterize_forward(m2, con, col, opac, dep, rad, bg, res, res))
+    gi, ga, gd = torch.ones(res, res, 3), torch.ones(res, res), torch.ones(res, res)
+    t("rasterize_backward_cpu_ms",
+      lambda: ext.rasterize_backward(m2, con, col, opac, dep, rad, bg, res, res, *fo[2:], gi, ga, gd))
+    z = [torch.zeros_like(x) for x in (s.means, s.quats, s.scales, coeffs)]
+    t("project_backward_cpu_ms", lambda: ext.project_backward(s.means, s.quats, s.scales, coeffs, 3, vm, cp, *k,
+                                                              rad, con, m2, con, col, dep, *z))
+    out["total_cpu_ms"] = round(sum(out.values()), 2)
+    return {"n": n, "width": res, "height": res, "omp_threads": torch.get_num_threads(), **out}
+
+
 def rss_child(n: int, res: int) -> dict:
     """Run one cpu forward+backward in a fresh process and report its peak RSS."""
     code = (
@@ -132,7 +166,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small subset (about a minute)")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--stages", action="store_true",
+                    help="only the per-stage CPU time at 100k@256 (run with OMP_NUM_THREADS=1 for one core)")
     args = ap.parse_args(argv)
+    if args.stages:
+        print(json.dumps(stage_times(100_000, 256), indent=1))
+        return 0
     from gscomp.render import native
 
     native.load()  # build outside the timings

@@ -68,8 +68,12 @@ def run(argv: list[str]) -> int:
     flags = [a for a in argv if a.startswith("-") and "=" not in a]
     overrides = [a for a in argv if "=" in a]
     if not pos and overrides:
-        from . import train_compress  # lazily: train-and-compress pulls in the trainer
-
+        try:  # lazily: train-and-compress pulls in the trainer
+            from . import train_compress
+        except ModuleNotFoundError as e:
+            if e.name != "gscomp.commands.train_compress":
+                raise
+            raise GscompError("train-and-compress (gscomp compress data=... out=...) is not available in this build") from None
         return train_compress.run(argv)
     if flags or len(pos) != 2:
         raise GscompError(USAGE)

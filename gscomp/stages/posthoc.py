@@ -305,6 +305,12 @@ def _dedup_encode(sym: np.ndarray) -> bytes | None:
     n, c = sym.shape
     if n < 1024 or sym.min() < -32768 or sym.max() > 32767:
         return None
+    # cheap pre-check: distinct rows >= distinct values of the first 4 columns (packed in int64)
+    h = np.zeros(n, np.int64)
+    for j in range(min(c, 4)):
+        h = (h << 16) | (sym[:, j] + 32768)
+    if len(np.unique(h)) > n // 3:
+        return None
     rows = np.ascontiguousarray(sym.astype("<i2")).view(np.dtype((np.void, 2 * c))).ravel()
     uniq, first, inv, counts = np.unique(rows, return_index=True, return_inverse=True, return_counts=True)
     if len(uniq) > n // 3:
