@@ -150,7 +150,7 @@ def test_gradcheck_float64_tiny_scene():
     assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
-def test_deterministic_and_float32_vs_float64():
+def test_deterministic_across_runs_and_threads_and_float32_vs_float64():
     splats = scene("plain", 3, seed=1, n=400, dtype=torch.float32)
     cameras = cams("odd")
     a, ga = run(splats, cameras, "cpu", 3, (0.1, 0.2, 0.3))
@@ -158,6 +158,15 @@ def test_deterministic_and_float32_vs_float64():
     assert torch.equal(a.colors, b.colors)
     for k in ga:
         assert torch.equal(ga[k], gb[k]), k
+    # Reductions are per pixel / per intersection in a fixed order: the thread count changes nothing.
+    nthreads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _, g1 = run(splats, cameras, "cpu", 3, (0.1, 0.2, 0.3))
+    finally:
+        torch.set_num_threads(nthreads)
+    for k in ga:
+        assert torch.equal(ga[k], g1[k]), k
     c, _ = run(splats.to(torch.float64), cameras, "cpu", 3, (0.1, 0.2, 0.3))
     assert (a.colors.double() - c.colors).abs().max() < 1e-4
 
