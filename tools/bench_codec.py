@@ -110,7 +110,27 @@ def bench_preset(splats, preset: str, ref, cams, tmp: Path) -> dict:
     }
 
 
+class _quiet_stdout:
+    """Silence a native library's prints on fd 1 (they would corrupt the JSON on stdout)."""
+
+    def __enter__(self):
+        sys.stdout.flush()
+        self.saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved, 1)
+        os.close(self.saved)
+
+
 def bench_gaussforge(ply_bytes: bytes, n: int, fmt: str, ref, cams, tmp: Path) -> dict:
+    with _quiet_stdout():
+        return _bench_gaussforge(ply_bytes, n, fmt, ref, cams, tmp)
+
+
+def _bench_gaussforge(ply_bytes: bytes, n: int, fmt: str, ref, cams, tmp: Path) -> dict:
     import gaussforge
 
     from gscomp.io import load_splats

@@ -323,7 +323,8 @@ def _dedup_encode(sym: np.ndarray) -> bytes | None:
     return E.varint(len(uniq)) + _pack_streams(streams) + E.blob(E.encode_symbols(remap[inv.ravel()], allow_delta=False))
 
 
-def _dedup_decode(payload, n: int, c: int, what: str) -> np.ndarray:
+def _dedup_decode(payload, n: int, c: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook rows (U, c), indices (n,)) of a symbols-dedup/v1 payload."""
     r = E.Reader(payload, what)
     u = r.varint(max(n, 1))
     if n == 0 or u == 0:
