@@ -106,5 +106,14 @@ def test_demo_small(tmp_path, capsys):
     code = main(["demo", "data.n_views=6", "data.resolution=32", "train.steps=20", "progress=false", f"out={tmp_path}"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "PSNR" in out and "#Gaussians" in out and "point_cloud.ply" in out
+    assert "PSNR" in out and "scene.gsz" in out and "smaller" in out
     assert (tmp_path / "metrics.json").exists()
+    import json
+
+    from gscomp.io import load_splats
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["gsz_bytes"] == (tmp_path / "scene.gsz").stat().st_size
+    assert report["gsz_bytes"] < report["trained"]["ply_bytes"]
+    decoded = load_splats(tmp_path / "scene.gsz")
+    assert len(decoded) == report["n_gaussians"] == len(load_splats(tmp_path / "scene.ply"))
