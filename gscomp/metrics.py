@@ -5,13 +5,14 @@ on this machine (never downloaded), and side-by-side renders.
 from __future__ import annotations
 
 import math
-import os
 import resource
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from .fileio import atomic_open
 
 UNAVAILABLE = "unavailable"
 
@@ -66,10 +67,8 @@ def save_side_by_side(path: Path, img: torch.Tensor, gt: torch.Tensor) -> None:
 
     both = torch.cat([img.detach().cpu().clamp(0, 1), gt.detach().cpu().clamp(0, 1)], 1)
     arr = (both.numpy() * 255.0 + 0.5).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    Image.fromarray(arr).save(tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, make_parents=True) as f:
+        Image.fromarray(arr).save(f, format="PNG")
 
 
 @torch.no_grad()

@@ -2,7 +2,6 @@
 a float64 gradcheck through the cpu backend, and the gsplat backend (CUDA only)."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

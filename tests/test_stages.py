@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gscomp.stages.hashgrid import HashGrid, TinyMLP, contract_unit
-from gscomp.stages.rvq import ResidualVQ, kmeans, nearest
+from gscomp.stages.rvq import ResidualVQ, kmeans
 
 
 @pytest.fixture(autouse=True)

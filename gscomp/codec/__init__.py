@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, GscompError
-from .container import pack_gsz, read_gsz, unpack_gsz, write_atomic
+from ..fileio import atomic_write_bytes
+from .container import pack_gsz, read_gsz, unpack_gsz
 
 # bits/Gaussian are reported per Splats field; a section counts toward the field it is named after
 _FIELD_OF = {"means": "means", "quats": "quats", "scales": "scales", "opacities": "opacities", "sh0": "sh0", "shN": "shN"}
@@ -38,7 +39,7 @@ def encode_gsz(splats, path: str | os.PathLike, pipeline_cfg, state=None) -> dic
     pipe = pipeline_cfg if isinstance(pipeline_cfg, Pipeline) else Pipeline.from_config(pipeline_cfg)
     header, sections = pipe.encode(splats, state)
     data = pack_gsz(header, sections)
-    write_atomic(path, data)
+    atomic_write_bytes(path, data)
     total = Path(path).stat().st_size
     stats = _section_stats(header, sections)
     n = stats["n"]

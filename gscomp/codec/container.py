@@ -22,12 +22,12 @@ import json
 import os
 import re
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, GscompError
+from ..fileio import atomic_write_bytes
 from ..stages.base import Section
 
 MAGIC = b"\x89GSZ\r\n\x1a\n"
@@ -130,30 +130,9 @@ def unpack_gsz(data: bytes | memoryview, what: str = "file") -> tuple[dict[str, 
     return header, sections
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write a temp file in the target directory, fsync, then rename over the target."""
-    path = Path(path)
-    d = path.parent if str(path.parent) else Path(".")
-    if not d.is_dir():
-        raise GscompError(f"output directory does not exist: {d}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_gsz(path: str | os.PathLike, header: dict[str, Any], sections: list[Section]) -> int:
     data = pack_gsz(header, sections)
-    write_atomic(path, data)
+    atomic_write_bytes(path, data)
     return len(data)
 
 
@@ -164,4 +143,4 @@ def read_gsz(path: str | os.PathLike) -> tuple[dict[str, Any], list[Section]]:
     return unpack_gsz(p.read_bytes(), what=str(p))
 
 
-__all__ = ["pack_gsz", "unpack_gsz", "write_gsz", "read_gsz", "write_atomic", "MAGIC", "VERSION_MAJOR", "VERSION_MINOR"]
+__all__ = ["pack_gsz", "unpack_gsz", "write_gsz", "read_gsz", "MAGIC", "VERSION_MAJOR", "VERSION_MINOR"]

@@ -576,7 +576,6 @@ def gaussian_table(scale_idx: int, frac_idx: int) -> np.ndarray:
     s = float(scale_table()[scale_idx])
     f = frac_idx / MEAN_FRAC
     R = int(math.ceil(TAIL * s)) + 1
-    r = np.arange(-R, R + 1, dtype=np.float64)
     edges = np.arange(-R, R + 2, dtype=np.float64) - 0.5  # bin edges r - 1/2 .. R + 1/2
     cdf = 0.5 * _erfc(-((edges - f) / s) / math.sqrt(2.0))
     p = np.maximum(cdf[1:] - cdf[:-1], 0.0)

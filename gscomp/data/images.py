@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -20,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..errors import GscompError
+from ..fileio import atomic_open
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".webp", ".bmp", ".tif", ".tiff", ".exr")
 
@@ -150,17 +150,7 @@ def save_png_atomic(path: Path, arr: np.ndarray) -> None:
     """Write a PNG via a temp file + rename so concurrent loaders never see a partial file.
     Cache failures (read-only home, full disk) only cost speed, so they are ignored."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                Image.fromarray(arr).save(f, format="PNG", compress_level=1)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_open(path, make_parents=True) as f:
+            Image.fromarray(arr).save(f, format="PNG", compress_level=1)
     except OSError:
         pass

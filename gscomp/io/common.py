@@ -2,47 +2,19 @@
 quantisation helpers and the axis flip between SPZ's RUB and the PLY's RDF convention."""
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
-from typing import IO, Iterator
 
 import numpy as np
 import torch
 
 from ..errors import FormatError, GscompError
+from ..fileio import atomic_open, atomic_write_bytes  # noqa: F401  (re-exported for the format modules)
 from ..splats import Splats, sh_degree_from_rest
 
 # Opacities stored as 8-bit sigmoid values include 0 and 255, whose logits are infinite.
 # Clamp the probability so every decoded Splats is finite (logit(1e-6) ~ -13.8).
 PROB_EPS = 1e-6
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path`` for binary writing; on success it replaces
-    ``path`` atomically (os.replace), on error it is removed and ``path`` is untouched."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise GscompError(f"{path}: directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_open(path) as f:
-        f.write(data)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
 import threading
@@ -25,6 +24,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import GscompError
+from ..fileio import atomic_open
+from ..fileio import atomic_write_text as _atomic_write_text
 from ..splats import Splats, num_sh_rest, rgb_to_sh0
 from .losses import photometric_loss, psnr
 from .state import TrainState
@@ -178,17 +179,12 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, make_parents=True) as f:
+        torch.save(obj, f)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic_write_text(path, text, make_parents=True)
 
 
 def _image_on_background(cam, scene_bg, bg: torch.Tensor, device) -> torch.Tensor:

@@ -1,0 +1,43 @@
+"""Atomic output files: every file gscomp writes appears complete or not at all."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from .errors import GscompError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Iterator[IO[bytes]]:
+    """Open a temporary file next to ``path`` for binary writing; on success it is fsynced and
+    replaces ``path`` (os.replace), on error it is removed and ``path`` is untouched. A missing
+    parent directory is an error unless ``make_parents``."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if make_parents:
+        parent.mkdir(parents=True, exist_ok=True)
+    elif not parent.is_dir():
+        raise GscompError(f"{path}: directory {parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, make_parents: bool = False) -> None:
+    with atomic_open(path, make_parents=make_parents) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, make_parents: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), make_parents=make_parents)
