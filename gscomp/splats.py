@@ -154,9 +154,24 @@ class Splats:
         return self.means.min(0).values, self.means.max(0).values
 
 
+def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
+    """(N, 4) wxyz -> (N, 3, 3) rotation matrices; the quaternion is normalised with a clamp, so a
+    zero quaternion maps to the identity (the convention of every render backend)."""
+    q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(-1, 3, 3)
+
+
 def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
     """Inverse of `Splats.colors_dc` for initialisation: (N,3) colours -> (N,1,3) SH DC."""
     return ((rgb - 0.5) / SH_C0).unsqueeze(1)
 
 
-__all__ = ["Splats", "SH_C0", "FIELDS", "num_sh_rest", "sh_degree_from_rest", "rgb_to_sh0"]
+__all__ = ["Splats", "SH_C0", "FIELDS", "num_sh_rest", "sh_degree_from_rest", "rgb_to_sh0", "quat_to_rotmat"]

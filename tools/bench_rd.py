@@ -24,11 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GSCOMP_SHARED_DATA", ROOT.parent / "shared" / "data"))
-SCENES = {
-    "lego": ["data=blender", f"data.path={SHARED / 'scenes/lego'}", "data.downscale=4"],
-    "sodacan": ["data=colmap", f"data.path={SHARED / 'scenes/sodacan'}", "data.downscale=4"],
-    "synthetic": ["data=synthetic"],
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import SCENES  # noqa: E402  (same scenes and overrides as the training benchmark)
 
 
 def run_one(scene: str, method: str, overrides: list[str], steps: int, out: Path, threads: int) -> dict:

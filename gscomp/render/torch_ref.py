@@ -11,7 +11,7 @@ import math
 import torch
 
 from ..camera import Camera
-from ..splats import Splats
+from ..splats import Splats, quat_to_rotmat
 from .sh import eval_sh
 
 TILE = 16
@@ -19,20 +19,6 @@ NEAR = 0.01
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
-
-
-def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
-    """(N, 4) wxyz, normalised with a clamp so a zero quaternion maps to the identity."""
-    q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        -1,
-    ).reshape(-1, 3, 3)
 
 
 def project(splats: Splats, cam: Camera, sh_degree: int):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from ..errors import GscompError
+from ..splats import quat_to_rotmat
 from .state import TrainState
 
 
@@ -30,16 +31,6 @@ def at_step(value: int | float | None, max_steps: int) -> int:
             raise GscompError(f"schedule fraction {value} is outside [0, 1] (use an int for an absolute step)")
         return int(round(value * max_steps))
     return int(value)
-
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(-1, 3, 3)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..render.sh import eval_sh
-from ..splats import Splats
+from ..splats import Splats, quat_to_rotmat
 
 # viser stores the 6 covariance terms as float16: normal range ~6e-5 .. 65504. We rescale the
 # scene (and undo it with the node's scale) so a typical scene's variances land well inside it.
@@ -30,23 +30,10 @@ UP_AXES = {
 }
 
 
-def rotations(quats: torch.Tensor) -> torch.Tensor:
-    """(N,4) wxyz (any length; zero = identity, as in `gscomp.render`) -> (N,3,3) rotation matrices."""
-    q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    zero = quats.norm(dim=-1) < 1e-12
-    q = torch.where(zero.unsqueeze(-1), torch.tensor([1.0, 0, 0, 0], dtype=q.dtype), q)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], -1).reshape(-1, 3, 3)
-
-
 def covariances(splats: Splats) -> np.ndarray:
     """World-space 3x3 covariances R diag(exp(s))^2 R^T, (N,3,3) float32."""
     # float32 is plenty: the browser receives float16.
-    m = rotations(splats.quats.float()) * torch.exp(splats.scales.float()).unsqueeze(-2)
+    m = quat_to_rotmat(splats.quats.float()) * torch.exp(splats.scales.float()).unsqueeze(-2)
     return (m @ m.transpose(-1, -2)).numpy()
 
 
@@ -187,7 +174,7 @@ def camera_from_viser(position, wxyz, fov_y: float, width: int, height: int):
     from ..camera import Camera
 
     q = torch.tensor(np.asarray(wxyz, dtype=np.float64)).reshape(1, 4)
-    r_c2w = rotations(q)[0]
+    r_c2w = quat_to_rotmat(q)[0]
     t = torch.tensor(np.asarray(position, dtype=np.float64))
     w2c = torch.eye(4, dtype=torch.float64)
     w2c[:3, :3] = r_c2w.T
@@ -198,6 +185,6 @@ def camera_from_viser(position, wxyz, fov_y: float, width: int, height: int):
 
 __all__ = [
     "SplatArrays", "prepare", "covariances", "colors_dc", "colors_view", "opacities",
-    "rotations", "scene_center_radius", "normalisation_factor", "initial_camera", "up_vector",
+    "scene_center_radius", "normalisation_factor", "initial_camera", "up_vector",
     "camera_from_viser", "most_visible", "UP_AXES",
 ]
