@@ -27,6 +27,18 @@ constexpr int TILE = 16;
 constexpr int TILE_PIX = TILE * TILE;
 constexpr double NEAR = 0.01;
 
+// Inside a parallel region: the calling thread's band [r0, r1) of `rows` tile rows (contiguous,
+// in thread order), so each thread owns its rows and no atomics are needed.
+inline void thread_row_band(int rows, int* r0, int* r1) {
+  int nt = 1, tid = 0;
+#ifdef _OPENMP
+  nt = omp_get_num_threads();
+  tid = omp_get_thread_num();
+#endif
+  *r0 = (int)((int64_t)rows * tid / nt);
+  *r1 = (int)((int64_t)rows * (tid + 1) / nt);
+}
+
 inline int num_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -499,12 +511,8 @@ Binning bin_tiles(const S* means2d, const S* depths, const int32_t* radii, int64
   std::vector<int64_t> counts(ntiles, 0);
 #pragma omp parallel
   {
-    int nt = 1, tid = 0;
-#ifdef _OPENMP
-    nt = omp_get_num_threads();
-    tid = omp_get_thread_num();
-#endif
-    int r0 = (int)((int64_t)ty * tid / nt), r1 = (int)((int64_t)ty * (tid + 1) / nt);
+    int r0, r1;
+    thread_row_band(ty, &r0, &r1);
     for (int64_t i = 0; i < V; ++i) {
       const int32_t* r = &rects[4 * i];
       int y0 = std::max(r[1], r0), y1 = std::min(r[3], r1);
@@ -516,12 +524,8 @@ Binning bin_tiles(const S* means2d, const S* depths, const int32_t* radii, int64
   B.ids.resize(B.offsets[ntiles]);
 #pragma omp parallel
   {
-    int nt = 1, tid = 0;
-#ifdef _OPENMP
-    nt = omp_get_num_threads();
-    tid = omp_get_thread_num();
-#endif
-    int r0 = (int)((int64_t)ty * tid / nt), r1 = (int)((int64_t)ty * (tid + 1) / nt);
+    int r0, r1;
+    thread_row_band(ty, &r0, &r1);
     std::vector<int64_t> cursor(B.offsets.begin() + (int64_t)r0 * tx, B.offsets.begin() + (int64_t)r1 * tx);
     for (int64_t i = 0; i < V; ++i) {
       const int32_t* r = &rects[4 * i];

@@ -654,6 +654,17 @@ def _gauss_groups(n: int, frac: np.ndarray, sidx: np.ndarray):
     return order, counts
 
 
+def _iter_groups(order: np.ndarray, counts: np.ndarray):
+    """Yield (symbol indices, 16-bit table, R) per non-empty (scale, mean fraction) group, in the
+    fixed key order both encoder and decoder use."""
+    pos = 0
+    for key in np.flatnonzero(counts):
+        idx = order[pos : pos + counts[key]]
+        pos += counts[key]
+        w = gaussian_table(int(key // MEAN_FRAC), int(key % MEAN_FRAC))
+        yield idx, w, (len(w) - 2) // 2
+
+
 def encode_gaussian(x, means, scales) -> bytes:
     """Integer symbols x with a per-symbol quantized Gaussian N(mean, scale) model (same units as x).
 
@@ -667,12 +678,7 @@ def encode_gaussian(x, means, scales) -> bytes:
     res = x - base
     order, counts = _gauss_groups(x.size, frac, sidx)
     groups, esc_pos = [], []
-    pos = 0
-    for key in np.flatnonzero(counts):
-        idx = order[pos : pos + counts[key]]
-        pos += counts[key]
-        w = gaussian_table(int(key // MEAN_FRAC), int(key % MEAN_FRAC))
-        R = (len(w) - 2) // 2
+    for idx, w, R in _iter_groups(order, counts):
         r = res[idx]
         out = np.abs(r) > R
         sym = np.where(out, 2 * R + 1, r + R)
@@ -696,12 +702,7 @@ def decode_gaussian(data, means, scales) -> np.ndarray:
     coder = ans_decoder(r.take(r.remaining()))
     res = np.zeros(n, np.int64)
     is_esc = np.zeros(n, bool)
-    pos = 0
-    for key in np.flatnonzero(counts):
-        idx = order[pos : pos + counts[key]]
-        pos += counts[key]
-        w = gaussian_table(int(key // MEAN_FRAC), int(key % MEAN_FRAC))
-        R = (len(w) - 2) // 2
+    for idx, w, R in _iter_groups(order, counts):
         sym = ans_decode_group(coder, to24(w), len(idx))
         res[idx] = sym - R
         is_esc[idx] = sym == 2 * R + 1

@@ -17,15 +17,20 @@ from ..splats import Splats, sh_degree_from_rest
 PROB_EPS = 1e-6
 
 
+def read_error(path: str | os.PathLike, e: OSError) -> GscompError:
+    """One-line error for an input file that cannot be opened or read."""
+    if isinstance(e, FileNotFoundError):
+        return GscompError(f"{path}: no such file")
+    if isinstance(e, IsADirectoryError):
+        return GscompError(f"{path}: is a directory, expected a file")
+    return GscompError(f"{path}: cannot read ({e.strerror or e})")
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
     try:
         return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise GscompError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise GscompError(f"{path}: is a directory, expected a file") from None
     except OSError as e:
-        raise GscompError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise read_error(path, e) from None
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

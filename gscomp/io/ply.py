@@ -18,9 +18,9 @@ import re
 import numpy as np
 from plyfile import PlyData, PlyListProperty
 
-from ..errors import FormatError, GscompError
+from ..errors import FormatError
 from ..splats import Splats
-from .common import atomic_open, build_splats, degree_for_rest, splats_numpy
+from .common import atomic_open, read_error, build_splats, degree_for_rest, splats_numpy
 
 REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
@@ -36,12 +36,8 @@ def read_plydata(path: str | os.PathLike) -> PlyData:
     try:
         with open(path, "rb") as f:
             magic = f.read(5)
-    except FileNotFoundError:
-        raise GscompError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise GscompError(f"{path}: is a directory, expected a .ply file") from None
     except OSError as e:
-        raise GscompError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise read_error(path, e) from None
     if not (magic.startswith(b"ply\n") or magic == b"ply\r\n"):
         raise FormatError(f"{path}: not a PLY file (missing 'ply' magic line)")
     try:
