@@ -1,5 +1,5 @@
 """gscomp installs as a pure-Python package; the native CPU rasterizer (sources in cuda/) is compiled
-once on first use with torch's JIT extension builder and cached (see gscomp/render/native.py).
+once on first use with torch's JIT extension builder and cached (see gscomp/native.py).
 Building it at pip-install time would need torch inside pip's isolated build environment, which
 pulls an unpinned (CUDA) torch: exactly what this project must never do."""
 from setuptools import find_packages, setup

@@ -115,7 +115,7 @@ def bench_case(n: int, res: int, backends: list[str], reps: int) -> dict:
 def stage_times(n: int, res: int, reps: int = 3) -> dict:
     """Process CPU time of each native stage (projection, rasterization, their backwards) for one
     camera: with OMP_NUM_THREADS=1 this is the single-core cost, independent of machine load."""
-    from gscomp.render import native
+    from gscomp import native
     from gscomp.render.cpu import _cam_arrays
 
     ext = native.load()
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     if args.stages:
         print(json.dumps(stage_times(100_000, 256), indent=1))
         return 0
-    from gscomp.render import native
+    from gscomp import native
 
     native.load()  # build outside the timings
     result = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,

@@ -474,6 +474,17 @@ def _zstd_decode(r: Reader, n: int) -> np.ndarray:
     return unzigzag(u)
 
 
+def encode_symbols_many(arrays: list, **kw) -> list[bytes]:
+    """`encode_symbols` over independent arrays (e.g. the columns of an attribute); the batch is
+    where coding is spread over the cores."""
+    return [encode_symbols(a, **kw) for a in arrays]
+
+
+def decode_symbols_many(streams: list, n: int, what: str = "symbol stream") -> list[np.ndarray]:
+    """Inverse of `encode_symbols_many`; every stream holds ``n`` values."""
+    return [decode_symbols(s, n, what) for s in streams]
+
+
 # ----------------------------------------------------------------------------- categorical / Bernoulli
 def prob_table(probs) -> np.ndarray:
     """Snap probabilities (..., A) to 16-bit integer weights (each >= 1, rows summing to 2**16).

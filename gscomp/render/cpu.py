@@ -13,7 +13,7 @@ import torch
 from ..camera import Camera
 from ..errors import GscompError
 from ..splats import Splats
-from . import native
+from .. import native
 
 
 def _cam_arrays(cameras: list[Camera], dtype):

@@ -1,6 +1,7 @@
-"""Build-once loader for the native CPU rasterizer (`cuda/rasterize_cpu.cpp`).
+"""Build-once loader for gscomp's native C++/OpenMP extensions (sources under `cuda/`).
 
-The extension is compiled at first use with `torch.utils.cpp_extension.load` into a cache directory
+``load(kind)`` returns one of the extensions named in `SOURCES` (the CPU rasterizer, the rANS coder,
+...). Each is compiled at first use with `torch.utils.cpp_extension.load` into a cache directory
 (``$GSCOMP_CACHE`` or ``~/.cache/gscomp``) whose name hashes the source, the flags and the
 torch/Python versions, so a changed source or a new torch rebuilds instead of loading a stale binary.
 Flags are ``-O3 -fno-trapping-math -fopenmp``: no ``-march=native`` (binaries and results must not depend on the
@@ -16,15 +17,20 @@ from pathlib import Path
 
 import torch
 
-from ..errors import GscompError
+from .errors import GscompError
 
-SOURCE = Path(__file__).resolve().parents[2] / "cuda" / "rasterize_cpu.cpp"
+ROOT = Path(__file__).resolve().parents[1] / "cuda"
+# kind -> (source file, what it is: shown while compiling and in errors, fallback advice)
+SOURCES = {
+    "raster": ("rasterize_cpu.cpp", "native CPU rasterizer", "or use backend='torch'"),
+}
+SOURCE = ROOT / SOURCES["raster"][0]  # the rasterizer's source (benchmarks print its path)
 # -fno-trapping-math changes no result (traps are off anyway); it lets GCC vectorise min/max.
 CFLAGS = ["-O3", "-fno-trapping-math", "-fopenmp", "-std=c++17"]
 LDFLAGS = ["-fopenmp"]
 
 _lock = threading.Lock()
-_module = None
+_modules: dict = {}
 
 
 def cache_dir() -> Path:
@@ -32,37 +38,39 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "gscomp"
 
 
-def _build_tag() -> str:
+def _build_tag(source: Path) -> str:
     h = hashlib.sha256()
-    h.update(SOURCE.read_bytes())
+    h.update(source.read_bytes())
     h.update(" ".join(CFLAGS + LDFLAGS).encode())
     h.update(torch.__version__.encode())
     h.update(sys.version.encode())
     return h.hexdigest()[:16]
 
 
-def load():
-    """Return the compiled extension module, compiling it once if needed."""
-    global _module
-    if _module is not None:
-        return _module
+def load(kind: str = "raster"):
+    """Return the compiled extension ``kind`` (see `SOURCES`), compiling it once if needed."""
+    mod = _modules.get(kind)
+    if mod is not None:
+        return mod
     with _lock:
-        if _module is not None:
-            return _module
-        if not SOURCE.exists():
-            raise GscompError(f"native CPU rasterizer source is missing: {SOURCE}")
-        tag = _build_tag()
-        name = f"gscomp_raster_cpu_{tag}"
+        if kind in _modules:
+            return _modules[kind]
+        fname, what, advice = SOURCES[kind]
+        source = ROOT / fname
+        if not source.exists():
+            raise GscompError(f"{what} source is missing: {source}")
+        tag = _build_tag(source)
+        name = f"gscomp_{kind}_cpu_{tag}"
         build = cache_dir() / "native" / tag
         build.mkdir(parents=True, exist_ok=True)
         if not (build / f"{name}.so").exists():
-            print("gscomp: compiling native CPU rasterizer (once, ~40 s)...", file=sys.stderr, flush=True)
+            print(f"gscomp: compiling the {what} (once, ~40 s)...", file=sys.stderr, flush=True)
         from torch.utils.cpp_extension import load as _load
 
         try:
-            _module = _load(
+            mod = _load(
                 name=name,
-                sources=[str(SOURCE)],
+                sources=[str(source)],
                 extra_cflags=CFLAGS,
                 extra_ldflags=LDFLAGS,
                 build_directory=str(build),
@@ -71,10 +79,11 @@ def load():
         except Exception as e:  # compiler missing or failing: say what to do instead
             msg = str(e).strip().splitlines()
             raise GscompError(
-                f"could not build the native CPU rasterizer ({msg[-1] if msg else type(e).__name__}); "
-                "install a C++ compiler with OpenMP, or use backend='torch'"
+                f"could not build the {what} ({msg[-1] if msg else type(e).__name__}); "
+                f"install a C++ compiler with OpenMP, {advice}"
             ) from e
-        return _module
+        _modules[kind] = mod
+        return mod
 
 
-__all__ = ["load", "cache_dir", "SOURCE"]
+__all__ = ["load", "cache_dir", "SOURCES", "SOURCE"]
