@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1] / "cuda"
 # kind -> (source file, what it is: shown while compiling and in errors, fallback advice)
 SOURCES = {
     "raster": ("rasterize_cpu.cpp", "native CPU rasterizer", "or use backend='torch'"),
+    "rans": ("rans_cpu.cpp", "native rANS coder", "needed to read and write .gsz files"),
+    "hashgrid": ("hashgrid_cpu.cpp", "native hash-grid encoder", "needed to train and decode the colour field"),
 }
 SOURCE = ROOT / SOURCES["raster"][0]  # the rasterizer's source (benchmarks print its path)
 # -fno-trapping-math changes no result (traps are off anyway); it lets GCC vectorise min/max.
