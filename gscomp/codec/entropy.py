@@ -1,4 +1,5 @@
-"""Entropy-coding layer on `constriction` (rANS, 32-bit words, 64-bit state, 24-bit precision).
+"""Entropy-coding layer: rANS with constriction's stack-coder conventions (32-bit words, 64-bit
+state, 24-bit precision), on a native C++ coder or on `constriction` itself (same bytes).
 
 Every model here is an *integer* probability table that we build ourselves and store (histograms)
 or recompute from a documented formula (Gaussian scale table), so the bytes are reproducible on any
@@ -9,8 +10,15 @@ How a table reaches constriction exactly: a table is a list of integer weights `
 ``cdf_i = floor(cumsum(p)_i * (2**24 - A) / sum(p)) + i``; passing ``p_i = W_i - 1`` (exact integers
 in float64) makes the scale exactly 1.0, so constriction uses our ``W_i`` unchanged.
 
+rANS back ends: the native C++ coder (cuda/rans_cpu.cpp, via gscomp.native.load("rans")) and
+constriction produce and accept the same bytes; the native one is used when it builds (it codes
+many streams at once on all cores), constriction otherwise (`set_backend`, GSCOMP_RANS).
+
 Public API (numpy in, bytes out; torch tensors are accepted and converted):
     encode_symbols(x) -> bytes            / decode_symbols(buf, n) -> int64 array
+    encode_symbols_many(arrays or (n, k)) / decode_symbols_many(bufs, n[, scales=, out=])
+                                            (batched: the way to code the columns of an attribute)
+    ans_encode(groups) / ans_encode_many  / ans_decoder + ans_decode_group + ans_finish, ans_decode_many
     encode_gaussian(x, means, scales)     / decode_gaussian(buf, means, scales) -> int64 array
     encode_categorical(x, probs)          / decode_categorical(buf, probs, n)
     encode_bernoulli(bits, p1)            / decode_bernoulli(buf, p1, n)
@@ -23,8 +31,11 @@ built, which also makes tiny cross-platform differences harmless unless they str
 from __future__ import annotations
 
 import math
+import os
 import struct
+import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -152,7 +163,7 @@ def read_varints(r: Reader, count: int) -> np.ndarray:
     """Read ``count`` LEB128 values (each < 2**63) from ``r``; vectorised."""
     if count == 0:
         return np.zeros(0, np.uint64)
-    buf = np.frombuffer(r.buf, np.uint8, offset=r.pos)
+    buf = np.frombuffer(r.buf, np.uint8, offset=r.pos)[: 10 * count]  # a varint has <= 10 bytes
     ends = np.flatnonzero(buf < 0x80)
     if ends.size < count:
         raise FormatError(f"{r.what}: truncated varint list")
@@ -192,6 +203,9 @@ def pack_bits(values: np.ndarray, widths) -> bytes:
         return b""
     if w.max() > 56:
         raise ValueError("pack_bits: width > 56")
+    mod = _rans()
+    if mod is not None:
+        return mod.pack_bits(v.ravel(), np.ascontiguousarray(w).ravel())
     ends = np.cumsum(w)
     total_bits = int(ends[-1])
     starts = ends - w
@@ -218,6 +232,11 @@ def unpack_bits(data: bytes | memoryview, widths, count: int) -> np.ndarray:
     need = (int(ends[-1]) + 7) // 8
     if len(data) != need:
         raise FormatError(f"raw bit field has {len(data)} bytes, expected {need}")
+    if w.min() < 0 or w.max() > 56:
+        raise FormatError("raw bit field: width outside 0..56")
+    mod = _rans()
+    if mod is not None:
+        return mod.unpack_bits(bytes(data), np.ascontiguousarray(w))
     buf = np.zeros(need + 8, np.uint8)
     buf[:need] = np.frombuffer(data, np.uint8)
     starts = ends - w
@@ -231,31 +250,103 @@ def unpack_bits(data: bytes | memoryview, widths, count: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- ANS core
+# Two interchangeable rANS back ends that produce and accept the SAME bytes: the native C++ coder
+# (cuda/rans_cpu.cpp: codes many streams at once on all cores, GIL released) and constriction
+# (single core, holds the GIL), which is the fallback when the extension cannot be built and the
+# reference the native coder is tested against. GSCOMP_RANS=native|constriction|auto (default).
+_BACKEND = os.environ.get("GSCOMP_RANS", "auto")
+_native_state: dict = {}
+
+
+def set_backend(name: str) -> str:
+    """Select the rANS back end ("auto", "native" or "constriction"); returns the previous one."""
+    global _BACKEND
+    if name not in ("auto", "native", "constriction"):
+        raise GscompError(f"unknown rANS back end {name!r} (auto, native or constriction)")
+    prev, _BACKEND = _BACKEND, name
+    return prev
+
+
+def _rans():
+    """The native rANS module, or None when constriction is to be used."""
+    if _BACKEND == "constriction":
+        return None
+    mod = _native_state.get("mod")
+    if mod is not None:
+        return mod
+    if _BACKEND == "auto" and "error" in _native_state:
+        return None
+    try:
+        from .. import native
+
+        mod = native.load("rans")
+    except Exception as e:
+        if _BACKEND == "native":
+            raise
+        _native_state["error"] = str(e)
+        print(f"gscomp: native rANS coder unavailable, using constriction (slower): {e}", file=sys.stderr)
+        return None
+    _native_state["mod"] = mod
+    return mod
+
+
+def rans_backend() -> str:
+    """Name of the back end in use: "native" or "constriction"."""
+    return "native" if _rans() is not None else "constriction"
+
+
 def _model(weights24: np.ndarray):
     """constriction categorical that uses exactly the given 24-bit integer weights (see docstring)."""
     p = weights24.astype(np.float64) - 1.0
     return constriction.stream.model.Categorical(p, perfect=False)
 
 
+def _words(words: np.ndarray) -> bytes:
+    return words.astype("<u4", copy=False).tobytes()
+
+
+def ans_encode_many(streams: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[bytes]:
+    """`ans_encode` over independent streams (each a list of (indices, weights24) groups)."""
+    mod = _rans()
+    if mod is None:
+        return [_ans_encode_constriction(g) for g in streams]
+    jobs = [[(np.asarray(i), np.asarray(w, np.uint32)) for i, w in groups if len(i) and len(w) >= 2] for groups in streams]
+    try:
+        return [_words(w) for w in mod.encode_many(jobs)]
+    except ValueError as e:
+        raise GscompError(f"rANS encode: {e}") from None
+
+
 def ans_encode(groups: list[tuple[np.ndarray, np.ndarray]]) -> bytes:
     """Encode several (indices, weights24) groups into ONE rANS stream, decoded in list order."""
+    return ans_encode_many([groups])[0]
+
+
+def _ans_encode_constriction(groups) -> bytes:
     coder = constriction.stream.stack.AnsCoder()
     for idx, w in reversed(groups):
         if len(idx) == 0 or len(w) < 2:
             continue  # single-symbol alphabets cost nothing
         coder.encode_reverse(np.ascontiguousarray(idx, dtype=np.int32), _model(w))
-    return coder.get_compressed().astype("<u4").tobytes()
+    return _words(coder.get_compressed())
 
 
-def ans_decoder(words: bytes | memoryview):
+def _word_array(words: bytes | memoryview) -> np.ndarray:
     if len(words) % 4:
         raise FormatError("rANS stream length is not a multiple of 4")
     arr = np.frombuffer(words, dtype="<u4").astype(np.uint32)
     if arr.size and arr[-1] == 0:
         raise FormatError("rANS stream ends in a zero word")
+    return arr
+
+
+def ans_decoder(words: bytes | memoryview):
+    """A decoder over one stream; pull groups with `ans_decode_group`, then call `ans_finish`."""
+    arr = _word_array(words)
+    mod = _rans()
     try:
-        return constriction.stream.stack.AnsCoder(arr)
-    except Exception as e:  # constriction raises on malformed streams
+        return mod.StreamDecoder(arr) if mod is not None else constriction.stream.stack.AnsCoder(arr)
+    except Exception as e:  # malformed streams
         raise FormatError(f"bad rANS stream: {e}") from None
 
 
@@ -265,15 +356,54 @@ def ans_decode_group(coder, w: np.ndarray, n: int) -> np.ndarray:
     if len(w) < 2:
         return np.zeros(n, np.int64)
     try:
-        return coder.decode(_model(w), n).astype(np.int64)
+        if isinstance(coder, constriction.stream.stack.AnsCoder):
+            return coder.decode(_model(w), n).astype(np.int64)
+        return coder.decode(np.asarray(w, np.uint32), n).astype(np.int64)
     except Exception as e:
         raise FormatError(f"bad rANS stream: {e}") from None
 
 
 def ans_finish(coder) -> None:
     """A well-formed stream is consumed exactly; leftover state means corruption."""
-    if not coder.is_empty():
+    done = coder.is_empty() if isinstance(coder, constriction.stream.stack.AnsCoder) else coder.finished()
+    if not done:
         raise FormatError("rANS stream has trailing data (corrupt)")
+
+
+def _native_err(err: str) -> str:
+    return err if err.startswith("rANS") else f"bad rANS stream: {err}"
+
+
+def ans_decode_many(jobs: list[tuple[bytes | memoryview, list[tuple[np.ndarray, int]]]]) -> list[list[np.ndarray]]:
+    """Decode independent multi-group streams: jobs are (words, [(weights24, count), ...]); returns
+    per job the int64 symbols of each group (groups decoded in list order, like `ans_encode`)."""
+    mod = _rans()
+    if mod is None:
+        out = []
+        for words, groups in jobs:
+            coder = ans_decoder(words)
+            out.append([ans_decode_group(coder, w, c) for w, c in groups])
+            ans_finish(coder)
+        return out
+    native_jobs, bufs = [], []
+    for words, groups in jobs:
+        counts = [int(c) for _, c in groups]
+        if min(counts, default=0) < 0 or sum(counts) > MAX_COUNT:
+            raise FormatError("rANS stream: symbol count out of range")
+        buf = np.empty(sum(counts), np.int32)
+        bufs.append((buf, counts))
+        native_jobs.append((_word_array(words), [(np.asarray(w, np.uint32), c) for w, c in zip((w for w, _ in groups), counts)], buf))
+    try:
+        errs = mod.decode_many(native_jobs)
+    except ValueError as e:
+        raise FormatError(f"bad rANS stream: {e}") from None
+    out = []
+    for err, (buf, counts) in zip(errs, bufs):
+        if err:
+            raise FormatError(_native_err(err))
+        ends = np.cumsum(counts)
+        out.append([buf[e - c : e].astype(np.int64) for e, c in zip(ends, counts)])
+    return out
 
 
 # ----------------------------------------------------------------------------- tables
@@ -308,46 +438,118 @@ def to24(w16: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- histogram streams
-def _hist_encode(x: np.ndarray) -> bytes:
-    """Histogram model + rANS (mode payload of M_ANS): zigzag(min), A, A weights, words."""
-    lo, hi = int(x.min()), int(x.max())
+class _Pending:
+    """A stream whose bytes wait for its rANS words: ``build(words) -> bytes``. Lets
+    `encode_symbols_many` collect the rANS work of many arrays and code it in one parallel batch."""
+
+    __slots__ = ("build", "groups")
+
+    def __init__(self, groups, build):
+        self.groups = groups
+        self.build = build
+
+
+class _HistJob:
+    """Native histogram stream: symbols rank[v - lo] with v = x (or its first differences)."""
+
+    __slots__ = ("delta", "lo", "rank", "w24", "x")
+
+    def __init__(self, x, delta, lo, rank, w24):
+        self.x, self.delta, self.lo, self.rank, self.w24 = x, delta, lo, rank, w24
+
+
+def _hist_encode(v: np.ndarray | None, lo: int, hi: int, counts: np.ndarray | None = None, source=None) -> _Pending:
+    """Histogram model + rANS (mode payload of M_ANS): zigzag(min), A, A weights, words.
+    ``v`` spans [lo, hi]; with ``counts`` (its histogram) and ``source`` = (x, delta) the symbols
+    are formed by the native coder from x, without building v or the rank array here."""
     a = hi - lo + 1
-    counts = np.bincount((x - lo).astype(np.int64), minlength=a)
+    if counts is None:
+        counts = np.bincount(v - lo, minlength=a)
     w16 = quantize_pmf(counts)
     nzsym = np.flatnonzero(w16)
-    rank = np.full(a, -1, np.int64)
-    rank[nzsym] = np.arange(nzsym.size)
-    words = ans_encode([(rank[x - lo], to24(w16[nzsym]))])
-    return varint(zigzag_int(lo)) + varint(a) + varints(w16) + blob(words)
+    head = varint(zigzag_int(lo)) + varint(a) + varints(w16)
+    if nzsym.size < 2:  # one symbol: no rANS words at all
+        return _Pending([], lambda words: head + blob(words))
+    rank = np.full(a, -1, np.int32)
+    rank[nzsym] = np.arange(nzsym.size, dtype=np.int32)
+    w24 = to24(w16[nzsym])
+    if source is not None:
+        groups = _HistJob(source[0], source[1], lo, rank, w24)
+    else:
+        groups = [(rank[v - lo], w24)]
+    return _Pending(groups, lambda words: head + blob(words))
 
 
-def _hist_decode(r: Reader, n: int) -> np.ndarray:
+def _hist_parse(r: Reader) -> tuple[np.ndarray, np.ndarray, memoryview]:
+    """Read a histogram stream's model: (rank -> value table, 24-bit weights, rANS words)."""
     lo = r.svarint()
     a = r.varint(MAX_ALPHABET)
     if a < 1:
         raise FormatError(f"{r.what}: empty alphabet")
-    w16 = read_varints(r, a).astype(np.int64)
+    w16 = read_varints(r, a)
     if int(w16.sum()) != 1 << TABLE_BITS or (w16 > 1 << TABLE_BITS).any():
         raise FormatError(f"{r.what}: histogram does not sum to 2^{TABLE_BITS}")
     nzsym = np.flatnonzero(w16)
-    words = r.blob()
-    coder = ans_decoder(words)
-    values = nzsym.astype(np.int64) + lo  # rank -> value table (small), then one gather
-    if nzsym.size < 2:
-        out = np.full(n, values[0], np.int64)
-    else:
+    values = nzsym.astype(np.int64) + lo  # rank -> value table (small); decoding is one gather
+    return values, to24(w16[nzsym].astype(np.int64)), r.blob()
+
+
+def _hist_run(jobs: list, n: int, targets: list | None = None) -> list[np.ndarray]:
+    """Decode parsed histogram streams (values, weights24, words, delta) of ``n`` values each,
+    all at once on the native coder (prefix-summing the delta ones), else one by one. With
+    ``targets`` (per job None or (float32 column, scale)) a job's values are dequantized straight
+    into the column as float32(value * scale) (float64 product, like `quant.dequantize`)."""
+    out: list = [None] * len(jobs)
+    targets = targets or [None] * len(jobs)
+    native_jobs, where = [], []
+    mod = _rans()
+    for i, ((values, w24, words, delta), tgt) in enumerate(zip(jobs, targets)):
+        if values.size < 2 or mod is None:
+            coder = ans_decoder(words)
+            if values.size < 2:
+                v = np.full(n, values[0], np.int64)
+            else:
+                try:
+                    v = values[coder.decode(_model(w24), n)]
+                except Exception as e:
+                    raise FormatError(f"bad rANS stream: {e}") from None
+            ans_finish(coder)
+            out[i] = np.cumsum(v) if delta else v
+            if tgt is not None:
+                tgt[0][:] = out[i].astype(np.float64) * float(tgt[1])
+                out[i] = tgt[0]
+        else:
+            if tgt is None:
+                buf, scale = np.empty(n, np.int64), None
+            else:
+                buf, scale = tgt[0], float(tgt[1])
+            native_jobs.append((_word_array(words), w24.astype(np.uint32), values, bool(delta), buf, scale))
+            where.append(i)
+    if native_jobs:
         try:
-            ranks = coder.decode(_model(to24(w16[nzsym])), n)
-        except Exception as e:
+            errs = mod.decode_hist_many(native_jobs)
+        except ValueError as e:
             raise FormatError(f"bad rANS stream: {e}") from None
-        out = values[ranks]
-    ans_finish(coder)
+        for i, job, err in zip(where, native_jobs, errs):
+            if err:
+                raise FormatError(_native_err(err))
+            out[i] = job[4]
     return out
 
 
-def _entropy_bits(x: np.ndarray) -> float:
-    lo, hi = int(x.min()), int(x.max())
-    if hi - lo < (1 << 20):
+def _hist_decode(r: Reader, n: int) -> np.ndarray:
+    values, w24, words = _hist_parse(r)
+    return _hist_run([(values, w24, words, False)], n)[0]
+
+
+def _entropy_bits(x: np.ndarray | None, lo: int | None = None, hi: int | None = None, counts=None) -> float:
+    """Rough coded size of x in bits (histogram entropy + table cost); ``counts`` = bincount(x - lo)
+    when the caller already has it (the native analysis)."""
+    if lo is None:
+        lo, hi = int(x.min()), int(x.max())
+    if counts is not None:
+        c = counts
+    elif hi - lo < (1 << 20):
         c = np.bincount((x - lo).astype(np.int64))
     else:  # wide (split-coded) ranges: distinct values are what matters for the estimate
         c = np.unique(x >> max(0, (hi - lo).bit_length() - 12), return_counts=True)[1]
@@ -360,41 +562,102 @@ def encode_symbols(x, *, allow_delta: bool = True, allow_zstd: bool = False, zst
     """Code an integer array (|x| < 2**40) with the best of: constant, histogram-rANS on x or on
     its first differences, split high/low bits for wide ranges, or zstd (when allowed; it releases
     the GIL and decodes faster, useful for bulk SH data). Returns a self-describing stream."""
-    x = _np(x).astype(np.int64).ravel()
+    return encode_symbols_many([x], allow_delta=allow_delta, allow_zstd=allow_zstd, zstd_level=zstd_level)[0]
+
+
+def _int64(x) -> np.ndarray:
+    """Contiguous 1-D int64 copy of x, or x itself when it already is one."""
+    return np.ascontiguousarray(_np(x), dtype=np.int64).ravel()
+
+
+def _columns(arrays) -> list[np.ndarray]:
+    """The arrays to code as contiguous int64: a list of arrays, or the columns of an (n, k) array
+    (transposed in cache-sized blocks natively, instead of k strided passes)."""
+    if isinstance(arrays, np.ndarray) or hasattr(arrays, "detach"):
+        a = _np(arrays)
+        if a.ndim != 2:
+            raise GscompError("encode_symbols_many: pass a list of arrays or one (n, k) array of columns")
+        mod = _rans()
+        t = mod.transpose_i64(a) if mod is not None and a.size else np.ascontiguousarray(a.T, dtype=np.int64)
+        return list(t)
+    return [_int64(x) for x in arrays]
+
+
+def _plan_symbols(x: np.ndarray, allow_delta: bool, allow_zstd: bool, zstd_level: int, stats=None) -> bytes | _Pending:
+    """`encode_symbols` up to (not including) the rANS coding: bytes, or a `_Pending` stream.
+    ``stats`` = the native `analyze_many` result for x (ranges and histograms of x and of its
+    differences); without it numpy computes the same numbers, so both paths give the same bytes."""
     n = x.size
     if n == 0:
         return bytes([M_EMPTY])
-    if int(np.abs(x).max()) >= MAX_ABS:
-        raise GscompError("a quantized attribute exceeds 2^40 steps; use a coarser quantization step")
-    if int(x.min()) == int(x.max()):
-        return bytes([M_CONST]) + varint(zigzag_int(int(x[0])))
-    cands = {M_ANS: x}
-    if allow_delta and n > 1:
-        d = np.diff(x, prepend=np.int64(0))
-        if _entropy_bits(d) < 0.97 * _entropy_bits(x):
-            cands = {M_DELTA_ANS: d}
-    mode, v = next(iter(cands.items()))
-    if allow_zstd:
-        return _zstd_stream(mode == M_DELTA_ANS, v, zstd_level)
-    if int(v.max()) - int(v.min()) + 1 > MAX_ALPHABET:
-        out = bytes([mode]) + _split_encode(v)
+    if stats is not None:
+        lo, hi, dlo, dhi, cx, cd = stats
     else:
-        out = bytes([mode]) + bytes([0]) + _hist_encode(v)
-    if n <= 4096:  # short streams: a table may cost more than plain varints
-        alt = bytes([M_VARINT]) + varints(zigzag(x))
-        if len(alt) < len(out):
-            return alt
+        lo, hi = int(x.min()), int(x.max())
+        cx = cd = None
+    if max(-lo, hi) >= MAX_ABS:
+        raise GscompError("a quantized attribute exceeds 2^40 steps; use a coarser quantization step")
+    if lo == hi:
+        return bytes([M_CONST]) + varint(zigzag_int(lo))
+    mode, v, vlo, vhi, vc = M_ANS, x, lo, hi, cx
+    if allow_delta and n > 1:
+        d = None
+        if stats is None or (cd is None and not allow_zstd):
+            d = np.diff(x, prepend=np.int64(0))
+            if stats is None:
+                dlo, dhi = int(d.min()), int(d.max())
+        if _entropy_bits(d, dlo, dhi, cd) < 0.97 * _entropy_bits(x, lo, hi, cx):
+            mode, v, vlo, vhi, vc = M_DELTA_ANS, d, dlo, dhi, cd
+    delta = mode == M_DELTA_ANS
+    if allow_zstd:
+        if v is None:
+            v = np.diff(x, prepend=np.int64(0))
+        return _zstd_stream(delta, v, zstd_level)
+    if vhi - vlo + 1 > MAX_ALPHABET:
+        if v is None:
+            v = np.diff(x, prepend=np.int64(0))
+        inner = _split_encode(v)
+        prefix = bytes([mode])
+    else:
+        native = vc is not None and stats is not None
+        inner = _hist_encode(v, vlo, vhi, vc, (x, delta) if native else None)
+        prefix = bytes([mode, 0])
+    alt = bytes([M_VARINT]) + varints(zigzag(x)) if n <= 4096 else None  # short: a table may cost more
+
+    def build(words: bytes) -> bytes:
+        out = prefix + inner.build(words)
+        return alt if alt is not None and len(alt) < len(out) else out
+
+    return _Pending(inner.groups, build)
+
+
+def _finish_plans(plans: list) -> list[bytes]:
+    """Code the rANS streams of all pending plans in one (parallel) batch and assemble them."""
+    out = list(plans)
+    hist = [i for i, p in enumerate(plans) if isinstance(p, _Pending) and isinstance(p.groups, _HistJob)]
+    lists = [i for i, p in enumerate(plans) if isinstance(p, _Pending) and not isinstance(p.groups, _HistJob)]
+    words = ans_encode_many([plans[i].groups for i in lists])
+    if hist:
+        jobs = [(j.x, j.delta, j.lo, j.rank, j.w24.astype(np.uint32)) for j in (plans[i].groups for i in hist)]
+        try:
+            words += [_words(w) for w in _rans().encode_hist_many(jobs)]
+        except ValueError as e:
+            raise GscompError(f"rANS encode: {e}") from None
+    for i, w in zip(lists + hist, words):
+        out[i] = plans[i].build(w)
     return out
 
 
-def _split_encode(v: np.ndarray) -> bytes:
+def _split_encode(v: np.ndarray) -> _Pending:
     """Wide range: hist-code the high part, store k raw low bits (flag byte 1)."""
     lo = int(v.min())
     u = (v - lo).astype(np.uint64)
     k = max(0, int(u.max()).bit_length() - 12)
     hi = (u >> np.uint64(k)).astype(np.int64)
     raw = pack_bits(u & np.uint64((1 << k) - 1), k) if k else b""
-    return bytes([1]) + varint(zigzag_int(lo)) + bytes([k]) + blob(_hist_encode(hi)) + blob(raw)
+    head = bytes([1]) + varint(zigzag_int(lo)) + bytes([k])
+    inner = _hist_encode(hi, int(hi.min()), int(hi.max()))
+    return _Pending(inner.groups, lambda words: head + blob(inner.build(words)) + blob(raw))
 
 
 def _zstd_stream(delta: bool, v: np.ndarray, level: int) -> bytes:
@@ -410,8 +673,10 @@ def _zstd_stream(delta: bool, v: np.ndarray, level: int) -> bytes:
 
 def decode_symbols(data: bytes | memoryview, n: int, what: str = "symbol stream") -> np.ndarray:
     """Inverse of `encode_symbols`; ``n`` comes from the container (never from the stream)."""
-    if not 0 <= n <= MAX_COUNT:
-        raise FormatError(f"{what}: count {n} out of range")
+    return decode_symbols_many([data], n, what)[0]
+
+
+def _decode_one(data: bytes | memoryview, n: int, what: str) -> np.ndarray:
     r = Reader(data, what)
     mode = r.u8()
     if mode == M_EMPTY:
@@ -474,15 +739,71 @@ def _zstd_decode(r: Reader, n: int) -> np.ndarray:
     return unzigzag(u)
 
 
-def encode_symbols_many(arrays: list, **kw) -> list[bytes]:
-    """`encode_symbols` over independent arrays (e.g. the columns of an attribute); the batch is
-    where coding is spread over the cores."""
-    return [encode_symbols(a, **kw) for a in arrays]
+def _pool_map(fn, items: list, work: int) -> list:
+    """Map over 2 threads when there is enough numpy/zstd work (both release the GIL)."""
+    if len(items) < 2 or work < (1 << 16):
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        return list(ex.map(fn, items))
 
 
-def decode_symbols_many(streams: list, n: int, what: str = "symbol stream") -> list[np.ndarray]:
-    """Inverse of `encode_symbols_many`; every stream holds ``n`` values."""
-    return [decode_symbols(s, n, what) for s in streams]
+def encode_symbols_many(arrays: list, *, allow_delta: bool = True, allow_zstd: bool = False, zstd_level: int = 19) -> list[bytes]:
+    """`encode_symbols` over independent arrays (e.g. the columns of an attribute), same bytes.
+    With the native coder the per-array passes (ranges, histograms of values and differences,
+    symbol mapping, rANS) run in C++ over all arrays at once on all cores; only table-sized work
+    stays in Python. Otherwise (constriction) the arrays are analysed on two threads. ``arrays``:
+    a list of integer arrays, or an (n, k) array whose k columns are the arrays (fastest)."""
+    xs = _columns(arrays)
+    mod = _rans()
+    if mod is not None and not allow_zstd:
+        stats = mod.analyze_many(xs, bool(allow_delta), 1 << 20)
+        plans = [_plan_symbols(x, allow_delta, False, zstd_level, st) for x, st in zip(xs, stats)]
+    else:
+        work = sum(x.size for x in xs)
+        plans = _pool_map(lambda x: _plan_symbols(x, allow_delta, allow_zstd, zstd_level), xs, work)
+    return _finish_plans(plans)
+
+
+def decode_symbols_many(streams: list, n: int, what: str = "symbol stream", *, scales=None, out: np.ndarray | None = None):
+    """Inverse of `encode_symbols_many`; every stream holds ``n`` values. Histogram-rANS streams
+    (the common case) are decoded together by the native coder on all cores; the others (zstd,
+    varint, split) go through the generic decoder on two threads. Returns int64 arrays, or, with
+    ``scales`` (one step per stream), dequantizes into the float32 array ``out`` (n, len(streams))
+    as float32(value * step) - bit-identical to `quant.dequantize` - and returns ``out``."""
+    if not 0 <= n <= MAX_COUNT:
+        raise FormatError(f"{what}: count {n} out of range")
+    if scales is not None:
+        scales = np.broadcast_to(np.asarray(scales, np.float64), (len(streams),))
+        if out is None:
+            out = np.empty((n, len(streams)), np.float32)
+        if out.dtype != np.float32 or out.shape != (n, len(streams)):
+            raise GscompError("decode_symbols_many: out must be float32 of shape (n, number of streams)")
+    res: list = [None] * len(streams)
+    hist, where, rest, targets = [], [], [], []
+    for i, data in enumerate(streams):
+        r = Reader(data, what)
+        if n and r.remaining() >= 2 and r.buf[0] in (M_ANS, M_DELTA_ANS) and r.buf[1] == 0:
+            delta = r.buf[0] == M_DELTA_ANS
+            r.take(2)
+            values, w24, words = _hist_parse(r)
+            r.done()
+            hist.append((values, w24, words, delta))
+            where.append(i)
+            targets.append(None if scales is None else (out[:, i], scales[i]))
+        else:
+            rest.append(i)
+
+    def other(i):
+        v = _decode_one(streams[i], n, what)
+        if scales is not None:
+            out[:, i] = v.astype(np.float64) * scales[i]
+        return v
+
+    for i, v in zip(rest, _pool_map(other, rest, n * len(rest))):
+        res[i] = v
+    for i, v in zip(where, _hist_run(hist, n, targets)):
+        res[i] = v
+    return out if scales is not None else res
 
 
 # ----------------------------------------------------------------------------- categorical / Bernoulli
@@ -727,6 +1048,13 @@ def decode_gaussian(data, means, scales) -> np.ndarray:
 __all__ = [
     "encode_symbols",
     "decode_symbols",
+    "encode_symbols_many",
+    "decode_symbols_many",
+    "ans_encode",
+    "ans_encode_many",
+    "ans_decode_many",
+    "set_backend",
+    "rans_backend",
     "encode_gaussian",
     "decode_gaussian",
     "encode_categorical",

@@ -2,12 +2,16 @@
 
 Dequantization uses only IEEE-754 +, *, sqrt in float64 followed by one rounding to float32, so
 every platform reproduces it bit for bit (no exp/log/libm in any decoder path).
+
+The hot functions use the native codec module (cuda/rans_cpu.cpp: one pass, all cores) when it is
+available; the numpy code below is the fallback and the reference (identical results, tested).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import GscompError
+from ..errors import FormatError, GscompError
+from .entropy import _rans
 
 MAX_POS_BITS = 19  # 3 x 19 = 57-bit Morton codes; delta raw bits stay <= 56 (see entropy.pack_bits)
 INV_SQRT2 = 0.7071067811865476
@@ -18,6 +22,19 @@ def quantize(x: np.ndarray, step) -> np.ndarray:
     """Round x / step (step: a scalar or an array broadcasting against x)."""
     if not np.all(np.asarray(step) > 0):
         raise GscompError(f"quantization step must be > 0, got {step}")
+    mod = _rans()
+    xa = np.asarray(x)
+    if mod is not None and xa.dtype == np.float32 and xa.ndim in (1, 2) and xa.size and np.ndim(step) <= 2:
+        x2 = xa.reshape(len(xa), -1)
+        try:  # native path for one step per column (a scalar, (C,) or (1, C)); others use numpy
+            steps = np.ascontiguousarray(np.broadcast_to(np.asarray(step, np.float64), (1, x2.shape[1]))[0])
+        except ValueError:
+            steps = None
+        if steps is not None:
+            try:
+                return mod.quantize(x2, steps).reshape(xa.shape)
+            except ValueError:
+                raise GscompError(f"values too large (or not finite) for quantization step {step}") from None
     q = np.rint(np.asarray(x, np.float64) / step)
     if q.size and np.abs(q).max() >= 2**40:
         raise GscompError(f"values too large for quantization step {step}")
@@ -46,6 +63,9 @@ def quantize_positions(x: np.ndarray, lo, hi, bits: int) -> np.ndarray:
 
 def dequantize_positions(q: np.ndarray, lo, hi, bits: int) -> np.ndarray:
     origin, step = grid_params(lo, hi, bits)
+    mod = _rans()
+    if mod is not None and q.ndim == 2 and q.shape[1] == 3:
+        return mod.dequantize_positions(q, origin, step)
     return (origin + q.astype(np.float64) * step).astype(np.float32)
 
 
@@ -72,10 +92,16 @@ def _compact3(x: np.ndarray) -> np.ndarray:
 
 def morton_encode(q: np.ndarray) -> np.ndarray:
     """(N,3) non-negative ints -> uint64 codes, bit 3i = x_i, 3i+1 = y_i, 3i+2 = z_i."""
+    mod = _rans()
+    if mod is not None and q.ndim == 2 and q.shape[1] == 3:
+        return mod.morton_encode(q)
     return _spread3(q[:, 0]) | (_spread3(q[:, 1]) << np.uint64(1)) | (_spread3(q[:, 2]) << np.uint64(2))
 
 
 def morton_decode(code: np.ndarray) -> np.ndarray:
+    mod = _rans()
+    if mod is not None:
+        return mod.morton_decode(np.ravel(code))
     c = code.astype(np.uint64)
     return np.stack([_compact3(c), _compact3(c >> np.uint64(1)), _compact3(c >> np.uint64(2))], 1)
 
@@ -86,6 +112,11 @@ def quats_to_s3(quats: np.ndarray, step) -> np.ndarray:
 
     The quaternion is normalised (zero -> identity) and its sign flipped so the largest component
     is positive (q and -q are the same rotation); the other three lie in [-1/sqrt2, 1/sqrt2]."""
+    mod = _rans()
+    if mod is not None and np.ndim(step) == 0 and float(step) > 0 and np.ndim(quats) == 2 and np.shape(quats)[1] == 4:
+        out = mod.quats_to_s3(quats, float(step))
+        if out is not None:  # None: non-finite input or huge symbols, left to the code below
+            return out
     q = np.asarray(quats, np.float64)
     norm = np.sqrt((q * q).sum(1, keepdims=True))
     zero = norm[:, 0] == 0
@@ -100,10 +131,14 @@ def quats_to_s3(quats: np.ndarray, step) -> np.ndarray:
 
 
 def s3_to_quats(s3: np.ndarray, step) -> np.ndarray:
+    mod = _rans()
+    if mod is not None and np.ndim(step) == 0 and s3.ndim == 2 and s3.shape[1] == 4:
+        out = mod.s3_to_quats(s3, float(step))
+        if out is None:
+            raise FormatError("quaternion: largest-component index out of range")
+        return out
     big = s3[:, 0]
     if big.size and (big.min() < 0 or big.max() > 3):
-        from ..errors import FormatError
-
         raise FormatError("quaternion: largest-component index out of range")
     rest = s3[:, 1:].astype(np.float64) * np.asarray(step, np.float64)
     a, b, c = rest[:, 0], rest[:, 1], rest[:, 2]

@@ -1,0 +1,986 @@
+// Native rANS coder for .gsz streams, byte-compatible with constriction's
+// `constriction.stream.stack.AnsCoder` (u32 words, u64 state, 24-bit precision) on categorical
+// models given as integer weight tables (W_i >= 1, sum == 2^24), plus batched entry points that
+// code many independent streams at once on all cores (OpenMP, GIL released).
+//
+// The conventions, mirrored from constriction's stack coder (src/stream/stack.rs):
+//   * an empty coder has state 0 and no words;
+//   * encode(s): if (state >> 40) >= W_s, push the low 32 bits of state and shift it right by 32;
+//                then state = (state / W_s) << 24 | (C_s + state % W_s);
+//   * finishing appends the state's words low word first, dropping leading zero words (state 0
+//     appends nothing, state < 2^32 one word), so the last word is never zero;
+//   * a decoder reads words from the end: state = last word, then (if any) << 32 | next-to-last;
+//   * decode: q = state mod 2^24, s with C_s <= q < C_{s+1}, state = (state >> 24) * W_s + q - C_s;
+//                if state < 2^32 and words remain, state = state << 32 | next word (from the end);
+//   * a stream is consumed exactly when the state is 0 (we also require every word to be read).
+// Symbols are encoded in reverse order (groups last to first), so they decode in list order.
+//
+// Safety: tables are validated (every weight >= 1, sum == 2^24, alphabet >= 2) before use, symbol
+// indices are range-checked when encoding, the decoder never reads outside the word array and
+// decodes exactly the requested count, so corrupt input yields an error string, never a crash.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string_view>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr int PRECISION = 24;
+constexpr uint64_t TOTAL = uint64_t(1) << PRECISION;
+constexpr uint64_t QMASK = TOTAL - 1;
+constexpr uint64_t LOW = uint64_t(1) << 32;  // state >= LOW whenever words remain (invariant)
+constexpr size_t HIST_K = 4;  // streams decoded side by side in one thread
+constexpr int64_t MAX_ALPHABET = int64_t(1) << 16;  // symbol ids fit the uint16 bucket table
+
+using i32arr = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using u32arr = py::array_t<uint32_t, py::array::c_style | py::array::forcecast>;
+using i64arr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+// A caller-provided output array, written in place: it must already have the exact dtype, be
+// contiguous and writable (a converting cast would silently write into a temporary copy).
+template <typename T>
+T* out_ptr(py::handle h, py::array* keep, const char* what) {
+  if (!py::isinstance<py::array_t<T, 0>>(h)) throw py::type_error(std::string(what) + ": out has the wrong type");
+  *keep = py::reinterpret_borrow<py::array>(h);
+  if (!(keep->flags() & py::array::c_style) || !keep->writeable())
+    throw py::value_error(std::string(what) + ": out must be contiguous and writable");
+  return static_cast<T*>(keep->mutable_data());
+}
+
+// ----------------------------------------------------------------------------- models
+// One categorical model: per-symbol (cumulative, weight) pairs and, for decoding, a bucket table
+// that maps the top `bits` bits of a quantile to the first symbol that can hold it. When every
+// cumulative value is a multiple of the bucket width (e.g. 16-bit tables scaled to 24 bits with a
+// 2^16-entry table) the bucket IS the symbol and the decoder skips the forward search.
+struct Sym {
+  uint32_t cdf, freq;
+};
+
+struct Model {
+  int64_t a = 0;
+  std::vector<Sym> sym;       // a entries
+  std::vector<uint32_t> cdf;  // a + 1 entries (cdf[a] = 2^24)
+  std::vector<uint16_t> bucket;
+  int shift = 0;
+  bool exact = false;
+
+  // Returns an error message, or "" when the table is usable.
+  std::string build(const uint32_t* w, int64_t size) {
+    a = size;
+    if (a < 2 || a > MAX_ALPHABET) return "rANS table has " + std::to_string(a) + " entries (needs 2..65536)";
+    sym.resize(a);
+    cdf.resize(a + 1);
+    uint64_t acc = 0;
+    for (int64_t i = 0; i < a; ++i) {
+      if (w[i] == 0 || w[i] > TOTAL) return "rANS table has an invalid weight";
+      cdf[i] = (uint32_t)acc;
+      sym[i] = {(uint32_t)acc, w[i]};
+      acc += w[i];
+      if (acc > TOTAL) return "rANS table does not sum to 2^24";
+    }
+    if (acc != TOTAL) return "rANS table does not sum to 2^24";
+    cdf[a] = (uint32_t)TOTAL;
+    return "";
+  }
+
+  // Bucket table sized to the work: 2^bits entries with bits ~ log2(count), at most 16, so small
+  // groups do not pay for a large table.
+  void build_lookup(int64_t count) {
+    int tz = PRECISION;  // common trailing zero bits of all cumulative values
+    for (int64_t i = 1; i < a; ++i) tz = std::min(tz, __builtin_ctz(cdf[i]));
+    int exact_bits = PRECISION - tz;
+    int bits = 4;
+    while (bits < 16 && (int64_t(1) << bits) < count) ++bits;
+    bits = std::min(bits, exact_bits);
+    exact = bits == exact_bits;
+    shift = PRECISION - bits;
+    bucket.resize(size_t(1) << bits);
+    int64_t s = 0;
+    for (size_t b = 0; b < bucket.size(); ++b) {
+      uint64_t q = uint64_t(b) << shift;
+      while (cdf[s + 1] <= q) ++s;
+      bucket[b] = (uint16_t)s;
+    }
+  }
+
+  template <bool Exact>
+  inline uint32_t find(uint32_t q) const {
+    uint32_t s = bucket[q >> shift];
+    if (!Exact)
+      while (cdf[s + 1] <= q) ++s;
+    return s;
+  }
+};
+
+// ----------------------------------------------------------------------------- encoder
+struct Encoder {
+  std::vector<uint32_t> words;
+  uint64_t state = 0;
+
+  inline void put(uint32_t c, uint32_t p) {
+    if ((state >> (64 - PRECISION)) >= p) {
+      words.push_back((uint32_t)state);
+      state >>= 32;
+    }
+    state = ((state / p) << PRECISION) | (c + state % p);
+  }
+
+  // Symbols idx[0..n) are pushed last to first, so they decode first to last.
+  std::string encode_reverse(const int32_t* idx, int64_t n, const Model& m) {
+    for (int64_t i = n - 1; i >= 0; --i) {
+      int32_t s = idx[i];
+      if (s < 0 || s >= m.a) return "symbol " + std::to_string(s) + " outside the rANS table";
+      put(m.sym[s].cdf, m.sym[s].freq);
+    }
+    return "";
+  }
+
+  void finish() {
+    if (state == 0) return;
+    words.push_back((uint32_t)state);
+    if (state >> 32) words.push_back((uint32_t)(state >> 32));
+  }
+};
+
+// ----------------------------------------------------------------------------- decoder
+struct Decoder {
+  const uint32_t* words = nullptr;
+  int64_t pos = 0;  // words[0..pos) are still unread (read from the end)
+  uint64_t state = 0;
+
+  std::string init(const uint32_t* w, int64_t n) {
+    words = w;
+    pos = n;
+    state = 0;
+    if (n == 0) return "";
+    if (w[n - 1] == 0) return "rANS stream ends in a zero word";
+    state = w[--pos];
+    if (pos > 0) state = (state << 32) | w[--pos];
+    return "";
+  }
+
+  template <bool Exact = false>
+  inline uint32_t get(const Model& m) {
+    uint32_t q = (uint32_t)(state & QMASK);
+    uint32_t s = m.find<Exact>(q);
+    const Sym e = m.sym[s];
+    state = (state >> PRECISION) * e.freq + (q - e.cdf);
+    if (state < LOW && pos > 0) state = (state << 32) | words[--pos];
+    return s;
+  }
+
+  bool finished() const { return state == 0 && pos == 0; }
+};
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+// ----------------------------------------------------------------------------- batched encode
+// streams: list of streams; a stream is a list of (symbol indices int32, weights uint32) groups.
+// Groups with no symbols or a one-entry table are skipped (they cost nothing, as in the Python
+// layer). Returns one uint32 word array per stream.
+py::list encode_many(py::list streams) {
+  struct Job {
+    std::vector<i32arr> idx;
+    std::vector<u32arr> w;
+    std::vector<uint32_t> out;
+    std::string err;
+  };
+  std::vector<Job> jobs(py::len(streams));
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    for (auto g : py::reinterpret_borrow<py::list>(streams[j])) {
+      auto t = py::reinterpret_borrow<py::tuple>(g);
+      if (t.size() != 2) throw py::value_error("encode_many: a group is (indices, weights)");
+      i32arr idx = t[0].cast<i32arr>();
+      u32arr w = t[1].cast<u32arr>();
+      if (idx.size() == 0 || w.size() < 2) continue;
+      jobs[j].idx.push_back(idx);
+      jobs[j].w.push_back(w);
+    }
+  }
+  {
+    py::gil_scoped_release nogil;
+    int64_t nj = (int64_t)jobs.size();
+#pragma omp parallel for schedule(dynamic, 1) if (nj > 1)
+    for (int64_t j = 0; j < nj; ++j) {
+      Job& job = jobs[j];
+      Encoder enc;
+      int64_t total = 0;
+      for (auto& a : job.idx) total += a.size();
+      enc.words.reserve(size_t(total / 2 + 4));
+      for (int64_t g = (int64_t)job.idx.size() - 1; g >= 0 && job.err.empty(); --g) {
+        Model m;
+        job.err = m.build(job.w[g].data(), job.w[g].size());
+        if (job.err.empty()) job.err = enc.encode_reverse(job.idx[g].data(), job.idx[g].size(), m);
+      }
+      enc.finish();
+      job.out.swap(enc.words);
+    }
+  }
+  py::list result;
+  for (auto& job : jobs) {
+    if (!job.err.empty()) throw py::value_error(job.err);
+    u32arr a((py::ssize_t)job.out.size());
+    std::copy(job.out.begin(), job.out.end(), a.mutable_data());
+    result.append(a);
+  }
+  return result;
+}
+
+// ----------------------------------------------------------------------------- batched decode
+// jobs: list of (words uint32, [(weights uint32, count)], out int32 of sum(count) entries).
+// Groups are decoded in list order into consecutive slices of `out`; groups with a one-entry
+// table decode as zeros without touching the stream. Returns one error string per job ("" = ok;
+// the stream must be consumed exactly).
+std::vector<std::string> decode_many(py::list jobs_in) {
+  struct Job {
+    u32arr words;
+    std::vector<u32arr> w;
+    std::vector<int64_t> count;
+    py::array out;
+    int32_t* dst = nullptr;
+    std::string err;
+  };
+  std::vector<Job> jobs(py::len(jobs_in));
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    auto t = py::reinterpret_borrow<py::tuple>(jobs_in[j]);
+    if (t.size() != 3) throw py::value_error("decode_many: a job is (words, groups, out)");
+    Job& job = jobs[j];
+    job.words = t[0].cast<u32arr>();
+    int64_t total = 0;
+    for (auto g : py::reinterpret_borrow<py::list>(t[1])) {
+      auto gt = py::reinterpret_borrow<py::tuple>(g);
+      job.w.push_back(gt[0].cast<u32arr>());
+      int64_t c = gt[1].cast<int64_t>();
+      if (c < 0) throw py::value_error("decode_many: negative count");
+      job.count.push_back(c);
+      total += c;
+    }
+    job.dst = out_ptr<int32_t>(t[2], &job.out, "decode_many");
+    if (job.out.size() != total) throw py::value_error("decode_many: out size differs from the total count");
+  }
+  {
+    py::gil_scoped_release nogil;
+    int64_t nj = (int64_t)jobs.size();
+#pragma omp parallel for schedule(dynamic, 1) if (nj > 1)
+    for (int64_t j = 0; j < nj; ++j) {
+      Job& job = jobs[j];
+      Decoder dec;
+      job.err = dec.init(job.words.data(), job.words.size());
+      int32_t* dst = job.dst;
+      for (size_t g = 0; g < job.w.size() && job.err.empty(); ++g) {
+        int64_t c = job.count[g];
+        if (job.w[g].size() < 2) {
+          std::fill(dst, dst + c, 0);
+        } else if (c > 0) {
+          Model m;
+          job.err = m.build(job.w[g].data(), job.w[g].size());
+          if (!job.err.empty()) break;
+          m.build_lookup(c);
+          if (m.exact)
+            for (int64_t i = 0; i < c; ++i) dst[i] = (int32_t)dec.get<true>(m);
+          else
+            for (int64_t i = 0; i < c; ++i) dst[i] = (int32_t)dec.get<false>(m);
+        }
+        dst += c;
+      }
+      if (job.err.empty() && !dec.finished()) job.err = "rANS stream has trailing data (corrupt)";
+    }
+  }
+  std::vector<std::string> errs;
+  for (auto& job : jobs) errs.push_back(job.err);
+  return errs;
+}
+
+// Where decoded histogram ranks go: values[rank], optionally prefix-summed, into int64 `dst` or,
+// dequantized as float32(value * scale) (float64 product, one rounding), into a strided column.
+struct HistOut {
+  const int64_t* val;
+  bool delta;
+  int64_t* dst;
+  char* fdst;
+  py::ssize_t fstride;
+  double scale;
+};
+
+template <bool Exact, int K>
+void hist_multi(Decoder* const* dec, const Model* const* m, const HistOut* const* o, int64_t n) {
+  Decoder d[K];  // local copies: the states stay in registers
+  uint64_t acc[K] = {};  // unsigned prefix sums: wrap like numpy instead of undefined behaviour
+  for (int k = 0; k < K; ++k) d[k] = *dec[k];
+  for (int64_t i = 0; i < n; ++i) {
+    for (int k = 0; k < K; ++k) {
+      const HistOut& q = *o[k];
+      int64_t v = q.val[d[k].template get<Exact>(*m[k])];
+      if (q.delta) v = (int64_t)(acc[k] += (uint64_t)v);
+      if (q.fdst)
+        *reinterpret_cast<float*>(q.fdst + i * q.fstride) = (float)((double)v * q.scale);
+      else
+        q.dst[i] = v;
+    }
+  }
+  for (int k = 0; k < K; ++k) *dec[k] = d[k];
+}
+
+// Histogram streams in one go: jobs are (words, weights, values int64, delta, out int64). Each
+// decoded rank r becomes values[r]; with delta the outputs are then prefix-summed (wrapping int64
+// arithmetic, like numpy's cumsum). Saves the int32 buffer, the gather and the cumsum passes.
+std::vector<std::string> decode_hist_many(py::list jobs_in) {
+  struct Job {
+    u32arr words, w;
+    i64arr values;
+    bool delta = false;
+    py::array out;
+    int64_t* dst = nullptr;
+    char* fdst = nullptr;  // float32 output (any stride) when dequantizing
+    py::ssize_t fstride = 0;
+    double scale = 0.0;
+    int64_t n = 0;
+    std::string err;
+  };
+  std::vector<Job> jobs(py::len(jobs_in));
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    auto t = py::reinterpret_borrow<py::tuple>(jobs_in[j]);
+    if (t.size() != 6) throw py::value_error("decode_hist_many: a job is (words, weights, values, delta, out, scale)");
+    Job& job = jobs[j];
+    job.words = t[0].cast<u32arr>();
+    job.w = t[1].cast<u32arr>();
+    job.values = t[2].cast<i64arr>();
+    job.delta = t[3].cast<bool>();
+    if (t[5].is_none()) {
+      job.dst = out_ptr<int64_t>(t[4], &job.out, "decode_hist_many");
+    } else {  // float32 column, possibly strided (a column of an (n, k) array)
+      if (!py::isinstance<py::array_t<float, 0>>(t[4])) throw py::type_error("decode_hist_many: out must be float32");
+      job.out = py::reinterpret_borrow<py::array>(t[4]);
+      if (job.out.ndim() != 1 || !job.out.writeable()) throw py::value_error("decode_hist_many: out must be a writable 1-D array");
+      job.fdst = static_cast<char*>(job.out.mutable_data());
+      job.fstride = job.out.strides(0);
+      job.scale = t[5].cast<double>();
+    }
+    if (job.values.size() != job.w.size()) throw py::value_error("decode_hist_many: values and weights differ in length");
+    job.n = job.out.size();
+  }
+  {
+    py::gil_scoped_release nogil;
+    int64_t nj = (int64_t)jobs.size();
+    // Batches of up to HIST_K streams with the same length are decoded interleaved in one thread:
+    // each stream is one long dependency chain (table lookups), so running several side by side
+    // keeps the core busy; batches are spread over the threads.
+    std::vector<int64_t> order(nj);
+    for (int64_t j = 0; j < nj; ++j) order[j] = j;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return jobs[x].n < jobs[y].n; });
+    std::vector<std::vector<int64_t>> batches;
+    for (int64_t j : order) {
+      if (batches.empty() || batches.back().size() == HIST_K || jobs[batches.back()[0]].n != jobs[j].n)
+        batches.emplace_back();
+      batches.back().push_back(j);
+    }
+    int64_t nb = (int64_t)batches.size();
+#pragma omp parallel for schedule(dynamic, 1) if (nb > 1)
+    for (int64_t b = 0; b < nb; ++b) {
+      Decoder dec[HIST_K];
+      Model m[HIST_K];
+      HistOut o[HIST_K];
+      int ok[HIST_K], nok = 0;
+      for (size_t k = 0; k < batches[b].size(); ++k) {
+        Job& job = jobs[batches[b][k]];
+        job.err = dec[k].init(job.words.data(), job.words.size());
+        if (job.err.empty()) job.err = m[k].build(job.w.data(), job.w.size());
+        if (!job.err.empty()) continue;
+        m[k].build_lookup(job.n);
+        o[k] = HistOut{job.values.data(), job.delta, job.dst, job.fdst, job.fstride, job.scale};
+        ok[nok++] = (int)k;
+      }
+      int64_t n = jobs[batches[b][0]].n;
+      int done = 0;
+      while (done < nok) {  // interleave 4, then 2, then 1 streams whose tables agree on exactness
+        int k0 = ok[done];
+        bool ex = m[k0].exact;
+        int same = 1;
+        while (done + same < nok && same < HIST_K && m[ok[done + same]].exact == ex) ++same;
+        int take = same >= 4 ? 4 : same >= 2 ? 2 : 1;
+        Decoder* d[4];
+        const Model* mm[4];
+        const HistOut* oo[4];
+        for (int t = 0; t < take; ++t) {
+          d[t] = &dec[ok[done + t]];
+          mm[t] = &m[ok[done + t]];
+          oo[t] = &o[ok[done + t]];
+        }
+        if (take == 4)
+          ex ? hist_multi<true, 4>(d, mm, oo, n) : hist_multi<false, 4>(d, mm, oo, n);
+        else if (take == 2)
+          ex ? hist_multi<true, 2>(d, mm, oo, n) : hist_multi<false, 2>(d, mm, oo, n);
+        else
+          ex ? hist_multi<true, 1>(d, mm, oo, n) : hist_multi<false, 1>(d, mm, oo, n);
+        done += take;
+      }
+      for (int t = 0; t < nok; ++t)
+        if (!dec[ok[t]].finished()) jobs[batches[b][ok[t]]].err = "rANS stream has trailing data (corrupt)";
+    }
+  }
+  std::vector<std::string> errs;
+  for (auto& job : jobs) errs.push_back(job.err);
+  return errs;
+}
+
+// Incremental decoder over one stream for callers that pick each group's table as they go
+// (conditional models): mirrors constriction's AnsCoder(words).decode(model, n) / is_empty().
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(u32arr words) : words_(words) {
+    std::string err = dec_.init(words_.data(), words_.size());
+    if (!err.empty()) throw py::value_error(err);
+  }
+
+  py::array_t<int32_t> decode(u32arr w, int64_t n) {
+    if (n < 0) throw py::value_error("negative count");
+    py::array_t<int32_t> out((py::ssize_t)n);
+    int32_t* dst = out.mutable_data();
+    if (w.size() < 2) {
+      std::fill(dst, dst + n, 0);
+      return out;
+    }
+    Model m;
+    std::string err = m.build(w.data(), w.size());
+    if (!err.empty()) throw py::value_error(err);
+    {
+      py::gil_scoped_release nogil;
+      m.build_lookup(n);
+      if (m.exact)
+        for (int64_t i = 0; i < n; ++i) dst[i] = (int32_t)dec_.get<true>(m);
+      else
+        for (int64_t i = 0; i < n; ++i) dst[i] = (int32_t)dec_.get<false>(m);
+    }
+    return out;
+  }
+
+  bool finished() const { return dec_.finished(); }
+
+ private:
+  u32arr words_;  // keeps the buffer alive
+  Decoder dec_;
+};
+
+// ----------------------------------------------------------------------------- symbol analysis
+// A 1-D int64 input read in place, any stride (e.g. a column of an (n, k) array: no copy); other
+// inputs are converted once.
+struct I64View {
+  py::array keep;
+  const int64_t* p = nullptr;
+  int64_t stride = 1, n = 0;
+
+  explicit I64View(py::handle h) {
+    if (py::isinstance<py::array_t<int64_t, 0>>(h) && py::reinterpret_borrow<py::array>(h).ndim() == 1 &&
+        py::reinterpret_borrow<py::array>(h).strides(0) % (py::ssize_t)sizeof(int64_t) == 0) {
+      keep = py::reinterpret_borrow<py::array>(h);
+      stride = keep.strides(0) / (py::ssize_t)sizeof(int64_t);
+    } else {
+      keep = i64arr::ensure(h);
+      if (!keep) throw py::error_already_set();
+      if (keep.ndim() != 1) keep = keep.attr("ravel")();
+      stride = 1;
+    }
+    p = static_cast<const int64_t*>(keep.data());
+    n = keep.size();
+  }
+  I64View() = default;
+  inline int64_t operator[](int64_t i) const { return p[i * stride]; }
+};
+
+// For each int64 array x: (lo, hi, dlo, dhi, counts of x - lo, counts of d - dlo) where d is the
+// first difference (d_0 = x_0); a count array is None when its range is >= `max_range` (the
+// caller then uses its own estimate) and the d items are None unless `with_delta`. One pass for
+// the ranges, one for both histograms, all arrays in parallel: this replaces numpy's min, max,
+// diff and two bincounts per column.
+py::list analyze_many(py::list arrays, bool with_delta, int64_t max_range) {
+  struct Job {
+    I64View x;
+    int64_t lo = 0, hi = 0, dlo = 0, dhi = 0;
+    std::vector<int64_t> cx, cd;
+    bool has_cx = false, has_cd = false;
+  };
+  std::vector<Job> jobs(py::len(arrays));
+  for (size_t j = 0; j < jobs.size(); ++j) jobs[j].x = I64View(arrays[j]);
+  {
+    py::gil_scoped_release nogil;
+    int64_t nj = (int64_t)jobs.size();
+#pragma omp parallel for schedule(dynamic, 1) if (nj > 1)
+    for (int64_t j = 0; j < nj; ++j) {
+      Job& job = jobs[j];
+      const I64View& x = job.x;
+      int64_t n = x.n;
+      if (n == 0) continue;
+      int64_t lo = x[0], hi = x[0], dlo = x[0], dhi = x[0];
+      for (int64_t i = 1; i < n; ++i) {
+        int64_t v = x[i], d = (int64_t)((uint64_t)v - (uint64_t)x[i - 1]);  // wraps, never UB
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+        dlo = std::min(dlo, d);
+        dhi = std::max(dhi, d);
+      }
+      job.lo = lo, job.hi = hi, job.dlo = dlo, job.dhi = dhi;
+      // ranges as unsigned: |x| < 2^40 is checked by the caller, but never overflow here
+      job.has_cx = (uint64_t)hi - (uint64_t)lo < (uint64_t)max_range;
+      job.has_cd = with_delta && (uint64_t)dhi - (uint64_t)dlo < (uint64_t)max_range;
+      if (job.has_cx) job.cx.assign(size_t(hi - lo + 1), 0);
+      if (job.has_cd) job.cd.assign(size_t(dhi - dlo + 1), 0);
+      if (job.has_cx && job.has_cd) {
+        int64_t prev = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          ++job.cx[(uint64_t)x[i] - (uint64_t)lo];
+          ++job.cd[(uint64_t)x[i] - (uint64_t)prev - (uint64_t)dlo];
+          prev = x[i];
+        }
+      } else if (job.has_cx) {
+        for (int64_t i = 0; i < n; ++i) ++job.cx[(uint64_t)x[i] - (uint64_t)lo];
+      } else if (job.has_cd) {
+        int64_t prev = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          ++job.cd[(uint64_t)x[i] - (uint64_t)prev - (uint64_t)dlo];
+          prev = x[i];
+        }
+      }
+    }
+  }
+  auto to_np = [](const std::vector<int64_t>& v) {
+    py::array_t<int64_t> a((py::ssize_t)v.size());
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+  };
+  py::list out;
+  for (auto& job : jobs) {
+    py::object cx = job.has_cx ? py::object(to_np(job.cx)) : py::object(py::none());
+    py::object cd = job.has_cd ? py::object(to_np(job.cd)) : py::object(py::none());
+    out.append(py::make_tuple(job.lo, job.hi, job.dlo, job.dhi, cx, cd));
+  }
+  return out;
+}
+
+// One histogram stream to encode: symbol i is rank[v_i - lo], v = x or its first differences.
+struct HistEnc {
+  const I64View* x;
+  bool delta;
+  int64_t lo;
+  const int32_t* rank;
+  uint64_t a;
+  const Model* m;
+};
+
+// Encode K equal-length histogram streams side by side (last symbol first); false when a value
+// has no table entry (the outputs are then meaningless).
+template <int K>
+bool hist_encode(const HistEnc* const* h, Encoder* const* enc, int64_t n) {
+  uint64_t st[K];
+  for (int k = 0; k < K; ++k) st[k] = enc[k]->state;
+  bool good = true;
+  for (int64_t i = n - 1; i >= 0 && good; --i) {
+    for (int k = 0; k < K; ++k) {
+      const HistEnc& e = *h[k];
+      const I64View& x = *e.x;
+      uint64_t v = e.delta ? (uint64_t)x[i] - (uint64_t)(i ? x[i - 1] : 0) : (uint64_t)x[i];
+      uint64_t u = v - (uint64_t)e.lo;
+      int32_t s = u < e.a ? e.rank[u] : -1;
+      if (s < 0 || s >= e.m->a) {
+        good = false;
+        s = 0;
+      }
+      const Sym y = e.m->sym[s];
+      if ((st[k] >> (64 - PRECISION)) >= y.freq) {
+        enc[k]->words.push_back((uint32_t)st[k]);
+        st[k] >>= 32;
+      }
+      st[k] = ((st[k] / y.freq) << PRECISION) | (y.cdf + st[k] % y.freq);
+    }
+  }
+  for (int k = 0; k < K; ++k) enc[k]->state = st[k];
+  return good;
+}
+
+// Histogram streams straight from the int64 values: jobs are (x, delta, lo, rank int32, weights):
+// each symbol is rank[v - lo] with v = x_i (or x_i - x_{i-1} with delta), coded with the table.
+// Same words as encode_many on the rank array, without building it.
+py::list encode_hist_many(py::list jobs_in) {
+  struct Job {
+    I64View x;
+    bool delta = false;
+    int64_t lo = 0;
+    i32arr rank;
+    u32arr w;
+    std::vector<uint32_t> out;
+    std::string err;
+  };
+  std::vector<Job> jobs(py::len(jobs_in));
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    auto t = py::reinterpret_borrow<py::tuple>(jobs_in[j]);
+    if (t.size() != 5) throw py::value_error("encode_hist_many: a job is (x, delta, lo, rank, weights)");
+    Job& job = jobs[j];
+    job.x = I64View(t[0]);
+    job.delta = t[1].cast<bool>();
+    job.lo = t[2].cast<int64_t>();
+    job.rank = t[3].cast<i32arr>();
+    job.w = t[4].cast<u32arr>();
+  }
+  {
+    py::gil_scoped_release nogil;
+    int64_t nj = (int64_t)jobs.size();
+    // As in decode_hist_many: batches of up to HIST_K equal-length streams are encoded side by
+    // side in one thread (independent division chains overlap), batches spread over threads.
+    std::vector<int64_t> order(nj);
+    for (int64_t j = 0; j < nj; ++j) order[j] = j;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t p, int64_t q) { return jobs[p].x.n < jobs[q].x.n; });
+    std::vector<std::vector<int64_t>> batches;
+    for (int64_t j : order) {
+      if (batches.empty() || batches.back().size() == HIST_K || jobs[batches.back()[0]].x.n != jobs[j].x.n)
+        batches.emplace_back();
+      batches.back().push_back(j);
+    }
+    int64_t nb = (int64_t)batches.size();
+#pragma omp parallel for schedule(dynamic, 1) if (nb > 1)
+    for (int64_t b = 0; b < nb; ++b) {
+      Model m[HIST_K];
+      HistEnc h[HIST_K];
+      Encoder enc[HIST_K];
+      int ok[HIST_K], nok = 0;
+      for (size_t k = 0; k < batches[b].size(); ++k) {
+        Job& job = jobs[batches[b][k]];
+        job.err = m[k].build(job.w.data(), job.w.size());
+        if (!job.err.empty()) continue;
+        h[k] = HistEnc{&job.x, job.delta, job.lo, job.rank.data(), (uint64_t)job.rank.size(), &m[k]};
+        enc[k].words.reserve(size_t(job.x.n / 4 + 4));
+        ok[nok++] = (int)k;
+      }
+      int64_t n = jobs[batches[b][0]].x.n;
+      for (int done = 0; done < nok;) {
+        int take = nok - done >= 4 ? 4 : nok - done >= 2 ? 2 : 1;
+        const HistEnc* hh[4];
+        Encoder* ee[4];
+        for (int t = 0; t < take; ++t) {
+          hh[t] = &h[ok[done + t]];
+          ee[t] = &enc[ok[done + t]];
+        }
+        bool good = take == 4 ? hist_encode<4>(hh, ee, n) : take == 2 ? hist_encode<2>(hh, ee, n) : hist_encode<1>(hh, ee, n);
+        for (int t = 0; t < take; ++t) {
+          Job& job = jobs[batches[b][ok[done + t]]];
+          if (!good) {  // some value is outside its table: find which, one stream at a time
+            Encoder single;
+            Encoder* one[1] = {&single};
+            if (!hist_encode<1>(&hh[t], one, n)) job.err = "value outside the histogram table";
+          }
+          ee[t]->finish();
+          job.out.swap(ee[t]->words);
+        }
+        done += take;
+      }
+    }
+  }
+  py::list result;
+  for (auto& job : jobs) {
+    if (!job.err.empty()) throw py::value_error(job.err);
+    u32arr a((py::ssize_t)job.out.size());
+    std::copy(job.out.begin(), job.out.end(), a.mutable_data());
+    result.append(a);
+  }
+  return result;
+}
+
+// (n, k) int64 -> (k, n) contiguous, in cache-sized row blocks on all cores: the columns of an
+// attribute become contiguous streams without k strided passes over the whole array.
+py::array_t<int64_t> transpose_i64(py::array_t<int64_t, py::array::c_style | py::array::forcecast> a) {
+  if (a.ndim() != 2) throw py::value_error("transpose_i64: need a 2-D array");
+  const int64_t n = a.shape(0), k = a.shape(1);
+  py::array_t<int64_t> out({(py::ssize_t)k, (py::ssize_t)n});
+  const int64_t* src = a.data();
+  int64_t* dst = out.mutable_data();
+  constexpr int64_t B = 512;  // rows per block: B * k * 8 bytes stay in cache while written out
+  py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (n * k > 65536)
+  for (int64_t r0 = 0; r0 < n; r0 += B) {
+    int64_t r1 = std::min(n, r0 + B);
+    for (int64_t c = 0; c < k; ++c)
+      for (int64_t r = r0; r < r1; ++r) dst[c * n + r] = src[r * k + c];
+  }
+  return out;
+}
+
+// ----------------------------------------------------------------------------- quantizer helpers
+// One-pass, multi-threaded versions of numpy code in gscomp/codec/quant.py and entropy.py (which
+// stays the fallback and the reference: the tests check both give identical results). Float
+// expressions are the same IEEE operations in the same order (no FMA contraction: strict ISO C++
+// and no -march), so dequantized values are bit-identical.
+constexpr double MAX_Q = 1099511627776.0;  // 2^40
+
+// x (rows, cols) float32 -> int64 round-half-even(x / step[col]) (= np.rint in float64);
+// ValueError when a value is not finite or |q| >= 2^40.
+py::array_t<int64_t> quantize(py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                              py::array_t<double, py::array::c_style | py::array::forcecast> step) {
+  if (x.ndim() != 2 || step.ndim() != 1 || step.shape(0) != x.shape(1)) throw py::value_error("quantize: bad shapes");
+  const int64_t rows = x.shape(0), cols = x.shape(1);
+  py::array_t<int64_t> out({(py::ssize_t)rows, (py::ssize_t)cols});
+  const float* src = x.data();
+  const double* st = step.data();
+  int64_t* dst = out.mutable_data();
+  int bad = 0;
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (rows * cols > 65536)
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        double q = std::nearbyint((double)src[r * cols + c] / st[c]);
+        if (!(std::fabs(q) < MAX_Q)) {
+          bad = 1;
+          q = 0;
+        }
+        dst[r * cols + c] = (int64_t)q;
+      }
+    }
+  }
+  if (bad) throw py::value_error("quantized value out of range");
+  return out;
+}
+
+inline uint64_t spread3(uint64_t v) {
+  uint64_t x = v & 0x1FFFFFull;
+  x = (x | (x << 32)) & 0x1F00000000FFFFull;
+  x = (x | (x << 16)) & 0x1F0000FF0000FFull;
+  x = (x | (x << 8)) & 0x100F00F00F00F00Full;
+  x = (x | (x << 4)) & 0x10C30C30C30C30C3ull;
+  x = (x | (x << 2)) & 0x1249249249249249ull;
+  return x;
+}
+
+inline int64_t compact3(uint64_t x) {
+  x &= 0x1249249249249249ull;
+  x = (x | (x >> 2)) & 0x10C30C30C30C30C3ull;
+  x = (x | (x >> 4)) & 0x100F00F00F00F00Full;
+  x = (x | (x >> 8)) & 0x1F0000FF0000FFull;
+  x = (x | (x >> 16)) & 0x1F00000000FFFFull;
+  x = (x | (x >> 32)) & 0x1FFFFFull;
+  return (int64_t)x;
+}
+
+py::array_t<uint64_t> morton_encode(py::array_t<int64_t, py::array::c_style | py::array::forcecast> q) {
+  if (q.ndim() != 2 || q.shape(1) != 3) throw py::value_error("morton_encode: need (N, 3)");
+  const int64_t n = q.shape(0);
+  py::array_t<uint64_t> out((py::ssize_t)n);
+  const int64_t* src = q.data();
+  uint64_t* dst = out.mutable_data();
+  py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i)
+    dst[i] = spread3(src[3 * i]) | (spread3(src[3 * i + 1]) << 1) | (spread3(src[3 * i + 2]) << 2);
+  return out;
+}
+
+py::array_t<int64_t> morton_decode(py::array_t<uint64_t, py::array::c_style | py::array::forcecast> codes) {
+  const int64_t n = codes.size();
+  py::array_t<int64_t> q({(py::ssize_t)n, (py::ssize_t)3});
+  const uint64_t* c = codes.data();
+  int64_t* qd = q.mutable_data();
+  py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i)
+    for (int k = 0; k < 3; ++k) qd[3 * i + k] = compact3(c[i] >> k);
+  return q;
+}
+
+// (N, 3) grid coordinates -> float32 origin + q * step (float64, one rounding).
+py::array_t<float> dequantize_positions(py::array_t<int64_t, py::array::c_style | py::array::forcecast> q,
+                                        py::array_t<double, py::array::c_style | py::array::forcecast> origin,
+                                        py::array_t<double, py::array::c_style | py::array::forcecast> step) {
+  if (q.ndim() != 2 || q.shape(1) != 3 || origin.size() != 3 || step.size() != 3)
+    throw py::value_error("dequantize_positions: need (N, 3) and 3 origins / steps");
+  const int64_t n = q.shape(0);
+  py::array_t<float> pos({(py::ssize_t)n, (py::ssize_t)3});
+  const int64_t* qd = q.data();
+  float* pd = pos.mutable_data();
+  const double o[3] = {origin.data()[0], origin.data()[1], origin.data()[2]};
+  const double st[3] = {step.data()[0], step.data()[1], step.data()[2]};
+  py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i)
+    for (int k = 0; k < 3; ++k) pd[3 * i + k] = (float)(o[k] + (double)qd[3 * i + k] * st[k]);
+  return pos;
+}
+
+// Concatenate values[i] as widths[i]-bit big-endian fields (MSB first), widths in [0, 56].
+py::bytes pack_bits(py::array_t<uint64_t, py::array::c_style | py::array::forcecast> values,
+                    py::array_t<int64_t, py::array::c_style | py::array::forcecast> widths) {
+  const int64_t n = values.size();
+  if (widths.size() != n) throw py::value_error("pack_bits: one width per value");
+  const uint64_t* v = values.data();
+  const int64_t* w = widths.data();
+  uint64_t total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (w[i] < 0 || w[i] > 56) throw py::value_error("pack_bits: width outside 0..56");
+    total += (uint64_t)w[i];
+  }
+  std::string out((total + 7) / 8, '\0');
+  {
+    py::gil_scoped_release nogil;
+    uint64_t acc = 0;  // pending bits, MSB-aligned count `have` (< 8 after each flush)
+    int have = 0;
+    size_t pos = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      int k = (int)w[i];
+      if (!k) continue;
+      acc = (acc << k) | (v[i] & ((uint64_t(1) << k) - 1));
+      have += k;
+      while (have >= 8) {
+        have -= 8;
+        out[pos++] = (char)(acc >> have);
+      }
+      acc &= (uint64_t(1) << have) - 1;
+    }
+    if (have) out[pos++] = (char)(acc << (8 - have));
+  }
+  return py::bytes(out);
+}
+
+// Inverse of pack_bits; `data` must hold exactly ceil(sum(widths) / 8) bytes (checked by caller).
+py::array_t<uint64_t> unpack_bits(py::bytes data, py::array_t<int64_t, py::array::c_style | py::array::forcecast> widths) {
+  std::string_view buf(data);
+  const int64_t n = widths.size();
+  const int64_t* w = widths.data();
+  uint64_t total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (w[i] < 0 || w[i] > 56) throw py::value_error("unpack_bits: width outside 0..56");
+    total += (uint64_t)w[i];
+  }
+  if (buf.size() != (total + 7) / 8) throw py::value_error("unpack_bits: wrong byte count");
+  py::array_t<uint64_t> out((py::ssize_t)n);
+  uint64_t* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    const unsigned char* b = reinterpret_cast<const unsigned char*>(buf.data());
+    uint64_t acc = 0;
+    int have = 0;
+    size_t pos = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      int k = (int)w[i];
+      while (have < k) {  // have + 8 <= 63 since k <= 56
+        acc = (acc << 8) | b[pos++];
+        have += 8;
+      }
+      have -= k;
+      dst[i] = k ? (acc >> have) & ((uint64_t(1) << k) - 1) : 0;
+      acc &= have ? (uint64_t(1) << have) - 1 : 0;
+    }
+  }
+  return out;
+}
+
+// wxyz quaternions -> smallest-three symbols (same float64 operations, in the same order, as
+// quant.quats_to_s3: row norm summed left to right, division, sign flip, clip, rint(v / step)).
+// Returns None when an input is not finite or a symbol reaches 2^40 (the caller then uses numpy).
+py::object quats_to_s3(py::array_t<double, py::array::c_style | py::array::forcecast> quats, double step) {
+  if (quats.ndim() != 2 || quats.shape(1) != 4) throw py::value_error("quats_to_s3: need (N, 4)");
+  const int64_t n = quats.shape(0);
+  py::array_t<int64_t> out({(py::ssize_t)n, (py::ssize_t)4});
+  const double* src = quats.data();
+  int64_t* dst = out.mutable_data();
+  const double lim = 0.7071067811865476;  // quant.INV_SQRT2
+  int bad = 0;
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      double q[4];
+      for (int j = 0; j < 4; ++j) {
+        q[j] = src[4 * i + j];
+        if (!std::isfinite(q[j])) bad = 1;
+      }
+      double norm = std::sqrt(((q[0] * q[0] + q[1] * q[1]) + q[2] * q[2]) + q[3] * q[3]);
+      if (norm == 0) {
+        q[0] = 1, q[1] = q[2] = q[3] = 0;
+      } else {
+        for (int j = 0; j < 4; ++j) q[j] = q[j] / norm;
+      }
+      int big = 0;
+      for (int j = 1; j < 4; ++j)
+        if (std::fabs(q[j]) > std::fabs(q[big])) big = j;
+      double sign = q[big] < 0 ? -1.0 : 1.0;
+      dst[4 * i] = big;
+      for (int j = 0, k = 1; j < 4; ++j) {
+        if (j == big) continue;
+        double v = std::min(std::max(q[j] * sign, -lim), lim);
+        double r = std::nearbyint(v / step);
+        if (!(std::fabs(r) < MAX_Q)) bad = 1, r = 0;
+        dst[4 * i + k++] = (int64_t)r;
+      }
+    }
+  }
+  if (bad) return py::none();
+  return out;
+}
+
+// Smallest-three quaternions -> float32 wxyz (same float64 expressions as quant.s3_to_quats).
+// Returns None when a largest-component index is outside 0..3.
+py::object s3_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forcecast> s3, double step) {
+  if (s3.ndim() != 2 || s3.shape(1) != 4) throw py::value_error("s3_to_quats: need (N, 4)");
+  const int64_t n = s3.shape(0);
+  py::array_t<float> out({(py::ssize_t)n, (py::ssize_t)4});
+  const int64_t* src = s3.data();
+  float* dst = out.mutable_data();
+  int bad = 0;
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t* r = src + 4 * i;
+      int64_t big = r[0];
+      if (big < 0 || big > 3) {
+        bad = 1;
+        big = 0;
+      }
+      double a = (double)r[1] * step, b = (double)r[2] * step, c = (double)r[3] * step;
+      double w = std::sqrt(std::max(0.0, 1.0 - ((a * a + b * b) + c * c)));
+      const double rest[3] = {a, b, c};  // the other three components, in increasing index order
+      for (int j = 0, k = 0; j < 4; ++j) dst[4 * i + j] = (float)(j == big ? w : rest[k++]);
+    }
+  }
+  if (bad) return py::none();
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "rANS coder byte-compatible with constriction's AnsCoder (u32 words, u64 state, 24-bit tables)";
+  m.def("encode_many", &encode_many, "encode independent streams (lists of (indices, weights) groups) in parallel");
+  m.def("decode_many", &decode_many, "decode independent multi-group streams in parallel into int32 outputs");
+  m.def("decode_hist_many", &decode_hist_many, "decode histogram streams in parallel: rank -> value (+ prefix sum)");
+  m.def("analyze_many", &analyze_many, "ranges and histograms of int64 arrays and their first differences");
+  m.def("encode_hist_many", &encode_hist_many, "histogram streams from int64 values (rank table + weights)");
+  m.def("max_threads", &max_threads);
+  m.def("quantize", &quantize);
+  m.def("transpose_i64", &transpose_i64);
+  m.def("morton_encode", &morton_encode);
+  m.def("morton_decode", &morton_decode);
+  m.def("dequantize_positions", &dequantize_positions);
+  m.def("pack_bits", &pack_bits);
+  m.def("unpack_bits", &unpack_bits);
+  m.def("s3_to_quats", &s3_to_quats);
+  m.def("quats_to_s3", &quats_to_s3);
+  py::class_<StreamDecoder>(m, "StreamDecoder")
+      .def(py::init<u32arr>())
+      .def("decode", &StreamDecoder::decode)
+      .def("finished", &StreamDecoder::finished);
+}

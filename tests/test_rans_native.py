@@ -1,0 +1,390 @@
+"""Native rANS coder (cuda/rans_cpu.cpp): byte compatibility with constriction, batched entry points,
+robustness against corrupt input, and the batched symbol-stream API on both back ends."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import shared
+
+from gscomp import FormatError, GscompError
+from gscomp.codec import entropy as E
+from gscomp.codec import quant as Q
+
+
+@pytest.fixture(scope="module")
+def mod():
+    try:
+        from gscomp import native
+
+        return native.load("rans")
+    except GscompError as e:  # no compiler: constriction stays in use, nothing native to test
+        pytest.skip(f"native rANS coder not built: {e}")
+
+
+@pytest.fixture
+def backend():
+    """Switch the entropy layer's back end inside a test, restoring it afterwards."""
+    prev = E.set_backend("auto")
+    yield E.set_backend
+    E.set_backend(prev)
+
+
+def constriction_encode(groups) -> bytes:
+    prev = E.set_backend("constriction")
+    try:
+        return E.ans_encode(groups)
+    finally:
+        E.set_backend(prev)
+
+
+def words_of(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, "<u4").astype(np.uint32)
+
+
+def random_table(rng, a: int, kind: str) -> np.ndarray:
+    """24-bit weights (each >= 1, sum 2^24) of the kinds the codec uses plus extremes."""
+    if kind == "hist":  # 16-bit table scaled by 2^8 (histogram streams)
+        return E.to24(E.quantize_pmf(rng.integers(1, 1000, a) ** 3))
+    if kind == "skewed":  # one symbol takes nearly everything, the rest weight 1
+        w = np.ones(a, np.int64)
+        w[rng.integers(a)] += (1 << 24) - a
+        return w
+    # arbitrary 24-bit weights: cumulative values with no common power-of-two factor
+    w = rng.integers(1, 1 << 12, a).astype(np.int64)
+    w = np.maximum(1, np.floor(w * ((1 << 24) - a) / w.sum())).astype(np.int64)
+    w[np.argmax(w)] += (1 << 24) - int(w.sum())
+    return w
+
+
+def sample(rng, w: np.ndarray, n: int) -> np.ndarray:
+    return rng.choice(len(w), n, p=w / w.sum()).astype(np.int32)
+
+
+CASES = [  # (alphabet, count, table kind)
+    (2, 0, "hist"), (2, 1, "hist"), (2, 2, "skewed"), (3, 1000, "raw"), (17, 5000, "hist"),
+    (300, 2000, "skewed"), (1000, 3000, "raw"), (16384, 20000, "hist"), (65536, 5000, "raw"),
+    (2, 100000, "skewed"), (64, 40000, "raw"),
+]
+
+
+@pytest.mark.parametrize("a,n,kind", CASES)
+def test_bytes_match_constriction(mod, a, n, kind):
+    rng = np.random.default_rng(a * 7919 + n)
+    w = random_table(rng, a, kind)
+    x = sample(rng, w, n)
+    ref = constriction_encode([(x, w)])
+    nat = E.ans_encode([(x, w)])
+    assert nat == ref
+    # each back end decodes the other's bytes (they are the same bytes, but decode both ways)
+    out = np.empty(n, np.int32)
+    assert mod.decode_many([(words_of(ref), [(w.astype(np.uint32), n)], out)]) == [""]
+    assert np.array_equal(out, x)
+    dec = mod.StreamDecoder(words_of(ref))
+    assert np.array_equal(dec.decode(w.astype(np.uint32), n), x) and dec.finished()
+    prev = E.set_backend("constriction")
+    try:
+        coder = E.ans_decoder(nat)
+        assert np.array_equal(E.ans_decode_group(coder, w, n), x)
+        E.ans_finish(coder)
+    finally:
+        E.set_backend(prev)
+
+
+def test_multi_group_streams_match(mod):
+    """Several tables in one stream (conditional models), incl. empty and one-entry groups."""
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        groups = []
+        for _ in range(int(rng.integers(1, 6))):
+            a = int(rng.choice([1, 2, 5, 40, 700]))
+            w = random_table(rng, a, str(rng.choice(["hist", "skewed", "raw"]))) if a > 1 else np.array([1 << 24])
+            groups.append((sample(rng, w, int(rng.choice([0, 1, 3, 50, 2000]))), w))
+        ref = constriction_encode(groups)
+        assert E.ans_encode(groups) == ref
+        got = E.ans_decode_many([(ref, [(w, len(x)) for x, w in groups])])[0]
+        for (x, w), y in zip(groups, got):
+            assert np.array_equal(y, x if len(w) > 1 else np.zeros(len(x)))
+
+
+def test_encode_many_parallel_batch(mod):
+    rng = np.random.default_rng(5)
+    streams = []
+    for i in range(9):
+        w = random_table(rng, 50 + i, "hist")
+        streams.append([(sample(rng, w, 10000 * (i % 3) + 7), w)])
+    assert E.ans_encode_many(streams) == [constriction_encode(s) for s in streams]
+
+
+def test_decode_hist_batches_mixed(mod):
+    """decode_hist_many interleaves up to 4 streams of equal length per thread: mix lengths,
+    exact / non-exact lookup tables (uniform 16-entry tables are 'exact' at 4 bits), delta and
+    float outputs, and batch remainders of 1..3."""
+    rng = np.random.default_rng(9)
+    jobs, expect = [], []
+    for i in range(11):
+        n = [100000, 100000, 777, 100000][i % 4]
+        kind = ["hist", "raw", "uniform"][i % 3]
+        w = np.full(16, 1 << 20) if kind == "uniform" else random_table(rng, 30 + i, kind)
+        x = sample(rng, w, n)
+        values = rng.integers(-50, 50, len(w)).astype(np.int64)
+        delta = bool(i % 2)
+        v = values[x]
+        v = np.cumsum(v) if delta else v
+        words = words_of(E.ans_encode([(x, w)]))
+        if i % 5 == 4:  # float32 column of a wider array, dequantized
+            col = np.zeros((n, 3), np.float32)[:, 1]
+            jobs.append((words, w.astype(np.uint32), values, delta, col, 0.03))
+            expect.append((v.astype(np.float64) * 0.03).astype(np.float32))
+        else:
+            jobs.append((words, w.astype(np.uint32), values, delta, np.empty(n, np.int64), None))
+            expect.append(v)
+    assert mod.decode_hist_many(jobs) == [""] * len(jobs)
+    for job, e in zip(jobs, expect):
+        assert job[4].dtype == e.dtype and np.array_equal(job[4], e)
+
+
+def test_native_rejects_bad_tables_and_symbols(mod):
+    x = np.array([0, 1, 1], np.int32)
+    big = np.ones(70000, np.int64)
+    big[0] += (1 << 24) - big.sum()  # valid sum, but more entries than the native coder supports
+    for w in ([0, 1 << 24], [5, 7], [1 << 23, (1 << 23) + 1], big):
+        with pytest.raises(ValueError):
+            mod.encode_many([[(x, np.asarray(w, np.uint32))]])
+    with pytest.raises(ValueError):
+        mod.StreamDecoder(np.zeros(0, np.uint32)).decode(np.array([1 << 23, 1 << 23], np.uint32), -1)
+    w = np.array([1 << 23, 1 << 23], np.uint32)
+    with pytest.raises(ValueError):
+        mod.encode_many([[(np.array([0, 2], np.int32), w)]])
+    with pytest.raises(ValueError):
+        mod.encode_many([[(np.array([-1], np.int32), w)]])
+    bad = np.array([0, 1 << 24], np.uint32)
+    assert mod.decode_many([(np.array([5, 1], np.uint32), [(bad, 3)], np.empty(3, np.int32))])[0]
+    with pytest.raises(TypeError):  # an output of the wrong dtype would be written into a copy
+        mod.decode_many([(np.zeros(0, np.uint32), [(w, 3)], np.empty(3, np.int64))])
+
+
+def test_corrupt_streams_fail_cleanly(mod):
+    """Truncated, extended, zero-ended and random word arrays: a clear error, never a crash/hang."""
+    rng = np.random.default_rng(2)
+    w = random_table(rng, 200, "hist")
+    x = sample(rng, w, 5000)
+    good = E.ans_encode([(x, w)])
+    assert len(good) > 16
+    bad_streams = [good[:-4], good[4:], good + b"\x01\x00\x00\x00", good[:-4] + b"\x00\x00\x00\x00", b"\x07\x00\x00",
+                   bytes(rng.integers(0, 256, 64, dtype=np.uint8)) + b"\x01\x00\x00\x00", b"\x01\x00\x00\x00"]
+    # (an EMPTY word array is a valid stream: it decodes as symbol 0 repeated, in both back ends)
+    for data in bad_streams:
+        with pytest.raises(FormatError):
+            E.ans_decode_many([(data, [(w, len(x))])])
+        with pytest.raises(FormatError):
+            coder = E.ans_decoder(data)
+            E.ans_decode_group(coder, w, len(x))
+            E.ans_finish(coder)
+
+
+SYMBOL_ARRAYS = [
+    np.zeros(0, np.int64),
+    np.array([3]),
+    np.full(100, -7),
+    np.array([0, 1] * 50),
+    np.round(np.random.default_rng(0).laplace(0, 3, 50000)).astype(np.int64),
+    np.cumsum(np.random.default_rng(1).integers(-2, 3, 60000)),  # delta mode
+    np.random.default_rng(2).integers(-(2**39), 2**39, 5000),  # split high/low bits
+    np.cumsum(np.random.default_rng(3).integers(0, 2**22, 8000)),  # wide differences
+    np.round(np.random.default_rng(4).normal(0, 3000, 30000)).astype(np.int64),  # 16384-wide alphabet limit
+]
+
+
+@pytest.mark.parametrize("kw", [{}, {"allow_delta": False}, {"allow_zstd": True}])
+def test_symbols_many_same_bytes_both_backends(mod, backend, kw):
+    backend("constriction")
+    ref = [E.encode_symbols(x, **kw) for x in SYMBOL_ARRAYS]
+    backend("native")
+    assert E.encode_symbols_many(SYMBOL_ARRAYS, **kw) == ref
+    assert [E.encode_symbols(x, **kw) for x in SYMBOL_ARRAYS] == ref
+    for name in ("native", "constriction"):
+        backend(name)
+        for x, data in zip(SYMBOL_ARRAYS, ref):
+            assert np.array_equal(E.decode_symbols(data, len(x)), x)
+
+
+@pytest.mark.parametrize("name", ["native", "constriction"])
+def test_decode_symbols_many_dequantizes_exactly(mod, backend, name):
+    backend(name)
+    rng = np.random.default_rng(8)
+    n = 20000
+    cols = [np.round(rng.laplace(0, s, n)).astype(np.int64) for s in (0.5, 4, 40)]
+    cols += [np.cumsum(rng.integers(-1, 2, n)), np.full(n, 5), rng.integers(-(2**30), 2**30, n)]
+    streams = E.encode_symbols_many(cols)
+    streams[1] = E.encode_symbols(cols[1], allow_zstd=True)
+    ints = E.decode_symbols_many(streams, n)
+    assert all(np.array_equal(a, b) for a, b in zip(ints, cols))
+    steps = np.array([0.004, 0.02, 0.0301, 1e-3, 0.5, 1e-7])
+    out = E.decode_symbols_many(streams, n, scales=steps)
+    ref = np.stack([Q.dequantize(c, s) for c, s in zip(cols, steps)], 1)
+    assert out.dtype == np.float32 and np.array_equal(out.view(np.uint32), ref.view(np.uint32))
+    with pytest.raises(GscompError):
+        E.decode_symbols_many(streams, n, scales=steps, out=np.empty((n, 2), np.float32))
+
+
+def test_symbol_stream_fuzz(mod, backend):
+    """Byte flips / truncations of whole symbol streams: FormatError or a decode, never a crash."""
+    backend("native")
+    rng = np.random.default_rng(4)
+    x = np.round(rng.laplace(0, 5, 3000)).astype(np.int64)
+    data = bytearray(E.encode_symbols(x))
+    for i in range(300):
+        d = bytearray(data)
+        if i % 3 == 0:
+            d = d[: int(rng.integers(0, len(d)))]
+        else:
+            d[int(rng.integers(0, len(d)))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            y = E.decode_symbols_many([bytes(d)], len(x))[0]
+            assert y.shape == x.shape
+        except FormatError:
+            pass
+
+
+def test_gaussian_and_categorical_streams_same_bytes(mod, backend):
+    rng = np.random.default_rng(6)
+    n = 4000
+    means = rng.normal(0, 3, n).astype(np.float32)
+    scales = np.exp(rng.uniform(-2, 3, n)).astype(np.float32)
+    x = np.round(means + scales * rng.standard_normal(n)).astype(np.int64)
+    probs = rng.dirichlet(np.ones(5), n)
+    c = np.array([rng.choice(5, p=p) for p in probs])
+    out = {}
+    for name in ("constriction", "native"):
+        backend(name)
+        out[name] = (E.encode_gaussian(x, means, scales), E.encode_categorical(c, probs))
+    assert out["native"] == out["constriction"]
+    for name in ("constriction", "native"):
+        backend(name)
+        assert np.array_equal(E.decode_gaussian(out["native"][0], means, scales), x)
+        assert np.array_equal(E.decode_categorical(out["native"][1], probs, n), c)
+
+
+def test_biker_gsz_same_bytes_both_backends(mod, backend, tmp_path):
+    from gscomp.codec import decode_gsz, encode_gsz
+    from gscomp.io import load_splats
+    from gscomp.stages.pipeline import Pipeline
+
+    splats = load_splats(shared("splats/biker.compressed.ply"))
+    cfg = {"name": "t", "sh_degree": None, "stages": {
+        "positions": {"type": "positions", "bits": 16},
+        "attributes": {"type": "attributes", "quat_step": 0.004, "scale_step": 0.02, "opacity_step": 0.03,
+                       "sh0_step": 0.01, "shN_step": 0.02}}}
+    files = {}
+    for name in ("constriction", "native"):
+        backend(name)
+        encode_gsz(splats, tmp_path / f"{name}.gsz", Pipeline.from_config(cfg))
+        files[name] = (tmp_path / f"{name}.gsz").read_bytes()
+    assert files["native"] == files["constriction"]
+    a = decode_gsz(tmp_path / "native.gsz")
+    backend("constriction")
+    b = decode_gsz(tmp_path / "native.gsz")
+    for f in ("means", "quats", "scales", "opacities", "sh0"):
+        assert np.array_equal(getattr(a, f).numpy().view(np.uint32), getattr(b, f).numpy().view(np.uint32))
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, bytes):
+        return a == b
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def test_native_quant_helpers_match_numpy(mod, backend):
+    """quantize, Morton codes, position dequantization, bit packing and quaternion decoding give
+    bit-identical results on the native helpers and on the numpy reference code."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((5000, 45)) * 0.3).astype(np.float32)
+    x[0, 0], x[1, 1], x[2, 2] = 0.005, -0.015, 0.025  # ties at .5 steps: round half to even
+    q = rng.integers(0, 1 << 19, (5000, 3))
+    lo, hi = np.array([-1, -2, -3], np.float32), np.array([1, 2.5, 3], np.float32)
+    v = rng.integers(0, 1 << 62, 5000, dtype=np.int64).astype(np.uint64)
+    w = rng.integers(0, 57, 5000)
+    quats = rng.standard_normal((5000, 4)).astype(np.float32)
+    quats[:6] = [[0, 0, 0, 0], [0.5, 0.5, 0.5, 0.5], [-0.5, 0.5, -0.5, 0.5], [0, -1, 0, 0], [0.6, 0, -0.8, 0], [0.2, 0.004, -0.006, 0.01]]
+    s3 = Q.quats_to_s3(quats, 0.004)
+    calls = [
+        lambda: Q.quantize(x, np.linspace(0.01, 0.05, 45)[None]),
+        lambda: Q.quantize(x, 0.01),
+        lambda: Q.quantize(x[:, 0], 0.02),
+        lambda: Q.quantize(x[:, 0], np.full(5000, 0.1)),  # per-element steps: numpy on both
+        lambda: Q.morton_encode(q),
+        lambda: Q.morton_decode(Q.morton_encode(q)),
+        lambda: Q.dequantize_positions(q, lo, hi, 19),
+        lambda: E.pack_bits(v, w),
+        lambda: E.pack_bits(v, 13),
+        lambda: E.unpack_bits(E.pack_bits(v, w), w, len(w)),
+        lambda: Q.s3_to_quats(s3, 0.004),
+        lambda: Q.quats_to_s3(quats, 0.004),
+        lambda: Q.quats_to_s3(quats.astype(np.float64), 0.002),
+    ]
+    for fn in calls:
+        backend("native")
+        a = fn()
+        backend("constriction")
+        assert _same(a, fn())
+    assert np.array_equal(Q.morton_decode(Q.morton_encode(q)), q)
+    mask = (np.uint64(1) << w.astype(np.uint64)) - np.uint64(1)
+    assert np.array_equal(E.unpack_bits(E.pack_bits(v, w), w, len(w)), v & mask)
+    for name in ("native", "constriction"):
+        backend(name)
+        with pytest.raises(GscompError):
+            Q.quantize(np.array([1e12], np.float32), 0.01)
+        with pytest.raises(FormatError):
+            Q.s3_to_quats(np.array([[4, 0, 0, 0]]), 0.01)
+        with pytest.raises(FormatError):
+            E.unpack_bits(b"\x00", [9], 1)
+
+
+def test_encode_columns_of_2d_array(mod, backend):
+    """An (n, k) array codes its k columns (interleaved batches of equal-length streams natively)
+    with the same bytes as per-column coding on constriction."""
+    rng = np.random.default_rng(12)
+    sym = np.round(rng.laplace(0, 3, (30000, 7))).astype(np.int64)
+    sym[:, 2] = np.cumsum(sym[:, 2])  # a delta-coded column inside a batch
+    sym[:, 5] = 4  # a constant column
+    backend("constriction")
+    ref = [E.encode_symbols(sym[:, j]) for j in range(7)]
+    assert E.encode_symbols_many(sym) == ref
+    backend("native")
+    assert E.encode_symbols_many(sym) == ref
+    assert E.encode_symbols_many([sym[:, j] for j in range(7)]) == ref
+    out = E.decode_symbols_many(ref, len(sym))
+    assert all(np.array_equal(o, sym[:, j]) for j, o in enumerate(out))
+
+
+def test_encode_hist_rejects_values_outside_table(mod):
+    w = np.array([1 << 23, 1 << 23], np.uint32)
+    rank = np.array([0, 1], np.int32)
+    good = np.array([0, 1, 1, 0] * 10, np.int64)
+    bad = good.copy()
+    bad[7] = 2
+    jobs = [(good, False, 0, rank, w)] * 3
+    assert len(mod.encode_hist_many(jobs)) == 3
+    for pos in range(4):  # the bad stream anywhere in an interleaved batch of four
+        with pytest.raises(ValueError, match="outside"):
+            mod.encode_hist_many(jobs[:pos] + [(bad, False, 0, rank, w)] + jobs[pos:])
+
+
+def test_falls_back_to_constriction_when_native_cannot_build(mod, backend, monkeypatch, capsys):
+    from gscomp import native
+
+    def broken(kind="raster"):
+        raise GscompError("could not build the native rANS coder (no compiler)")
+
+    monkeypatch.setattr(native, "load", broken)
+    monkeypatch.setattr(E, "_native_state", {})
+    backend("auto")
+    assert E.rans_backend() == "constriction"
+    assert "using constriction" in capsys.readouterr().err
+    x = np.round(np.random.default_rng(0).laplace(0, 2, 5000)).astype(np.int64)
+    data = E.encode_symbols(x)
+    assert np.array_equal(E.decode_symbols_many([data], len(x))[0], x)
+    assert np.array_equal(Q.morton_decode(Q.morton_encode(np.ones((3, 3), np.int64))), np.ones((3, 3)))
+    backend("native")  # an explicit request for the native coder reports the build failure
+    with pytest.raises(GscompError):
+        E.encode_symbols(x)
