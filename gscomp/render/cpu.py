@@ -24,15 +24,20 @@ def _cam_arrays(cameras: list[Camera], dtype):
     return viewmats, campos, intr
 
 
+def _stack(ts: list[torch.Tensor]) -> torch.Tensor:
+    # One camera (the common case in training) needs no copy.
+    return ts[0].unsqueeze(0) if len(ts) == 1 else torch.stack(ts)
+
+
 class _Project(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, quats, scales, coeffs, sh_degree, viewmats, campos, intr):
+    def forward(ctx, means, quats, scales, sh0, shN, sh_degree, viewmats, campos, intr):
         ext = native.load()
-        means, quats, scales, coeffs = (t.contiguous() for t in (means, quats, scales, coeffs))
-        outs = [ext.project_forward(means, quats, scales, coeffs, sh_degree, v, p, *k)
+        means, quats, scales, sh0, shN = (t.contiguous() for t in (means, quats, scales, sh0, shN))
+        outs = [ext.project_forward(means, quats, scales, sh0, shN, sh_degree, v, p, *k)
                 for v, p, k in zip(viewmats, campos, intr)]
-        means2d, conics, colors, depths, radii = (torch.stack([o[i] for o in outs]) for i in range(5))
-        ctx.save_for_backward(means, quats, scales, coeffs, conics, radii)
+        means2d, conics, colors, depths, radii = (_stack([o[i] for o in outs]) for i in range(5))
+        ctx.save_for_backward(means, quats, scales, sh0, shN, conics, radii)
         ctx.sh_degree, ctx.viewmats, ctx.campos, ctx.intr = sh_degree, viewmats, campos, intr
         ctx.mark_non_differentiable(radii)
         return means2d, conics, colors, depths, radii
@@ -40,8 +45,9 @@ class _Project(torch.autograd.Function):
     @staticmethod
     def backward(ctx, v_means2d, v_conics, v_colors, v_depths, _v_radii):
         ext = native.load()
-        means, quats, scales, coeffs, conics, radii = ctx.saved_tensors
-        grads = [torch.zeros_like(t) for t in (means, quats, scales, coeffs)]
+        means, quats, scales, sh0, shN, conics, radii = ctx.saved_tensors
+        # Uninitialised: the first camera's kernel call writes every entry, later ones add.
+        grads = [torch.empty_like(t) for t in (means, quats, scales, sh0, shN)]
         N = means.shape[0]
 
         def pick(v, c, *shape):  # autograd passes None for outputs that got no gradient
@@ -49,9 +55,9 @@ class _Project(torch.autograd.Function):
 
         for c, (v, p, k) in enumerate(zip(ctx.viewmats, ctx.campos, ctx.intr)):
             ext.project_backward(
-                means, quats, scales, coeffs, ctx.sh_degree, v, p, *k, radii[c], conics[c],
+                means, quats, scales, sh0, shN, ctx.sh_degree, v, p, *k, radii[c], conics[c],
                 pick(v_means2d, c, 2), pick(v_conics, c, 3), pick(v_colors, c, 3), pick(v_depths, c),
-                *grads,
+                c == 0, *grads,
             )
         return (*grads, None, None, None, None)
 
@@ -70,27 +76,27 @@ class _Rasterize(torch.autograd.Function):
             aux.append(o[2:])  # depth image, T_final, n_contrib, tile offsets, ids
         ctx.save_for_backward(means2d, conics, colors, opac, depths, bg, radii)
         ctx.aux, ctx.size = aux, (width, height)
-        return tuple(torch.stack([o[i] for o in outs]) for i in range(3))
+        return tuple(_stack([o[i] for o in outs]) for i in range(3))
 
     @staticmethod
     def backward(ctx, v_img, v_alpha, v_depth):
         ext = native.load()
         means2d, conics, colors, opac, depths, bg, radii = ctx.saved_tensors
         W, H = ctx.size
-        C = means2d.shape[0]
-        v = [torch.zeros_like(t) for t in (means2d, conics, colors)]
-        v_opac, v_depths, v_bg = torch.zeros_like(opac), torch.zeros_like(depths), torch.zeros_like(bg)
-        for c in range(C):
+        rs = []
+        for c in range(means2d.shape[0]):
             vi = v_img[c].contiguous() if v_img is not None else means2d.new_zeros(H, W, 3)
             va = v_alpha[c].contiguous() if v_alpha is not None else means2d.new_zeros(H, W)
             vd = v_depth[c].contiguous() if v_depth is not None else means2d.new_zeros(H, W)
-            r = ext.rasterize_backward(means2d[c].contiguous(), conics[c].contiguous(), colors[c].contiguous(), opac,
-                                       depths[c].contiguous(), radii[c].contiguous(), bg, W, H, *ctx.aux[c],
-                                       vi, va, vd)
-            v[0][c], v[1][c], v[2][c] = r[0], r[1], r[2]
-            v_opac += r[3]
-            v_depths[c] = r[4]
-            v_bg += r[5]
+            rs.append(ext.rasterize_backward(means2d[c].contiguous(), conics[c].contiguous(), colors[c].contiguous(),
+                                             opac, depths[c].contiguous(), radii[c].contiguous(), bg, W, H,
+                                             *ctx.aux[c], vi, va, vd))
+        # Per camera: means2d, conics, colours, depths; summed over cameras: opacity, background.
+        v = [_stack([r[i] for r in rs]) for i in (0, 1, 2)]
+        v_depths = _stack([r[4] for r in rs])
+        v_opac, v_bg = rs[0][3], rs[0][5]
+        for r in rs[1:]:
+            v_opac, v_bg = v_opac + r[3], v_bg + r[5]
         return (*v, v_opac, v_depths, v_bg, None, None, None)
 
 
@@ -103,11 +109,11 @@ def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background
     W, H = cameras[0].width, cameras[0].height
     if any((c.width, c.height) != (W, H) for c in cameras):
         raise GscompError("render: all cameras in one call must have the same image size")
-    k = (sh_degree + 1) ** 2
-    coeffs = torch.cat([splats.sh0, splats.shN[:, : k - 1]], 1)
     viewmats, campos, intr = _cam_arrays(cameras, dtype)
+    # sh0 and shN go in separately (the kernel reads the first (sh_degree + 1)^2 coefficients), so
+    # no concatenated copy is made and their gradients need no split afterwards.
     means2d, conics, colors, depths, radii = _Project.apply(
-        splats.means, splats.quats, splats.scales, coeffs, sh_degree, viewmats, campos, intr
+        splats.means, splats.quats, splats.scales, splats.sh0, splats.shN, sh_degree, viewmats, campos, intr
     )
     opac = torch.sigmoid(splats.opacities)
     img, alpha, depth = _Rasterize.apply(means2d, conics, colors, opac, depths, background.to(dtype), radii, W, H)
