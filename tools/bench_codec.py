@@ -1,7 +1,7 @@
 """Codec benchmark: bytes/Gaussian, encode/decode throughput and render PSNR vs the source, per
 preset, with peers side by side (JSON to stdout).
 
-    .venv/bin/python tools/bench_codec.py [--inputs A B] [--presets high medium] [--res 256]
+    .venv/bin/python tools/bench_codec.py [--inputs A B] [--presets high medium compact] [--res 256]
         [--views 8] [--peers gaussforge,gscomp-spz,splat-transform,gsplat] [--splat-transform BIN]
 
 PSNR: both scenes rendered with gscomp.render(backend="cpu") from a fixed orbit of cameras around
@@ -227,7 +227,7 @@ def bench_gsplat(splats) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inputs", nargs="*", default=DEFAULT_INPUTS)
-    ap.add_argument("--presets", nargs="+", default=["lossless-ish", "high", "medium", "low"])
+    ap.add_argument("--presets", nargs="+", default=["lossless-ish", "high", "medium", "low", "compact"])
     ap.add_argument("--synthetic", nargs="*", default=[], help="N:DEGREE random scenes for throughput")
     ap.add_argument("--res", type=int, default=256)
     ap.add_argument("--views", type=int, default=8)

@@ -1,4 +1,5 @@
-"""Post-hoc stages for plain Gaussians (no training, no images): `positions` and `attributes`.
+"""Post-hoc stages for plain Gaussians (no training, no images): `positions`, `attributes` and
+the optional `importance` that makes both of them adaptive.
 
 positions   means quantized on a (2^bits)^3 grid spanning the bounding box, Gaussians put in
             Morton order (so the decoder needs no permutation), Morton-code deltas coded as
@@ -7,11 +8,16 @@ attributes  quaternions (smallest-three), log-scales, opacity logits, SH DC and 
             with per-attribute uniform steps; each integer channel coded with the best of
             histogram-rANS on values or on differences from the previous Gaussian (Morton
             neighbours are spatially close), or zstd. A step of 0 keeps exact float32 bits.
+importance  encoder: renders the scene from a sphere of outside views and estimates how much
+            render error each Gaussian's quantization errors cause; stores a class c per
+            Gaussian. With ``adaptive: true``, positions keep c fewer bits per axis and
+            attributes (quats, scales, opacities, sh0) use 2^c times their step for class c.
 
 Byte layouts of the codecs named here are in docs/gsz-format.md.
 """
 from __future__ import annotations
 
+import math
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
@@ -85,11 +91,13 @@ class Positions(Stage):
     type = "positions"
     owns = ("means",)
 
-    def __init__(self, bits: int = 16):
+    def __init__(self, bits: int = 16, adaptive: bool = False):
         bits = int(bits)
         if not 1 <= bits <= Q.MAX_POS_BITS:
             raise GscompError(f"positions.bits must be in 1..{Q.MAX_POS_BITS}, got {bits}")
-        super().__init__(bits=bits)
+        if not isinstance(adaptive, bool):
+            raise GscompError("positions.adaptive must be true or false")
+        super().__init__(bits=bits, **({"adaptive": True} if adaptive else {}))
         self.bits = bits
 
     def _grid(self, means: np.ndarray):
@@ -106,49 +114,91 @@ class Positions(Stage):
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         lo, hi, q = self._grid(_np32(splats.means))
+        head = struct.pack("<6f", *lo.tolist(), *hi.tolist())
+        if self.params.get("adaptive"):
+            return [self._encode_adaptive(head, q, _classes(ctx, "positions"))]
         codes = Q.morton_encode(q).astype(np.int64)  # < 2^57
-        d = np.diff(codes, prepend=np.int64(0))
-        if d.size and d.min() < 0:
-            raise GscompError("the positions stage needs Morton order: no stage after it may reorder Gaussians")
-        cls = np.zeros(d.shape, np.int64)
-        nz = d > 0
-        cls[nz] = np.floor(np.log2(d[nz].astype(np.float64))).astype(np.int64) + 1
-        # float log2 can be off by one near powers of two: fix so 2^(c-1) <= d < 2^c exactly
-        cls[nz] += (d[nz] >= (np.int64(1) << cls[nz])).astype(np.int64)
-        cls[nz] -= (d[nz] < (np.int64(1) << (cls[nz] - 1))).astype(np.int64)
-        width = np.maximum(cls - 1, 0)
-        raw = E.pack_bits((d - np.where(nz, np.int64(1) << np.maximum(cls - 1, 0), 0)).astype(np.uint64), width)
-        payload = (
-            bytes([self.bits])
-            + struct.pack("<6f", *lo.tolist(), *hi.tolist())
-            + E.blob(E.encode_symbols(cls, allow_delta=False))
-            + raw
-        )
-        return [Section("means", "morton-delta/v1", payload)]
+        return [Section("means", "morton-delta/v1", bytes([self.bits]) + head + _morton_delta_encode(codes))]
+
+    def _encode_adaptive(self, head: bytes, q: np.ndarray, cls: np.ndarray) -> Section:
+        """Class c keeps bits - c bits per axis: Morton deltas of the coarse grid (bits - cmax bits),
+        then cmax - c raw refinement bits per axis; the decoder puts it at the centre of its cell."""
+        cmax = min(int(cls.max(initial=0)), self.bits - 1)
+        c = np.minimum(cls, cmax)
+        coarse = Q.morton_encode(q >> cmax).astype(np.int64)  # sorted, as Morton(q >> k) = Morton(q) >> 3k
+        width = np.repeat(cmax - c, 3)
+        ref = ((q >> c[:, None]) & ((np.int64(1) << (cmax - c))[:, None] - 1)).reshape(-1)
+        payload = (bytes([self.bits, cmax]) + head + _morton_delta_encode(coarse, blob_raw=True)
+                   + E.pack_bits(ref.astype(np.uint64), width))
+        return Section("means", "morton-delta-classed/v1", payload)
+
+    def _decode_adaptive(self, sec: Section, ctx: CodingContext) -> np.ndarray:
+        r = E.Reader(sec.payload, "positions")
+        bits, cmax = r.u8(), r.u8()
+        if bits != self.bits or cmax >= bits:
+            raise FormatError(f"positions: bad grid ({bits} bits, coarse shift {cmax}) for {self.bits} bits")
+        lo, hi = _bounds(r)
+        n = ctx.n
+        c = np.minimum(_classes(ctx, "positions", True), cmax)
+        coarse = Q.morton_decode(_morton_delta_decode(r, n, bits - cmax, blob_raw=True).astype(np.uint64))
+        ref = E.unpack_bits(r.take(r.remaining()), np.repeat(cmax - c, 3), 3 * n).astype(np.int64).reshape(n, 3)
+        cell = (coarse << (cmax - c)[:, None]) | ref  # the Gaussian's cell on the grid of bits - c bits
+        half = ((np.int64(1) << c) - 1).astype(np.float64)[:, None] / 2  # centre of a 2^c-wide cell
+        qf = cell.astype(np.float64) * (np.int64(1) << c).astype(np.float64)[:, None] + half
+        origin, step = Q.grid_params(lo, hi, bits)
+        return (origin + qf * step).astype(np.float32)
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
+        n = ctx.n
+        if self.params.get("adaptive"):
+            means = self._decode_adaptive(_need(sections, "means", "morton-delta-classed/v1"), ctx)
+            return {"means": torch.from_numpy(means).reshape(n, 3)}
         sec = _need(sections, "means", "morton-delta/v1")
         r = E.Reader(sec.payload, "positions")
         bits = r.u8()
         if bits != self.bits:
             raise FormatError(f"positions: payload has {bits} bits, header says {self.bits}")
-        bounds = np.frombuffer(bytes(r.take(24)), "<f4").astype(np.float32)
-        if not np.isfinite(bounds).all():
-            raise FormatError("positions: non-finite bounding box")
-        lo, hi = bounds[:3], bounds[3:]
-        n = ctx.n
-        cls = E.decode_symbols(r.blob(), n, "positions classes")
-        if cls.size and (cls.min() < 0 or cls.max() > 3 * bits):
-            raise FormatError("positions: Morton delta class out of range")
-        width = np.maximum(cls - 1, 0)
-        raw = E.unpack_bits(r.take(r.remaining()), width, n).astype(np.int64)
-        d = np.where(cls > 0, (np.int64(1) << width) | raw, 0)
-        d[cls == 1] = 1
-        codes = np.cumsum(d)
-        if codes.size and codes[-1] >= (1 << (3 * bits)):
-            raise FormatError("positions: Morton code out of range")
-        q = Q.morton_decode(codes.astype(np.uint64))
+        lo, hi = _bounds(r)
+        q = Q.morton_decode(_morton_delta_decode(r, n, bits).astype(np.uint64))
         return {"means": torch.from_numpy(Q.dequantize_positions(q, lo, hi, bits)).reshape(n, 3)}
+
+
+def _bounds(r: E.Reader) -> tuple[np.ndarray, np.ndarray]:
+    bounds = np.frombuffer(bytes(r.take(24)), "<f4").astype(np.float32)
+    if not np.isfinite(bounds).all():
+        raise FormatError("positions: non-finite bounding box")
+    return bounds[:3], bounds[3:]
+
+
+def _morton_delta_encode(codes: np.ndarray, blob_raw: bool = False) -> bytes:
+    """Sorted Morton codes as deltas: bit-length class (histogram rANS) + the bits below the
+    leading one (raw). ``blob_raw`` length-prefixes the raw part (when more data follows)."""
+    d = np.diff(codes, prepend=np.int64(0))
+    if d.size and d.min() < 0:
+        raise GscompError("the positions stage needs Morton order: no stage after it may reorder Gaussians")
+    cls = np.zeros(d.shape, np.int64)
+    nz = d > 0
+    cls[nz] = np.floor(np.log2(d[nz].astype(np.float64))).astype(np.int64) + 1
+    # float log2 can be off by one near powers of two: fix so 2^(c-1) <= d < 2^c exactly
+    cls[nz] += (d[nz] >= (np.int64(1) << cls[nz])).astype(np.int64)
+    cls[nz] -= (d[nz] < (np.int64(1) << (cls[nz] - 1))).astype(np.int64)
+    width = np.maximum(cls - 1, 0)
+    raw = E.pack_bits((d - np.where(nz, np.int64(1) << np.maximum(cls - 1, 0), 0)).astype(np.uint64), width)
+    return E.blob(E.encode_symbols(cls, allow_delta=False)) + (E.blob(raw) if blob_raw else raw)
+
+
+def _morton_delta_decode(r: E.Reader, n: int, bits: int, blob_raw: bool = False) -> np.ndarray:
+    cls = E.decode_symbols(r.blob(), n, "positions classes")
+    if cls.size and (cls.min() < 0 or cls.max() > 3 * bits):
+        raise FormatError("positions: Morton delta class out of range")
+    width = np.maximum(cls - 1, 0)
+    raw = E.unpack_bits(r.blob() if blob_raw else r.take(r.remaining()), width, n).astype(np.int64)
+    d = np.where(cls > 0, (np.int64(1) << width) | raw, 0)
+    d[cls == 1] = 1
+    codes = np.cumsum(d)
+    if codes.size and codes[-1] >= (1 << (3 * bits)):
+        raise FormatError("positions: Morton code out of range")
+    return codes
 
 
 def _need(sections: dict[str, Section], name: str, *codecs: str) -> Section:
@@ -180,6 +230,9 @@ class Attributes(Stage):
         shN_step: float = DEFAULT_STEPS["shN"],
         shN_band_gain: float = 1.0,
         shN_zstd: bool = False,
+        adaptive: bool = False,
+        canonical_quats: bool = False,
+        sort_scales: bool = False,
     ):
         fields = [str(f) for f in fields]
         bad = [f for f in fields if f not in ATTR_FIELDS]
@@ -191,7 +244,21 @@ class Attributes(Stage):
                 raise GscompError(f"attributes: step for {k} must be a number >= 0 (0 = exact), got {v!r}")
         if not (isinstance(shN_band_gain, (int, float)) and 1.0 <= shN_band_gain <= 16):
             raise GscompError("attributes.shN_band_gain must be in [1, 16]")
+        if not isinstance(adaptive, bool):
+            raise GscompError("attributes.adaptive must be true or false")
+        extra = {"adaptive": True} if adaptive else {}  # only stored when used: older headers unchanged
+        if not isinstance(canonical_quats, bool):
+            raise GscompError("attributes.canonical_quats must be true or false")
+        if canonical_quats:  # encoder-only choice (the decoder reads any quaternion), recorded for information
+            extra["canonical_quats"] = True
+        if not isinstance(sort_scales, bool):
+            raise GscompError("attributes.sort_scales must be true or false")
+        if sort_scales:
+            if not (adaptive and canonical_quats and {"quats", "scales"} <= set(fields)):
+                raise GscompError("attributes.sort_scales needs adaptive, canonical_quats and both quats and scales")
+            extra["sort_scales"] = True
         super().__init__(
+            **extra,
             fields=fields,
             quat_step=float(quat_step),
             scale_step=float(scale_step),
@@ -214,15 +281,26 @@ class Attributes(Stage):
     # -- encode
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         out = []
+        cls = _classes(ctx, "attributes") if self.params.get("adaptive") else None
+        sort = bool(self.params.get("sort_scales")) and self.steps["quats"] > 0 and self.steps["scales"] > 0
+        if sort:  # same Gaussians with axes relabelled so scale x >= y >= z (see sort_axes)
+            sorted_q, sorted_s = sort_axes(_np32(splats.quats), _np32(splats.scales))
         for f in self.fields_in_order():
             t = getattr(splats, f)
             x = _np32(t).reshape(ctx.n, _width(f, ctx))
             step = self.steps[f]
+            if sort and f in ("quats", "scales"):
+                x = sorted_q if f == "quats" else sorted_s
+            if f == "quats" and step and self.params.get("canonical_quats"):
+                x = canonical_quats(x)
             if f == "shN" and x.shape[1] == 0:
                 continue
             if step == 0:
                 streams = _pmap(encode_f32, [x[:, j] for j in range(x.shape[1])])
                 out.append(Section(f, "f32-planes/v1", _pack_streams(streams)))
+                continue
+            if cls is not None and f in CLASSED:
+                out.append(Section(f, "symbols-classed/v1", self._encode_classed(f, x, step, cls, sort)))
                 continue
             if f == "quats":
                 sym = Q.quats_to_s3(x, step)
@@ -257,13 +335,16 @@ class Attributes(Stage):
         n, out = ctx.n, {}
         k = num_sh_rest(ctx.sh_degree)
         width = {"quats": 4, "scales": 3, "opacities": 1, "sh0": 3, "shN": 3 * k}
+        cls = _classes(ctx, "attributes", True) if self.params.get("adaptive") else None
         for f in self.fields_in_order():
             w = width[f]
             if f == "shN" and w == 0:
                 out[f] = torch.zeros(n, 0, 3)
                 continue
             step = self.steps[f]
-            if step == 0:
+            if cls is not None and f in CLASSED and step != 0:
+                x = self._decode_classed(f, _need(sections, f, "symbols-classed/v1").payload, n, w, step, cls)
+            elif step == 0:
                 sec = _need(sections, f, "f32-planes/v1")
                 streams = _unpack_streams(sec.payload, w, f)
                 cols = _pmap(lambda s: decode_f32(s, n, f), streams)
@@ -297,6 +378,243 @@ class Attributes(Stage):
             shape = {"quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3), "shN": (n, k, 3)}[f]
             out[f] = t.reshape(shape)
         return out
+
+    # -- importance-classed coding (see importance_classes)
+    def _encode_classed(self, f: str, x: np.ndarray, step: float, cls: np.ndarray, sort: bool = False) -> bytes:
+        """Rows of class c are quantized with step * 2^c; every column of every class is its own
+        stream (kept in Morton order, so the Morton-neighbour delta still applies inside a class)."""
+        steps = (step * np.exp2(cls.astype(np.float64)))[:, None]
+        gd = False
+        if f == "quats":
+            sym = Q.quats_to_s3(x, steps)
+        else:
+            sym = Q.quantize(x, steps)
+            if f == "sh0":  # code green, then red and blue as differences from green (when cheaper)
+                alt = np.stack([sym[:, 1], sym[:, 0] - sym[:, 1], sym[:, 2] - sym[:, 1]], 1)
+                gd = bool(len(sym) > 1 and _cost(alt) < 0.98 * _cost(sym))
+                if gd:
+                    sym = alt
+        if f == "scales" and sort:  # sorted: largest, then the (>= 0) gaps to the next one
+            sym = np.stack([sym[:, 0], sym[:, 0] - sym[:, 1], sym[:, 1] - sym[:, 2]], 1)
+            gd = True
+        if f == "opacities":
+            sym = sym.reshape(-1, 1)
+        levels = int(cls.max(initial=0)) + 1
+        cols = [np.ascontiguousarray(sym[cls == c, j]) for c in range(levels) for j in range(sym.shape[1])]
+        flag = bytes([int(gd)])
+        return flag + _pack_streams(E.encode_symbols_many(cols))
+
+    def _decode_classed(self, f: str, payload, n: int, w: int, step: float, cls: np.ndarray) -> np.ndarray:
+        levels = int(cls.max(initial=0)) + 1
+        r = E.Reader(payload, f)
+        gd = r.u8()
+        if gd > 1 or (gd and f not in ("sh0", "scales")):
+            raise FormatError(f"{f}: bad classed-coding flag {gd}")
+        streams = _unpack_streams(r.take(r.remaining()), levels * w, f)
+        counts = np.bincount(cls, minlength=levels)
+        sym = np.zeros((n, w), np.int64)
+        for c in range(levels):
+            rows = cls == c
+            dec = E.decode_symbols_many(streams[c * w:(c + 1) * w], int(counts[c]), f)
+            for j in range(w):
+                sym[rows, j] = dec[j]
+        if gd and f == "sh0":
+            g = sym[:, 0].copy()
+            sym = np.stack([sym[:, 1] + g, g, sym[:, 2] + g], 1)
+        elif gd:  # scales: largest, then gaps
+            s1 = sym[:, 0] - sym[:, 1]
+            sym = np.stack([sym[:, 0], s1, s1 - sym[:, 2]], 1)
+        steps = (step * np.exp2(cls.astype(np.float64)))[:, None]
+        return Q.s3_to_quats(sym, steps) if f == "quats" else Q.dequantize(sym, steps)
+
+
+# ----------------------------------------------------------------------------- importance
+MAX_LEVELS = 6
+CLASSED = ("quats", "scales", "opacities", "sh0")  # attributes whose step follows the importance class
+
+
+def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
+    """``views`` pinhole cameras on a Fibonacci sphere around the median point, looking at it from
+    2.2x the 90th-percentile radius (an object-centric guess: post-hoc input has no cameras)."""
+    from ..camera import Camera
+
+    m = means.double()
+    center = m.median(0).values
+    r = float(torch.quantile((m - center).norm(dim=1)[:200_000].float(), 0.9))
+    dist = 2.2 * max(r, 1e-3)
+    golden = math.pi * (3 - math.sqrt(5))
+    cams = []
+    for i in range(views):
+        y = 1 - 2 * (i + 0.5) / views
+        rr = math.sqrt(max(0.0, 1 - y * y))
+        d = torch.tensor([rr * math.cos(golden * i + 0.3), y, rr * math.sin(golden * i + 0.3)], dtype=torch.float64)
+        up = (0.0, -1.0, 0.0) if abs(y) < 0.95 else (1.0, 0.0, 0.0)
+        cams.append(Camera.look_at(center + dist * d, center, up, 50.0, res, res, name=f"sphere{i}"))
+    return cams
+
+
+def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, probes: int = 4,
+                      res: int = 128) -> np.ndarray:
+    """Expected squared render error of each Gaussian when its attributes get quantization errors
+    of the given steps: sum over attributes a of step_a^2 * S_a, where S_a = sum over views, pixels
+    and channels of (d pixel / d attribute)^2. S_a is the diagonal of J^T J, estimated (Hutchinson)
+    as the mean of (J^T r)^2 over random +-1 images r: one backward pass per probe and view."""
+    from ..render import render
+    from ..splats import Splats
+
+    n = len(splats)
+    means = _np32(splats.means)
+    lo, hi = (means.min(0), means.max(0)) if n else (np.zeros(3, np.float32),) * 2
+    _, pos_step = Q.grid_params(lo, hi, pos_bits)  # per-axis grid step in world units
+    weight = {"means": torch.from_numpy(pos_step ** 2)[None]}
+    for f in ("quats", "scales", "opacities", "sh0"):
+        weight[f] = torch.tensor(float(steps.get(f, 0.0)) ** 2, dtype=torch.float64)
+    params = {f: getattr(splats, f).detach().clone().requires_grad_(True) for f in weight}
+    s = Splats(shN=splats.shN.detach(), **params)
+    tot = torch.zeros(n, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    for cam in sphere_cameras(s.means.detach(), views, res):
+        out = render(s, [cam], backend="cpu")
+        for k in range(probes):
+            r = torch.randint(0, 2, out.colors.shape, generator=gen).to(out.colors.dtype) * 2 - 1
+            grads = torch.autograd.grad((out.colors * r).sum(), list(params.values()), retain_graph=k + 1 < probes)
+            for f, g in zip(params, grads):
+                tot += (g.double().reshape(n, -1) ** 2 * weight[f]).sum(1)
+    return tot.numpy()
+
+
+def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
+                       probes: int = 4) -> np.ndarray:
+    """Class c = round(log2 sqrt(I_ref / I)) clipped to [0, levels): for a distortion weighted by I,
+    the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
+    I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
+    parallel sums cannot flip a class (deterministic bytes)."""
+    imp = importance_scores(splats, views, steps, pos_bits, probes)
+    imp = np.where(imp > 0, imp, 0.0)
+    mant, ex = np.frexp(imp)
+    imp = np.ldexp(np.round(mant * 256) / 256, ex)
+    ref = float(np.quantile(imp, quantile)) if imp.size else 0.0
+    if ref <= 0:
+        return np.zeros(len(imp), np.int64)
+    ratio = ref / np.maximum(imp, ref * 4.0 ** (-levels))
+    return np.clip(np.rint(0.5 * np.log2(ratio)), 0, levels - 1).astype(np.int64)
+
+
+CLASS_KEY = "importance_class"  # ctx.attrs key the importance stage hands to later stages
+
+
+@register
+class Importance(Stage):
+    """Per-Gaussian importance class (0 = most visible), for later stages with ``adaptive: true``.
+
+    Owns no field: it writes the classes (section ``classes``) and passes them on to the positions
+    and attributes stages, which quantize class c with 2^c times their step."""
+
+    type = "importance"
+    owns = ()
+
+    def __init__(self, views: int = 24, probes: int = 4, quantile: float = 0.8, levels: int = 4,
+                 pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
+                 opacity_step: float = 0.06, sh0_step: float = 0.03):
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not (is_int(views) and 1 <= views <= 256 and is_int(probes) and 1 <= probes <= 64):
+            raise GscompError("importance.views must be an integer in 1..256 and importance.probes in 1..64")
+        if not (isinstance(quantile, (int, float)) and 0 < quantile < 1):
+            raise GscompError("importance.quantile must be in (0, 1)")
+        if not (is_int(levels) and 1 <= levels <= MAX_LEVELS):
+            raise GscompError(f"importance.levels must be an integer in 1..{MAX_LEVELS}")
+        if not (is_int(pos_bits) and 1 <= pos_bits <= Q.MAX_POS_BITS):
+            raise GscompError(f"importance.pos_bits must be an integer in 1..{Q.MAX_POS_BITS}")
+        steps = dict(quat_step=quat_step, scale_step=scale_step, opacity_step=opacity_step, sh0_step=sh0_step)
+        for k, v in steps.items():
+            if not (isinstance(v, (int, float)) and v >= 0 and np.isfinite(v)):
+                raise GscompError(f"importance.{k} must be a number >= 0")
+        super().__init__(views=views, probes=probes, quantile=float(quantile), levels=levels, pos_bits=pos_bits,
+                         **{k: float(v) for k, v in steps.items()})
+
+    def encode(self, splats, ctx: CodingContext) -> list[Section]:
+        p = self.params
+        steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"]}
+        cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"], p["probes"])
+               if ctx.n else np.zeros(0, np.int64))
+        return [Section("classes", "symbols/v1", E.encode_symbols(cls))]
+
+    def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
+        cls = E.decode_symbols(_need(sections, "classes", "symbols/v1").payload, ctx.n, "importance classes")
+        if cls.size and (cls.min() < 0 or cls.max() >= self.params["levels"]):
+            raise FormatError("importance class out of range")
+        return {CLASS_KEY: torch.from_numpy(cls)}
+
+
+def _classes(ctx: CodingContext, who: str, decoding: bool = False) -> np.ndarray:
+    c = ctx.attrs.get(CLASS_KEY)
+    if c is None:
+        msg = f"{who}.adaptive needs an importance stage before it in the pipeline"
+        raise FormatError(msg) if decoding else GscompError(msg)
+    return c.numpy()
+
+
+def sort_axes(quats: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Relabel each Gaussian's axes so its log-scales are sorted (largest first): permute the
+    columns of R the same way, negate the last one if that made det(R) = -1 (a column sign does not
+    change R diag(s)^2 R^T), and convert back to a quaternion. Same Gaussians, narrower scale
+    distributions (the largest, then non-negative gaps)."""
+    q = np.asarray(quats, np.float64)
+    norm = np.sqrt((q * q).sum(1, keepdims=True))
+    q = np.where(norm > 0, q / np.where(norm > 0, norm, 1.0), np.array([1.0, 0.0, 0.0, 0.0]))
+    s = np.asarray(scales, np.float64)
+    order = np.argsort(-s, axis=1, kind="stable")
+    w, x, y, z = q.T
+    rot = np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], 1)
+    rot = np.take_along_axis(rot, np.repeat(order[:, None, :], 3, 1), 2)
+    rot[:, :, 2] *= np.sign(np.linalg.det(rot))[:, None]
+    return _rotmat_to_quat(rot), np.take_along_axis(s, order, 1).astype(np.float32)
+
+
+def _rotmat_to_quat(r: np.ndarray) -> np.ndarray:
+    """wxyz quaternions of rotation matrices (Shepperd: divide by the largest of 4|w|, 4|x|, ...)."""
+    tr = r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2]
+    diag = np.stack([tr, r[:, 0, 0], r[:, 1, 1], r[:, 2, 2]], 1)
+    k = np.argmax(diag, 1)
+    q = np.zeros((len(r), 4))
+    for i in range(4):
+        m = k == i
+        a = r[m]
+        if i == 0:
+            d = 2 * np.sqrt(np.maximum(1 + tr[m], 1e-300))
+            q[m] = np.stack([d / 4, (a[:, 2, 1] - a[:, 1, 2]) / d, (a[:, 0, 2] - a[:, 2, 0]) / d, (a[:, 1, 0] - a[:, 0, 1]) / d], 1)
+        else:
+            j, l = i % 3, (i + 1) % 3  # the other two axes (0-based x=0, y=1, z=2 for i = 1, 2, 3)
+            ii = i - 1
+            d = 2 * np.sqrt(np.maximum(1 + a[:, ii, ii] - a[:, j, j] - a[:, l, l], 1e-300))
+            v = np.zeros((m.sum(), 4))
+            v[:, 0] = (a[:, l, j] - a[:, j, l]) / d
+            v[:, 1 + ii] = d / 4
+            v[:, 1 + j] = (a[:, j, ii] + a[:, ii, j]) / d
+            v[:, 1 + l] = (a[:, l, ii] + a[:, ii, l]) / d
+            q[m] = v
+    return q
+
+
+def canonical_quats(q: np.ndarray) -> np.ndarray:
+    """Of the four quaternions q, q*i, q*j, q*k, the one whose w has the largest magnitude.
+
+    Right-multiplying by i (j, k) turns the Gaussian 180 degrees about its own x (y, z) axis, which
+    only flips the signs of two columns of R, so R diag(s)^2 R^T - the rendered Gaussian - is
+    unchanged. After this w is the largest component, so the smallest-three index is always 0 and
+    costs nothing (up to 2 bits per Gaussian saved on scenes with uniformly spread rotations)."""
+    q = np.asarray(q, np.float64)
+    norm = np.sqrt((q * q).sum(1, keepdims=True))
+    q = np.where(norm > 0, q / np.where(norm > 0, norm, 1.0), np.array([1.0, 0.0, 0.0, 0.0]))
+    w, x, y, z = q.T
+    variants = np.stack([q, np.stack([-x, w, z, -y], 1), np.stack([-y, -z, w, x], 1), np.stack([-z, y, -x, w], 1)], 1)
+    pick = np.argmax(np.abs(variants[:, :, 0]), 1)
+    return variants[np.arange(len(q)), pick]
 
 
 def _dedup_encode(sym: np.ndarray) -> bytes | None:
@@ -348,4 +666,4 @@ def _cost(sym: np.ndarray) -> float:
     return sum(E._entropy_bits(np.diff(sym[:, j], prepend=0)) for j in range(sym.shape[1]))
 
 
-__all__ = ["Positions", "Attributes", "ATTR_FIELDS", "FIELDS"]
+__all__ = ["ATTR_FIELDS", "FIELDS", "Attributes", "Importance", "Positions"]

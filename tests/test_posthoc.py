@@ -1,0 +1,273 @@
+"""Post-hoc importance classes (stage `importance`), adaptive positions/attributes, `compact` preset."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT, shared
+
+from gscomp import FormatError, GscompError
+from gscomp.codec import decode_bytes, decode_gsz, encode_gsz, gsz_info
+from gscomp.codec.container import pack_gsz, unpack_gsz
+from gscomp.commands.compress import compose_pipeline
+from gscomp.stages import posthoc as P
+from gscomp.stages.base import Section
+from gscomp.stages.pipeline import Pipeline
+
+STEPS = {"quats": 0.0105, "scales": 0.047, "opacities": 0.062, "sh0": 0.027}
+
+
+def compact(views: int = 4, probes: int = 1) -> dict:
+    cfg = compose_pipeline(["pipeline=compact"])  # resolves the ${...} step references
+    cfg["stages"]["importance"].update(views=views, probes=probes)  # fewer renders keep tests fast
+    return cfg
+
+
+def in_morton_order(src, cfg):
+    return src[Pipeline.from_config(cfg).stages[1].reorder(src)]
+
+
+def test_scores_follow_visibility(random_splats):
+    src = random_splats(400, sh_degree=0, seed=1)
+    src.opacities[:200] = -9.0  # nearly transparent: their errors barely show
+    src.opacities[200:] = 4.0
+    src.scales[:] = -2.0
+    imp = P.importance_scores(src, 4, STEPS, 14, probes=2, res=64)
+    assert imp.shape == (400,) and (imp >= 0).all()
+    assert np.median(imp[:200]) * 100 < np.median(imp[200:])
+    cls = P.importance_classes(src, 4, 0.7, 4, STEPS, 14, probes=2)
+    assert cls.min() >= 0 and cls.max() <= 3 and cls[:200].mean() > cls[200:].mean() + 1.5
+    # deterministic (fixed probe seed; scores snapped before the class decision)
+    assert np.array_equal(cls, P.importance_classes(src.clone(), 4, 0.7, 4, STEPS, 14, probes=2))
+
+
+def test_out_of_view_gaussians_score_zero(random_splats):
+    src = random_splats(60, sh_degree=0, seed=2)
+    src.means[:3] += 100.0  # beyond the 90th-percentile radius the cameras are placed at
+    imp = P.importance_scores(src, 4, STEPS, 14, probes=1, res=32)
+    assert (imp[:3] == 0).all() and (imp[3:] > 0).mean() > 0.5
+
+
+def test_compact_roundtrip_steps_follow_classes(tmp_path, random_splats):
+    src = random_splats(3000, sh_degree=1, seed=3)
+    cfg = compact()
+    encode_gsz(src, tmp_path / "a.gsz", cfg)
+    info = gsz_info(tmp_path / "a.gsz")
+    assert info["codecs"]["positions/means"] == "morton-delta-classed/v1"
+    assert info["codecs"]["attributes/scales"] == "symbols-classed/v1"
+    _, sections = unpack_gsz((tmp_path / "a.gsz").read_bytes())
+    classes = {s.name: s for s in sections}["importance/classes"]
+    from gscomp.codec import entropy as E
+
+    cls = E.decode_symbols(classes.payload, 3000)
+    assert cls.min() == 0 and cls.max() == 3  # the quantile puts Gaussians in every class here
+    out = decode_gsz(tmp_path / "a.gsz")
+    ref = in_morton_order(src, cfg)
+    a = cfg["stages"]["attributes"]
+    mult = np.exp2(cls)[:, None]
+    ref_q, ref_s = P.sort_axes(ref.quats.numpy(), ref.scales.numpy())  # the preset relabels axes
+    err = np.abs(out.scales.numpy() - ref_s)
+    assert (err <= 0.5 * a["scale_step"] * mult + 1e-5).all()
+    assert err[cls == 3].max() > 0.5 * a["scale_step"]  # class 3 really is coarser
+    assert ((out.sh0 - ref.sh0).abs().numpy().reshape(-1, 3) <= 0.5 * a["sh0_step"] * mult + 1e-5).all()
+    assert ((out.opacities - ref.opacities).abs().numpy() <= 0.5 * a["opacity_step"] * mult[:, 0] + 1e-5).all()
+    qn = P.canonical_quats(ref_q)  # the preset codes the equivalent quaternion, w largest
+    dots = np.abs((qn * out.quats.numpy()).sum(1))
+    assert dots.min() > 0.99 and dots[cls == 0].min() > 0.9995
+    # positions: class c sits at the centre of its 2^c-cell on the grid of `bits` bits
+    lo, hi = ref.means.min(0).values.double(), ref.means.max(0).values.double()
+    step = ((hi - lo) / (2**14 - 1)).numpy()
+    perr = (out.means.double() - ref.means.double()).abs().numpy()
+    assert (perr <= step * (0.5 + np.exp2(cls)[:, None] / 2) + 1e-6).all()
+    assert (perr[cls == 0] <= 0.5 * step + 1e-6).all()
+    assert float((out.shN - ref.shN).abs().max()) <= 0.5 * a["shN_step"] + 1e-5  # shN: plain step
+
+
+def test_compact_deterministic_and_smaller(tmp_path, random_splats):
+    src = random_splats(3000, sh_degree=0, seed=4)
+    cfg = compact()
+    a = encode_gsz(src, tmp_path / "a.gsz", cfg)["total_bytes"]
+    encode_gsz(src.clone(), tmp_path / "b.gsz", cfg)
+    assert (tmp_path / "a.gsz").read_bytes() == (tmp_path / "b.gsz").read_bytes()
+    off = compact()
+    del off["stages"]["importance"]
+    off["stages"]["positions"]["adaptive"] = off["stages"]["attributes"]["adaptive"] = False
+    off["stages"]["attributes"]["sort_scales"] = False
+    assert a < 0.9 * encode_gsz(src, tmp_path / "c.gsz", off)["total_bytes"]
+
+
+def test_corrupt_classes_are_format_errors(tmp_path, random_splats):
+    from gscomp.codec import entropy as E
+
+    src = random_splats(800, sh_degree=0, seed=5)
+    encode_gsz(src, tmp_path / "a.gsz", compact())
+    header, sections = unpack_gsz((tmp_path / "a.gsz").read_bytes())
+    names = [s.name for s in sections]
+
+    def swap(name, payload):
+        bad = list(sections)
+        i = names.index(name)
+        bad[i] = Section(name, bad[i].codec, payload)
+        return pack_gsz(header, bad)
+
+    with pytest.raises(FormatError, match="class out of range"):
+        decode_bytes(swap("importance/classes", E.encode_symbols(np.full(800, 9))))
+    sh0 = next(s for s in sections if s.name == "attributes/sh0")
+    with pytest.raises(FormatError):
+        decode_bytes(swap("attributes/sh0", bytes([7]) + bytes(sh0.payload[1:])))
+    means = next(s for s in sections if s.name == "positions/means")
+    with pytest.raises(FormatError):  # coarse shift >= bits
+        decode_bytes(swap("positions/means", bytes([14, 14]) + bytes(means.payload[2:])))
+    with pytest.raises(FormatError):
+        decode_bytes(pack_gsz(header, [s for s in sections if s.name != "importance/classes"]))
+
+
+def test_compact_fuzz_only_format_errors(tmp_path, random_splats):
+    src = random_splats(600, sh_degree=1, seed=6)
+    encode_gsz(src, tmp_path / "a.gsz", compact())
+    header, sections = unpack_gsz((tmp_path / "a.gsz").read_bytes())
+    rng = np.random.default_rng(0)
+    for trial in range(80):  # corrupt payloads behind the container's CRC (it would catch file flips)
+        bad = list(sections)
+        k = int(rng.integers(len(bad)))
+        p = bytearray(bad[k].payload)
+        if not p:
+            continue
+        for _ in range(int(rng.integers(1, 4))):
+            p[int(rng.integers(len(p)))] = int(rng.integers(256))
+        if trial % 3 == 0:
+            p = p[: int(rng.integers(len(p)))]
+        bad[k] = Section(bad[k].name, bad[k].codec, bytes(p))
+        try:
+            out = decode_bytes(pack_gsz(header, bad))
+        except FormatError:
+            continue
+        assert len(out) == 600 and torch.isfinite(out.means).all()
+
+
+@pytest.mark.parametrize("kw", [{"views": 0}, {"views": 2.5}, {"probes": 0}, {"quantile": 1.0},
+                                {"levels": 0}, {"levels": 9}, {"pos_bits": 40}, {"quat_step": -1}])
+def test_bad_importance_params(kw):
+    with pytest.raises(GscompError):
+        P.Importance(**kw)
+
+
+def test_adaptive_needs_importance_stage(tmp_path, random_splats):
+    cfg = compact()
+    del cfg["stages"]["importance"]
+    with pytest.raises(GscompError, match="importance stage"):
+        encode_gsz(random_splats(50, sh_degree=0), tmp_path / "a.gsz", cfg)
+    with pytest.raises(GscompError):
+        P.Attributes(adaptive="yes")
+    # params only written when used: files of the other presets keep their exact headers
+    assert "adaptive" not in P.Attributes().describe() and "adaptive" not in P.Positions().describe()
+
+
+def test_empty_and_tiny_scenes(tmp_path, random_splats):
+    for n in (0, 1, 5):
+        src = random_splats(n, sh_degree=2, seed=n)
+        encode_gsz(src, tmp_path / "a.gsz", compact())
+        assert len(decode_gsz(tmp_path / "a.gsz")) == n
+
+
+@pytest.mark.slow
+def test_real_biker_compact_beats_medium(tmp_path):
+    from gscomp.io import load_splats
+
+    src = load_splats(shared("splats/biker.compressed.ply"))
+    st = encode_gsz(src, tmp_path / "b.gsz", compact(views=8, probes=1))
+    med = yaml.safe_load((ROOT / "configs" / "pipeline" / "medium.yaml").read_text())
+    st_med = encode_gsz(src, tmp_path / "m.gsz", med)
+    assert st["total_bytes"] < 0.9 * st_med["total_bytes"]
+    assert len(decode_gsz(tmp_path / "b.gsz")) == len(src)
+
+
+def test_header_inconsistencies_are_format_errors(tmp_path, random_splats):
+    import copy
+
+    encode_gsz(random_splats(300, sh_degree=0, seed=7), tmp_path / "a.gsz", compact())
+    header, sections = unpack_gsz((tmp_path / "a.gsz").read_bytes())
+    stages = header["pipeline"]["stages"]
+    variants = []
+    h = copy.deepcopy(header)  # attributes no longer adaptive: its sections have the wrong codec
+    h["pipeline"]["stages"][2].pop("adaptive")
+    variants.append(h)
+    h = copy.deepcopy(header)  # no importance stage before the adaptive stages
+    h["pipeline"]["stages"] = stages[1:]
+    variants.append(h)
+    h = copy.deepcopy(header)  # fewer levels than the stored classes use
+    h["pipeline"]["stages"][0]["levels"] = 1
+    variants.append(h)
+    h = copy.deepcopy(header)
+    h["pipeline"]["stages"][0]["views"] = 0
+    variants.append(h)
+    for v in variants:
+        with pytest.raises(FormatError):
+            decode_bytes(pack_gsz(v, [s for s in sections if v["pipeline"]["stages"][0]["type"] == "importance"
+                                      or not s.name.startswith("importance/")]))
+
+
+def test_canonical_quats_same_covariance_free_index(tmp_path, random_splats):
+    from gscomp.splats import quat_to_rotmat
+
+    q = np.random.default_rng(0).normal(size=(2000, 4))
+    q[0] = 0.0  # zero quaternion = identity
+    s = np.exp(np.random.default_rng(1).normal(size=(2000, 3)))
+    c = P.canonical_quats(q)
+
+    def cov(quat):
+        r = quat_to_rotmat(torch.from_numpy(quat)).numpy()
+        return (r * s[:, None, :] ** 2) @ r.transpose(0, 2, 1)
+
+    qn = np.where(np.linalg.norm(q, axis=1, keepdims=True) > 0, q, [1.0, 0, 0, 0])
+    qn = qn / np.linalg.norm(qn, axis=1, keepdims=True)
+    assert np.abs(cov(qn) - cov(c)).max() < 1e-9
+    assert (np.abs(c[:, 0]) >= np.abs(c[:, 1:]).max(1)).all()
+    # in a file: the smallest-three index stream is constant, so it costs (next to) nothing
+    src = random_splats(4000, sh_degree=0, seed=8)
+    cfg = compact()
+    cfg["stages"]["attributes"]["sort_scales"] = False
+    a = encode_gsz(src, tmp_path / "a.gsz", cfg)["sections"]["attributes/quats"]
+    cfg["stages"]["attributes"]["canonical_quats"] = False
+    b = encode_gsz(src, tmp_path / "b.gsz", cfg)["sections"]["attributes/quats"]
+    assert a < b - 4000 * 1.5 / 8  # random rotations: the index costs ~2 bits without it
+    with pytest.raises(GscompError):
+        P.Attributes(canonical_quats=1)
+
+
+def test_sort_axes_same_gaussians_sorted_scales(tmp_path, random_splats):
+    from gscomp.splats import quat_to_rotmat
+
+    rng = np.random.default_rng(2)
+    q = rng.normal(size=(3000, 4))
+    q[:4] = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]  # every Shepperd branch, exactly
+    s = rng.normal(size=(3000, 3)) * 0.5
+    q2, s2 = P.sort_axes(q, s)
+
+    def cov(quat, sc):
+        r = quat_to_rotmat(torch.from_numpy(quat)).numpy()
+        return (r * np.exp(2 * sc)[:, None, :]) @ r.transpose(0, 2, 1)
+
+    a = cov(q / np.linalg.norm(q, axis=1, keepdims=True), s)
+    assert np.abs(a - cov(q2, s2.astype(np.float64))).max() < 1e-5 * np.abs(a).max()
+    assert (np.diff(s2, axis=1) <= 0).all()
+    # in a file: scales decode sorted (largest first), the Gaussians are unchanged
+    src = random_splats(3000, sh_degree=0, seed=9)
+    encode_gsz(src, tmp_path / "a.gsz", compact())
+    out = decode_gsz(tmp_path / "a.gsz")
+    assert (np.diff(out.scales.numpy(), axis=1) <= 0).all()
+    ref = in_morton_order(src, compact())
+    c_in = cov(ref.quats.double().numpy() / ref.quats.double().norm(dim=1, keepdim=True).numpy(), ref.scales.double().numpy())
+
+    def rel_err(o):
+        c_out = cov(o.quats.double().numpy(), o.scales.double().numpy())
+        return np.median(np.abs(c_in - c_out).max((1, 2)) / np.abs(c_in).max((1, 2)))
+
+    cfg = compact()
+    cfg["stages"]["attributes"]["sort_scales"] = False
+    encode_gsz(src, tmp_path / "b.gsz", cfg)
+    unsorted = rel_err(decode_gsz(tmp_path / "b.gsz"))
+    assert rel_err(out) < 1.3 * unsorted  # only quantization error, as without sorting
+    with pytest.raises(GscompError):
+        P.Attributes(sort_scales=True)  # needs adaptive + canonical_quats
