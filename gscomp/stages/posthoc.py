@@ -322,8 +322,7 @@ class Attributes(Stage):
                 if dedup is not None:  # vector-quantized sources: codebook + indices
                     out.append(Section(f, "symbols-dedup/v1", dedup))
                     continue
-            cols = [np.ascontiguousarray(sym[:, j]) for j in range(sym.shape[1])]
-            streams = _pmap(lambda c: E.encode_symbols(c, allow_zstd=zstd), cols)
+            streams = E.encode_symbols_many(sym, allow_zstd=zstd)  # columns, on all cores
             out.append(Section(f, codec, _pack_streams(streams)))
         return out
 
@@ -357,17 +356,10 @@ class Attributes(Stage):
                 if sec.codec == "symbols-dedup/v1":
                     book, idx = _dedup_decode(sec.payload, n, w, f)
                     x = Q.dequantize(book, steps[None])[idx]  # dequantize the small codebook, then gather
-                elif sec.codec == "symbols/v1":
-                    streams = _unpack_streams(sec.payload, w, f)
-                    x = np.empty((n, w), np.float32)
-
-                    def col(j):  # decode + dequantize straight into the output column
-                        x[:, j] = E.decode_symbols(streams[j], n, f) * steps[j]
-
-                    _pmap(col, list(range(w)))
+                elif sec.codec == "symbols/v1":  # decode + dequantize straight into float32
+                    x = E.decode_symbols_many(_unpack_streams(sec.payload, w, f), n, f, scales=steps)
                 else:
-                    streams = _unpack_streams(sec.payload, w, f)
-                    sym = np.stack(_pmap(lambda s: E.decode_symbols(s, n, f), streams), 1)
+                    sym = np.stack(E.decode_symbols_many(_unpack_streams(sec.payload, w, f), n, f), 1)
                     if sec.codec == "symbols-gdiff/v1":
                         g = sym[:, 0]
                         sym = np.stack([sym[:, 1] + g, g, sym[:, 2] + g], 1)
