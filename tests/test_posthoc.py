@@ -51,7 +51,7 @@ def test_out_of_view_gaussians_score_zero(random_splats):
 
 def test_compact_roundtrip_steps_follow_classes(tmp_path, random_splats):
     src = random_splats(3000, sh_degree=1, seed=3)
-    cfg = compact()
+    cfg = sized_compact({})  # class steps only (size levels: see test_size_levels_*)
     encode_gsz(src, tmp_path / "a.gsz", cfg)
     info = gsz_info(tmp_path / "a.gsz")
     assert info["codecs"]["positions/means"] == "morton-delta-classed/v1"
@@ -93,7 +93,7 @@ def test_compact_deterministic_and_smaller(tmp_path, random_splats):
     off = compact()
     del off["stages"]["importance"]
     off["stages"]["positions"]["adaptive"] = off["stages"]["attributes"]["adaptive"] = False
-    off["stages"]["attributes"]["sort_scales"] = False
+    off["stages"]["attributes"].update(sort_scales=False, size_levels={})
     assert a < 0.9 * encode_gsz(src, tmp_path / "c.gsz", off)["total_bytes"]
 
 
@@ -227,7 +227,7 @@ def test_canonical_quats_same_covariance_free_index(tmp_path, random_splats):
     # in a file: the smallest-three index stream is constant, so it costs (next to) nothing
     src = random_splats(4000, sh_degree=0, seed=8)
     cfg = compact()
-    cfg["stages"]["attributes"]["sort_scales"] = False
+    cfg["stages"]["attributes"].update(sort_scales=False, size_levels={})
     a = encode_gsz(src, tmp_path / "a.gsz", cfg)["sections"]["attributes/quats"]
     cfg["stages"]["attributes"]["canonical_quats"] = False
     b = encode_gsz(src, tmp_path / "b.gsz", cfg)["sections"]["attributes/quats"]
@@ -265,9 +265,85 @@ def test_sort_axes_same_gaussians_sorted_scales(tmp_path, random_splats):
         return np.median(np.abs(c_in - c_out).max((1, 2)) / np.abs(c_in).max((1, 2)))
 
     cfg = compact()
-    cfg["stages"]["attributes"]["sort_scales"] = False
+    cfg["stages"]["attributes"].update(sort_scales=False, size_levels={})
     encode_gsz(src, tmp_path / "b.gsz", cfg)
     unsorted = rel_err(decode_gsz(tmp_path / "b.gsz"))
     assert rel_err(out) < 1.3 * unsorted  # only quantization error, as without sorting
     with pytest.raises(GscompError):
         P.Attributes(sort_scales=True)  # needs adaptive + canonical_quats
+
+
+def sized_compact(levels: dict, quantile: float = 0.5) -> dict:
+    cfg = compact()
+    cfg["stages"]["attributes"].update(size_levels=levels, size_quantile=quantile)
+    return cfg
+
+
+def test_size_levels_coarsen_small_gaussians_only(tmp_path, random_splats):
+    """Steps of the fields in size_levels grow 2x per halving of the decoded largest scale below
+    the size_quantile; larger Gaussians keep their class step; bytes shrink; decode is exact."""
+    from gscomp.codec import entropy as E
+
+    src = random_splats(3000, sh_degree=0, seed=12)
+    src.scales[:] = src.scales + torch.linspace(-3, 1, 3000)[torch.randperm(3000, generator=torch.Generator().manual_seed(0))][:, None]
+    base = encode_gsz(src, tmp_path / "a.gsz", sized_compact({}))
+    cfg = sized_compact({"quats": 3, "scales": 2, "sh0": 2}, 0.6)
+    sized = encode_gsz(src, tmp_path / "b.gsz", cfg)
+    encode_gsz(src.clone(), tmp_path / "c.gsz", cfg)
+    assert (tmp_path / "b.gsz").read_bytes() == (tmp_path / "c.gsz").read_bytes()
+    assert sized["sections"]["attributes/quats"] < 0.93 * base["sections"]["attributes/quats"]
+    assert sized["sections"]["attributes/sh0"] < 0.97 * base["sections"]["attributes/sh0"]
+    assert sized["sections"]["attributes/scales"] < 0.97 * base["sections"]["attributes/scales"]
+    out = decode_gsz(tmp_path / "b.gsz")
+    assert decode_gsz(tmp_path / "b.gsz").quats.equal(out.quats)
+    _, sections = unpack_gsz((tmp_path / "b.gsz").read_bytes())
+    cls = E.decode_symbols({s.name: s for s in sections}["importance/classes"].payload, 3000)
+    ref = in_morton_order(src, cfg)
+    ref_q, ref_s = P.sort_axes(ref.quats.numpy(), ref.scales.numpy())
+    a = cfg["stages"]["attributes"]
+    # the decoder's size level, recomputed here from the decoded largest scale
+    thr = P.Attributes(**{k: v for k, v in a.items() if k != "type"})._size_thresholds(ref_s[:, 0])
+    big = np.rint(out.scales.numpy()[:, 0] / (a["scale_step"] * np.exp2(cls))).astype(np.int64)
+    extra = P.Attributes._size_extra(thr, 4, big[:, None].repeat(3, 1), cls)
+    assert extra.min() == 0 and extra.max() == 4  # scene sizes span more than 4 halvings
+    s_err = np.abs(out.scales.numpy() - ref_s)  # largest: class step; the gaps: up to 2 size levels
+    assert (s_err[:, 0] <= 0.5 * a["scale_step"] * np.exp2(cls) + 1e-5).all()
+    assert (s_err[:, 1:] <= 0.5 * a["scale_step"] * np.exp2(cls + np.minimum(extra, 2))[:, None] + 1e-5).all()
+    assert s_err[extra >= 2, 1:].max() > 0.5 * a["scale_step"] * np.exp2(cls[extra >= 2] + 1).min()
+    sh0_err = (out.sh0 - ref.sh0).abs().numpy().reshape(-1, 3).max(1)
+    assert (sh0_err <= 0.5 * a["sh0_step"] * np.exp2(cls + np.minimum(extra, 2)) + 1e-5).all()
+    assert sh0_err[extra >= 2].max() > 0.5 * a["sh0_step"] * np.exp2(cls[extra >= 2] + 1).min()
+    dots = np.abs((P.canonical_quats(ref_q) * out.quats.numpy()).sum(1))
+    assert dots[(cls == 0) & (extra == 0)].min() > 0.9995  # large, important Gaussians stay exact
+    assert dots[extra == 3].min() < dots[(cls == 0) & (extra == 0)].min()
+
+
+def test_size_levels_bad_params_and_corrupt_counts(tmp_path, random_splats):
+    for kw in [{"size_levels": {"shN": 1}}, {"size_levels": {"quats": 9}}, {"size_levels": {"quats": 1.5}},
+               {"size_levels": {"quats": 1}, "size_quantile": 1.0}]:
+        with pytest.raises(GscompError):
+            P.Attributes(adaptive=True, canonical_quats=True, sort_scales=True, **kw)
+    with pytest.raises(GscompError, match="sort_scales"):
+        P.Attributes(adaptive=True, size_levels={"quats": 1})
+    src = random_splats(500, sh_degree=0, seed=13)
+    encode_gsz(src, tmp_path / "a.gsz", sized_compact({"quats": 2, "opacities": 1}))
+    header, sections = unpack_gsz((tmp_path / "a.gsz").read_bytes())
+    i = [s.name for s in sections].index("attributes/quats")
+    bad = list(sections)
+    p = bytearray(bad[i].payload)
+    p[1] = 3  # level count != the header's
+    bad[i] = Section(bad[i].name, bad[i].codec, bytes(p))
+    with pytest.raises(FormatError, match="size level count"):
+        decode_bytes(pack_gsz(header, bad))
+    j = [s.name for s in sections].index("attributes/scales")
+    encode_gsz(src, tmp_path / "b.gsz", sized_compact({"scales": 2}))
+    header_b, sections_b = unpack_gsz((tmp_path / "b.gsz").read_bytes())
+    for cut in (1, 2, 5, 11, len(sections_b[j].payload) - 1):  # truncated sized scales
+        bad_b = list(sections_b)
+        bad_b[j] = Section(bad_b[j].name, bad_b[j].codec, bytes(sections_b[j].payload[:cut]))
+        with pytest.raises(FormatError):
+            decode_bytes(pack_gsz(header_b, bad_b))
+    for cut in (1, 3, 7):
+        bad[i] = Section(bad[i].name, bad[i].codec, bytes(sections[i].payload[:cut]))
+        with pytest.raises(FormatError):
+            decode_bytes(pack_gsz(header, bad))

@@ -233,6 +233,8 @@ class Attributes(Stage):
         adaptive: bool = False,
         canonical_quats: bool = False,
         sort_scales: bool = False,
+        size_levels: dict | None = None,
+        size_quantile: float = 0.5,
     ):
         fields = [str(f) for f in fields]
         bad = [f for f in fields if f not in ATTR_FIELDS]
@@ -257,6 +259,16 @@ class Attributes(Stage):
             if not (adaptive and canonical_quats and {"quats", "scales"} <= set(fields)):
                 raise GscompError("attributes.sort_scales needs adaptive, canonical_quats and both quats and scales")
             extra["sort_scales"] = True
+        size_levels = {str(k): v for k, v in dict(size_levels or {}).items() if v}
+        for k, v in size_levels.items():
+            if k not in SIZED or not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SIZE_LEVELS):
+                raise GscompError(f"attributes.size_levels maps fields of {list(SIZED)} to integers in 0..{MAX_SIZE_LEVELS}")
+        if size_levels:
+            if not sort_scales:
+                raise GscompError("attributes.size_levels needs sort_scales (steps follow the decoded largest scale)")
+            if not (isinstance(size_quantile, (int, float)) and 0 < size_quantile < 1):
+                raise GscompError("attributes.size_quantile must be in (0, 1)")
+            extra.update(size_levels=size_levels, size_quantile=float(size_quantile))
         super().__init__(
             **extra,
             fields=fields,
@@ -285,6 +297,10 @@ class Attributes(Stage):
         sort = bool(self.params.get("sort_scales")) and self.steps["quats"] > 0 and self.steps["scales"] > 0
         if sort:  # same Gaussians with axes relabelled so scale x >= y >= z (see sort_axes)
             sorted_q, sorted_s = sort_axes(_np32(splats.quats), _np32(splats.scales))
+        sized = None
+        if sort and self.params.get("size_levels"):  # from the scale symbols the decoder will see
+            ssym = Q.quantize(sorted_s, (self.steps["scales"] * np.exp2(cls.astype(np.float64)))[:, None])
+            sized = (self._size_thresholds(sorted_s[:, 0]), ssym)
         for f in self.fields_in_order():
             t = getattr(splats, f)
             x = _np32(t).reshape(ctx.n, _width(f, ctx))
@@ -300,7 +316,7 @@ class Attributes(Stage):
                 out.append(Section(f, "f32-planes/v1", _pack_streams(streams)))
                 continue
             if cls is not None and f in CLASSED:
-                out.append(Section(f, "symbols-classed/v1", self._encode_classed(f, x, step, cls, sort)))
+                out.append(Section(f, "symbols-classed/v1", self._encode_classed(f, x, step, cls, sort, sized)))
                 continue
             if f == "quats":
                 sym = Q.quats_to_s3(x, step)
@@ -335,14 +351,23 @@ class Attributes(Stage):
         k = num_sh_rest(ctx.sh_degree)
         width = {"quats": 4, "scales": 3, "opacities": 1, "sh0": 3, "shN": 3 * k}
         cls = _classes(ctx, "attributes", True) if self.params.get("adaptive") else None
-        for f in self.fields_in_order():
+        order = self.fields_in_order()
+        sized = bool(self.params.get("size_levels")) and cls is not None and bool(self.params.get("sort_scales")) \
+            and self.steps["quats"] > 0 and self.steps["scales"] > 0
+        scale_sym = None
+        if sized:  # some steps follow the decoded scale symbols: decode scales first
+            order = ["scales"] + [f for f in order if f != "scales"]
+        for f in order:
             w = width[f]
             if f == "shN" and w == 0:
                 out[f] = torch.zeros(n, 0, 3)
                 continue
             step = self.steps[f]
             if cls is not None and f in CLASSED and step != 0:
-                x = self._decode_classed(f, _need(sections, f, "symbols-classed/v1").payload, n, w, step, cls)
+                payload = _need(sections, f, "symbols-classed/v1").payload
+                x, sym = self._decode_classed(f, payload, n, w, step, cls, scale_sym, sized)
+                if f == "scales":
+                    scale_sym = sym
             elif step == 0:
                 sec = _need(sections, f, "f32-planes/v1")
                 streams = _unpack_streams(sec.payload, w, f)
@@ -372,9 +397,41 @@ class Attributes(Stage):
         return out
 
     # -- importance-classed coding (see importance_classes)
-    def _encode_classed(self, f: str, x: np.ndarray, step: float, cls: np.ndarray, sort: bool = False) -> bytes:
+    def _size_thresholds(self, log_s1: np.ndarray) -> list[int]:
+        """T_k (k = 1..MAX_SIZE_LEVELS) in scale steps: a Gaussian whose decoded largest log-scale is
+        <= T_k is at most 2^-k times the reference size (the size_quantile of the largest scales) and
+        gets 2^k times the step in the fields of size_levels (capped at that field's level count).
+        Why: a Gaussian's render sensitivity to its colour, opacity, rotation and log-scales grows
+        with its footprint (~ size^2), to its position much less; the importance class mostly sees
+        positions for small Gaussians, so their other attributes can be coarser (steps ~ 1/size).
+        Computed by the encoder only and stored as integers, so the decoder repeats no float maths."""
+        st = self.steps["scales"]
+        ref = float(np.quantile(log_s1, float(self.params["size_quantile"]))) if len(log_s1) else 0.0
+        lim = float(1 << 30)
+        return [int(np.clip(math.floor((ref - k * math.log(2.0)) / st), -lim, lim)) for k in range(1, MAX_SIZE_LEVELS + 1)]
+
+    @staticmethod
+    def _size_extra(thresholds: list[int], levels: int, ssym: np.ndarray, cls: np.ndarray) -> np.ndarray:
+        """Extra step level per Gaussian from its integer largest-scale symbol and class."""
+        m = np.clip(ssym[:, 0], -(1 << 40), 1 << 40) << cls.astype(np.int64)  # largest log-scale, in scale steps
+        extra = np.zeros(len(ssym), np.int64)
+        for t in thresholds[:levels]:
+            extra += m <= t
+        return extra
+
+    def _encode_classed(self, f: str, x: np.ndarray, step: float, cls: np.ndarray, sort: bool = False,
+                        sized: tuple | None = None) -> bytes:
         """Rows of class c are quantized with step * 2^c; every column of every class is its own
-        stream (kept in Morton order, so the Morton-neighbour delta still applies inside a class)."""
+        stream (kept in Morton order, so the Morton-neighbour delta still applies inside a class).
+        Fields of size_levels with ``sized`` = (thresholds, scale symbols): class c + the size level."""
+        head = b""
+        lv = int(self.params.get("size_levels", {}).get(f, 0))
+        if f == "scales" and lv and sized is not None:
+            return self._encode_sized_scales(x, step, cls, lv, sized[0])
+        if lv and sized is not None:
+            thr, ssym = sized
+            head = bytes([lv]) + b"".join(struct.pack("<i", t) for t in thr[:lv])
+            cls = cls + self._size_extra(thr, lv, ssym, cls)
         steps = (step * np.exp2(cls.astype(np.float64)))[:, None]
         gd = False
         if f == "quats":
@@ -394,12 +451,79 @@ class Attributes(Stage):
         levels = int(cls.max(initial=0)) + 1
         cols = [np.ascontiguousarray(sym[cls == c, j]) for c in range(levels) for j in range(sym.shape[1])]
         flag = bytes([int(gd)])
-        return flag + _pack_streams(E.encode_symbols_many(cols))
+        return flag + head + _pack_streams(E.encode_symbols_many(cols))
 
-    def _decode_classed(self, f: str, payload, n: int, w: int, step: float, cls: np.ndarray) -> np.ndarray:
+    def _encode_sized_scales(self, x: np.ndarray, step: float, cls: np.ndarray, lv: int, thr: list[int]) -> bytes:
+        """Sorted log-scales: the largest with the class step st, then the gaps to the next one with
+        st * 2^e, e = the size level of the decoded largest scale, quantized closed-loop (each gap
+        from the decoded previous scale) so errors do not add up. Streams: largest by class, gaps
+        by class + e."""
+        st = step * np.exp2(cls.astype(np.float64))
+        s0 = Q.quantize(x[:, :1], st[:, None])[:, 0]
+        e = self._size_extra(thr, lv, s0[:, None], cls)
+        sg = st * np.exp2(e.astype(np.float64))
+        prev = s0 * st
+        gaps = []
+        for j in (1, 2):
+            g = np.maximum(0, np.rint((prev - x[:, j].astype(np.float64)) / sg)).astype(np.int64)
+            prev = prev - g * sg
+            gaps.append(g)
+        head = bytes([2, lv]) + b"".join(struct.pack("<i", t) for t in thr[:lv])
+        return head + _pack_streams(E.encode_symbols_many(self._sized_scale_cols(s0, gaps, cls, e)))
+
+    @staticmethod
+    def _sized_scale_cols(s0: np.ndarray, gaps: list[np.ndarray], cls: np.ndarray, e: np.ndarray) -> list[np.ndarray]:
+        lvl = cls + e
+        cols = [np.ascontiguousarray(s0[cls == c]) for c in range(int(cls.max(initial=0)) + 1)]
+        return cols + [np.ascontiguousarray(g[lvl == c]) for g in gaps for c in range(int(lvl.max(initial=0)) + 1)]
+
+    def _decode_sized_scales(self, r, n: int, step: float, cls: np.ndarray, lv: int) -> tuple[np.ndarray, np.ndarray]:
+        if r.u8() != lv:
+            raise FormatError("scales: size level count does not match the stage header")
+        thr = [struct.unpack("<i", bytes(r.take(4)))[0] for _ in range(lv)]
+        rs = E.Reader(r.take(r.remaining()), "scales")
+        count = rs.varint(1 << 16)
+        streams = [rs.blob() for _ in range(count)]
+        rs.done()
         levels = int(cls.max(initial=0)) + 1
+        if count < levels:
+            raise FormatError(f"scales: has {count} streams, expected at least {levels}")
+        s0 = np.zeros(n, np.int64)
+        for c in range(levels):  # the largest scale first: it sets each Gaussian's size level
+            s0[cls == c] = E.decode_symbols_many([streams[c]], int((cls == c).sum()), "scales")[0]
+        e = self._size_extra(thr, lv, s0[:, None], cls)
+        lvl = cls + e
+        nl = int(lvl.max(initial=0)) + 1
+        if count != levels + 2 * nl:
+            raise FormatError(f"scales: has {count} streams, expected {levels + 2 * nl}")
+        st = step * np.exp2(cls.astype(np.float64))
+        sg = st * np.exp2(e.astype(np.float64))
+        out = np.zeros((n, 3), np.float64)
+        out[:, 0] = s0 * st
+        for j in (1, 2):
+            g = np.zeros(n, np.int64)
+            base = levels + (j - 1) * nl
+            for c in range(nl):
+                g[lvl == c] = E.decode_symbols_many([streams[base + c]], int((lvl == c).sum()), "scales")[0]
+            out[:, j] = out[:, j - 1] - g * sg
+        sym = np.stack([s0, s0, s0], 1)  # later stages only read the largest scale's symbol
+        return out.astype(np.float32), sym
+
+    def _decode_classed(self, f: str, payload, n: int, w: int, step: float, cls: np.ndarray,
+                        scale_sym: np.ndarray | None = None, sized: bool = False) -> tuple[np.ndarray, np.ndarray]:
         r = E.Reader(payload, f)
         gd = r.u8()
+        lv = int(self.params.get("size_levels", {}).get(f, 0))
+        if f == "scales" and lv and sized:
+            if gd != 2:
+                raise FormatError("scales: bad classed-coding flag for size levels")
+            return self._decode_sized_scales(r, n, step, cls, lv)
+        if lv and sized:
+            if r.u8() != lv or scale_sym is None:
+                raise FormatError(f"{f}: size level count does not match the stage header")
+            thr = [struct.unpack("<i", bytes(r.take(4)))[0] for _ in range(lv)]
+            cls = cls + self._size_extra(thr, lv, scale_sym, cls)
+        levels = int(cls.max(initial=0)) + 1
         if gd > 1 or (gd and f not in ("sh0", "scales")):
             raise FormatError(f"{f}: bad classed-coding flag {gd}")
         streams = _unpack_streams(r.take(r.remaining()), levels * w, f)
@@ -417,11 +541,13 @@ class Attributes(Stage):
             s1 = sym[:, 0] - sym[:, 1]
             sym = np.stack([sym[:, 0], s1, s1 - sym[:, 2]], 1)
         steps = (step * np.exp2(cls.astype(np.float64)))[:, None]
-        return Q.s3_to_quats(sym, steps) if f == "quats" else Q.dequantize(sym, steps)
+        return (Q.s3_to_quats(sym, steps) if f == "quats" else Q.dequantize(sym, steps)), sym
 
 
 # ----------------------------------------------------------------------------- importance
 MAX_LEVELS = 6
+MAX_SIZE_LEVELS = 4
+SIZED = ("quats", "scales", "opacities", "sh0")  # attributes whose step may also follow the decoded size
 CLASSED = ("quats", "scales", "opacities", "sh0")  # attributes whose step follows the importance class
 
 
