@@ -84,6 +84,55 @@ def test_hashgrid_gradients_and_used_rows():
     assert not (touched & ~used).any()  # every row with gradient is reported as used
 
 
+@pytest.mark.parametrize("cfg", [
+    dict(n_levels=6, n_features_per_level=2, log2_hashmap_size=10, base_resolution=4, per_level_scale=1.9),
+    dict(n_levels=16, n_features_per_level=2, log2_hashmap_size=12, base_resolution=16, max_resolution=1024),
+    dict(n_levels=3, n_features_per_level=4, log2_hashmap_size=9, base_resolution=3, per_level_scale=3.0),
+])
+def test_native_hashgrid_matches_torch_oracle(cfg):
+    """cuda/hashgrid_cpu.cpp against the PyTorch grid: the decoder path bit for bit, the training
+    forward to float rounding, gradients w.r.t. the table and the used-row mask."""
+    from gscomp.stages.hashgrid import _native
+
+    if _native() is None:
+        pytest.skip("native hash grid could not be built")
+    grid = HashGrid(**cfg)
+    with torch.no_grad():
+        grid.params.normal_()
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(3000, 3, generator=g)
+    x[0], x[1], x[2] = 0.0, 1.0, torch.tensor([1.0, 0.0, 0.5])
+    assert torch.equal(grid.forward_exact(x), grid.forward_exact_torch(x))
+    y_nat, y_ref = grid(x), grid.forward_torch(x)
+    assert torch.allclose(y_nat, y_ref, atol=1e-5, rtol=1e-5)
+    go = torch.randn(y_nat.shape, generator=g)
+    (y_nat * go).sum().backward()
+    g_nat, grid.params.grad = grid.params.grad.clone(), None
+    (y_ref * go).sum().backward()
+    assert torch.allclose(g_nat, grid.params.grad, atol=1e-4, rtol=1e-5)
+    idx, _ = grid._corners(x)
+    ref_used = torch.zeros(grid.params.shape[0], dtype=torch.bool)
+    ref_used[idx.reshape(-1)] = True
+    assert torch.equal(grid.used_rows(x), ref_used)
+
+
+def test_native_hashgrid_gradient_independent_of_threads():
+    from gscomp.stages.hashgrid import _native
+
+    if _native() is None:
+        pytest.skip("native hash grid could not be built")
+    grid = HashGrid(n_levels=8, log2_hashmap_size=10, base_resolution=4, max_resolution=256)
+    x = torch.rand(20000, 3, generator=torch.Generator().manual_seed(0))
+    go = torch.randn(20000, grid.n_output_dims, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        grid.params.grad = None
+        (grid(x) * go).sum().backward()
+        grads.append(grid.params.grad.clone())
+    assert torch.equal(grads[0], grads[1]) and torch.equal(grads[0], grads[2])
+
+
 def test_mlp_exact_matches_matmul():
     mlp = TinyMLP(8, 12, width=16, n_hidden_layers=2)
     h = torch.randn(100, 8)
@@ -184,6 +233,21 @@ def test_masking_learns_to_drop_unneeded_gaussians(random_splats):
         st.zero_grad()
         stage.on_step_end(step, st)
     assert 20 <= st.n < 40
+
+
+def test_colorfield_lr_decays_to_final_fraction(random_splats):
+    from gscomp.stages.colorfield import ColorField
+
+    st = _state(random_splats(30, sh_degree=1), max_steps=100)
+    stage = ColorField(n_levels=4, log2_hashmap_size=8, base_resolution=4, max_resolution=32, mlp_width=8,
+                       grid_lr=0.01, mlp_lr=0.002, lr_final=0.1)
+    stage.attach(st)
+    lr = lambda name: st.optimizers[name].param_groups[0]["lr"]  # noqa: E731
+    stage.on_step_end(49, st)
+    assert math.isclose(lr("colorfield_grid"), 0.01 * 0.1**0.5, rel_tol=1e-6)
+    stage.on_step_end(99, st)
+    assert math.isclose(lr("colorfield_grid"), 0.001, rel_tol=1e-6)
+    assert math.isclose(lr("colorfield_mlp"), 0.0002, rel_tol=1e-6)
 
 
 # ---------------------------------------------------------------------------- coding side

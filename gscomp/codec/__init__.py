@@ -16,7 +16,7 @@ from ..fileio import atomic_write_bytes
 from .container import pack_gsz, read_gsz, unpack_gsz
 
 # bits/Gaussian are reported per Splats field; a section counts toward the field it is named after
-_FIELD_OF = {"means": "means", "quats": "quats", "scales": "scales", "opacities": "opacities", "sh0": "sh0", "shN": "shN"}
+_FIELD_OF = {"classes": "importance", "means": "means", "quats": "quats", "scales": "scales", "opacities": "opacities", "sh0": "sh0", "shN": "shN"}
 
 
 def _section_stats(header: dict[str, Any], sections) -> dict[str, Any]:

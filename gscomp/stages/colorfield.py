@@ -42,12 +42,12 @@ class ColorField(Stage):
     def __init__(self, n_levels: int = 16, n_features_per_level: int = 2, log2_hashmap_size: int = 15,
                  base_resolution: int = 16, max_resolution: int = 1024, mlp_width: int = 64,
                  mlp_layers: int = 2, grid_lr: float = 0.01, mlp_lr: float = 0.001, bits: int = 8,
-                 start: int | float = 0, fit_steps: int = 600, backend: str = "auto"):
+                 start: int | float = 0, fit_steps: int = 600, backend: str = "auto", lr_final: float = 1.0):
         super().__init__(n_levels=n_levels, n_features_per_level=n_features_per_level,
                          log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
                          max_resolution=max_resolution, mlp_width=mlp_width, mlp_layers=mlp_layers,
                          grid_lr=grid_lr, mlp_lr=mlp_lr, bits=bits, start=start, fit_steps=fit_steps,
-                         backend=backend)
+                         backend=backend, lr_final=lr_final)
         self.model: ColorFieldModel | None = None
         self.center: torch.Tensor | None = None
         self.half: torch.Tensor | None = None
@@ -106,6 +106,18 @@ class ColorField(Stage):
             from .hashgrid import TcnnHashGrid
 
             self._fast = state.add_module("colorfield_tcnn", TcnnHashGrid(self.model.grid), float(self.params["grid_lr"]))
+
+    def on_step_end(self, step: int, state) -> None:
+        """Exponential decay of the field's learning rates to ``lr_final`` x their start value by the
+        end of the run (the reference steps its network lr down by 0.33 a few times; a smooth decay
+        does the same job for any step budget)."""
+        final = float(self.params["lr_final"])
+        if final == 1.0 or self.model is None:
+            return
+        frac = min(1.0, (step + 1) / max(1, state.max_steps))
+        for name in ("colorfield_grid", "colorfield_mlp", "colorfield_tcnn"):
+            if name in state.base_lrs:
+                state.set_lr(name, state.base_lrs[name] * final**frac)
 
     def transform(self, splats: Splats, step: int) -> Splats:
         if self.model is None or step < self._start:

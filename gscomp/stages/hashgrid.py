@@ -136,10 +136,22 @@ class HashGrid(nn.Module):
         w = (wx[:, :, None, None, :] * wy[:, :, None, :, None]) * wz[:, :, :, None, None]  # x*y*z order
         return idx, w.reshape(n, L, 8)
 
+    def _native_args(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Level description for the native kernels: float32 scales (L,), int64 (L, 4) rows of
+        (resolution, size, offset, dense)."""
+        if getattr(self, "_nargs", None) is None:
+            info = torch.tensor([[r, s, o, int(d)] for r, s, o, d in
+                                 zip(self.resolutions, self.sizes, self.offsets, self.dense)], dtype=torch.int64)
+            self._nargs = (torch.tensor(self.scales, dtype=torch.float32), info)
+        return self._nargs
+
     def used_rows(self, x: torch.Tensor) -> torch.Tensor:
         """Boolean (rows,) mask of the table rows any point of ``x`` (N,3 in [0,1]) reads."""
+        x = x.detach().float().cpu().contiguous()
+        ext = _native()
+        if ext is not None:
+            return ext.used_rows(x, self.params.shape[0], *self._native_args())
         used = torch.zeros(self.params.shape[0], dtype=torch.bool)
-        x = x.detach().float().cpu()
         for i in range(0, x.shape[0], EXACT_CHUNK):
             idx, _ = self._corners(x[i : i + EXACT_CHUNK])
             used[idx.reshape(-1)] = True
@@ -147,7 +159,15 @@ class HashGrid(nn.Module):
 
     # ------------------------------------------------------------------ evaluation
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3) in [0,1] -> (N, n_levels * F) features (differentiable w.r.t. the table)."""
+        """(N, 3) in [0,1] -> (N, n_levels * F) features (differentiable w.r.t. the table; not w.r.t. x).
+        On the CPU this is the native kernel (`cuda/hashgrid_cpu.cpp`), elsewhere the PyTorch path."""
+        ext = _native() if x.device.type == "cpu" and self.params.device.type == "cpu" else None
+        if ext is None:
+            return self._encode(x, self.params)
+        return _NativeEncode.apply(self.params, x.detach().float().contiguous(), self)
+
+    def forward_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """The pure-PyTorch training path (the oracle the native kernel is tested against)."""
         return self._encode(x, self.params)
 
     def _encode(self, x: torch.Tensor, table: torch.Tensor, exact: bool = False) -> torch.Tensor:
@@ -162,11 +182,59 @@ class HashGrid(nn.Module):
 
     @torch.no_grad()
     def forward_exact(self, x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder path: float32 on CPU in fixed chunks; only element-wise ops, so bit-reproducible."""
+        """Decoder path: float32 on the CPU, the 8 corners added one by one per point (no reductions),
+        so the output is the same for any thread count and machine. The native kernel and
+        `forward_exact_torch` perform the same float operations in the same order (bit-identical)."""
+        table = (self.params if table is None else table).detach().float().cpu().contiguous()
+        x = x.detach().float().cpu().contiguous()
+        ext = _native()
+        if ext is not None:
+            return ext.forward(x, table, *self._native_args())
+        return self.forward_exact_torch(x, table)
+
+    @torch.no_grad()
+    def forward_exact_torch(self, x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         table = (self.params if table is None else table).detach().float().cpu()
         x = x.detach().float().cpu()
         out = [self._encode(x[i : i + EXACT_CHUNK], table, exact=True) for i in range(0, x.shape[0], EXACT_CHUNK)]
         return torch.cat(out, 0) if out else x.new_zeros(0, self.n_output_dims)
+
+
+_NATIVE: list = []  # [module or None] once tried
+
+
+def _native():
+    """The compiled hash-grid extension, or None (with one warning) when it cannot be built: the
+    PyTorch path computes the same values, only slower."""
+    if not _NATIVE:
+        from .. import native
+        from ..errors import GscompError
+
+        try:
+            _NATIVE.append(native.load("hashgrid"))
+        except GscompError as e:
+            import warnings
+
+            warnings.warn(f"{e}; using the (slower) PyTorch hash grid", stacklevel=2)
+            _NATIVE.append(None)
+    return _NATIVE[0]
+
+
+class _NativeEncode(torch.autograd.Function):
+    """Native forward; backward w.r.t. the table only (positions are detached in every caller)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, x: torch.Tensor, grid: "HashGrid") -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.grid = grid
+        ctx.n_rows = table.shape[0]
+        return _native().forward(x, table.detach().contiguous(), *grid._native_args())
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        g = _native().backward(x, grad.float().contiguous(), ctx.n_rows, *ctx.grid._native_args())
+        return g, None, None
 
 
 class _Gather(torch.autograd.Function):
