@@ -307,6 +307,7 @@ def test_cli_roundtrip_and_errors(tmp_path, capsys):
         ("info", tmp_path / "missing.gsz"),
         ("compress", ply, tmp_path / "z.gsz", "pipeline.stages.positions.bits=99"),
         ("compress", ply, tmp_path / "z.gsz", "pipeline.stages.nothing.x=1"),
+        ("compress", ply, tmp_path / "z.gsz", "~pipeline.stages.attributes"),  # Hydra delete: no owner left
         ("compress", bad, tmp_path / "z.gsz"),
         ("compress", ply, tmp_path / "z.ply"),
         ("decode", out, tmp_path / "z.xyz"),

@@ -28,8 +28,8 @@ def compose_pipeline(overrides: list[str]) -> dict:
     ov = []
     chosen = False
     for o in overrides:
-        if "=" not in o:
-            raise GscompError(f"bad override {o!r}: expected key=value")
+        if "=" not in o and not o.startswith("~"):
+            raise GscompError(f"bad override {o!r}: expected key=value or ~key")
         key = o.split("=", 1)[0].lstrip("+~")
         if not (key == "pipeline" or key.startswith("pipeline.")):
             raise GscompError(f"unknown override {o!r}: post-hoc compress only takes pipeline=... and pipeline.KEY=VALUE")
@@ -64,9 +64,12 @@ def input_size(path: Path) -> int:
 
 
 def run(argv: list[str]) -> int:
-    pos = [a for a in argv if "=" not in a and not a.startswith("-")]
-    flags = [a for a in argv if a.startswith("-") and "=" not in a]
-    overrides = [a for a in argv if "=" in a]
+    def is_override(a: str) -> bool:  # key=value, or Hydra's delete syntax ~key
+        return "=" in a or a.startswith("~")
+
+    pos = [a for a in argv if not is_override(a) and not a.startswith("-")]
+    flags = [a for a in argv if a.startswith("-") and not is_override(a)]
+    overrides = [a for a in argv if is_override(a)]
     if not pos and overrides:
         try:  # lazily: train-and-compress pulls in the trainer
             from . import train_compress
