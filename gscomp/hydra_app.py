@@ -8,8 +8,9 @@
   verb writes its own resolved ``config.yaml`` next to its outputs (see `output_dir`);
 - a `GscompError` inside a job is re-raised after Hydra returns, so the CLI prints one line
   ``error: ...`` and exits 2 (Hydra would otherwise print a traceback and exit 1);
-- Hydra's own config errors (unknown key, bad group option, bad override syntax) are Hydra's short
-  messages on stderr and exit status 2, never a traceback wall (unless ``HYDRA_FULL_ERROR=1``).
+- config errors (unknown key, bad group option, bad override syntax) of a single run are one
+  ``error: ...`` line and exit status 2; in a multirun they are Hydra's short messages, exit 2,
+  never a traceback wall (unless ``HYDRA_FULL_ERROR=1``).
 """
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
     import hydra
     from hydra.core.global_hydra import GlobalHydra
 
+    if not any(a.startswith("-") for a in argv):
+        # plain single run: compose once up front so a config error (unknown key, bad group option)
+        # is one `error: ...` line; sweeps and Hydra flags (-m, --cfg, --help) go to Hydra as they are
+        compose(config_name, argv)
     errors: list[BaseException] = []
     codes: list[int] = []
 

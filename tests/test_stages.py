@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gscomp.stages.hashgrid import HashGrid, TinyMLP, contract_unit
+from gscomp.errors import GscompError
 from gscomp.stages.rvq import ResidualVQ, kmeans
 
 
@@ -309,6 +310,25 @@ def test_colorfield_roundtrip_and_unused_rows_dropped():
     grid_bytes = len(next(x for x in sections if x.name == "colorfield.grid").payload)
     assert grid_bytes < stage.model.grid.params.numel()  # < 1 byte per table entry: unused rows are not coded
 
+
+
+def test_colorfield_shN_only_leaves_dc_to_the_gaussians():
+    """targets=[shN]: the field predicts only view-dependent SH; sh0 is not owned (another stage codes it)."""
+    from gscomp.stages.colorfield import ColorField
+
+    s = _smooth_splats(1500)
+    stage = ColorField(n_levels=6, log2_hashmap_size=11, base_resolution=4, max_resolution=32, fit_steps=100,
+                       mlp_width=32, grid_lr=0.03, targets=["shN"])
+    assert stage.owns == ("shN",)
+    sections, out = _roundtrip(stage, s)
+    assert set(out) == {"shN"} and out["shN"].shape == (1500, 3, 3)
+    err = float((out["shN"] - s.shN).abs().mean())
+    assert err < 0.5 * float(s.shN.abs().mean()) + 1e-3, err
+    assert stage.n_out == 9  # 3 coefficients x RGB, no DC
+    trained = stage.transform(s, step=10**6)
+    assert torch.equal(trained.sh0, s.sh0)  # DC stays the Gaussians' own
+    with pytest.raises(GscompError):
+        ColorField(targets=["sh0"])
 
 _DECODE_SCRIPT = r"""
 import sys, torch, hashlib, pickle

@@ -42,8 +42,13 @@ class ColorField(Stage):
     def __init__(self, n_levels: int = 16, n_features_per_level: int = 2, log2_hashmap_size: int = 15,
                  base_resolution: int = 16, max_resolution: int = 1024, mlp_width: int = 64,
                  mlp_layers: int = 2, grid_lr: float = 0.01, mlp_lr: float = 0.001, bits: int = 8,
-                 start: int | float = 0, fit_steps: int = 600, backend: str = "auto", lr_final: float = 1.0):
-        super().__init__(n_levels=n_levels, n_features_per_level=n_features_per_level,
+                 start: int | float = 0, fit_steps: int = 600, backend: str = "auto", lr_final: float = 1.0,
+                 targets: list[str] | tuple[str, ...] = ("sh0", "shN")):
+        targets = [str(t) for t in targets]
+        if targets not in (["sh0", "shN"], ["shN"]):
+            raise GscompError(f"colorfield.targets must be [sh0, shN] or [shN], got {targets}")
+        self.owns = tuple(targets)
+        super().__init__(targets=targets, n_levels=n_levels, n_features_per_level=n_features_per_level,
                          log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,
                          max_resolution=max_resolution, mlp_width=mlp_width, mlp_layers=mlp_layers,
                          grid_lr=grid_lr, mlp_lr=mlp_lr, bits=bits, start=start, fit_steps=fit_steps,
@@ -60,7 +65,9 @@ class ColorField(Stage):
         p = self.params
         grid = HashGrid(p["n_levels"], p["n_features_per_level"], p["log2_hashmap_size"], p["base_resolution"],
                         max_resolution=p["max_resolution"])
-        self.n_out = 3 * (num_sh_rest(sh_degree) + 1)
+        if "sh0" not in self.owns and sh_degree == 0:
+            raise GscompError("colorfield.targets=[shN] needs SH degree >= 1 (nothing view-dependent to predict)")
+        self.n_out = 3 * (num_sh_rest(sh_degree) + self._has_dc())
         mlp = TinyMLP(grid.n_output_dims, self.n_out, int(p["mlp_width"]), int(p["mlp_layers"]))
         return ColorFieldModel(grid, mlp)
 
@@ -82,9 +89,20 @@ class ColorField(Stage):
         h = self._fast(u) if self._fast is not None else self.model.grid(u)
         return self.model.mlp(h)
 
-    def _split(self, out: torch.Tensor, degree: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _has_dc(self) -> int:
+        """1 when the field predicts the DC colour too (the paper), 0 when it predicts only the
+        view-dependent SH and sh0 stays a per-Gaussian attribute."""
+        return int("sh0" in self.owns)
+
+    def _split(self, out: torch.Tensor, degree: int) -> dict[str, torch.Tensor]:
         sh = out.reshape(out.shape[0], -1, 3)
-        return sh[:, :1].contiguous(), sh[:, 1 : 1 + num_sh_rest(degree)].contiguous()
+        k, d = num_sh_rest(degree), self._has_dc()
+        if sh.shape[1] < k + d:  # the file asks for more SH than the field predicts
+            sh = torch.cat([sh, sh.new_zeros(sh.shape[0], k + d - sh.shape[1], 3)], 1)
+        out = {"shN": sh[:, d : d + k].contiguous()}
+        if d:
+            out["sh0"] = sh[:, :1].contiguous()
+        return out
 
     # ---------------------------------------------------------------- training side
     def attach(self, state) -> None:
@@ -122,8 +140,7 @@ class ColorField(Stage):
     def transform(self, splats: Splats, step: int) -> Splats:
         if self.model is None or step < self._start:
             return splats
-        sh0, shN = self._split(self.predict(splats.means), splats.sh_degree)
-        return splats.replace(sh0=sh0, shN=shN)
+        return splats.replace(**self._split(self.predict(splats.means), splats.sh_degree))
 
     # ---------------------------------------------------------------- coding side
     def bake(self, splats: Splats, state=None) -> Splats:
@@ -140,7 +157,8 @@ class ColorField(Stage):
         steps = int(self.params["fit_steps"] if steps is None else steps)
         self.model = self._new_model(splats.sh_degree)
         self.set_box(splats.means)
-        target = torch.cat([splats.sh0, splats.shN], 1).reshape(len(splats), -1).detach().float()
+        parts = ([splats.sh0] if self._has_dc() else []) + [splats.shN]
+        target = torch.cat(parts, 1).reshape(len(splats), -1).detach().float()
         opt = torch.optim.Adam([
             {"params": self.model.grid.parameters(), "lr": float(self.params["grid_lr"])},
             {"params": self.model.mlp.parameters(), "lr": float(self.params["mlp_lr"]) * 5},
@@ -205,7 +223,7 @@ class ColorField(Stage):
             lh = struct.unpack_from(f"<{2 * grid.n_levels}f", meta, 28)
         except (KeyError, struct.error) as e:
             raise FormatError(f"colorfield: missing or short metadata section ({e})") from None
-        if n_out % 3 or n_out // 3 - 1 not in (0, 3, 8, 15):
+        if n_out % 3 or n_out // 3 - self._has_dc() not in (0, 3, 8, 15):
             raise FormatError(f"colorfield: bad output size {n_out}")
         width, layers = int(p["mlp_width"]), int(p["mlp_layers"])
         dims = [grid.n_output_dims] + [width] * layers + [n_out]
@@ -237,10 +255,4 @@ class ColorField(Stage):
             pos += k
             sub = table[a:b]
             sub[lu] = vals
-        out = mlp_exact(grid.forward_exact(u, table), weights)
-        degree = ctx.sh_degree
-        sh = out.reshape(out.shape[0], -1, 3)
-        if sh.shape[1] < num_sh_rest(degree) + 1:  # file asks for more SH than the field predicts
-            pad = sh.new_zeros(sh.shape[0], num_sh_rest(degree) + 1 - sh.shape[1], 3)
-            sh = torch.cat([sh, pad], 1)
-        return {"sh0": sh[:, :1].contiguous(), "shN": sh[:, 1 : 1 + num_sh_rest(degree)].contiguous()}
+        return self._split(mlp_exact(grid.forward_exact(u, table), weights), ctx.sh_degree)
