@@ -42,6 +42,22 @@ constexpr uint64_t TOTAL = uint64_t(1) << PRECISION;
 constexpr uint64_t QMASK = TOTAL - 1;
 constexpr uint64_t LOW = uint64_t(1) << 32;  // state >= LOW whenever words remain (invariant)
 constexpr size_t HIST_K = 4;  // streams decoded side by side in one thread
+
+// Jobs grouped into batches of up to HIST_K streams of equal length (sorted by length, stable), so a
+// thread can code a batch's streams side by side in one loop.
+template <class LengthOf>
+static std::vector<std::vector<int64_t>> batch_by_length(int64_t nj, LengthOf length_of) {
+  std::vector<int64_t> order(nj);
+  for (int64_t j = 0; j < nj; ++j) order[j] = j;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t p, int64_t q) { return length_of(p) < length_of(q); });
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t j : order) {
+    if (batches.empty() || (int64_t)batches.back().size() == (int64_t)HIST_K || length_of(batches.back()[0]) != length_of(j))
+      batches.emplace_back();
+    batches.back().push_back(j);
+  }
+  return batches;
+}
 constexpr int64_t MAX_ALPHABET = int64_t(1) << 16;  // symbol ids fit the uint16 bucket table
 
 using i32arr = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
@@ -383,15 +399,7 @@ std::vector<std::string> decode_hist_many(py::list jobs_in) {
     // Batches of up to HIST_K streams with the same length are decoded interleaved in one thread:
     // each stream is one long dependency chain (table lookups), so running several side by side
     // keeps the core busy; batches are spread over the threads.
-    std::vector<int64_t> order(nj);
-    for (int64_t j = 0; j < nj; ++j) order[j] = j;
-    std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return jobs[x].n < jobs[y].n; });
-    std::vector<std::vector<int64_t>> batches;
-    for (int64_t j : order) {
-      if (batches.empty() || batches.back().size() == HIST_K || jobs[batches.back()[0]].n != jobs[j].n)
-        batches.emplace_back();
-      batches.back().push_back(j);
-    }
+    auto batches = batch_by_length(nj, [&](int64_t j) { return jobs[j].n; });
     int64_t nb = (int64_t)batches.size();
 #pragma omp parallel for schedule(dynamic, 1) if (nb > 1)
     for (int64_t b = 0; b < nb; ++b) {
@@ -643,15 +651,7 @@ py::list encode_hist_many(py::list jobs_in) {
     int64_t nj = (int64_t)jobs.size();
     // As in decode_hist_many: batches of up to HIST_K equal-length streams are encoded side by
     // side in one thread (independent division chains overlap), batches spread over threads.
-    std::vector<int64_t> order(nj);
-    for (int64_t j = 0; j < nj; ++j) order[j] = j;
-    std::stable_sort(order.begin(), order.end(), [&](int64_t p, int64_t q) { return jobs[p].x.n < jobs[q].x.n; });
-    std::vector<std::vector<int64_t>> batches;
-    for (int64_t j : order) {
-      if (batches.empty() || batches.back().size() == HIST_K || jobs[batches.back()[0]].x.n != jobs[j].x.n)
-        batches.emplace_back();
-      batches.back().push_back(j);
-    }
+    auto batches = batch_by_length(nj, [&](int64_t j) { return jobs[j].x.n; });
     int64_t nb = (int64_t)batches.size();
 #pragma omp parallel for schedule(dynamic, 1) if (nb > 1)
     for (int64_t b = 0; b < nb; ++b) {
