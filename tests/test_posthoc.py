@@ -347,3 +347,30 @@ def test_size_levels_bad_params_and_corrupt_counts(tmp_path, random_splats):
         bad[i] = Section(bad[i].name, bad[i].codec, bytes(sections[i].payload[:cut]))
         with pytest.raises(FormatError):
             decode_bytes(pack_gsz(header, bad))
+
+
+def test_importance_scores_on_the_training_views(random_splats):
+    """In train-and-compress the importance stage renders the real training cameras (here: all of
+    them look away from the first half of the Gaussians, which must then score zero)."""
+    from types import SimpleNamespace
+
+    from gscomp.camera import Camera
+
+    src = random_splats(200, sh_degree=0, seed=4)
+    src.means[:100, 2] = -5.0  # behind every camera below
+    src.means[100:, 2] = 5.0
+    cams = [Camera.look_at((0.1 * i, 0.0, 0.0), (0.1 * i, 0.0, 5.0), (0.0, -1.0, 0.0), 60.0, 400, 300, name=f"c{i}")
+            for i in range(6)]
+    state = SimpleNamespace(trainer=SimpleNamespace(scene=SimpleNamespace(train=cams)))
+    stage = P.Importance(views=3, probes=1, max_res=64)
+    stage.bake(src, state)
+    assert len(stage._cams) == 3 and max(stage._cams[0].width, stage._cams[0].height) == 64
+    imp = P.importance_scores(src, 3, STEPS, 14, probes=1, cams=stage._cams)
+    assert (imp[:100] == 0).all() and (imp[100:] > 0).mean() > 0.5
+    # no state: post-hoc input falls back to the sphere (auto) or refuses (train)
+    stage.bake(src, None)
+    assert stage._cams is None
+    with pytest.raises(GscompError, match="needs training cameras"):
+        P.Importance(cameras="train").bake(src, None)
+    with pytest.raises(GscompError, match="cameras"):
+        P.Importance(cameras="front")

@@ -291,6 +291,32 @@ def test_rvq_stage_roundtrip():
     assert sum(len(x.payload) for x in sections) < 3000 * 28 / 4  # vs 28 raw float bytes per Gaussian
 
 
+def test_rvq_depths_follow_importance_classes(tmp_path):
+    """rvq.depths: class c keeps its first depths[c] stages; fewer index bytes, exact decode."""
+    from gscomp.codec import decode_gsz, encode_gsz
+    s = _smooth_splats(3000, seed=5, sh_degree=0)
+    stages = {"importance": {"type": "importance", "views": 4, "probes": 1, "quantile": 0.5},
+              "positions": {"type": "positions", "bits": 16},
+              "rvq": {"type": "rvq", "n_stages": 3, "codebook_size": 32, "kmeans_iters": 3},
+              "attributes": {"type": "attributes", "fields": ["opacities", "sh0"]}}
+    encode_gsz(s, tmp_path / "full.gsz", {"name": "x", "stages": stages})
+    stages["rvq"]["depths"] = [3, 2, 1]
+    encode_gsz(s, tmp_path / "deep.gsz", {"name": "x", "stages": stages})
+    assert (tmp_path / "deep.gsz").stat().st_size < (tmp_path / "full.gsz").stat().st_size - 1000
+    full, part = decode_gsz(tmp_path / "full.gsz"), decode_gsz(tmp_path / "deep.gsz")
+    assert torch.equal(full.means, part.means)
+    same = (full.scales == part.scales).all(1)
+    assert 0.1 < float(same.float().mean()) < 0.9  # class-0 rows keep all stages, the others do not
+    assert float((part.quats[same] - full.quats[same]).abs().max()) == 0.0
+    from gscomp.stages.base import build_stage
+
+    with pytest.raises(GscompError, match="depths"):
+        build_stage({"type": "rvq", "n_stages": 3, "depths": [4]})
+    del stages["importance"]  # depths need the classes of an importance stage before rvq
+    with pytest.raises(GscompError, match="importance stage"):
+        encode_gsz(s, tmp_path / "bad.gsz", {"name": "x", "stages": stages})
+
+
 def test_colorfield_roundtrip_and_unused_rows_dropped():
     from gscomp.stages.colorfield import ColorField
 

@@ -321,9 +321,9 @@ class Attributes(Stage):
             if f == "quats":
                 sym = Q.quats_to_s3(x, step)
                 codec = "quat-s3/v1"
-            elif f == "shN":
+            elif f == "shN":  # the widest field: quantized straight into columns (3K, n), no transpose
                 steps = np.repeat(self._shN_steps(x.shape[1] // 3), 3)[None]
-                sym = Q.quantize(x, steps)
+                sym = Q.quantize(x, steps, columns=True)
                 codec = "symbols/v1"
             else:
                 sym = Q.quantize(x, step)
@@ -338,7 +338,8 @@ class Attributes(Stage):
                 if dedup is not None:  # vector-quantized sources: codebook + indices
                     out.append(Section(f, "symbols-dedup/v1", dedup))
                     continue
-            streams = E.encode_symbols_many(sym, allow_zstd=zstd)  # columns, on all cores
+            cols = list(sym) if f == "shN" else sym  # (n, k) arrays: their columns
+            streams = E.encode_symbols_many(cols, allow_zstd=zstd)  # columns, on all cores
             out.append(Section(f, codec, _pack_streams(streams)))
         return out
 
@@ -572,7 +573,7 @@ def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
 
 
 def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, probes: int = 4,
-                      res: int = 128) -> np.ndarray:
+                      res: int = 128, cams: list | None = None) -> np.ndarray:
     """Expected squared render error of each Gaussian when its attributes get quantization errors
     of the given steps: sum over attributes a of step_a^2 * S_a, where S_a = sum over views, pixels
     and channels of (d pixel / d attribute)^2. S_a is the diagonal of J^T J, estimated (Hutchinson)
@@ -591,7 +592,7 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
     s = Splats(shN=splats.shN.detach(), **params)
     tot = torch.zeros(n, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
-    for cam in sphere_cameras(s.means.detach(), views, res):
+    for cam in cams if cams is not None else sphere_cameras(s.means.detach(), views, res):
         out = render(s, [cam], backend="cpu")
         for k in range(probes):
             r = torch.randint(0, 2, out.colors.shape, generator=gen).to(out.colors.dtype) * 2 - 1
@@ -602,16 +603,18 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
 
 
 def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
-                       probes: int = 4) -> np.ndarray:
+                       probes: int = 4, cams: list | None = None) -> np.ndarray:
     """Class c = round(log2 sqrt(I_ref / I)) clipped to [0, levels): for a distortion weighted by I,
     the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
     I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
     parallel sums cannot flip a class (deterministic bytes)."""
-    imp = importance_scores(splats, views, steps, pos_bits, probes)
+    imp = importance_scores(splats, views, steps, pos_bits, probes, cams=cams)
     imp = np.where(imp > 0, imp, 0.0)
     mant, ex = np.frexp(imp)
     imp = np.ldexp(np.round(mant * 256) / 256, ex)
     ref = float(np.quantile(imp, quantile)) if imp.size else 0.0
+    if ref <= 0 and (imp > 0).any():  # mostly invisible Gaussians (e.g. an early model): rank the visible ones
+        ref = float(np.quantile(imp[imp > 0], quantile))
     if ref <= 0:
         return np.zeros(len(imp), np.int64)
     ratio = ref / np.maximum(imp, ref * 4.0 ** (-levels))
@@ -633,7 +636,7 @@ class Importance(Stage):
 
     def __init__(self, views: int = 24, probes: int = 4, quantile: float = 0.8, levels: int = 4,
                  pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
-                 opacity_step: float = 0.06, sh0_step: float = 0.03):
+                 opacity_step: float = 0.06, sh0_step: float = 0.03, cameras: str = "auto", max_res: int = 256):
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
@@ -649,14 +652,36 @@ class Importance(Stage):
         for k, v in steps.items():
             if not (isinstance(v, (int, float)) and v >= 0 and np.isfinite(v)):
                 raise GscompError(f"importance.{k} must be a number >= 0")
+        if cameras not in ("auto", "train", "sphere"):
+            raise GscompError("importance.cameras must be auto, train or sphere")
+        if not (is_int(max_res) and 16 <= max_res <= 4096):
+            raise GscompError("importance.max_res must be an integer in 16..4096")
         super().__init__(views=views, probes=probes, quantile=float(quantile), levels=levels, pos_bits=pos_bits,
-                         **{k: float(v) for k, v in steps.items()})
+                         **{k: float(v) for k, v in steps.items()}, cameras=cameras, max_res=max_res)
+        self._cams = None
+
+    def bake(self, splats, state=None):
+        """Train-and-compress knows the real cameras: score with (up to ``views`` evenly spaced)
+        training views, at most ``max_res`` pixels wide, instead of guessing a sphere around the
+        scene. Post-hoc input has none (``cameras: train`` then refuses)."""
+        self._cams = None
+        mode = self.params["cameras"]
+        scene = getattr(getattr(state, "trainer", None), "scene", None)
+        cams = list(scene.train) if scene is not None and mode != "sphere" else []
+        if mode == "train" and not cams:
+            raise GscompError("importance.cameras=train needs training cameras (train-and-compress); use auto or sphere")
+        if cams:
+            views = self.params["views"]
+            pick = np.unique(np.linspace(0, len(cams) - 1, min(views, len(cams))).round().astype(int))
+            cams = [cams[i] for i in pick]
+            self._cams = [c.scaled(min(1.0, self.params["max_res"] / max(c.width, c.height))) for c in cams]
+        return splats
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         p = self.params
         steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"]}
-        cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"], p["probes"])
-               if ctx.n else np.zeros(0, np.int64))
+        cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"], p["probes"],
+                                  cams=self._cams) if ctx.n else np.zeros(0, np.int64))
         return [Section("classes", "symbols/v1", E.encode_symbols(cls))]
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
@@ -729,40 +754,57 @@ def canonical_quats(q: np.ndarray) -> np.ndarray:
     q = np.asarray(q, np.float64)
     norm = np.sqrt((q * q).sum(1, keepdims=True))
     q = np.where(norm > 0, q / np.where(norm > 0, norm, 1.0), np.array([1.0, 0.0, 0.0, 0.0]))
-    w, x, y, z = q.T
-    variants = np.stack([q, np.stack([-x, w, z, -y], 1), np.stack([-y, -z, w, x], 1), np.stack([-z, y, -x, w], 1)], 1)
-    pick = np.argmax(np.abs(variants[:, :, 0]), 1)
-    return variants[np.arange(len(q)), pick]
+    # q, q*i, q*j, q*k = (w,x,y,z), (-x,w,z,-y), (-y,-z,w,x), (-z,y,-x,w): variant k has w = -q[k] (k>0),
+    # so the pick is the component of largest magnitude (first on ties), built by one gather + signs
+    pick = np.argmax(np.abs(q), 1)
+    return np.take_along_axis(q, _QPERM[pick], 1) * _QSIGN[pick]
 
 
-def _dedup_encode(sym: np.ndarray) -> bytes | None:
+_QPERM = np.array([[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]])
+_QSIGN = np.array([[1.0, 1, 1, 1], [-1, 1, 1, -1], [-1, -1, 1, 1], [-1, 1, -1, 1]])
+
+
+def _dedup_encode(cols: np.ndarray) -> bytes | None:
     """Codebook of the distinct rows (most frequent first) + one index per Gaussian, when the rows
-    repeat a lot (e.g. SH from a vector-quantized source such as SOG); None otherwise."""
-    n, c = sym.shape
-    if n < 1024 or sym.min() < -32768 or sym.max() > 32767:
+    repeat a lot (e.g. SH from a vector-quantized source such as SOG); None otherwise.
+    ``cols``: the integer symbols column by column, (c, n)."""
+    c, n = cols.shape
+    if n < 1024:
         return None
-    # cheap pre-check: distinct rows >= distinct values of the first 4 columns (packed in int64)
-    h = np.zeros(n, np.int64)
-    for j in range(min(c, 4)):
-        h = (h << 16) | (sym[:, j] + 32768)
-    if len(np.unique(h)) > n // 3:
-        return None
-    rows = np.ascontiguousarray(sym.astype("<i2")).view(np.dtype((np.void, 2 * c))).ravel()
-    # second cheap check on every k-th row: a codebook of U <= n/3 rows shows as <= ~85% distinct rows
+    # cheap check on every k-th row: a codebook of U <= n/3 rows shows as <= ~85% distinct rows
     # in a sample of n/8 (U(1 - e^(-m/U)) / m), unstructured data as ~100%
     k = max(1, n // max(65536, n // 8))
-    sample = rows[::k]
-    if len(np.unique(sample)) > 0.9 * len(sample):
+    if len(np.unique(_row_hash(cols[:, ::k]))) > 0.9 * len(range(0, n, k)):
         return None
-    uniq, first, inv, counts = np.unique(rows, return_index=True, return_inverse=True, return_counts=True)
-    if len(uniq) > n // 3:
+    first, inv, counts = _unique_rows(cols)
+    if len(first) > n // 3:
         return None
     rank = np.lexsort((first, -counts))  # most frequent first; ties by first occurrence
     remap = np.empty_like(rank)
     remap[rank] = np.arange(len(rank))
-    book = sym[first[rank]]
-    streams = [E.encode_symbols(np.ascontiguousarray(book[:, j])) for j in range(c)]
-    return E.varint(len(uniq)) + _pack_streams(streams) + E.blob(E.encode_symbols(remap[inv.ravel()], allow_delta=False))
+    streams = [E.encode_symbols(np.ascontiguousarray(cols[j, first[rank]])) for j in range(c)]
+    return E.varint(len(first)) + _pack_streams(streams) + E.blob(E.encode_symbols(remap[inv], allow_delta=False))
+
+
+def _row_hash(cols: np.ndarray) -> np.ndarray:
+    """64-bit hash of each row of the (c, n) columns (a dot product with fixed random odd
+    multipliers, wrapping int64 arithmetic): a 1-D key to sort instead of whole rows. Equal rows
+    always hash equal; `_unique_rows` checks that unequal ones did not."""
+    mult = np.random.default_rng(0x5EED).integers(1, 2**62, cols.shape[0], dtype=np.int64) * 2 + 1
+    return mult @ np.asarray(cols, np.int64)  # one pass; int64 products and sums wrap mod 2^64
+
+
+def _unique_rows(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first occurrence, inverse, counts) of the distinct rows of the (c, n) columns, in some
+    fixed order of the rows (callers rank them by count and first occurrence, so it never matters)."""
+    _, first, inv, counts = np.unique(_row_hash(cols), return_index=True, return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    if not np.array_equal(cols, cols[:, first[inv]]):  # a hash collision: sort the rows themselves
+        rows = np.ascontiguousarray(cols.T)
+        rows = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+        _, first, inv, counts = np.unique(rows, return_index=True, return_inverse=True, return_counts=True)
+        inv = inv.ravel()
+    return first, inv, counts
 
 
 def _dedup_decode(payload, n: int, c: int, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import FormatError
+from ..errors import FormatError, GscompError
 from ..splats import Splats
 from .base import CodingContext, Section, Stage, register
 from .masking import _at_step
@@ -91,11 +91,17 @@ class ResidualVQ(nn.Module):
         return torch.stack(idx, 1) if idx else torch.zeros(x.shape[0], 0, dtype=torch.long)
 
     @staticmethod
-    def lookup(idx: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
-        """Sum of the chosen codes, added in stage order (fixed order: deterministic)."""
+    def lookup(idx: torch.Tensor, codebooks: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum of the chosen codes, added in stage order (fixed order: deterministic). With ``depth``
+        (per row), row i sums only its first depth[i] stages."""
         out = codebooks.new_zeros(idx.shape[0], codebooks.shape[2])
         for r in range(codebooks.shape[0]):
-            out = out + codebooks[r][idx[:, r]]
+            code = codebooks[r][idx[:, r]]
+            if depth is None:
+                out = out + code
+            else:
+                keep = depth > r
+                out[keep] = out[keep] + code[keep]
         return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,9 +176,19 @@ class RVQ(Stage):
     owns = ("scales", "quats")
 
     def __init__(self, n_stages: int = 6, codebook_size: int = 64, start: int | float = 0.9,
-                 kmeans_iters: int = 10, lr: float = 0.0005, commitment: float = 0.0):
+                 kmeans_iters: int = 10, lr: float = 0.0005, commitment: float = 0.0,
+                 depths: list[int] | None = None):
+        extra = {}
+        if depths:  # only stored when used: older headers unchanged
+            from .posthoc import MAX_LEVELS
+
+            ok = isinstance(n_stages, int) and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= n_stages
+                                                   for d in depths)
+            if not (ok and len(depths) <= MAX_LEVELS):
+                raise GscompError(f"rvq.depths must list at most {MAX_LEVELS} stage counts in 1..n_stages (one per importance class)")
+            extra["depths"] = [int(d) for d in depths]
         super().__init__(n_stages=n_stages, codebook_size=codebook_size, start=start,
-                         kmeans_iters=kmeans_iters, lr=lr, commitment=commitment)
+                         kmeans_iters=kmeans_iters, lr=lr, commitment=commitment, **extra)
         self.vq_scale = ResidualVQ(3, n_stages, codebook_size)
         self.vq_rot = ResidualVQ(4, n_stages, codebook_size)
         self._start = 0
@@ -229,7 +245,9 @@ class RVQ(Stage):
         idx_s = self.vq_scale.indices(splats.scales.detach().cpu(), cs)
         idx_r = self.vq_rot.indices(canonical_quats(splats.quats.detach().cpu()), cr)
         books = cs.half().numpy().tobytes() + cr.half().numpy().tobytes()
-        streams = [encode_symbols(idx[:, r].numpy()) for idx in (idx_s, idx_r) for r in range(idx.shape[1])]
+        depth = self._depth(ctx)
+        streams = [encode_symbols(idx[:, r].numpy() if depth is None else idx[depth > r, r].numpy())
+                   for idx in (idx_s, idx_r) for r in range(idx.shape[1])]
         return [Section("rvq.codebooks", "float16", books), Section("rvq.indices", "symbols", pack_blobs(streams))]
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
@@ -244,13 +262,31 @@ class RVQ(Stage):
         flat = torch.from_numpy(np.frombuffer(books, dtype="<f2").astype(np.float32))
         cs = flat[: r * k * 3].reshape(r, k, 3)
         cr = flat[r * k * 3 :].reshape(r, k, 4)
+        depth = self._depth(ctx, decoding=True)
         cols = []
-        for b in blobs:
-            sym = decode_symbols(b, ctx.n)
-            if ctx.n and (sym.min() < 0 or sym.max() >= k):
+        for j, b in enumerate(blobs):
+            rows = torch.ones(ctx.n, dtype=torch.bool) if depth is None else depth > j % r
+            m = int(rows.sum())
+            sym = decode_symbols(b, m)
+            if m and (sym.min() < 0 or sym.max() >= k):
                 raise FormatError("rvq: code index out of range")
-            cols.append(torch.from_numpy(sym.astype(np.int64)))
+            col = torch.zeros(ctx.n, dtype=torch.int64)
+            col[rows] = torch.from_numpy(sym.astype(np.int64))
+            cols.append(col)
         if ctx.n == 0:
             return {"scales": torch.zeros(0, 3), "quats": torch.zeros(0, 4)}
         idx_s, idx_r = torch.stack(cols[:r], 1), torch.stack(cols[r:], 1)
-        return {"scales": ResidualVQ.lookup(idx_s, cs), "quats": ResidualVQ.lookup(idx_r, cr)}
+        return {"scales": ResidualVQ.lookup(idx_s, cs, depth), "quats": ResidualVQ.lookup(idx_r, cr, depth)}
+
+    def _depth(self, ctx: CodingContext, decoding: bool = False) -> torch.Tensor | None:
+        """With ``depths``: a Gaussian of importance class c keeps only its first depths[c] R-VQ
+        stages (the last listed depth for higher classes): the residual stages refine what barely
+        shows for the less important Gaussians. None = every Gaussian keeps every stage."""
+        depths = self.params.get("depths")
+        if not depths:
+            return None
+        from .posthoc import _classes
+
+        cls = torch.from_numpy(_classes(ctx, "rvq", decoding).astype(np.int64))
+        table = torch.tensor(depths, dtype=torch.int64)
+        return table[cls.clamp_max(len(depths) - 1)]
