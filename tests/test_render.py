@@ -254,3 +254,18 @@ def test_thin_rotated_gaussians_match_torch(dtype):
     gtol = 1e-3 if dtype == torch.float32 else 1e-8
     for name, gr in gref.items():
         assert rel_err(gout[name], gr) < gtol, (name, rel_err(gout[name], gr))
+
+
+def test_auto_backend_renders_cpu_data_on_the_cpu(monkeypatch):
+    """On a CUDA machine with gsplat, `auto` picks gsplat only for data on the GPU (a scene's
+    ground truth or a decoded file on the CPU renders with the native kernels)."""
+    import gscomp.render as R
+
+    monkeypatch.setattr(R.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(R, "_has_gsplat", lambda: True)
+    assert R.resolve_backend("auto", torch.device("cpu")) == "cpu"
+    assert R.resolve_backend("auto", torch.device("cuda", 0)) == "gsplat"
+    assert R.resolve_backend("auto") == "gsplat"
+    assert R.resolve_backend("cpu", torch.device("cuda", 0)) == "cpu"
+    monkeypatch.setattr(R, "_has_gsplat", lambda: False)
+    assert R.resolve_backend("auto", torch.device("cuda", 0)) == "cpu"

@@ -20,7 +20,7 @@ Returns ``RenderOutput(colors (C,H,W,3), alphas (C,H,W), depths (C,H,W), info)``
 densification) and ``info["radii"]`` (C,N) the pixel radii (0 = not visible).
 
 Backends: ``cpu`` (native C++/OpenMP, forward + hand-written backward), ``torch`` (reference),
-``gsplat`` (CUDA), ``auto`` = gsplat when CUDA is available, else cpu.
+``gsplat`` (CUDA), ``auto`` = gsplat for splats on a CUDA device when gsplat is installed, else cpu.
 """
 from __future__ import annotations
 
@@ -43,11 +43,14 @@ class RenderOutput(NamedTuple):
 BACKENDS = ("auto", "cpu", "torch", "gsplat")
 
 
-def resolve_backend(backend: str) -> str:
+def resolve_backend(backend: str, device: torch.device | None = None) -> str:
+    """``auto`` -> gsplat when CUDA and gsplat are available (and the data, if ``device`` is
+    given, is on the GPU), else the native CPU kernels."""
     if backend not in BACKENDS:
         raise GscompError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "gsplat" if torch.cuda.is_available() and _has_gsplat() else "cpu"
+        on_gpu = device is None or torch.device(device).type == "cuda"
+        return "gsplat" if on_gpu and torch.cuda.is_available() and _has_gsplat() else "cpu"
     return backend
 
 
@@ -78,7 +81,7 @@ def render(
     if background is None:
         background = torch.zeros(3, dtype=splats.means.dtype, device=splats.device)
     background = torch.as_tensor(background, dtype=splats.means.dtype, device=splats.device).reshape(3)
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, splats.device)  # auto: CPU data renders on the CPU
     if backend == "torch":
         from .torch_ref import render_torch
 
