@@ -729,11 +729,16 @@ constexpr double MAX_Q = 1099511627776.0;  // 2^40
 
 // x (rows, cols) float32 -> int64 round-half-even(x / step[col]) (= np.rint in float64);
 // ValueError when a value is not finite or |q| >= 2^40.
+// columns=true writes the result transposed, (cols, rows): one contiguous array per column, what
+// the per-column entropy coder reads (saves a separate transpose of the int64 symbols).
 py::array_t<int64_t> quantize(py::array_t<float, py::array::c_style | py::array::forcecast> x,
-                              py::array_t<double, py::array::c_style | py::array::forcecast> step) {
+                              py::array_t<double, py::array::c_style | py::array::forcecast> step,
+                              bool columns) {
   if (x.ndim() != 2 || step.ndim() != 1 || step.shape(0) != x.shape(1)) throw py::value_error("quantize: bad shapes");
   const int64_t rows = x.shape(0), cols = x.shape(1);
-  py::array_t<int64_t> out({(py::ssize_t)rows, (py::ssize_t)cols});
+  py::array_t<int64_t> out = columns ? py::array_t<int64_t>({(py::ssize_t)cols, (py::ssize_t)rows})
+                                     : py::array_t<int64_t>({(py::ssize_t)rows, (py::ssize_t)cols});
+  const int64_t rs = columns ? 1 : cols, cs = columns ? rows : 1;  // output strides of a row, a column
   const float* src = x.data();
   const double* st = step.data();
   int64_t* dst = out.mutable_data();
@@ -748,7 +753,7 @@ py::array_t<int64_t> quantize(py::array_t<float, py::array::c_style | py::array:
           bad = 1;
           q = 0;
         }
-        dst[r * cols + c] = (int64_t)q;
+        dst[r * rs + c * cs] = (int64_t)q;
       }
     }
   }
@@ -970,7 +975,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("analyze_many", &analyze_many, "ranges and histograms of int64 arrays and their first differences");
   m.def("encode_hist_many", &encode_hist_many, "histogram streams from int64 values (rank table + weights)");
   m.def("max_threads", &max_threads);
-  m.def("quantize", &quantize);
+  m.def("quantize", &quantize, py::arg("x"), py::arg("step"), py::arg("columns") = false);
   m.def("transpose_i64", &transpose_i64);
   m.def("morton_encode", &morton_encode);
   m.def("morton_decode", &morton_decode);

@@ -312,6 +312,8 @@ def test_native_quant_helpers_match_numpy(mod, backend):
         lambda: Q.quantize(x, 0.01),
         lambda: Q.quantize(x[:, 0], 0.02),
         lambda: Q.quantize(x[:, 0], np.full(5000, 0.1)),  # per-element steps: numpy on both
+        lambda: Q.quantize(x, np.linspace(0.01, 0.05, 45)[None], columns=True),
+        lambda: Q.quantize(x[:0], 0.01, columns=True),
         lambda: Q.morton_encode(q),
         lambda: Q.morton_decode(Q.morton_encode(q)),
         lambda: Q.dequantize_positions(q, lo, hi, 19),
@@ -328,6 +330,10 @@ def test_native_quant_helpers_match_numpy(mod, backend):
         backend("constriction")
         assert _same(a, fn())
     assert np.array_equal(Q.morton_decode(Q.morton_encode(q)), q)
+    for name in ("native", "constriction"):  # columns=True is the transposed result, contiguous
+        backend(name)
+        cols = Q.quantize(x, 0.02, columns=True)
+        assert cols.shape == (45, 5000) and cols.flags.c_contiguous and np.array_equal(cols, Q.quantize(x, 0.02).T)
     mask = (np.uint64(1) << w.astype(np.uint64)) - np.uint64(1)
     assert np.array_equal(E.unpack_bits(E.pack_bits(v, w), w, len(w)), v & mask)
     for name in ("native", "constriction"):

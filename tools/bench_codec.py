@@ -7,7 +7,8 @@ preset, with peers side by side (JSON to stdout).
 PSNR: both scenes rendered with gscomp.render(backend="cpu") from a fixed orbit of cameras around
 the scene's median point (looking at it from 20 degrees above the horizon, y-down world), colours
 clamped to [0,1], PSNR over all pixels of all views. Decode timing = best of 3 runs of
-decode_gsz(path) (file read + checks + entropy decode + dequantization).
+decode_gsz(path) (file read + checks + entropy decode + dequantization); encode timing = best of 2
+runs of encode_gsz (one run when it takes over 5 s), including the atomic write and its fsync.
 """
 from __future__ import annotations
 
@@ -39,10 +40,11 @@ def synthetic_splats(n: int, deg: int):
     centers = torch.randn(max(1, n // 2000), 3, generator=g)
     means = centers[torch.randint(0, len(centers), (n,), generator=g)] + 0.05 * torch.randn(n, 3, generator=g)
     k = (deg + 1) ** 2 - 1
-    lap = torch.distributions.Laplace(0.0, 0.05)
+    u = torch.rand(n, k, 3, generator=g) - 0.5  # Laplace(0, 0.05) by inverse CDF, from the seeded generator
+    lap = -0.05 * torch.sign(u) * torch.log1p(-2 * u.abs().clamp(max=0.4999999))
     return Splats(means=means, quats=torch.randn(n, 4, generator=g), scales=torch.randn(n, 3, generator=g) * 0.5 - 4,
                   opacities=torch.randn(n, generator=g) * 2, sh0=torch.randn(n, 1, 3, generator=g) * 0.8,
-                  shN=lap.sample((n, k, 3)))
+                  shN=lap)
 
 
 def orbit_cameras(splats, views: int, res: int):
@@ -86,9 +88,13 @@ def bench_preset(splats, preset: str, ref, cams, tmp: Path) -> dict:
 
     cfg = compose_pipeline([f"pipeline={preset}"])
     path = tmp / f"{preset}.gsz"
-    t, c = time.perf_counter(), time.process_time()
-    stats = encode_gsz(splats, path, cfg)
-    enc, enc_cpu = time.perf_counter() - t, time.process_time() - c
+    enc = enc_cpu = float("inf")
+    for _ in range(2):  # best of 2 (the first run also pays one-time imports); slow encodes run once
+        t, c = time.perf_counter(), time.process_time()
+        stats = encode_gsz(splats, path, cfg)
+        enc, enc_cpu = min(enc, time.perf_counter() - t), min(enc_cpu, time.process_time() - c)
+        if enc > 5.0:
+            break
     dec, dec_cpu = [], []
     for _ in range(3):
         t, c = time.perf_counter(), time.process_time()

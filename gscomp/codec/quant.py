@@ -18,8 +18,10 @@ INV_SQRT2 = 0.7071067811865476
 
 
 # ----------------------------------------------------------------------------- uniform
-def quantize(x: np.ndarray, step) -> np.ndarray:
-    """Round x / step (step: a scalar or an array broadcasting against x)."""
+def quantize(x: np.ndarray, step, columns: bool = False) -> np.ndarray:
+    """Round x / step (step: a scalar or an array broadcasting against x). ``columns``: x is
+    (n, k) and the result comes transposed, (k, n) C-contiguous: one array per column, as the
+    per-column entropy coder reads them (the native path writes it directly, no transpose)."""
     if not np.all(np.asarray(step) > 0):
         raise GscompError(f"quantization step must be > 0, got {step}")
     mod = _rans()
@@ -32,13 +34,15 @@ def quantize(x: np.ndarray, step) -> np.ndarray:
             steps = None
         if steps is not None:
             try:
-                return mod.quantize(x2, steps).reshape(xa.shape)
+                out = mod.quantize(x2, steps, columns)
             except ValueError:
                 raise GscompError(f"values too large (or not finite) for quantization step {step}") from None
+            return out if columns else out.reshape(xa.shape)
     q = np.rint(np.asarray(x, np.float64) / step)
     if q.size and np.abs(q).max() >= 2**40:
         raise GscompError(f"values too large for quantization step {step}")
-    return q.astype(np.int64)
+    q = q.astype(np.int64)
+    return np.ascontiguousarray(q.reshape(len(xa), -1 if xa.size else xa.shape[-1]).T) if columns else q
 
 
 def dequantize(q: np.ndarray, step) -> np.ndarray:
