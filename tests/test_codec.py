@@ -224,15 +224,13 @@ def test_codebook_rows_found_by_hash_also_on_collisions(tmp_path, random_splats,
 
     rng = np.random.default_rng(1)
     sym = rng.integers(-5, 6, (40, 24))[rng.integers(0, 40, 3000)]
-    first, inv, counts = P._unique_rows(np.ascontiguousarray(sym.T))  # columns (c, n)
-    ref_rows, ref_inv, ref_counts = np.unique(sym, axis=0, return_inverse=True, return_counts=True)
-    assert len(first) == len(ref_rows) and np.array_equal(sym[first[inv]], sym)
-    assert sorted(counts.tolist()) == sorted(ref_counts.tolist())
+    first, inv = P._unique_rows(np.ascontiguousarray(sym.T))  # columns (c, n)
+    assert len(first) == len(np.unique(sym, axis=0)) and np.array_equal(sym[first[inv]], sym)
     src = random_splats(5000, sh_degree=2)
     src.shN = (torch.randn(40, 8, 3) * 0.2)[torch.arange(5000) % 40]
     encode_gsz(src, tmp_path / "a.gsz", preset("high"))
     monkeypatch.setattr(P, "_row_hash", lambda c: np.zeros(c.shape[1], np.int64))  # every row collides
-    f2, inv2, _ = P._unique_rows(np.ascontiguousarray(sym.T))
+    f2, inv2 = P._unique_rows(np.ascontiguousarray(sym.T))
     assert np.array_equal(sym[f2[inv2]], sym) and len(f2) == len(first)
     encode_gsz(src, tmp_path / "b.gsz", preset("high"))
     assert (tmp_path / "a.gsz").read_bytes() == (tmp_path / "b.gsz").read_bytes()

@@ -308,6 +308,23 @@ def test_rvq_depths_follow_importance_classes(tmp_path):
     same = (full.scales == part.scales).all(1)
     assert 0.1 < float(same.float().mean()) < 0.9  # class-0 rows keep all stages, the others do not
     assert float((part.quats[same] - full.quats[same]).abs().max()) == 0.0
+    # hostile rvq payloads behind valid checksums: one-line FormatErrors, never a crash
+    from gscomp import FormatError
+    from gscomp.codec import decode_bytes
+    from gscomp.codec.container import pack_gsz, unpack_gsz
+    from gscomp.stages.base import Section
+    from gscomp.stages.rvq import pack_blobs, unpack_blobs
+
+    header, sections = unpack_gsz((tmp_path / "deep.gsz").read_bytes())
+    idx = next(x for x in sections if x.name == "rvq/rvq.indices")
+    blobs = unpack_blobs(idx.payload, 6)
+    bad = [pack_blobs(blobs[:5]), pack_blobs([blobs[0]] * 6), pack_blobs(blobs[:5] + [blobs[5][:3]]),
+           idx.payload[:-7], b"\xff" * 40]
+    for payload in bad:
+        secs = [Section(x.name, x.codec, payload) if x is idx else x for x in sections]
+        with pytest.raises(FormatError) as ei:
+            decode_bytes(pack_gsz(header, secs))
+        assert "\n" not in str(ei.value)
     from gscomp.stages.base import build_stage
 
     with pytest.raises(GscompError, match="depths"):

@@ -3,6 +3,7 @@ preset, with peers side by side (JSON to stdout).
 
     .venv/bin/python tools/bench_codec.py [--inputs A B] [--presets high medium compact] [--res 256]
         [--views 8] [--peers gaussforge,gscomp-spz,splat-transform,gsplat] [--splat-transform BIN]
+        [--gaussforge-formats spz,compressed.ply,sog]
 
 PSNR: both scenes rendered with gscomp.render(backend="cpu") from a fixed orbit of cameras around
 the scene's median point (looking at it from 20 degrees above the horizon, y-down world), colours
@@ -238,6 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--res", type=int, default=256)
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--peers", default="gaussforge,gscomp-spz,splat-transform,gsplat")
+    ap.add_argument("--gaussforge-formats", default="spz,compressed.ply,sog",
+                    help="gaussforge exports to run (its SOG export of 500k splats takes many minutes)")
     ap.add_argument("--splat-transform", default=os.environ.get("SPLAT_TRANSFORM", "/tmp/st/node_modules/.bin/splat-transform"))
     ap.add_argument("--st-timeout", type=int, default=120)
     args = ap.parse_args(argv)
@@ -278,7 +281,7 @@ def main(argv=None) -> int:
                     import gaussforge  # noqa: F401
 
                     data = ply.read_bytes()
-                    for fmt in ("spz", "compressed.ply", "sog"):
+                    for fmt in [f for f in args.gaussforge_formats.split(",") if f]:
                         entry["results"].append(bench_gaussforge(data, n, fmt, ref, cams, tmp))
                         print(json.dumps(entry["results"][-1]), file=sys.stderr)
                 except ImportError:

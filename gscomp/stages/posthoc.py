@@ -765,9 +765,11 @@ _QSIGN = np.array([[1.0, 1, 1, 1], [-1, 1, 1, -1], [-1, -1, 1, 1], [-1, 1, -1, 1
 
 
 def _dedup_encode(cols: np.ndarray) -> bytes | None:
-    """Codebook of the distinct rows (most frequent first) + one index per Gaussian, when the rows
-    repeat a lot (e.g. SH from a vector-quantized source such as SOG); None otherwise.
-    ``cols``: the integer symbols column by column, (c, n)."""
+    """Codebook of the distinct rows + one index per Gaussian, when the rows repeat a lot (e.g.
+    SH from a vector-quantized source such as SOG); None otherwise. ``cols``: the integer
+    symbols column by column, (c, n). The codebook is in lexicographic row order: neighbouring
+    rows then share leading values, so its column streams shrink (playbot: 575 -> 438 KB) for a
+    slightly costlier index histogram (+13 KB) than with the most frequent rows first."""
     c, n = cols.shape
     if n < 1024:
         return None
@@ -776,10 +778,10 @@ def _dedup_encode(cols: np.ndarray) -> bytes | None:
     k = max(1, n // max(65536, n // 8))
     if len(np.unique(_row_hash(cols[:, ::k]))) > 0.9 * len(range(0, n, k)):
         return None
-    first, inv, counts = _unique_rows(cols)
+    first, inv = _unique_rows(cols)
     if len(first) > n // 3:
         return None
-    rank = np.lexsort((first, -counts))  # most frequent first; ties by first occurrence
+    rank = np.lexsort(cols[::-1, first])  # distinct rows: column 0 the primary key
     remap = np.empty_like(rank)
     remap[rank] = np.arange(len(rank))
     streams = [E.encode_symbols(np.ascontiguousarray(cols[j, first[rank]])) for j in range(c)]
@@ -794,17 +796,17 @@ def _row_hash(cols: np.ndarray) -> np.ndarray:
     return mult @ np.asarray(cols, np.int64)  # one pass; int64 products and sums wrap mod 2^64
 
 
-def _unique_rows(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first occurrence, inverse, counts) of the distinct rows of the (c, n) columns, in some
-    fixed order of the rows (callers rank them by count and first occurrence, so it never matters)."""
-    _, first, inv, counts = np.unique(_row_hash(cols), return_index=True, return_inverse=True, return_counts=True)
+def _unique_rows(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first occurrence, inverse) of the distinct rows of the (c, n) columns, in some fixed
+    order of the rows (the caller sorts them by their values, so it never matters)."""
+    _, first, inv = np.unique(_row_hash(cols), return_index=True, return_inverse=True)
     inv = inv.ravel()
     if not np.array_equal(cols, cols[:, first[inv]]):  # a hash collision: sort the rows themselves
         rows = np.ascontiguousarray(cols.T)
         rows = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
-        _, first, inv, counts = np.unique(rows, return_index=True, return_inverse=True, return_counts=True)
+        _, first, inv = np.unique(rows, return_index=True, return_inverse=True)
         inv = inv.ravel()
-    return first, inv, counts
+    return first, inv
 
 
 def _dedup_decode(payload, n: int, c: int, what: str) -> tuple[np.ndarray, np.ndarray]:
