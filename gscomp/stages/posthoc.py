@@ -530,11 +530,9 @@ class Attributes(Stage):
         streams = _unpack_streams(r.take(r.remaining()), levels * w, f)
         counts = np.bincount(cls, minlength=levels)
         sym = np.zeros((n, w), np.int64)
-        for c in range(levels):
-            rows = cls == c
+        for c in range(levels):  # one scatter of a class's rows (index list, not a mask per column)
             dec = E.decode_symbols_many(streams[c * w:(c + 1) * w], int(counts[c]), f)
-            for j in range(w):
-                sym[rows, j] = dec[j]
+            sym[np.flatnonzero(cls == c)] = np.stack(dec, 1)
         if gd and f == "sh0":
             g = sym[:, 0].copy()
             sym = np.stack([sym[:, 1] + g, g, sym[:, 2] + g], 1)
