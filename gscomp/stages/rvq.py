@@ -265,14 +265,14 @@ class RVQ(Stage):
         depth = self._depth(ctx, decoding=True)
         cols = []
         for j, b in enumerate(blobs):
-            rows = torch.ones(ctx.n, dtype=torch.bool) if depth is None else depth > j % r
-            m = int(rows.sum())
-            sym = decode_symbols(b, m)
+            rows = None if depth is None else depth > j % r  # Gaussians that keep stage j % r
+            m = ctx.n if rows is None else int(rows.sum())
+            sym = torch.from_numpy(decode_symbols(b, m).astype(np.int64))
             if m and (sym.min() < 0 or sym.max() >= k):
                 raise FormatError("rvq: code index out of range")
-            col = torch.zeros(ctx.n, dtype=torch.int64)
-            col[rows] = torch.from_numpy(sym.astype(np.int64))
-            cols.append(col)
+            if rows is not None:  # the others' index is never read (lookup skips their stage)
+                sym = torch.zeros(ctx.n, dtype=torch.int64).masked_scatter_(rows, sym)
+            cols.append(sym)
         if ctx.n == 0:
             return {"scales": torch.zeros(0, 3), "quats": torch.zeros(0, 4)}
         idx_s, idx_r = torch.stack(cols[:r], 1), torch.stack(cols[r:], 1)
