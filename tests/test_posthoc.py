@@ -1,4 +1,4 @@
-"""Post-hoc importance classes (stage `importance`), adaptive positions/attributes, `compact` preset."""
+"""Importance classes (stage `importance`), adaptive positions/attributes, `compact` preset."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,6 +11,7 @@ from gscomp import FormatError, GscompError
 from gscomp.codec import decode_bytes, decode_gsz, encode_gsz, gsz_info
 from gscomp.codec.container import pack_gsz, unpack_gsz
 from gscomp.commands.compress import compose_pipeline
+from gscomp.stages import importance as I
 from gscomp.stages import posthoc as P
 from gscomp.stages.base import Section
 from gscomp.stages.pipeline import Pipeline
@@ -33,19 +34,19 @@ def test_scores_follow_visibility(random_splats):
     src.opacities[:200] = -9.0  # nearly transparent: their errors barely show
     src.opacities[200:] = 4.0
     src.scales[:] = -2.0
-    imp = P.importance_scores(src, 4, STEPS, 14, probes=2, res=64)
+    imp = I.importance_scores(src, 4, STEPS, 14, probes=2, res=64)
     assert imp.shape == (400,) and (imp >= 0).all()
     assert np.median(imp[:200]) * 100 < np.median(imp[200:])
-    cls = P.importance_classes(src, 4, 0.7, 4, STEPS, 14, probes=2)
+    cls = I.importance_classes(src, 4, 0.7, 4, STEPS, 14, probes=2)
     assert cls.min() >= 0 and cls.max() <= 3 and cls[:200].mean() > cls[200:].mean() + 1.5
     # deterministic (fixed probe seed; scores snapped before the class decision)
-    assert np.array_equal(cls, P.importance_classes(src.clone(), 4, 0.7, 4, STEPS, 14, probes=2))
+    assert np.array_equal(cls, I.importance_classes(src.clone(), 4, 0.7, 4, STEPS, 14, probes=2))
 
 
 def test_out_of_view_gaussians_score_zero(random_splats):
     src = random_splats(60, sh_degree=0, seed=2)
     src.means[:3] += 100.0  # beyond the 90th-percentile radius the cameras are placed at
-    imp = P.importance_scores(src, 4, STEPS, 14, probes=1, res=32)
+    imp = I.importance_scores(src, 4, STEPS, 14, probes=1, res=32)
     assert (imp[:3] == 0).all() and (imp[3:] > 0).mean() > 0.5
 
 
@@ -150,7 +151,7 @@ def test_compact_fuzz_only_format_errors(tmp_path, random_splats):
                                 {"levels": 0}, {"levels": 9}, {"pos_bits": 40}, {"quat_step": -1}])
 def test_bad_importance_params(kw):
     with pytest.raises(GscompError):
-        P.Importance(**kw)
+        I.Importance(**kw)
 
 
 def test_adaptive_needs_importance_stage(tmp_path, random_splats):
@@ -362,15 +363,15 @@ def test_importance_scores_on_the_training_views(random_splats):
     cams = [Camera.look_at((0.1 * i, 0.0, 0.0), (0.1 * i, 0.0, 5.0), (0.0, -1.0, 0.0), 60.0, 400, 300, name=f"c{i}")
             for i in range(6)]
     state = SimpleNamespace(trainer=SimpleNamespace(scene=SimpleNamespace(train=cams)))
-    stage = P.Importance(views=3, probes=1, max_res=64)
+    stage = I.Importance(views=3, probes=1, max_res=64)
     stage.bake(src, state)
     assert len(stage._cams) == 3 and max(stage._cams[0].width, stage._cams[0].height) == 64
-    imp = P.importance_scores(src, 3, STEPS, 14, probes=1, cams=stage._cams)
+    imp = I.importance_scores(src, 3, STEPS, 14, probes=1, cams=stage._cams)
     assert (imp[:100] == 0).all() and (imp[100:] > 0).mean() > 0.5
     # no state: post-hoc input falls back to the sphere (auto) or refuses (train)
     stage.bake(src, None)
     assert stage._cams is None
     with pytest.raises(GscompError, match="needs training cameras"):
-        P.Importance(cameras="train").bake(src, None)
+        I.Importance(cameras="train").bake(src, None)
     with pytest.raises(GscompError, match="cameras"):
-        P.Importance(cameras="front")
+        I.Importance(cameras="front")

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from ..splats import Splats
@@ -95,6 +96,23 @@ class Stage:
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
         return {}
+
+
+def as_np32(t: torch.Tensor) -> np.ndarray:
+    """A tensor as a contiguous float32 numpy array on the CPU (what the codecs quantize)."""
+    return t.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
+def need_section(sections: dict[str, Section], name: str, *codecs: str) -> Section:
+    """The section ``name`` with one of the expected codecs, else a one-line FormatError."""
+    from ..errors import FormatError
+
+    sec = sections.get(name)
+    if sec is None:
+        raise FormatError(f"missing section {name!r}")
+    if sec.codec not in codecs:
+        raise FormatError(f"section {name!r} has codec {sec.codec!r}, expected {' or '.join(codecs)}")
+    return sec
 
 
 STAGES: dict[str, type[Stage]] = {}

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import FormatError, GscompError
 from ..splats import FIELDS, Splats, num_sh_rest
-from . import posthoc  # noqa: F401  (registers the post-hoc stage types)
+from . import importance, posthoc  # noqa: F401  (register the post-hoc stage types)
 from .base import STAGES, CodingContext, Section, Stage, build_stage
 
 MAX_N = 1 << 28

@@ -1,5 +1,5 @@
-"""Post-hoc stages for plain Gaussians (no training, no images): `positions`, `attributes` and
-the optional `importance` that makes both of them adaptive.
+"""Post-hoc stages for plain Gaussians (no training, no images): `positions` and `attributes`,
+both optionally adaptive to the classes of an `importance` stage (`gscomp.stages.importance`).
 
 positions   means quantized on a (2^bits)^3 grid spanning the bounding box, Gaussians put in
             Morton order (so the decoder needs no permutation), Morton-code deltas coded as
@@ -8,10 +8,8 @@ attributes  quaternions (smallest-three), log-scales, opacity logits, SH DC and 
             with per-attribute uniform steps; each integer channel coded with the best of
             histogram-rANS on values or on differences from the previous Gaussian (Morton
             neighbours are spatially close), or zstd. A step of 0 keeps exact float32 bits.
-importance  encoder: renders the scene from a sphere of outside views and estimates how much
-            render error each Gaussian's quantization errors cause; stores a class c per
-            Gaussian. With ``adaptive: true``, positions keep c fewer bits per axis and
-            attributes (quats, scales, opacities, sh0) use 2^c times their step for class c.
+adaptive    with ``adaptive: true`` and importance class c, positions keep c fewer bits per
+            axis and attributes (quats, scales, opacities, sh0) use 2^c times their step.
 
 Byte layouts of the codecs named here are in docs/gsz-format.md.
 """
@@ -28,13 +26,10 @@ from ..codec import entropy as E
 from ..codec import quant as Q
 from ..errors import FormatError, GscompError
 from ..splats import FIELDS, num_sh_rest
-from .base import CodingContext, Section, Stage, register
+from .base import CodingContext, Section, Stage, as_np32, need_section, register
+from .importance import classes_of
 
 ATTR_FIELDS = ("quats", "scales", "opacities", "sh0", "shN")
-
-
-def _np32(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float32).contiguous().numpy()
 
 
 def _pmap(fn, items: list) -> list:
@@ -108,15 +103,15 @@ class Positions(Stage):
         return lo, hi, Q.quantize_positions(means, lo, hi, self.bits)
 
     def reorder(self, splats) -> torch.Tensor | None:
-        _, _, q = self._grid(_np32(splats.means))
+        _, _, q = self._grid(as_np32(splats.means))
         order = np.argsort(Q.morton_encode(q), kind="stable")
         return torch.from_numpy(order)
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
-        lo, hi, q = self._grid(_np32(splats.means))
+        lo, hi, q = self._grid(as_np32(splats.means))
         head = struct.pack("<6f", *lo.tolist(), *hi.tolist())
         if self.params.get("adaptive"):
-            return [self._encode_adaptive(head, q, _classes(ctx, "positions"))]
+            return [self._encode_adaptive(head, q, classes_of(ctx, "positions"))]
         codes = Q.morton_encode(q).astype(np.int64)  # < 2^57
         return [Section("means", "morton-delta/v1", bytes([self.bits]) + head + _morton_delta_encode(codes))]
 
@@ -139,7 +134,7 @@ class Positions(Stage):
             raise FormatError(f"positions: bad grid ({bits} bits, coarse shift {cmax}) for {self.bits} bits")
         lo, hi = _bounds(r)
         n = ctx.n
-        c = np.minimum(_classes(ctx, "positions", True), cmax)
+        c = np.minimum(classes_of(ctx, "positions", True), cmax)
         coarse = Q.morton_decode(_morton_delta_decode(r, n, bits - cmax, blob_raw=True).astype(np.uint64))
         ref = E.unpack_bits(r.take(r.remaining()), np.repeat(cmax - c, 3), 3 * n).astype(np.int64).reshape(n, 3)
         cell = (coarse << (cmax - c)[:, None]) | ref  # the Gaussian's cell on the grid of bits - c bits
@@ -151,9 +146,9 @@ class Positions(Stage):
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
         n = ctx.n
         if self.params.get("adaptive"):
-            means = self._decode_adaptive(_need(sections, "means", "morton-delta-classed/v1"), ctx)
+            means = self._decode_adaptive(need_section(sections, "means", "morton-delta-classed/v1"), ctx)
             return {"means": torch.from_numpy(means).reshape(n, 3)}
-        sec = _need(sections, "means", "morton-delta/v1")
+        sec = need_section(sections, "means", "morton-delta/v1")
         r = E.Reader(sec.payload, "positions")
         bits = r.u8()
         if bits != self.bits:
@@ -199,15 +194,6 @@ def _morton_delta_decode(r: E.Reader, n: int, bits: int, blob_raw: bool = False)
     if codes.size and codes[-1] >= (1 << (3 * bits)):
         raise FormatError("positions: Morton code out of range")
     return codes
-
-
-def _need(sections: dict[str, Section], name: str, *codecs: str) -> Section:
-    sec = sections.get(name)
-    if sec is None:
-        raise FormatError(f"missing section {name!r}")
-    if sec.codec not in codecs:
-        raise FormatError(f"section {name!r} has codec {sec.codec!r}, expected {' or '.join(codecs)}")
-    return sec
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -293,17 +279,17 @@ class Attributes(Stage):
     # -- encode
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         out = []
-        cls = _classes(ctx, "attributes") if self.params.get("adaptive") else None
+        cls = classes_of(ctx, "attributes") if self.params.get("adaptive") else None
         sort = bool(self.params.get("sort_scales")) and self.steps["quats"] > 0 and self.steps["scales"] > 0
         if sort:  # same Gaussians with axes relabelled so scale x >= y >= z (see sort_axes)
-            sorted_q, sorted_s = sort_axes(_np32(splats.quats), _np32(splats.scales))
+            sorted_q, sorted_s = sort_axes(as_np32(splats.quats), as_np32(splats.scales))
         sized = None
         if sort and self.params.get("size_levels"):  # from the scale symbols the decoder will see
             ssym = Q.quantize(sorted_s, (self.steps["scales"] * np.exp2(cls.astype(np.float64)))[:, None])
             sized = (self._size_thresholds(sorted_s[:, 0]), ssym)
         for f in self.fields_in_order():
             t = getattr(splats, f)
-            x = _np32(t).reshape(ctx.n, _width(f, ctx))
+            x = as_np32(t).reshape(ctx.n, _width(f, ctx))
             step = self.steps[f]
             if sort and f in ("quats", "scales"):
                 x = sorted_q if f == "quats" else sorted_s
@@ -351,7 +337,7 @@ class Attributes(Stage):
         n, out = ctx.n, {}
         k = num_sh_rest(ctx.sh_degree)
         width = {"quats": 4, "scales": 3, "opacities": 1, "sh0": 3, "shN": 3 * k}
-        cls = _classes(ctx, "attributes", True) if self.params.get("adaptive") else None
+        cls = classes_of(ctx, "attributes", True) if self.params.get("adaptive") else None
         order = self.fields_in_order()
         sized = bool(self.params.get("size_levels")) and cls is not None and bool(self.params.get("sort_scales")) \
             and self.steps["quats"] > 0 and self.steps["scales"] > 0
@@ -365,19 +351,19 @@ class Attributes(Stage):
                 continue
             step = self.steps[f]
             if cls is not None and f in CLASSED and step != 0:
-                payload = _need(sections, f, "symbols-classed/v1").payload
+                payload = need_section(sections, f, "symbols-classed/v1").payload
                 x, sym = self._decode_classed(f, payload, n, w, step, cls, scale_sym, sized)
                 if f == "scales":
                     scale_sym = sym
             elif step == 0:
-                sec = _need(sections, f, "f32-planes/v1")
+                sec = need_section(sections, f, "f32-planes/v1")
                 streams = _unpack_streams(sec.payload, w, f)
                 cols = _pmap(lambda s: decode_f32(s, n, f), streams)
                 x = np.stack(cols, 1) if cols else np.zeros((n, 0), np.float32)
             else:
                 codecs = {"quats": ("quat-s3/v1",), "sh0": ("symbols/v1", "symbols-gdiff/v1"),
                           "shN": ("symbols/v1", "symbols-dedup/v1")}.get(f, ("symbols/v1",))
-                sec = _need(sections, f, *codecs)
+                sec = need_section(sections, f, *codecs)
                 steps = np.repeat(self._shN_steps(k), 3) if f == "shN" else np.full(w, step)
                 if sec.codec == "symbols-dedup/v1":
                     book, idx = _dedup_decode(sec.payload, n, w, f)
@@ -543,158 +529,9 @@ class Attributes(Stage):
         return (Q.s3_to_quats(sym, steps) if f == "quats" else Q.dequantize(sym, steps)), sym
 
 
-# ----------------------------------------------------------------------------- importance
-MAX_LEVELS = 6
 MAX_SIZE_LEVELS = 4
 SIZED = ("quats", "scales", "opacities", "sh0")  # attributes whose step may also follow the decoded size
 CLASSED = ("quats", "scales", "opacities", "sh0")  # attributes whose step follows the importance class
-
-
-def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
-    """``views`` pinhole cameras on a Fibonacci sphere around the median point, looking at it from
-    2.2x the 90th-percentile radius (an object-centric guess: post-hoc input has no cameras)."""
-    from ..camera import Camera
-
-    m = means.double()
-    center = m.median(0).values
-    r = float(torch.quantile((m - center).norm(dim=1)[:200_000].float(), 0.9))
-    dist = 2.2 * max(r, 1e-3)
-    golden = math.pi * (3 - math.sqrt(5))
-    cams = []
-    for i in range(views):
-        y = 1 - 2 * (i + 0.5) / views
-        rr = math.sqrt(max(0.0, 1 - y * y))
-        d = torch.tensor([rr * math.cos(golden * i + 0.3), y, rr * math.sin(golden * i + 0.3)], dtype=torch.float64)
-        up = (0.0, -1.0, 0.0) if abs(y) < 0.95 else (1.0, 0.0, 0.0)
-        cams.append(Camera.look_at(center + dist * d, center, up, 50.0, res, res, name=f"sphere{i}"))
-    return cams
-
-
-def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, probes: int = 4,
-                      res: int = 128, cams: list | None = None) -> np.ndarray:
-    """Expected squared render error of each Gaussian when its attributes get quantization errors
-    of the given steps: sum over attributes a of step_a^2 * S_a, where S_a = sum over views, pixels
-    and channels of (d pixel / d attribute)^2. S_a is the diagonal of J^T J, estimated (Hutchinson)
-    as the mean of (J^T r)^2 over random +-1 images r: one backward pass per probe and view."""
-    from ..render import render
-    from ..splats import Splats
-
-    n = len(splats)
-    means = _np32(splats.means)
-    lo, hi = (means.min(0), means.max(0)) if n else (np.zeros(3, np.float32),) * 2
-    _, pos_step = Q.grid_params(lo, hi, pos_bits)  # per-axis grid step in world units
-    weight = {"means": torch.from_numpy(pos_step ** 2)[None]}
-    for f in ("quats", "scales", "opacities", "sh0"):
-        weight[f] = torch.tensor(float(steps.get(f, 0.0)) ** 2, dtype=torch.float64)
-    params = {f: getattr(splats, f).detach().clone().requires_grad_(True) for f in weight}
-    s = Splats(shN=splats.shN.detach(), **params)
-    tot = torch.zeros(n, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(0)
-    for cam in cams if cams is not None else sphere_cameras(s.means.detach(), views, res):
-        out = render(s, [cam], backend="cpu")
-        for k in range(probes):
-            r = torch.randint(0, 2, out.colors.shape, generator=gen).to(out.colors.dtype) * 2 - 1
-            grads = torch.autograd.grad((out.colors * r).sum(), list(params.values()), retain_graph=k + 1 < probes)
-            for f, g in zip(params, grads):
-                tot += (g.double().reshape(n, -1) ** 2 * weight[f]).sum(1)
-    return tot.numpy()
-
-
-def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
-                       probes: int = 4, cams: list | None = None) -> np.ndarray:
-    """Class c = round(log2 sqrt(I_ref / I)) clipped to [0, levels): for a distortion weighted by I,
-    the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
-    I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
-    parallel sums cannot flip a class (deterministic bytes)."""
-    imp = importance_scores(splats, views, steps, pos_bits, probes, cams=cams)
-    imp = np.where(imp > 0, imp, 0.0)
-    mant, ex = np.frexp(imp)
-    imp = np.ldexp(np.round(mant * 256) / 256, ex)
-    ref = float(np.quantile(imp, quantile)) if imp.size else 0.0
-    if ref <= 0 and (imp > 0).any():  # mostly invisible Gaussians (e.g. an early model): rank the visible ones
-        ref = float(np.quantile(imp[imp > 0], quantile))
-    if ref <= 0:
-        return np.zeros(len(imp), np.int64)
-    ratio = ref / np.maximum(imp, ref * 4.0 ** (-levels))
-    return np.clip(np.rint(0.5 * np.log2(ratio)), 0, levels - 1).astype(np.int64)
-
-
-CLASS_KEY = "importance_class"  # ctx.attrs key the importance stage hands to later stages
-
-
-@register
-class Importance(Stage):
-    """Per-Gaussian importance class (0 = most visible), for later stages with ``adaptive: true``.
-
-    Owns no field: it writes the classes (section ``classes``) and passes them on to the positions
-    and attributes stages, which quantize class c with 2^c times their step."""
-
-    type = "importance"
-    owns = ()
-
-    def __init__(self, views: int = 24, probes: int = 4, quantile: float = 0.8, levels: int = 4,
-                 pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
-                 opacity_step: float = 0.06, sh0_step: float = 0.03, cameras: str = "auto", max_res: int = 256):
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not (is_int(views) and 1 <= views <= 256 and is_int(probes) and 1 <= probes <= 64):
-            raise GscompError("importance.views must be an integer in 1..256 and importance.probes in 1..64")
-        if not (isinstance(quantile, (int, float)) and 0 < quantile < 1):
-            raise GscompError("importance.quantile must be in (0, 1)")
-        if not (is_int(levels) and 1 <= levels <= MAX_LEVELS):
-            raise GscompError(f"importance.levels must be an integer in 1..{MAX_LEVELS}")
-        if not (is_int(pos_bits) and 1 <= pos_bits <= Q.MAX_POS_BITS):
-            raise GscompError(f"importance.pos_bits must be an integer in 1..{Q.MAX_POS_BITS}")
-        steps = dict(quat_step=quat_step, scale_step=scale_step, opacity_step=opacity_step, sh0_step=sh0_step)
-        for k, v in steps.items():
-            if not (isinstance(v, (int, float)) and v >= 0 and np.isfinite(v)):
-                raise GscompError(f"importance.{k} must be a number >= 0")
-        if cameras not in ("auto", "train", "sphere"):
-            raise GscompError("importance.cameras must be auto, train or sphere")
-        if not (is_int(max_res) and 16 <= max_res <= 4096):
-            raise GscompError("importance.max_res must be an integer in 16..4096")
-        super().__init__(views=views, probes=probes, quantile=float(quantile), levels=levels, pos_bits=pos_bits,
-                         **{k: float(v) for k, v in steps.items()}, cameras=cameras, max_res=max_res)
-        self._cams = None
-
-    def bake(self, splats, state=None):
-        """Train-and-compress knows the real cameras: score with (up to ``views`` evenly spaced)
-        training views, at most ``max_res`` pixels wide, instead of guessing a sphere around the
-        scene. Post-hoc input has none (``cameras: train`` then refuses)."""
-        self._cams = None
-        mode = self.params["cameras"]
-        scene = getattr(getattr(state, "trainer", None), "scene", None)
-        cams = list(scene.train) if scene is not None and mode != "sphere" else []
-        if mode == "train" and not cams:
-            raise GscompError("importance.cameras=train needs training cameras (train-and-compress); use auto or sphere")
-        if cams:
-            views = self.params["views"]
-            pick = np.unique(np.linspace(0, len(cams) - 1, min(views, len(cams))).round().astype(int))
-            cams = [cams[i] for i in pick]
-            self._cams = [c.scaled(min(1.0, self.params["max_res"] / max(c.width, c.height))) for c in cams]
-        return splats
-
-    def encode(self, splats, ctx: CodingContext) -> list[Section]:
-        p = self.params
-        steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"]}
-        cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"], p["probes"],
-                                  cams=self._cams) if ctx.n else np.zeros(0, np.int64))
-        return [Section("classes", "symbols/v1", E.encode_symbols(cls))]
-
-    def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
-        cls = E.decode_symbols(_need(sections, "classes", "symbols/v1").payload, ctx.n, "importance classes")
-        if cls.size and (cls.min() < 0 or cls.max() >= self.params["levels"]):
-            raise FormatError("importance class out of range")
-        return {CLASS_KEY: torch.from_numpy(cls)}
-
-
-def _classes(ctx: CodingContext, who: str, decoding: bool = False) -> np.ndarray:
-    c = ctx.attrs.get(CLASS_KEY)
-    if c is None:
-        msg = f"{who}.adaptive needs an importance stage before it in the pipeline"
-        raise FormatError(msg) if decoding else GscompError(msg)
-    return c.numpy()
 
 
 def sort_axes(quats: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -180,7 +180,7 @@ class RVQ(Stage):
                  depths: list[int] | None = None):
         extra = {}
         if depths:  # only stored when used: older headers unchanged
-            from .posthoc import MAX_LEVELS
+            from .importance import MAX_LEVELS
 
             ok = isinstance(n_stages, int) and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= n_stages
                                                    for d in depths)
@@ -285,8 +285,8 @@ class RVQ(Stage):
         depths = self.params.get("depths")
         if not depths:
             return None
-        from .posthoc import _classes
+        from .importance import classes_of
 
-        cls = torch.from_numpy(_classes(ctx, "rvq", decoding).astype(np.int64))
+        cls = torch.from_numpy(classes_of(ctx, "rvq", decoding).astype(np.int64))
         table = torch.tensor(depths, dtype=torch.int64)
         return table[cls.clamp_max(len(depths) - 1)]

@@ -1,0 +1,171 @@
+"""The `importance` stage: a class 0..L-1 per Gaussian for the adaptive stages after it.
+
+Encoder only: renders the scene (training cameras in train-and-compress, else a sphere of outside
+views) and estimates how much render error each Gaussian's quantization errors cause; the classes
+go into the file (section ``classes``) and, through ``ctx.attrs``, to the stages that adapt to
+them: `positions`/`attributes` with ``adaptive: true`` (2^c coarser steps, `gscomp.stages.posthoc`)
+and `rvq` with ``depths`` (fewer residual stages). Byte layout: docs/gsz-format.md.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..codec import entropy as E
+from ..codec import quant as Q
+from ..errors import FormatError, GscompError
+from .base import CodingContext, Section, Stage, as_np32, need_section, register
+
+
+MAX_LEVELS = 6
+def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
+    """``views`` pinhole cameras on a Fibonacci sphere around the median point, looking at it from
+    2.2x the 90th-percentile radius (an object-centric guess: post-hoc input has no cameras)."""
+    from ..camera import Camera
+
+    m = means.double()
+    center = m.median(0).values
+    r = float(torch.quantile((m - center).norm(dim=1)[:200_000].float(), 0.9))
+    dist = 2.2 * max(r, 1e-3)
+    golden = math.pi * (3 - math.sqrt(5))
+    cams = []
+    for i in range(views):
+        y = 1 - 2 * (i + 0.5) / views
+        rr = math.sqrt(max(0.0, 1 - y * y))
+        d = torch.tensor([rr * math.cos(golden * i + 0.3), y, rr * math.sin(golden * i + 0.3)], dtype=torch.float64)
+        up = (0.0, -1.0, 0.0) if abs(y) < 0.95 else (1.0, 0.0, 0.0)
+        cams.append(Camera.look_at(center + dist * d, center, up, 50.0, res, res, name=f"sphere{i}"))
+    return cams
+
+
+def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, probes: int = 4,
+                      res: int = 128, cams: list | None = None) -> np.ndarray:
+    """Expected squared render error of each Gaussian when its attributes get quantization errors
+    of the given steps: sum over attributes a of step_a^2 * S_a, where S_a = sum over views, pixels
+    and channels of (d pixel / d attribute)^2. S_a is the diagonal of J^T J, estimated (Hutchinson)
+    as the mean of (J^T r)^2 over random +-1 images r: one backward pass per probe and view."""
+    from ..render import render
+    from ..splats import Splats
+
+    n = len(splats)
+    means = as_np32(splats.means)
+    lo, hi = (means.min(0), means.max(0)) if n else (np.zeros(3, np.float32),) * 2
+    _, pos_step = Q.grid_params(lo, hi, pos_bits)  # per-axis grid step in world units
+    weight = {"means": torch.from_numpy(pos_step ** 2)[None]}
+    for f in ("quats", "scales", "opacities", "sh0"):
+        weight[f] = torch.tensor(float(steps.get(f, 0.0)) ** 2, dtype=torch.float64)
+    params = {f: getattr(splats, f).detach().clone().requires_grad_(True) for f in weight}
+    s = Splats(shN=splats.shN.detach(), **params)
+    tot = torch.zeros(n, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    for cam in cams if cams is not None else sphere_cameras(s.means.detach(), views, res):
+        out = render(s, [cam], backend="cpu")
+        for k in range(probes):
+            r = torch.randint(0, 2, out.colors.shape, generator=gen).to(out.colors.dtype) * 2 - 1
+            grads = torch.autograd.grad((out.colors * r).sum(), list(params.values()), retain_graph=k + 1 < probes)
+            for f, g in zip(params, grads):
+                tot += (g.double().reshape(n, -1) ** 2 * weight[f]).sum(1)
+    return tot.numpy()
+
+
+def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
+                       probes: int = 4, cams: list | None = None) -> np.ndarray:
+    """Class c = round(log2 sqrt(I_ref / I)) clipped to [0, levels): for a distortion weighted by I,
+    the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
+    I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
+    parallel sums cannot flip a class (deterministic bytes)."""
+    imp = importance_scores(splats, views, steps, pos_bits, probes, cams=cams)
+    imp = np.where(imp > 0, imp, 0.0)
+    mant, ex = np.frexp(imp)
+    imp = np.ldexp(np.round(mant * 256) / 256, ex)
+    ref = float(np.quantile(imp, quantile)) if imp.size else 0.0
+    if ref <= 0 and (imp > 0).any():  # mostly invisible Gaussians (e.g. an early model): rank the visible ones
+        ref = float(np.quantile(imp[imp > 0], quantile))
+    if ref <= 0:
+        return np.zeros(len(imp), np.int64)
+    ratio = ref / np.maximum(imp, ref * 4.0 ** (-levels))
+    return np.clip(np.rint(0.5 * np.log2(ratio)), 0, levels - 1).astype(np.int64)
+
+
+CLASS_KEY = "importance_class"  # ctx.attrs key the importance stage hands to later stages
+
+
+@register
+class Importance(Stage):
+    """Per-Gaussian importance class (0 = most visible), for later stages with ``adaptive: true``.
+
+    Owns no field: it writes the classes (section ``classes``) and passes them on to the positions
+    and attributes stages, which quantize class c with 2^c times their step."""
+
+    type = "importance"
+    owns = ()
+
+    def __init__(self, views: int = 24, probes: int = 4, quantile: float = 0.8, levels: int = 4,
+                 pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
+                 opacity_step: float = 0.06, sh0_step: float = 0.03, cameras: str = "auto", max_res: int = 256):
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not (is_int(views) and 1 <= views <= 256 and is_int(probes) and 1 <= probes <= 64):
+            raise GscompError("importance.views must be an integer in 1..256 and importance.probes in 1..64")
+        if not (isinstance(quantile, (int, float)) and 0 < quantile < 1):
+            raise GscompError("importance.quantile must be in (0, 1)")
+        if not (is_int(levels) and 1 <= levels <= MAX_LEVELS):
+            raise GscompError(f"importance.levels must be an integer in 1..{MAX_LEVELS}")
+        if not (is_int(pos_bits) and 1 <= pos_bits <= Q.MAX_POS_BITS):
+            raise GscompError(f"importance.pos_bits must be an integer in 1..{Q.MAX_POS_BITS}")
+        steps = dict(quat_step=quat_step, scale_step=scale_step, opacity_step=opacity_step, sh0_step=sh0_step)
+        for k, v in steps.items():
+            if not (isinstance(v, (int, float)) and v >= 0 and np.isfinite(v)):
+                raise GscompError(f"importance.{k} must be a number >= 0")
+        if cameras not in ("auto", "train", "sphere"):
+            raise GscompError("importance.cameras must be auto, train or sphere")
+        if not (is_int(max_res) and 16 <= max_res <= 4096):
+            raise GscompError("importance.max_res must be an integer in 16..4096")
+        super().__init__(views=views, probes=probes, quantile=float(quantile), levels=levels, pos_bits=pos_bits,
+                         **{k: float(v) for k, v in steps.items()}, cameras=cameras, max_res=max_res)
+        self._cams = None
+
+    def bake(self, splats, state=None):
+        """Train-and-compress knows the real cameras: score with (up to ``views`` evenly spaced)
+        training views, at most ``max_res`` pixels wide, instead of guessing a sphere around the
+        scene. Post-hoc input has none (``cameras: train`` then refuses)."""
+        self._cams = None
+        mode = self.params["cameras"]
+        scene = getattr(getattr(state, "trainer", None), "scene", None)
+        cams = list(scene.train) if scene is not None and mode != "sphere" else []
+        if mode == "train" and not cams:
+            raise GscompError("importance.cameras=train needs training cameras (train-and-compress); use auto or sphere")
+        if cams:
+            views = self.params["views"]
+            pick = np.unique(np.linspace(0, len(cams) - 1, min(views, len(cams))).round().astype(int))
+            cams = [cams[i] for i in pick]
+            self._cams = [c.scaled(min(1.0, self.params["max_res"] / max(c.width, c.height))) for c in cams]
+        return splats
+
+    def encode(self, splats, ctx: CodingContext) -> list[Section]:
+        p = self.params
+        steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"]}
+        cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"], p["probes"],
+                                  cams=self._cams) if ctx.n else np.zeros(0, np.int64))
+        return [Section("classes", "symbols/v1", E.encode_symbols(cls))]
+
+    def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
+        cls = E.decode_symbols(need_section(sections, "classes", "symbols/v1").payload, ctx.n, "importance classes")
+        if cls.size and (cls.min() < 0 or cls.max() >= self.params["levels"]):
+            raise FormatError("importance class out of range")
+        return {CLASS_KEY: torch.from_numpy(cls)}
+
+
+def classes_of(ctx: CodingContext, who: str, decoding: bool = False) -> np.ndarray:
+    c = ctx.attrs.get(CLASS_KEY)
+    if c is None:
+        msg = f"{who}.adaptive needs an importance stage before it in the pipeline"
+        raise FormatError(msg) if decoding else GscompError(msg)
+    return c.numpy()
+
+
+__all__ = ["CLASS_KEY", "MAX_LEVELS", "Importance", "classes_of", "importance_classes", "importance_scores",
+           "sphere_cameras"]
