@@ -327,8 +327,9 @@ def test_rvq_depths_follow_importance_classes(tmp_path):
         assert "\n" not in str(ei.value)
     from gscomp.stages.base import build_stage
 
-    with pytest.raises(GscompError, match="depths"):
-        build_stage({"type": "rvq", "n_stages": 3, "depths": [4]})
+    for bad_depths in ([4], 3, [2, "x"], [1] * 7):
+        with pytest.raises(GscompError, match="depths"):
+            build_stage({"type": "rvq", "n_stages": 3, "depths": bad_depths})
     del stages["importance"]  # depths need the classes of an importance stage before rvq
     with pytest.raises(GscompError, match="importance stage"):
         encode_gsz(s, tmp_path / "bad.gsz", {"name": "x", "stages": stages})

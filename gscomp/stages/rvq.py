@@ -182,9 +182,9 @@ class RVQ(Stage):
         if depths:  # only stored when used: older headers unchanged
             from .importance import MAX_LEVELS
 
-            ok = isinstance(n_stages, int) and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= n_stages
-                                                   for d in depths)
-            if not (ok and len(depths) <= MAX_LEVELS):
+            ok = (isinstance(depths, (list, tuple)) and len(depths) <= MAX_LEVELS and isinstance(n_stages, int)
+                  and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= n_stages for d in depths))
+            if not ok:
                 raise GscompError(f"rvq.depths must list at most {MAX_LEVELS} stage counts in 1..n_stages (one per importance class)")
             extra["depths"] = [int(d) for d in depths]
         super().__init__(n_stages=n_stages, codebook_size=codebook_size, start=start,
