@@ -94,10 +94,11 @@ CLASS_KEY = "importance_class"  # ctx.attrs key the importance stage hands to la
 
 @register
 class Importance(Stage):
-    """Per-Gaussian importance class (0 = most visible), for later stages with ``adaptive: true``.
+    """Per-Gaussian importance class (0 = most visible), for the later stages that adapt to it.
 
-    Owns no field: it writes the classes (section ``classes``) and passes them on to the positions
-    and attributes stages, which quantize class c with 2^c times their step."""
+    Owns no field: it writes the classes (section ``classes``) and passes them on: `positions` and
+    `attributes` with ``adaptive: true`` quantize class c with 2^c times their step, `rvq` with
+    ``depths`` keeps depths[c] stages."""
 
     type = "importance"
     owns = ()
@@ -159,10 +160,12 @@ class Importance(Stage):
         return {CLASS_KEY: torch.from_numpy(cls)}
 
 
-def classes_of(ctx: CodingContext, who: str, decoding: bool = False) -> np.ndarray:
+def classes_of(ctx: CodingContext, setting: str, decoding: bool = False) -> np.ndarray:
+    """The classes an earlier importance stage handed on; ``setting`` names the option that needs
+    them, for the error when there is none."""
     c = ctx.attrs.get(CLASS_KEY)
     if c is None:
-        msg = f"{who}.adaptive needs an importance stage before it in the pipeline"
+        msg = f"{setting} needs an importance stage before it in the pipeline"
         raise FormatError(msg) if decoding else GscompError(msg)
     return c.numpy()
 

@@ -111,7 +111,7 @@ class Positions(Stage):
         lo, hi, q = self._grid(as_np32(splats.means))
         head = struct.pack("<6f", *lo.tolist(), *hi.tolist())
         if self.params.get("adaptive"):
-            return [self._encode_adaptive(head, q, classes_of(ctx, "positions"))]
+            return [self._encode_adaptive(head, q, classes_of(ctx, "positions.adaptive"))]
         codes = Q.morton_encode(q).astype(np.int64)  # < 2^57
         return [Section("means", "morton-delta/v1", bytes([self.bits]) + head + _morton_delta_encode(codes))]
 
@@ -134,7 +134,7 @@ class Positions(Stage):
             raise FormatError(f"positions: bad grid ({bits} bits, coarse shift {cmax}) for {self.bits} bits")
         lo, hi = _bounds(r)
         n = ctx.n
-        c = np.minimum(classes_of(ctx, "positions", True), cmax)
+        c = np.minimum(classes_of(ctx, "positions.adaptive", True), cmax)
         coarse = Q.morton_decode(_morton_delta_decode(r, n, bits - cmax, blob_raw=True).astype(np.uint64))
         ref = E.unpack_bits(r.take(r.remaining()), np.repeat(cmax - c, 3), 3 * n).astype(np.int64).reshape(n, 3)
         cell = (coarse << (cmax - c)[:, None]) | ref  # the Gaussian's cell on the grid of bits - c bits
@@ -279,7 +279,7 @@ class Attributes(Stage):
     # -- encode
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         out = []
-        cls = classes_of(ctx, "attributes") if self.params.get("adaptive") else None
+        cls = classes_of(ctx, "attributes.adaptive") if self.params.get("adaptive") else None
         sort = bool(self.params.get("sort_scales")) and self.steps["quats"] > 0 and self.steps["scales"] > 0
         if sort:  # same Gaussians with axes relabelled so scale x >= y >= z (see sort_axes)
             sorted_q, sorted_s = sort_axes(as_np32(splats.quats), as_np32(splats.scales))
@@ -337,7 +337,7 @@ class Attributes(Stage):
         n, out = ctx.n, {}
         k = num_sh_rest(ctx.sh_degree)
         width = {"quats": 4, "scales": 3, "opacities": 1, "sh0": 3, "shN": 3 * k}
-        cls = classes_of(ctx, "attributes", True) if self.params.get("adaptive") else None
+        cls = classes_of(ctx, "attributes.adaptive", True) if self.params.get("adaptive") else None
         order = self.fields_in_order()
         sized = bool(self.params.get("size_levels")) and cls is not None and bool(self.params.get("sort_scales")) \
             and self.steps["quats"] > 0 and self.steps["scales"] > 0

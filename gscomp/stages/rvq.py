@@ -287,6 +287,6 @@ class RVQ(Stage):
             return None
         from .importance import classes_of
 
-        cls = torch.from_numpy(classes_of(ctx, "rvq", decoding).astype(np.int64))
+        cls = torch.from_numpy(classes_of(ctx, "rvq.depths", decoding).astype(np.int64))
         table = torch.tensor(depths, dtype=torch.int64)
         return table[cls.clamp_max(len(depths) - 1)]
