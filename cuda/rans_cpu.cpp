@@ -967,6 +967,105 @@ py::object s3_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forc
 
 }  // namespace
 
+// ----------------------------------------------------------------------------- dependent quantization
+// Trellis-coded ("dependent") scalar quantization, the 4-state scheme of H.266/VVC: two quantizers
+// on a grid of step d, Q0 = {2k d} and Q1 = {(2k - sgn k) d}; the state (h, l) moves to
+// (l ^ parity(k), h) after each coded level k and h picks the quantizer of the next value. Their
+// union is the d grid, so a Viterbi search over the sequence finds reconstructions with ~0.8x the
+// squared error of a plain quantizer of step 2d at the same level entropy (quant.dq_unpack is the
+// decoder). t: targets in units of d; nonneg: only reconstructions >= 0. Returns (k, r): coded
+// levels and reconstruction indices (value = r d). Deterministic: fixed candidate order, strict <.
+// Rate-aware when lam > 0: cost = error^2 + lam * bits(k), bits from a table over [klo, klo + nb)
+// (levels outside it cost `far` bits), e.g. the level histogram of a first pass.
+static void dq_trellis(const double* t, int64_t n, bool nonneg, int64_t* kout, int64_t* rout, double lam,
+                       int64_t klo, const double* bits, int64_t nb, double far) {
+  const double INF = 1e300;
+  double cost[4] = {0, INF, INF, INF};
+  std::vector<uint8_t> from(size_t(n) * 4);
+  std::vector<int64_t> lev(size_t(n) * 4);
+  for (int64_t i = 0; i < n; ++i) {
+    double nc[4] = {INF, INF, INF, INF};
+    uint8_t* fr = &from[size_t(i) * 4];
+    int64_t* lv = &lev[size_t(i) * 4];
+    const double x = t[i];
+    for (int s = 0; s < 4; ++s) {
+      if (!(cost[s] < INF)) continue;
+      const int h = s >> 1, l = s & 1;
+      int64_t cand[3];
+      int nc_ = 0;
+      if (h == 0) {  // even reconstructions around x
+        int64_t e = 2 * (int64_t)std::floor(x / 2);
+        cand[nc_++] = e, cand[nc_++] = e + 2;
+      } else {  // odd reconstructions around x, and 0
+        int64_t o = 2 * (int64_t)std::floor((x - 1) / 2) + 1;
+        cand[nc_++] = o, cand[nc_++] = o + 2, cand[nc_++] = 0;
+      }
+      for (int c = 0; c < nc_; ++c) {
+        int64_t r = cand[c];
+        if (nonneg && r < 0) r = 0;
+        const int64_t k = h == 0 ? r / 2 : (r + (r > 0) - (r < 0)) / 2;
+        const double d = x - (double)r;
+        double v = cost[s] + d * d;
+        if (lam > 0) v += lam * (k >= klo && k < klo + nb ? bits[k - klo] : far);
+        const int ns = ((l ^ (int)(k & 1)) << 1) | h;
+        if (v < nc[ns]) nc[ns] = v, fr[ns] = (uint8_t)s, lv[ns] = k;
+      }
+    }
+    for (int s = 0; s < 4; ++s) cost[s] = nc[s];
+  }
+  int s = 0;
+  for (int j = 1; j < 4; ++j)
+    if (cost[j] < cost[s]) s = j;
+  for (int64_t i = n - 1; i >= 0; --i) {
+    const int64_t k = lev[size_t(i) * 4 + s];
+    const int ps = from[size_t(i) * 4 + s];
+    kout[i] = k;
+    rout[i] = (ps >> 1) == 0 ? 2 * k : 2 * k - (k > 0) + (k < 0);
+    s = ps;
+  }
+}
+
+// Many independent sequences (one per stream) on all cores: list of float64 arrays -> list of (k, r).
+py::list dq_quantize_many(py::list targets, bool nonneg, double lam, py::list rates) {
+  const int64_t m = (int64_t)targets.size();
+  std::vector<py::array_t<double, py::array::c_style | py::array::forcecast>> in;
+  std::vector<py::array_t<int64_t>> ks, rs;
+  for (int64_t j = 0; j < m; ++j) {
+    in.push_back(py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(targets[j]));
+    if (!in.back() || in.back().ndim() != 1) throw py::value_error("dq_quantize_many: need 1-D float arrays");
+    const double* p = in.back().data();
+    for (py::ssize_t i = 0; i < in.back().shape(0); ++i)
+      if (!(std::fabs(p[i]) < MAX_Q)) throw py::value_error("dq_quantize_many: non-finite or huge target");
+    ks.emplace_back(in.back().shape(0));
+    rs.emplace_back(in.back().shape(0));
+  }
+  if (lam > 0 && (int64_t)rates.size() != m) throw py::value_error("dq_quantize_many: one rate table per sequence");
+  std::vector<py::array_t<double, py::array::c_style | py::array::forcecast>> tabs;
+  std::vector<int64_t> klo(m, 0);
+  std::vector<double> far(m, 0);
+  for (int64_t j = 0; lam > 0 && j < m; ++j) {
+    py::tuple tr = rates[j].cast<py::tuple>();
+    klo[j] = tr[0].cast<int64_t>();
+    tabs.push_back(py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(tr[1]));
+    far[j] = tr[2].cast<double>();
+    if (!tabs.back() || tabs.back().ndim() != 1) throw py::value_error("dq_quantize_many: bad rate table");
+  }
+  std::vector<const double*> src(m);
+  std::vector<int64_t*> kd(m), rd(m);
+  std::vector<int64_t> len(m);
+  for (int64_t j = 0; j < m; ++j) src[j] = in[j].data(), kd[j] = ks[j].mutable_data(), rd[j] = rs[j].mutable_data(), len[j] = in[j].shape(0);
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t j = 0; j < m; ++j)
+      dq_trellis(src[j], len[j], nonneg, kd[j], rd[j], lam, klo[j], lam > 0 ? tabs[j].data() : nullptr,
+                 lam > 0 ? tabs[j].shape(0) : 0, far[j]);
+  }
+  py::list out;
+  for (int64_t j = 0; j < m; ++j) out.append(py::make_tuple(ks[j], rs[j]));
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rANS coder byte-compatible with constriction's AnsCoder (u32 words, u64 state, 24-bit tables)";
   m.def("encode_many", &encode_many, "encode independent streams (lists of (indices, weights) groups) in parallel");
@@ -984,6 +1083,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("unpack_bits", &unpack_bits);
   m.def("s3_to_quats", &s3_to_quats);
   m.def("quats_to_s3", &quats_to_s3);
+  m.def("dq_quantize_many", &dq_quantize_many, "trellis (dependent) quantization of independent sequences");
   py::class_<StreamDecoder>(m, "StreamDecoder")
       .def(py::init<u32arr>())
       .def("decode", &StreamDecoder::decode)

@@ -50,6 +50,99 @@ def dequantize(q: np.ndarray, step) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- positions
+# ----------------------------------------------------------------------------- dependent (trellis)
+# Dependent quantization (the 4-state trellis of H.266/VVC), see docs/gsz-format.md: values are
+# reconstructed on a grid of step d as r * d, where each r must belong to the quantizer picked by
+# the state: Q0 = even r (r = 2k), Q1 = odd r or 0 (r = 2k - sgn k). The coded level is k; the state
+# bit h_i that picks Q1 is the XOR of the parities of k_{i-1}, k_{i-3}, k_{i-5}, ... The encoder picks
+# the k sequence with the least squared error by a Viterbi search (native code); at the same level
+# entropy as a plain quantizer of step 2d it has ~0.8x its squared error (~1 dB).
+_DQ_NEXT = ((0, 2), (2, 0), (1, 3), (3, 1))  # state (2h + l) -> next state, by parity of k
+
+
+def dq_unpack(k: np.ndarray) -> np.ndarray:
+    """Coded levels of one sequence -> reconstruction indices r (vectorized; the decoder side)."""
+    k = np.asarray(k, np.int64)
+    p = k & 1
+    x = np.empty_like(p)  # x_j = p_j ^ x_{j-2}: prefix XOR along even and along odd positions
+    x[0::2] = np.cumsum(p[0::2]) & 1
+    x[1::2] = np.cumsum(p[1::2]) & 1
+    h = np.zeros_like(p)
+    h[1:] = x[:-1]
+    return 2 * k - h * np.sign(k)
+
+
+def _dq_trellis(t: np.ndarray, nonneg: bool, lam: float = 0.0, rate=None) -> tuple[np.ndarray, np.ndarray]:
+    """Reference Viterbi search (numpy fallback of the native dq_quantize_many; same choices)."""
+    n = len(t)
+    inf = float("inf")
+    cost = [0.0, inf, inf, inf]
+    back = np.zeros((n, 4), np.int64)
+    lev = np.zeros((n, 4), np.int64)
+    for i in range(n):
+        x = float(t[i])
+        nc = [inf] * 4
+        for s in range(4):
+            if cost[s] == inf:
+                continue
+            h, l = s >> 1, s & 1
+            if h == 0:
+                e = 2 * int(np.floor(x / 2))
+                cand = (e, e + 2)
+            else:
+                o = 2 * int(np.floor((x - 1) / 2)) + 1
+                cand = (o, o + 2, 0)
+            for r in cand:
+                r = max(r, 0) if nonneg else r
+                k = r // 2 if h == 0 else (r + (r > 0) - (r < 0)) // 2
+                v = cost[s] + (x - r) * (x - r)
+                if lam > 0:
+                    lo, bits, far = rate
+                    v += lam * (bits[k - lo] if lo <= k < lo + len(bits) else far)
+                ns = ((l ^ (k & 1)) << 1) | h
+                if v < nc[ns]:
+                    nc[ns], back[i, ns], lev[i, ns] = v, s, k
+        cost = nc
+    s = int(np.argmin(cost))
+    k = np.zeros(n, np.int64)
+    for i in range(n - 1, -1, -1):
+        k[i] = lev[i, s]
+        s = int(back[i, s])
+    return k, dq_unpack(k)
+
+
+DQ_LAMBDA = 0.4  # error (grid steps^2) per bit: ~ -dD/dR of the trellis quantizer at high rate
+
+
+def dq_quantize(targets: list[np.ndarray], nonneg: bool = False, lam: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Dependent quantization of independent sequences (targets in units of the grid step d):
+    a list of (coded levels k, reconstruction indices r) per sequence. With ``lam`` > 0 a second
+    search minimises error + lam * bits, the bits of each level from the first pass's histogram
+    (what the entropy coder will see): low-rate streams then prefer cheap levels."""
+    ts = [np.ascontiguousarray(t, np.float64).ravel() for t in targets]
+    for t in ts:
+        if t.size and not np.abs(t).max() < 2**40:
+            raise GscompError("values too large (or not finite) for the quantization step")
+    mod = _rans()
+    lam = DQ_LAMBDA if lam is None else lam
+
+    def run(lam, rates):
+        if mod is not None:
+            return [(k, r) for k, r in mod.dq_quantize_many(ts, bool(nonneg), lam, rates)]
+        return [_dq_trellis(t, nonneg, lam, rt) for t, rt in zip(ts, rates or [None] * len(ts))]
+
+    first = run(0.0, [])
+    if lam <= 0:
+        return first
+    rates = []
+    for k, _ in first:
+        lo = int(k.min(initial=0))
+        c = np.bincount(k - lo).astype(np.float64) + 0.5 if k.size else np.ones(1)
+        bits = -np.log2(c / c.sum())
+        rates.append((lo - 2, np.concatenate([[bits.max() + 2] * 2, bits, [bits.max() + 2] * 2]), float(bits.max() + 4)))
+    return run(float(lam), rates)
+
+
 def grid_params(lo: np.ndarray, hi: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(origin, step) in float64 from float32 bounds: step = (hi - lo) / (2^bits - 1) per axis."""
     lo64 = np.asarray(lo, np.float32).astype(np.float64)
@@ -121,6 +214,14 @@ def quats_to_s3(quats: np.ndarray, step) -> np.ndarray:
         out = mod.quats_to_s3(quats, float(step))
         if out is not None:  # None: non-finite input or huge symbols, left to the code below
             return out
+    big, rest = quats_rest(quats)
+    return np.concatenate([big[:, None], quantize(rest, step)], 1)
+
+
+def quats_rest(quats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest-three form before quantization: (index of the largest |component|, the other
+    three in increasing index order, float64, clipped to +-1/sqrt2), of the normalised quaternion
+    with the sign that makes the largest component positive."""
     q = np.asarray(quats, np.float64)
     norm = np.sqrt((q * q).sum(1, keepdims=True))
     zero = norm[:, 0] == 0
@@ -128,10 +229,8 @@ def quats_to_s3(quats: np.ndarray, step) -> np.ndarray:
     big = np.argmax(np.abs(q), 1)
     sign = np.where(q[np.arange(len(q)), big] < 0, -1.0, 1.0)
     q = q * sign[:, None]
-    rest_idx = _rest_index()[big]  # (N,3) the three other components, in increasing index order
-    rest = np.take_along_axis(q, rest_idx, 1)
-    sym = quantize(np.clip(rest, -INV_SQRT2, INV_SQRT2), step)
-    return np.concatenate([big[:, None].astype(np.int64), sym], 1)
+    rest = np.take_along_axis(q, _rest_index()[big], 1)  # (N,3) the three other components
+    return big.astype(np.int64), np.clip(rest, -INV_SQRT2, INV_SQRT2)
 
 
 def s3_to_quats(s3: np.ndarray, step) -> np.ndarray:

@@ -221,6 +221,7 @@ class Attributes(Stage):
         sort_scales: bool = False,
         size_levels: dict | None = None,
         size_quantile: float = 0.5,
+        dependent_quant: bool = False,
     ):
         fields = [str(f) for f in fields]
         bad = [f for f in fields if f not in ATTR_FIELDS]
@@ -255,6 +256,12 @@ class Attributes(Stage):
             if not (isinstance(size_quantile, (int, float)) and 0 < size_quantile < 1):
                 raise GscompError("attributes.size_quantile must be in (0, 1)")
             extra.update(size_levels=size_levels, size_quantile=float(size_quantile))
+        if not isinstance(dependent_quant, bool):
+            raise GscompError("attributes.dependent_quant must be true or false")
+        if dependent_quant:
+            if not adaptive:
+                raise GscompError("attributes.dependent_quant needs adaptive (it codes the importance-classed streams)")
+            extra["dependent_quant"] = True
         super().__init__(
             **extra,
             fields=fields,
@@ -271,6 +278,11 @@ class Attributes(Stage):
         if self.steps["quats"] and self.steps["quats"] > 0.5:
             raise GscompError("attributes.quat_step must be <= 0.5")
 
+    def _grid(self, f: str) -> float:
+        """Grid step of f's classed symbols: with dependent quantization the symbols are its
+        reconstruction indices on a grid of half the step (each of its two quantizers has the step)."""
+        return self.steps[f] / 2 if self.params.get("dependent_quant") else self.steps[f]
+
     def _shN_steps(self, k: int) -> np.ndarray:
         """Step per SH-rest coefficient: band l gets shN_step * gain^(l-1) (higher bands coarser)."""
         band = np.floor(np.sqrt(np.arange(1, k + 1))).astype(np.int64)  # coefficient i+1 -> band
@@ -285,7 +297,11 @@ class Attributes(Stage):
             sorted_q, sorted_s = sort_axes(as_np32(splats.quats), as_np32(splats.scales))
         sized = None
         if sort and self.params.get("size_levels"):  # from the scale symbols the decoder will see
-            ssym = Q.quantize(sorted_s, (self.steps["scales"] * np.exp2(cls.astype(np.float64)))[:, None])
+            st = self._grid("scales") * np.exp2(cls.astype(np.float64))
+            if self.params.get("dependent_quant"):
+                ssym = _dq_classed(sorted_s[:, :1] / st[:, None], cls)[0]
+            else:
+                ssym = Q.quantize(sorted_s, st[:, None])
             sized = (self._size_thresholds(sorted_s[:, 0]), ssym)
         for f in self.fields_in_order():
             t = getattr(splats, f)
@@ -339,8 +355,8 @@ class Attributes(Stage):
         width = {"quats": 4, "scales": 3, "opacities": 1, "sh0": 3, "shN": 3 * k}
         cls = classes_of(ctx, "attributes.adaptive", True) if self.params.get("adaptive") else None
         order = self.fields_in_order()
-        sized = bool(self.params.get("size_levels")) and cls is not None and bool(self.params.get("sort_scales")) \
-            and self.steps["quats"] > 0 and self.steps["scales"] > 0
+        sort = bool(self.params.get("sort_scales")) and self.steps["quats"] > 0 and self.steps["scales"] > 0
+        sized = bool(self.params.get("size_levels")) and cls is not None and sort
         scale_sym = None
         if sized:  # some steps follow the decoded scale symbols: decode scales first
             order = ["scales"] + [f for f in order if f != "scales"]
@@ -352,7 +368,7 @@ class Attributes(Stage):
             step = self.steps[f]
             if cls is not None and f in CLASSED and step != 0:
                 payload = need_section(sections, f, "symbols-classed/v1").payload
-                x, sym = self._decode_classed(f, payload, n, w, step, cls, scale_sym, sized)
+                x, sym = self._decode_classed(f, payload, n, w, step, cls, scale_sym, sized, sort)
                 if f == "scales":
                     scale_sym = sym
             elif step == 0:
@@ -392,7 +408,7 @@ class Attributes(Stage):
         with its footprint (~ size^2), to its position much less; the importance class mostly sees
         positions for small Gaussians, so their other attributes can be coarser (steps ~ 1/size).
         Computed by the encoder only and stored as integers, so the decoder repeats no float maths."""
-        st = self.steps["scales"]
+        st = self._grid("scales")
         ref = float(np.quantile(log_s1, float(self.params["size_quantile"]))) if len(log_s1) else 0.0
         lim = float(1 << 30)
         return [int(np.clip(math.floor((ref - k * math.log(2.0)) / st), -lim, lim)) for k in range(1, MAX_SIZE_LEVELS + 1)]
@@ -410,33 +426,53 @@ class Attributes(Stage):
                         sized: tuple | None = None) -> bytes:
         """Rows of class c are quantized with step * 2^c; every column of every class is its own
         stream (kept in Morton order, so the Morton-neighbour delta still applies inside a class).
-        Fields of size_levels with ``sized`` = (thresholds, scale symbols): class c + the size level."""
+        Fields of size_levels with ``sized`` = (thresholds, scale symbols): class c + the size level.
+        With dependent_quant each stream is trellis-quantized on the half-step grid: ``sym`` holds
+        the reconstruction indices (what the decoder rebuilds), ``code`` the coded levels."""
         head = b""
+        dq = bool(self.params.get("dependent_quant"))
+        step = self._grid(f)
         lv = int(self.params.get("size_levels", {}).get(f, 0))
-        if f == "scales" and lv and sized is not None:
-            return self._encode_sized_scales(x, step, cls, lv, sized[0])
+        if f == "scales" and sort and ((lv and sized is not None) or dq):
+            lv = lv if sized is not None else 0
+            return self._encode_sized_scales(x, step, cls, lv, sized[0] if sized is not None else [])
         if lv and sized is not None:
             thr, ssym = sized
             head = bytes([lv]) + b"".join(struct.pack("<i", t) for t in thr[:lv])
             cls = cls + self._size_extra(thr, lv, ssym, cls)
         steps = (step * np.exp2(cls.astype(np.float64)))[:, None]
         gd = False
-        if f == "quats":
-            sym = Q.quats_to_s3(x, steps)
+        if dq:
+            if f == "quats":
+                big, rest = Q.quats_rest(x)
+                r, k = _dq_classed(rest / steps, cls)
+                sym, code = (np.concatenate([big[:, None], a], 1) for a in (r, k))
+            else:
+                t = x.astype(np.float64) / steps  # (n, width)
+                sym, code = _dq_classed(t, cls)
+                if f == "sh0" and len(sym) > 1:  # red and blue from the decoded green (when cheaper)
+                    ra, ka = _dq_classed(np.stack([t[:, 0] - sym[:, 1], t[:, 2] - sym[:, 1]], 1), cls)
+                    alt = np.stack([code[:, 1], ka[:, 0], ka[:, 1]], 1)
+                    gd = bool(_cost(alt) < 0.98 * _cost(code))
+                    if gd:
+                        sym, code = np.stack([sym[:, 1], ra[:, 0], ra[:, 1]], 1), alt
         else:
-            sym = Q.quantize(x, steps)
-            if f == "sh0":  # code green, then red and blue as differences from green (when cheaper)
-                alt = np.stack([sym[:, 1], sym[:, 0] - sym[:, 1], sym[:, 2] - sym[:, 1]], 1)
-                gd = bool(len(sym) > 1 and _cost(alt) < 0.98 * _cost(sym))
-                if gd:
-                    sym = alt
-        if f == "scales" and sort:  # sorted: largest, then the (>= 0) gaps to the next one
-            sym = np.stack([sym[:, 0], sym[:, 0] - sym[:, 1], sym[:, 1] - sym[:, 2]], 1)
-            gd = True
-        if f == "opacities":
-            sym = sym.reshape(-1, 1)
+            if f == "quats":
+                sym = Q.quats_to_s3(x, steps)
+            else:
+                sym = Q.quantize(x, steps)
+                if f == "sh0":  # code green, then red and blue as differences from green (when cheaper)
+                    alt = np.stack([sym[:, 1], sym[:, 0] - sym[:, 1], sym[:, 2] - sym[:, 1]], 1)
+                    gd = bool(len(sym) > 1 and _cost(alt) < 0.98 * _cost(sym))
+                    if gd:
+                        sym = alt
+            if f == "scales" and sort:  # sorted: largest, then the (>= 0) gaps to the next one
+                sym = np.stack([sym[:, 0], sym[:, 0] - sym[:, 1], sym[:, 1] - sym[:, 2]], 1)
+                gd = True
+            code = sym
+        code = code if code.ndim == 2 else code.reshape(-1, 1)  # opacities: one column
         levels = int(cls.max(initial=0)) + 1
-        cols = [np.ascontiguousarray(sym[cls == c, j]) for c in range(levels) for j in range(sym.shape[1])]
+        cols = [np.ascontiguousarray(code[cls == c, j]) for c in range(levels) for j in range(code.shape[1])]
         flag = bytes([int(gd)])
         return flag + head + _pack_streams(E.encode_symbols_many(cols))
 
@@ -444,25 +480,39 @@ class Attributes(Stage):
         """Sorted log-scales: the largest with the class step st, then the gaps to the next one with
         st * 2^e, e = the size level of the decoded largest scale, quantized closed-loop (each gap
         from the decoded previous scale) so errors do not add up. Streams: largest by class, gaps
-        by class + e."""
+        by class + e. ``step``: the grid step (half the step with dependent_quant)."""
+        dq = bool(self.params.get("dependent_quant"))
         st = step * np.exp2(cls.astype(np.float64))
-        s0 = Q.quantize(x[:, :1], st[:, None])[:, 0]
+        if dq:
+            s0, c0 = (a[:, 0] for a in _dq_classed(x[:, :1] / st[:, None], cls))
+        else:
+            s0 = c0 = Q.quantize(x[:, :1], st[:, None])[:, 0]
         e = self._size_extra(thr, lv, s0[:, None], cls)
         sg = st * np.exp2(e.astype(np.float64))
         prev = s0 * st
-        gaps = []
+        codes = []
         for j in (1, 2):
-            g = np.maximum(0, np.rint((prev - x[:, j].astype(np.float64)) / sg)).astype(np.int64)
+            t = (prev - x[:, j].astype(np.float64)) / sg
+            if dq:
+                g, c = (a[:, 0] for a in _dq_classed(t[:, None], cls + e, nonneg=True))
+            else:
+                g = c = np.maximum(0, np.rint(t)).astype(np.int64)
             prev = prev - g * sg
-            gaps.append(g)
+            codes.append(c)
         head = bytes([2, lv]) + b"".join(struct.pack("<i", t) for t in thr[:lv])
-        return head + _pack_streams(E.encode_symbols_many(self._sized_scale_cols(s0, gaps, cls, e)))
+        return head + _pack_streams(E.encode_symbols_many(self._sized_scale_cols(c0, codes, cls, e)))
 
     @staticmethod
     def _sized_scale_cols(s0: np.ndarray, gaps: list[np.ndarray], cls: np.ndarray, e: np.ndarray) -> list[np.ndarray]:
         lvl = cls + e
         cols = [np.ascontiguousarray(s0[cls == c]) for c in range(int(cls.max(initial=0)) + 1)]
         return cols + [np.ascontiguousarray(g[lvl == c]) for g in gaps for c in range(int(lvl.max(initial=0)) + 1)]
+
+    def _decode_streams(self, streams: list, count: int, what: str) -> list[np.ndarray]:
+        """Entropy-decode streams of ``count`` levels; with dependent_quant, rebuild the
+        reconstruction indices of each (its own trellis)."""
+        dec = E.decode_symbols_many(streams, count, what)
+        return [Q.dq_unpack(d) for d in dec] if self.params.get("dependent_quant") else dec
 
     def _decode_sized_scales(self, r, n: int, step: float, cls: np.ndarray, lv: int) -> tuple[np.ndarray, np.ndarray]:
         if r.u8() != lv:
@@ -477,7 +527,7 @@ class Attributes(Stage):
             raise FormatError(f"scales: has {count} streams, expected at least {levels}")
         s0 = np.zeros(n, np.int64)
         for c in range(levels):  # the largest scale first: it sets each Gaussian's size level
-            s0[cls == c] = E.decode_symbols_many([streams[c]], int((cls == c).sum()), "scales")[0]
+            s0[cls == c] = self._decode_streams([streams[c]], int((cls == c).sum()), "scales")[0]
         e = self._size_extra(thr, lv, s0[:, None], cls)
         lvl = cls + e
         nl = int(lvl.max(initial=0)) + 1
@@ -491,33 +541,38 @@ class Attributes(Stage):
             g = np.zeros(n, np.int64)
             base = levels + (j - 1) * nl
             for c in range(nl):
-                g[lvl == c] = E.decode_symbols_many([streams[base + c]], int((lvl == c).sum()), "scales")[0]
+                g[lvl == c] = self._decode_streams([streams[base + c]], int((lvl == c).sum()), "scales")[0]
             out[:, j] = out[:, j - 1] - g * sg
         sym = np.stack([s0, s0, s0], 1)  # later stages only read the largest scale's symbol
         return out.astype(np.float32), sym
 
     def _decode_classed(self, f: str, payload, n: int, w: int, step: float, cls: np.ndarray,
-                        scale_sym: np.ndarray | None = None, sized: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                        scale_sym: np.ndarray | None = None, sized: bool = False,
+                        sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
         r = E.Reader(payload, f)
         gd = r.u8()
+        dq = bool(self.params.get("dependent_quant"))
+        step = self._grid(f)
         lv = int(self.params.get("size_levels", {}).get(f, 0))
-        if f == "scales" and lv and sized:
+        if f == "scales" and sort and ((lv and sized) or dq):
             if gd != 2:
-                raise FormatError("scales: bad classed-coding flag for size levels")
-            return self._decode_sized_scales(r, n, step, cls, lv)
+                raise FormatError("scales: bad classed-coding flag for closed-loop scales")
+            return self._decode_sized_scales(r, n, step, cls, lv if sized else 0)
         if lv and sized:
             if r.u8() != lv or scale_sym is None:
                 raise FormatError(f"{f}: size level count does not match the stage header")
             thr = [struct.unpack("<i", bytes(r.take(4)))[0] for _ in range(lv)]
             cls = cls + self._size_extra(thr, lv, scale_sym, cls)
         levels = int(cls.max(initial=0)) + 1
-        if gd > 1 or (gd and f not in ("sh0", "scales")):
+        if gd > 1 or (gd and f not in ("sh0", "scales")) or (gd and dq and f != "sh0"):
             raise FormatError(f"{f}: bad classed-coding flag {gd}")
         streams = _unpack_streams(r.take(r.remaining()), levels * w, f)
         counts = np.bincount(cls, minlength=levels)
         sym = np.zeros((n, w), np.int64)
         for c in range(levels):  # one scatter of a class's rows (index list, not a mask per column)
             dec = E.decode_symbols_many(streams[c * w:(c + 1) * w], int(counts[c]), f)
+            if dq:  # every column but the quaternion's largest-component index is trellis-coded
+                dec = [d if (f == "quats" and j == 0) else Q.dq_unpack(d) for j, d in enumerate(dec)]
             sym[np.flatnonzero(cls == c)] = np.stack(dec, 1)
         if gd and f == "sh0":
             g = sym[:, 0].copy()
@@ -527,6 +582,17 @@ class Attributes(Stage):
             sym = np.stack([sym[:, 0], s1, s1 - sym[:, 2]], 1)
         steps = (step * np.exp2(cls.astype(np.float64)))[:, None]
         return (Q.s3_to_quats(sym, steps) if f == "quats" else Q.dequantize(sym, steps)), sym
+
+
+def _dq_classed(t: np.ndarray, cls: np.ndarray, nonneg: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Dependent quantization of every (class, column) stream of t (targets in grid steps, (n, w)):
+    (reconstruction indices, coded levels), both (n, w) with each stream's rows in their order."""
+    rows = [np.flatnonzero(cls == c) for c in range(int(cls.max(initial=0)) + 1)]
+    jobs = [(i, j) for i in rows for j in range(t.shape[1])]
+    r, k = np.zeros(t.shape, np.int64), np.zeros(t.shape, np.int64)
+    for (i, j), (kj, rj) in zip(jobs, Q.dq_quantize([t[i, j] for i, j in jobs], nonneg)):
+        r[i, j], k[i, j] = rj, kj
+    return r, k
 
 
 MAX_SIZE_LEVELS = 4
