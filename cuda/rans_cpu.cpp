@@ -938,9 +938,18 @@ py::object quats_to_s3(py::array_t<double, py::array::c_style | py::array::force
 
 // Smallest-three quaternions -> float32 wxyz (same float64 expressions as quant.s3_to_quats).
 // Returns None when a largest-component index is outside 0..3.
-py::object s3_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forcecast> s3, double step) {
+// row_steps: optional (N,) float64, one step per row (then `step` is ignored).
+py::object s3_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forcecast> s3, double step,
+                       py::object row_steps) {
   if (s3.ndim() != 2 || s3.shape(1) != 4) throw py::value_error("s3_to_quats: need (N, 4)");
   const int64_t n = s3.shape(0);
+  py::array_t<double, py::array::c_style | py::array::forcecast> rs;
+  const double* rsp = nullptr;
+  if (!row_steps.is_none()) {
+    rs = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(row_steps);
+    if (!rs || rs.ndim() != 1 || rs.shape(0) != n) throw py::value_error("s3_to_quats: row_steps must be (N,)");
+    rsp = rs.data();
+  }
   py::array_t<float> out({(py::ssize_t)n, (py::ssize_t)4});
   const int64_t* src = s3.data();
   float* dst = out.mutable_data();
@@ -955,7 +964,8 @@ py::object s3_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forc
         bad = 1;
         big = 0;
       }
-      double a = (double)r[1] * step, b = (double)r[2] * step, c = (double)r[3] * step;
+      const double st = rsp ? rsp[i] : step;
+      double a = (double)r[1] * st, b = (double)r[2] * st, c = (double)r[3] * st;
       double w = std::sqrt(std::max(0.0, 1.0 - ((a * a + b * b) + c * c)));
       const double rest[3] = {a, b, c};  // the other three components, in increasing index order
       for (int j = 0, k = 0; j < 4; ++j) dst[4 * i + j] = (float)(j == big ? w : rest[k++]);
@@ -1066,6 +1076,35 @@ py::list dq_quantize_many(py::list targets, bool nonneg, double lam, py::list ra
   return out;
 }
 
+// Decoder side of dq_quantize_many, many sequences at once (quant.dq_unpack is the numpy reference):
+// r_j = 2 k_j - h_j sgn(k_j), h_j = parity of k_{j-1} + k_{j-3} + ...; in place on int64 arrays.
+void dq_unpack_many(py::list seqs) {
+  std::vector<py::array_t<int64_t>> arr;
+  for (auto o : seqs) {
+    auto a = o.cast<py::array_t<int64_t>>();
+    if (a.ndim() != 1 || !(a.flags() & py::array::c_style) || !a.writeable())
+      throw py::value_error("dq_unpack_many: need writable contiguous 1-D int64 arrays");
+    arr.push_back(a);
+  }
+  std::vector<int64_t*> ptr;
+  std::vector<int64_t> len;
+  for (auto& a : arr) ptr.push_back(a.mutable_data()), len.push_back(a.shape(0));
+  const int64_t m = (int64_t)arr.size();
+  py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t j = 0; j < m; ++j) {
+    int64_t* k = ptr[j];
+    int h = 0, l = 0;  // state (h, l) -> (l ^ parity(k), h)
+    for (int64_t i = 0; i < len[j]; ++i) {
+      const int64_t v = k[i];
+      const int p = (int)(v & 1);
+      k[i] = 2 * v - (h ? (v > 0) - (v < 0) : 0);
+      const int nh = l ^ p;
+      l = h, h = nh;
+    }
+  }
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rANS coder byte-compatible with constriction's AnsCoder (u32 words, u64 state, 24-bit tables)";
   m.def("encode_many", &encode_many, "encode independent streams (lists of (indices, weights) groups) in parallel");
@@ -1081,8 +1120,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dequantize_positions", &dequantize_positions);
   m.def("pack_bits", &pack_bits);
   m.def("unpack_bits", &unpack_bits);
-  m.def("s3_to_quats", &s3_to_quats);
+  m.def("s3_to_quats", &s3_to_quats, py::arg("s3"), py::arg("step"), py::arg("row_steps") = py::none());
   m.def("quats_to_s3", &quats_to_s3);
+  m.def("dq_unpack_many", &dq_unpack_many, "coded levels -> reconstruction indices, in place, many sequences");
   m.def("dq_quantize_many", &dq_quantize_many, "trellis (dependent) quantization of independent sequences");
   py::class_<StreamDecoder>(m, "StreamDecoder")
       .def(py::init<u32arr>())

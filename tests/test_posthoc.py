@@ -402,6 +402,7 @@ def test_dq_trellis_native_matches_reference_and_beats_rounding(monkeypatch):
             for t, (k, r), (k2, r2) in zip(seqs, native, ref):
                 assert np.array_equal(k, k2) and np.array_equal(r, r2)
                 assert np.array_equal(Q.dq_unpack(k), r)
+                assert np.array_equal(Q.dq_unpack_many([k])[0], r)
                 if nonneg:
                     assert r.min(initial=0) >= 0
     for t in (rng.laplace(0, 6, 20000), rng.uniform(-40, 40, 20000)):

@@ -307,6 +307,7 @@ def test_native_quant_helpers_match_numpy(mod, backend):
     quats = rng.standard_normal((5000, 4)).astype(np.float32)
     quats[:6] = [[0, 0, 0, 0], [0.5, 0.5, 0.5, 0.5], [-0.5, 0.5, -0.5, 0.5], [0, -1, 0, 0], [0.6, 0, -0.8, 0], [0.2, 0.004, -0.006, 0.01]]
     s3 = Q.quats_to_s3(quats, 0.004)
+    row_steps = np.exp2(rng.integers(0, 4, 5000)).astype(np.float64)[:, None] * 0.004
     calls = [
         lambda: Q.quantize(x, np.linspace(0.01, 0.05, 45)[None]),
         lambda: Q.quantize(x, 0.01),
@@ -321,6 +322,7 @@ def test_native_quant_helpers_match_numpy(mod, backend):
         lambda: E.pack_bits(v, 13),
         lambda: E.unpack_bits(E.pack_bits(v, w), w, len(w)),
         lambda: Q.s3_to_quats(s3, 0.004),
+        lambda: Q.s3_to_quats(s3, row_steps),  # one step per row
         lambda: Q.quats_to_s3(quats, 0.004),
         lambda: Q.quats_to_s3(quats.astype(np.float64), 0.002),
     ]

@@ -494,16 +494,17 @@ def _hist_parse(r: Reader) -> tuple[np.ndarray, np.ndarray, memoryview]:
     return values, to24(w16[nzsym].astype(np.int64)), r.blob()
 
 
-def _hist_run(jobs: list, n: int, targets: list | None = None) -> list[np.ndarray]:
+def _hist_run(jobs: list, n: int | list[int], targets: list | None = None) -> list[np.ndarray]:
     """Decode parsed histogram streams (values, weights24, words, delta) of ``n`` values each,
     all at once on the native coder (prefix-summing the delta ones), else one by one. With
     ``targets`` (per job None or (float32 column, scale)) a job's values are dequantized straight
     into the column as float32(value * scale) (float64 product, like `quant.dequantize`)."""
     out: list = [None] * len(jobs)
     targets = targets or [None] * len(jobs)
+    counts = [n] * len(jobs) if isinstance(n, int) else n  # values per job
     native_jobs, where = [], []
     mod = _rans()
-    for i, ((values, w24, words, delta), tgt) in enumerate(zip(jobs, targets)):
+    for i, ((values, w24, words, delta), tgt, n) in enumerate(zip(jobs, targets, counts)):
         if values.size < 2 or mod is None:
             coder = ans_decoder(words)
             if values.size < 2:
@@ -764,15 +765,20 @@ def encode_symbols_many(arrays: list, *, allow_delta: bool = True, allow_zstd: b
     return _finish_plans(plans)
 
 
-def decode_symbols_many(streams: list, n: int, what: str = "symbol stream", *, scales=None, out: np.ndarray | None = None):
-    """Inverse of `encode_symbols_many`; every stream holds ``n`` values. Histogram-rANS streams
+def decode_symbols_many(streams: list, n, what: str = "symbol stream", *, scales=None, out: np.ndarray | None = None):
+    """Inverse of `encode_symbols_many`; every stream holds ``n`` values (or ``n[i]``: a list of
+    counts, one per stream, without ``scales``). Histogram-rANS streams
     (the common case) are decoded together by the native coder on all cores; the others (zstd,
     varint, split) go through the generic decoder on two threads. Returns int64 arrays, or, with
     ``scales`` (one step per stream), dequantizes into the float32 array ``out`` (n, len(streams))
     as float32(value * step) - bit-identical to `quant.dequantize` - and returns ``out``."""
-    if not 0 <= n <= MAX_COUNT:
+    counts = [n] * len(streams) if isinstance(n, (int, np.integer)) else [int(c) for c in n]
+    if len(counts) != len(streams) or not all(0 <= c <= MAX_COUNT for c in counts):
         raise FormatError(f"{what}: count {n} out of range")
     if scales is not None:
+        if len(set(counts)) > 1:
+            raise GscompError("decode_symbols_many: scales need one count for all streams")
+        n = counts[0] if counts else 0
         scales = np.broadcast_to(np.asarray(scales, np.float64), (len(streams),))
         if out is None:
             out = np.empty((n, len(streams)), np.float32)
@@ -780,7 +786,7 @@ def decode_symbols_many(streams: list, n: int, what: str = "symbol stream", *, s
             raise GscompError("decode_symbols_many: out must be float32 of shape (n, number of streams)")
     res: list = [None] * len(streams)
     hist, where, rest, targets = [], [], [], []
-    for i, data in enumerate(streams):
+    for i, (data, n) in enumerate(zip(streams, counts)):
         r = Reader(data, what)
         if n and r.remaining() >= 2 and r.buf[0] in (M_ANS, M_DELTA_ANS) and r.buf[1] == 0:
             delta = r.buf[0] == M_DELTA_ANS
@@ -794,14 +800,14 @@ def decode_symbols_many(streams: list, n: int, what: str = "symbol stream", *, s
             rest.append(i)
 
     def other(i):
-        v = _decode_one(streams[i], n, what)
+        v = _decode_one(streams[i], counts[i], what)
         if scales is not None:
             out[:, i] = v.astype(np.float64) * scales[i]
         return v
 
-    for i, v in zip(rest, _pool_map(other, rest, n * len(rest))):
+    for i, v in zip(rest, _pool_map(other, rest, sum(counts[i] for i in rest))):
         res[i] = v
-    for i, v in zip(where, _hist_run(hist, n, targets)):
+    for i, v in zip(where, _hist_run(hist, [counts[i] for i in where], targets)):
         res[i] = v
     return out if scales is not None else res
 

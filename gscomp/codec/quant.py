@@ -72,6 +72,16 @@ def dq_unpack(k: np.ndarray) -> np.ndarray:
     return 2 * k - h * np.sign(k)
 
 
+def dq_unpack_many(ks: list[np.ndarray]) -> list[np.ndarray]:
+    """`dq_unpack` of many sequences (native: in place, on all cores)."""
+    mod = _rans()
+    if mod is None:
+        return [dq_unpack(k) for k in ks]
+    out = [np.array(k, np.int64, copy=True, order="C").ravel() for k in ks]
+    mod.dq_unpack_many(out)
+    return out
+
+
 def _dq_trellis(t: np.ndarray, nonneg: bool, lam: float = 0.0, rate=None) -> tuple[np.ndarray, np.ndarray]:
     """Reference Viterbi search (numpy fallback of the native dq_quantize_many; same choices)."""
     n = len(t)
@@ -235,8 +245,10 @@ def quats_rest(quats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def s3_to_quats(s3: np.ndarray, step) -> np.ndarray:
     mod = _rans()
-    if mod is not None and np.ndim(step) == 0 and s3.ndim == 2 and s3.shape[1] == 4:
-        out = mod.s3_to_quats(s3, float(step))
+    row = np.ndim(step) == 2 and np.shape(step) == (len(s3), 1)  # one step per row, (N, 1)
+    if mod is not None and (np.ndim(step) == 0 or row) and s3.ndim == 2 and s3.shape[1] == 4:
+        out = mod.s3_to_quats(s3, 0.0, np.ascontiguousarray(np.asarray(step, np.float64)[:, 0])) if row \
+            else mod.s3_to_quats(s3, float(step))
         if out is None:
             raise FormatError("quaternion: largest-component index out of range")
         return out

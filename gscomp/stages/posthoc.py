@@ -508,11 +508,17 @@ class Attributes(Stage):
         cols = [np.ascontiguousarray(s0[cls == c]) for c in range(int(cls.max(initial=0)) + 1)]
         return cols + [np.ascontiguousarray(g[lvl == c]) for g in gaps for c in range(int(lvl.max(initial=0)) + 1)]
 
-    def _decode_streams(self, streams: list, count: int, what: str) -> list[np.ndarray]:
-        """Entropy-decode streams of ``count`` levels; with dependent_quant, rebuild the
-        reconstruction indices of each (its own trellis)."""
-        dec = E.decode_symbols_many(streams, count, what)
-        return [Q.dq_unpack(d) for d in dec] if self.params.get("dependent_quant") else dec
+    def _decode_streams(self, streams: list, counts: list[int], what: str, plain: tuple = ()) -> list[np.ndarray]:
+        """Entropy-decode streams of counts[i] levels (all at once, on all cores); with
+        dependent_quant, rebuild the reconstruction indices of each (its own trellis) but those
+        listed in ``plain``."""
+        dec = E.decode_symbols_many(streams, counts, what)
+        if not self.params.get("dependent_quant"):
+            return dec
+        todo = [i for i in range(len(dec)) if i not in plain]
+        for i, r in zip(todo, Q.dq_unpack_many([dec[i] for i in todo])):
+            dec[i] = r
+        return dec
 
     def _decode_sized_scales(self, r, n: int, step: float, cls: np.ndarray, lv: int) -> tuple[np.ndarray, np.ndarray]:
         if r.u8() != lv:
@@ -526,8 +532,10 @@ class Attributes(Stage):
         if count < levels:
             raise FormatError(f"scales: has {count} streams, expected at least {levels}")
         s0 = np.zeros(n, np.int64)
-        for c in range(levels):  # the largest scale first: it sets each Gaussian's size level
-            s0[cls == c] = self._decode_streams([streams[c]], int((cls == c).sum()), "scales")[0]
+        rows = [np.flatnonzero(cls == c) for c in range(levels)]
+        dec = self._decode_streams(streams[:levels], [len(i) for i in rows], "scales")
+        for i, d in zip(rows, dec):  # the largest scale first: it sets each Gaussian's size level
+            s0[i] = d
         e = self._size_extra(thr, lv, s0[:, None], cls)
         lvl = cls + e
         nl = int(lvl.max(initial=0)) + 1
@@ -537,11 +545,12 @@ class Attributes(Stage):
         sg = st * np.exp2(e.astype(np.float64))
         out = np.zeros((n, 3), np.float64)
         out[:, 0] = s0 * st
+        rows = [np.flatnonzero(lvl == c) for c in range(nl)]
+        dec = self._decode_streams(streams[levels:], [len(i) for i in rows] * 2, "scales")
         for j in (1, 2):
             g = np.zeros(n, np.int64)
-            base = levels + (j - 1) * nl
-            for c in range(nl):
-                g[lvl == c] = self._decode_streams([streams[base + c]], int((lvl == c).sum()), "scales")[0]
+            for i, d in zip(rows, dec[(j - 1) * nl:j * nl]):
+                g[i] = d
             out[:, j] = out[:, j - 1] - g * sg
         sym = np.stack([s0, s0, s0], 1)  # later stages only read the largest scale's symbol
         return out.astype(np.float32), sym
@@ -567,13 +576,13 @@ class Attributes(Stage):
         if gd > 1 or (gd and f not in ("sh0", "scales")) or (gd and dq and f != "sh0"):
             raise FormatError(f"{f}: bad classed-coding flag {gd}")
         streams = _unpack_streams(r.take(r.remaining()), levels * w, f)
-        counts = np.bincount(cls, minlength=levels)
+        rows = [np.flatnonzero(cls == c) for c in range(levels)]
+        # every column but the quaternion's largest-component index is trellis-coded (dependent_quant)
+        plain = tuple(c * w for c in range(levels)) if f == "quats" else ()
+        dec = self._decode_streams(streams, [len(i) for i in rows for _ in range(w)], f, plain)
         sym = np.zeros((n, w), np.int64)
-        for c in range(levels):  # one scatter of a class's rows (index list, not a mask per column)
-            dec = E.decode_symbols_many(streams[c * w:(c + 1) * w], int(counts[c]), f)
-            if dq:  # every column but the quaternion's largest-component index is trellis-coded
-                dec = [d if (f == "quats" and j == 0) else Q.dq_unpack(d) for j, d in enumerate(dec)]
-            sym[np.flatnonzero(cls == c)] = np.stack(dec, 1)
+        for c, i in enumerate(rows):  # one scatter of a class's rows (index list, not a mask per column)
+            sym[i] = np.stack(dec[c * w:(c + 1) * w], 1)
         if gd and f == "sh0":
             g = sym[:, 0].copy()
             sym = np.stack([sym[:, 1] + g, g, sym[:, 2] + g], 1)
