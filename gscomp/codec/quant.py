@@ -57,7 +57,7 @@ def dequantize(q: np.ndarray, step) -> np.ndarray:
 # bit h_i that picks Q1 is the XOR of the parities of k_{i-1}, k_{i-3}, k_{i-5}, ... The encoder picks
 # the k sequence with the least squared error by a Viterbi search (native code); at the same level
 # entropy as a plain quantizer of step 2d it has ~0.8x its squared error (~1 dB).
-_DQ_NEXT = ((0, 2), (2, 0), (1, 3), (3, 1))  # state (2h + l) -> next state, by parity of k
+# The state is (h, l); after level k it becomes (l ^ parity(k), h).
 
 
 def dq_unpack(k: np.ndarray) -> np.ndarray:

@@ -445,8 +445,7 @@ class Attributes(Stage):
         if dq:
             if f == "quats":
                 big, rest = Q.quats_rest(x)
-                r, k = _dq_classed(rest / steps, cls)
-                sym, code = (np.concatenate([big[:, None], a], 1) for a in (r, k))
+                code = np.concatenate([big[:, None], _dq_classed(rest / steps, cls)[1]], 1)
             else:
                 t = x.astype(np.float64) / steps  # (n, width)
                 sym, code = _dq_classed(t, cls)
