@@ -298,11 +298,13 @@ class Attributes(Stage):
         sized = None
         if sort and self.params.get("size_levels"):  # from the scale symbols the decoder will see
             st = self._grid("scales") * np.exp2(cls.astype(np.float64))
+            s0dq = None  # (reconstruction indices, levels) of the largest scale: the scales reuse them
             if self.params.get("dependent_quant"):
-                ssym = _dq_classed(sorted_s[:, :1] / st[:, None], cls)[0]
+                s0dq = _dq_classed(sorted_s[:, :1] / st[:, None], cls)
+                ssym = s0dq[0]
             else:
                 ssym = Q.quantize(sorted_s, st[:, None])
-            sized = (self._size_thresholds(sorted_s[:, 0]), ssym)
+            sized = (self._size_thresholds(sorted_s[:, 0]), ssym, s0dq)
         for f in self.fields_in_order():
             t = getattr(splats, f)
             x = as_np32(t).reshape(ctx.n, _width(f, ctx))
@@ -435,9 +437,10 @@ class Attributes(Stage):
         lv = int(self.params.get("size_levels", {}).get(f, 0))
         if f == "scales" and sort and ((lv and sized is not None) or dq):
             lv = lv if sized is not None else 0
-            return self._encode_sized_scales(x, step, cls, lv, sized[0] if sized is not None else [])
+            thr, _, s0dq = sized if sized is not None else ([], None, None)
+            return self._encode_sized_scales(x, step, cls, lv, thr, s0dq)
         if lv and sized is not None:
-            thr, ssym = sized
+            thr, ssym, _ = sized
             head = bytes([lv]) + b"".join(struct.pack("<i", t) for t in thr[:lv])
             cls = cls + self._size_extra(thr, lv, ssym, cls)
         steps = (step * np.exp2(cls.astype(np.float64)))[:, None]
@@ -475,15 +478,17 @@ class Attributes(Stage):
         flag = bytes([int(gd)])
         return flag + head + _pack_streams(E.encode_symbols_many(cols))
 
-    def _encode_sized_scales(self, x: np.ndarray, step: float, cls: np.ndarray, lv: int, thr: list[int]) -> bytes:
+    def _encode_sized_scales(self, x: np.ndarray, step: float, cls: np.ndarray, lv: int, thr: list[int],
+                             s0dq: tuple | None = None) -> bytes:
         """Sorted log-scales: the largest with the class step st, then the gaps to the next one with
         st * 2^e, e = the size level of the decoded largest scale, quantized closed-loop (each gap
         from the decoded previous scale) so errors do not add up. Streams: largest by class, gaps
         by class + e. ``step``: the grid step (half the step with dependent_quant)."""
         dq = bool(self.params.get("dependent_quant"))
         st = step * np.exp2(cls.astype(np.float64))
-        if dq:
-            s0, c0 = (a[:, 0] for a in _dq_classed(x[:, :1] / st[:, None], cls))
+        if dq:  # s0dq: the same search, already run for the size levels of the other fields
+            s0dq = s0dq if s0dq is not None else _dq_classed(x[:, :1] / st[:, None], cls)
+            s0, c0 = (a[:, 0] for a in s0dq)
         else:
             s0 = c0 = Q.quantize(x[:, :1], st[:, None])[:, 0]
         e = self._size_extra(thr, lv, s0[:, None], cls)
