@@ -208,6 +208,20 @@ int max_threads() {
 #endif
 }
 
+// The coded words of each encode job (a struct with `out` words and `err`), as uint32 arrays;
+// raises the first job's error.
+template <class Job>
+py::list words_result(const std::vector<Job>& jobs) {
+  py::list result;
+  for (auto& job : jobs) {
+    if (!job.err.empty()) throw py::value_error(job.err);
+    u32arr a((py::ssize_t)job.out.size());
+    std::copy(job.out.begin(), job.out.end(), a.mutable_data());
+    result.append(a);
+  }
+  return result;
+}
+
 // ----------------------------------------------------------------------------- batched encode
 // streams: list of streams; a stream is a list of (symbol indices int32, weights uint32) groups.
 // Groups with no symbols or a one-entry table are skipped (they cost nothing, as in the Python
@@ -250,14 +264,7 @@ py::list encode_many(py::list streams) {
       job.out.swap(enc.words);
     }
   }
-  py::list result;
-  for (auto& job : jobs) {
-    if (!job.err.empty()) throw py::value_error(job.err);
-    u32arr a((py::ssize_t)job.out.size());
-    std::copy(job.out.begin(), job.out.end(), a.mutable_data());
-    result.append(a);
-  }
-  return result;
+  return words_result(jobs);
 }
 
 // ----------------------------------------------------------------------------- batched decode
@@ -691,14 +698,7 @@ py::list encode_hist_many(py::list jobs_in) {
       }
     }
   }
-  py::list result;
-  for (auto& job : jobs) {
-    if (!job.err.empty()) throw py::value_error(job.err);
-    u32arr a((py::ssize_t)job.out.size());
-    std::copy(job.out.begin(), job.out.end(), a.mutable_data());
-    result.append(a);
-  }
-  return result;
+  return words_result(jobs);
 }
 
 // (n, k) int64 -> (k, n) contiguous, in cache-sized row blocks on all cores: the columns of an
@@ -1076,6 +1076,226 @@ py::list dq_quantize_many(py::list targets, bool nonneg, double lam, py::list ra
   return out;
 }
 
+// ----------------------------------------------------------------------------- context streams
+// Mode-7 symbol streams (gscomp.codec.entropy): value i is coded with the table of its context, a
+// function of the previous value p of the same stream (p = m before the first one):
+//   ctx = B + sgn(p - m) * min(bitlen(|p - m|), B),  so 2B + 1 contexts around the centre m.
+// Integer-only, so encoder and every decoder agree exactly.
+inline int ctx_of(int64_t p, int64_t m, int B) {
+  const int64_t d = p - m;  // |values|, |m| < 2^40: no overflow
+  const uint64_t u = d < 0 ? (uint64_t)(-d) : (uint64_t)d;
+  int b = 0;
+  while (b < B && (u >> b) != 0) ++b;
+  return d < 0 ? B - b : B + b;
+}
+
+struct CtxTable {
+  int64_t lo = 0;      // encoder: value of rank-table entry 0
+  i32arr rank;         // encoder: value - lo -> symbol (-1: absent)
+  i64arr values;       // decoder: symbol -> value (empty: the context never occurs)
+  u32arr w;            // 24-bit weights of the present symbols (< 2 entries: no rANS symbol)
+  Model m;
+  bool coded = false;
+};
+
+constexpr int MAX_CTX_B = 6;
+
+static void parse_ctx_header(py::tuple t, int64_t* m, int* B, const char* what) {
+  *m = t[1].cast<int64_t>();
+  *B = t[2].cast<int>();
+  if (*B < 1 || *B > MAX_CTX_B) throw py::value_error(std::string(what) + ": context radius out of range");
+}
+
+// jobs: (x int64, m, B, [(lo, rank int32, weights uint32)] * (2B + 1)); one word array each.
+py::list encode_ctx_many(py::list jobs_in) {
+  struct Job {
+    I64View x;
+    int64_t m = 0;
+    int B = 1;
+    std::vector<CtxTable> ctx;
+    std::vector<uint32_t> out;
+    std::string err;
+  };
+  std::vector<Job> jobs(py::len(jobs_in));
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    auto t = py::reinterpret_borrow<py::tuple>(jobs_in[j]);
+    if (t.size() != 4) throw py::value_error("encode_ctx_many: a job is (x, m, B, tables)");
+    Job& job = jobs[j];
+    job.x = I64View(t[0]);
+    parse_ctx_header(t, &job.m, &job.B, "encode_ctx_many");
+    auto tabs = py::reinterpret_borrow<py::list>(t[3]);
+    if ((int)py::len(tabs) != 2 * job.B + 1) throw py::value_error("encode_ctx_many: need 2B + 1 tables");
+    job.ctx.resize(2 * job.B + 1);
+    for (int c = 0; c <= 2 * job.B; ++c) {
+      auto tt = py::reinterpret_borrow<py::tuple>(tabs[c]);
+      job.ctx[c].lo = tt[0].cast<int64_t>();
+      job.ctx[c].rank = tt[1].cast<i32arr>();
+      job.ctx[c].w = tt[2].cast<u32arr>();
+    }
+  }
+  {
+    py::gil_scoped_release nogil;
+    int64_t nj = (int64_t)jobs.size();
+#pragma omp parallel for schedule(dynamic, 1) if (nj > 1)
+    for (int64_t j = 0; j < nj; ++j) {
+      Job& job = jobs[j];
+      for (auto& c : job.ctx) {
+        c.coded = c.w.size() >= 2;
+        if (c.coded && job.err.empty()) job.err = c.m.build(c.w.data(), c.w.size());
+      }
+      if (!job.err.empty()) continue;
+      Encoder enc;
+      enc.words.reserve(size_t(job.x.n / 4 + 4));
+      for (int64_t i = job.x.n - 1; i >= 0; --i) {
+        const CtxTable& c = job.ctx[ctx_of(i ? job.x[i - 1] : job.m, job.m, job.B)];
+        const uint64_t u = (uint64_t)job.x[i] - (uint64_t)c.lo;
+        const int32_t s = u < (uint64_t)c.rank.size() ? c.rank.data()[u] : -1;
+        if (s < 0 || s >= (c.coded ? c.m.a : 1)) {
+          job.err = "value outside its context table";
+          break;
+        }
+        if (c.coded) enc.put(c.m.sym[s].cdf, c.m.sym[s].freq);
+      }
+      enc.finish();
+      job.out.swap(enc.words);
+    }
+  }
+  return words_result(jobs);
+}
+
+// Bytes of a context block (docs/gsz-format.md, integer stream mode 7, after the mode byte).
+struct ByteReader {
+  const uint8_t* p;
+  size_t n, pos = 0;
+  bool varint(uint64_t* v) {
+    uint64_t value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos >= n) return false;
+      const uint8_t b = p[pos++];
+      value |= uint64_t(b & 0x7F) << shift;
+      if (b < 0x80) {
+        *v = value;
+        return true;
+      }
+    }
+    return false;  // too long
+  }
+  bool svarint(int64_t* v) {
+    uint64_t u;
+    if (!varint(&u)) return false;
+    *v = (u & 1) ? -(int64_t)(u >> 1) - 1 : (int64_t)(u >> 1);
+    return true;
+  }
+};
+
+constexpr int CTX_TABLE_BITS = 12;
+constexpr int64_t MAX_ABS_VALUE = int64_t(1) << 40;
+
+// Parses a context block into m, B, tables (values + 24-bit weights) and the word range; "" or
+// the reason it is malformed. Every size is checked against the bytes present.
+static std::string parse_ctx_block(const uint8_t* data, size_t size, int64_t* m, int* B, std::vector<CtxTable>* ctx,
+                                   std::vector<uint32_t>* words) {
+  ByteReader r{data, size};
+  if (!r.svarint(m) || *m <= -MAX_ABS_VALUE || *m >= MAX_ABS_VALUE || r.pos >= r.n) return "bad context stream header";
+  *B = r.p[r.pos++];
+  if (*B < 1 || *B > MAX_CTX_B) return "bad context stream header";
+  ctx->assign(2 * *B + 1, CtxTable());
+  std::vector<int64_t> vals;
+  std::vector<uint32_t> w;
+  for (auto& c : *ctx) {
+    uint64_t a;
+    if (!r.varint(&a) || a > (uint64_t)MAX_ALPHABET / 4) return "bad context table";
+    if (a == 0) continue;
+    int64_t lo;
+    if (!r.svarint(&lo) || lo <= -MAX_ABS_VALUE || lo >= MAX_ABS_VALUE) return "bad context table";
+    vals.clear();
+    w.clear();
+    uint64_t sum = 0;
+    for (uint64_t i = 0; i < a; ++i) {
+      uint64_t wi;
+      if (!r.varint(&wi) || wi > (uint64_t(1) << CTX_TABLE_BITS)) return "bad context table";
+      sum += wi;
+      if (wi) vals.push_back(lo + (int64_t)i), w.push_back((uint32_t)(wi << (PRECISION - CTX_TABLE_BITS)));
+    }
+    if (sum != (uint64_t(1) << CTX_TABLE_BITS)) return "bad context table";
+    c.values = i64arr((py::ssize_t)vals.size());
+    std::copy(vals.begin(), vals.end(), c.values.mutable_data());
+    c.w = u32arr((py::ssize_t)w.size());
+    std::copy(w.begin(), w.end(), c.w.mutable_data());
+  }
+  uint64_t len;
+  if (!r.varint(&len) || len > r.n - r.pos || len % 4) return "bad context stream words";
+  if (r.pos + len != r.n) return "context stream has trailing bytes";
+  words->resize(len / 4);
+  for (size_t i = 0; i < len / 4; ++i) {
+    const uint8_t* q = r.p + r.pos + 4 * i;
+    (*words)[i] = uint32_t(q[0]) | uint32_t(q[1]) << 8 | uint32_t(q[2]) << 16 | uint32_t(q[3]) << 24;
+  }
+  return "";
+}
+
+// jobs: (block bytes (a context block, after the mode byte), out int64 (n)); returns one error
+// string per job ("" = ok). A context whose table is empty must never occur.
+std::vector<std::string> decode_ctx_many(py::list jobs_in) {
+  struct Job {
+    py::buffer_info block;
+    std::vector<uint32_t> words;
+    int64_t m = 0;
+    int B = 1;
+    std::vector<CtxTable> ctx;
+    py::array out;
+    int64_t* dst = nullptr;
+    int64_t n = 0;
+    std::string err;
+  };
+  std::vector<Job> jobs(py::len(jobs_in));
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    auto t = py::reinterpret_borrow<py::tuple>(jobs_in[j]);
+    if (t.size() != 2) throw py::value_error("decode_ctx_many: a job is (block, out)");
+    Job& job = jobs[j];
+    job.block = py::buffer(t[0]).request();
+    if (job.block.ndim != 1 || job.block.itemsize != 1) throw py::value_error("decode_ctx_many: block must be bytes");
+    job.dst = out_ptr<int64_t>(t[1], &job.out, "decode_ctx_many");
+    job.n = job.out.size();
+    // tables are numpy arrays: build them with the GIL held
+    job.err = parse_ctx_block(static_cast<const uint8_t*>(job.block.ptr), (size_t)job.block.size, &job.m, &job.B,
+                              &job.ctx, &job.words);
+  }
+  {
+    py::gil_scoped_release nogil;
+    int64_t nj = (int64_t)jobs.size();
+#pragma omp parallel for schedule(dynamic, 1) if (nj > 1)
+    for (int64_t j = 0; j < nj; ++j) {
+      Job& job = jobs[j];
+      if (!job.err.empty()) continue;
+      for (auto& c : job.ctx) {
+        c.coded = c.values.size() >= 2;
+        if (c.coded && job.err.empty()) {
+          job.err = c.m.build(c.w.data(), c.w.size());
+          if (job.err.empty()) c.m.build_lookup(int64_t(1) << CTX_TABLE_BITS);  // exact buckets: 12-bit tables
+        }
+      }
+      Decoder dec;
+      if (job.err.empty()) job.err = dec.init(job.words.data(), (int64_t)job.words.size());
+      if (!job.err.empty()) continue;
+      int64_t prev = job.m;
+      for (int64_t i = 0; i < job.n; ++i) {
+        const CtxTable& c = job.ctx[ctx_of(prev, job.m, job.B)];
+        if (c.values.size() == 0) {
+          job.err = "context stream reaches a context it has no table for (corrupt)";
+          break;
+        }
+        prev = c.values.data()[!c.coded ? 0 : c.m.exact ? dec.get<true>(c.m) : dec.get<false>(c.m)];
+        job.dst[i] = prev;
+      }
+      if (job.err.empty() && !dec.finished()) job.err = "rANS stream has trailing data (corrupt)";
+    }
+  }
+  std::vector<std::string> errs;
+  for (auto& job : jobs) errs.push_back(job.err);
+  return errs;
+}
+
 // Decoder side of dq_quantize_many, many sequences at once (quant.dq_unpack is the numpy reference):
 // r_j = 2 k_j - h_j sgn(k_j), h_j = parity of k_{j-1} + k_{j-3} + ...; in place on int64 arrays.
 void dq_unpack_many(py::list seqs) {
@@ -1112,6 +1332,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_hist_many", &decode_hist_many, "decode histogram streams in parallel: rank -> value (+ prefix sum)");
   m.def("analyze_many", &analyze_many, "ranges and histograms of int64 arrays and their first differences");
   m.def("encode_hist_many", &encode_hist_many, "histogram streams from int64 values (rank table + weights)");
+  m.def("encode_ctx_many", &encode_ctx_many, "context streams (table by the previous value) from int64 values");
+  m.def("decode_ctx_many", &decode_ctx_many, "decode context streams in parallel into int64 outputs");
   m.def("max_threads", &max_threads);
   m.def("quantize", &quantize, py::arg("x"), py::arg("step"), py::arg("columns") = false);
   m.def("transpose_i64", &transpose_i64);

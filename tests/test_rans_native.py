@@ -195,7 +195,18 @@ SYMBOL_ARRAYS = [
 ]
 
 
-@pytest.mark.parametrize("kw", [{}, {"allow_delta": False}, {"allow_zstd": True}])
+def regimes(seed: int, n: int) -> np.ndarray:
+    """Runs of values around changing levels: the previous value predicts the next (context streams)."""
+    rng = np.random.default_rng(seed)
+    x = np.repeat(rng.integers(-20, 20, n // 4 + 1), 4)[:n] + rng.integers(-1, 2, n)
+    x[rng.random(n) < 0.4] = 0
+    return x
+
+
+SYMBOL_ARRAYS += [regimes(5, 40000), regimes(6, 70), np.round(np.random.default_rng(7).laplace(0, 2, 500)).astype(np.int64)]
+
+
+@pytest.mark.parametrize("kw", [{}, {"allow_delta": False}, {"allow_zstd": True}, {"allow_ctx": True}])
 def test_symbols_many_same_bytes_both_backends(mod, backend, kw):
     backend("constriction")
     ref = [E.encode_symbols(x, **kw) for x in SYMBOL_ARRAYS]
@@ -227,12 +238,39 @@ def test_decode_symbols_many_dequantizes_exactly(mod, backend, name):
         E.decode_symbols_many(streams, n, scales=steps, out=np.empty((n, 2), np.float32))
 
 
+def test_context_streams(mod, backend):
+    """Context streams (one table per context of the previous value) are picked only where they are
+    smaller, decode on both back ends (also dequantized and in batches with other kinds), match
+    the integer context rule, and small tables take the 12-bit kind."""
+    x, iid = regimes(9, 30000), np.random.default_rng(9).integers(-40, 41, 3000)
+    backend("native")
+    cx, ci = E.encode_symbols(x, allow_ctx=True), E.encode_symbols(iid, allow_ctx=True)
+    assert cx[0] == E.M_CTX_ANS and len(cx) < 0.95 * len(E.encode_symbols(x))
+    assert ci[0] == E.M_ANS and ci[1] == 2 and len(ci) < len(E.encode_symbols(iid))  # 12-bit table
+    assert E.decode_symbols(ci, len(iid)).tolist() == iid.tolist()
+    for name in ("native", "constriction"):
+        backend(name)
+        got = E.decode_symbols_many([cx, E.encode_symbols(iid), cx], [len(x), len(iid), len(x)])
+        assert np.array_equal(got[0], x) and np.array_equal(got[1], iid) and np.array_equal(got[2], x)
+        out = E.decode_symbols_many([cx, cx], len(x), scales=[0.5, 0.01])
+        assert np.array_equal(out[:, 1].view(np.uint32), Q.dequantize(x, 0.01).view(np.uint32))
+    prev = np.array([-100, -9, -8, -7, -2, -1, 0, 1, 2, 3, 4, 7, 8, 100]) + 5
+    assert E.ctx_index(prev, 5, 3).tolist() == [0, 0, 0, 0, 1, 2, 3, 4, 5, 5, 6, 6, 6, 6]
+    with pytest.raises(FormatError):  # truncated, or a stream reaching a context without a table
+        E.decode_symbols(cx[:-5], len(x))
+
+
 def test_symbol_stream_fuzz(mod, backend):
     """Byte flips / truncations of whole symbol streams: FormatError or a decode, never a crash."""
     backend("native")
     rng = np.random.default_rng(4)
     x = np.round(rng.laplace(0, 5, 3000)).astype(np.int64)
-    data = bytearray(E.encode_symbols(x))
+    for data in (bytearray(E.encode_symbols(x)), bytearray(E.encode_symbols(regimes(3, 3000), allow_ctx=True))):
+        assert data[0] in (E.M_ANS, E.M_CTX_ANS)
+        _fuzz_one(rng, data, len(x))
+
+
+def _fuzz_one(rng, data: bytearray, n: int) -> None:
     for i in range(300):
         d = bytearray(data)
         if i % 3 == 0:
@@ -240,8 +278,8 @@ def test_symbol_stream_fuzz(mod, backend):
         else:
             d[int(rng.integers(0, len(d)))] ^= 1 << int(rng.integers(0, 8))
         try:
-            y = E.decode_symbols_many([bytes(d)], len(x))[0]
-            assert y.shape == x.shape
+            y = E.decode_symbols_many([bytes(d)], n)[0]
+            assert y.shape == (n,)
         except FormatError:
             pass
 

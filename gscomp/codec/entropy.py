@@ -49,7 +49,9 @@ MAX_COUNT = 1 << 28  # sanity cap on element counts read from a file
 MAX_ABS = 1 << 40  # largest |symbol| accepted by encode_symbols
 
 # stream modes (first byte of an encode_symbols stream)
-M_EMPTY, M_CONST, M_ANS, M_DELTA_ANS, M_ZSTD, M_DELTA_ZSTD, M_VARINT = range(7)
+M_EMPTY, M_CONST, M_ANS, M_DELTA_ANS, M_ZSTD, M_DELTA_ZSTD, M_VARINT, M_CTX_ANS = range(8)
+CTX_MAX_B = 6  # context streams: at most 2 * 6 + 1 tables (see ctx_index)
+CTX_TABLE_BITS = 12  # context tables and M_ANS kind 2: coarser weights (mostly 1-byte varints)
 
 try:  # constriction is a hard dependency, but keep import errors readable
     import constriction
@@ -458,21 +460,23 @@ class _HistJob:
         self.x, self.delta, self.lo, self.rank, self.w24 = x, delta, lo, rank, w24
 
 
-def _hist_encode(v: np.ndarray | None, lo: int, hi: int, counts: np.ndarray | None = None, source=None) -> _Pending:
+def _hist_encode(v: np.ndarray | None, lo: int, hi: int, counts: np.ndarray | None = None, source=None,
+                 bits: int = TABLE_BITS) -> _Pending:
     """Histogram model + rANS (mode payload of M_ANS): zigzag(min), A, A weights, words.
     ``v`` spans [lo, hi]; with ``counts`` (its histogram) and ``source`` = (x, delta) the symbols
-    are formed by the native coder from x, without building v or the rank array here."""
+    are formed by the native coder from x, without building v or the rank array here. ``bits``:
+    the table precision (16, or 12 for the small-table kind)."""
     a = hi - lo + 1
     if counts is None:
         counts = np.bincount(v - lo, minlength=a)
-    w16 = quantize_pmf(counts)
+    w16 = quantize_pmf(counts, bits)
     nzsym = np.flatnonzero(w16)
     head = varint(zigzag_int(lo)) + varint(a) + varints(w16)
     if nzsym.size < 2:  # one symbol: no rANS words at all
         return _Pending([], lambda words: head + blob(words))
     rank = np.full(a, -1, np.int32)
     rank[nzsym] = np.arange(nzsym.size, dtype=np.int32)
-    w24 = to24(w16[nzsym])
+    w24 = w16[nzsym].astype(np.int64) << (PRECISION - bits)
     if source is not None:
         groups = _HistJob(source[0], source[1], lo, rank, w24)
     else:
@@ -480,18 +484,22 @@ def _hist_encode(v: np.ndarray | None, lo: int, hi: int, counts: np.ndarray | No
     return _Pending(groups, lambda words: head + blob(words))
 
 
-def _hist_parse(r: Reader) -> tuple[np.ndarray, np.ndarray, memoryview]:
-    """Read a histogram stream's model: (rank -> value table, 24-bit weights, rANS words)."""
+def _hist_parse(r: Reader, bits: int = TABLE_BITS) -> tuple[np.ndarray, np.ndarray, memoryview]:
+    """Read a histogram stream's model: (rank -> value table, 24-bit weights, rANS words); its
+    weights sum to 2^bits."""
     lo = r.svarint()
     a = r.varint(MAX_ALPHABET)
     if a < 1:
         raise FormatError(f"{r.what}: empty alphabet")
     w16 = read_varints(r, a)
-    if int(w16.sum()) != 1 << TABLE_BITS or (w16 > 1 << TABLE_BITS).any():
-        raise FormatError(f"{r.what}: histogram does not sum to 2^{TABLE_BITS}")
+    if int(w16.sum()) != 1 << bits or (w16 > 1 << bits).any():
+        raise FormatError(f"{r.what}: histogram does not sum to 2^{bits}")
     nzsym = np.flatnonzero(w16)
     values = nzsym.astype(np.int64) + lo  # rank -> value table (small); decoding is one gather
-    return values, to24(w16[nzsym].astype(np.int64)), r.blob()
+    return values, w16[nzsym].astype(np.int64) << (PRECISION - bits), r.blob()
+
+
+HIST_KIND_BITS = {0: TABLE_BITS, 2: CTX_TABLE_BITS}  # M_ANS sub-kinds that are one histogram table
 
 
 def _hist_run(jobs: list, n: int | list[int], targets: list | None = None) -> list[np.ndarray]:
@@ -538,8 +546,8 @@ def _hist_run(jobs: list, n: int | list[int], targets: list | None = None) -> li
     return out
 
 
-def _hist_decode(r: Reader, n: int) -> np.ndarray:
-    values, w24, words = _hist_parse(r)
+def _hist_decode(r: Reader, n: int, bits: int = TABLE_BITS) -> np.ndarray:
+    values, w24, words = _hist_parse(r, bits)
     return _hist_run([(values, w24, words, False)], n)[0]
 
 
@@ -559,11 +567,215 @@ def _entropy_bits(x: np.ndarray | None, lo: int | None = None, hi: int | None = 
     return float(-(c * np.log2(p)).sum()) + 24 * c.size  # + rough table cost
 
 
-def encode_symbols(x, *, allow_delta: bool = True, allow_zstd: bool = False, zstd_level: int = 19) -> bytes:
+def encode_symbols(x, *, allow_delta: bool = True, allow_zstd: bool = False, zstd_level: int = 19,
+                   allow_ctx: bool = False) -> bytes:
     """Code an integer array (|x| < 2**40) with the best of: constant, histogram-rANS on x or on
-    its first differences, split high/low bits for wide ranges, or zstd (when allowed; it releases
-    the GIL and decodes faster, useful for bulk SH data). Returns a self-describing stream."""
-    return encode_symbols_many([x], allow_delta=allow_delta, allow_zstd=allow_zstd, zstd_level=zstd_level)[0]
+    its first differences, split high/low bits for wide ranges, zstd (when allowed; it releases
+    the GIL and decodes faster, useful for bulk SH data) or, with ``allow_ctx``, histogram-rANS
+    with one table per context of the previous value (`ctx_index`; for spatially ordered data
+    whose neighbours correlate). Returns a self-describing stream."""
+    return encode_symbols_many([x], allow_delta=allow_delta, allow_zstd=allow_zstd, zstd_level=zstd_level,
+                               allow_ctx=allow_ctx)[0]
+
+
+def ctx_index(prev: np.ndarray, m: int, b: int) -> np.ndarray:
+    """Context of each value from the previous value ``prev`` of its stream (the centre ``m`` before
+    the first one): b + sgn(prev - m) * min(bitlen(|prev - m|), b), in 0..2b. Integer-only (the
+    native coder computes the same), so every decoder agrees."""
+    d = np.asarray(prev, np.int64) - np.int64(m)
+    u = np.abs(d)
+    bl = np.zeros(d.shape, np.int64)
+    for j in range(b):  # min(bitlen(u), b) = #{j < b : u >= 2^j}
+        bl += (u >> j) != 0
+    return np.where(d < 0, b - bl, b + bl)
+
+
+class _CtxJob:
+    """Native context stream: x, centre m, radius b, per context (lo, rank int32, weights24)."""
+
+    __slots__ = ("b", "m", "tables", "x")
+
+    def __init__(self, x, m, b, tables):
+        self.x, self.m, self.b, self.tables = x, m, b, tables
+
+
+def _table_cost(c: np.ndarray, bits: int) -> tuple[float, np.ndarray]:
+    """Coded size in bits of a histogram table (counts c over its value range) and of the values
+    it codes: varint weights + cross-entropy under the quantized weights; and those weights."""
+    w = quantize_pmf(c, bits)
+    nz = c > 0
+    return 8 * len(varints(w)) + 24 + float(-(c[nz] * np.log2(w[nz] / float(1 << bits))).sum()), w
+
+
+def _table_bits(counts: np.ndarray) -> int:
+    """Table precision of a histogram stream: 12 bits (kind 2: weights mostly 1-byte varints) when
+    that makes it smaller, else 16."""
+    if np.count_nonzero(counts) > (1 << CTX_TABLE_BITS):
+        return TABLE_BITS
+    return CTX_TABLE_BITS if _table_cost(counts, CTX_TABLE_BITS)[0] < _table_cost(counts, TABLE_BITS)[0] else TABLE_BITS
+
+
+def _ctx_plan(x: np.ndarray, lo: int, hi: int, base_counts: np.ndarray) -> _Pending | None:
+    """The context stream of x (mode M_CTX_ANS) when it is smaller than the plain histogram stream
+    whose counts are ``base_counts``: centre m = the median, radius b = the best of 1..5, sizes
+    counted exactly (tables included); else None."""
+    n, a = x.size, hi - lo + 1
+    m = int(np.partition(x, n // 2)[n // 2])
+    d = np.empty(n, np.int64)
+    d[0] = 0
+    np.subtract(x[:-1], m, out=d[1:])
+    u, xi = np.abs(d), x - lo
+    bl = np.zeros(n, np.int64)
+    bc = base_counts[base_counts.nonzero()[0][0]:base_counts.nonzero()[0][-1] + 1]
+    if np.count_nonzero(bc) > (1 << CTX_TABLE_BITS):
+        return None
+    best = (_table_cost(bc, TABLE_BITS)[0], 0, None)
+    for b in range(1, CTX_MAX_B):
+        bl += (u >> (b - 1)) != 0
+        ctx = np.where(d < 0, b - bl, b + bl)
+        counts = np.bincount(ctx * a + xi, minlength=(2 * b + 1) * a).reshape(2 * b + 1, a)
+        bits, tabs = 0.0, []
+        for c in counts:
+            nz = np.flatnonzero(c)
+            if not nz.size:
+                bits += 8
+                tabs.append(None)
+                continue
+            cost, w = _table_cost(c[nz[0]:nz[-1] + 1], CTX_TABLE_BITS)
+            bits += cost
+            tabs.append((lo + int(nz[0]), w))
+        if bits < best[0]:
+            best = (bits, b, tabs)
+    _, b, tabs = best
+    if not b:
+        return None
+    head, tables = bytes([M_CTX_ANS]) + varint(zigzag_int(m)) + bytes([b]), []
+    for t in tabs:
+        if t is None:
+            head += varint(0)
+            tables.append((0, np.full(1, -1, np.int32), np.zeros(0, np.uint32)))
+            continue
+        tlo, w = t
+        head += varint(len(w)) + varint(zigzag_int(tlo)) + varints(w)
+        present = np.flatnonzero(w)
+        rank = np.full(len(w), -1, np.int32)
+        rank[present] = np.arange(present.size, dtype=np.int32)
+        tables.append((tlo, rank, (w[present].astype(np.int64) << (PRECISION - CTX_TABLE_BITS)).astype(np.uint32)))
+    return _Pending(_CtxJob(x, m, b, tables), lambda words: head + blob(words))
+
+
+def _ctx_encode_py(job: _CtxJob) -> bytes:
+    """Pure-Python twin of the native `encode_ctx_many` (same words; used without the extension)."""
+    x = job.x
+    prev = np.concatenate([[job.m], x[:-1]]).astype(np.int64)
+    ctx = ctx_index(prev, job.m, job.b)
+    models = []
+    for lo, rank, w in job.tables:
+        w = [int(v) for v in w]
+        models.append((lo, rank, w, [sum(w[:i]) for i in range(len(w))]))
+    state, words = 0, []
+    for i in range(x.size - 1, -1, -1):
+        lo, rank, w, cdf = models[int(ctx[i])]
+        k = int(x[i]) - lo
+        s = int(rank[k]) if 0 <= k < len(rank) else -1
+        if s < 0 or s >= max(len(w), 1):
+            raise GscompError("rANS encode: value outside its context table")
+        if len(w) < 2:
+            continue
+        f = w[s]
+        if (state >> (64 - PRECISION)) >= f:
+            words.append(state & 0xFFFFFFFF)
+            state >>= 32
+        state = ((state // f) << PRECISION) | (cdf[s] + state % f)
+    if state:
+        words.append(state & 0xFFFFFFFF)
+        if state >> 32:
+            words.append(state >> 32)
+    return _words(np.asarray(words, np.uint32))
+
+
+def _ctx_parse(r: Reader) -> tuple[int, int, list, memoryview]:
+    """Read a context stream after its mode byte: (m, b, [(values, weights24)] per context, words)."""
+    m = r.svarint()
+    b = r.u8()
+    if not 1 <= b <= CTX_MAX_B or abs(m) >= MAX_ABS:
+        raise FormatError(f"{r.what}: bad context stream header")
+    tables = []
+    for _ in range(2 * b + 1):
+        a = r.varint(MAX_ALPHABET)
+        if a == 0:
+            tables.append((np.zeros(0, np.int64), np.zeros(0, np.uint32)))
+            continue
+        lo = r.svarint()
+        w16 = read_varints(r, a)
+        if abs(lo) >= MAX_ABS or int(w16.sum()) != 1 << CTX_TABLE_BITS or (w16 > 1 << CTX_TABLE_BITS).any():
+            raise FormatError(f"{r.what}: bad context table")
+        nz = np.flatnonzero(w16)
+        tables.append((nz.astype(np.int64) + lo, (w16[nz].astype(np.int64) << (PRECISION - CTX_TABLE_BITS)).astype(np.uint32)))
+    return m, b, tables, r.blob()
+
+
+def _ctx_decode_py(words, m: int, b: int, tables: list, n: int) -> np.ndarray:
+    """Pure-Python twin of the native `decode_ctx_many`."""
+    import bisect
+
+    arr = _word_array(words)
+    models = []
+    for values, w in tables:
+        w = [int(v) for v in w]
+        models.append(([int(v) for v in values], w, [sum(w[:i]) for i in range(len(w))]))
+    out = np.empty(n, np.int64)
+    pos = arr.size
+    state = 0
+    if pos:
+        pos -= 1
+        state = int(arr[pos])
+        if pos:
+            pos -= 1
+            state = (state << 32) | int(arr[pos])
+    prev = m
+    for i in range(n):
+        dd = prev - m  # ctx_index, in Python ints
+        bl = min(abs(dd).bit_length(), b)
+        values, w, cdf = models[b - bl if dd < 0 else b + bl]
+        if not values:
+            raise FormatError("context stream reaches a context it has no table for (corrupt)")
+        s = 0
+        if len(values) >= 2:
+            q = state & ((1 << PRECISION) - 1)
+            s = bisect.bisect_right(cdf, q) - 1
+            state = (state >> PRECISION) * w[s] + q - cdf[s]
+            if state < (1 << 32) and pos:
+                pos -= 1
+                state = (state << 32) | int(arr[pos])
+        prev = values[s]
+        out[i] = prev
+    if state or pos:
+        raise FormatError("rANS stream has trailing data (corrupt)")
+    return out
+
+
+def _ctx_run(blocks: list, counts: list[int], what: str = "symbol stream") -> list[np.ndarray]:
+    """Decode context blocks (stream bytes after the mode byte) of counts[i] values: the native
+    coder parses and decodes them in parallel; else `_ctx_parse` + the Python decoder."""
+    mod = _rans()
+    if mod is None:
+        out = []
+        for blk, n in zip(blocks, counts):
+            r = Reader(blk, what)
+            m, b, tables, words = _ctx_parse(r)
+            r.done()
+            out.append(_ctx_decode_py(words, m, b, tables, n))
+        return out
+    outs = [np.empty(n, np.int64) for n in counts]
+    try:
+        errs = mod.decode_ctx_many([(np.frombuffer(blk, np.uint8), o) for blk, o in zip(blocks, outs)])
+    except ValueError as e:
+        raise FormatError(f"bad rANS stream: {e}") from None
+    for err in errs:
+        if err:
+            raise FormatError(f"{what}: {_native_err(err)}")
+    return outs
 
 
 def _int64(x) -> np.ndarray:
@@ -584,7 +796,8 @@ def _columns(arrays) -> list[np.ndarray]:
     return [_int64(x) for x in arrays]
 
 
-def _plan_symbols(x: np.ndarray, allow_delta: bool, allow_zstd: bool, zstd_level: int, stats=None) -> bytes | _Pending:
+def _plan_symbols(x: np.ndarray, allow_delta: bool, allow_zstd: bool, zstd_level: int, stats=None,
+                  allow_ctx: bool = False) -> bytes | _Pending:
     """`encode_symbols` up to (not including) the rANS coding: bytes, or a `_Pending` stream.
     ``stats`` = the native `analyze_many` result for x (ranges and histograms of x and of its
     differences); without it numpy computes the same numbers, so both paths give the same bytes."""
@@ -620,9 +833,18 @@ def _plan_symbols(x: np.ndarray, allow_delta: bool, allow_zstd: bool, zstd_level
         inner = _split_encode(v)
         prefix = bytes([mode])
     else:
-        native = vc is not None and stats is not None
-        inner = _hist_encode(v, vlo, vhi, vc, (x, delta) if native else None)
-        prefix = bytes([mode, 0])
+        ctx = None
+        if allow_ctx and n >= 64 and hi - lo + 1 <= MAX_ALPHABET:
+            ctx = _ctx_plan(x, lo, hi, vc if vc is not None else np.bincount(v - vlo))
+        if ctx is not None:
+            inner, prefix = ctx, b""
+        else:
+            native = vc is not None and stats is not None
+            if vc is None:
+                vc = np.bincount(v - vlo, minlength=vhi - vlo + 1)
+            bits = _table_bits(vc) if allow_ctx else TABLE_BITS
+            inner = _hist_encode(v, vlo, vhi, vc, (x, delta) if native else None, bits)
+            prefix = bytes([mode, 0 if bits == TABLE_BITS else 2])
     alt = bytes([M_VARINT]) + varints(zigzag(x)) if n <= 4096 else None  # short: a table may cost more
 
     def build(words: bytes) -> bytes:
@@ -636,7 +858,8 @@ def _finish_plans(plans: list) -> list[bytes]:
     """Code the rANS streams of all pending plans in one (parallel) batch and assemble them."""
     out = list(plans)
     hist = [i for i, p in enumerate(plans) if isinstance(p, _Pending) and isinstance(p.groups, _HistJob)]
-    lists = [i for i, p in enumerate(plans) if isinstance(p, _Pending) and not isinstance(p.groups, _HistJob)]
+    ctx = [i for i, p in enumerate(plans) if isinstance(p, _Pending) and isinstance(p.groups, _CtxJob)]
+    lists = [i for i, p in enumerate(plans) if isinstance(p, _Pending) and not isinstance(p.groups, (_HistJob, _CtxJob))]
     words = ans_encode_many([plans[i].groups for i in lists])
     if hist:
         jobs = [(j.x, j.delta, j.lo, j.rank, j.w24.astype(np.uint32)) for j in (plans[i].groups for i in hist)]
@@ -644,7 +867,15 @@ def _finish_plans(plans: list) -> list[bytes]:
             words += [_words(w) for w in _rans().encode_hist_many(jobs)]
         except ValueError as e:
             raise GscompError(f"rANS encode: {e}") from None
-    for i, w in zip(lists + hist, words):
+    if ctx:
+        jobs = [plans[i].groups for i in ctx]
+        mod = _rans()
+        try:
+            words += ([_words(w) for w in mod.encode_ctx_many([(j.x, j.m, j.b, j.tables) for j in jobs])]
+                      if mod is not None else [_ctx_encode_py(j) for j in jobs])
+        except ValueError as e:
+            raise GscompError(f"rANS encode: {e}") from None
+    for i, w in zip(lists + hist + ctx, words):
         out[i] = plans[i].build(w)
     return out
 
@@ -693,12 +924,14 @@ def _decode_one(data: bytes | memoryview, n: int, what: str) -> np.ndarray:
         return np.full(n, v, np.int64)
     if mode == M_VARINT:
         out = unzigzag(read_varints(r, n))
+    elif mode == M_CTX_ANS:
+        return _ctx_run([r.take(r.remaining())], [n], what)[0]
     elif mode in (M_ZSTD, M_DELTA_ZSTD):
         out = _zstd_decode(r, n)
     elif mode in (M_ANS, M_DELTA_ANS):
         kind = r.u8()
-        if kind == 0:
-            out = _hist_decode(r, n)
+        if kind in HIST_KIND_BITS:
+            out = _hist_decode(r, n, HIST_KIND_BITS[kind])
         elif kind == 1:
             lo = r.svarint()
             k = r.u8()
@@ -748,7 +981,8 @@ def _pool_map(fn, items: list, work: int) -> list:
         return list(ex.map(fn, items))
 
 
-def encode_symbols_many(arrays: list, *, allow_delta: bool = True, allow_zstd: bool = False, zstd_level: int = 19) -> list[bytes]:
+def encode_symbols_many(arrays: list, *, allow_delta: bool = True, allow_zstd: bool = False, zstd_level: int = 19,
+                        allow_ctx: bool = False) -> list[bytes]:
     """`encode_symbols` over independent arrays (e.g. the columns of an attribute), same bytes.
     With the native coder the per-array passes (ranges, histograms of values and differences,
     symbol mapping, rANS) run in C++ over all arrays at once on all cores; only table-sized work
@@ -758,10 +992,11 @@ def encode_symbols_many(arrays: list, *, allow_delta: bool = True, allow_zstd: b
     mod = _rans()
     if mod is not None and not allow_zstd:
         stats = mod.analyze_many(xs, bool(allow_delta), 1 << 20)
-        plans = [_plan_symbols(x, allow_delta, False, zstd_level, st) for x, st in zip(xs, stats)]
+        plans = _pool_map(lambda a: _plan_symbols(a[0], allow_delta, False, zstd_level, a[1], allow_ctx),
+                          list(zip(xs, stats)), sum(x.size for x in xs) if allow_ctx else 0)
     else:
         work = sum(x.size for x in xs)
-        plans = _pool_map(lambda x: _plan_symbols(x, allow_delta, allow_zstd, zstd_level), xs, work)
+        plans = _pool_map(lambda x: _plan_symbols(x, allow_delta, allow_zstd, zstd_level, None, allow_ctx), xs, work)
     return _finish_plans(plans)
 
 
@@ -785,13 +1020,17 @@ def decode_symbols_many(streams: list, n, what: str = "symbol stream", *, scales
         if out.dtype != np.float32 or out.shape != (n, len(streams)):
             raise GscompError("decode_symbols_many: out must be float32 of shape (n, number of streams)")
     res: list = [None] * len(streams)
-    hist, where, rest, targets = [], [], [], []
+    hist, where, rest, targets, ctx, cwhere = [], [], [], [], [], []
     for i, (data, n) in enumerate(zip(streams, counts)):
         r = Reader(data, what)
-        if n and r.remaining() >= 2 and r.buf[0] in (M_ANS, M_DELTA_ANS) and r.buf[1] == 0:
+        if n and r.remaining() >= 1 and r.buf[0] == M_CTX_ANS:
+            ctx.append(r.buf[1:])
+            cwhere.append(i)
+        elif n and r.remaining() >= 2 and r.buf[0] in (M_ANS, M_DELTA_ANS) and r.buf[1] in HIST_KIND_BITS:
             delta = r.buf[0] == M_DELTA_ANS
+            bits = HIST_KIND_BITS[r.buf[1]]
             r.take(2)
-            values, w24, words = _hist_parse(r)
+            values, w24, words = _hist_parse(r, bits)
             r.done()
             hist.append((values, w24, words, delta))
             where.append(i)
@@ -809,6 +1048,10 @@ def decode_symbols_many(streams: list, n, what: str = "symbol stream", *, scales
         res[i] = v
     for i, v in zip(where, _hist_run(hist, [counts[i] for i in where], targets)):
         res[i] = v
+    for i, v in zip(cwhere, _ctx_run(ctx, [counts[i] for i in cwhere], what) if ctx else []):
+        res[i] = v
+        if scales is not None:
+            out[:, i] = v.astype(np.float64) * scales[i]
     return out if scales is not None else res
 
 

@@ -151,7 +151,7 @@ class Importance(Stage):
         steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"]}
         cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"], p["probes"],
                                   cams=self._cams) if ctx.n else np.zeros(0, np.int64))
-        return [Section("classes", "symbols/v1", E.encode_symbols(cls))]
+        return [Section("classes", "symbols/v1", E.encode_symbols(cls, allow_ctx=True))]
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
         cls = E.decode_symbols(need_section(sections, "classes", "symbols/v1").payload, ctx.n, "importance classes")

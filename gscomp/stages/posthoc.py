@@ -123,7 +123,7 @@ class Positions(Stage):
         coarse = Q.morton_encode(q >> cmax).astype(np.int64)  # sorted, as Morton(q >> k) = Morton(q) >> 3k
         width = np.repeat(cmax - c, 3)
         ref = ((q >> c[:, None]) & ((np.int64(1) << (cmax - c))[:, None] - 1)).reshape(-1)
-        payload = (bytes([self.bits, cmax]) + head + _morton_delta_encode(coarse, blob_raw=True)
+        payload = (bytes([self.bits, cmax]) + head + _morton_delta_encode(coarse, blob_raw=True, ctx=True)
                    + E.pack_bits(ref.astype(np.uint64), width))
         return Section("means", "morton-delta-classed/v1", payload)
 
@@ -165,9 +165,10 @@ def _bounds(r: E.Reader) -> tuple[np.ndarray, np.ndarray]:
     return bounds[:3], bounds[3:]
 
 
-def _morton_delta_encode(codes: np.ndarray, blob_raw: bool = False) -> bytes:
+def _morton_delta_encode(codes: np.ndarray, blob_raw: bool = False, ctx: bool = False) -> bytes:
     """Sorted Morton codes as deltas: bit-length class (histogram rANS) + the bits below the
-    leading one (raw). ``blob_raw`` length-prefixes the raw part (when more data follows)."""
+    leading one (raw). ``blob_raw`` length-prefixes the raw part (when more data follows);
+    ``ctx`` lets the classes take a context stream (the adaptive layout; slower to encode)."""
     d = np.diff(codes, prepend=np.int64(0))
     if d.size and d.min() < 0:
         raise GscompError("the positions stage needs Morton order: no stage after it may reorder Gaussians")
@@ -179,7 +180,7 @@ def _morton_delta_encode(codes: np.ndarray, blob_raw: bool = False) -> bytes:
     cls[nz] -= (d[nz] < (np.int64(1) << (cls[nz] - 1))).astype(np.int64)
     width = np.maximum(cls - 1, 0)
     raw = E.pack_bits((d - np.where(nz, np.int64(1) << np.maximum(cls - 1, 0), 0)).astype(np.uint64), width)
-    return E.blob(E.encode_symbols(cls, allow_delta=False)) + (E.blob(raw) if blob_raw else raw)
+    return E.blob(E.encode_symbols(cls, allow_delta=False, allow_ctx=ctx)) + (E.blob(raw) if blob_raw else raw)
 
 
 def _morton_delta_decode(r: E.Reader, n: int, bits: int, blob_raw: bool = False) -> np.ndarray:
@@ -476,7 +477,7 @@ class Attributes(Stage):
         levels = int(cls.max(initial=0)) + 1
         cols = [np.ascontiguousarray(code[cls == c, j]) for c in range(levels) for j in range(code.shape[1])]
         flag = bytes([int(gd)])
-        return flag + head + _pack_streams(E.encode_symbols_many(cols))
+        return flag + head + _pack_streams(E.encode_symbols_many(cols, allow_ctx=True))
 
     def _encode_sized_scales(self, x: np.ndarray, step: float, cls: np.ndarray, lv: int, thr: list[int],
                              s0dq: tuple | None = None) -> bytes:
@@ -504,7 +505,7 @@ class Attributes(Stage):
             prev = prev - g * sg
             codes.append(c)
         head = bytes([2, lv]) + b"".join(struct.pack("<i", t) for t in thr[:lv])
-        return head + _pack_streams(E.encode_symbols_many(self._sized_scale_cols(c0, codes, cls, e)))
+        return head + _pack_streams(E.encode_symbols_many(self._sized_scale_cols(c0, codes, cls, e), allow_ctx=True))
 
     @staticmethod
     def _sized_scale_cols(s0: np.ndarray, gaps: list[np.ndarray], cls: np.ndarray, e: np.ndarray) -> list[np.ndarray]:
