@@ -626,7 +626,8 @@ def _ctx_plan(x: np.ndarray, lo: int, hi: int, base_counts: np.ndarray) -> _Pend
     np.subtract(x[:-1], m, out=d[1:])
     u, xi = np.abs(d), x - lo
     bl = np.zeros(n, np.int64)
-    bc = base_counts[base_counts.nonzero()[0][0]:base_counts.nonzero()[0][-1] + 1]
+    nzb = np.flatnonzero(base_counts)
+    bc = base_counts[nzb[0]:nzb[-1] + 1]
     if np.count_nonzero(bc) > (1 << CTX_TABLE_BITS):
         return None
     best = (_table_cost(bc, TABLE_BITS)[0], 0, None)
