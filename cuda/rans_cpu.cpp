@@ -892,6 +892,143 @@ py::array_t<uint64_t> unpack_bits(py::bytes data, py::array_t<int64_t, py::array
   return out;
 }
 
+// MSB-first bit reader over exactly the bytes of a raw bit field (callers check the total first).
+struct BitReader {
+  const unsigned char* b;
+  size_t pos = 0;
+  uint64_t acc = 0;
+  int have = 0;
+  inline uint64_t get(int k) {  // k in [0, 56]
+    while (have < k) {
+      acc = (acc << 8) | b[pos++];
+      have += 8;
+    }
+    have -= k;
+    const uint64_t v = k ? (acc >> have) & ((uint64_t(1) << k) - 1) : 0;
+    acc &= have ? (uint64_t(1) << have) - 1 : 0;
+    return v;
+  }
+};
+
+// Sorted Morton codes from their delta classes and raw bits (see posthoc._morton_delta_decode):
+// delta = 0 for class 0, else 2^(c-1) + the c - 1 raw bits; codes = prefix sums. Errors (class
+// above max_class, wrong byte count, code >= 2^code_bits) raise ValueError.
+py::array_t<int64_t> morton_delta_codes(py::array_t<int64_t, py::array::c_style | py::array::forcecast> cls,
+                                        py::bytes raw, int max_class, int code_bits) {
+  if (max_class < 0 || max_class > 57 || code_bits < 1 || code_bits > 62) throw py::value_error("bad Morton code width");
+  std::string_view buf(raw);
+  const int64_t n = cls.size();
+  const int64_t* c = cls.data();
+  uint64_t total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (c[i] < 0 || c[i] > max_class) throw py::value_error("Morton delta class out of range");
+    total += c[i] > 1 ? (uint64_t)(c[i] - 1) : 0;
+  }
+  if (buf.size() != (total + 7) / 8) throw py::value_error("raw bit field has the wrong byte count");
+  py::array_t<int64_t> out((py::ssize_t)n);
+  int64_t* dst = out.mutable_data();
+  uint64_t acc = 0;
+  {
+    py::gil_scoped_release nogil;
+    BitReader r{reinterpret_cast<const unsigned char*>(buf.data())};
+    const uint64_t limit = uint64_t(1) << code_bits;
+    for (int64_t i = 0; i < n; ++i) {
+      const int k = (int)c[i];
+      if (k) acc += (uint64_t(1) << (k - 1)) | r.get(k - 1);
+      if (acc >= limit) break;  // reported below (sums of < 2^57 terms cannot wrap before this)
+      dst[i] = (int64_t)acc;
+    }
+  }
+  if (acc >= (uint64_t(1) << code_bits)) throw py::value_error("Morton code out of range");
+  return out;
+}
+
+// Adaptive positions (posthoc.Positions._decode_adaptive): Gaussian i of class c (< cmax) has the
+// coarse Morton code codes[i] on the grid of bits - cmax bits and cmax - c refinement bits per axis
+// (raw, MSB first, x y z); it is placed at the centre of its 2^c-wide cell of the full grid:
+// float32(origin + (cell * 2^c + (2^c - 1) / 2) * step), all in float64 as in the numpy reference.
+py::array_t<float> classed_means(py::array_t<int64_t, py::array::c_style | py::array::forcecast> codes,
+                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> cls, py::bytes ref,
+                                 int cmax, py::array_t<double, py::array::c_style | py::array::forcecast> origin,
+                                 py::array_t<double, py::array::c_style | py::array::forcecast> step) {
+  const int64_t n = codes.size();
+  if (cls.size() != n || origin.size() != 3 || step.size() != 3 || cmax < 0 || cmax > 20)
+    throw py::value_error("classed_means: bad arguments");
+  const int64_t* c = cls.data();
+  uint64_t total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (c[i] < 0 || c[i] > cmax) throw py::value_error("classed_means: class out of range");
+    total += 3 * (uint64_t)(cmax - c[i]);
+  }
+  std::string_view buf(ref);
+  if (buf.size() != (total + 7) / 8) throw py::value_error("raw bit field has the wrong byte count");
+  py::array_t<float> out({(py::ssize_t)n, (py::ssize_t)3});
+  float* dst = out.mutable_data();
+  const int64_t* code = codes.data();
+  const double o[3] = {origin.data()[0], origin.data()[1], origin.data()[2]};
+  const double st[3] = {step.data()[0], step.data()[1], step.data()[2]};
+  py::gil_scoped_release nogil;
+  BitReader r{reinterpret_cast<const unsigned char*>(buf.data())};
+  for (int64_t i = 0; i < n; ++i) {
+    const int ci = (int)c[i], k = cmax - ci;
+    const double cell = (double)(int64_t(1) << ci), half = (double)((int64_t(1) << ci) - 1) / 2;
+    for (int a = 0; a < 3; ++a) {
+      const int64_t q = (compact3((uint64_t)code[i] >> a) << k) | (int64_t)r.get(k);
+      dst[3 * i + a] = (float)(o[a] + ((double)q * cell + half) * st[a]);
+    }
+  }
+  return out;
+}
+
+// out[rows[c][i], j] = cols[c * w + j][i] for an (n, w) int64 out: puts per-class column streams
+// back in Gaussian order. Rows must be in range (checked) and cols as long as their rows.
+void scatter_rows(py::array_t<int64_t, py::array::c_style> out, py::list rows, py::list cols) {
+  if (out.ndim() != 2 || !out.writeable()) throw py::value_error("scatter_rows: out must be a writable (n, w) array");
+  const int64_t n = out.shape(0), w = out.shape(1), nc = (int64_t)py::len(rows);
+  if ((int64_t)py::len(cols) != nc * w) throw py::value_error("scatter_rows: need w columns per row list");
+  std::vector<i64arr> r, v;
+  for (int64_t c = 0; c < nc; ++c) {
+    r.push_back(rows[c].cast<i64arr>());
+    for (int64_t j = 0; j < w; ++j) {
+      v.push_back(cols[c * w + j].cast<i64arr>());
+      if (v.back().size() != r.back().size()) throw py::value_error("scatter_rows: a column differs from its rows");
+    }
+    const int64_t* rp = r.back().data();
+    for (int64_t i = 0; i < r.back().size(); ++i)
+      if (rp[i] < 0 || rp[i] >= n) throw py::value_error("scatter_rows: row out of range");
+  }
+  int64_t* dst = out.mutable_data();
+  py::gil_scoped_release nogil;
+  for (int64_t c = 0; c < nc; ++c) {
+    const int64_t* rp = r[c].data();
+    const int64_t len = r[c].size();
+    for (int64_t j = 0; j < w; ++j) {
+      const int64_t* vp = v[c * w + j].data();
+      for (int64_t i = 0; i < len; ++i) dst[rp[i] * w + j] = vp[i];
+    }
+  }
+}
+
+// float32(sym * ldexp(step, cls[row])) for an (n, w) int64 sym: classed dequantization (row i has
+// 2^cls[i] times the step; a power-of-two scaling is exact, so this equals the numpy reference).
+py::array_t<float> dequantize_classed(py::array_t<int64_t, py::array::c_style | py::array::forcecast> sym,
+                                      py::array_t<int64_t, py::array::c_style | py::array::forcecast> cls, double step) {
+  if (sym.ndim() != 2 || cls.size() != sym.shape(0)) throw py::value_error("dequantize_classed: need (n, w) and n classes");
+  const int64_t n = sym.shape(0), w = sym.shape(1);
+  const int64_t* c = cls.data();
+  for (int64_t i = 0; i < n; ++i)
+    if (c[i] < 0 || c[i] > 62) throw py::value_error("dequantize_classed: class out of range");
+  py::array_t<float> out({(py::ssize_t)n, (py::ssize_t)w});
+  float* dst = out.mutable_data();
+  const int64_t* s = sym.data();
+  py::gil_scoped_release nogil;
+  for (int64_t i = 0; i < n; ++i) {
+    const double st = std::ldexp(step, (int)c[i]);
+    for (int64_t j = 0; j < w; ++j) dst[i * w + j] = (float)((double)s[i * w + j] * st);
+  }
+  return out;
+}
+
 // wxyz quaternions -> smallest-three symbols (same float64 operations, in the same order, as
 // quant.quats_to_s3: row norm summed left to right, division, sign flip, clip, rint(v / step)).
 // Returns None when an input is not finite or a symbol reaches 2^40 (the caller then uses numpy).
@@ -1089,10 +1226,9 @@ inline int ctx_of(int64_t p, int64_t m, int B) {
   return d < 0 ? B - b : B + b;
 }
 
-struct CtxTable {
-  int64_t lo = 0;      // encoder: value of rank-table entry 0
-  i32arr rank;         // encoder: value - lo -> symbol (-1: absent)
-  i64arr values;       // decoder: symbol -> value (empty: the context never occurs)
+struct CtxTable {  // encoder side of one context
+  int64_t lo = 0;      // value of rank-table entry 0
+  i32arr rank;         // value - lo -> symbol (-1: absent)
   u32arr w;            // 24-bit weights of the present symbols (< 2 entries: no rANS symbol)
   Model m;
   bool coded = false;
@@ -1191,37 +1327,44 @@ struct ByteReader {
 constexpr int CTX_TABLE_BITS = 12;
 constexpr int64_t MAX_ABS_VALUE = int64_t(1) << 40;
 
-// Parses a context block into m, B, tables (values + 24-bit weights) and the word range; "" or
-// the reason it is malformed. Every size is checked against the bytes present.
-static std::string parse_ctx_block(const uint8_t* data, size_t size, int64_t* m, int* B, std::vector<CtxTable>* ctx,
-                                   std::vector<uint32_t>* words) {
+// Decoder-side table of one context: per symbol its (cdf, freq), value and the context of the next
+// value (ctx_of(value)), so the decode loop never recomputes contexts. A context with one value
+// codes as a single symbol of weight 2^24 (the rANS state passes through unchanged, exactly as
+// the encoder skips it); next = NO_CTX marks a value whose context has no table (corrupt input).
+constexpr int32_t NO_CTX = -1;
+struct CtxEntry {
+  uint32_t cdf, freq;
+  int64_t value;
+  int32_t next;
+};
+struct CtxDecTable {
+  std::vector<CtxEntry> ent;
+  std::vector<uint16_t> bucket;  // top CTX_TABLE_BITS bits of the quantile -> symbol (exact tables)
+};
+
+// Parses a context block (every size checked against the bytes present) into decoder tables and words.
+static std::string parse_ctx_dec(const uint8_t* data, size_t size, int64_t* m, int* B, std::vector<CtxDecTable>* ctx,
+                                 std::vector<uint32_t>* words) {
   ByteReader r{data, size};
   if (!r.svarint(m) || *m <= -MAX_ABS_VALUE || *m >= MAX_ABS_VALUE || r.pos >= r.n) return "bad context stream header";
   *B = r.p[r.pos++];
   if (*B < 1 || *B > MAX_CTX_B) return "bad context stream header";
-  ctx->assign(2 * *B + 1, CtxTable());
-  std::vector<int64_t> vals;
-  std::vector<uint32_t> w;
+  ctx->assign(2 * *B + 1, CtxDecTable());
   for (auto& c : *ctx) {
     uint64_t a;
     if (!r.varint(&a) || a > (uint64_t)MAX_ALPHABET / 4) return "bad context table";
     if (a == 0) continue;
     int64_t lo;
     if (!r.svarint(&lo) || lo <= -MAX_ABS_VALUE || lo >= MAX_ABS_VALUE) return "bad context table";
-    vals.clear();
-    w.clear();
     uint64_t sum = 0;
     for (uint64_t i = 0; i < a; ++i) {
       uint64_t wi;
       if (!r.varint(&wi) || wi > (uint64_t(1) << CTX_TABLE_BITS)) return "bad context table";
+      if (wi) c.ent.push_back({(uint32_t)(sum << (PRECISION - CTX_TABLE_BITS)),
+                               (uint32_t)(wi << (PRECISION - CTX_TABLE_BITS)), lo + (int64_t)i, 0});
       sum += wi;
-      if (wi) vals.push_back(lo + (int64_t)i), w.push_back((uint32_t)(wi << (PRECISION - CTX_TABLE_BITS)));
     }
     if (sum != (uint64_t(1) << CTX_TABLE_BITS)) return "bad context table";
-    c.values = i64arr((py::ssize_t)vals.size());
-    std::copy(vals.begin(), vals.end(), c.values.mutable_data());
-    c.w = u32arr((py::ssize_t)w.size());
-    std::copy(w.begin(), w.end(), c.w.mutable_data());
   }
   uint64_t len;
   if (!r.varint(&len) || len > r.n - r.pos || len % 4) return "bad context stream words";
@@ -1231,7 +1374,48 @@ static std::string parse_ctx_block(const uint8_t* data, size_t size, int64_t* m,
     const uint8_t* q = r.p + r.pos + 4 * i;
     (*words)[i] = uint32_t(q[0]) | uint32_t(q[1]) << 8 | uint32_t(q[2]) << 16 | uint32_t(q[3]) << 24;
   }
+  for (auto& c : *ctx) {
+    if (c.ent.empty()) continue;
+    c.bucket.assign(size_t(1) << CTX_TABLE_BITS, 0);
+    for (size_t s = 0; s < c.ent.size(); ++s) {
+      CtxEntry& e = c.ent[s];
+      const int t = ctx_of(e.value, *m, *B);
+      e.next = (*ctx)[t].ent.empty() ? NO_CTX : t;
+      const uint32_t b0 = e.cdf >> (PRECISION - CTX_TABLE_BITS), b1 = b0 + (e.freq >> (PRECISION - CTX_TABLE_BITS));
+      for (uint32_t b = b0; b < b1; ++b) c.bucket[b] = (uint16_t)s;
+    }
+  }
   return "";
+}
+
+// One stream being decoded: its tables, rANS state, current context and output.
+struct CtxLane {
+  const CtxDecTable* tab;
+  Decoder dec;
+  int32_t c;
+  int64_t* dst;
+  bool bad = false;
+};
+
+// K lanes of equal length side by side in one loop: each stream is one long dependency chain
+// (state -> symbol -> next context), so interleaving keeps the core busy.
+template <int K>
+static void ctx_lanes(CtxLane* const* lane, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    for (int k = 0; k < K; ++k) {
+      CtxLane& l = *lane[k];
+      const CtxDecTable& t = l.tab[l.c];
+      const uint32_t q = (uint32_t)(l.dec.state & QMASK);
+      const CtxEntry& e = t.ent[t.bucket[q >> (PRECISION - CTX_TABLE_BITS)]];
+      l.dec.state = (l.dec.state >> PRECISION) * e.freq + (q - e.cdf);
+      if (l.dec.state < LOW && l.dec.pos > 0) l.dec.state = (l.dec.state << 32) | l.dec.words[--l.dec.pos];
+      l.dst[i] = e.value;
+      if (e.next < 0)
+        l.bad = true;  // reported by the caller; the lane goes on in its last (valid) context
+      else
+        l.c = e.next;
+    }
+  }
 }
 
 // jobs: (block bytes (a context block, after the mode byte), out int64 (n)); returns one error
@@ -1242,7 +1426,7 @@ std::vector<std::string> decode_ctx_many(py::list jobs_in) {
     std::vector<uint32_t> words;
     int64_t m = 0;
     int B = 1;
-    std::vector<CtxTable> ctx;
+    std::vector<CtxDecTable> ctx;
     py::array out;
     int64_t* dst = nullptr;
     int64_t n = 0;
@@ -1257,38 +1441,49 @@ std::vector<std::string> decode_ctx_many(py::list jobs_in) {
     if (job.block.ndim != 1 || job.block.itemsize != 1) throw py::value_error("decode_ctx_many: block must be bytes");
     job.dst = out_ptr<int64_t>(t[1], &job.out, "decode_ctx_many");
     job.n = job.out.size();
-    // tables are numpy arrays: build them with the GIL held
-    job.err = parse_ctx_block(static_cast<const uint8_t*>(job.block.ptr), (size_t)job.block.size, &job.m, &job.B,
-                              &job.ctx, &job.words);
   }
   {
     py::gil_scoped_release nogil;
-    int64_t nj = (int64_t)jobs.size();
-#pragma omp parallel for schedule(dynamic, 1) if (nj > 1)
-    for (int64_t j = 0; j < nj; ++j) {
-      Job& job = jobs[j];
-      if (!job.err.empty()) continue;
-      for (auto& c : job.ctx) {
-        c.coded = c.values.size() >= 2;
-        if (c.coded && job.err.empty()) {
-          job.err = c.m.build(c.w.data(), c.w.size());
-          if (job.err.empty()) c.m.build_lookup(int64_t(1) << CTX_TABLE_BITS);  // exact buckets: 12-bit tables
-        }
-      }
-      Decoder dec;
-      if (job.err.empty()) job.err = dec.init(job.words.data(), (int64_t)job.words.size());
-      if (!job.err.empty()) continue;
-      int64_t prev = job.m;
-      for (int64_t i = 0; i < job.n; ++i) {
-        const CtxTable& c = job.ctx[ctx_of(prev, job.m, job.B)];
-        if (c.values.size() == 0) {
+    const int64_t nj = (int64_t)jobs.size();
+    auto batches = batch_by_length(nj, [&](int64_t j) { return jobs[j].n; });
+    const int64_t nb = (int64_t)batches.size();
+#pragma omp parallel for schedule(dynamic, 1) if (nb > 1)
+    for (int64_t b = 0; b < nb; ++b) {
+      CtxLane lanes[HIST_K];
+      CtxLane* ok[HIST_K];
+      int64_t okj[HIST_K];
+      int nok = 0;
+      for (size_t k = 0; k < batches[b].size(); ++k) {
+        Job& job = jobs[batches[b][k]];
+        job.err = parse_ctx_dec(static_cast<const uint8_t*>(job.block.ptr), (size_t)job.block.size, &job.m, &job.B,
+                                &job.ctx, &job.words);
+        if (job.err.empty()) job.err = lanes[k].dec.init(job.words.data(), (int64_t)job.words.size());
+        if (job.err.empty() && job.n > 0 && job.ctx[job.B].ent.empty())
           job.err = "context stream reaches a context it has no table for (corrupt)";
-          break;
-        }
-        prev = c.values.data()[!c.coded ? 0 : c.m.exact ? dec.get<true>(c.m) : dec.get<false>(c.m)];
-        job.dst[i] = prev;
+        if (!job.err.empty()) continue;
+        lanes[k].tab = job.ctx.data();
+        lanes[k].c = job.B;  // the context of p = m
+        lanes[k].dst = job.dst;
+        okj[nok] = batches[b][k];
+        ok[nok++] = &lanes[k];
       }
-      if (job.err.empty() && !dec.finished()) job.err = "rANS stream has trailing data (corrupt)";
+      const int64_t n = jobs[batches[b][0]].n;
+      for (int done = 0; done < nok;) {
+        const int take = nok - done >= 4 ? 4 : nok - done >= 2 ? 2 : 1;
+        if (take == 4)
+          ctx_lanes<4>(ok + done, n);
+        else if (take == 2)
+          ctx_lanes<2>(ok + done, n);
+        else
+          ctx_lanes<1>(ok + done, n);
+        done += take;
+      }
+      for (int t = 0; t < nok; ++t) {
+        if (ok[t]->bad)
+          jobs[okj[t]].err = "context stream reaches a context it has no table for (corrupt)";
+        else if (!ok[t]->dec.finished())
+          jobs[okj[t]].err = "rANS stream has trailing data (corrupt)";
+      }
     }
   }
   std::vector<std::string> errs;
@@ -1342,6 +1537,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dequantize_positions", &dequantize_positions);
   m.def("pack_bits", &pack_bits);
   m.def("unpack_bits", &unpack_bits);
+  m.def("morton_delta_codes", &morton_delta_codes, "sorted Morton codes from delta classes and raw bits");
+  m.def("classed_means", &classed_means, "adaptive positions: coarse codes + refinement bits -> float32 (n, 3)");
+  m.def("scatter_rows", &scatter_rows, "per-class column streams back into an (n, w) array");
+  m.def("dequantize_classed", &dequantize_classed, "float32(sym * ldexp(step, class)) per row");
   m.def("s3_to_quats", &s3_to_quats, py::arg("s3"), py::arg("step"), py::arg("row_steps") = py::none());
   m.def("quats_to_s3", &quats_to_s3);
   m.def("dq_unpack_many", &dq_unpack_many, "coded levels -> reconstruction indices, in place, many sequences");

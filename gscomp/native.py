@@ -28,7 +28,9 @@ SOURCES = {
 }
 SOURCE = ROOT / SOURCES["raster"][0]  # the rasterizer's source (benchmarks print its path)
 # -fno-trapping-math changes no result (traps are off anyway); it lets GCC vectorise min/max.
-CFLAGS = ["-O3", "-fno-trapping-math", "-fopenmp", "-std=c++17"]
+# -ffp-contract=off: never fuse a * b + c into one FMA (GCC does by default where the ISA has FMA,
+# e.g. aarch64), so decoded floats are the same on every machine.
+CFLAGS = ["-O3", "-fno-trapping-math", "-ffp-contract=off", "-fopenmp", "-std=c++17"]
 LDFLAGS = ["-fopenmp"]
 
 _lock = threading.Lock()

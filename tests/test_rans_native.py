@@ -434,3 +434,47 @@ def test_falls_back_to_constriction_when_native_cannot_build(mod, backend, monke
     backend("native")  # an explicit request for the native coder reports the build failure
     with pytest.raises(GscompError):
         E.encode_symbols(x)
+
+
+def test_position_and_class_helpers_match_numpy(mod, backend):
+    """The native decode helpers of the adaptive layout (Morton-delta codes, classed positions,
+    per-class scatter and dequantization) give the numpy reference's exact results, and both
+    refuse the same malformed input with a FormatError."""
+    from gscomp.stages.posthoc import _scatter_rows
+
+    rng = np.random.default_rng(7)
+    n, bits, cmax = 3000, 9, 3
+    cls = rng.integers(0, 41, n)  # deltas below 2^40 on a 57-bit grid (19 bits per axis)
+    cls[rng.random(n) < 0.2] = 0
+
+    def random_bits(widths):
+        full = rng.integers(0, np.iinfo(np.uint64).max, len(widths), np.uint64, endpoint=True)
+        return E.pack_bits(full >> (64 - widths).astype(np.uint64), widths)  # a shift by 64 gives 0
+
+    raw = random_bits(np.maximum(cls - 1, 0))
+    c = rng.integers(0, cmax + 1, n)
+    ref = random_bits(np.repeat(cmax - c, 3))
+    small_raw = random_bits(np.maximum(cls % 4 - 1, 0))  # codes on a 27-bit grid
+    lo, hi = np.array([-1.5, 0.0, 2.0], np.float32), np.array([3.0, 0.25, 9.0], np.float32)
+    sym = rng.integers(-500, 500, (n, 3))
+    rows = [np.flatnonzero(c == k) for k in range(cmax + 1)]
+    cols = [rng.integers(-9, 9, len(i)) for i in rows for _ in range(2)]
+    results = {}
+    for name in ("auto", "constriction"):
+        backend(name)
+        codes = Q.morton_delta_codes(cls, raw, 19)
+        small = Q.morton_delta_codes(cls % 4, small_raw, bits)
+        results[name] = (codes, Q.classed_means(small >> (3 * cmax), c, ref, cmax, lo, hi, bits),
+                         _scatter_rows(n, 2, rows, cols), Q.dequantize_classed(sym, c, 0.037))
+        for bad in (raw[:-1], raw + b"\0"):
+            with pytest.raises(FormatError):
+                Q.morton_delta_codes(cls, bad, 19)
+        with pytest.raises(FormatError):  # codes past 3 * bits bits
+            Q.morton_delta_codes(np.full(4, 3 * bits), E.pack_bits(np.zeros(4, np.uint64), np.full(4, 3 * bits - 1)), bits)
+        with pytest.raises(FormatError):
+            Q.classed_means(small >> (3 * cmax), c, ref[:-1], cmax, lo, hi, bits)
+    for a, b in zip(results["auto"], results["constriction"]):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    low = E.unpack_bits(raw, np.maximum(cls - 1, 0), n).astype(np.int64)
+    assert np.array_equal(results["auto"][0], np.cumsum(np.where(cls > 0, np.int64(1) << np.maximum(cls - 1, 0), 0) + low))
+    assert np.array_equal(results["auto"][3], (sym * (0.037 * 2.0 ** c)[:, None]).astype(np.float32))

@@ -49,6 +49,19 @@ def dequantize(q: np.ndarray, step) -> np.ndarray:
     return (q.astype(np.float64) * np.asarray(step, np.float64)).astype(np.float32)
 
 
+def class_steps(step: float, cls: np.ndarray) -> np.ndarray:
+    """step * 2^cls per row, float64 (exact: a power-of-two scaling, no libm)."""
+    return np.ldexp(float(step), np.asarray(cls).astype(np.int32))
+
+
+def dequantize_classed(q: np.ndarray, cls: np.ndarray, step: float) -> np.ndarray:
+    """`dequantize` of an (n, w) array whose row i has the step step * 2^cls[i]."""
+    mod = _rans()
+    if mod is not None and q.ndim == 2:
+        return mod.dequantize_classed(q, cls, float(step))
+    return dequantize(q, class_steps(step, cls)[:, None])
+
+
 # ----------------------------------------------------------------------------- positions
 # ----------------------------------------------------------------------------- dependent (trellis)
 # Dependent quantization (the 4-state trellis of H.266/VVC), see docs/gsz-format.md: values are
@@ -174,6 +187,50 @@ def dequantize_positions(q: np.ndarray, lo, hi, bits: int) -> np.ndarray:
     if mod is not None and q.ndim == 2 and q.shape[1] == 3:
         return mod.dequantize_positions(q, origin, step)
     return (origin + q.astype(np.float64) * step).astype(np.float32)
+
+
+def morton_delta_codes(cls: np.ndarray, raw, bits: int) -> np.ndarray:
+    """Sorted Morton codes (3 * bits wide) from their delta classes and raw bits: delta = 0 for
+    class 0, else 2^(c-1) plus the c - 1 raw bits below it (MSB first); codes = prefix sums."""
+    from .entropy import unpack_bits
+
+    if cls.size and (cls.min() < 0 or cls.max() > 3 * bits):
+        raise FormatError("positions: Morton delta class out of range")
+    mod = _rans()
+    if mod is not None:
+        try:
+            return mod.morton_delta_codes(np.ascontiguousarray(cls, np.int64), bytes(raw), min(3 * bits, 57), 3 * bits)
+        except ValueError as e:
+            raise FormatError(f"positions: {e}") from None
+    width = np.maximum(cls - 1, 0)
+    low = unpack_bits(raw, width, len(cls)).astype(np.int64)
+    codes = np.cumsum(np.where(cls > 0, (np.int64(1) << width) | low, 0))
+    if codes.size and codes[-1] >= (1 << (3 * bits)):
+        raise FormatError("positions: Morton code out of range")
+    return codes
+
+
+def classed_means(codes: np.ndarray, cls: np.ndarray, ref, cmax: int, lo, hi, bits: int) -> np.ndarray:
+    """Adaptive positions: Gaussian i of class c has the coarse Morton code codes[i] (grid of
+    bits - cmax bits) and cmax - c raw refinement bits per axis (x, y, z, MSB first); it goes to
+    the centre of its 2^c-wide cell of the full grid. float32 (n, 3)."""
+    from .entropy import unpack_bits
+
+    origin, step = grid_params(lo, hi, bits)
+    mod = _rans()
+    if mod is not None:
+        try:
+            return mod.classed_means(np.ascontiguousarray(codes, np.int64), np.ascontiguousarray(cls, np.int64),
+                                     bytes(ref), cmax, origin, step)
+        except ValueError as e:
+            raise FormatError(f"positions: {e}") from None
+    n = len(codes)
+    coarse = morton_decode(codes.astype(np.uint64))
+    fine = unpack_bits(ref, np.repeat(cmax - cls, 3), 3 * n).astype(np.int64).reshape(n, 3)
+    cell = (coarse << (cmax - cls)[:, None]) | fine  # the Gaussian's cell on the grid of bits - c bits
+    half = ((np.int64(1) << cls) - 1).astype(np.float64)[:, None] / 2  # centre of a 2^c-wide cell
+    qf = cell.astype(np.float64) * (np.int64(1) << cls).astype(np.float64)[:, None] + half
+    return (origin + qf * step).astype(np.float32)
 
 
 def _spread3(v: np.ndarray) -> np.ndarray:

@@ -135,13 +135,8 @@ class Positions(Stage):
         lo, hi = _bounds(r)
         n = ctx.n
         c = np.minimum(classes_of(ctx, "positions.adaptive", True), cmax)
-        coarse = Q.morton_decode(_morton_delta_decode(r, n, bits - cmax, blob_raw=True).astype(np.uint64))
-        ref = E.unpack_bits(r.take(r.remaining()), np.repeat(cmax - c, 3), 3 * n).astype(np.int64).reshape(n, 3)
-        cell = (coarse << (cmax - c)[:, None]) | ref  # the Gaussian's cell on the grid of bits - c bits
-        half = ((np.int64(1) << c) - 1).astype(np.float64)[:, None] / 2  # centre of a 2^c-wide cell
-        qf = cell.astype(np.float64) * (np.int64(1) << c).astype(np.float64)[:, None] + half
-        origin, step = Q.grid_params(lo, hi, bits)
-        return (origin + qf * step).astype(np.float32)
+        coarse = _morton_delta_decode(r, n, bits - cmax, blob_raw=True)
+        return Q.classed_means(coarse, c, r.take(r.remaining()), cmax, lo, hi, bits)
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
         n = ctx.n
@@ -185,16 +180,7 @@ def _morton_delta_encode(codes: np.ndarray, blob_raw: bool = False, ctx: bool = 
 
 def _morton_delta_decode(r: E.Reader, n: int, bits: int, blob_raw: bool = False) -> np.ndarray:
     cls = E.decode_symbols(r.blob(), n, "positions classes")
-    if cls.size and (cls.min() < 0 or cls.max() > 3 * bits):
-        raise FormatError("positions: Morton delta class out of range")
-    width = np.maximum(cls - 1, 0)
-    raw = E.unpack_bits(r.blob() if blob_raw else r.take(r.remaining()), width, n).astype(np.int64)
-    d = np.where(cls > 0, (np.int64(1) << width) | raw, 0)
-    d[cls == 1] = 1
-    codes = np.cumsum(d)
-    if codes.size and codes[-1] >= (1 << (3 * bits)):
-        raise FormatError("positions: Morton code out of range")
-    return codes
+    return Q.morton_delta_codes(cls, r.blob() if blob_raw else r.take(r.remaining()), bits)
 
 
 # ----------------------------------------------------------------------------- attributes
@@ -298,7 +284,7 @@ class Attributes(Stage):
             sorted_q, sorted_s = sort_axes(as_np32(splats.quats), as_np32(splats.scales))
         sized = None
         if sort and self.params.get("size_levels"):  # from the scale symbols the decoder will see
-            st = self._grid("scales") * np.exp2(cls.astype(np.float64))
+            st = Q.class_steps(self._grid("scales"), cls)
             s0dq = None  # (reconstruction indices, levels) of the largest scale: the scales reuse them
             if self.params.get("dependent_quant"):
                 s0dq = _dq_classed(sorted_s[:, :1] / st[:, None], cls)
@@ -444,7 +430,7 @@ class Attributes(Stage):
             thr, ssym, _ = sized
             head = bytes([lv]) + b"".join(struct.pack("<i", t) for t in thr[:lv])
             cls = cls + self._size_extra(thr, lv, ssym, cls)
-        steps = (step * np.exp2(cls.astype(np.float64)))[:, None]
+        steps = Q.class_steps(step, cls)[:, None]
         gd = False
         if dq:
             if f == "quats":
@@ -486,14 +472,14 @@ class Attributes(Stage):
         from the decoded previous scale) so errors do not add up. Streams: largest by class, gaps
         by class + e. ``step``: the grid step (half the step with dependent_quant)."""
         dq = bool(self.params.get("dependent_quant"))
-        st = step * np.exp2(cls.astype(np.float64))
+        st = Q.class_steps(step, cls)
         if dq:  # s0dq: the same search, already run for the size levels of the other fields
             s0dq = s0dq if s0dq is not None else _dq_classed(x[:, :1] / st[:, None], cls)
             s0, c0 = (a[:, 0] for a in s0dq)
         else:
             s0 = c0 = Q.quantize(x[:, :1], st[:, None])[:, 0]
         e = self._size_extra(thr, lv, s0[:, None], cls)
-        sg = st * np.exp2(e.astype(np.float64))
+        sg = np.ldexp(st, e.astype(np.int32))
         prev = s0 * st
         codes = []
         for j in (1, 2):
@@ -546,8 +532,8 @@ class Attributes(Stage):
         nl = int(lvl.max(initial=0)) + 1
         if count != levels + 2 * nl:
             raise FormatError(f"scales: has {count} streams, expected {levels + 2 * nl}")
-        st = step * np.exp2(cls.astype(np.float64))
-        sg = st * np.exp2(e.astype(np.float64))
+        st = Q.class_steps(step, cls)
+        sg = np.ldexp(st, e.astype(np.int32))
         out = np.zeros((n, 3), np.float64)
         out[:, 0] = s0 * st
         rows = [np.flatnonzero(lvl == c) for c in range(nl)]
@@ -557,8 +543,7 @@ class Attributes(Stage):
             for i, d in zip(rows, dec[(j - 1) * nl:j * nl]):
                 g[i] = d
             out[:, j] = out[:, j - 1] - g * sg
-        sym = np.stack([s0, s0, s0], 1)  # later stages only read the largest scale's symbol
-        return out.astype(np.float32), sym
+        return out.astype(np.float32), s0[:, None]  # later stages only read the largest scale's symbol
 
     def _decode_classed(self, f: str, payload, n: int, w: int, step: float, cls: np.ndarray,
                         scale_sym: np.ndarray | None = None, sized: bool = False,
@@ -585,17 +570,31 @@ class Attributes(Stage):
         # every column but the quaternion's largest-component index is trellis-coded (dependent_quant)
         plain = tuple(c * w for c in range(levels)) if f == "quats" else ()
         dec = self._decode_streams(streams, [len(i) for i in rows for _ in range(w)], f, plain)
-        sym = np.zeros((n, w), np.int64)
-        for c, i in enumerate(rows):  # one scatter of a class's rows (index list, not a mask per column)
-            sym[i] = np.stack(dec[c * w:(c + 1) * w], 1)
-        if gd and f == "sh0":
+        sym = _scatter_rows(n, w, rows, dec)
+        if gd and f == "sh0":  # green, then red and blue as differences from it
             g = sym[:, 0].copy()
-            sym = np.stack([sym[:, 1] + g, g, sym[:, 2] + g], 1)
+            sym[:, 0] = sym[:, 1] + g
+            sym[:, 1] = g
+            sym[:, 2] += g
         elif gd:  # scales: largest, then gaps
             s1 = sym[:, 0] - sym[:, 1]
             sym = np.stack([sym[:, 0], s1, s1 - sym[:, 2]], 1)
-        steps = (step * np.exp2(cls.astype(np.float64)))[:, None]
-        return (Q.s3_to_quats(sym, steps) if f == "quats" else Q.dequantize(sym, steps)), sym
+        if f == "quats":
+            return Q.s3_to_quats(sym, Q.class_steps(step, cls)[:, None]), sym
+        return Q.dequantize_classed(sym, cls, step), sym
+
+
+def _scatter_rows(n: int, w: int, rows: list[np.ndarray], cols: list[np.ndarray]) -> np.ndarray:
+    """(n, w) int64 with out[rows[c], j] = cols[c * w + j]: per-class column streams back in
+    Gaussian order."""
+    out = np.zeros((n, w), np.int64)
+    mod = E._rans()
+    if mod is not None:
+        mod.scatter_rows(out, rows, cols)
+        return out
+    for c, i in enumerate(rows):  # one scatter of a class's rows (index list, not a mask per column)
+        out[i] = np.stack(cols[c * w:(c + 1) * w], 1)
+    return out
 
 
 def _dq_classed(t: np.ndarray, cls: np.ndarray, nonneg: bool = False) -> tuple[np.ndarray, np.ndarray]:
