@@ -29,7 +29,7 @@ setup(
         "cuda": ["packaging"],  # plus `pip install --no-deps gsplat` (see README); tiny-cuda-nn from source
         "viewer": ["viser"],
         "open3d": ["open3d"],
-        "bench": ["matplotlib", "gaussforge", "DracoPy"],
+        "bench": ["matplotlib", "gaussforge", "DracoPy", "imageio"],  # plus gsplat --no-deps: tools/setup.sh --bench
         "sweep": ["hydra-joblib-launcher", "hydra-submitit-launcher"],
     },
     entry_points={"console_scripts": ["gscomp=gscomp.cli:main"]},

@@ -2,6 +2,7 @@
 # Set up gscomp in ./.venv on a fresh machine (Python 3.11, CPU only).
 #   bash tools/setup.sh            core + test + viewer dependencies
 #   bash tools/setup.sh --cuda     also gsplat (installed --no-deps: its deps would pull a CUDA torch)
+#   bash tools/setup.sh --bench    also the peers of tools/bench_codec.py (gaussforge, gsplat's PngCompression)
 # torch is pinned to 2.13.0 (the CPU wheel); torchvision is never installed (a CUDA build breaks imports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +15,12 @@ fi
 PIP=".venv/bin/python -m pip"
 $PIP install -q --disable-pip-version-check "torch==2.13.0"
 $PIP install -q --disable-pip-version-check -e ".[test,viewer]"
-if [ "${1:-}" = "--cuda" ]; then
+if [ "${1:-}" = "--cuda" ] || [ "${1:-}" = "--bench" ]; then
   $PIP install -q --disable-pip-version-check packaging
   $PIP install -q --disable-pip-version-check --no-deps gsplat
+fi
+if [ "${1:-}" = "--bench" ]; then
+  $PIP install -q --disable-pip-version-check -e ".[test,viewer,bench]"
 fi
 if .venv/bin/python -m pip list 2>/dev/null | grep -qi '^torchvision '; then
   echo "gscomp setup: error: torchvision is installed in .venv; remove it (pip uninstall torchvision)" >&2

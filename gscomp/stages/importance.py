@@ -58,15 +58,24 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
         weight[f] = torch.tensor(float(steps.get(f, 0.0)) ** 2, dtype=torch.float64)
     params = {f: getattr(splats, f).detach().clone().requires_grad_(True) for f in weight}
     s = Splats(shN=splats.shN.detach(), **params)
-    tot = torch.zeros(n, dtype=torch.float64)
+    # sum of squared gradients per field: float32 over one view's probes, float64 across views
+    acc = {f: torch.zeros(p.shape, dtype=torch.float64) for f, p in params.items()}
+    view = {f: torch.zeros_like(p) for f, p in params.items()}
     gen = torch.Generator().manual_seed(0)
     for cam in cams if cams is not None else sphere_cameras(s.means.detach(), views, res):
         out = render(s, [cam], backend="cpu")
+        for v in view.values():
+            v.zero_()
         for k in range(probes):
             r = torch.randint(0, 2, out.colors.shape, generator=gen).to(out.colors.dtype) * 2 - 1
             grads = torch.autograd.grad((out.colors * r).sum(), list(params.values()), retain_graph=k + 1 < probes)
             for f, g in zip(params, grads):
-                tot += (g.double().reshape(n, -1) ** 2 * weight[f]).sum(1)
+                view[f].addcmul_(g, g)
+        for f in params:
+            acc[f] += view[f]
+    tot = torch.zeros(n, dtype=torch.float64)
+    for f in params:
+        tot += (acc[f].reshape(n, -1) * weight[f]).sum(1)
     return tot.numpy()
 
 
