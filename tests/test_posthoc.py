@@ -100,6 +100,19 @@ def test_compact_deterministic_and_smaller(tmp_path, random_splats):
     assert a < 0.9 * encode_gsz(src, tmp_path / "c.gsz", off)["total_bytes"]
 
 
+def test_encode_reports_progress_without_changing_bytes(tmp_path, random_splats):
+    """encode_gsz(progress=...) hears each stage and each view the importance stage renders; the
+    file is the one written without it."""
+    src = random_splats(2000, sh_degree=0, seed=6)
+    calls = []
+    encode_gsz(src, tmp_path / "a.gsz", compact(views=3), progress=lambda *a: calls.append(a))
+    encode_gsz(src, tmp_path / "b.gsz", compact(views=3))
+    assert (tmp_path / "a.gsz").read_bytes() == (tmp_path / "b.gsz").read_bytes()
+    assert [c for c in calls if c[0].startswith("encoding")] == [
+        ("encoding: importance", 0, 3), ("encoding: positions", 1, 3), ("encoding: attributes", 2, 3)]
+    assert [c[1:] for c in calls if c[0].startswith("importance")] == [(1, 3), (2, 3), (3, 3)]
+
+
 def test_corrupt_classes_are_format_errors(tmp_path, random_splats):
     from gscomp.codec import entropy as E
 

@@ -5,12 +5,34 @@ is handed to `gscomp.commands.train_compress`.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from pathlib import Path
 
 from ..errors import GscompError
 
 USAGE = "usage: gscomp compress IN OUT.gsz [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
+
+
+@contextlib.contextmanager
+def encode_progress(enabled: bool | None = None):
+    """A progress bar on stderr (stage, then views rendered by the importance stage) for
+    ``encode_gsz(progress=...)``; yields None, and shows nothing, when stderr is not a terminal."""
+    if not (sys.stderr.isatty() if enabled is None else enabled):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("encoding", total=1)
+
+        def update(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=max(total, 1))
+
+        yield update
 
 
 def configs_dir() -> Path:
@@ -95,7 +117,8 @@ def run(argv: list[str]) -> int:
     pipe = Pipeline.from_config(cfg)  # validate the config before the (slow) load
     splats = load_splats(src)
     t0 = time.perf_counter()
-    stats = encode_gsz(splats, dst, pipe)
+    with encode_progress() as progress:
+        stats = encode_gsz(splats, dst, pipe, progress=progress)
     dt = time.perf_counter() - t0
     print_stats(stats, src, input_size(src), dt)
     return 0

@@ -27,6 +27,7 @@ def compress_trained(cfg, out: Path) -> dict:
     from ..metrics import evaluate
     from ..stages.pipeline import Pipeline
     from ..train import train
+    from .compress import encode_progress
 
     if not cfg.get("pipeline"):
         raise GscompError("train-and-compress needs a pipeline: add pipeline=PRESET (e.g. pipeline=c3dgs)")
@@ -38,7 +39,8 @@ def compress_trained(cfg, out: Path) -> dict:
     gsz = out / "scene.gsz"
     t1 = time.perf_counter()
     # raw parameters (not the rendered transform): each stage's bake/encode applies its own coding
-    stats = encode_gsz(state.splats().detach().to("cpu"), gsz, pipe, state=state)
+    with encode_progress(bool(cfg.get("progress", True)) and sys.stderr.isatty()) as progress:
+        stats = encode_gsz(state.splats().detach().to("cpu"), gsz, pipe, state=state, progress=progress)
     t_enc = time.perf_counter() - t1
     t2 = time.perf_counter()
     decoded = decode_gsz(gsz)  # from disk, exactly what `gscomp decode` will produce

@@ -30,7 +30,7 @@ positions (hash-grid field, context model) sees the same quantized positions as 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -56,6 +56,8 @@ class CodingContext:
     sh_degree: int  # SH degree being coded
     attrs: dict[str, torch.Tensor] = field(default_factory=dict)  # fields decoded so far
     header: dict[str, Any] = field(default_factory=dict)  # scene-level header values (e.g. bounds)
+    # encoder only: progress(what, done, total) for slow work (a progress bar in the CLI), or None
+    progress: Callable[[str, int, int], None] | None = None
 
 
 class Stage:

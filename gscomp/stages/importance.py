@@ -41,11 +41,12 @@ def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
 
 
 def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, probes: int = 4,
-                      res: int = 128, cams: list | None = None) -> np.ndarray:
+                      res: int = 128, cams: list | None = None, progress=None) -> np.ndarray:
     """Expected squared render error of each Gaussian when its attributes get quantization errors
     of the given steps: sum over attributes a of step_a^2 * S_a, where S_a = sum over views, pixels
     and channels of (d pixel / d attribute)^2. S_a is the diagonal of J^T J, estimated (Hutchinson)
-    as the mean of (J^T r)^2 over random +-1 images r: one backward pass per probe and view."""
+    as the mean of (J^T r)^2 over random +-1 images r: one backward pass per probe and view.
+    ``progress(done, total)`` is called after each view."""
     from ..render import render
     from ..splats import Splats
 
@@ -62,7 +63,8 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
     acc = {f: torch.zeros(p.shape, dtype=torch.float64) for f, p in params.items()}
     view = {f: torch.zeros_like(p) for f, p in params.items()}
     gen = torch.Generator().manual_seed(0)
-    for cam in cams if cams is not None else sphere_cameras(s.means.detach(), views, res):
+    cams = cams if cams is not None else sphere_cameras(s.means.detach(), views, res)
+    for i, cam in enumerate(cams):
         out = render(s, [cam], backend="cpu")
         for v in view.values():
             v.zero_()
@@ -73,6 +75,8 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
                 view[f].addcmul_(g, g)
         for f in params:
             acc[f] += view[f]
+        if progress is not None:
+            progress(i + 1, len(cams))
     tot = torch.zeros(n, dtype=torch.float64)
     for f in params:
         tot += (acc[f].reshape(n, -1) * weight[f]).sum(1)
@@ -80,12 +84,12 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
 
 
 def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
-                       probes: int = 4, cams: list | None = None) -> np.ndarray:
+                       probes: int = 4, cams: list | None = None, progress=None) -> np.ndarray:
     """Class c = round(log2 sqrt(I_ref / I)) clipped to [0, levels): for a distortion weighted by I,
     the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
     I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
     parallel sums cannot flip a class (deterministic bytes)."""
-    imp = importance_scores(splats, views, steps, pos_bits, probes, cams=cams)
+    imp = importance_scores(splats, views, steps, pos_bits, probes, cams=cams, progress=progress)
     imp = np.where(imp > 0, imp, 0.0)
     mant, ex = np.frexp(imp)
     imp = np.ldexp(np.round(mant * 256) / 256, ex)
@@ -158,8 +162,9 @@ class Importance(Stage):
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         p = self.params
         steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"]}
+        report = (lambda d, t: ctx.progress("importance: rendering views", d, t)) if ctx.progress else None
         cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"], p["probes"],
-                                  cams=self._cams) if ctx.n else np.zeros(0, np.int64))
+                                  cams=self._cams, progress=report) if ctx.n else np.zeros(0, np.int64))
         return [Section("classes", "symbols/v1", E.encode_symbols(cls, allow_ctx=True))]
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:

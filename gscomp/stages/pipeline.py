@@ -145,7 +145,7 @@ class Pipeline:
         self.owner = owner
 
     # ------------------------------------------------------------------ coding
-    def encode(self, splats: Splats, state=None) -> tuple[dict[str, Any], list[Section]]:
+    def encode(self, splats: Splats, state=None, progress=None) -> tuple[dict[str, Any], list[Section]]:
         splats = splats.detach().to("cpu", torch.float32)
         splats.validate("input splats")
         if self.sh_degree is not None:
@@ -162,9 +162,11 @@ class Pipeline:
         n = len(splats)
         if n > MAX_N:
             raise GscompError(f"{n} Gaussians exceed the .gsz limit of {MAX_N}")
-        ctx = CodingContext(n=n, sh_degree=deg)
+        ctx = CodingContext(n=n, sh_degree=deg, progress=progress)
         sections: list[Section] = []
         for i, (nm, st) in enumerate(zip(self.names, self.stages)):
+            if progress is not None:
+                progress(f"encoding: {nm}", i, len(self.stages))
             secs = st.encode(splats, ctx)
             if i + 1 < len(self.stages):  # only later stages read ctx.attrs: skip it for the last
                 ctx.attrs.update(st.decode({s.name: s for s in secs}, ctx))  # what the decoder sees
