@@ -825,6 +825,24 @@ py::array_t<float> dequantize_positions(py::array_t<int64_t, py::array::c_style 
   return pos;
 }
 
+// MSB-first bit reader over exactly the bytes of a raw bit field (callers check the total first).
+struct BitReader {
+  const unsigned char* b;
+  size_t pos = 0;
+  uint64_t acc = 0;
+  int have = 0;
+  inline uint64_t get(int k) {  // k in [0, 56]
+    while (have < k) {  // have + 8 <= 63 since k <= 56
+      acc = (acc << 8) | b[pos++];
+      have += 8;
+    }
+    have -= k;
+    const uint64_t v = k ? (acc >> have) & ((uint64_t(1) << k) - 1) : 0;
+    acc &= have ? (uint64_t(1) << have) - 1 : 0;
+    return v;
+  }
+};
+
 // Concatenate values[i] as widths[i]-bit big-endian fields (MSB first), widths in [0, 56].
 py::bytes pack_bits(py::array_t<uint64_t, py::array::c_style | py::array::forcecast> values,
                     py::array_t<int64_t, py::array::c_style | py::array::forcecast> widths) {
@@ -874,41 +892,12 @@ py::array_t<uint64_t> unpack_bits(py::bytes data, py::array_t<int64_t, py::array
   uint64_t* dst = out.mutable_data();
   {
     py::gil_scoped_release nogil;
-    const unsigned char* b = reinterpret_cast<const unsigned char*>(buf.data());
-    uint64_t acc = 0;
-    int have = 0;
-    size_t pos = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      int k = (int)w[i];
-      while (have < k) {  // have + 8 <= 63 since k <= 56
-        acc = (acc << 8) | b[pos++];
-        have += 8;
-      }
-      have -= k;
-      dst[i] = k ? (acc >> have) & ((uint64_t(1) << k) - 1) : 0;
-      acc &= have ? (uint64_t(1) << have) - 1 : 0;
-    }
+    BitReader r{reinterpret_cast<const unsigned char*>(buf.data())};
+    for (int64_t i = 0; i < n; ++i) dst[i] = r.get((int)w[i]);
   }
   return out;
 }
 
-// MSB-first bit reader over exactly the bytes of a raw bit field (callers check the total first).
-struct BitReader {
-  const unsigned char* b;
-  size_t pos = 0;
-  uint64_t acc = 0;
-  int have = 0;
-  inline uint64_t get(int k) {  // k in [0, 56]
-    while (have < k) {
-      acc = (acc << 8) | b[pos++];
-      have += 8;
-    }
-    have -= k;
-    const uint64_t v = k ? (acc >> have) & ((uint64_t(1) << k) - 1) : 0;
-    acc &= have ? (uint64_t(1) << have) - 1 : 0;
-    return v;
-  }
-};
 
 // Sorted Morton codes from their delta classes and raw bits (see posthoc._morton_delta_decode):
 // delta = 0 for class 0, else 2^(c-1) + the c - 1 raw bits; codes = prefix sums. Errors (class
