@@ -301,6 +301,94 @@ void project_forward_impl(const S* means, const S* quats, const S* scales, const
   }
 }
 
+// Vector-Jacobian product of the geometric part of one Gaussian's projection: the gradients of
+// its screen mean (vm0, vm1), conic (vcon, the forward's (A, B, C) parametrisation) and, through
+// vp[2] on entry, its depth, taken back to the raw quaternion (v_quat, written), the log scales
+// (v_scale, written) and the world mean (added to vmean). Shared by project_backward and the
+// Fisher pass (fisher_project), so both apply exactly the same Jacobian.
+template <typename S>
+inline void project_vjp_geom(const S* quat, const ProjLocal<S>& L, const S* viewmat, const Intrinsics& K,
+                             const S* q, S vm0, S vm1, const S* vcon, S* vp, S* vmean, S* v_quat, S* v_scale) {
+  const S fx = S(K.fx), fy = S(K.fy);
+  const S* Rw = viewmat;
+  // ---- screen mean
+  S x = L.p[0], y = L.p[1], z = L.p[2];
+  vp[0] += vm0 * fx / z;
+  vp[1] += vm1 * fy / z;
+  vp[2] += -(vm0 * fx * x + vm1 * fy * y) / (z * z);
+
+  // ---- conic -> 2D covariance: dL/dSigma = -Q G Q with G the symmetric form of v_conic
+  S QA = q[0], QB = q[1], QC = q[2];
+  S gA = vcon[0], gB = S(0.5) * vcon[1], gC = vcon[2];
+  // QG = Q @ G
+  S QG00 = QA * gA + QB * gB, QG01 = QA * gB + QB * gC;
+  S QG10 = QB * gA + QC * gB, QG11 = QB * gB + QC * gC;
+  S V00 = -(QG00 * QA + QG01 * QB);
+  S V01 = -(QG00 * QB + QG01 * QC);
+  S V11 = -(QG10 * QB + QG11 * QC);
+  // V is the gradient w.r.t. the symmetric matrix cov2 (off-diagonal carries half of dL/db each).
+  S V[4] = {V00, V01, V01, V11};
+
+  // ---- cov2 = T cov3 T^T
+  const S* T = L.Tm;
+  const S* C = L.cov3;
+  S Cf[9] = {C[0], C[1], C[2], C[1], C[3], C[4], C[2], C[4], C[5]};
+  // VT = V @ T (2x3)
+  S VT[6];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j) VT[i * 3 + j] = V[i * 2 + 0] * T[j] + V[i * 2 + 1] * T[3 + j];
+  // v_cov3 = T^T V T (3x3)
+  S vC[9];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) vC[i * 3 + j] = T[i] * VT[j] + T[3 + i] * VT[3 + j];
+  // v_T = 2 V T cov3 (2x3)
+  S vT[6];
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j)
+      vT[i * 3 + j] = S(2) * (VT[i * 3 + 0] * Cf[0 * 3 + j] + VT[i * 3 + 1] * Cf[1 * 3 + j] + VT[i * 3 + 2] * Cf[2 * 3 + j]);
+  // T = J W -> v_J = v_T W^T (only the 4 non-zero entries of J matter)
+  auto vJ = [&](int i, int k) {
+    return vT[i * 3 + 0] * Rw[k * 4 + 0] + vT[i * 3 + 1] * Rw[k * 4 + 1] + vT[i * 3 + 2] * Rw[k * 4 + 2];
+  };
+  S vJ00 = vJ(0, 0), vJ02 = vJ(0, 2), vJ11 = vJ(1, 1), vJ12 = vJ(1, 2);
+  S z2 = z * z, z3 = z2 * z;
+  vp[2] += -vJ00 * fx / z2 - vJ11 * fy / z2 + S(2) * (vJ02 * fx * L.tx + vJ12 * fy * L.ty) / z3;
+  S vtx = -vJ02 * fx / z2, vty = -vJ12 * fy / z2;
+  if (L.clamp_x) vp[2] += vtx * (L.tx / z); else vp[0] += vtx;
+  if (L.clamp_y) vp[2] += vty * (L.ty / z); else vp[1] += vty;
+  for (int j = 0; j < 3; ++j) vmean[j] += Rw[0 * 4 + j] * vp[0] + Rw[1 * 4 + j] * vp[1] + Rw[2 * 4 + j] * vp[2];
+
+  // ---- cov3 = M M^T -> v_M = 2 v_cov3 M (v_cov3 symmetric)
+  S vM[9];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j)
+      vM[i * 3 + j] = S(2) * (vC[i * 3 + 0] * L.M[0 * 3 + j] + vC[i * 3 + 1] * L.M[1 * 3 + j] + vC[i * 3 + 2] * L.M[2 * 3 + j]);
+  S vR[9];
+  for (int j = 0; j < 3; ++j) {
+    S vs = S(0);
+    for (int i = 0; i < 3; ++i) {
+      vR[i * 3 + j] = vM[i * 3 + j] * L.s[j];
+      vs += vM[i * 3 + j] * L.Rq[i * 3 + j];
+    }
+    v_scale[j] = vs * L.s[j];
+  }
+  // ---- rotation -> normalised quaternion -> raw quaternion
+  S w = L.qn[0], qx = L.qn[1], qy = L.qn[2], qz = L.qn[3];
+  S vq[4];
+  vq[0] = 2 * (-qz * vR[1] + qy * vR[2] + qz * vR[3] - qx * vR[5] - qy * vR[6] + qx * vR[7]);
+  vq[1] = 2 * (qy * vR[1] + qz * vR[2] + qy * vR[3] - 2 * qx * vR[4] - w * vR[5] + qz * vR[6] + w * vR[7] - 2 * qx * vR[8]);
+  vq[2] = 2 * (-2 * qy * vR[0] + qx * vR[1] + w * vR[2] + qx * vR[3] + qz * vR[5] - w * vR[6] + qz * vR[7] - 2 * qy * vR[8]);
+  vq[3] = 2 * (-2 * qz * vR[0] - w * vR[1] + qx * vR[2] + w * vR[3] - 2 * qz * vR[4] + qy * vR[5] + qx * vR[6] + qy * vR[7]);
+  const S* qr = quat;
+  S qnorm = std::sqrt(qr[0] * qr[0] + qr[1] * qr[1] + qr[2] * qr[2] + qr[3] * qr[3]);
+  if (qnorm >= S(1e-12)) {
+    S dot = w * vq[0] + qx * vq[1] + qy * vq[2] + qz * vq[3];
+    for (int i = 0; i < 4; ++i) v_quat[i] = (vq[i] - L.qn[i] * dot) / qnorm;
+  } else {
+    for (int i = 0; i < 4; ++i) v_quat[i] = vq[i] / S(1e-12);
+  }
+}
+
 template <typename S>
 void project_backward_impl(const S* means, const S* quats, const S* scales, const S* sh0, const S* shN, int64_t N,
                            int64_t KN, int sh_degree, const S* viewmat, const S* campos, const Intrinsics& K,
@@ -308,8 +396,6 @@ void project_backward_impl(const S* means, const S* quats, const S* scales, cons
                            const S* v_colors, const S* v_depths, bool overwrite, S* v_means, S* v_quats,
                            S* v_scales, S* v_sh0, S* v_shN) {
   const int nb = (sh_degree + 1) * (sh_degree + 1);
-  const S fx = S(K.fx), fy = S(K.fy);
-  const S* Rw = viewmat;
 #pragma omp parallel for schedule(static, 1024)
   for (int64_t n = 0; n < N; ++n) {
     if (overwrite) {  // first camera: the outputs start uninitialised (no separate zero-fill pass)
@@ -361,84 +447,11 @@ void project_backward_impl(const S* means, const S* quats, const S* scales, cons
       }
     }
 
-    // ---- screen mean
-    S x = L.p[0], y = L.p[1], z = L.p[2];
-    S vm0 = v_means2d[2 * n], vm1 = v_means2d[2 * n + 1];
-    vp[0] += vm0 * fx / z;
-    vp[1] += vm1 * fy / z;
-    vp[2] += -(vm0 * fx * x + vm1 * fy * y) / (z * z);
-
-    // ---- conic -> 2D covariance: dL/dSigma = -Q G Q with G the symmetric form of v_conic
-    const S* q = conics + 3 * n;
-    S QA = q[0], QB = q[1], QC = q[2];
-    S gA = v_conics[3 * n], gB = S(0.5) * v_conics[3 * n + 1], gC = v_conics[3 * n + 2];
-    // QG = Q @ G
-    S QG00 = QA * gA + QB * gB, QG01 = QA * gB + QB * gC;
-    S QG10 = QB * gA + QC * gB, QG11 = QB * gB + QC * gC;
-    S V00 = -(QG00 * QA + QG01 * QB);
-    S V01 = -(QG00 * QB + QG01 * QC);
-    S V11 = -(QG10 * QB + QG11 * QC);
-    // V is the gradient w.r.t. the symmetric matrix cov2 (off-diagonal carries half of dL/db each).
-    S V[4] = {V00, V01, V01, V11};
-
-    // ---- cov2 = T cov3 T^T
-    const S* T = L.Tm;
-    const S* C = L.cov3;
-    S Cf[9] = {C[0], C[1], C[2], C[1], C[3], C[4], C[2], C[4], C[5]};
-    // VT = V @ T (2x3)
-    S VT[6];
-    for (int i = 0; i < 2; ++i)
-      for (int j = 0; j < 3; ++j) VT[i * 3 + j] = V[i * 2 + 0] * T[j] + V[i * 2 + 1] * T[3 + j];
-    // v_cov3 = T^T V T (3x3)
-    S vC[9];
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j) vC[i * 3 + j] = T[i] * VT[j] + T[3 + i] * VT[3 + j];
-    // v_T = 2 V T cov3 (2x3)
-    S vT[6];
-    for (int i = 0; i < 2; ++i)
-      for (int j = 0; j < 3; ++j)
-        vT[i * 3 + j] = S(2) * (VT[i * 3 + 0] * Cf[0 * 3 + j] + VT[i * 3 + 1] * Cf[1 * 3 + j] + VT[i * 3 + 2] * Cf[2 * 3 + j]);
-    // T = J W -> v_J = v_T W^T (only the 4 non-zero entries of J matter)
-    auto vJ = [&](int i, int k) {
-      return vT[i * 3 + 0] * Rw[k * 4 + 0] + vT[i * 3 + 1] * Rw[k * 4 + 1] + vT[i * 3 + 2] * Rw[k * 4 + 2];
-    };
-    S vJ00 = vJ(0, 0), vJ02 = vJ(0, 2), vJ11 = vJ(1, 1), vJ12 = vJ(1, 2);
-    S z2 = z * z, z3 = z2 * z;
-    vp[2] += -vJ00 * fx / z2 - vJ11 * fy / z2 + S(2) * (vJ02 * fx * L.tx + vJ12 * fy * L.ty) / z3;
-    S vtx = -vJ02 * fx / z2, vty = -vJ12 * fy / z2;
-    if (L.clamp_x) vp[2] += vtx * (L.tx / z); else vp[0] += vtx;
-    if (L.clamp_y) vp[2] += vty * (L.ty / z); else vp[1] += vty;
-    for (int j = 0; j < 3; ++j) vmean[j] += Rw[0 * 4 + j] * vp[0] + Rw[1 * 4 + j] * vp[1] + Rw[2 * 4 + j] * vp[2];
-
-    // ---- cov3 = M M^T -> v_M = 2 v_cov3 M (v_cov3 symmetric)
-    S vM[9];
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j)
-        vM[i * 3 + j] = S(2) * (vC[i * 3 + 0] * L.M[0 * 3 + j] + vC[i * 3 + 1] * L.M[1 * 3 + j] + vC[i * 3 + 2] * L.M[2 * 3 + j]);
-    S vR[9];
-    for (int j = 0; j < 3; ++j) {
-      S vs = S(0);
-      for (int i = 0; i < 3; ++i) {
-        vR[i * 3 + j] = vM[i * 3 + j] * L.s[j];
-        vs += vM[i * 3 + j] * L.Rq[i * 3 + j];
-      }
-      v_scales[3 * n + j] += vs * L.s[j];
-    }
-    // ---- rotation -> normalised quaternion -> raw quaternion
-    S w = L.qn[0], qx = L.qn[1], qy = L.qn[2], qz = L.qn[3];
-    S vq[4];
-    vq[0] = 2 * (-qz * vR[1] + qy * vR[2] + qz * vR[3] - qx * vR[5] - qy * vR[6] + qx * vR[7]);
-    vq[1] = 2 * (qy * vR[1] + qz * vR[2] + qy * vR[3] - 2 * qx * vR[4] - w * vR[5] + qz * vR[6] + w * vR[7] - 2 * qx * vR[8]);
-    vq[2] = 2 * (-2 * qy * vR[0] + qx * vR[1] + w * vR[2] + qx * vR[3] + qz * vR[5] - w * vR[6] + qz * vR[7] - 2 * qy * vR[8]);
-    vq[3] = 2 * (-2 * qz * vR[0] - w * vR[1] + qx * vR[2] + w * vR[3] - 2 * qz * vR[4] + qy * vR[5] + qx * vR[6] + qy * vR[7]);
-    const S* qr = quats + 4 * n;
-    S qnorm = std::sqrt(qr[0] * qr[0] + qr[1] * qr[1] + qr[2] * qr[2] + qr[3] * qr[3]);
-    if (qnorm >= S(1e-12)) {
-      S dot = w * vq[0] + qx * vq[1] + qy * vq[2] + qz * vq[3];
-      for (int i = 0; i < 4; ++i) v_quats[4 * n + i] += (vq[i] - L.qn[i] * dot) / qnorm;
-    } else {
-      for (int i = 0; i < 4; ++i) v_quats[4 * n + i] += vq[i] / S(1e-12);
-    }
+    S vq[4], vs[3];
+    project_vjp_geom<S>(quats + 4 * n, L, viewmat, K, conics + 3 * n, v_means2d[2 * n], v_means2d[2 * n + 1],
+                        v_conics + 3 * n, vp, vmean, vq, vs);
+    for (int j = 0; j < 3; ++j) v_scales[3 * n + j] += vs[j];
+    for (int i = 0; i < 4; ++i) v_quats[4 * n + i] += vq[i];
     for (int i = 0; i < 3; ++i) v_means[3 * n + i] += vmean[i];
   }
 }
@@ -1104,6 +1117,231 @@ void rasterize_backward_impl(const GRec<S>* recs, const Binning& B, const Intrin
 }
 
 // ------------------------------------------------------------------------------------------------
+// Fisher information (diagonal of J^T J, J = d rendered colours / d parameters), one camera
+// ------------------------------------------------------------------------------------------------
+// The encoder's importance stage needs, per Gaussian, sum over pixels p and channels ch of
+// (dC_ch(p) / d theta)^2 for each parameter theta. A Gaussian's parameters act on a pixel only
+// through its alpha there, so dC_ch/d theta = u_ch * d alpha/d theta with u_ch = dC_ch/d alpha, and
+// sum_ch (dC_ch/d theta)^2 = g * (d alpha/d theta)^2 with g = sum_ch u_ch^2. One back-to-front pass
+// (the backward's walk with the three one-hot colour cotangents at once) gathers, per Gaussian:
+//   rows 0..14: g alpha^2 q q^T (upper triangle, row-major) for q = d power / d (mx, my, A, B, C),
+//   row 15: g (d alpha / d opacity)^2,   row 16: sum (alpha T)^2 (= (dC_ch / d colour_ch)^2).
+// fisher_project then takes the 5x5 screen-space block back to the 3D parameters exactly:
+// diag(P^T G P) with P the projection's Jacobian, via G = L D L^T and one VJP per column of L.
+constexpr int FROW = 17;
+
+template <typename S>
+struct FisherArgs {
+  const GRec<S>* recs;
+  const Binning* B;
+  const Intrinsics* K;
+  const S *bg, *T_final;
+  const int32_t* n_contrib;
+  S* rows;  // per-intersection rows (FROW each)
+};
+
+template <typename S>
+GS_INLINE void fisher_tile(const FisherArgs<S>& args, int t) {
+  typedef typename Simd<S>::V V;
+  typedef typename Simd<S>::M M;
+  typedef typename std::remove_reference<decltype(std::declval<M>()[0])>::type MI;
+  constexpr int L = Simd<S>::L, CH = TILE / L;
+  const GRec<S>* recs = args.recs;
+  const Binning& B = *args.B;
+  const Intrinsics& K = *args.K;
+  S* rows = args.rows;
+  const int tx = K.tiles_x(), W = K.W, H = K.H;
+  const V zero = splat<V>(S(0)), one = splat<V>(S(1)), cap = splat<V>(S(0.99));
+  const int x0 = (t % tx) * TILE, y0 = (t / tx) * TILE;
+  const int x1 = std::min(x0 + TILE, W), y1 = std::min(y0 + TILE, H);
+  const int th = y1 - y0;
+  // T walks back from T_final; R0..R2 = colour behind the current Gaussian per unit transmittance.
+  V T[TILE * CH], R0[TILE * CH], R1[TILE * CH], R2[TILE * CH], pxc[CH];
+  M last[TILE * CH], inside[CH];
+  tile_lanes<S>(x0, x1, pxc, inside);
+  int32_t maxlast = 0;
+  for (int r = 0; r < th; ++r)
+    for (int cc = 0; cc < TILE; ++cc) {
+      const int i = r * CH + cc / L, k = cc % L;
+      R0[i][k] = args.bg[0]; R1[i][k] = args.bg[1]; R2[i][k] = args.bg[2];
+      if (x0 + cc >= x1) {
+        T[i][k] = S(1);
+        last[i][k] = 0;
+        continue;
+      }
+      const int64_t pix = (int64_t)(y0 + r) * W + (x0 + cc);
+      T[i][k] = args.T_final[pix];
+      last[i][k] = args.n_contrib[pix];
+      maxlast = std::max(maxlast, args.n_contrib[pix]);
+    }
+  const int64_t beg = B.offsets[t];
+  std::fill(&rows[(size_t)(beg + maxlast) * FROW], &rows[(size_t)B.offsets[t + 1] * FROW], S(0));
+  for (int64_t jj = maxlast - 1; jj >= 0; --jj) {
+    const int64_t j = beg + jj;
+    const GRec<S>& g = recs[B.ids[j]];
+    S* row = &rows[(size_t)j * FROW];
+    const int gy0 = std::max(g.by0, y0), gy1 = std::min(g.by1, y1 - 1);
+    // The 5x5 block is a combination of the moments M_ij = sum w dx^i dy^j (i + j in 2..4,
+    // w = g alpha^2): lane sums of w dx^i per row, times the row's dy^j once per row (as the
+    // backward does), instead of 15 products per pixel.
+    V sc = zero, so = zero;  // sum (alpha T)^2, sum g ex^2
+    V m20 = zero, m11 = zero, m02 = zero, m30 = zero, m21 = zero, m12 = zero, m03 = zero;
+    V m40 = zero, m31 = zero, m22 = zero, m13 = zero, m04 = zero;
+    if (gy0 <= gy1) {
+      int xl[TILE], xh[TILE];
+      row_spans(g, y0, gy0 - y0, gy1 - y0, x0, x1 - 1, xl, xh);
+      const GVec<S> gv(g);
+      const V col0 = splat<V>(g.col[0]), col1 = splat<V>(g.col[1]), col2 = splat<V>(g.col[2]);
+      const M pos = splat<M>((MI)jj);
+      for (int r = gy0 - y0; r <= gy1 - y0; ++r) {
+        if (xl[r] > xh[r]) continue;
+        const RowVec<S> rw(g, g.my - (S(y0 + r) + S(0.5)));
+        V s0 = zero, s1 = zero, s2 = zero, s3 = zero, s4 = zero;  // sum w dx^i over the row
+        const int c1 = (xh[r] - x0) / L;
+        for (int c = (xl[r] - x0) / L; c <= c1; ++c) {
+          const int i = r * CH + c;
+          const Eval<S> e = eval_pixels<S>(gv, rw, pxc[c]);
+          const M ok = e.ok & (pos < last[i]);
+          const V am = mask(e.alpha, ok);
+          const V om = one - am;
+          T[i] = T[i] / om;
+          const V Ti = T[i];
+          const M live = ok & (e.a <= cap);  // no gradient through a clamped alpha
+          const V u0 = mask(Ti * (col0 - R0[i]), live), u1 = mask(Ti * (col1 - R1[i]), live),
+                  u2 = mask(Ti * (col2 - R2[i]), live);
+          R0[i] = am * col0 + om * R0[i];
+          R1[i] = am * col1 + om * R1[i];
+          R2[i] = am * col2 + om * R2[i];
+          const V gw = u0 * u0 + u1 * u1 + u2 * u2;
+          const V wt = am * Ti;
+          sc += wt * wt;
+          so += gw * (e.ex * e.ex);
+          const V w0 = gw * (e.alpha * e.alpha);  // d alpha / d power = alpha
+          const V w1 = w0 * e.dx, w2 = w1 * e.dx, w3 = w2 * e.dx;
+          s0 += w0; s1 += w1; s2 += w2; s3 += w3; s4 += w3 * e.dx;
+        }
+        const V dy = rw.dy, dy2 = dy * dy;
+        m20 += s2; m11 += s1 * dy; m02 += s0 * dy2;
+        m30 += s3; m21 += s2 * dy; m12 += s1 * dy2; m03 += s0 * (dy2 * dy);
+        m40 += s4; m31 += s3 * dy; m22 += s2 * dy2; m13 += s1 * (dy2 * dy); m04 += s0 * (dy2 * dy2);
+      }
+    }
+    // q = -d power / d (mx, my, A, B, C) = (A dx + B dy, B dx + C dy, dx^2 / 2, dx dy, dy^2 / 2)
+    // (the sign drops out of q q^T)
+    const S A = g.A, Bc = g.B, C = g.C, h = S(0.5), qr = S(0.25);
+    const S M20 = hsum(m20), M11 = hsum(m11), M02 = hsum(m02), M30 = hsum(m30), M21 = hsum(m21), M12 = hsum(m12),
+            M03 = hsum(m03), M40 = hsum(m40), M31 = hsum(m31), M22 = hsum(m22), M13 = hsum(m13), M04 = hsum(m04);
+    row[0] = A * A * M20 + S(2) * A * Bc * M11 + Bc * Bc * M02;
+    row[1] = A * Bc * M20 + (A * C + Bc * Bc) * M11 + Bc * C * M02;
+    row[2] = h * (A * M30 + Bc * M21);
+    row[3] = A * M21 + Bc * M12;
+    row[4] = h * (A * M12 + Bc * M03);
+    row[5] = Bc * Bc * M20 + S(2) * Bc * C * M11 + C * C * M02;
+    row[6] = h * (Bc * M30 + C * M21);
+    row[7] = Bc * M21 + C * M12;
+    row[8] = h * (Bc * M12 + C * M03);
+    row[9] = qr * M40;
+    row[10] = h * M31;
+    row[11] = qr * M22;
+    row[12] = M22;
+    row[13] = h * M13;
+    row[14] = qr * M04;
+    row[15] = hsum(so);
+    row[16] = hsum(sc);
+  }
+}
+
+template <typename S>
+void fisher_tile_base(const FisherArgs<S>& args, int t) {
+  fisher_tile<S>(args, t);
+}
+#if GS_AVX_DISPATCH
+__attribute__((target("avx"))) void fisher_tile_avx(const FisherArgs<float>& args, int t) {
+  fisher_tile<float>(args, t);
+}
+#endif
+
+// Per-Gaussian rows (N, FROW), reduced from the intersections in list order (thread-count free).
+template <typename S>
+void fisher_raster_impl(const GRec<S>* recs, const Binning& B, const Intrinsics& K, const S* bg, const S* T_final,
+                        const int32_t* n_contrib, S* out) {
+  const int ntiles = K.tiles_x() * K.tiles_y();
+  const int64_t I = B.count;
+  std::unique_ptr<S[]> rows(new S[(size_t)I * FROW]);
+  const FisherArgs<S> args{recs, &B, &K, bg, T_final, n_contrib, rows.get()};
+  void (*tile)(const FisherArgs<S>&, int) = fisher_tile_base<S>;
+#if GS_AVX_DISPATCH
+  if constexpr (std::is_same<S, float>::value)
+    if (use_avx()) tile = fisher_tile_avx;
+#endif
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int t = 0; t < ntiles; ++t) tile(args, t);
+  const int32_t* ids = B.ids;
+  const int64_t N = B.n;
+#pragma omp parallel
+  {
+    int64_t n0, n1;
+    thread_share(N, &n0, &n1);
+    for (int64_t j = 0; j < I; ++j) {
+      const int32_t n = ids[j];
+      if (n < n0 || n >= n1) continue;
+      const S* row = &rows[(size_t)j * FROW];
+      for (int k = 0; k < FROW; ++k) out[FROW * n + k] += row[k];
+    }
+  }
+}
+
+// Adds diag(P^T G P) into f_means (N,3), f_quats (N,4), f_scales (N,3): G is each Gaussian's 5x5
+// block of `rows` (screen mean and conic), P the Jacobian of (mean2d, conic) by (mean, raw quat,
+// log scales). G = L D L^T (pivots below 1e-12 of the largest diagonal entry dropped: G is a sum of
+// outer products, PSD up to rounding), so diag(P^T G P) = sum_k D_k (P^T L_k)^2, one VJP per column.
+template <typename S>
+void fisher_project_impl(const S* means, const S* quats, const S* scales, int64_t N, const S* viewmat,
+                         const Intrinsics& K, const int32_t* radii, const S* conics, const S* rows, S* f_means,
+                         S* f_quats, S* f_scales) {
+#pragma omp parallel for schedule(static, 1024)
+  for (int64_t n = 0; n < N; ++n) {
+    if (radii[n] <= 0) continue;
+    const S* r = rows + FROW * n;
+    double G[5][5];
+    int k = 0;
+    for (int a = 0; a < 5; ++a)
+      for (int b = a; b < 5; ++b) G[a][b] = G[b][a] = (double)r[k++];
+    double gmax = 0;
+    for (int a = 0; a < 5; ++a) gmax = std::max(gmax, G[a][a]);
+    if (!(gmax > 0)) continue;
+    double Lm[5][5] = {}, D[5];
+    for (int c = 0; c < 5; ++c) {
+      double d = G[c][c];
+      for (int j = 0; j < c; ++j) d -= Lm[c][j] * Lm[c][j] * D[j];
+      D[c] = d > 1e-12 * gmax ? d : 0.0;
+      Lm[c][c] = 1.0;
+      for (int i = c + 1; i < 5; ++i) {
+        double v = G[i][c];
+        for (int j = 0; j < c; ++j) v -= Lm[i][j] * Lm[c][j] * D[j];
+        Lm[i][c] = D[c] > 0 ? v / D[c] : 0.0;
+      }
+    }
+    ProjLocal<S> L;
+    project_one(means + 3 * n, quats + 4 * n, scales + 3 * n, viewmat, K, L);
+    double fm[3] = {0, 0, 0}, fq[4] = {0, 0, 0, 0}, fs[3] = {0, 0, 0};
+    for (int c = 0; c < 5; ++c) {
+      if (D[c] <= 0) continue;
+      S col[5];
+      for (int i = 0; i < 5; ++i) col[i] = S(Lm[i][c]);
+      S vp[3] = {S(0), S(0), S(0)}, vmean[3] = {S(0), S(0), S(0)}, vq[4], vs[3];
+      project_vjp_geom<S>(quats + 4 * n, L, viewmat, K, conics + 3 * n, col[0], col[1], col + 2, vp, vmean, vq, vs);
+      for (int i = 0; i < 3; ++i) fm[i] += D[c] * (double)vmean[i] * (double)vmean[i];
+      for (int i = 0; i < 4; ++i) fq[i] += D[c] * (double)vq[i] * (double)vq[i];
+      for (int i = 0; i < 3; ++i) fs[i] += D[c] * (double)vs[i] * (double)vs[i];
+    }
+    for (int i = 0; i < 3; ++i) f_means[3 * n + i] += S(fm[i]);
+    for (int i = 0; i < 4; ++i) f_quats[4 * n + i] += S(fq[i]);
+    for (int i = 0; i < 3; ++i) f_scales[3 * n + i] += S(fs[i]);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Torch bindings
 // ------------------------------------------------------------------------------------------------
 
@@ -1241,6 +1479,52 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   return {v_means2d, v_conics, v_colors, v_opac, v_depths, v_bg};
 }
 
+// Fisher rows (N, 17) of one camera (see fisher_tile), from rasterize_forward's outputs.
+torch::Tensor fisher_raster(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors, torch::Tensor opac,
+                            torch::Tensor depths, torch::Tensor radii, torch::Tensor bg, int64_t W, int64_t H,
+                            torch::Tensor T_final, torch::Tensor n_contrib, torch::Tensor offsets, torch::Tensor ids) {
+  auto dt = means2d.scalar_type();
+  for (auto* p : {&means2d, &conics, &colors, &opac, &depths, &bg, &T_final}) check(*p, "input", dt);
+  check(radii, "radii", torch::kInt32);
+  check(n_contrib, "n_contrib", torch::kInt32);
+  check(offsets, "offsets", torch::kInt64);
+  check(ids, "ids", torch::kInt32);
+  const int64_t N = means2d.size(0);
+  Intrinsics K = make_k(1, 1, 0, 0, W, H);
+  auto out = torch::zeros({N, FROW}, means2d.options());
+  AT_DISPATCH_FLOATING_TYPES(dt, "fisher_raster", [&] {
+    const Binning B = view_binning(offsets, ids, N);
+    auto recs = gather_records<scalar_t>(means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
+                                         colors.data_ptr<scalar_t>(), opac.data_ptr<scalar_t>(),
+                                         depths.data_ptr<scalar_t>(), radii.data_ptr<int32_t>(), N);
+    fisher_raster_impl<scalar_t>(recs.get(), B, K, bg.data_ptr<scalar_t>(), T_final.data_ptr<scalar_t>(),
+                                 n_contrib.data_ptr<int32_t>(), out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+// Adds the Fisher diagonal of means, raw quats and log scales of one camera (see fisher_project_impl).
+void fisher_project(torch::Tensor means, torch::Tensor quats, torch::Tensor scales, torch::Tensor viewmat,
+                    double fx, double fy, double cx, double cy, int64_t W, int64_t H, torch::Tensor radii,
+                    torch::Tensor conics, torch::Tensor rows, torch::Tensor f_means, torch::Tensor f_quats,
+                    torch::Tensor f_scales) {
+  auto dt = means.scalar_type();
+  for (auto* p : {&means, &quats, &scales, &viewmat, &conics, &rows, &f_means, &f_quats, &f_scales})
+    check(*p, "input", dt);
+  check(radii, "radii", torch::kInt32);
+  const int64_t N = means.size(0);
+  TORCH_CHECK(rows.dim() == 2 && rows.size(0) == N && rows.size(1) == FROW, "fisher rows must be (N, 17)");
+  TORCH_CHECK(f_means.numel() == 3 * N && f_quats.numel() == 4 * N && f_scales.numel() == 3 * N,
+              "fisher outputs have the wrong size");
+  Intrinsics K = make_k(fx, fy, cx, cy, W, H);
+  AT_DISPATCH_FLOATING_TYPES(dt, "fisher_project", [&] {
+    fisher_project_impl<scalar_t>(means.data_ptr<scalar_t>(), quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
+                                  N, viewmat.data_ptr<scalar_t>(), K, radii.data_ptr<int32_t>(),
+                                  conics.data_ptr<scalar_t>(), rows.data_ptr<scalar_t>(), f_means.data_ptr<scalar_t>(),
+                                  f_quats.data_ptr<scalar_t>(), f_scales.data_ptr<scalar_t>());
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -1248,4 +1532,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("project_backward", &project_backward, "backward of project_forward (accumulating)");
   m.def("rasterize_forward", &rasterize_forward, "tile-bin and alpha-composite one camera");
   m.def("rasterize_backward", &rasterize_backward, "backward of rasterize_forward");
+  m.def("fisher_raster", &fisher_raster, "per-Gaussian Fisher rows of one camera (screen space)");
+  m.def("fisher_project", &fisher_project, "adds the Fisher diagonal of means, quats, scales of one camera");
 }

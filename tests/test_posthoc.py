@@ -19,10 +19,10 @@ from gscomp.stages.pipeline import Pipeline
 STEPS = {"quats": 0.0105, "scales": 0.047, "opacities": 0.062, "sh0": 0.027}
 
 
-def compact(views: int = 4, probes: int = 1, dq: bool = False) -> dict:
+def compact(views: int = 4, dq: bool = False) -> dict:
     """The preset; ``dq`` = its dependent quantization (off: the exact half-step error bounds hold)."""
     cfg = compose_pipeline(["pipeline=compact"])  # resolves the ${...} step references
-    cfg["stages"]["importance"].update(views=views, probes=probes)  # fewer renders keep tests fast
+    cfg["stages"]["importance"].update(views=views)  # fewer renders keep tests fast
     cfg["stages"]["attributes"]["dependent_quant"] = dq
     return cfg
 
@@ -36,19 +36,25 @@ def test_scores_follow_visibility(random_splats):
     src.opacities[:200] = -9.0  # nearly transparent: their errors barely show
     src.opacities[200:] = 4.0
     src.scales[:] = -2.0
-    imp = I.importance_scores(src, 4, STEPS, 14, probes=2, res=64)
+    imp = I.importance_scores(src, 4, STEPS, 14, res=64)
     assert imp.shape == (400,) and (imp >= 0).all()
     assert np.median(imp[:200]) * 100 < np.median(imp[200:])
-    cls = I.importance_classes(src, 4, 0.7, 4, STEPS, 14, probes=2)
+    cls = I.importance_classes(src, 4, 0.7, 4, STEPS, 14)
     assert cls.min() >= 0 and cls.max() <= 3 and cls[:200].mean() > cls[200:].mean() + 1.5
-    # deterministic (fixed probe seed; scores snapped before the class decision)
-    assert np.array_equal(cls, I.importance_classes(src.clone(), 4, 0.7, 4, STEPS, 14, probes=2))
+    # deterministic (exact scores, snapped before the class decision)
+    assert np.array_equal(cls, I.importance_classes(src.clone(), 4, 0.7, 4, STEPS, 14))
+
+
+def test_old_probes_param_still_accepted():
+    """Files written before the exact Fisher pass name `probes` in their header: still readable."""
+    assert I.Importance(probes=4).params["probes"] == 4
+    assert "probes" not in I.Importance().params
 
 
 def test_out_of_view_gaussians_score_zero(random_splats):
     src = random_splats(60, sh_degree=0, seed=2)
     src.means[:3] += 100.0  # beyond the 90th-percentile radius the cameras are placed at
-    imp = I.importance_scores(src, 4, STEPS, 14, probes=1, res=32)
+    imp = I.importance_scores(src, 4, STEPS, 14, res=32)
     assert (imp[:3] == 0).all() and (imp[3:] > 0).mean() > 0.5
 
 
@@ -194,7 +200,7 @@ def test_real_biker_compact_beats_medium(tmp_path, monkeypatch):
     from gscomp.io import load_splats
 
     src = load_splats(shared("splats/biker.compressed.ply"))
-    st = encode_gsz(src, tmp_path / "b.gsz", compact(views=8, probes=1))
+    st = encode_gsz(src, tmp_path / "b.gsz", compact(views=8))
     med = yaml.safe_load((ROOT / "configs" / "pipeline" / "medium.yaml").read_text())
     st_med = encode_gsz(src, tmp_path / "m.gsz", med)
     assert st["total_bytes"] < 0.9 * st_med["total_bytes"]
@@ -391,10 +397,10 @@ def test_importance_scores_on_the_training_views(random_splats):
     cams = [Camera.look_at((0.1 * i, 0.0, 0.0), (0.1 * i, 0.0, 5.0), (0.0, -1.0, 0.0), 60.0, 400, 300, name=f"c{i}")
             for i in range(6)]
     state = SimpleNamespace(trainer=SimpleNamespace(scene=SimpleNamespace(train=cams)))
-    stage = I.Importance(views=3, probes=1, max_res=64)
+    stage = I.Importance(views=3, max_res=64)
     stage.bake(src, state)
     assert len(stage._cams) == 3 and max(stage._cams[0].width, stage._cams[0].height) == 64
-    imp = I.importance_scores(src, 3, STEPS, 14, probes=1, cams=stage._cams)
+    imp = I.importance_scores(src, 3, STEPS, 14, cams=stage._cams)
     assert (imp[:100] == 0).all() and (imp[100:] > 0).mean() > 0.5
     # no state: post-hoc input falls back to the sphere (auto) or refuses (train)
     stage.bake(src, None)

@@ -295,7 +295,7 @@ def test_rvq_depths_follow_importance_classes(tmp_path):
     """rvq.depths: class c keeps its first depths[c] stages; fewer index bytes, exact decode."""
     from gscomp.codec import decode_gsz, encode_gsz
     s = _smooth_splats(3000, seed=5, sh_degree=0)
-    stages = {"importance": {"type": "importance", "views": 4, "probes": 1, "quantile": 0.5},
+    stages = {"importance": {"type": "importance", "views": 4, "quantile": 0.5},
               "positions": {"type": "positions", "bits": 16},
               "rvq": {"type": "rvq", "n_stages": 3, "codebook_size": 32, "kmeans_iters": 3},
               "attributes": {"type": "attributes", "fields": ["opacities", "sh0"]}}

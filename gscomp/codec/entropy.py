@@ -142,14 +142,29 @@ def blob(b: bytes) -> bytes:
     return varint(len(b)) + bytes(b)
 
 
+def _varint_sizes(v: np.ndarray) -> np.ndarray:
+    """LEB128 byte count of each value of a uint64 array."""
+    nbytes = np.ones(v.shape, np.int64)
+    for k in range(1, 10):
+        top = np.uint64(1) << np.uint64(7 * k)
+        if not (v >= top).any():
+            break
+        nbytes += v >= top
+    return nbytes
+
+
+def varints_len(values: np.ndarray) -> int:
+    """len(varints(values)), without building the bytes (table-size estimates)."""
+    v = np.asarray(values, dtype=np.uint64)
+    return int(_varint_sizes(v).sum()) if v.size else 0
+
+
 def varints(values: np.ndarray) -> bytes:
     """Vectorised LEB128 of a non-negative integer array (< 2**63)."""
     v = np.ascontiguousarray(values, dtype=np.uint64)
     if v.size == 0:
         return b""
-    nbytes = np.ones(v.shape, np.int64)
-    for k in range(1, 10):
-        nbytes += v >= (np.uint64(1) << np.uint64(7 * k))
+    nbytes = _varint_sizes(v)
     ends = np.cumsum(nbytes)
     out = np.zeros(int(ends[-1]), np.uint8)
     starts = ends - nbytes
@@ -604,7 +619,7 @@ def _table_cost(c: np.ndarray, bits: int) -> tuple[float, np.ndarray]:
     it codes: varint weights + cross-entropy under the quantized weights; and those weights."""
     w = quantize_pmf(c, bits)
     nz = c > 0
-    return 8 * len(varints(w)) + 24 + float(-(c[nz] * np.log2(w[nz] / float(1 << bits))).sum()), w
+    return 8 * varints_len(w) + 24 + float(-(c[nz] * np.log2(w[nz] / float(1 << bits))).sum()), w
 
 
 def _table_bits(counts: np.ndarray) -> int:

@@ -120,4 +120,33 @@ def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background
     return img, alpha, depth, {"means2d": means2d, "radii": radii.to(torch.int64)}
 
 
-__all__ = ["render_cpu"]
+def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Diagonal of J^T J, J = d(rendered colours of ``camera``)/d(parameters), for the fields means,
+    quats, scales, opacities (logits) and sh0, each shaped like the field: for every parameter the
+    sum over pixels and channels of its squared derivative. Exact (no random probes) in one forward
+    and one extra back-to-front pass (`fisher_tile` in cuda/rasterize_cpu.cpp). Not included: a
+    mean's effect on its colour through the SH view direction (zero at SH degree 0)."""
+    from .sh import C0
+
+    ext = native.load()
+    dtype = splats.means.dtype
+    (viewmat,), (campos,), (intr,) = _cam_arrays([camera], dtype)
+    W, H = camera.width, camera.height
+    means, quats, scales, sh0, shN = (t.detach().contiguous() for t in
+                                      (splats.means, splats.quats, splats.scales, splats.sh0, splats.shN))
+    means2d, conics, colors, depths, radii = ext.project_forward(means, quats, scales, sh0, shN, sh_degree,
+                                                                 viewmat, campos, *intr)
+    opac = torch.sigmoid(splats.opacities.detach()).contiguous()
+    bg = background.to(dtype).contiguous()
+    fwd = ext.rasterize_forward(means2d, conics, colors, opac, depths, radii, bg, W, H)
+    rows = ext.fisher_raster(means2d, conics, colors, opac, depths, radii, bg, W, H, *fwd[3:])
+    out = {f: torch.zeros_like(t) for f, t in (("means", means), ("quats", quats), ("scales", scales))}
+    ext.fisher_project(means, quats, scales, viewmat, *intr, radii, conics, rows, out["means"], out["quats"],
+                       out["scales"])
+    out["opacities"] = rows[:, 15] * (opac * (1 - opac)) ** 2  # d sigmoid / d logit = o (1 - o)
+    # d colour_ch / d sh0_ch = C0 unless the colour was clamped at 0 (then no gradient, as in backward)
+    out["sh0"] = (rows[:, 16:17] * C0 ** 2 * (colors > 0).to(dtype)).unsqueeze(1)
+    return out
+
+
+__all__ = ["fisher_cpu", "render_cpu"]

@@ -40,56 +40,44 @@ def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
     return cams
 
 
-def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, probes: int = 4,
-                      res: int = 128, cams: list | None = None, progress=None) -> np.ndarray:
+def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, res: int = 128,
+                      cams: list | None = None, progress=None) -> np.ndarray:
     """Expected squared render error of each Gaussian when its attributes get quantization errors
     of the given steps: sum over attributes a of step_a^2 * S_a, where S_a = sum over views, pixels
-    and channels of (d pixel / d attribute)^2. S_a is the diagonal of J^T J, estimated (Hutchinson)
-    as the mean of (J^T r)^2 over random +-1 images r: one backward pass per probe and view.
+    and channels of (d pixel / d attribute)^2, the diagonal of J^T J (Fisher information), computed
+    exactly per view by the native renderer (`gscomp.render.cpu.fisher_cpu`).
     ``progress(done, total)`` is called after each view."""
-    from ..render import render
-    from ..splats import Splats
+    from ..render.cpu import fisher_cpu
 
     n = len(splats)
     means = as_np32(splats.means)
     lo, hi = (means.min(0), means.max(0)) if n else (np.zeros(3, np.float32),) * 2
     _, pos_step = Q.grid_params(lo, hi, pos_bits)  # per-axis grid step in world units
-    weight = {"means": torch.from_numpy(pos_step ** 2)[None]}
+    weight = {"means": torch.from_numpy(pos_step.astype(np.float64) ** 2)[None]}
     for f in ("quats", "scales", "opacities", "sh0"):
-        weight[f] = torch.tensor(float(steps.get(f, 0.0)) ** 2, dtype=torch.float64)
-    params = {f: getattr(splats, f).detach().clone().requires_grad_(True) for f in weight}
-    s = Splats(shN=splats.shN.detach(), **params)
-    # sum of squared gradients per field: float32 over one view's probes, float64 across views
-    acc = {f: torch.zeros(p.shape, dtype=torch.float64) for f, p in params.items()}
-    view = {f: torch.zeros_like(p) for f, p in params.items()}
-    gen = torch.Generator().manual_seed(0)
-    cams = cams if cams is not None else sphere_cameras(s.means.detach(), views, res)
+        weight[f] = float(steps.get(f, 0.0)) ** 2
+    acc = {f: torch.zeros(getattr(splats, f).shape, dtype=torch.float64) for f in weight}  # summed over views
+    cams = cams if cams is not None else sphere_cameras(splats.means.detach(), views, res)
+    bg = torch.zeros(3, dtype=splats.means.dtype)
     for i, cam in enumerate(cams):
-        out = render(s, [cam], backend="cpu")
-        for v in view.values():
-            v.zero_()
-        for k in range(probes):
-            r = torch.randint(0, 2, out.colors.shape, generator=gen).to(out.colors.dtype) * 2 - 1
-            grads = torch.autograd.grad((out.colors * r).sum(), list(params.values()), retain_graph=k + 1 < probes)
-            for f, g in zip(params, grads):
-                view[f].addcmul_(g, g)
-        for f in params:
-            acc[f] += view[f]
+        fisher = fisher_cpu(splats, cam, splats.sh_degree, bg)
+        for f in acc:
+            acc[f] += fisher[f]
         if progress is not None:
             progress(i + 1, len(cams))
     tot = torch.zeros(n, dtype=torch.float64)
-    for f in params:
-        tot += (acc[f].reshape(n, -1) * weight[f]).sum(1)
+    for f, w in weight.items():
+        tot += (acc[f].reshape(n, -1) * w).sum(1)
     return tot.numpy()
 
 
 def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
-                       probes: int = 4, cams: list | None = None, progress=None) -> np.ndarray:
+                       cams: list | None = None, progress=None) -> np.ndarray:
     """Class c = round(log2 sqrt(I_ref / I)) clipped to [0, levels): for a distortion weighted by I,
     the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
     I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
     parallel sums cannot flip a class (deterministic bytes)."""
-    imp = importance_scores(splats, views, steps, pos_bits, probes, cams=cams, progress=progress)
+    imp = importance_scores(splats, views, steps, pos_bits, cams=cams, progress=progress)
     imp = np.where(imp > 0, imp, 0.0)
     mant, ex = np.frexp(imp)
     imp = np.ldexp(np.round(mant * 256) / 256, ex)
@@ -116,14 +104,18 @@ class Importance(Stage):
     type = "importance"
     owns = ()
 
-    def __init__(self, views: int = 24, probes: int = 4, quantile: float = 0.8, levels: int = 4,
+    def __init__(self, views: int = 24, probes: int | None = None, quantile: float = 0.8, levels: int = 4,
                  pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
                  opacity_step: float = 0.06, sh0_step: float = 0.03, cameras: str = "auto", max_res: int = 256):
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
-        if not (is_int(views) and 1 <= views <= 256 and is_int(probes) and 1 <= probes <= 64):
-            raise GscompError("importance.views must be an integer in 1..256 and importance.probes in 1..64")
+        if not (is_int(views) and 1 <= views <= 256):
+            raise GscompError("importance.views must be an integer in 1..256")
+        # `probes` (random probes per view) belongs to the stochastic estimate used before the exact
+        # Fisher pass; still accepted so that files and configs naming it keep working, and unused
+        if probes is not None and not (is_int(probes) and 1 <= probes <= 64):
+            raise GscompError("importance.probes must be an integer in 1..64 (it is unused: scores are exact)")
         if not (isinstance(quantile, (int, float)) and 0 < quantile < 1):
             raise GscompError("importance.quantile must be in (0, 1)")
         if not (is_int(levels) and 1 <= levels <= MAX_LEVELS):
@@ -138,7 +130,8 @@ class Importance(Stage):
             raise GscompError("importance.cameras must be auto, train or sphere")
         if not (is_int(max_res) and 16 <= max_res <= 4096):
             raise GscompError("importance.max_res must be an integer in 16..4096")
-        super().__init__(views=views, probes=probes, quantile=float(quantile), levels=levels, pos_bits=pos_bits,
+        extra = {} if probes is None else {"probes": probes}
+        super().__init__(views=views, **extra, quantile=float(quantile), levels=levels, pos_bits=pos_bits,
                          **{k: float(v) for k, v in steps.items()}, cameras=cameras, max_res=max_res)
         self._cams = None
 
@@ -163,7 +156,7 @@ class Importance(Stage):
         p = self.params
         steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"]}
         report = (lambda d, t: ctx.progress("importance: rendering views", d, t)) if ctx.progress else None
-        cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"], p["probes"],
+        cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"],
                                   cams=self._cams, progress=report) if ctx.n else np.zeros(0, np.int64))
         return [Section("classes", "symbols/v1", E.encode_symbols(cls, allow_ctx=True))]
 
