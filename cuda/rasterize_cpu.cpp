@@ -920,6 +920,23 @@ void rasterize_forward_impl(const FwdArgs<S>& args) {
   for (int t = 0; t < ntiles; ++t) tile(args, t);
 }
 
+// Per-intersection rows into per-Gaussian sums: add(n, j) for every list entry j of Gaussian n.
+// Each thread owns a range of Gaussian ids and walks the whole list in order, so every sum is taken
+// in list order whatever the thread count (deterministic), without atomics.
+template <typename F>
+void reduce_rows(const Binning& B, F add) {
+  const int32_t* ids = B.ids;
+#pragma omp parallel
+  {
+    int64_t n0, n1;
+    thread_share(B.n, &n0, &n1);
+    for (int64_t j = 0; j < B.count; ++j) {
+      const int32_t n = ids[j];
+      if (n >= n0 && n < n1) add(n, j);
+    }
+  }
+}
+
 // Per-intersection gradient row: means2d (2), conic (3), colour (3), opacity, depth.
 constexpr int GROW = 10;
 
@@ -1088,30 +1105,19 @@ void rasterize_backward_impl(const GRec<S>* recs, const Binning& B, const Intrin
 #endif
 #pragma omp parallel for schedule(dynamic, 1)
   for (int t = 0; t < ntiles; ++t) tile(args, t);
-  // Reduce rows into per-Gaussian gradients: each thread owns a range of Gaussian ids and adds its
-  // rows in list order, a fixed order whatever the thread count.
-  const int32_t* ids = B.ids;
-  const int64_t N = B.n;
-#pragma omp parallel
-  {
-    int64_t n0, n1;
-    thread_share(N, &n0, &n1);
-    for (int64_t j = 0; j < I; ++j) {
-      const int32_t n = ids[j];
-      if (n < n0 || n >= n1) continue;
-      const S* row = &rows[(size_t)j * GROW];
-      v_means2d[2 * n] += row[0];
-      v_means2d[2 * n + 1] += row[1];
-      v_conics[3 * n] += row[2];
-      v_conics[3 * n + 1] += row[3];
-      v_conics[3 * n + 2] += row[4];
-      v_colors[3 * n] += row[5];
-      v_colors[3 * n + 1] += row[6];
-      v_colors[3 * n + 2] += row[7];
-      v_opac[n] += row[8];
-      v_depths[n] += row[9];
-    }
-  }
+  reduce_rows(B, [&](int32_t n, int64_t j) {
+    const S* row = &rows[(size_t)j * GROW];
+    v_means2d[2 * n] += row[0];
+    v_means2d[2 * n + 1] += row[1];
+    v_conics[3 * n] += row[2];
+    v_conics[3 * n + 1] += row[3];
+    v_conics[3 * n + 2] += row[4];
+    v_colors[3 * n] += row[5];
+    v_colors[3 * n + 1] += row[6];
+    v_colors[3 * n + 2] += row[7];
+    v_opac[n] += row[8];
+    v_depths[n] += row[9];
+  });
   for (int t = 0; t < ntiles; ++t)
     for (int ch = 0; ch < 3; ++ch) v_bg[ch] += bg_part[3 * (size_t)t + ch];
 }
@@ -1276,19 +1282,10 @@ void fisher_raster_impl(const GRec<S>* recs, const Binning& B, const Intrinsics&
 #endif
 #pragma omp parallel for schedule(dynamic, 1)
   for (int t = 0; t < ntiles; ++t) tile(args, t);
-  const int32_t* ids = B.ids;
-  const int64_t N = B.n;
-#pragma omp parallel
-  {
-    int64_t n0, n1;
-    thread_share(N, &n0, &n1);
-    for (int64_t j = 0; j < I; ++j) {
-      const int32_t n = ids[j];
-      if (n < n0 || n >= n1) continue;
-      const S* row = &rows[(size_t)j * FROW];
-      for (int k = 0; k < FROW; ++k) out[FROW * n + k] += row[k];
-    }
-  }
+  reduce_rows(B, [&](int32_t n, int64_t j) {
+    const S* row = &rows[(size_t)j * FROW];
+    for (int k = 0; k < FROW; ++k) out[FROW * n + k] += row[k];
+  });
 }
 
 // Adds diag(P^T G P) into f_means (N,3), f_quats (N,4), f_scales (N,3): G is each Gaussian's 5x5
