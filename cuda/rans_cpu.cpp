@@ -1112,9 +1112,10 @@ py::object s3_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forc
 // decoder). t: targets in units of d; nonneg: only reconstructions >= 0. Returns (k, r): coded
 // levels and reconstruction indices (value = r d). Deterministic: fixed candidate order, strict <.
 // Rate-aware when lam > 0: cost = error^2 + lam * bits(k), bits from a table over [klo, klo + nb)
-// (levels outside it cost `far` bits), e.g. the level histogram of a first pass.
+// (levels outside it cost `far` bits), e.g. the level histogram of a first pass. With weights wt
+// (else 1) the error of value i counts wt[i] times: an encoder-only choice, the decoder is the same.
 static void dq_trellis(const double* t, int64_t n, bool nonneg, int64_t* kout, int64_t* rout, double lam,
-                       int64_t klo, const double* bits, int64_t nb, double far) {
+                       int64_t klo, const double* bits, int64_t nb, double far, const double* wt) {
   const double INF = 1e300;
   double cost[4] = {0, INF, INF, INF};
   std::vector<uint8_t> from(size_t(n) * 4);
@@ -1123,7 +1124,7 @@ static void dq_trellis(const double* t, int64_t n, bool nonneg, int64_t* kout, i
     double nc[4] = {INF, INF, INF, INF};
     uint8_t* fr = &from[size_t(i) * 4];
     int64_t* lv = &lev[size_t(i) * 4];
-    const double x = t[i];
+    const double x = t[i], wi = wt ? wt[i] : 1.0;
     for (int s = 0; s < 4; ++s) {
       if (!(cost[s] < INF)) continue;
       const int h = s >> 1, l = s & 1;
@@ -1141,7 +1142,7 @@ static void dq_trellis(const double* t, int64_t n, bool nonneg, int64_t* kout, i
         if (nonneg && r < 0) r = 0;
         const int64_t k = h == 0 ? r / 2 : (r + (r > 0) - (r < 0)) / 2;
         const double d = x - (double)r;
-        double v = cost[s] + d * d;
+        double v = cost[s] + wi * (d * d);
         if (lam > 0) v += lam * (k >= klo && k < klo + nb ? bits[k - klo] : far);
         const int ns = ((l ^ (int)(k & 1)) << 1) | h;
         if (v < nc[ns]) nc[ns] = v, fr[ns] = (uint8_t)s, lv[ns] = k;
@@ -1162,7 +1163,7 @@ static void dq_trellis(const double* t, int64_t n, bool nonneg, int64_t* kout, i
 }
 
 // Many independent sequences (one per stream) on all cores: list of float64 arrays -> list of (k, r).
-py::list dq_quantize_many(py::list targets, bool nonneg, double lam, py::list rates) {
+py::list dq_quantize_many(py::list targets, bool nonneg, double lam, py::list rates, py::list weights) {
   const int64_t m = (int64_t)targets.size();
   std::vector<py::array_t<double, py::array::c_style | py::array::forcecast>> in;
   std::vector<py::array_t<int64_t>> ks, rs;
@@ -1176,6 +1177,16 @@ py::list dq_quantize_many(py::list targets, bool nonneg, double lam, py::list ra
     rs.emplace_back(in.back().shape(0));
   }
   if (lam > 0 && (int64_t)rates.size() != m) throw py::value_error("dq_quantize_many: one rate table per sequence");
+  if (!weights.empty() && (int64_t)weights.size() != m) throw py::value_error("dq_quantize_many: one weight array per sequence");
+  std::vector<py::array_t<double, py::array::c_style | py::array::forcecast>> wts;
+  for (int64_t j = 0; j < (int64_t)weights.size(); ++j) {
+    wts.push_back(py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(weights[j]));
+    if (!wts.back() || wts.back().ndim() != 1 || wts.back().shape(0) != in[j].shape(0))
+      throw py::value_error("dq_quantize_many: weights must match their sequence");
+    const double* w = wts.back().data();
+    for (py::ssize_t i = 0; i < wts.back().shape(0); ++i)
+      if (!(w[i] >= 0 && w[i] < MAX_Q)) throw py::value_error("dq_quantize_many: weights must be finite and >= 0");
+  }
   std::vector<py::array_t<double, py::array::c_style | py::array::forcecast>> tabs;
   std::vector<int64_t> klo(m, 0);
   std::vector<double> far(m, 0);
@@ -1195,7 +1206,7 @@ py::list dq_quantize_many(py::list targets, bool nonneg, double lam, py::list ra
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t j = 0; j < m; ++j)
       dq_trellis(src[j], len[j], nonneg, kd[j], rd[j], lam, klo[j], lam > 0 ? tabs[j].data() : nullptr,
-                 lam > 0 ? tabs[j].shape(0) : 0, far[j]);
+                 lam > 0 ? tabs[j].shape(0) : 0, far[j], wts.empty() ? nullptr : wts[j].data());
   }
   py::list out;
   for (int64_t j = 0; j < m; ++j) out.append(py::make_tuple(ks[j], rs[j]));

@@ -451,9 +451,66 @@ def test_dq_trellis_native_matches_reference_and_beats_rounding(monkeypatch):
         Q.dq_quantize([np.array([np.nan])])
 
 
-def test_compact_dependent_quant_less_error_same_bytes(tmp_path, random_splats):
+def test_dq_trellis_weights(monkeypatch):
+    """Per-value error weights: all-ones weights change nothing, native and numpy agree, the
+    weighted search has the least weighted error (it is optimal for it), and the high-weight
+    values get less error than without weights; bad weights are refused."""
+    from gscomp.codec import quant as Q
+
+    rng = np.random.default_rng(3)
+    t = rng.laplace(0, 4, 3000)
+    w = np.where(rng.random(3000) < 0.3, 4.0, 0.25)
+    (k0, r0), = Q.dq_quantize([t], lam=0.0)
+    (k1, r1), = Q.dq_quantize([t], lam=0.0, weights=[np.ones(3000)])
+    assert np.array_equal(k0, k1)
+    for lam in (0.0, None):
+        (kw, rw), = Q.dq_quantize([t], lam=lam, weights=[w])
+        with monkeypatch.context() as m:
+            m.setattr(Q, "_rans", lambda: None)
+            (kr, rr), = Q.dq_quantize([t], lam=lam, weights=[w])
+        assert np.array_equal(kw, kr) and np.array_equal(rw, rr) and np.array_equal(Q.dq_unpack(kw), rw)
+    (kw, rw), = Q.dq_quantize([t], lam=0.0, weights=[w])
+    assert (w * (t - rw) ** 2).sum() < (w * (t - r0) ** 2).sum()
+    hi = w > 1
+    assert ((t - rw)[hi] ** 2).mean() < 0.8 * ((t - r0)[hi] ** 2).mean()
+    for bad in ([np.ones(5)], [-w], [w, w]):
+        with pytest.raises(GscompError):
+            Q.dq_quantize([t], weights=bad)
+
+
+def test_compact_uses_importance_sensitivity_in_the_trellis(tmp_path, random_splats, monkeypatch):
+    """The importance stage hands per-field sensitivities to the trellis (encoder only): the file
+    changes, its sensitivity-weighted error drops, and it decodes with the same decoder."""
+    src = random_splats(3000, sh_degree=0, seed=22)
+    sens = {}
+    orig = I.importance_scores
+
+    def spy(*a, **k):
+        out = orig(*a, **k)
+        sens.update(k["per_field"])
+        return out
+
+    monkeypatch.setattr(I, "importance_scores", spy)
+    encode_gsz(src, tmp_path / "w.gsz", compact(dq=True))
+    assert set(sens) == {"means", "quats", "scales", "opacities", "sh0"}
+    monkeypatch.setattr(P, "DQ_WEIGHT_CLIP", 1.0)  # every weight clipped to 1: the unweighted search
+    encode_gsz(src, tmp_path / "u.gsz", compact(dq=True))
+    assert (tmp_path / "w.gsz").read_bytes() != (tmp_path / "u.gsz").read_bytes()
+    ref = in_morton_order(src, compact())
+    err = {}
+    for name in ("w", "u"):
+        out = decode_gsz(tmp_path / f"{name}.gsz")
+        e = ((out.sh0 - ref.sh0) ** 2).reshape(len(ref), -1).sum(1).double().numpy()
+        err[name] = float((sens["sh0"] * e).sum())
+    assert err["w"] < err["u"]
+
+
+def test_compact_dependent_quant_less_error_same_bytes(tmp_path, random_splats, monkeypatch):
     """dependent_quant in a file: bytes about those of plain rounding with the same steps, clearly
-    less error on every classed field, errors within one step of the class, exact decode."""
+    less error on every classed field, errors within one step of the class, exact decode. (Plain
+    squared error: the search's sensitivity weights, which trade it for render error, are off here
+    and tested in test_compact_uses_importance_sensitivity_in_the_trellis.)"""
+    monkeypatch.setattr(P, "DQ_WEIGHT_CLIP", 1.0)
     src = random_splats(4000, sh_degree=0, seed=21)
     files = {}
     for dq in (False, True):

@@ -95,7 +95,7 @@ def dq_unpack_many(ks: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def _dq_trellis(t: np.ndarray, nonneg: bool, lam: float = 0.0, rate=None) -> tuple[np.ndarray, np.ndarray]:
+def _dq_trellis(t: np.ndarray, nonneg: bool, lam: float = 0.0, rate=None, wt=None) -> tuple[np.ndarray, np.ndarray]:
     """Reference Viterbi search (numpy fallback of the native dq_quantize_many; same choices)."""
     n = len(t)
     inf = float("inf")
@@ -104,6 +104,7 @@ def _dq_trellis(t: np.ndarray, nonneg: bool, lam: float = 0.0, rate=None) -> tup
     lev = np.zeros((n, 4), np.int64)
     for i in range(n):
         x = float(t[i])
+        wi = 1.0 if wt is None else float(wt[i])
         nc = [inf] * 4
         for s in range(4):
             if cost[s] == inf:
@@ -118,7 +119,7 @@ def _dq_trellis(t: np.ndarray, nonneg: bool, lam: float = 0.0, rate=None) -> tup
             for r in cand:
                 r = max(r, 0) if nonneg else r
                 k = r // 2 if h == 0 else (r + (r > 0) - (r < 0)) // 2
-                v = cost[s] + (x - r) * (x - r)
+                v = cost[s] + wi * ((x - r) * (x - r))
                 if lam > 0:
                     lo, bits, far = rate
                     v += lam * (bits[k - lo] if lo <= k < lo + len(bits) else far)
@@ -137,22 +138,29 @@ def _dq_trellis(t: np.ndarray, nonneg: bool, lam: float = 0.0, rate=None) -> tup
 DQ_LAMBDA = 0.4  # error (grid steps^2) per bit: ~ -dD/dR of the trellis quantizer at high rate
 
 
-def dq_quantize(targets: list[np.ndarray], nonneg: bool = False, lam: float | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def dq_quantize(targets: list[np.ndarray], nonneg: bool = False, lam: float | None = None,
+                weights: list[np.ndarray] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Dependent quantization of independent sequences (targets in units of the grid step d):
     a list of (coded levels k, reconstruction indices r) per sequence. With ``lam`` > 0 a second
     search minimises error + lam * bits, the bits of each level from the first pass's histogram
-    (what the entropy coder will see): low-rate streams then prefer cheap levels."""
+    (what the entropy coder will see): low-rate streams then prefer cheap levels. ``weights``
+    (one array per sequence, >= 0) scale each value's squared error, e.g. by how much it shows in
+    renders: an encoder-only choice (the decoder does not need them)."""
     ts = [np.ascontiguousarray(t, np.float64).ravel() for t in targets]
     for t in ts:
         if t.size and not np.abs(t).max() < 2**40:
             raise GscompError("values too large (or not finite) for the quantization step")
+    ws = [] if weights is None else [np.ascontiguousarray(w, np.float64).ravel() for w in weights]
+    if ws and (len(ws) != len(ts) or any(w.shape != t.shape or not (w >= 0).all() for w, t in zip(ws, ts))):
+        raise GscompError("dq_quantize: one weight >= 0 per target")
     mod = _rans()
     lam = DQ_LAMBDA if lam is None else lam
 
     def run(lam, rates):
         if mod is not None:
-            return [(k, r) for k, r in mod.dq_quantize_many(ts, bool(nonneg), lam, rates)]
-        return [_dq_trellis(t, nonneg, lam, rt) for t, rt in zip(ts, rates or [None] * len(ts))]
+            return [(k, r) for k, r in mod.dq_quantize_many(ts, bool(nonneg), lam, rates, ws)]
+        return [_dq_trellis(t, nonneg, lam, rt, w) for t, rt, w in
+                zip(ts, rates or [None] * len(ts), ws or [None] * len(ts))]
 
     first = run(0.0, [])
     if lam <= 0:

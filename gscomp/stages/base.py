@@ -58,6 +58,9 @@ class CodingContext:
     header: dict[str, Any] = field(default_factory=dict)  # scene-level header values (e.g. bounds)
     # encoder only: progress(what, done, total) for slow work (a progress bar in the CLI), or None
     progress: Callable[[str, int, int], None] | None = None
+    # encoder only: what an earlier stage learned that later ones may use to choose their symbols
+    # but that is not in the file (e.g. the importance stage's per-field render sensitivities)
+    hints: dict[str, Any] = field(default_factory=dict)
 
 
 class Stage:

@@ -41,12 +41,13 @@ def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
 
 
 def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, res: int = 128,
-                      cams: list | None = None, progress=None) -> np.ndarray:
+                      cams: list | None = None, progress=None, per_field: dict | None = None) -> np.ndarray:
     """Expected squared render error of each Gaussian when its attributes get quantization errors
     of the given steps: sum over attributes a of step_a^2 * S_a, where S_a = sum over views, pixels
     and channels of (d pixel / d attribute)^2, the diagonal of J^T J (Fisher information), computed
     exactly per view by the native renderer (`gscomp.render.cpu.fisher_cpu`).
-    ``progress(done, total)`` is called after each view."""
+    ``progress(done, total)`` is called after each view; ``per_field``, a dict, receives each
+    field's S summed over its components (float64, (n,))."""
     from ..render.cpu import fisher_cpu
 
     n = len(splats)
@@ -68,16 +69,18 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
     tot = torch.zeros(n, dtype=torch.float64)
     for f, w in weight.items():
         tot += (acc[f].reshape(n, -1) * w).sum(1)
+        if per_field is not None:
+            per_field[f] = acc[f].reshape(n, -1).sum(1).numpy()
     return tot.numpy()
 
 
 def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
-                       cams: list | None = None, progress=None) -> np.ndarray:
+                       cams: list | None = None, progress=None, per_field: dict | None = None) -> np.ndarray:
     """Class c = round(log2 sqrt(I_ref / I)) clipped to [0, levels): for a distortion weighted by I,
     the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
     I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
     parallel sums cannot flip a class (deterministic bytes)."""
-    imp = importance_scores(splats, views, steps, pos_bits, cams=cams, progress=progress)
+    imp = importance_scores(splats, views, steps, pos_bits, cams=cams, progress=progress, per_field=per_field)
     imp = np.where(imp > 0, imp, 0.0)
     mant, ex = np.frexp(imp)
     imp = np.ldexp(np.round(mant * 256) / 256, ex)
@@ -91,6 +94,7 @@ def importance_classes(splats, views: int, quantile: float, levels: int, steps: 
 
 
 CLASS_KEY = "importance_class"  # ctx.attrs key the importance stage hands to later stages
+SENSITIVITY_KEY = "importance_sensitivity"  # ctx.hints key (encoder only): field -> S per Gaussian
 
 
 @register
@@ -156,8 +160,10 @@ class Importance(Stage):
         p = self.params
         steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"]}
         report = (lambda d, t: ctx.progress("importance: rendering views", d, t)) if ctx.progress else None
+        sens: dict = {}
         cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"],
-                                  cams=self._cams, progress=report) if ctx.n else np.zeros(0, np.int64))
+                                  cams=self._cams, progress=report, per_field=sens) if ctx.n else np.zeros(0, np.int64))
+        ctx.hints[SENSITIVITY_KEY] = sens  # per-field render sensitivity, for the trellis (`posthoc`)
         return [Section("classes", "symbols/v1", E.encode_symbols(cls, allow_ctx=True))]
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
@@ -177,5 +183,5 @@ def classes_of(ctx: CodingContext, setting: str, decoding: bool = False) -> np.n
     return c.numpy()
 
 
-__all__ = ["CLASS_KEY", "MAX_LEVELS", "Importance", "classes_of", "importance_classes", "importance_scores",
+__all__ = ["CLASS_KEY", "MAX_LEVELS", "SENSITIVITY_KEY", "Importance", "classes_of", "importance_classes", "importance_scores",
            "sphere_cameras"]
