@@ -80,10 +80,9 @@ def importance_classes(splats, views: int, quantile: float, levels: int, steps: 
     the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
     I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
     parallel sums cannot flip a class (deterministic bytes)."""
-    imp = importance_scores(splats, views, steps, pos_bits, cams=cams, progress=progress, per_field=per_field)
-    imp = np.where(imp > 0, imp, 0.0)
-    mant, ex = np.frexp(imp)
-    imp = np.ldexp(np.round(mant * 256) / 256, ex)
+    imp = _snap(importance_scores(splats, views, steps, pos_bits, cams=cams, progress=progress, per_field=per_field))
+    if per_field is not None:  # the same for the sensitivities the trellis weighs errors by
+        per_field.update({f: _snap(v) for f, v in per_field.items()})
     ref = float(np.quantile(imp, quantile)) if imp.size else 0.0
     if ref <= 0 and (imp > 0).any():  # mostly invisible Gaussians (e.g. an early model): rank the visible ones
         ref = float(np.quantile(imp[imp > 0], quantile))
@@ -91,6 +90,13 @@ def importance_classes(splats, views: int, quantile: float, levels: int, steps: 
         return np.zeros(len(imp), np.int64)
     ratio = ref / np.maximum(imp, ref * 4.0 ** (-levels))
     return np.clip(np.rint(0.5 * np.log2(ratio)), 0, levels - 1).astype(np.int64)
+
+
+def _snap(x: np.ndarray) -> np.ndarray:
+    """Non-negative values rounded to 8 significant bits (negatives and NaN to 0)."""
+    x = np.where(x > 0, x, 0.0)
+    mant, ex = np.frexp(x)
+    return np.ldexp(np.round(mant * 256) / 256, ex)
 
 
 CLASS_KEY = "importance_class"  # ctx.attrs key the importance stage hands to later stages
