@@ -609,12 +609,13 @@ def _dq_classed(t: np.ndarray, cls: np.ndarray, nonneg: bool = False,
     rows = [np.flatnonzero(cls == c) for c in range(int(cls.max(initial=0)) + 1)]
     jobs = [(i, j) for i in rows for j in range(t.shape[1])]
     weights = None
-    if sens is not None:
-        weights = []
-        for i, _ in jobs:
+    if sens is not None:  # one weight array per class, shared by its columns' streams
+        per_class = []
+        for i in rows:
             si = sens[i]
             m = float(si.mean()) if si.size else 0.0
-            weights.append(np.clip(si / m, 1 / DQ_WEIGHT_CLIP, DQ_WEIGHT_CLIP) if m > 0 else np.ones(si.size))
+            per_class.append(np.clip(si / m, 1 / DQ_WEIGHT_CLIP, DQ_WEIGHT_CLIP) if m > 0 else np.ones(si.size))
+        weights = [w for w in per_class for _ in range(t.shape[1])]  # jobs are class-major
     r, k = np.zeros(t.shape, np.int64), np.zeros(t.shape, np.int64)
     for (i, j), (kj, rj) in zip(jobs, Q.dq_quantize([t[i, j] for i, j in jobs], nonneg, weights=weights)):
         r[i, j], k[i, j] = rj, kj
