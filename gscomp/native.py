@@ -75,8 +75,10 @@ def load(kind: str = "raster"):
             mod = _load(
                 name=name,
                 sources=[str(source)],
-                extra_cflags=CFLAGS,
-                extra_ldflags=LDFLAGS,
+                # copies: torch appends its own -L/-l flags to the lists it is given, which would
+                # change the next module's build tag and make every process rebuild it
+                extra_cflags=list(CFLAGS),
+                extra_ldflags=list(LDFLAGS),
                 build_directory=str(build),
                 verbose=False,
             )

@@ -478,3 +478,20 @@ def test_position_and_class_helpers_match_numpy(mod, backend):
     low = E.unpack_bits(raw, np.maximum(cls - 1, 0), n).astype(np.int64)
     assert np.array_equal(results["auto"][0], np.cumsum(np.where(cls > 0, np.int64(1) << np.maximum(cls - 1, 0), 0) + low))
     assert np.array_equal(results["auto"][3], (sym * (0.037 * 2.0 ** c)[:, None]).astype(np.float32))
+
+
+def test_loading_modules_leaves_the_build_flags_alone():
+    """torch's extension loader appends its own flags to the lists it is given; gscomp must pass
+    copies, or every module loaded after the first in a process gets a new build tag and is
+    compiled again (seen on a GPU machine: two or three cached builds of each module)."""
+    from gscomp import native
+
+    tags = {k: native._build_tag(native.ROOT / f) for k, (f, _, _) in native.SOURCES.items()}
+    flags = (list(native.CFLAGS), list(native.LDFLAGS))
+    for kind in native.SOURCES:
+        try:
+            native.load(kind)
+        except GscompError as e:
+            pytest.skip(f"native {kind} not built: {e}")
+    assert (native.CFLAGS, native.LDFLAGS) == flags
+    assert {k: native._build_tag(native.ROOT / f) for k, (f, _, _) in native.SOURCES.items()} == tags

@@ -268,7 +268,9 @@ def test_auto_backend_renders_cpu_data_on_the_cpu(monkeypatch):
     assert R.resolve_backend("auto") == "gsplat"
     assert R.resolve_backend("cpu", torch.device("cuda", 0)) == "cpu"
     monkeypatch.setattr(R, "_has_gsplat", lambda: False)
-    assert R.resolve_backend("auto", torch.device("cuda", 0)) == "cpu"
+    assert R.resolve_backend("auto", torch.device("cuda", 0)) == "torch"  # GPU data, no gsplat
+    assert R.resolve_backend("auto", torch.device("cpu")) == "cpu"
+    assert R.resolve_backend("auto") == "cpu"
 
 
 @pytest.mark.parametrize("kind,cam,deg,bg", [("plain", "square", 0, (0.0, 0.0, 0.0)), ("hard", "odd", 0, (0.3, 0.6, 0.9)),

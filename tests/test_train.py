@@ -309,6 +309,31 @@ def test_interrupt_saves_checkpoint(scene, tmp_path):
     assert torch.load(ei.value.path, weights_only=False)["step"] == 5
 
 
+def test_device_and_backend_resolution_on_a_cuda_machine(monkeypatch):
+    """device=auto follows the render backend: the native CPU rasterizer keeps training on the CPU
+    even where CUDA exists, and without gsplat `auto` stays on the CPU too (checked on an H100:
+    these three tests failed there before, with CPU-backend renders of CUDA tensors)."""
+    import gscomp.render as R
+    from gscomp.errors import GscompError
+    from gscomp.train.trainer import resolve_device, resolve_render_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(R, "_has_gsplat", lambda: True)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_device("auto", "cpu") == cpu and resolve_render_backend("cpu", cpu) == "cpu"
+    assert resolve_device("auto", "auto") == cuda and resolve_render_backend("auto", cuda) == "gsplat"
+    assert resolve_device("auto", "torch") == cuda
+    assert resolve_device("cpu", "auto") == cpu and resolve_render_backend("auto", cpu) == "cpu"
+    with pytest.raises(GscompError, match="render.backend=cpu needs device=cpu"):
+        resolve_render_backend("cpu", cuda)
+    monkeypatch.setattr(R, "_has_gsplat", lambda: False)
+    assert resolve_device("auto", "auto") == cpu
+    assert resolve_render_backend("auto", cuda) == "torch"  # device=cuda asked for, no gsplat
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(GscompError, match="gsplat needs device=cuda"):
+        resolve_render_backend("gsplat", resolve_device("auto", "gsplat"))
+
+
 def test_random_background_recomposites_ground_truth():
     from gscomp.train.trainer import _image_on_background
 

@@ -73,7 +73,7 @@ def task(cfg) -> int:
         raise GscompError("usage: gscomp eval MODEL data=KIND data.path=DIR [key=value ...]")
     model = Path(str(cfg.model)).expanduser()
     splats = load_model(model)
-    device = resolve_device(str(cfg.device))
+    device = resolve_device(str(cfg.device), str(cfg.render.backend))
     backend = resolve_render_backend(str(cfg.render.backend), device)
     scene = load_scene_from_config(cfg)
     split = str(cfg.get("split", "test"))

@@ -45,12 +45,14 @@ BACKENDS = ("auto", "cpu", "torch", "gsplat")
 
 def resolve_backend(backend: str, device: torch.device | None = None) -> str:
     """``auto`` -> gsplat when CUDA and gsplat are available (and the data, if ``device`` is
-    given, is on the GPU), else the native CPU kernels."""
+    given, is on the GPU), else the native CPU kernels; data already on the GPU without gsplat
+    renders with the PyTorch reference (the CPU kernels take CPU tensors only)."""
     if backend not in BACKENDS:
         raise GscompError(f"unknown render backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        on_gpu = device is None or torch.device(device).type == "cuda"
-        return "gsplat" if on_gpu and torch.cuda.is_available() and _has_gsplat() else "cpu"
+        if device is not None and torch.device(device).type == "cuda":
+            return "gsplat" if _has_gsplat() else "torch"
+        return "gsplat" if device is None and torch.cuda.is_available() and _has_gsplat() else "cpu"
     return backend
 
 

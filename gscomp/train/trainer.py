@@ -43,9 +43,18 @@ class TrainInterrupted(KeyboardInterrupt):
 
 
 # ---------------------------------------------------------------------------- helpers
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, backend: str = "auto") -> torch.device:
+    """``auto`` is CUDA when it is available and the render backend can use it: not with
+    ``render.backend=cpu`` (the native CPU rasterizer takes CPU tensors only), and with
+    ``render.backend=auto`` only when gsplat is installed (else the native CPU kernels beat the
+    PyTorch reference on the GPU)."""
+    from ..render import _has_gsplat
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        usable = {"cpu": False, "auto": None}.get(backend, True)
+        if usable is None:
+            usable = _has_gsplat()
+        return torch.device("cuda" if usable and torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:
@@ -60,10 +69,14 @@ def resolve_render_backend(name: str, device: torch.device) -> str:
 
     if name not in BACKENDS:
         raise GscompError(f"unknown render backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name == "auto":
-        return "gsplat" if device.type == "cuda" else "cpu"
+    if name == "auto":  # on CUDA without gsplat (device=cuda asked for): the PyTorch reference
+        from ..render import _has_gsplat
+
+        return ("gsplat" if _has_gsplat() else "torch") if device.type == "cuda" else "cpu"
     if name == "gsplat" and device.type != "cuda":
         raise GscompError("render.backend=gsplat needs device=cuda")
+    if name == "cpu" and device.type != "cpu":
+        raise GscompError(f"render.backend=cpu needs device=cpu (or auto), got device={device}")
     return name
 
 
@@ -207,7 +220,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         out = out_dir if out_dir is not None else self.cfg.get("out") or "outputs/train"
         self.out = Path(str(out)).expanduser()
-        self.device = resolve_device(str(self.cfg.get("device", "auto")))
+        self.device = resolve_device(str(self.cfg.get("device", "auto")), str(self.cfg.render.backend))
         self.backend = resolve_render_backend(str(self.cfg.render.backend), self.device)
         self.scene = scene
         self.state: TrainState | None = None
