@@ -1522,6 +1522,24 @@ void fisher_project(torch::Tensor means, torch::Tensor quats, torch::Tensor scal
   });
 }
 
+// 1 / (1 + exp(-x)) in double with the C library's scalar exp, rounded once to the tensor's type.
+// torch.sigmoid's vectorised exp differs in the last bit between CPU instruction sets (AVX2,
+// AVX-512, none), and encoder decisions (importance classes) must not depend on the machine.
+template <typename S>
+void sigmoid_scalar_impl(const S* a, S* o, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) o[i] = S(1.0 / (1.0 + std::exp(-double(a[i]))));
+}
+
+torch::Tensor sigmoid_scalar(torch::Tensor x) {
+  TORCH_CHECK(x.is_contiguous() && x.device().is_cpu(), "sigmoid_scalar: contiguous CPU tensor expected");
+  auto out = torch::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sigmoid_scalar", [&] {
+    sigmoid_scalar_impl<scalar_t>(x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), x.numel());
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -1531,4 +1549,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_backward", &rasterize_backward, "backward of rasterize_forward");
   m.def("fisher_raster", &fisher_raster, "per-Gaussian Fisher rows of one camera (screen space)");
   m.def("fisher_project", &fisher_project, "adds the Fisher diagonal of means, quats, scales of one camera");
+  m.def("sigmoid_scalar", &sigmoid_scalar, "sigmoid with the same bits on every CPU (encoder decisions)");
 }

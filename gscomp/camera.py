@@ -37,7 +37,26 @@ class Camera:
 
     @property
     def camera_to_world(self) -> torch.Tensor:
-        return torch.linalg.inv(self.world_to_camera)
+        """Inverse of the affine world-to-camera matrix, from its 3x3 cofactors in Python floats
+        (float64, no fused multiply-adds) rather than LAPACK, whose last bits depend on the CPU:
+        the camera centre sets the SH view directions that encoder decisions are made from."""
+        m = self.world_to_camera.double().tolist()
+        if m[3] != [0.0, 0.0, 0.0, 1.0]:  # not affine (never from our loaders)
+            return torch.linalg.inv(self.world_to_camera)
+        r0, r1, r2 = (row[:3] for row in m[:3])
+        t = [row[3] for row in m[:3]]
+
+        def cross(a, b):
+            return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+
+        cols = [cross(r1, r2), cross(r2, r0), cross(r0, r1)]  # columns of adj(A)
+        det = r0[0] * cols[0][0] + r0[1] * cols[0][1] + r0[2] * cols[0][2]
+        if det == 0.0:
+            return torch.linalg.inv(self.world_to_camera)
+        inv = [[cols[j][i] / det for j in range(3)] for i in range(3)]  # A^-1 = adj(A) / det
+        c = [-(inv[i][0] * t[0] + inv[i][1] * t[1] + inv[i][2] * t[2]) for i in range(3)]
+        out = [inv[i] + [c[i]] for i in range(3)] + [[0.0, 0.0, 0.0, 1.0]]
+        return torch.tensor(out, dtype=torch.float64).to(self.world_to_camera.dtype)
 
     @property
     def center(self) -> torch.Tensor:

@@ -345,3 +345,46 @@ def test_cli_roundtrip_and_errors(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
     assert not (tmp_path / "z.ply").exists() and not (tmp_path / "z.gsz").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_log2_counts_is_the_c_library_log2():
+    """The encoder's rate estimates use exact-integer log2 (table + math.log2), not numpy's
+    vectorised log2, whose last bit depends on the CPU (SVML on AVX-512)."""
+    import math
+
+    from gscomp.codec import entropy as E
+
+    x = np.array([1, 2, 3, 1000, 65535, 65536, 123457, 1 << 40], np.int64)
+    assert E.log2_counts(x).tolist() == [math.log2(int(v)) for v in x]
+    c = np.array([5, 0, 17, 300000, 2], np.int64)
+    p = c[c > 0] / c.sum()
+    assert E._entropy_bits(None, 0, 4, counts=c) == pytest.approx(float(-(c[c > 0] * np.log2(p)).sum()) + 24 * 4, rel=1e-9)
+
+
+def test_importance_classes_match_the_log2_rule():
+    """Classes come from comparisons with exact powers of two; they equal round(0.5 log2(ref / I))
+    clipped to the levels, away from exact ties."""
+    from gscomp.stages import importance as I
+
+    rng = np.random.default_rng(3)
+    imp = np.exp(rng.normal(0, 3, 20000))
+    imp[:50] = 0.0
+    monkey = {"n": 0}
+
+    def fake_scores(*a, **k):
+        monkey["n"] += 1
+        return imp.copy()
+
+    orig = I.importance_scores
+    I.importance_scores = fake_scores
+    try:
+        cls = I.importance_classes(None, 1, 0.7, 4, {}, 10)
+    finally:
+        I.importance_scores = orig
+    snapped = I._snap(imp)
+    ref = float(np.quantile(snapped, 0.7))
+    e = 0.5 * np.log2(ref / np.maximum(snapped, ref * 4.0 ** -4))
+    want = np.clip(np.rint(e), 0, 3)
+    tie = np.abs(e - np.floor(e) - 0.5) < 1e-9  # I exactly on a threshold: the coarser class now
+    assert monkey["n"] == 1 and set(np.unique(cls)) == {0, 1, 2, 3} and 0 < tie.sum() < 100
+    assert (cls == want)[~tie].all() and (cls[tie] == np.clip(np.ceil(e[tie]), 0, 3)).all()

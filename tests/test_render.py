@@ -2,6 +2,9 @@
 a float64 gradcheck through the cpu backend, and the gsplat backend (CUDA only)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -303,6 +306,50 @@ def test_fisher_diagonal_matches_brute_force_jacobian(kind, cam, deg, bg):
         assert rel_err(got[f], ref) < 1e-9, f
     if kind == "hard":
         assert (got["scales"][12:20] == 0).all()  # off-screen: no information
+
+
+_FISHER_HASH = """
+import hashlib, sys, torch
+sys.path.insert(0, {tests!r})
+from test_render import cams, scene
+from gscomp.render.cpu import fisher_cpu
+s = scene("plain", 2, seed=5, n=3000).map(lambda t: t.float())
+camera = cams("odd")[0].look_at((0.7, -0.4, -3.1), (0.05, 0.1, 0.0), (0.0, -1.0, 0.0), 55.0, 96, 80)
+out = fisher_cpu(s, camera, 2, torch.zeros(3))
+print(hashlib.sha256(b"".join(out[f].numpy().tobytes() for f in sorted(out))).hexdigest())
+"""
+
+
+def test_fisher_same_bits_whatever_the_cpu_features():
+    """The importance scores feed encoder decisions, so they must not depend on the CPU: torch's
+    vectorised kernels (sigmoid, LAPACK's inverse for the camera centre) and numpy's (log2) differ
+    in the last bit between instruction sets. Here torch and numpy are held to their baseline code
+    paths in one process and left free in the other: on an AVX2 machine this caught torch.sigmoid
+    (10k of biker's 152k opacity scores differed). LAPACK's inverse, used for the camera centre
+    until then, differed only on an AVX-512 machine (there every score of SH-2 playbot changed),
+    which this test cannot switch to; `test_camera_to_world_is_the_inverse` covers its
+    replacement."""
+    from pathlib import Path
+
+    code = _FISHER_HASH.format(tests=str(Path(__file__).parent))
+    base = {"ATEN_CPU_CAPABILITY": "default", "NPY_DISABLE_CPU_FEATURES": "AVX2,FMA3,AVX512F,AVX512_SKX"}
+    outs = []
+    for extra in ({}, base):
+        env = {k: v for k, v in os.environ.items() if k not in base} | extra
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs.append(r.stdout.strip().splitlines()[-1])
+    assert outs[0] == outs[1]
+
+
+def test_camera_to_world_is_the_inverse():
+    """camera_to_world (cofactors in Python floats, the same bits on every CPU) inverts the pose."""
+    c = Camera.look_at((1.0, 2.0, 3.0), (0.0, 0.1, 0.0), (0.0, -1.0, 0.0), 50.0, 64, 64)
+    inv = c.camera_to_world
+    assert inv.dtype == torch.float32 and (inv - torch.linalg.inv(c.world_to_camera)).abs().max() < 1e-5
+    a = torch.tensor([[2.0, 0.3, 0.0, 1.0], [0.1, 0.5, -0.2, 2.0], [0.0, 0.4, 3.0, -1.0], [0, 0, 0, 1]])
+    skew = Camera(50.0, 50.0, 32.0, 32.0, 64, 64, a)  # any affine pose, not only rotations
+    assert (skew.camera_to_world @ a - torch.eye(4)).abs().max() < 1e-5
 
 
 def test_fisher_float32_close_and_deterministic(monkeypatch):

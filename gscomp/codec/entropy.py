@@ -566,6 +566,25 @@ def _hist_decode(r: Reader, n: int, bits: int = TABLE_BITS) -> np.ndarray:
     return _hist_run([(values, w24, words, False)], n)[0]
 
 
+_LOG2_TABLE: list = []
+
+
+def log2_counts(x) -> np.ndarray:
+    """log2 of positive integers (float64 array), the same bits on every machine: numpy's log2 is
+    a vectorised approximation on some CPUs (SVML on AVX-512) whose last bit differs from the C
+    library's, and the encoder's rate estimates must not make different choices on different
+    machines. Values below 2^16 come from a table built with `math.log2`, larger ones one by one."""
+    if not _LOG2_TABLE:
+        _LOG2_TABLE.append(np.array([-np.inf] + [math.log2(i) for i in range(1, 1 << 16)]))
+    table = _LOG2_TABLE[0]
+    xi = np.asarray(x).astype(np.int64)
+    small = xi < len(table)
+    out = table[np.where(small, xi, 0)]
+    if not small.all():
+        out[~small] = [math.log2(v) for v in xi[~small].tolist()]
+    return out
+
+
 def _entropy_bits(x: np.ndarray | None, lo: int | None = None, hi: int | None = None, counts=None) -> float:
     """Rough coded size of x in bits (histogram entropy + table cost); ``counts`` = bincount(x - lo)
     when the caller already has it (the native analysis)."""
@@ -577,9 +596,9 @@ def _entropy_bits(x: np.ndarray | None, lo: int | None = None, hi: int | None = 
         c = np.bincount((x - lo).astype(np.int64))
     else:  # wide (split-coded) ranges: distinct values are what matters for the estimate
         c = np.unique(x >> max(0, (hi - lo).bit_length() - 12), return_counts=True)[1]
-    c = c[c > 0].astype(np.float64)
-    p = c / c.sum()
-    return float(-(c * np.log2(p)).sum()) + 24 * c.size  # + rough table cost
+    c = c[c > 0].astype(np.int64)
+    total = int(c.sum())  # -sum c log2(c / total), with exact integer logarithms
+    return float((c * (math.log2(total) - log2_counts(c))).sum()) + 24 * c.size  # + rough table cost
 
 
 def encode_symbols(x, *, allow_delta: bool = True, allow_zstd: bool = False, zstd_level: int = 19,
@@ -619,7 +638,7 @@ def _table_cost(c: np.ndarray, bits: int) -> tuple[float, np.ndarray]:
     it codes: varint weights + cross-entropy under the quantized weights; and those weights."""
     w = quantize_pmf(c, bits)
     nz = c > 0
-    return 8 * varints_len(w) + 24 + float(-(c[nz] * np.log2(w[nz] / float(1 << bits))).sum()), w
+    return 8 * varints_len(w) + 24 + float((c[nz] * (bits - log2_counts(w[nz]))).sum()), w
 
 
 def _table_bits(counts: np.ndarray) -> int:

@@ -8,10 +8,12 @@ available; the numpy code below is the fallback and the reference (identical res
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import FormatError, GscompError
-from .entropy import _rans
+from .entropy import _rans, log2_counts
 
 MAX_POS_BITS = 19  # 3 x 19 = 57-bit Morton codes; delta raw bits stay <= 56 (see entropy.pack_bits)
 INV_SQRT2 = 0.7071067811865476
@@ -168,8 +170,8 @@ def dq_quantize(targets: list[np.ndarray], nonneg: bool = False, lam: float | No
     rates = []
     for k, _ in first:
         lo = int(k.min(initial=0))
-        c = np.bincount(k - lo).astype(np.float64) + 0.5 if k.size else np.ones(1)
-        bits = -np.log2(c / c.sum())
+        c2 = 2 * np.bincount(k - lo) + 1 if k.size else np.full(1, 2)  # twice (counts + 1/2)
+        bits = math.log2(int(c2.sum())) - log2_counts(c2)  # -log2(c / sum c), the same on every CPU
         rates.append((lo - 2, np.concatenate([[bits.max() + 2] * 2, bits, [bits.max() + 2] * 2]), float(bits.max() + 4)))
     return run(float(lam), rates)
 

@@ -136,7 +136,7 @@ def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch
                                       (splats.means, splats.quats, splats.scales, splats.sh0, splats.shN))
     means2d, conics, colors, depths, radii = ext.project_forward(means, quats, scales, sh0, shN, sh_degree,
                                                                  viewmat, campos, *intr)
-    opac = torch.sigmoid(splats.opacities.detach()).contiguous()
+    opac = ext.sigmoid_scalar(splats.opacities.detach().contiguous())  # not torch.sigmoid: its bits vary by CPU
     bg = background.to(dtype).contiguous()
     fwd = ext.rasterize_forward(means2d, conics, colors, opac, depths, radii, bg, W, H)
     rows = ext.fisher_raster(means2d, conics, colors, opac, depths, radii, bg, W, H, *fwd[3:])

@@ -88,8 +88,13 @@ def importance_classes(splats, views: int, quantile: float, levels: int, steps: 
         ref = float(np.quantile(imp[imp > 0], quantile))
     if ref <= 0:
         return np.zeros(len(imp), np.int64)
-    ratio = ref / np.maximum(imp, ref * 4.0 ** (-levels))
-    return np.clip(np.rint(0.5 * np.log2(ratio)), 0, levels - 1).astype(np.int64)
+    # round(0.5 log2(ref / I)) >= c  <=>  I <= ref 2^(1 - 2c): compared against exact powers of two
+    # (numpy's vectorised log2 differs in the last bit between CPUs; the classes must not).
+    # A score exactly on a threshold (snapped scores often are) takes the coarser class.
+    cls = np.zeros(len(imp), np.int64)
+    for c in range(1, levels):
+        cls += imp <= ref * 2.0 ** (1 - 2 * c)
+    return cls
 
 
 def _snap(x: np.ndarray) -> np.ndarray:
