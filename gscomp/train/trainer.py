@@ -51,9 +51,12 @@ def resolve_device(name: str, backend: str = "auto") -> torch.device:
     from ..render import _has_gsplat
 
     if name == "auto":
-        usable = {"cpu": False, "auto": None}.get(backend, True)
-        if usable is None:
+        if backend == "cpu":
+            usable = False
+        elif backend == "auto":
             usable = _has_gsplat()
+        else:  # gsplat, or the PyTorch reference on the GPU
+            usable = True
         return torch.device("cuda" if usable and torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
