@@ -68,14 +68,11 @@ def resolve_device(name: str, backend: str = "auto") -> torch.device:
 
 
 def resolve_render_backend(name: str, device: torch.device) -> str:
-    from ..render import BACKENDS
+    from ..render import resolve_backend
 
-    if name not in BACKENDS:
-        raise GscompError(f"unknown render backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name == "auto":  # on CUDA without gsplat (device=cuda asked for): the PyTorch reference
-        from ..render import _has_gsplat
-
-        return ("gsplat" if _has_gsplat() else "torch") if device.type == "cuda" else "cpu"
+    if name == "auto":  # the render API's rule for data on `device` (gsplat, torch or cpu)
+        return resolve_backend(name, device)
+    resolve_backend(name)  # validates the name
     if name == "gsplat" and device.type != "cuda":
         raise GscompError("render.backend=gsplat needs device=cuda")
     if name == "cpu" and device.type != "cpu":
