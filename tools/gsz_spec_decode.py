@@ -1,0 +1,697 @@
+#!/usr/bin/env python3
+"""An independent `.gsz` decoder (format 1.0), written from docs/gsz-format.md alone.
+
+It was written clean-room: by someone who read only the specification (never gscomp's code) and
+used `gscomp compress` / `gscomp decode` as a black box to check the result. It shares no code with
+gscomp (numpy and, for zstd streams, zstandard only) and is slow (pure-Python rANS). gscomp does not
+use it: `tests/test_spec_decoder.py` decodes files of every post-hoc preset with both decoders and
+requires bit-identical fields, so the specification cannot drift from the implementation.
+
+Supported: container + CRC checks, integer streams (modes 0-7, rANS kinds 0/1/2),
+packed bit fields, stages `importance`, `positions` (morton-delta/v1,
+morton-delta-classed/v1), `attributes` (quat-s3/v1, symbols/v1, symbols-gdiff/v1,
+symbols-dedup/v1, f32-planes/v1, symbols-classed/v1 incl. sort_scales, size_levels and
+dependent (trellis) quantization).
+Not supported (trained pipelines only): `rvq`, `colorfield`, section 6 entropy models.
+
+decode(path) -> dict with float32 arrays:
+  means (N,3), quats (N,4) wxyz, scales (N,3) log, opacities (N,) logit,
+  sh0 (N,1,3), shN (N,K,3)
+"""
+import json
+import math
+import struct
+import sys
+import zlib
+
+import numpy as np
+
+MAGIC = b"\x89GSZ\r\n\x1a\n"
+
+STATS = {}  # (mode, rANS kind) -> count of integer streams decoded (diagnostics)
+
+
+class FormatError(ValueError):
+    pass
+
+
+def need(cond, msg):
+    if not cond:
+        raise FormatError(msg)
+
+
+# --------------------------------------------------------------------------------
+# byte reader
+class Reader:
+    def __init__(self, buf, pos=0, end=None):
+        self.buf = buf
+        self.pos = pos
+        self.end = len(buf) if end is None else end
+
+    def remaining(self):
+        return self.end - self.pos
+
+    def bytes(self, n):
+        need(n >= 0 and self.pos + n <= self.end, "truncated data")
+        b = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return b
+
+    def u8(self):
+        return self.bytes(1)[0]
+
+    def unpack(self, fmt):
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, self.bytes(size))
+
+    def varint(self):
+        v = 0
+        for i in range(9):
+            b = self.u8()
+            v |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                return v
+        raise FormatError("varint longer than 9 bytes")
+
+    def svarint(self):
+        u = self.varint()
+        return (u >> 1) if not (u & 1) else -((u + 1) >> 1)
+
+    def blob(self):
+        n = self.varint()
+        return self.bytes(n)
+
+    def rest(self):
+        return self.bytes(self.remaining())
+
+
+def bitlen(u):
+    return u.bit_length()
+
+
+# --------------------------------------------------------------------------------
+# section 3: rANS stream
+class RansDecoder:
+    """constriction-compatible AnsCoder decoder: 32-bit words, 64-bit state, precision 24."""
+
+    def __init__(self, words_bytes):
+        need(len(words_bytes) % 4 == 0, "rANS words blob length not a multiple of 4")
+        self.words = list(struct.unpack("<%dI" % (len(words_bytes) // 4), words_bytes))
+        if not self.words:
+            self.x = 0
+        else:
+            x = self.words.pop()
+            need(x != 0, "rANS: top word is zero")
+            while x < (1 << 32) and self.words:
+                x = (x << 32) | self.words.pop()
+            self.x = x
+
+    def finish(self):
+        need(self.x == 0 and not self.words, "rANS: stream not fully consumed")
+
+
+class Table:
+    """A table of integer weights w (quantum `unit`) such that sum(w)*unit = 2^24.
+    Weights are multiples of `unit`, so a LUT over q >> log2(unit) finds the rank."""
+
+    def __init__(self, weights, unit):
+        self.unit_shift = unit.bit_length() - 1
+        nz = [i for i, w in enumerate(weights) if w > 0]
+        self.sym_idx = nz                      # s_r
+        self.W = [weights[i] * unit for i in nz]
+        C = [0]
+        for w in self.W:
+            C.append(C[-1] + w)
+        need(C[-1] == 1 << 24, "weights do not sum to the table total")
+        self.C = C
+        lut = np.empty(1 << (24 - self.unit_shift), dtype=np.int32)
+        for r in range(len(nz)):
+            lut[C[r] >> self.unit_shift:C[r + 1] >> self.unit_shift] = r
+        self.lut = lut.tolist()
+        self.m = len(nz)
+
+    def pop(self, dec):
+        x = dec.x
+        q = x & 0xFFFFFF
+        r = self.lut[q >> self.unit_shift]
+        x = self.W[r] * (x >> 24) + (q - self.C[r])
+        if x < (1 << 32) and dec.words:
+            x = (x << 32) | dec.words.pop()
+        dec.x = x
+        return r
+
+
+def read_histogram(rd, n, wbits):
+    """Histogram block; returns n int values. wbits = 16 (x256) or 12 (x4096)."""
+    lo = rd.svarint()
+    A = rd.varint()
+    need(1 <= A <= 16384, "histogram: bad alphabet size")
+    w = [rd.varint() for _ in range(A)]
+    need(sum(w) == (1 << wbits), "histogram: weights do not sum to 2^%d" % wbits)
+    words = rd.blob()
+    tab = Table(w, 1 << (24 - wbits))
+    if tab.m == 1:
+        need(len(words) == 0, "histogram: single symbol but words present")
+        return np.full(n, lo + tab.sym_idx[0], dtype=np.int64)
+    dec = RansDecoder(words)
+    pop = tab.pop
+    ranks = [pop(dec) for _ in range(n)]
+    dec.finish()
+    sym = np.asarray(tab.sym_idx, dtype=np.int64)
+    return lo + sym[np.asarray(ranks, dtype=np.int64)] if n else np.zeros(0, np.int64)
+
+
+def read_context_block(rd, n):
+    m = rd.svarint()
+    need(abs(m) < (1 << 40), "context block: |m| too large")
+    B = rd.u8()
+    need(1 <= B <= 6, "context block: bad B")
+    tables = []
+    for _ in range(2 * B + 1):
+        A = rd.varint()
+        need(0 <= A <= 16384, "context block: bad A")
+        if A == 0:
+            tables.append(None)
+            continue
+        lo = rd.svarint()
+        w = [rd.varint() for _ in range(A)]
+        need(sum(w) == 4096, "context block: weights do not sum to 4096")
+        t = Table(w, 4096)
+        t.lo = lo
+        tables.append(t)
+    words = rd.blob()
+    dec = RansDecoder(words)
+    out = [0] * n
+    p = m
+    for i in range(n):
+        dlt = p - m
+        if dlt == 0:
+            t = B
+        elif dlt > 0:
+            t = B + min(dlt.bit_length(), B)
+        else:
+            t = B - min((-dlt).bit_length(), B)
+        tab = tables[t]
+        need(tab is not None, "context block: value in a context that never occurs")
+        if tab.m == 1:
+            v = tab.lo + tab.sym_idx[0]
+        else:
+            v = tab.lo + tab.sym_idx[tab.pop(dec)]
+        out[i] = v
+        p = v
+    dec.finish()
+    return np.asarray(out, dtype=np.int64)
+
+
+def unzigzag_np(u):
+    u = u.astype(np.uint64)
+    return ((u >> np.uint64(1)).astype(np.int64)) ^ (-(u & np.uint64(1)).astype(np.int64))
+
+
+def read_int_stream(data, n):
+    """Section 2: decode an integer stream occupying exactly `data`; returns int64[n]."""
+    rd = Reader(data)
+    mode = rd.u8()
+    key = (mode, data[1] if mode in (2, 3) and len(data) > 1 else None)
+    STATS[key] = STATS.get(key, 0) + 1
+    if mode == 0:
+        need(n == 0, "empty stream for n > 0")
+        out = np.zeros(0, np.int64)
+    elif mode == 1:
+        out = np.full(n, rd.svarint(), dtype=np.int64)
+    elif mode in (2, 3):
+        kind = rd.u8()
+        if kind == 0:
+            out = read_histogram(rd, n, 16)
+        elif kind == 2:
+            out = read_histogram(rd, n, 12)
+        elif kind == 1:
+            lo = rd.svarint()
+            k = rd.u8()
+            need(k <= 40, "split block: k > 40")
+            hi = rd.blob()
+            raw = rd.blob()
+            hrd = Reader(hi)
+            h = read_histogram(hrd, n, 16)
+            need(hrd.remaining() == 0, "split block: trailing bytes in hi")
+            r = unpack_bits(raw, np.full(n, k, dtype=np.int64))
+            out = lo + (h << k) + r.astype(np.int64)
+        else:
+            raise FormatError("unknown rANS kind %d" % kind)
+        if mode == 3:
+            out = np.cumsum(out)
+    elif mode in (4, 5):
+        import zstandard
+        w = rd.u8()
+        need(w in (1, 2, 4, 8), "zstd stream: bad width")
+        raw = zstandard.ZstdDecompressor().decompress(rd.rest())
+        need(len(raw) == n * w, "zstd stream: wrong content size")
+        u = np.frombuffer(raw, dtype={1: "<u1", 2: "<u2", 4: "<u4", 8: "<u8"}[w])
+        out = unzigzag_np(u)
+        if mode == 5:
+            out = np.cumsum(out)
+    elif mode == 6:
+        out = np.asarray([rd.svarint() for _ in range(n)], dtype=np.int64)
+    elif mode == 7:
+        out = read_context_block(rd, n)
+    else:
+        raise FormatError("unknown integer stream mode %d" % mode)
+    need(rd.remaining() == 0, "trailing bytes after integer stream (mode %d)" % mode)
+    need(len(out) == n, "stream length mismatch")
+    return out
+
+
+# --------------------------------------------------------------------------------
+# section 4: packed bit fields (MSB first)
+def unpack_bits(data, widths):
+    widths = np.asarray(widths, dtype=np.int64)
+    need(np.all((widths >= 0) & (widths <= 56)), "bit field width out of range")
+    total = int(widths.sum())
+    need(len(data) == (total + 7) // 8, "packed bit fields: wrong byte length")
+    n = len(widths)
+    if n == 0:
+        return np.zeros(0, np.uint64)
+    offs = np.concatenate([[0], np.cumsum(widths)[:-1]])
+    buf = np.frombuffer(bytes(data) + b"\0" * 8, dtype=np.uint8)
+    byte = offs >> 3
+    # gather 8 bytes big-endian starting at `byte`
+    v = np.zeros(n, np.uint64)
+    for j in range(8):
+        v = (v << np.uint64(8)) | buf[byte + j].astype(np.uint64)
+    sh = (offs & 7).astype(np.uint64)
+    v = v << sh  # drop leading bits (uint64 wraps)
+    w = widths.astype(np.uint64)
+    res = np.where(widths > 0, v >> (np.uint64(64) - np.maximum(w, 1)), np.uint64(0))
+    return res.astype(np.uint64)
+
+
+# --------------------------------------------------------------------------------
+# stage: positions
+def deinterleave(M, bits):
+    M = M.astype(np.uint64)
+    q = np.zeros((len(M), 3), dtype=np.uint64)
+    for j in range(bits):
+        for a in range(3):
+            q[:, a] |= ((M >> np.uint64(3 * j + a)) & np.uint64(1)) << np.uint64(j)
+    return q
+
+
+def morton_from_classes(classes, raw_bytes, bits):
+    need(np.all((classes >= 0) & (classes <= 3 * bits)), "morton class out of range")
+    widths = np.maximum(classes - 1, 0)
+    raw = unpack_bits(raw_bytes, widths).astype(np.int64) if len(classes) else np.zeros(0, np.int64)
+    d = np.where(classes == 0, 0, np.left_shift(1, np.maximum(classes - 1, 0)) + raw)
+    M = np.cumsum(d.astype(np.int64))
+    need(len(M) == 0 or (M[-1] < (1 << (3 * bits)) and np.all(M >= 0)), "morton code too large")
+    return M
+
+
+def positions_coords(q, bounds_f32, bits):
+    lo = bounds_f32[:3].astype(np.float64)
+    hi = bounds_f32[3:].astype(np.float64)
+    step = (hi - lo) / float((1 << bits) - 1)
+    return (lo[None, :] + q * step[None, :]).astype(np.float32)
+
+
+def decode_positions(stage, sections, n, ctx):
+    if stage.get("adaptive"):
+        payload, codec = sections["means"]
+        need(codec == "morton-delta-classed/v1", "positions: unexpected codec " + codec)
+        rd = Reader(payload)
+        bits = rd.u8()
+        need(bits == stage["bits"], "positions: bits differ from header")
+        cmax = rd.u8()
+        need(cmax < bits, "positions: cmax >= bits")
+        bounds = np.frombuffer(rd.bytes(24), dtype="<f4")
+        cls_d = read_int_stream(rd.blob(), n)
+        raw = rd.blob()
+        cb = bits - cmax
+        M = morton_from_classes(cls_d, raw, cb)
+        X = deinterleave(M, cb).astype(np.int64)
+        c = ctx["classes"]
+        e = np.minimum(c, cmax).astype(np.int64)
+        rw = cmax - e
+        widths = np.repeat(rw, 3)  # x, y, z of Gaussian 0, then of Gaussian 1, ...
+        ref = unpack_bits(rd.rest(), widths).astype(np.int64).reshape(n, 3)
+        u = (X << rw[:, None]) | ref
+        q = u.astype(np.float64) * np.exp2(e)[:, None] + (np.exp2(e)[:, None] - 1.0) / 2.0
+        return {"means": positions_coords(q, bounds, bits)}
+    payload, codec = sections["means"]
+    need(codec == "morton-delta/v1", "positions: unexpected codec " + codec)
+    rd = Reader(payload)
+    bits = rd.u8()
+    need(bits == stage["bits"] and 1 <= bits <= 19, "positions: bad bits")
+    bounds = np.frombuffer(rd.bytes(24), dtype="<f4")
+    cls_d = read_int_stream(rd.blob(), n)
+    M = morton_from_classes(cls_d, rd.rest(), bits)
+    q = deinterleave(M, bits).astype(np.float64)
+    return {"means": positions_coords(q, bounds, bits)}
+
+
+# --------------------------------------------------------------------------------
+# stage: attributes
+def read_stream_list(rd):
+    C = rd.varint()
+    return [rd.blob() for _ in range(C)]
+
+
+def f32_planes(blob, n):
+    import zstandard
+    raw = zstandard.ZstdDecompressor().decompress(blob)
+    need(len(raw) == 4 * n, "f32-planes: wrong content size")
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(4, n)
+    return np.ascontiguousarray(planes.T).view("<f4").reshape(n).astype(np.float32)
+
+
+def deq(q, step):
+    return (q.astype(np.float64) * step).astype(np.float32)
+
+
+def quats_from_cols(k, cols_f64):
+    """k: int array (N,), cols_f64: three float64 (already-dequantized) arrays."""
+    n = len(k)
+    need(np.all((k >= 0) & (k <= 3)), "quat: largest index out of range")
+    a, b, c = [np.asarray(v, np.float64) for v in cols_f64]
+    af, bf, cf = a.astype(np.float32), b.astype(np.float32), c.astype(np.float32)
+    # the largest component from the unrounded float64 a, b, c (not from af, bf, cf)
+    big = np.sqrt(np.maximum(0.0, 1.0 - ((a * a + b * b) + c * c))).astype(np.float32)
+    out = np.zeros((n, 4), np.float32)
+    others = [[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]]
+    for kk in range(4):
+        sel = k == kk
+        o = others[kk]
+        out[sel, kk] = big[sel]
+        out[sel, o[0]] = af[sel]
+        out[sel, o[1]] = bf[sel]
+        out[sel, o[2]] = cf[sel]
+    return out
+
+
+def shn_steps(K, shN_step, g):
+    st = []
+    for j in range(1, K + 1):
+        l = int(math.isqrt(j))
+        st.append(float(shN_step) * float(g) ** (l - 1))
+    return st
+
+
+def dq_reconstruct(k):
+    """Trellis (dependent) quantization: coded levels -> reconstruction indices."""
+    k = np.asarray(k, np.int64)
+    pl = (k & 1).tolist()
+    # h_j = (k_{j-1} + k_{j-3} + ...) mod 2, i.e. h_j = parity(k_{j-1}) xor h_{j-2}
+    hl = [0] * len(pl)
+    for j in range(1, len(pl)):
+        hl[j] = pl[j - 1] ^ (hl[j - 2] if j >= 2 else 0)
+    h = np.asarray(hl, np.int64)
+    return 2 * k - h * np.sign(k)
+
+
+def decode_classed(payload, field, n, cls, step, stage, ctx, dq):
+    """symbols-classed/v1. Returns the float32 field array."""
+    rd = Reader(payload)
+    flag = rd.u8()
+    W = {"quats": 4, "opacities": 1}.get(field, 3)
+    size_levels = stage.get("size_levels") or {}
+    grid = float(step) / 2.0 if dq else float(step)
+    e = np.zeros(n, np.int64)
+    thresholds = None
+    if flag == 2:
+        need(field == "scales", "flag 2 only for scales")
+    elif flag == 1:
+        need(field in ("sh0", "scales"), "flag 1 only for sh0 and scales")
+    else:
+        need(flag == 0, "bad flag")
+    if field in size_levels or flag == 2:
+        L = rd.u8()
+        need(L == size_levels.get(field, 0), "size levels L differ from the header")
+        thresholds = np.asarray(struct.unpack("<%di" % L, rd.bytes(4 * L)), np.int64)
+        if field != "scales":
+            m = ctx["scale_m"]
+            e = (m[:, None] <= thresholds[None, :]).sum(axis=1) if L else np.zeros(n, np.int64)
+    streams = read_stream_list(rd)
+    need(rd.remaining() == 0, "trailing bytes in classed payload")
+
+    def gather(level, ncols, blobs, trellis_cols):
+        """class/level-major stream list -> (n, ncols) integer array"""
+        K = int(level.max()) + 1 if n else 1
+        need(len(blobs) == K * ncols, "classed: wrong stream count")
+        out = np.zeros((n, ncols), np.int64)
+        for kk in range(K):
+            idx = np.nonzero(level == kk)[0]
+            for j in range(ncols):
+                v = read_int_stream(blobs[kk * ncols + j], len(idx))
+                if dq and j in trellis_cols:
+                    v = dq_reconstruct(v)
+                out[idx, j] = v
+        return out
+
+    if flag == 2:
+        # scales, sorted, with levels
+        K = int(cls.max()) + 1 if n else 1
+        S0 = gather(cls, 1, streams[:K], {0})[:, 0]
+        m = S0 * (np.int64(1) << cls)
+        ctx["scale_m"] = m
+        L = len(thresholds)
+        e = (m[:, None] <= thresholds[None, :]).sum(axis=1) if L else np.zeros(n, np.int64)
+        lev = cls + e
+        Kp = int(lev.max()) + 1 if n else 1
+        need(len(streams) == K + 2 * Kp, "flag-2 scales: wrong stream count")
+        G1 = gather(lev, 1, streams[K:K + Kp], {0})[:, 0]
+        G2 = gather(lev, 1, streams[K + Kp:], {0})[:, 0]
+        st = grid * np.exp2(cls)
+        pe = np.exp2(e)
+        sx = S0.astype(np.float64) * st
+        sy = sx - G1.astype(np.float64) * st * pe
+        sz = sy - G2.astype(np.float64) * st * pe
+        return np.stack([sx, sy, sz], axis=1).astype(np.float32)
+
+    level = cls + e
+    trellis = set(range(1, 4)) if field == "quats" else set(range(W))
+    ints = gather(level, W, streams, trellis)
+    mult = grid * np.exp2(level)  # per-Gaussian step (float64, exact power-of-two scaling)
+    if field == "quats":
+        cols = [ints[:, j].astype(np.float64) * mult for j in (1, 2, 3)]
+        return quats_from_cols(ints[:, 0], cols)
+    if field == "scales":
+        if flag == 1:
+            S0, S1, S2 = ints[:, 0], ints[:, 1], ints[:, 2]
+            sy = S0 - S1
+            ints = np.stack([S0, sy, sy - S2], axis=1)
+        ctx["scale_m"] = ints[:, 0] * (np.int64(1) << cls)
+        return (ints.astype(np.float64) * mult[:, None]).astype(np.float32)
+    if field == "opacities":
+        return (ints[:, 0].astype(np.float64) * mult).astype(np.float32)
+    if field == "sh0":
+        if flag == 1:
+            G = ints[:, 0]
+            ints = np.stack([ints[:, 1] + G, G, ints[:, 2] + G], axis=1)
+        return (ints.astype(np.float64) * mult[:, None]).astype(np.float32).reshape(n, 1, 3)
+    raise FormatError("classed codec for unexpected field " + field)
+
+
+def decode_attributes(stage, sections, n, ctx, sh_degree):
+    out = {}
+    fields = stage["fields"]
+    K = (sh_degree + 1) ** 2 - 1
+    adaptive = bool(stage.get("adaptive"))
+    dq = bool(stage.get("dependent_quant"))
+    need(not dq or adaptive, "dependent_quant needs adaptive")
+    steps = {f: stage.get(f + "_step", 0) for f in ("quat", "scale", "opacity", "sh0", "shN")}
+    fstep = {"quats": steps["quat"], "scales": steps["scale"], "opacities": steps["opacity"],
+             "sh0": steps["sh0"], "shN": steps["shN"]}
+    # scales first (size levels of the other fields depend on them)
+    order = sorted(fields, key=lambda f: 0 if f == "scales" else 1)
+    for f in order:
+        if f == "shN" and K == 0:
+            need("shN" not in sections, "shN section for degree 0")
+            out["shN"] = np.zeros((n, 0, 3), np.float32)
+            continue
+        payload, codec = sections[f]
+        if codec == "f32-planes/v1":
+            rd = Reader(payload)
+            blobs = read_stream_list(rd)
+            need(rd.remaining() == 0, "trailing bytes")
+            ch = [f32_planes(b, n) for b in blobs]
+            if f == "quats":
+                out[f] = np.stack(ch, 1)
+            elif f == "scales":
+                out[f] = np.stack(ch, 1)
+            elif f == "opacities":
+                out[f] = ch[0]
+            elif f == "sh0":
+                out[f] = np.stack(ch, 1).reshape(n, 1, 3)
+            else:  # shN coefficient-major like symbols/v1
+                out[f] = np.stack(ch, 1).reshape(n, K, 3)
+            continue
+        if codec == "symbols-classed/v1":
+            need(adaptive, "classed codec without adaptive")
+            out[f] = decode_classed(payload, f, n, ctx["classes"], fstep[f], stage, ctx, dq)
+            continue
+        rd = Reader(payload)
+        if codec == "symbols-dedup/v1":
+            need(f == "shN", "dedup only for shN")
+            U = rd.varint()
+            need(1 <= U <= max(n, 1), "dedup: bad U")
+            blobs = read_stream_list(rd)
+            need(len(blobs) == 3 * K, "dedup: wrong stream count")
+            book = np.stack([read_int_stream(b, U) for b in blobs], axis=1)
+            idx = read_int_stream(rd.blob(), n)
+            need(rd.remaining() == 0, "trailing bytes")
+            need(np.all((idx >= 0) & (idx < U)), "dedup: index out of range")
+            ints = book[idx] if n else np.zeros((0, 3 * K), np.int64)
+            st = np.repeat(shn_steps(K, fstep["shN"], stage.get("shN_band_gain", 1.0)), 3)
+            out[f] = (ints.astype(np.float64) * st[None, :]).astype(np.float32).reshape(n, K, 3)
+            continue
+        blobs = read_stream_list(rd)
+        need(rd.remaining() == 0, "trailing bytes")
+        cols = [read_int_stream(b, n) for b in blobs]
+        if codec == "quat-s3/v1":
+            need(f == "quats" and len(cols) == 4, "quat-s3: bad")
+            st = float(fstep[f])
+            out[f] = quats_from_cols(cols[0], [c.astype(np.float64) * st for c in cols[1:]])
+        elif codec == "symbols-gdiff/v1":
+            need(f == "sh0" and len(cols) == 3, "gdiff: bad")
+            G = cols[0]
+            ints = np.stack([cols[1] + G, G, cols[2] + G], 1)
+            out[f] = deq(ints, fstep[f]).reshape(n, 1, 3)
+        elif codec == "symbols/v1":
+            if f == "scales":
+                need(len(cols) == 3, "scales: 3 streams")
+                out[f] = deq(np.stack(cols, 1), fstep[f])
+            elif f == "opacities":
+                need(len(cols) == 1, "opacities: 1 stream")
+                out[f] = deq(cols[0], fstep[f])
+            elif f == "sh0":
+                need(len(cols) == 3, "sh0: 3 streams")
+                out[f] = deq(np.stack(cols, 1), fstep[f]).reshape(n, 1, 3)
+            elif f == "shN":
+                need(len(cols) == 3 * K, "shN: wrong stream count")
+                ints = np.stack(cols, 1) if n else np.zeros((0, 3 * K), np.int64)
+                st = np.repeat(shn_steps(K, fstep["shN"], stage.get("shN_band_gain", 1.0)), 3)
+                out[f] = (ints.astype(np.float64) * st[None, :]).astype(np.float32).reshape(n, K, 3)
+            else:
+                raise FormatError("symbols/v1 for " + f)
+        else:
+            raise FormatError("unknown codec %s for %s" % (codec, f))
+    return out
+
+
+def decode_importance(stage, sections, n, ctx):
+    payload, codec = sections["classes"]
+    need(codec == "symbols/v1", "importance: unexpected codec")
+    L = stage["levels"]
+    need(1 <= L <= 6, "importance: bad levels")
+    c = read_int_stream(payload, n)
+    need(np.all((c >= 0) & (c < L)), "importance: class out of range")
+    ctx["classes"] = c
+    return {}
+
+
+# --------------------------------------------------------------------------------
+# container
+def read_container(buf):
+    need(len(buf) >= 24, "file too short")
+    need(buf[:8] == MAGIC, "bad magic")
+    major, minor, H, S, crc = struct.unpack_from("<HHIII", buf, 8)
+    need(major == 1, "unsupported major version %d" % major)
+    need(H <= 16 << 20, "header too large")
+    need(S <= 4096, "too many sections")
+    need(24 + H <= len(buf), "header outside the file")
+    rd = Reader(buf, 24 + H)
+    table = []
+    names = set()
+    import re
+    alpha = re.compile(r"^[A-Za-z0-9_.\-/]{1,255}$")
+    for _ in range(S):
+        name = rd.bytes(rd.u8()).decode("ascii")
+        codec = rd.bytes(rd.u8()).decode("ascii")
+        need(alpha.match(name) and alpha.match(codec), "bad section name/codec")
+        need(name not in names, "duplicate section name")
+        names.add(name)
+        off, length, scrc = rd.unpack("<QQI")
+        table.append((name, codec, off, length, scrc))
+    tend = rd.pos
+    need(zlib.crc32(bytes(buf[0:20]) + bytes(buf[24:tend])) == crc, "header CRC mismatch")
+    try:
+        header = json.loads(bytes(buf[24:24 + H]).decode("utf-8"))
+    except ValueError as e:
+        raise FormatError("header is not valid UTF-8 JSON: %s" % e)
+    need(isinstance(header, dict), "header is not a JSON object")
+    pos = tend
+    sections = {}
+    for name, codec, off, length, scrc in table:
+        need(off == pos and off + length <= len(buf), "section not contiguous / outside file")
+        data = buf[off:off + length]
+        need(zlib.crc32(data) == scrc, "CRC mismatch in section " + name)
+        sections[name] = (data, codec)
+        pos = off + length
+    need(pos == len(buf), "trailing bytes after the last payload")
+    return header, sections, minor
+
+
+def decode(path):
+    with open(path, "rb") as fh:
+        buf = fh.read()
+    header, sections, _minor = read_container(buf)
+    n = header["n"]
+    need(isinstance(n, int) and 0 <= n <= (1 << 28), "bad n")
+    need(n <= 4096 + 8 * sum(len(d) for d, _ in sections.values()), "n fails the sanity rule")
+    sh_degree = header["sh_degree"]
+    need(sh_degree in (0, 1, 2, 3), "bad sh_degree")
+    stages = header["pipeline"]["stages"]
+    ctx = {}
+    out = {}
+    seen_importance = False
+    for st in stages:
+        name, typ = st["name"], st["type"]
+        prefix = name + "/"
+        secs = {k[len(prefix):]: v for k, v in sections.items() if k.startswith(prefix)}
+        if typ == "importance":
+            need("positions" not in [s["type"] for s in stages[:stages.index(st)]],
+                 "importance after positions")
+            res = decode_importance(st, secs, n, ctx)
+            seen_importance = True
+        elif typ == "positions":
+            need(not st.get("adaptive") or seen_importance, "adaptive without importance")
+            res = decode_positions(st, secs, n, ctx)
+        elif typ == "attributes":
+            need(not st.get("adaptive") or seen_importance, "adaptive without importance")
+            res = decode_attributes(st, secs, n, ctx, sh_degree)
+        else:
+            raise NotImplementedError("stage type %r not supported by this decoder" % typ)
+        for k, v in res.items():
+            need(k not in out, "field %s produced twice" % k)
+            out[k] = v
+    if "shN" not in out:
+        need(sh_degree == 0, "shN missing")
+        out["shN"] = np.zeros((n, 0, 3), np.float32)
+    for f in ("means", "quats", "scales", "opacities", "sh0"):
+        need(f in out, "field %s not produced" % f)
+    return out
+
+
+def main(argv):
+    if len(argv) != 2:
+        print("usage: gsz_spec_decode.py IN.gsz", file=sys.stderr)
+        return 2
+    import time
+    t = time.time()
+    try:
+        out = decode(argv[1])
+    except (FormatError, OSError, KeyError, TypeError, UnicodeDecodeError, NotImplementedError) as e:
+        print("error: %s: %s" % (argv[1], e), file=sys.stderr)
+        return 2
+    dt = time.time() - t
+    n = len(out["means"])
+    print("%s: n=%d, decoded in %.2f s" % (argv[1], n, dt))
+    for k, v in out.items():
+        if v.size:
+            print("  %-10s %-14s min %-12.6g max %-12.6g mean %.6g" % (k, str(v.shape), v.min(), v.max(), v.mean()))
+        else:
+            print("  %-10s %-14s (empty)" % (k, str(v.shape)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
