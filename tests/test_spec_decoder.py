@@ -1,6 +1,6 @@
 """The specification against the implementation: `tools/gsz_spec_decode.py` is a second decoder,
-written from docs/gsz-format.md alone (no gscomp code). Files of every post-hoc preset and option
-must decode to bit-identical fields with both decoders; a change to the format that is not also
+written from docs/gsz-format.md alone (no gscomp code). Files of every preset and option (post-hoc
+and the trained stages) must decode to bit-identical fields with both decoders; a change to the format that is not also
 made in the document (and so in that decoder) fails here."""
 import importlib.util
 
@@ -93,6 +93,28 @@ def test_spec_decoder_matches_on_every_codec(random_splats, tmp_path):
     used = set(SPEC.STATS)
     for key in ((0, None), (1, None), (2, 0), (2, 1), (2, 2), (3, 1), (4, None), (6, None), (7, None)):
         assert key in used, f"no case exercised integer stream (mode, kind) {key}: {sorted(used, key=str)}"
+
+
+C = "pipeline.stages.colorfield."
+# the trained pipeline's stages (masking, rvq, colorfield), here fitted post-hoc
+C3DGS = [
+    ("c3dgs", []),
+    ("c3dgs, rvq without depths", ["~pipeline.stages.rvq.depths"]),
+    ("c3dgs, field predicts sh0 too", [C + "targets=[sh0,shN]", A + "fields=[opacities]"]),
+    ("c3dgs, small grid with dense levels", [C + "n_levels=6", C + "base_resolution=13", C + "max_resolution=64",
+                                             C + "log2_hashmap_size=14", C + "mlp_layers=1"]),
+    ("c3dgs, SH 1", ["pipeline.sh_degree=1"]),
+]
+
+
+def test_spec_decoder_matches_on_trained_stages(random_splats, tmp_path):
+    bad = []
+    for i, (what, overrides) in enumerate(C3DGS):
+        path = tmp_path / f"{i}.gsz"
+        encode_gsz(random_splats(400, sh_degree=3, seed=i), path,
+                   compose_pipeline(["pipeline=c3dgs", "+" + C + "fit_steps=60"] + overrides))
+        bad += _same_bits(path, what)
+    assert not bad, f"the spec decoder disagrees with gscomp on: {bad}"
 
 
 @pytest.mark.parametrize("preset", PRESETS)

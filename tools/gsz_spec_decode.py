@@ -4,15 +4,17 @@
 It was written clean-room: by someone who read only the specification (never gscomp's code) and
 used `gscomp compress` / `gscomp decode` as a black box to check the result. It shares no code with
 gscomp (numpy and, for zstd streams, zstandard only) and is slow (pure-Python rANS). gscomp does not
-use it: `tests/test_spec_decoder.py` decodes files of every post-hoc preset with both decoders and
-requires bit-identical fields, so the specification cannot drift from the implementation.
+use it: `tests/test_spec_decoder.py` decodes files of every preset (post-hoc and `c3dgs`) with both
+decoders and requires bit-identical fields, so the specification cannot drift from the implementation.
 
 Supported: container + CRC checks, integer streams (modes 0-7, rANS kinds 0/1/2),
 packed bit fields, stages `importance`, `positions` (morton-delta/v1,
 morton-delta-classed/v1), `attributes` (quat-s3/v1, symbols/v1, symbols-gdiff/v1,
 symbols-dedup/v1, f32-planes/v1, symbols-classed/v1 incl. sort_scales, size_levels and
-dependent (trellis) quantization).
-Not supported (trained pipelines only): `rvq`, `colorfield`, section 6 entropy models.
+dependent (trellis) quantization), and the trained-pipeline stages `masking` (no section),
+`rvq` (float16 codebooks + per-stage index streams, optional importance `depths`) and
+`colorfield` (hash-grid + MLP evaluated at the decoded means in float32, one rounding per op).
+Not supported: section 6 entropy models (no format-1.0 stage writes them).
 
 decode(path) -> dict with float32 arrays:
   means (N,3), quats (N,4) wxyz, scales (N,3) log, opacities (N,) logit,
@@ -589,6 +591,188 @@ def decode_importance(stage, sections, n, ctx):
 
 
 # --------------------------------------------------------------------------------
+# stage: rvq (owns scales and quats)
+def read_f16(data, count, what):
+    need(len(data) == 2 * count, "%s: expected %d float16 values, got %d bytes" % (what, count, len(data)))
+    return np.frombuffer(data, dtype="<f2").astype(np.float32)
+
+
+def decode_rvq(stage, sections, n, ctx):
+    R = int(stage["n_stages"])
+    K = int(stage["codebook_size"])
+    need(R >= 1 and K >= 1, "rvq: bad n_stages / codebook_size")
+    payload, codec = sections["rvq.codebooks"]
+    need(codec == "float16", "rvq: unexpected codebook codec " + codec)
+    cb = read_f16(payload, R * K * 3 + R * K * 4, "rvq.codebooks")
+    cb_scale = cb[:R * K * 3].reshape(R, K, 3)
+    cb_rot = cb[R * K * 3:].reshape(R, K, 4)
+    payload, codec = sections["rvq.indices"]
+    need(codec == "symbols", "rvq: unexpected indices codec " + codec)
+    rd = Reader(payload)
+    (count,) = rd.unpack("<I")
+    need(count == 2 * R, "rvq: stream count != 2R")
+    blobs = []
+    for _ in range(count):
+        (length,) = rd.unpack("<I")
+        blobs.append(rd.bytes(length))
+    need(rd.remaining() == 0, "rvq: trailing bytes in indices")
+    depths = stage.get("depths")
+    if depths is not None:
+        need("classes" in ctx, "rvq.depths without an importance stage before rvq")
+        D = len(depths)
+        need(D >= 1 and all(1 <= int(x) <= R for x in depths), "rvq: bad depths")
+        c = ctx["classes"]
+        d = np.asarray(depths, np.int64)[np.minimum(c, D - 1)]
+    else:
+        d = np.full(n, R, np.int64)
+    scales = np.zeros((n, 3), np.float32)
+    quats = np.zeros((n, 4), np.float32)
+    for which, book, acc in ((0, cb_scale, scales), (1, cb_rot, quats)):
+        for r in range(R):
+            sel = np.nonzero(d > r)[0]
+            idx = read_int_stream(blobs[which * R + r], len(sel))
+            need(np.all((idx >= 0) & (idx < K)), "rvq: index out of range")
+            acc[sel] = acc[sel] + book[r][idx]   # float32 add, stage order
+    return {"scales": scales, "quats": quats}
+
+
+# --------------------------------------------------------------------------------
+# stage: colorfield (owns shN, or sh0 and shN)
+def colorfield_geometry(L, T, b, M):
+    g = math.exp(math.log(M / b) / max(1, L - 1))
+    s = math.log2(g)
+    levels = []
+    off = 0
+    for l in range(L):
+        scale = np.float32(2.0 ** (l * s) * b - 1.0)
+        res = int(math.ceil(float(scale))) + 1
+        size = min(res ** 3, 1 << T)
+        size = (size + 7) // 8 * 8
+        dense = res ** 3 <= size
+        levels.append((scale, res, size, dense, off))
+        off += size
+    return levels, off
+
+
+def decode_colorfield(stage, sections, n, ctx, sh_degree):
+    f32 = np.float32
+    targets = list(stage.get("targets", ["shN"]))
+    need(set(targets) in ({"shN"}, {"sh0", "shN"}), "colorfield: bad targets")
+    dsh0 = 1 if "sh0" in targets else 0
+    L = int(stage["n_levels"])
+    F = int(stage["n_features_per_level"])
+    T = int(stage["log2_hashmap_size"])
+    b = float(stage["base_resolution"])
+    M = float(stage["max_resolution"])
+    H = int(stage["mlp_width"])
+    D = int(stage["mlp_layers"])
+    need("means" in ctx, "colorfield before positions")
+    means = ctx["means"]
+    # meta
+    payload, codec = sections["colorfield.meta"]
+    need(codec == "raw", "colorfield: unexpected meta codec " + codec)
+    need(len(payload) == 28 + 8 * L, "colorfield.meta: wrong length")
+    rd = Reader(payload)
+    c = np.frombuffer(rd.bytes(12), "<f4").astype(np.float32)
+    h = np.frombuffer(rd.bytes(12), "<f4").astype(np.float32)
+    (O,) = rd.unpack("<I")
+    lostep = np.frombuffer(rd.bytes(8 * L), "<f4").astype(np.float32).reshape(L, 2)
+    need(O % 3 == 0 and O // 3 - dsh0 in (0, 3, 8, 15), "colorfield: bad output width")
+    # mlp
+    dims = [L * F] + [H] * D + [O]
+    payload, codec = sections["colorfield.mlp"]
+    need(codec == "float16", "colorfield: unexpected mlp codec " + codec)
+    nparam = sum(dims[i] * dims[i + 1] + dims[i + 1] for i in range(len(dims) - 1))
+    allp = read_f16(payload, nparam, "colorfield.mlp")
+    layers = []
+    p = 0
+    for i in range(len(dims) - 1):
+        fi, fo = dims[i], dims[i + 1]
+        W = allp[p:p + fi * fo].reshape(fo, fi)
+        p += fi * fo
+        bias = allp[p:p + fo]
+        p += fo
+        layers.append((W, bias))
+    # geometry
+    geo, total_rows = colorfield_geometry(L, T, b, M)
+    # 1. contraction (float32, one op at a time)
+    x = (means.astype(np.float32) - c[None, :]) / h[None, :]
+    m = np.max(np.abs(x), axis=1)
+    big = m > f32(1)
+    if np.any(big):
+        mb = m[big][:, None]
+        q = x[big] / mb
+        fac = f32(2) - f32(1) / mb
+        x[big] = fac * q
+    u = x * f32(0.25) + f32(0.5)
+    # 2. corners per level
+    rows = np.zeros((L, 8, n), np.int64)
+    wts = np.zeros((L, 8, n), np.float32)
+    for l, (scale, res, size, dense, off) in enumerate(geo):
+        pos = u * scale
+        pos = pos + f32(0.5)
+        base = np.floor(pos)
+        fr = pos - base
+        basei = base.astype(np.int64)
+        for k in range(8):
+            i, j, k2 = k & 1, (k >> 1) & 1, k >> 2
+            wx = fr[:, 0] if i else f32(1) - fr[:, 0]
+            wy = fr[:, 1] if j else f32(1) - fr[:, 1]
+            wz = fr[:, 2] if k2 else f32(1) - fr[:, 2]
+            wts[l, k] = (wx * wy) * wz
+            cx = (basei[:, 0] + i).astype(np.uint64)
+            cy = (basei[:, 1] + j).astype(np.uint64)
+            cz = (basei[:, 2] + k2).astype(np.uint64)
+            if dense:
+                r = (cx + cy * np.uint64(res) + cz * np.uint64(res * res)) % np.uint64(size)
+            else:
+                hsh = (cx * np.uint64(1)) ^ (cy * np.uint64(2654435761)) ^ (cz * np.uint64(805459861))
+                r = (hsh & np.uint64(0xFFFFFFFF)) % np.uint64(size)
+            rows[l, k] = r.astype(np.int64) + off
+    # grid: used rows only, level by level, increasing row index
+    used = np.unique(rows.reshape(-1)) if n else np.zeros(0, np.int64)
+    payload, codec = sections["colorfield.grid"]
+    need(codec == "symbols", "colorfield: unexpected grid codec " + codec)
+    qv = read_int_stream(payload, len(used) * F).reshape(len(used), F)
+    table = np.zeros((total_rows, F), np.float32)
+    offs = [g_[4] for g_ in geo] + [total_rows]
+    for l in range(L):
+        sel = (used >= offs[l]) & (used < offs[l + 1])
+        lo, st = lostep[l]
+        table[used[sel]] = (qv[sel].astype(np.float32) * st) + lo
+    # features, level-major
+    feats = np.zeros((n, L * F), np.float32)
+    for l in range(L):
+        for fi in range(F):
+            acc = table[rows[l, 0], fi] * wts[l, 0]
+            for k in range(1, 8):
+                acc = acc + table[rows[l, k], fi] * wts[l, k]
+            feats[:, l * F + fi] = acc
+    # 3. MLP
+    hcur = feats
+    for li, (W, bias) in enumerate(layers):
+        fo, fi = W.shape
+        out = np.repeat(bias[None, :], n, axis=0).astype(np.float32)
+        for k in range(fi):
+            out = out + hcur[:, k:k + 1] * W[None, :, k]
+        if li < len(layers) - 1:
+            out = np.maximum(out, f32(0))
+        hcur = out
+    # 4. outputs
+    coefs = hcur.reshape(n, O // 3, 3)
+    res_ = {}
+    if dsh0:
+        res_["sh0"] = np.ascontiguousarray(coefs[:, :1, :])
+        coefs = coefs[:, 1:, :]
+    Kf = (sh_degree + 1) ** 2 - 1
+    shN = np.zeros((n, Kf, 3), np.float32)
+    kk = min(Kf, coefs.shape[1])
+    shN[:, :kk] = coefs[:, :kk]
+    res_["shN"] = shN
+    return res_
+
+
+# --------------------------------------------------------------------------------
 # container
 def read_container(buf):
     need(len(buf) >= 24, "file too short")
@@ -658,6 +842,16 @@ def decode(path):
         elif typ == "attributes":
             need(not st.get("adaptive") or seen_importance, "adaptive without importance")
             res = decode_attributes(st, secs, n, ctx, sh_degree)
+        elif typ == "masking":
+            need(not secs, "masking stage with sections")
+            res = {}
+        elif typ == "rvq":
+            need(st.get("depths") is None or seen_importance, "rvq.depths without importance")
+            res = decode_rvq(st, secs, n, ctx)
+        elif typ == "colorfield":
+            ctx["means"] = out.get("means")
+            need(ctx["means"] is not None, "colorfield before positions")
+            res = decode_colorfield(st, secs, n, ctx, sh_degree)
         else:
             raise NotImplementedError("stage type %r not supported by this decoder" % typ)
         for k, v in res.items():
