@@ -1,7 +1,7 @@
 """The specification against the implementation: `tools/gsz_spec_decode.py` is a second decoder,
 written from docs/gsz-format.md alone (no gscomp code). Files of every preset and option (post-hoc
-and the trained stages) must decode to bit-identical fields with both decoders; a change to the format that is not also
-made in the document (and so in that decoder) fails here."""
+and the trained stages) must decode to bit-identical fields with both decoders; a change to the
+format that is not also made in the document (and so in that decoder) fails here."""
 import importlib.util
 
 import numpy as np
