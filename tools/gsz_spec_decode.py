@@ -502,6 +502,11 @@ def decode_attributes(stage, sections, n, ctx, sh_degree):
     steps = {f: stage.get(f + "_step", 0) for f in ("quat", "scale", "opacity", "sh0", "shN")}
     fstep = {"quats": steps["quat"], "scales": steps["scale"], "opacities": steps["opacity"],
              "sh0": steps["sh0"], "shN": steps["shN"]}
+    shn_step = np.repeat(shn_steps(K, fstep["shN"], stage.get("shN_band_gain", 1.0)), 3)
+
+    def shn_dequant(ints):  # (n, 3K) integers, coefficient-major -> (n, K, 3) float32
+        return (ints.astype(np.float64) * shn_step[None, :]).astype(np.float32).reshape(n, K, 3)
+
     # scales first (size levels of the other fields depend on them)
     order = sorted(fields, key=lambda f: 0 if f == "scales" else 1)
     for f in order:
@@ -515,9 +520,7 @@ def decode_attributes(stage, sections, n, ctx, sh_degree):
             blobs = read_stream_list(rd)
             need(rd.remaining() == 0, "trailing bytes")
             ch = [f32_planes(b, n) for b in blobs]
-            if f == "quats":
-                out[f] = np.stack(ch, 1)
-            elif f == "scales":
+            if f in ("quats", "scales"):
                 out[f] = np.stack(ch, 1)
             elif f == "opacities":
                 out[f] = ch[0]
@@ -542,8 +545,7 @@ def decode_attributes(stage, sections, n, ctx, sh_degree):
             need(rd.remaining() == 0, "trailing bytes")
             need(np.all((idx >= 0) & (idx < U)), "dedup: index out of range")
             ints = book[idx] if n else np.zeros((0, 3 * K), np.int64)
-            st = np.repeat(shn_steps(K, fstep["shN"], stage.get("shN_band_gain", 1.0)), 3)
-            out[f] = (ints.astype(np.float64) * st[None, :]).astype(np.float32).reshape(n, K, 3)
+            out[f] = shn_dequant(ints)
             continue
         blobs = read_stream_list(rd)
         need(rd.remaining() == 0, "trailing bytes")
@@ -570,8 +572,7 @@ def decode_attributes(stage, sections, n, ctx, sh_degree):
             elif f == "shN":
                 need(len(cols) == 3 * K, "shN: wrong stream count")
                 ints = np.stack(cols, 1) if n else np.zeros((0, 3 * K), np.int64)
-                st = np.repeat(shn_steps(K, fstep["shN"], stage.get("shN_band_gain", 1.0)), 3)
-                out[f] = (ints.astype(np.float64) * st[None, :]).astype(np.float32).reshape(n, K, 3)
+                out[f] = shn_dequant(ints)
             else:
                 raise FormatError("symbols/v1 for " + f)
         else:
