@@ -105,14 +105,22 @@ C3DGS = [
                                              C + "log2_hashmap_size=14", C + "mlp_layers=1"]),
     ("c3dgs, SH 1", ["pipeline.sh_degree=1"]),
 ]
+# far outliers (~300x the box, towards +z, +y+z, +x+y+z) contract to u near 1, where a dense level's
+# top corner passes res - 1 and the row wraps (`mod size`, checked: without it this case fails)
+FAR = ("c3dgs, far outliers (dense levels wrap)", [C + "n_levels=6", C + "base_resolution=14", C + "max_resolution=64",
+                                                   C + "log2_hashmap_size=14", C + "mlp_layers=1"])
 
 
 def test_spec_decoder_matches_on_trained_stages(random_splats, tmp_path):
     bad = []
-    for i, (what, overrides) in enumerate(C3DGS):
+    for i, (what, overrides) in enumerate(C3DGS + [FAR]):
         path = tmp_path / f"{i}.gsz"
-        encode_gsz(random_splats(400, sh_degree=3, seed=i), path,
-                   compose_pipeline(["pipeline=c3dgs", "+" + C + "fit_steps=60"] + overrides))
+        splats = random_splats(400, sh_degree=3, seed=i)
+        if (what, overrides) == FAR:
+            means = splats.means.clone()  # fewer than 1% of the points: outside the 1-99% box
+            means[:3] = torch.tensor([[0.1, 0.2, 300.0], [0.2, 400.0, 250.0], [500.0, 450.0, 520.0]])
+            splats = splats.replace(means=means)
+        encode_gsz(splats, path, compose_pipeline(["pipeline=c3dgs", "+" + C + "fit_steps=60"] + overrides))
         bad += _same_bits(path, what)
     assert not bad, f"the spec decoder disagrees with gscomp on: {bad}"
 
