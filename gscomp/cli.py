@@ -4,11 +4,16 @@ Verbs that take a scene or training settings (`train`, `eval`, `demo`, and `comp
 are Hydra apps: every `key=value` override, `--cfg job`, and `-m` multirun work as in any Hydra app.
 File verbs (`compress IN OUT.gsz`, `decode`, `info`, `view`) take plain arguments.
 
-User errors (`GscompError`) print one line `error: ...` and exit with status 2.
+User errors (`GscompError`) print one line `error: ...` and exit with status 2. So do errors of
+the file system (OSError) and running out of memory (a file that declares or decompresses to more than this machine holds). Anything else
+is a bug of ours: one `error: internal error ...` line and status 1, with the traceback only when
+GSCOMP_DEBUG is set.
 """
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 USAGE = """usage: gscomp VERB [ARGS] [key=value ...]
 
@@ -37,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .errors import GscompError
 
+    # numpy's floating-point warnings on corrupt or absurd input values (the readers and decoders
+    # check for non-finite results themselves and say so in their one-line error)
+    warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero|underflow) encountered",
+                            RuntimeWarning)
     try:
         import importlib
 
@@ -48,6 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system refused (permissions, name too long, disk full, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory (the input is larger than this machine can hold, or corrupt)", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if os.environ.get("GSCOMP_DEBUG"):
+            raise
+        msg = " ".join(str(e).split())[:300]
+        print(f"error: internal error ({type(e).__name__}: {msg}); GSCOMP_DEBUG=1 shows the traceback",
+              file=sys.stderr)
+        return 1
     return int(code or 0)
 
 

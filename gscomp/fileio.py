@@ -21,16 +21,23 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
         parent.mkdir(parents=True, exist_ok=True)
     elif not parent.is_dir():
         raise GscompError(f"{path}: directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    if path.is_dir():
+        raise GscompError(f"{path}: is a directory")
+    try:  # (the name cut short: a temp name longer than the file system allows would fail)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # disk full, name too long, ...
+            raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -283,6 +284,20 @@ def test_info(tmp_path, random_splats):
     info = gsz_info(tmp_path / "a.gsz")
     assert info["n"] == 100 and info["sh_degree"] == 1 and info["version"] == "1.0"
     assert set(info["bits_per_gaussian_per_attribute"]) == {"means", "quats", "scales", "opacities", "sh0", "shN"}
+    # info checks the header as decoding does (checksums intact, values absurd)
+    header, sections = unpack_gsz((tmp_path / "a.gsz").read_bytes())
+    for change, msg in [({"n": -1}, "bad Gaussian count -1"), ({"n": [1]}, "bad Gaussian count"),
+                        ({"sh_degree": "1"}, "bad SH degree"), ({"pipeline": "low"}, "no pipeline description"),
+                        ({"n": 10**6}, "header claims 1000000 Gaussians")]:
+        (tmp_path / "b.gsz").write_bytes(pack_gsz({**header, **change}, sections))
+        with pytest.raises(FormatError, match=msg):
+            gsz_info(tmp_path / "b.gsz")
+    # a header nested past Python's recursion limit (checksum recomputed): not valid JSON
+    data = bytearray(pack_gsz({"x": "a" * 200_000}, []))
+    data[24:24 + 200_008] = b'{"x":' + b"[" * 100_001 + b"]" * 100_001 + b"}"
+    data[20:24] = zlib.crc32(bytes(data[:20]) + bytes(data[24:])).to_bytes(4, "little")
+    with pytest.raises(FormatError, match="not valid JSON"):
+        unpack_gsz(bytes(data))
 
 
 # ----------------------------------------------------------------------------- real data
@@ -332,7 +347,15 @@ def test_cli_roundtrip_and_errors(tmp_path, capsys):
         ("compress", bad, tmp_path / "z.gsz"),
         ("compress", ply, tmp_path / "z.ply"),
         ("decode", out, tmp_path / "z.xyz"),
+        ("compress", ply, tmp_path / "z.gsz", "pipeline.stages.positions.bits=abc"),
+        ("compress", ply, tmp_path / "z.gsz", "pipeline.stages.positions.bits=1.5"),
+        ("compress", ply, tmp_path / "z.gsz", "pipeline.name=${nothing}"),  # unresolvable interpolation
+        ("compress", ply, tmp_path / "d.gsz"),  # an existing directory
+        ("decode", out, tmp_path / "d.ply"),
+        ("decode", out, tmp_path / ("n" * 300 + ".ply")),  # longer than a file name may be
     ]
+    (tmp_path / "d.gsz").mkdir()
+    (tmp_path / "d.ply").mkdir()
     for i, args in enumerate(cases):
         if i < 1:
             r = cli(*args)
@@ -345,6 +368,23 @@ def test_cli_roundtrip_and_errors(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), err
     assert not (tmp_path / "z.ply").exists() and not (tmp_path / "z.gsz").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # the longest name a file may have still works (the temporary file's name is cut short)
+    assert main(["decode", str(out), str(tmp_path / ("n" * 251 + ".ply"))]) == 0
+
+
+def test_cli_internal_error_is_one_line(monkeypatch, capsys):
+    """A bug of ours (any exception that is not a user error) is still one line, status 1."""
+    import gscomp.commands.info as info
+    from gscomp.cli import main
+
+    def boom(argv):
+        raise KeyError("deliberately broken")
+
+    monkeypatch.setattr(info, "run", boom)
+    monkeypatch.delenv("GSCOMP_DEBUG", raising=False)
+    assert main(["info", "x.gsz"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: internal error (KeyError") and len(err.strip().splitlines()) == 1, err
 
 
 def test_log2_counts_is_the_c_library_log2():

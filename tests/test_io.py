@@ -372,6 +372,9 @@ def test_spz_malformed(tmp_path):
     (tmp_path / "e.spz").write_bytes(b"")
     with pytest.raises(FormatError):
         load_splats(tmp_path / "e.spz")
+    # a gzip stream that inflates past what its header declares (a "bomb") is cut off there
+    with pytest.raises(FormatError, match="more data than its header declares"):
+        decode_spz(gzip.compress(raw + bytes(1 << 20)), "x.spz")
 
 
 def test_spz_large_coordinates_and_degree_4():
@@ -516,6 +519,19 @@ def test_ksplat_quantized_modes(tmp_path, mode):
     tol = 1e-3 if mode == 1 else 1e-6
     for c in range(3):  # channel-major inside the band
         assert np.allclose(s.shN[:, :, c].numpy(), sh_vals[:, 3 * c:3 * c + 3], atol=tol)
+    # untrusted bucket geometry: nothing is allocated by the declared counts (2^32 x 2^32 here),
+    # and a layout this reader does not know is a clean error
+    data = p.read_bytes()
+    big = bytearray(data)
+    struct.pack_into("<I", big, 4096 + 8, 0xFFFFFFFF)  # bucket capacity
+    struct.pack_into("<I", big, 4096 + 32, 0xFFFFFFFF)  # full buckets
+    p.write_bytes(bytes(big))
+    assert len(load_splats(p)) == 3
+    bad = bytearray(data)
+    struct.pack_into("<H", bad, 4096 + 20, 0)  # bucket storage
+    p.write_bytes(bytes(bad))
+    with pytest.raises(FormatError, match="bucket storage 0 bytes"):
+        load_splats(p)
 
 
 def test_ksplat_malformed(tmp_path):
@@ -591,6 +607,18 @@ def test_compressed_ply_malformed(tmp_path):
     p.write_bytes(_compressed_ply_bytes(chunk, np.zeros((3, 4), np.uint32))[:-5])
     with pytest.raises(FormatError):
         load_splats(p)
+    # a list where a scalar belongs; an `sh` element without properties (no SH)
+    head = "ply\nformat ascii 1.0\nelement chunk 1\n" + "".join(f"property float {c}\n" for c in
+                                                                  ("min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
+                                                                   "min_scale_x", "min_scale_y", "min_scale_z",
+                                                                   "max_scale_x", "max_scale_y", "max_scale_z"))
+    verts = "element vertex 2\nproperty uint packed_position\nproperty uint packed_rotation\nproperty uint packed_scale\n"
+    body = " ".join(["0"] * 12) + "\n"
+    p.write_text(head + verts + "property list uchar uint packed_color\nend_header\n" + body + "0 0 0 1 7\n" * 2)
+    with pytest.raises(FormatError, match="'packed_color' in element 'vertex' is a list"):
+        load_splats(p)
+    p.write_text(head + verts + "property uint packed_color\nelement sh 2\nend_header\n" + body + "0 0 0 7\n" * 2 + "\n" * 2)
+    assert load_splats(p).sh_degree == 0
 
 
 def test_compressed_sh_fixture():
@@ -712,6 +740,25 @@ def test_sog_malformed(tmp_path):
     (d / "meta.json").write_text("{not json")
     with pytest.raises(FormatError, match="not valid JSON"):
         load_splats(d)
+    (d / "meta.json").write_text("[" * 100_000 + "]" * 100_000)  # nested past Python's recursion limit
+    with pytest.raises(FormatError, match="not valid JSON"):
+        load_splats(d)
+    _make_sog(d)  # (the good textures again)
+    wrong = [  # values of the wrong kind
+        (dict(meta, count=True), "'count' must be a non-negative integer"),
+        (dict(meta, means=dict(meta["means"], mins=["a", "b", "c"])), "'means.mins' must be 3 numbers"),
+        (dict(meta, scales=dict(meta["scales"], codebook={"a": 1})), "'scales.codebook' must be 256 numbers"),
+        (dict(meta, shN=dict(meta["shN"], bands=1.0)), "'shN.bands' must be a non-negative integer"),
+        (dict(meta, shN=dict(meta["shN"], count="12")), "'shN.count' must be a non-negative integer"),
+    ]
+    for bad, msg in wrong:
+        (d / "meta.json").write_text(json.dumps(bad))
+        with pytest.raises(FormatError, match=msg):
+            load_splats(d)
+    sog = tmp_path / "x.sog"
+    sog.write_bytes(b"PK\x03\x04" + bytes(40) + b"PK\x05\x06" + bytes(18))  # directory points nowhere
+    with pytest.raises(FormatError, match="x.sog"):
+        load_splats(sog)
     with pytest.raises(GscompError, match="no meta.json"):
         load_splats(tmp_path)
 

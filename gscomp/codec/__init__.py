@@ -74,7 +74,13 @@ def decode_gsz(path: str | os.PathLike):
 
 def gsz_info(path: str | os.PathLike) -> dict[str, Any]:
     """Header and size breakdown of a `.gsz` (validates checksums, does not decode payloads)."""
+    from ..stages.pipeline import Pipeline
+
     header, sections = read_gsz(path)
+    try:  # the same header checks as decoding, so info never reports what decode would refuse
+        Pipeline.check_header(header, sections)
+    except FormatError as e:
+        raise FormatError(f"{path}: {e}") from None
     total = Path(path).stat().st_size
     with open(path, "rb") as f:  # the file's own version (read_gsz accepted its major)
         major, minor = struct.unpack("<HH", f.read(12)[8:12])

@@ -108,7 +108,7 @@ def unpack_gsz(data: bytes | memoryview, what: str = "file") -> tuple[dict[str, 
         raise FormatError(f"{what}: header checksum mismatch (corrupt file)")
     try:
         header = json.loads(bytes(data[PREAMBLE.size : PREAMBLE.size + hlen]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise FormatError(f"{what}: header is not valid JSON") from None
     if not isinstance(header, dict):
         raise FormatError(f"{what}: header is not a JSON object")

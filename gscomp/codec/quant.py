@@ -20,12 +20,18 @@ INV_SQRT2 = 0.7071067811865476
 
 
 # ----------------------------------------------------------------------------- uniform
-def quantize(x: np.ndarray, step, columns: bool = False) -> np.ndarray:
+def _steps_str(step) -> str:
+    """A step (scalar or array) for a one-line message: the value, or its range."""
+    a = np.asarray(step, np.float64)
+    return f"{float(a):g}" if a.ndim == 0 else f"{a.min():g}..{a.max():g}" if a.size else "[]"
+
+
+def quantize(x: np.ndarray, step, columns: bool = False, what: str = "values") -> np.ndarray:
     """Round x / step (step: a scalar or an array broadcasting against x). ``columns``: x is
     (n, k) and the result comes transposed, (k, n) C-contiguous: one array per column, as the
     per-column entropy coder reads them (the native path writes it directly, no transpose)."""
     if not np.all(np.asarray(step) > 0):
-        raise GscompError(f"quantization step must be > 0, got {step}")
+        raise GscompError(f"quantization step must be > 0, got {_steps_str(step)}")
     mod = _rans()
     xa = np.asarray(x)
     if mod is not None and xa.dtype == np.float32 and xa.ndim in (1, 2) and xa.size and np.ndim(step) <= 2:
@@ -38,11 +44,11 @@ def quantize(x: np.ndarray, step, columns: bool = False) -> np.ndarray:
             try:
                 out = mod.quantize(x2, steps, columns)
             except ValueError:
-                raise GscompError(f"values too large (or not finite) for quantization step {step}") from None
+                raise GscompError(f"{what} too large (or not finite) for quantization step {_steps_str(step)}") from None
             return out if columns else out.reshape(xa.shape)
     q = np.rint(np.asarray(x, np.float64) / step)
-    if q.size and np.abs(q).max() >= 2**40:
-        raise GscompError(f"values too large for quantization step {step}")
+    if q.size and not np.abs(q).max() < 2**40:  # (NaN fails this too)
+        raise GscompError(f"{what} too large (or not finite) for quantization step {_steps_str(step)}")
     q = q.astype(np.int64)
     return np.ascontiguousarray(q.reshape(len(xa), -1 if xa.size else xa.shape[-1]).T) if columns else q
 

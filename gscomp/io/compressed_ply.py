@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from plyfile import PlyData
+from plyfile import PlyData, PlyListProperty
 
 from ..errors import FormatError
 from ..splats import SH_C0, Splats
@@ -38,8 +38,11 @@ def read_compressed_ply(path: str | os.PathLike) -> Splats:
 
 
 def _column(element, name: str, path) -> np.ndarray:
-    if name not in {p.name for p in element.properties}:
+    prop = {p.name: p for p in element.properties}.get(name)
+    if prop is None:
         raise FormatError(f"{path}: missing property '{name}' in element '{element.name}'")
+    if isinstance(prop, PlyListProperty):
+        raise FormatError(f"{path}: property '{name}' in element '{element.name}' is a list, expected a scalar")
     return np.asarray(element.data[name])
 
 
@@ -97,7 +100,7 @@ def splats_from_plydata(ply: PlyData, path) -> Splats:
     opacities = logit(_unorm(pc, 0, 8))
 
     shN = np.zeros((n, 0, 3))
-    if "sh" in names:
+    if "sh" in names and ply["sh"].properties:  # (an `sh` element without properties: no SH)
         sh = ply["sh"]
         if sh.count != n:
             raise FormatError(f"{path}: 'sh' element has {sh.count} rows, expected {n}")

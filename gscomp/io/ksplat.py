@@ -102,14 +102,20 @@ def decode_ksplat(data: bytes, name="<ksplat>") -> Splats:
         if mode == 0:
             means = field(0, 3, "<f4")
         else:
-            sizes = np.frombuffer(data, "<u4", partial, offset)
+            if bucket_storage != 12 and count:  # the partial sizes, then one f32 xyz centre per bucket
+                raise FormatError(f"{name}: section {s} has bucket storage {bucket_storage} bytes, expected 12")
+            sizes = np.frombuffer(data, "<u4", partial, offset).astype(np.int64)
             centres = np.frombuffer(data, "<f4", 3 * n_buckets, offset + 4 * partial).reshape(-1, 3)
-            bucket = np.concatenate([np.repeat(np.arange(full), capacity),
-                                     np.repeat(full + np.arange(partial), sizes.astype(np.int64))])
-            if len(bucket) < count or (count and bucket[:count].max() >= n_buckets):
+            # the bucket of each of the `count` splats: `full` buckets of `capacity`, then the partial
+            # ones by their sizes (computed for the splats only: the declared sizes are untrusted)
+            in_full = min(full * capacity, count)
+            idx = np.arange(count - in_full)
+            bucket = np.concatenate([np.arange(in_full) // max(capacity, 1),
+                                     full + np.searchsorted(np.cumsum(sizes), idx, side="right")])
+            if count and (len(idx) and idx[-1] >= sizes.sum() or bucket.max() >= n_buckets):
                 raise FormatError(f"{name}: section {s} bucket table does not cover its splats")
             means = ((field(0, 3, "<u2") - qrange) * (block / 2.0 / qrange)
-                     + centres[bucket[:count]].astype(np.float64))
+                     + centres[bucket].astype(np.float64))
         lin = field(3 * fbytes, 3, ft)
         scales = np.where(lin > 0, np.log(np.where(lin > 0, lin, 1.0)), -10.0)  # as splat-transform
         quats = field(6 * fbytes, 4, ft)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -37,18 +38,27 @@ def read_sog(path: str | os.PathLike) -> Splats:
         if not path.exists():
             raise GscompError(f"{path.parent}: directory has no meta.json (not a SOG scene)")
     if path.suffix.lower() == ".sog" and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
 
-            def load(name: str) -> bytes:
-                if name not in names:
-                    raise FormatError(f"{path}: bundle has no '{name}'")
-                return z.read(name)
+                def load(name: str) -> bytes:
+                    if name not in names:
+                        raise FormatError(f"{path}: bundle has no '{name}'")
+                    if z.getinfo(name).file_size > MAX_MEMBER:  # zipfile reads no more than this
+                        raise FormatError(f"{path}: bundle member '{name}' is implausibly large")
+                    return z.read(name)
 
-            return decode_sog(load, path)
+                return decode_sog(load, path)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, OSError) as e:
+            # corrupt directory or CRC, unknown compression method, encrypted member
+            raise FormatError(f"{path}: corrupt or unsupported .sog bundle ({' '.join(str(e).split())})") from None
     base = path.parent
     meta_bytes = read_bytes(path)
     return decode_sog(lambda name: meta_bytes if name == "meta.json" else read_bytes(base / name), path)
+
+
+MAX_MEMBER = 1 << 31  # bytes of one bundle member (textures of 100M+ Gaussians fit)
 
 
 def _get(meta: dict, path, *keys):
@@ -58,6 +68,24 @@ def _get(meta: dict, path, *keys):
             raise FormatError(f"{path}: meta.json has no '{'.'.join(keys)}'")
         cur = cur[k]
     return cur
+
+
+def _int(meta: dict, path, *keys) -> int:
+    v = _get(meta, path, *keys)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise FormatError(f"{path}: meta.json '{'.'.join(keys)}' must be a non-negative integer, got {v!r}"[:300])
+    return v
+
+
+def _floats(meta: dict, path, shape: tuple, *keys) -> np.ndarray:
+    v = _get(meta, path, *keys)
+    try:
+        a = np.asarray(v, np.float64)
+    except (TypeError, ValueError, OverflowError):
+        a = None
+    if a is None or a.shape != shape:
+        raise FormatError(f"{path}: meta.json '{'.'.join(keys)}' must be {shape[0]} numbers")
+    return a
 
 
 def _files(meta: dict, path, key: str, count: int) -> list[str]:
@@ -72,8 +100,10 @@ def _rgba(load: Callable[[str], bytes], name: str, path) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(load(name))) as im:
-            return np.asarray(im.convert("RGBA"))
+        with warnings.catch_warnings():  # very large textures: PIL warns (and errors past 2x its limit)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(load(name))) as im:
+                return np.asarray(im.convert("RGBA"))
     except GscompError:
         raise
     except Exception as e:  # PIL raises assorted errors on corrupt images
@@ -91,33 +121,31 @@ def _image(load: Callable[[str], bytes], name: str, path, count: int) -> np.ndar
 def decode_sog(load: Callable[[str], bytes], path) -> Splats:
     try:
         meta = json.loads(load("meta.json"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: meta.json is not valid JSON ({e})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: also int digit limit
+        raise FormatError(f"{path}: meta.json is not valid JSON ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(meta, dict):
         raise FormatError(f"{path}: meta.json is not a JSON object")
     if "lodLevels" in meta:
-        first = (meta.get("filenames") or ["<level>/meta.json"])[0]
+        names = meta.get("filenames")
+        first = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else "<level>/meta.json"
         raise FormatError(f"{path}: is a SOG level-of-detail index, not a scene; "
                           f"load one level's meta.json (e.g. {first})")
     version = meta.get("version")
     if version != 2:
         what = "legacy SOG v1 (no 'version')" if version is None else f"SOG version {version}"
         raise FormatError(f"{path}: {what} is not supported (only version 2)")
-    n = _get(meta, path, "count")
-    if not isinstance(n, int) or n < 0:
-        raise FormatError(f"{path}: invalid count {n!r}")
+    n = _int(meta, path, "count")
 
     # means: 16-bit unorm per axis split over two textures, log-transformed range
     files = _files(meta, path, "means", 2)
     lo = _image(load, files[0], path, n).astype(np.uint32)
     hi = _image(load, files[1], path, n).astype(np.uint32)
     q16 = (lo[:, :3] | (hi[:, :3] << 8)).astype(np.float64) / 65535.0
-    mins = np.asarray(_get(meta, path, "means", "mins"), np.float64)
-    maxs = np.asarray(_get(meta, path, "means", "maxs"), np.float64)
-    if mins.shape != (3,) or maxs.shape != (3,):
-        raise FormatError(f"{path}: means.mins and means.maxs must hold 3 numbers each")
-    v = mins + (maxs - mins) * q16
-    means = np.sign(v) * np.expm1(np.abs(v))
+    mins = _floats(meta, path, (3,), "means", "mins")
+    maxs = _floats(meta, path, (3,), "means", "maxs")
+    with np.errstate(over="ignore", invalid="ignore"):  # huge ranges: build_splats names the non-finite values
+        v = mins + (maxs - mins) * q16
+        means = np.sign(v) * np.expm1(np.abs(v))
 
     # quats: smallest three + tag 252..255 naming the largest (wxyz index)
     qt = _image(load, _files(meta, path, "quats", 1)[0], path, n)
@@ -132,10 +160,7 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
     quats[~valid] = [1.0, 0.0, 0.0, 0.0]  # as the reference reader: bad tag -> identity
 
     def codebook(key: str) -> np.ndarray:
-        cb = np.asarray(_get(meta, path, key, "codebook"), np.float64)
-        if cb.shape != (256,):
-            raise FormatError(f"{path}: {key}.codebook has {cb.size} entries, expected 256")
-        return cb
+        return _floats(meta, path, (256,), key, "codebook")
 
     sc = _image(load, _files(meta, path, "scales", 1)[0], path, n)
     scales = codebook("scales")[sc[:, :3]]
@@ -145,11 +170,11 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
 
     shN = np.zeros((n, 0, 3))
     if meta.get("shN") and _get(meta, path, "shN", "bands") != 0:
-        bands = _get(meta, path, "shN", "bands")
+        bands = _int(meta, path, "shN", "bands")
         if bands not in (1, 2, 3):
             raise FormatError(f"{path}: shN.bands = {bands!r}, expected 0, 1, 2 or 3")
         k = (bands + 1) ** 2 - 1
-        palette = int(_get(meta, path, "shN", "count"))
+        palette = _int(meta, path, "shN", "count")
         cb = codebook("shN")
         cfiles = _files(meta, path, "shN", 2)
         cent = _rgba(load, cfiles[0], path)

@@ -58,11 +58,7 @@ def read_spz(path: str | os.PathLike, *, convert: bool = True) -> Splats:
 def decode_spz(data: bytes, name="<spz>", *, convert: bool = True) -> Splats:
     """Decode the bytes of an .spz file (any version) into Splats (RDF axes if ``convert``)."""
     if data[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise FormatError(f"{name}: corrupt or truncated gzip stream ({e})") from None
-        arrays, header = _parse_legacy(raw, name)
+        arrays, header = _parse_legacy(_gunzip(data, name), name)
     elif data[:4] == b"NGSP" and len(data) >= 8 and struct.unpack_from("<I", data, 4)[0] < 4:
         # Not in the spec, but some tools wrote the legacy stream without the gzip wrapper.
         arrays, header = _parse_legacy(data, name)
@@ -71,6 +67,37 @@ def decode_spz(data: bytes, name="<spz>", *, convert: bool = True) -> Splats:
     else:
         raise FormatError(f"{name}: not an SPZ file (expected gzip or 'NGSP' magic)")
     return _unpack(arrays, header, name, convert)
+
+
+EXTENSION_SLACK = 1 << 24  # bytes of extension records allowed before the arrays (flag 0x2)
+
+
+def _gunzip(data: bytes, name) -> bytes:
+    """The legacy gzip stream, inflated no further than its 16-byte header says it holds (a
+    small file cannot inflate to gigabytes); the CRC is checked at the end of the stream."""
+    d = zlib.decompressobj(31)  # gzip wrapper
+    try:
+        out = [d.decompress(data, 16)]
+        head = out[0]
+        if len(head) == 16:
+            magic, version, n, deg, _, flags, _ = struct.unpack_from("<IIIBBBB", head, 0)
+            _check_header(name, magic, version, n, deg, 1, 3)
+            limit = 16 + sum(_sizes(n, version, SH_DIM[deg])) + (EXTENSION_SLACK if flags & FLAG_EXTENSIONS else 0)
+            got, tail = 16, d.unconsumed_tail
+            while not d.eof:  # (zlib may hold output back with all input consumed: call until eof)
+                chunk = d.decompress(tail, limit + 1 - got)
+                if not chunk and not tail:
+                    break  # no input left and nothing more comes out: truncated
+                got += len(chunk)
+                out.append(chunk)
+                if got > limit:
+                    raise FormatError(f"{name}: the gzip stream holds more data than its header declares")
+                tail = d.unconsumed_tail
+        if not d.eof:
+            raise EOFError("the stream ends early")
+    except (zlib.error, EOFError) as e:
+        raise FormatError(f"{name}: corrupt or truncated gzip stream ({e})") from None
+    return b"".join(out)
 
 
 def _check_header(name, magic, version, n, deg, lo, hi):

@@ -141,5 +141,5 @@ def build_stage(desc: dict[str, Any]) -> Stage:
         raise GscompError(f"unknown stage type {kind!r} (known: {known})")
     try:
         return STAGES[kind](**desc)
-    except TypeError as e:
+    except (TypeError, ValueError, OverflowError) as e:  # unknown keys, or a value of the wrong kind
         raise GscompError(f"bad parameters for stage {kind!r}: {e}") from None

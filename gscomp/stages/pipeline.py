@@ -188,13 +188,15 @@ class Pipeline:
         return header, sections
 
     @classmethod
-    def decode(cls, header: dict[str, Any], sections: list[Section]) -> Splats:
+    def check_header(cls, header: dict[str, Any], sections: list[Section]) -> tuple["Pipeline", int, int, dict]:
+        """Validate a read header against its sections without decoding any payload (what `gscomp
+        info` trusts, and where decoding starts): (pipeline, n, SH degree, stage header)."""
         n = header.get("n")
         deg = header.get("sh_degree")
         if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_N:
-            raise FormatError(f"bad Gaussian count {n!r} in the header")
+            raise FormatError(f"bad Gaussian count {n!r} in the header"[:200])
         if not isinstance(deg, int) or isinstance(deg, bool) or not 0 <= deg <= 3:
-            raise FormatError(f"bad SH degree {deg!r} in the header")
+            raise FormatError(f"bad SH degree {deg!r} in the header"[:200])
         desc = header.get("pipeline")
         if not isinstance(desc, dict) or not isinstance(desc.get("stages"), list):
             raise FormatError("the header has no pipeline description")
@@ -206,17 +208,24 @@ class Pipeline:
         stage_header = header.get("stage_header", {})
         if not isinstance(stage_header, dict):
             raise FormatError("bad stage_header in the header")
-        ctx = CodingContext(n=n, sh_degree=deg, header=stage_header)
         payload = sum(len(s.payload) for s in sections)
         if n > max_n_for_payload(payload):
             raise FormatError(f"header claims {n} Gaussians but the file holds only {payload} payload bytes")
+        for s in sections:
+            stage_name, _, local = s.name.partition("/")
+            if not (s.name == PAD_SECTION and s.codec == "padding") and (stage_name not in pipe.names or not local):
+                raise FormatError(f"section {s.name!r} belongs to no stage of the pipeline")
+        return pipe, n, deg, stage_header
+
+    @classmethod
+    def decode(cls, header: dict[str, Any], sections: list[Section]) -> Splats:
+        pipe, n, deg, stage_header = cls.check_header(header, sections)
+        ctx = CodingContext(n=n, sh_degree=deg, header=stage_header)
         by_stage: dict[str, dict[str, Section]] = {nm: {} for nm in pipe.names}
         for s in sections:
             if s.name == PAD_SECTION and s.codec == "padding":
                 continue
             stage_name, _, local = s.name.partition("/")
-            if stage_name not in by_stage or not local:
-                raise FormatError(f"section {s.name!r} belongs to no stage of the pipeline")
             by_stage[stage_name][local] = Section(local, s.codec, s.payload)
         for nm, st in zip(pipe.names, pipe.stages):
             try:

@@ -87,9 +87,8 @@ class Positions(Stage):
     owns = ("means",)
 
     def __init__(self, bits: int = 16, adaptive: bool = False):
-        bits = int(bits)
-        if not 1 <= bits <= Q.MAX_POS_BITS:
-            raise GscompError(f"positions.bits must be in 1..{Q.MAX_POS_BITS}, got {bits}")
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= Q.MAX_POS_BITS:
+            raise GscompError(f"positions.bits must be an integer in 1..{Q.MAX_POS_BITS}, got {bits!r}")
         if not isinstance(adaptive, bool):
             raise GscompError("positions.adaptive must be true or false")
         super().__init__(bits=bits, **({"adaptive": True} if adaptive else {}))
@@ -291,7 +290,7 @@ class Attributes(Stage):
                 s0dq = _dq_classed(sorted_s[:, :1] / st[:, None], cls, sens=sens.get("scales"))
                 ssym = s0dq[0]
             else:
-                ssym = Q.quantize(sorted_s, st[:, None])
+                ssym = Q.quantize(sorted_s, st[:, None], what="scales")
             sized = (self._size_thresholds(sorted_s[:, 0]), ssym, s0dq)
         for f in self.fields_in_order():
             t = getattr(splats, f)
@@ -315,10 +314,10 @@ class Attributes(Stage):
                 codec = "quat-s3/v1"
             elif f == "shN":  # the widest field: quantized straight into columns (3K, n), no transpose
                 steps = np.repeat(self._shN_steps(x.shape[1] // 3), 3)[None]
-                sym = Q.quantize(x, steps, columns=True)
+                sym = Q.quantize(x, steps, columns=True, what=f)
                 codec = "symbols/v1"
             else:
-                sym = Q.quantize(x, step)
+                sym = Q.quantize(x, step, what=f)
                 codec = "symbols/v1"
                 if f == "sh0" and ctx.n > 1:
                     alt = np.stack([sym[:, 1], sym[:, 0] - sym[:, 1], sym[:, 2] - sym[:, 1]], 1)
@@ -450,7 +449,7 @@ class Attributes(Stage):
             if f == "quats":
                 sym = Q.quats_to_s3(x, steps)
             else:
-                sym = Q.quantize(x, steps)
+                sym = Q.quantize(x, steps, what=f)
                 if f == "sh0":  # code green, then red and blue as differences from green (when cheaper)
                     alt = np.stack([sym[:, 1], sym[:, 0] - sym[:, 1], sym[:, 2] - sym[:, 1]], 1)
                     gd = bool(len(sym) > 1 and _cost(alt) < 0.98 * _cost(sym))
