@@ -5,9 +5,8 @@ are Hydra apps: every `key=value` override, `--cfg job`, and `-m` multirun work 
 File verbs (`compress IN OUT.gsz`, `decode`, `info`, `view`) take plain arguments.
 
 User errors (`GscompError`) print one line `error: ...` and exit with status 2. So do errors of
-the file system (OSError) and running out of memory (a file that declares or decompresses to more than this machine holds). Anything else
-is a bug of ours: one `error: internal error ...` line and status 1, with the traceback only when
-GSCOMP_DEBUG is set.
+the file system (OSError) and running out of memory. Anything else is a bug of ours: one
+`error: internal error ...` line and status 1, with the traceback only when GSCOMP_DEBUG is set.
 """
 from __future__ import annotations
 

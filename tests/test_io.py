@@ -375,6 +375,19 @@ def test_spz_malformed(tmp_path):
     # a gzip stream that inflates past what its header declares (a "bomb") is cut off there
     with pytest.raises(FormatError, match="more data than its header declares"):
         decode_spz(gzip.compress(raw + bytes(1 << 20)), "x.spz")
+    # and a small file that declares (and would inflate to) far more points than it can hold
+    import zstandard
+
+    n = 400_000
+    head = struct.pack("<IIIBBBB", 0x5053474E, 3, n, 0, 12, 0, 0)
+    with pytest.raises(FormatError, match="decompression bomb"):
+        decode_spz(gzip.compress(head + bytes(21 * n)), "x.spz")
+    sizes = [9 * n, n, 3 * n, 3 * n, 4 * n]
+    blobs = [zstandard.ZstdCompressor().compress(bytes(k)) for k in sizes]
+    v4 = struct.pack("<IIIBBBBI12x", 0x5053474E, 4, n, 0, 12, 0, 5, 32)
+    v4 += b"".join(struct.pack("<QQ", len(b), k) for b, k in zip(blobs, sizes)) + b"".join(blobs)
+    with pytest.raises(FormatError, match="decompression bomb"):
+        decode_spz(v4, "x.spz")
 
 
 def test_spz_large_coordinates_and_degree_4():

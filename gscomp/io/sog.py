@@ -30,6 +30,8 @@ from ..errors import FormatError, GscompError
 from ..splats import Splats
 from .common import build_splats, logit, read_bytes
 
+MAX_MEMBER = 1 << 31  # bytes of one bundle member (textures of 100M+ Gaussians fit)
+
 
 def read_sog(path: str | os.PathLike) -> Splats:
     path = Path(path)
@@ -56,9 +58,6 @@ def read_sog(path: str | os.PathLike) -> Splats:
     base = path.parent
     meta_bytes = read_bytes(path)
     return decode_sog(lambda name: meta_bytes if name == "meta.json" else read_bytes(base / name), path)
-
-
-MAX_MEMBER = 1 << 31  # bytes of one bundle member (textures of 100M+ Gaussians fit)
 
 
 def _get(meta: dict, path, *keys):

@@ -82,7 +82,9 @@ def _gunzip(data: bytes, name) -> bytes:
         if len(head) == 16:
             magic, version, n, deg, _, flags, _ = struct.unpack_from("<IIIBBBB", head, 0)
             _check_header(name, magic, version, n, deg, 1, 3)
-            limit = 16 + sum(_sizes(n, version, SH_DIM[deg])) + (EXTENSION_SLACK if flags & FLAG_EXTENSIONS else 0)
+            arrays = sum(_sizes(n, version, SH_DIM[deg]))
+            _check_ratio(name, n, arrays, len(data))
+            limit = 16 + arrays + (EXTENSION_SLACK if flags & FLAG_EXTENSIONS else 0)
             got, tail = 16, d.unconsumed_tail
             while not d.eof:  # (zlib may hold output back with all input consumed: call until eof)
                 chunk = d.decompress(tail, limit + 1 - got)
@@ -98,6 +100,15 @@ def _gunzip(data: bytes, name) -> bytes:
     except (zlib.error, EOFError) as e:
         raise FormatError(f"{name}: corrupt or truncated gzip stream ({e})") from None
     return b"".join(out)
+
+
+MAX_RATIO = 64  # real SPZ files inflate 1.2-3x; a file that claims far more is a decompression bomb
+
+
+def _check_ratio(name, n: int, arrays: int, file_size: int) -> None:
+    if arrays > MAX_RATIO * file_size + (1 << 20):
+        raise FormatError(f"{name}: {n} points ({arrays} bytes of arrays) cannot come from a {file_size}-byte "
+                          f"file (over {MAX_RATIO}x compression: corrupt, or a decompression bomb)")
 
 
 def _check_header(name, magic, version, n, deg, lo, hi):
@@ -143,6 +154,7 @@ def _parse_v4(data: bytes, name):
     magic, version, n, deg, frac, flags, n_streams, toc = struct.unpack_from("<IIIBBBBI", data, 0)
     _check_header(name, magic, version, n, deg, 4, 4)
     sizes = _sizes(n, version, SH_DIM[deg])
+    _check_ratio(name, n, sum(sizes), len(data))
     keys = [k for k, s in zip(STREAMS, sizes) if s > 0]
     sizes = [s for s in sizes if s > 0]
     if n_streams != len(sizes):
