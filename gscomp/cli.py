@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}; run `gscomp --help`", file=sys.stderr)
         return 2
-    from .errors import GscompError
+    from .errors import GscompError, one_line
 
     # numpy's floating-point warnings on corrupt or absurd input values (the readers and decoders
     # check for non-finite results themselves and say so in their one-line error)
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("GSCOMP_DEBUG"):
             raise
-        msg = " ".join(str(e).split())[:300]
-        print(f"error: internal error ({type(e).__name__}: {msg}); GSCOMP_DEBUG=1 shows the traceback",
+        print(f"error: internal error ({type(e).__name__}: {one_line(e, 300)}); GSCOMP_DEBUG=1 shows the traceback",
               file=sys.stderr)
         return 1
     return int(code or 0)

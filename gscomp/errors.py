@@ -12,3 +12,9 @@ class GscompError(Exception):
 
 class FormatError(GscompError):
     """A file is malformed, truncated, corrupt or of an unsupported kind."""
+
+
+def one_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception's message squeezed onto one line (its type name when it has none), cut to
+    ``limit`` characters."""
+    return (" ".join(str(e).split()) or type(e).__name__)[:limit]

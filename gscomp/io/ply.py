@@ -18,17 +18,13 @@ import re
 import numpy as np
 from plyfile import PlyData, PlyListProperty
 
-from ..errors import FormatError
+from ..errors import FormatError, one_line
 from ..splats import Splats
 from .common import atomic_open, read_error, build_splats, degree_for_rest, splats_numpy
 
 REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
 _REST = re.compile(r"f_rest_(0|[1-9][0-9]*)$")  # canonical names only (no "f_rest_01")
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def read_plydata(path: str | os.PathLike) -> PlyData:
@@ -46,7 +42,7 @@ def read_plydata(path: str | os.PathLike) -> PlyData:
         # with the PlyData. plyfile checks the file is long enough for every element.
         return PlyData.read(str(path), mmap="c")
     except Exception as e:  # plyfile raises several exception types for malformed input
-        raise FormatError(f"{path}: malformed PLY ({_one_line(e)})") from None
+        raise FormatError(f"{path}: malformed PLY ({one_line(e)})") from None
 
 
 def read_ply(path: str | os.PathLike) -> Splats:

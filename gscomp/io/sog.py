@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import FormatError, GscompError
+from ..errors import FormatError, GscompError, one_line
 from ..splats import Splats
 from .common import build_splats, logit, read_bytes
 
@@ -54,7 +54,7 @@ def read_sog(path: str | os.PathLike) -> Splats:
                 return decode_sog(load, path)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError, OSError) as e:
             # corrupt directory or CRC, unknown compression method, encrypted member
-            raise FormatError(f"{path}: corrupt or unsupported .sog bundle ({' '.join(str(e).split())})") from None
+            raise FormatError(f"{path}: corrupt or unsupported .sog bundle ({one_line(e)})") from None
     base = path.parent
     meta_bytes = read_bytes(path)
     return decode_sog(lambda name: meta_bytes if name == "meta.json" else read_bytes(base / name), path)
@@ -106,7 +106,7 @@ def _rgba(load: Callable[[str], bytes], name: str, path) -> np.ndarray:
     except GscompError:
         raise
     except Exception as e:  # PIL raises assorted errors on corrupt images
-        raise FormatError(f"{path}: cannot decode texture '{name}' ({' '.join(str(e).split())})") from None
+        raise FormatError(f"{path}: cannot decode texture '{name}' ({one_line(e)})") from None
 
 
 def _image(load: Callable[[str], bytes], name: str, path, count: int) -> np.ndarray:
@@ -121,7 +121,7 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
     try:
         meta = json.loads(load("meta.json"))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: also int digit limit
-        raise FormatError(f"{path}: meta.json is not valid JSON ({' '.join(str(e).split())[:200]})") from None
+        raise FormatError(f"{path}: meta.json is not valid JSON ({one_line(e, 200)})") from None
     if not isinstance(meta, dict):
         raise FormatError(f"{path}: meta.json is not a JSON object")
     if "lodLevels" in meta:
