@@ -6,8 +6,9 @@
 - configs live in the repository's ``configs/`` folder (absolute path, so any working dir works);
 - Hydra does not change the working directory, log to files, or write ``.hydra/`` folders: each
   verb writes its own resolved ``config.yaml`` next to its outputs (see `output_dir`);
-- a `GscompError` inside a job is re-raised after Hydra returns, so the CLI prints one line
-  ``error: ...`` and exits 2 (Hydra would otherwise print a traceback and exit 1);
+- an exception inside a job is re-raised after Hydra returns, so the CLI prints one line
+  ``error: ...`` (exit 2 for a `GscompError`, or 1 for an internal error) where Hydra would
+  print a traceback;
 - config errors (unknown key, bad group option, bad override syntax) of a single run are one
   ``error: ...`` line and exit status 2; in a multirun they are Hydra's short messages, exit 2,
   never a traceback wall (unless ``HYDRA_FULL_ERROR=1``).
@@ -60,7 +61,14 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
     if not any(a.startswith("-") for a in argv):
         # plain single run: compose once up front so a config error (unknown key, bad group option)
         # is one `error: ...` line; sweeps and Hydra flags (-m, --cfg, --help) go to Hydra as they are
-        compose(config_name, argv)
+        cfg = compose(config_name, argv)
+        out = cfg.get("out") if "out" in cfg else None
+        if out:  # Hydra creates it before the job runs, and reports a failure as a traceback
+            out = Path(str(out)).expanduser()
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise GscompError(f"cannot create the output folder {out}: {e.strerror or e}") from None
     errors: list[BaseException] = []
     codes: list[int] = []
 
@@ -68,11 +76,13 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
     def _app(cfg) -> None:
         try:
             codes.append(int(task_fn(cfg) or 0))
-        except (GscompError, KeyboardInterrupt) as e:
-            # Keep Hydra from formatting it as a traceback; the CLI reports it in one line.
+        except KeyboardInterrupt as e:
             errors.append(e)
-            if isinstance(e, KeyboardInterrupt):
-                raise
+            raise
+        except Exception as e:
+            # Keep Hydra from formatting it as a traceback; the CLI reports it in one line (user
+            # errors and the file system's as such, anything else as an internal error).
+            errors.append(e)
 
     old_argv = sys.argv
     sys.argv = [prog or f"gscomp {config_name}", *argv]
@@ -80,7 +90,7 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
         _app()
     except SystemExit as e:  # Hydra's own error path (config errors, --help) ends in sys.exit
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if errors and isinstance(errors[0], GscompError):
+        if errors and not isinstance(errors[0], KeyboardInterrupt):
             raise errors[0] from None
         return 0 if code == 0 else 2
     except KeyboardInterrupt:

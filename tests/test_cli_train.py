@@ -82,6 +82,10 @@ def test_bad_key_and_bad_values_are_short_errors(tmp_path, capsys):
     assert main(["train", *TINY, "train.steps=abc", f"out={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert "train.steps" in err and "Traceback" not in err
+    (tmp_path / "a_file").write_text("x")  # Hydra would create `out` itself and print a traceback
+    assert main(["train", *TINY, f"out={tmp_path / 'a_file'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot create the output folder") and len(err.splitlines()) == 1, err
 
 
 def test_cfg_job_and_multirun(tmp_path, capsys):

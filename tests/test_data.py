@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import shared
 from gscomp.camera import Camera
 from gscomp.data import load_scene, split, subsample, synthetic_gt
-from gscomp.errors import GscompError
+from gscomp.errors import FormatError, GscompError
 
 pycolmap = pytest.importorskip("pycolmap")
 
@@ -259,6 +259,28 @@ def test_colmap_bad_inputs(tmp_path):
     with pytest.raises(GscompError, match="img_02.png .*missing"):
         load_scene("colmap", str(tmp_path / "bad"))
 
+    # binary models are walked before pycolmap reads them: it trusts their counts (a truncated
+    # images.bin made it allocate gigabytes; a name without its terminator, loop)
+    import shutil
+    import struct
+
+    book = tmp_path / "book"
+    shutil.copytree(shared("scenes/book") / "sparse", book / "sparse")
+    (book / "images").mkdir()
+    model = book / "sparse" / "0"
+    good = {f: (model / f).read_bytes() for f in ("cameras.bin", "images.bin", "points3D.bin")}
+    for f, data, msg in [("images.bin", good["images.bin"][:50], "runs past the end"),
+                         ("images.bin", good["images.bin"][:86], "without its terminator"),
+                         ("points3D.bin", b"", "truncated"),
+                         ("points3D.bin", struct.pack("<Q", struct.unpack_from("<Q", good["points3D.bin"])[0] + 1)
+                          + good["points3D.bin"][8:], "declares .* records but ends"),
+                         ("cameras.bin", good["cameras.bin"][:8 + 24 + 8] + struct.pack("<d", math.nan)
+                          + good["cameras.bin"][8 + 24 + 16:], "non-finite parameters")]:
+        (model / f).write_bytes(data)
+        with pytest.raises(FormatError, match=msg):
+            load_scene("colmap", str(book))
+        (model / f).write_bytes(good[f])
+
     write_colmap_text(tmp_path / "garbled", "PINHOLE", MODELS["PINHOLE"], n_images=1)
     (tmp_path / "garbled" / "sparse" / "0" / "images.txt").write_text("1 2 3\n\n")
     with pytest.raises(GscompError, match="cannot read COLMAP model"):
@@ -290,6 +312,25 @@ def test_blender_lego():
     p0 = c.world_to_camera[:3, 3]
     p1 = c.world_to_camera[:3, :3] @ torch.tensor([0, 0, 0.5]) + p0
     assert c.fy * p1[1] / p1[2] < c.fy * p0[1] / p0[2]
+
+
+def test_blender_bad_json(tmp_path):
+    import shutil
+
+    root = tmp_path / "lego"
+    shutil.copytree(shared("fixtures/lego_tiny"), root)
+    meta = json.loads((root / "transforms_train.json").read_text())
+    for text, msg in [('{"camera_angle_x": 0.7, "frames": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON"),
+                      (json.dumps(dict(meta, camera_angle_x="abc")), "camera_angle_x must be a number"),
+                      ('{"camera_angle_x": ' + "9" * 5000 + ', "frames": []}', "not valid JSON"),
+                      (json.dumps(dict(meta, frames=[dict(meta["frames"][0], file_path="r\u0000x")])),
+                       "image file not found")]:
+        (root / "transforms_train.json").write_text(text)
+        with pytest.raises(GscompError, match=msg):
+            load_scene("blender", str(root), num_points=100)
+    (root / "transforms_train.json").write_text(json.dumps(meta))
+    with pytest.raises(GscompError, match="num_points must be an integer"):  # 1.2 TB of points
+        load_scene("blender", str(root), num_points=10**11)
 
 
 def test_blender_tiny_and_background(tmp_path):
@@ -461,6 +502,12 @@ def test_load_scene_bad_arguments(tmp_path):
         load_scene("nerf", str(tmp_path))
     with pytest.raises(GscompError, match="downscale"):
         load_scene("synthetic", None, downscale=0)
+    with pytest.raises(GscompError, match="downscale must be >= 0.25"):  # 10000x upsampling: out of memory
+        load_scene("synthetic", None, downscale=1e-4)
+    with pytest.raises(FormatError, match="8x8 pixels: too small"):
+        load_scene("synthetic", None, n_views=4, resolution=32, downscale=4)
+    with pytest.raises(GscompError, match="max_images"):
+        load_scene("synthetic", None, max_images="abc")
     with pytest.raises(GscompError, match="test_every"):
         load_scene("synthetic", None, test_every=-1)
     with pytest.raises(GscompError, match="max_images"):

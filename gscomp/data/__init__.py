@@ -11,8 +11,11 @@ Conventions shared by all loaders:
   sorted list (so a 360 degree capture keeps its coverage). Then every ``test_every``-th view
   (index % test_every == 0) is a test view; ``test_every=0`` means no test views. Blender scenes
   that ship their own test (or else val) split use it instead of the hold-out.
-- ``downscale`` divides the resolution; images are area-filtered and intrinsics scaled with
-  `Camera.scaled`, so pixels and cameras always agree.
+- ``downscale`` (>= 0.25) divides the resolution; images are area-filtered and intrinsics scaled
+  with `Camera.scaled`, so pixels and cameras always agree.
+- Every view must come out with finite intrinsics (positive focal length), a finite rigid pose
+  and at least 11 pixels a side, and the initial points must be finite: a scene file that breaks
+  this is a one-line `FormatError`, not a run that trains on garbage.
 - RGBA sources are composited over ``background`` (``None`` = black) and keep ``Camera.alpha``;
   ``Scene.background`` is that colour, or ``None`` for sources without alpha (COLMAP).
 """
@@ -21,8 +24,10 @@ from __future__ import annotations
 import math
 from typing import Sequence, TypeVar
 
+import torch
+
 from ..camera import Camera, Scene, camera_extent
-from ..errors import GscompError
+from ..errors import FormatError, GscompError
 
 KINDS = ("colmap", "blender", "ngp", "synthetic")
 OPTIONS = {  # loader-specific keyword arguments accepted by load_scene(**kw)
@@ -53,6 +58,29 @@ def split(cams: Sequence[Camera], test_every: int) -> tuple[list[Camera], list[C
     return train, test
 
 
+MIN_DOWNSCALE = 0.25
+MIN_SIDE = 11  # pixels: the SSIM window (and less is no image to train on)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
+
+
+def _check_views(cams: Sequence[Camera], what: str) -> None:
+    """Cameras a scene file produced must describe real pinhole views: finite intrinsics with a
+    positive focal length, a finite rigid pose, and an image of at least MIN_SIDE pixels a side."""
+    for c in cams:
+        where = f"{what}: view {c.name!r}"
+        if not all(math.isfinite(v) for v in (c.fx, c.fy, c.cx, c.cy)) or c.fx <= 0 or c.fy <= 0:
+            raise FormatError(f"{where} has invalid intrinsics (fx={c.fx:g}, fy={c.fy:g}, cx={c.cx:g}, cy={c.cy:g})")
+        w2c = c.world_to_camera.double()
+        if not torch.isfinite(w2c).all() or (w2c[:3, :3] @ w2c[:3, :3].T - torch.eye(3, dtype=torch.float64)).abs().max() > 1e-3:
+            raise FormatError(f"{where} has an invalid pose (not a finite rotation and translation)")
+        if min(c.width, c.height) < MIN_SIDE:
+            raise FormatError(f"{where} is {c.width}x{c.height} pixels: too small to train on "
+                              f"(at least {MIN_SIDE} a side; lower data.downscale)")
+
+
 def _background(bg) -> tuple[float, float, float] | None:
     if bg is None:
         return None
@@ -79,12 +107,12 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
         downscale = float(downscale)
     except (TypeError, ValueError):
         raise GscompError(f"downscale must be a number, got {downscale!r}") from None
-    if not math.isfinite(downscale) or downscale <= 0:
-        raise GscompError(f"downscale must be > 0, got {downscale}")
-    if int(test_every) != test_every or test_every < 0:
+    if not math.isfinite(downscale) or downscale < MIN_DOWNSCALE:
+        raise GscompError(f"downscale must be >= {MIN_DOWNSCALE} (at most 4x upsampling), got {downscale}")
+    if not _is_int(test_every) or test_every < 0:
         raise GscompError(f"test_every must be an integer >= 0, got {test_every!r}")
     test_every = int(test_every)
-    if max_images is not None and (int(max_images) != max_images or max_images < 1):
+    if max_images is not None and (not _is_int(max_images) or max_images < 1):
         raise GscompError(f"max_images must be a positive integer, got {max_images!r}")
     bad = sorted(set(kw) - set(OPTIONS[kind]))
     if bad:
@@ -126,6 +154,10 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
         train, test = split(cams, test_every)
     if not train:
         raise GscompError(f"{kind} scene {path}: no training images")
+    _check_views(train + test, f"{kind} scene {path}")
+    bad_points = int((~torch.isfinite(points).all(1)).sum()) if len(points) else 0
+    if bad_points:
+        raise FormatError(f"{kind} scene {path}: {bad_points} of {len(points)} initial points have non-finite positions")
     return Scene(train=train, test=test, points=points.float().contiguous(),
                  colors=colors.float().clamp(0, 1).contiguous(), extent=camera_extent(train),
                  background=scene_bg, meta=meta)

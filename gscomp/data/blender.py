@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..camera import Camera
-from ..errors import FormatError, GscompError
+from ..errors import FormatError, GscompError, one_line
 from .images import find_image, image_size, open_image, parallel_map, to_tensors
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -28,8 +28,8 @@ def read_json(path: Path) -> dict:
             data = json.load(f)
     except FileNotFoundError:
         raise GscompError(f"file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})".splitlines()[0]) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # (ValueError: also int digit limit)
+        raise FormatError(f"{path}: not valid JSON ({one_line(e, 200)})") from None
     if not isinstance(data, dict):
         raise FormatError(f"{path}: expected a JSON object at the top level")
     return data
@@ -53,10 +53,13 @@ def c2w_opengl_to_w2c(matrix, where: str) -> torch.Tensor:
     return torch.from_numpy(w2c).float()
 
 
+MAX_POINTS = 50_000_000  # random initial points (Blender / NGP scenes)
+
+
 def random_points(num_points: int, lo, hi, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniform random points in the box [lo, hi] with uniform random colours (seeded)."""
-    if int(num_points) < 1:
-        raise GscompError(f"num_points must be >= 1, got {num_points}")
+    if not isinstance(num_points, int) or isinstance(num_points, bool) or not 1 <= num_points <= MAX_POINTS:
+        raise GscompError(f"num_points must be an integer in 1..{MAX_POINTS}, got {num_points!r}")
     g = torch.Generator().manual_seed(int(seed))
     lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
     pts = lo + (hi - lo) * torch.rand(int(num_points), 3, generator=g)
@@ -70,9 +73,9 @@ def _frames(root: Path, split: str) -> tuple[list[tuple[str, Path, torch.Tensor]
     meta = read_json(path)
     if "camera_angle_x" not in meta or not isinstance(meta.get("frames"), list):
         raise FormatError(f"{path}: needs 'camera_angle_x' and a 'frames' list")
-    fov = float(meta["camera_angle_x"])
-    if not 0 < fov < math.pi:
-        raise FormatError(f"{path}: camera_angle_x must be in (0, pi) radians, got {fov}")
+    fov = meta["camera_angle_x"]
+    if not isinstance(fov, (int, float)) or isinstance(fov, bool) or not 1e-3 < fov < math.pi - 1e-3:
+        raise FormatError(f"{path}: camera_angle_x must be a number in (0, pi) radians, got {fov!r}"[:300])
     out = []
     for i, fr in enumerate(meta["frames"]):
         where = f"{path} frame {i}"

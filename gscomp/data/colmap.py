@@ -68,9 +68,67 @@ def _check_text_models(model_dir: Path) -> None:
             raise FormatError(f"{txt}:{lineno}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...'")
 
 
+# parameters per COLMAP camera model id (COLMAP's models.h, ids 0..10)
+_NUM_PARAMS = (3, 4, 4, 5, 8, 8, 12, 5, 4, 5, 12)
+
+
+def _check_binary_models(model_dir: Path) -> None:
+    """Walk the binary model's records with every count checked against the bytes left, before
+    pycolmap reads it: its reader trusts the counts (a truncated or corrupt file makes it allocate
+    gigabytes or loop on a missing name terminator)."""
+    import struct
+
+    def walk(name: str, record) -> None:
+        path = model_dir / f"{name}.bin"
+        if not path.is_file():
+            return
+        data = path.read_bytes()
+        if len(data) < 8:
+            raise FormatError(f"{path}: truncated ({len(data)} bytes)")
+        (count,) = struct.unpack_from("<Q", data, 0)
+        pos = 8
+        try:
+            for i in range(count):
+                if pos >= len(data):
+                    raise FormatError(f"{path}: declares {count} records but ends after {i} (truncated?)")
+                pos = record(data, pos)
+        except struct.error:
+            raise FormatError(f"{path}: truncated or corrupt record") from None
+        if pos != len(data):
+            raise FormatError(f"{path}: {len(data) - pos} bytes after its {count} records (corrupt?)")
+
+    def need(data: bytes, pos: int, n: int) -> int:
+        if n < 0 or pos + n > len(data):
+            raise FormatError(f"COLMAP model {model_dir}: a record runs past the end of its file (truncated?)")
+        return pos + n
+
+    def camera(data, pos):
+        _, model = struct.unpack_from("<ii", data, pos)
+        if not 0 <= model < len(_NUM_PARAMS):
+            raise FormatError(f"{model_dir / 'cameras.bin'}: unknown camera model id {model}")
+        return need(data, pos, 24 + 8 * _NUM_PARAMS[model])
+
+    def image(data, pos):
+        pos = need(data, pos, 64)
+        end = data.find(b"\0", pos)
+        if end < 0:
+            raise FormatError(f"{model_dir / 'images.bin'}: image name without its terminator (truncated?)")
+        (n2d,) = struct.unpack_from("<Q", data, need(data, end + 1, 8) - 8)
+        return need(data, end + 9, 24 * n2d)
+
+    def point(data, pos):
+        (track,) = struct.unpack_from("<Q", data, need(data, pos, 51) - 8)
+        return need(data, pos + 51, 8 * track)
+
+    walk("cameras", camera)
+    walk("images", image)
+    walk("points3D", point)
+
+
 def read_model(model_dir: Path):
     pycolmap = _pycolmap()
     _check_text_models(model_dir)
+    _check_binary_models(model_dir)
     try:
         return pycolmap.Reconstruction(str(model_dir))
     except Exception as e:
@@ -182,13 +240,20 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
     scene_root = root
     rec = read_model(model_dir)
 
-    regs = sorted((im for im in rec.images.values() if im.has_pose), key=lambda im: im.name)
+    try:
+        regs = sorted((im for im in rec.images.values() if im.has_pose), key=lambda im: im.name)
+    except UnicodeDecodeError:
+        raise FormatError(f"COLMAP model {model_dir}: an image name is not UTF-8") from None
     if not regs:
         raise FormatError(f"COLMAP model {model_dir} has no registered images")
     for cam_id, pcam in rec.cameras.items():
         if pcam.model.name not in SUPPORTED_MODELS:
             raise FormatError(f"COLMAP camera {cam_id} uses unsupported model {pcam.model.name} "
                               f"(supported: {', '.join(SUPPORTED_MODELS)})")
+        if not 1 <= pcam.width <= 1 << 20 or not 1 <= pcam.height <= 1 << 20:
+            raise FormatError(f"COLMAP camera {cam_id} is {pcam.width}x{pcam.height} pixels")
+        if not np.isfinite(np.asarray(pcam.params, np.float64)).all():
+            raise FormatError(f"COLMAP camera {cam_id} has non-finite parameters {[float(v) for v in pcam.params]}")
     if len(rec.points3D) == 0:
         raise FormatError(f"COLMAP model {model_dir} has no 3D points (needed to initialise Gaussians)")
 

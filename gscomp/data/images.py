@@ -96,13 +96,16 @@ def to_tensors(arr: np.ndarray, background) -> tuple[torch.Tensor, torch.Tensor 
 
 def find_image(base: Path, rel: str) -> Path | None:
     """Resolve a frame's ``file_path`` (NeRF files often omit the extension); None if missing."""
-    p = (base / rel).resolve() if not os.path.isabs(rel) else Path(rel)
-    if p.is_file():
-        return p
-    for ext in IMAGE_EXTS:
-        q = p.with_name(p.name + ext)
-        if q.is_file():
-            return q
+    try:  # (a NUL byte or an over-long name is no file either)
+        p = (base / rel).resolve() if not os.path.isabs(rel) else Path(rel)
+        if p.is_file():
+            return p
+        for ext in IMAGE_EXTS:
+            q = p.with_name(p.name + ext)
+            if q.is_file():
+                return q
+    except (ValueError, OSError):
+        pass
     return None
 
 

@@ -32,9 +32,11 @@ def _num(d: dict, key: str, where: str) -> float | None:
     if key not in d or d[key] is None:
         return None
     try:
+        if isinstance(d[key], bool):
+            raise TypeError
         v = float(d[key])
-    except (TypeError, ValueError):
-        raise FormatError(f"{where}: {key} must be a number, got {d[key]!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise FormatError(f"{where}: {key} must be a number, got {d[key]!r}"[:300]) from None
     if not math.isfinite(v):
         raise FormatError(f"{where}: {key} is not finite")
     return v
@@ -48,6 +50,8 @@ def camera_spec(p: dict, size: tuple[int, int], where: str) -> tuple[str, int, i
     then rescaled to the file, so a JSON written for another resolution still lines up."""
     w = _num(p, "w", where) or size[0]
     h = _num(p, "h", where) or size[1]
+    if round(w) < 1 or round(h) < 1:
+        raise FormatError(f"{where}: w and h must be at least 1 pixel, got {w:g} x {h:g}")
     fx, fy = _num(p, "fl_x", where), _num(p, "fl_y", where)
     ax, ay = _num(p, "camera_angle_x", where), _num(p, "camera_angle_y", where)
     if fx is None and ax is not None:
