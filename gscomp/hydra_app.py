@@ -62,7 +62,7 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
         # plain single run: compose once up front so a config error (unknown key, bad group option)
         # is one `error: ...` line; sweeps and Hydra flags (-m, --cfg, --help) go to Hydra as they are
         cfg = compose(config_name, argv)
-        out = cfg.get("out") if "out" in cfg else None
+        out = cfg.get("out")
         if out:  # Hydra creates it before the job runs, and reports a failure as a traceback
             out = Path(str(out)).expanduser()
             try:

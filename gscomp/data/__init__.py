@@ -155,7 +155,7 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
     if not train:
         raise GscompError(f"{kind} scene {path}: no training images")
     _check_views(train + test, f"{kind} scene {path}")
-    bad_points = int((~torch.isfinite(points).all(1)).sum()) if len(points) else 0
+    bad_points = int((~torch.isfinite(points).all(1)).sum())
     if bad_points:
         raise FormatError(f"{kind} scene {path}: {bad_points} of {len(points)} initial points have non-finite positions")
     return Scene(train=train, test=test, points=points.float().contiguous(),
