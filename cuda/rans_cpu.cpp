@@ -1000,21 +1000,25 @@ void scatter_rows(py::array_t<int64_t, py::array::c_style> out, py::list rows, p
 
 // float32(sym * ldexp(step, cls[row])) for an (n, w) int64 sym: classed dequantization (row i has
 // 2^cls[i] times the step; a power-of-two scaling is exact, so this equals the numpy reference).
+// steps: one float64 step per column (w values), or one for all columns
 py::array_t<float> dequantize_classed(py::array_t<int64_t, py::array::c_style | py::array::forcecast> sym,
-                                      py::array_t<int64_t, py::array::c_style | py::array::forcecast> cls, double step) {
+                                      py::array_t<int64_t, py::array::c_style | py::array::forcecast> cls,
+                                      py::array_t<double, py::array::c_style | py::array::forcecast> steps) {
   if (sym.ndim() != 2 || cls.size() != sym.shape(0)) throw py::value_error("dequantize_classed: need (n, w) and n classes");
   const int64_t n = sym.shape(0), w = sym.shape(1);
+  if (steps.size() != 1 && steps.size() != w) throw py::value_error("dequantize_classed: need 1 or w steps");
   const int64_t* c = cls.data();
   for (int64_t i = 0; i < n; ++i)
     if (c[i] < 0 || c[i] > 62) throw py::value_error("dequantize_classed: class out of range");
   py::array_t<float> out({(py::ssize_t)n, (py::ssize_t)w});
   float* dst = out.mutable_data();
   const int64_t* s = sym.data();
+  std::vector<double> col(w);
+  for (int64_t j = 0; j < w; ++j) col[j] = steps.data()[steps.size() == 1 ? 0 : j];
   py::gil_scoped_release nogil;
-  for (int64_t i = 0; i < n; ++i) {
-    const double st = std::ldexp(step, (int)c[i]);
-    for (int64_t j = 0; j < w; ++j) dst[i * w + j] = (float)((double)s[i * w + j] * st);
-  }
+#pragma omp parallel for schedule(static) if (n * w > 262144)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < w; ++j) dst[i * w + j] = (float)((double)s[i * w + j] * std::ldexp(col[j], (int)c[i]));
   return out;
 }
 
@@ -1540,7 +1544,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("morton_delta_codes", &morton_delta_codes, "sorted Morton codes from delta classes and raw bits");
   m.def("classed_means", &classed_means, "adaptive positions: coarse codes + refinement bits -> float32 (n, 3)");
   m.def("scatter_rows", &scatter_rows, "per-class column streams back into an (n, w) array");
-  m.def("dequantize_classed", &dequantize_classed, "float32(sym * ldexp(step, class)) per row");
+  m.def("dequantize_classed", &dequantize_classed, "float32(sym * ldexp(step of the column, class of the row))");
   m.def("s3_to_quats", &s3_to_quats, py::arg("s3"), py::arg("step"), py::arg("row_steps") = py::none());
   m.def("quats_to_s3", &quats_to_s3);
   m.def("dq_unpack_many", &dq_unpack_many, "coded levels -> reconstruction indices, in place, many sequences");

@@ -90,7 +90,53 @@ def test_compact_roundtrip_steps_follow_classes(tmp_path, random_splats):
     perr = (out.means.double() - ref.means.double()).abs().numpy()
     assert (perr <= step * (0.5 + np.exp2(cls)[:, None] / 2) + 1e-6).all()
     assert (perr[cls == 0] <= 0.5 * step + 1e-6).all()
-    assert float((out.shN - ref.shN).abs().max()) <= 0.5 * a["shN_step"] + 1e-5  # shN: plain step
+    # shN: classed too (one step per SH band, equal here: band gain 1), times 2^class
+    assert info["codecs"]["attributes/shN"] == "symbols-classed/v1"
+    assert a["shN_band_gain"] == 1.0
+    serr = (out.shN - ref.shN).abs().numpy().reshape(3000, -1)
+    assert (serr <= 0.5 * a["shN_step"] * mult + 1e-5).all()
+    assert serr[cls == 3].max() > 0.5 * a["shN_step"]
+
+
+def test_importance_shN_scores_match_brute_force_jacobian(random_splats):
+    """The importance stage scores shN from sh0's Fisher sums (the Y_j^2 of a band sum to
+    (2l + 1) C0^2 in every direction): equal to the step-weighted sum of the squared derivatives of
+    every rendered colour by every SH-rest coefficient, from the full Jacobian (float64)."""
+    from gscomp.render import render
+
+    src = random_splats(40, sh_degree=2, seed=21, dtype=torch.float64)
+    src.opacities[:] = 2.0
+    src.sh0[:] += 0.6  # colours above the clamp at 0 (the clamp has no gradient; that is tested too)
+    src.sh0[:5] = -3.0
+    cams = I.sphere_cameras(src.means, 2, res=24)
+    steps = dict(STEPS, shN=0.05, shN_band_gain=1.5)
+    pf: dict = {}
+    got = I.importance_scores(src, 2, steps, 14, cams=cams, per_field=pf) - I.importance_scores(src, 2, STEPS, 14, cams=cams)
+    col_w = np.repeat(I.shN_steps(0.05, 1.5, 8), 3) ** 2  # per coefficient, channels inner
+
+    def colours(shN):
+        return torch.cat([render(src.replace(shN=shN), [c], sh_degree=2, backend="cpu").colors.reshape(-1) for c in cams])
+
+    jac = torch.autograd.functional.jacobian(colours, src.shN)  # (pixels*3, n, 8, 3)
+    fisher = (jac ** 2).sum(0).reshape(40, -1).numpy()  # S per coefficient and channel
+    ref = fisher @ col_w
+    assert ref.max() > 0 and (ref[:5] == 0).all() and (got[:5] == 0).all()
+    assert np.allclose(got, ref, rtol=1e-9, atol=1e-12 * ref.max())
+    assert np.allclose(pf["shN"], fisher.sum(1), rtol=1e-9, atol=1e-12 * ref.max())
+
+
+def test_compact_keeps_palette_shN_as_codebook(tmp_path, random_splats):
+    """SH rest from a palette (e.g. SOG, whose rows repeat) keeps `symbols-dedup/v1`: its codebook
+    beats classed steps there; the test is on the input floats, not on the quantized rows."""
+    src = random_splats(3000, sh_degree=2, seed=8)
+    src.shN[:] = src.shN[torch.randint(0, 64, (3000,), generator=torch.Generator().manual_seed(0))]
+    encode_gsz(src, tmp_path / "p.gsz", compact())
+    assert gsz_info(tmp_path / "p.gsz")["codecs"]["attributes/shN"] == "symbols-dedup/v1"
+    out, ref = decode_gsz(tmp_path / "p.gsz"), in_morton_order(src, compact())
+    assert float((out.shN - ref.shN).abs().max()) <= 0.5 * compact()["stages"]["attributes"]["shN_step"] + 1e-6
+    tiny = src.replace(shN=torch.randn(src.shN.shape, generator=torch.Generator().manual_seed(1)) * 1e-3)
+    encode_gsz(tiny, tmp_path / "z.gsz", compact())  # every quantized row is 0, but the input rows differ
+    assert gsz_info(tmp_path / "z.gsz")["codecs"]["attributes/shN"] == "symbols-classed/v1"
 
 
 def test_compact_deterministic_and_smaller(tmp_path, random_splats):
@@ -169,7 +215,8 @@ def test_compact_fuzz_only_format_errors(tmp_path, random_splats):
 
 
 @pytest.mark.parametrize("kw", [{"views": 0}, {"views": 2.5}, {"probes": 0}, {"quantile": 1.0},
-                                {"levels": 0}, {"levels": 9}, {"pos_bits": 40}, {"quat_step": -1}])
+                                {"levels": 0}, {"levels": 9}, {"pos_bits": 40}, {"quat_step": -1},
+                                {"shN_step": -0.1}, {"shN_step": True}, {"shN_band_gain": 0.5}])
 def test_bad_importance_params(kw):
     with pytest.raises(GscompError):
         I.Importance(**kw)
@@ -354,7 +401,7 @@ def test_size_levels_coarsen_small_gaussians_only(tmp_path, random_splats):
 
 
 def test_size_levels_bad_params_and_corrupt_counts(tmp_path, random_splats):
-    for kw in [{"size_levels": {"shN": 1}}, {"size_levels": {"quats": 9}}, {"size_levels": {"quats": 1.5}},
+    for kw in [{"size_levels": {"means": 1}}, {"size_levels": {"quats": 9}}, {"size_levels": {"quats": 1.5}},
                {"size_levels": {"quats": 1}, "size_quantile": 1.0}]:
         with pytest.raises(GscompError):
             P.Attributes(adaptive=True, canonical_quats=True, sort_scales=True, **kw)

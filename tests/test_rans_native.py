@@ -465,7 +465,8 @@ def test_position_and_class_helpers_match_numpy(mod, backend):
         codes = Q.morton_delta_codes(cls, raw, 19)
         small = Q.morton_delta_codes(cls % 4, small_raw, bits)
         results[name] = (codes, Q.classed_means(small >> (3 * cmax), c, ref, cmax, lo, hi, bits),
-                         _scatter_rows(n, 2, rows, cols), Q.dequantize_classed(sym, c, 0.037))
+                         _scatter_rows(n, 2, rows, cols), Q.dequantize_classed(sym, c, 0.037),
+                         Q.dequantize_classed(sym, c, np.array([0.037, 0.05, 0.0625])))  # a step per column
         for bad in (raw[:-1], raw + b"\0"):
             with pytest.raises(FormatError):
                 Q.morton_delta_codes(cls, bad, 19)

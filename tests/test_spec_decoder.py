@@ -70,6 +70,9 @@ CASES += [
     ("compact unsorted scales", 1500, 2, ["pipeline=compact", A + "sort_scales=false", "~" + A + "size_levels"]),
     ("compact unsorted scales, no trellis", 1500, 2,
      ["pipeline=compact", A + "sort_scales=false", "~" + A + "size_levels", A + "dependent_quant=false"]),
+    ("compact shN size levels, band gain", 1500, 3, ["pipeline=compact", "+" + A + "size_levels.shN=2", A + "shN_band_gain=1.5"]),
+    ("compact shN classed, no trellis", 1500, 1, ["pipeline=compact", A + "dependent_quant=false"]),
+    ("compact shN plain (zstd)", 1500, 2, ["pipeline=compact", "+" + A + "shN_zstd=true"]),
     ("compact size levels on opacities only, no trellis", 1500, 2,
      ["pipeline=compact", "~" + A + "size_levels", "+" + A + "size_levels={opacities:3}", A + "dependent_quant=false"]),
 ]

@@ -10,7 +10,7 @@ decoders and requires bit-identical fields, so the specification cannot drift fr
 Supported: container + CRC checks, integer streams (modes 0-7, rANS kinds 0/1/2),
 packed bit fields, stages `importance`, `positions` (morton-delta/v1,
 morton-delta-classed/v1), `attributes` (quat-s3/v1, symbols/v1, symbols-gdiff/v1,
-symbols-dedup/v1, f32-planes/v1, symbols-classed/v1 incl. sort_scales, size_levels and
+symbols-dedup/v1, f32-planes/v1, symbols-classed/v1 (shN too) incl. sort_scales, size_levels and
 dependent (trellis) quantization), and the trained-pipeline stages `masking` (no section),
 `rvq` (float16 codebooks + per-stage index streams, optional importance `depths`) and
 `colorfield` (hash-grid + MLP evaluated at the decoded means in float32, one rounding per op).
@@ -409,11 +409,11 @@ def dq_reconstruct(k):
     return 2 * k - h * np.sign(k)
 
 
-def decode_classed(payload, field, n, cls, step, stage, ctx, dq):
-    """symbols-classed/v1. Returns the float32 field array."""
+def decode_classed(payload, field, n, cls, step, stage, ctx, dq, shn_cols=None):
+    """symbols-classed/v1. Returns the float32 field array. shn_cols: shN's per-column steps."""
     rd = Reader(payload)
     flag = rd.u8()
-    W = {"quats": 4, "opacities": 1}.get(field, 3)
+    W = {"quats": 4, "opacities": 1, "shN": len(shn_cols) if shn_cols is not None else 0}.get(field, 3)
     size_levels = stage.get("size_levels") or {}
     grid = float(step) / 2.0 if dq else float(step)
     e = np.zeros(n, np.int64)
@@ -489,6 +489,10 @@ def decode_classed(payload, field, n, cls, step, stage, ctx, dq):
             G = ints[:, 0]
             ints = np.stack([ints[:, 1] + G, G, ints[:, 2] + G], axis=1)
         return (ints.astype(np.float64) * mult[:, None]).astype(np.float32).reshape(n, 1, 3)
+    if field == "shN":  # column j: its band's step (halved with dq), times 2^level
+        cols = np.asarray(shn_cols, np.float64) / (2.0 if dq else 1.0)
+        vals = ints.astype(np.float64) * (cols[None, :] * np.exp2(level)[:, None])
+        return vals.astype(np.float32).reshape(n, W // 3, 3)
     raise FormatError("classed codec for unexpected field " + field)
 
 
@@ -531,7 +535,7 @@ def decode_attributes(stage, sections, n, ctx, sh_degree):
             continue
         if codec == "symbols-classed/v1":
             need(adaptive, "classed codec without adaptive")
-            out[f] = decode_classed(payload, f, n, ctx["classes"], fstep[f], stage, ctx, dq)
+            out[f] = decode_classed(payload, f, n, ctx["classes"], fstep[f], stage, ctx, dq, shn_step)
             continue
         rd = Reader(payload)
         if codec == "symbols-dedup/v1":

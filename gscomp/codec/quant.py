@@ -62,12 +62,14 @@ def class_steps(step: float, cls: np.ndarray) -> np.ndarray:
     return np.ldexp(float(step), np.asarray(cls).astype(np.int32))
 
 
-def dequantize_classed(q: np.ndarray, cls: np.ndarray, step: float) -> np.ndarray:
-    """`dequantize` of an (n, w) array whose row i has the step step * 2^cls[i]."""
+def dequantize_classed(q: np.ndarray, cls: np.ndarray, step) -> np.ndarray:
+    """`dequantize` of an (n, w) array whose entry (i, j) has the step step_j * 2^cls[i] (``step``:
+    one for all columns, or one per column)."""
     mod = _rans()
+    steps = np.asarray(step, np.float64).reshape(-1)
     if mod is not None and q.ndim == 2:
-        return mod.dequantize_classed(q, cls, float(step))
-    return dequantize(q, class_steps(step, cls)[:, None])
+        return mod.dequantize_classed(q, cls, steps)
+    return dequantize(q, np.ldexp(steps[None], np.asarray(cls).astype(np.int32)[:, None]))
 
 
 # ----------------------------------------------------------------------------- positions
@@ -93,12 +95,14 @@ def dq_unpack(k: np.ndarray) -> np.ndarray:
     return 2 * k - h * np.sign(k)
 
 
-def dq_unpack_many(ks: list[np.ndarray]) -> list[np.ndarray]:
-    """`dq_unpack` of many sequences (native: in place, on all cores)."""
+def dq_unpack_many(ks: list[np.ndarray], inplace: bool = False) -> list[np.ndarray]:
+    """`dq_unpack` of many sequences (native: on all cores). ``inplace``: the caller's int64
+    arrays may be overwritten (no copy; the decoder's own fresh streams)."""
     mod = _rans()
     if mod is None:
         return [dq_unpack(k) for k in ks]
-    out = [np.array(k, np.int64, copy=True, order="C").ravel() for k in ks]
+    out = [np.array(k, np.int64, copy=not (inplace and k.dtype == np.int64 and k.flags.c_contiguous and k.flags.writeable),
+                    order="C").ravel() for k in ks]
     mod.dq_unpack_many(out)
     return out
 

@@ -46,6 +46,8 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
     of the given steps: sum over attributes a of step_a^2 * S_a, where S_a = sum over views, pixels
     and channels of (d pixel / d attribute)^2, the diagonal of J^T J (Fisher information), computed
     exactly per view by the native renderer (`gscomp.render.cpu.fisher_cpu`).
+    steps: quats, scales, opacities, sh0 and optionally shN (with shN_band_gain: per SH band, as
+    the `attributes` stage); positions use the grid step of ``pos_bits``.
     ``progress(done, total)`` is called after each view; ``per_field``, a dict, receives each
     field's S summed over its components (float64, (n,))."""
     from ..render.cpu import fisher_cpu
@@ -71,7 +73,23 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
         tot += (acc[f].reshape(n, -1) * w).sum(1)
         if per_field is not None:
             per_field[f] = acc[f].reshape(n, -1).sum(1).numpy()
+    # shN needs no pass of its own: d colour / d shN_j = Y_j(view direction) where d colour / d sh0
+    # = C0, and the Y_j^2 of one band l sum to (2l + 1) C0^2 in every direction (the addition
+    # theorem), so the S of a band's 2l + 1 coefficients is (2l + 1) times sh0's S, in every view
+    k = splats.shN.shape[1] if splats.sh_degree > 0 else 0
+    if k:
+        s0 = acc["sh0"].reshape(n, -1).sum(1)
+        tot += s0 * float((shN_steps(float(steps.get("shN", 0.0)), float(steps.get("shN_band_gain", 1.0)), k) ** 2).sum())
+        if per_field is not None:
+            per_field["shN"] = (s0 * k).numpy()
     return tot.numpy()
+
+
+def shN_steps(step: float, gain: float, k: int) -> np.ndarray:
+    """(k,) step of each SH-rest coefficient j = 1..k: step * gain^(l-1), band l = floor(sqrt(j))
+    (the `attributes` stage's rule, docs/gsz-format.md)."""
+    band = np.floor(np.sqrt(np.arange(1, k + 1))).astype(np.int64)
+    return step * float(gain) ** (band - 1)
 
 
 def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
@@ -121,7 +139,8 @@ class Importance(Stage):
 
     def __init__(self, views: int = 24, probes: int | None = None, quantile: float = 0.8, levels: int = 4,
                  pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
-                 opacity_step: float = 0.06, sh0_step: float = 0.03, cameras: str = "auto", max_res: int = 256):
+                 opacity_step: float = 0.06, sh0_step: float = 0.03, shN_step: float = 0.0,
+                 shN_band_gain: float = 1.0, cameras: str = "auto", max_res: int = 256):
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
@@ -137,10 +156,17 @@ class Importance(Stage):
             raise GscompError(f"importance.levels must be an integer in 1..{MAX_LEVELS}")
         if not (is_int(pos_bits) and 1 <= pos_bits <= Q.MAX_POS_BITS):
             raise GscompError(f"importance.pos_bits must be an integer in 1..{Q.MAX_POS_BITS}")
-        steps = dict(quat_step=quat_step, scale_step=scale_step, opacity_step=opacity_step, sh0_step=sh0_step)
+        steps = dict(quat_step=quat_step, scale_step=scale_step, opacity_step=opacity_step, sh0_step=sh0_step,
+                     shN_step=shN_step)
         for k, v in steps.items():
-            if not (isinstance(v, (int, float)) and v >= 0 and np.isfinite(v)):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and np.isfinite(v)):
                 raise GscompError(f"importance.{k} must be a number >= 0")
+        if not (isinstance(shN_band_gain, (int, float)) and not isinstance(shN_band_gain, bool) and 1 <= shN_band_gain <= 16):
+            raise GscompError("importance.shN_band_gain must be in [1, 16]")
+        if shN_step:  # only stored when used: older headers unchanged
+            steps["shN_band_gain"] = shN_band_gain
+        else:
+            del steps["shN_step"]
         if cameras not in ("auto", "train", "sphere"):
             raise GscompError("importance.cameras must be auto, train or sphere")
         if not (is_int(max_res) and 16 <= max_res <= 4096):
@@ -169,7 +195,8 @@ class Importance(Stage):
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         p = self.params
-        steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"]}
+        steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"],
+                 "shN": p.get("shN_step", 0.0), "shN_band_gain": p.get("shN_band_gain", 1.0)}
         report = (lambda d, t: ctx.progress("importance: rendering views", d, t)) if ctx.progress else None
         sens: dict = {}
         cls = (importance_classes(splats, p["views"], p["quantile"], p["levels"], steps, p["pos_bits"],

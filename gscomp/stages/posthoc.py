@@ -9,7 +9,8 @@ attributes  quaternions (smallest-three), log-scales, opacity logits, SH DC and 
             histogram-rANS on values or on differences from the previous Gaussian (Morton
             neighbours are spatially close), or zstd. A step of 0 keeps exact float32 bits.
 adaptive    with ``adaptive: true`` and importance class c, positions keep c fewer bits per
-            axis and attributes (quats, scales, opacities, sh0) use 2^c times their step.
+            axis and attributes (quats, scales, opacities, sh0, shN) use 2^c times their step
+            (shN from a palette source, e.g. SOG, keeps its codebook instead).
 
 Byte layouts of the codecs named here are in docs/gsz-format.md.
 """
@@ -27,7 +28,7 @@ from ..codec import quant as Q
 from ..errors import FormatError, GscompError
 from ..splats import FIELDS, num_sh_rest
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
-from .importance import SENSITIVITY_KEY, classes_of
+from .importance import SENSITIVITY_KEY, classes_of, shN_steps
 
 ATTR_FIELDS = ("quats", "scales", "opacities", "sh0", "shN")
 
@@ -269,10 +270,26 @@ class Attributes(Stage):
         reconstruction indices on a grid of half the step (each of its two quantizers has the step)."""
         return self.steps[f] / 2 if self.params.get("dependent_quant") else self.steps[f]
 
-    def _shN_steps(self, k: int) -> np.ndarray:
-        """Step per SH-rest coefficient: band l gets shN_step * gain^(l-1) (higher bands coarser)."""
-        band = np.floor(np.sqrt(np.arange(1, k + 1))).astype(np.int64)  # coefficient i+1 -> band
-        return self.steps["shN"] * float(self.params["shN_band_gain"]) ** (band - 1)
+    def _col_steps(self, f: str, w: int, grid: bool = True) -> np.ndarray:
+        """(w,) float64 step of each column of f: shN's by band (coefficient-major, 3 channels
+        each), the field's step otherwise; ``grid``: the grid step of its classed symbols (_grid)."""
+        step = self._grid(f) if grid else self.steps[f]
+        if f != "shN":
+            return np.full(w, step)
+        return np.repeat(shN_steps(step, float(self.params["shN_band_gain"]), w // 3), 3)
+
+    def _shN_dedup(self, x: np.ndarray) -> bytes | None:
+        """`symbols-dedup/v1` payload of shN at the base steps when the *input* rows repeat a lot
+        (a palette source such as SOG), else None. Tested on the floats: after coarse steps most
+        rows of any scene are zeros, which would pass for a palette."""
+        n = len(x)
+        if n < 1024:
+            return None
+        k = max(1, n // max(65536, n // 8))  # a sample, as in _dedup_encode
+        bits = np.ascontiguousarray(x[::k]).view(np.int32).T.astype(np.int64)
+        if len(np.unique(_row_hash(bits))) > 0.9 * bits.shape[1]:
+            return None
+        return _dedup_encode(Q.quantize(x, self._col_steps("shN", x.shape[1], grid=False)[None], columns=True, what="shN"))
 
     # -- encode
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
@@ -306,15 +323,19 @@ class Attributes(Stage):
                 streams = _pmap(encode_f32, [x[:, j] for j in range(x.shape[1])])
                 out.append(Section(f, "f32-planes/v1", _pack_streams(streams)))
                 continue
-            if cls is not None and f in CLASSED:
-                out.append(Section(f, "symbols-classed/v1", self._encode_classed(f, x, step, cls, sort, sized, sens.get(f))))
+            zstd = f == "shN" and bool(self.params["shN_zstd"])
+            if cls is not None and f in CLASSED and not zstd:
+                dedup = self._shN_dedup(x) if f == "shN" else None
+                if dedup is not None:  # SH from a palette (e.g. SOG): its codebook beats classed steps
+                    out.append(Section(f, "symbols-dedup/v1", dedup))
+                else:
+                    out.append(Section(f, "symbols-classed/v1", self._encode_classed(f, x, step, cls, sort, sized, sens.get(f))))
                 continue
             if f == "quats":
                 sym = Q.quats_to_s3(x, step)
                 codec = "quat-s3/v1"
             elif f == "shN":  # the widest field: quantized straight into columns (3K, n), no transpose
-                steps = np.repeat(self._shN_steps(x.shape[1] // 3), 3)[None]
-                sym = Q.quantize(x, steps, columns=True, what=f)
+                sym = Q.quantize(x, self._col_steps(f, x.shape[1], grid=False)[None], columns=True, what=f)
                 codec = "symbols/v1"
             else:
                 sym = Q.quantize(x, step, what=f)
@@ -323,7 +344,6 @@ class Attributes(Stage):
                     alt = np.stack([sym[:, 1], sym[:, 0] - sym[:, 1], sym[:, 2] - sym[:, 1]], 1)
                     if _cost(alt) < 0.98 * _cost(sym):
                         sym, codec = alt, "symbols-gdiff/v1"
-            zstd = f == "shN" and bool(self.params["shN_zstd"])
             if f == "shN" and not zstd:
                 dedup = _dedup_encode(sym)
                 if dedup is not None:  # vector-quantized sources: codebook + indices
@@ -355,7 +375,9 @@ class Attributes(Stage):
                 out[f] = torch.zeros(n, 0, 3)
                 continue
             step = self.steps[f]
-            if cls is not None and f in CLASSED and step != 0:
+            # shN is classed unless the encoder kept it plain (shN_zstd) or as a palette (dedup)
+            classed = f != "shN" or (f in sections and sections[f].codec == "symbols-classed/v1")
+            if cls is not None and f in CLASSED and step != 0 and classed:
                 payload = need_section(sections, f, "symbols-classed/v1").payload
                 x, sym = self._decode_classed(f, payload, n, w, step, cls, scale_sym, sized, sort)
                 if f == "scales":
@@ -369,7 +391,7 @@ class Attributes(Stage):
                 codecs = {"quats": ("quat-s3/v1",), "sh0": ("symbols/v1", "symbols-gdiff/v1"),
                           "shN": ("symbols/v1", "symbols-dedup/v1")}.get(f, ("symbols/v1",))
                 sec = need_section(sections, f, *codecs)
-                steps = np.repeat(self._shN_steps(k), 3) if f == "shN" else np.full(w, step)
+                steps = self._col_steps(f, w, grid=False)
                 if sec.codec == "symbols-dedup/v1":
                     book, idx = _dedup_decode(sec.payload, n, w, f)
                     x = Q.dequantize(book, steps[None])[idx]  # dequantize the small codebook, then gather
@@ -430,7 +452,10 @@ class Attributes(Stage):
             thr, ssym, _ = sized
             head = bytes([lv]) + b"".join(struct.pack("<i", t) for t in thr[:lv])
             cls = cls + self._size_extra(thr, lv, ssym, cls)
-        steps = Q.class_steps(step, cls)[:, None]
+        if f == "shN":  # a step per column (by SH band), times 2^class per row (exact)
+            steps = np.ldexp(self._col_steps(f, x.shape[1])[None], cls.astype(np.int32)[:, None])
+        else:
+            steps = Q.class_steps(step, cls)[:, None]
         gd = False
         if dq:
             if f == "quats":
@@ -507,7 +532,7 @@ class Attributes(Stage):
         if not self.params.get("dependent_quant"):
             return dec
         todo = [i for i in range(len(dec)) if i not in plain]
-        for i, r in zip(todo, Q.dq_unpack_many([dec[i] for i in todo])):
+        for i, r in zip(todo, Q.dq_unpack_many([dec[i] for i in todo], inplace=True)):
             dec[i] = r
         return dec
 
@@ -581,7 +606,7 @@ class Attributes(Stage):
             sym = np.stack([sym[:, 0], s1, s1 - sym[:, 2]], 1)
         if f == "quats":
             return Q.s3_to_quats(sym, Q.class_steps(step, cls)[:, None]), sym
-        return Q.dequantize_classed(sym, cls, step), sym
+        return Q.dequantize_classed(sym, cls, self._col_steps(f, w)), sym
 
 
 def _scatter_rows(n: int, w: int, rows: list[np.ndarray], cols: list[np.ndarray]) -> np.ndarray:
@@ -628,8 +653,8 @@ DQ_WEIGHT_CLIP = 4.0
 
 
 MAX_SIZE_LEVELS = 4
-SIZED = ("quats", "scales", "opacities", "sh0")  # attributes whose step may also follow the decoded size
-CLASSED = ("quats", "scales", "opacities", "sh0")  # attributes whose step follows the importance class
+SIZED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step may also follow the decoded size
+CLASSED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step follows the importance class
 
 
 def sort_axes(quats: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
