@@ -282,12 +282,7 @@ class Attributes(Stage):
         """`symbols-dedup/v1` payload of shN at the base steps when the *input* rows repeat a lot
         (a palette source such as SOG), else None. Tested on the floats: after coarse steps most
         rows of any scene are zeros, which would pass for a palette."""
-        n = len(x)
-        if n < 1024:
-            return None
-        k = max(1, n // max(65536, n // 8))  # a sample, as in _dedup_encode
-        bits = np.ascontiguousarray(x[::k]).view(np.int32).T.astype(np.int64)
-        if len(np.unique(_row_hash(bits))) > 0.9 * bits.shape[1]:
+        if len(x) < 1024 or _mostly_distinct(np.ascontiguousarray(x).view(np.int32).T):
             return None
         return _dedup_encode(Q.quantize(x, self._col_steps("shN", x.shape[1], grid=False)[None], columns=True, what="shN"))
 
@@ -729,12 +724,7 @@ def _dedup_encode(cols: np.ndarray) -> bytes | None:
     rows then share leading values, so its column streams shrink (playbot: 575 -> 438 KB) for a
     slightly costlier index histogram (+13 KB) than with the most frequent rows first."""
     c, n = cols.shape
-    if n < 1024:
-        return None
-    # cheap check on every k-th row: a codebook of U <= n/3 rows shows as <= ~85% distinct rows
-    # in a sample of n/8 (U(1 - e^(-m/U)) / m), unstructured data as ~100%
-    k = max(1, n // max(65536, n // 8))
-    if len(np.unique(_row_hash(cols[:, ::k]))) > 0.9 * len(range(0, n, k)):
+    if n < 1024 or _mostly_distinct(cols):
         return None
     first, inv = _unique_rows(cols)
     if len(first) > n // 3:
@@ -744,6 +734,15 @@ def _dedup_encode(cols: np.ndarray) -> bytes | None:
     remap[rank] = np.arange(len(rank))
     streams = [E.encode_symbols(np.ascontiguousarray(cols[j, first[rank]])) for j in range(c)]
     return E.varint(len(first)) + _pack_streams(streams) + E.blob(E.encode_symbols(remap[inv], allow_delta=False))
+
+
+def _mostly_distinct(cols: np.ndarray) -> bool:
+    """Cheap check on every k-th row of the (c, n) integer columns: a codebook of U <= n/3 rows
+    shows as <= ~85% distinct rows in a sample of n/8 (U(1 - e^(-m/U)) / m), unstructured data as
+    ~100%."""
+    n = cols.shape[1]
+    k = max(1, n // max(65536, n // 8))
+    return len(np.unique(_row_hash(cols[:, ::k]))) > 0.9 * len(range(0, n, k))
 
 
 def _row_hash(cols: np.ndarray) -> np.ndarray:
