@@ -480,8 +480,7 @@ class Attributes(Stage):
                 gd = True
             code = sym
         code = code if code.ndim == 2 else code.reshape(-1, 1)  # opacities: one column
-        levels = int(cls.max(initial=0)) + 1
-        cols = [np.ascontiguousarray(code[cls == c, j]) for c in range(levels) for j in range(code.shape[1])]
+        cols = [col for i in _class_rows(cls) for col in _columns_of(code, i)]
         flag = bytes([int(gd)])
         return flag + head + _pack_streams(E.encode_symbols_many(cols, allow_ctx=True))
 
@@ -625,8 +624,8 @@ def _dq_classed(t: np.ndarray, cls: np.ndarray, nonneg: bool = False,
     value's error in the search by its row's sensitivity over the stream's mean (clipped to
     [1/DQ_WEIGHT_CLIP, DQ_WEIGHT_CLIP]): all rows of a stream share one step, so this only moves
     error from the rows that show more to those that show less."""
-    rows = [np.flatnonzero(cls == c) for c in range(int(cls.max(initial=0)) + 1)]
-    jobs = [(i, j) for i in rows for j in range(t.shape[1])]
+    rows = _class_rows(cls)
+    w = t.shape[1]
     weights = None
     if sens is not None:  # one weight array per class, shared by its columns' streams
         per_class = []
@@ -634,11 +633,24 @@ def _dq_classed(t: np.ndarray, cls: np.ndarray, nonneg: bool = False,
             si = sens[i]
             m = float(si.mean()) if si.size else 0.0
             per_class.append(np.clip(si / m, 1 / DQ_WEIGHT_CLIP, DQ_WEIGHT_CLIP) if m > 0 else np.ones(si.size))
-        weights = [w for w in per_class for _ in range(t.shape[1])]  # jobs are class-major
+        weights = [wc for wc in per_class for _ in range(w)]  # streams are class-major
+    res = Q.dq_quantize([col for i in rows for col in _columns_of(t, i)], nonneg, weights=weights)
     r, k = np.zeros(t.shape, np.int64), np.zeros(t.shape, np.int64)
-    for (i, j), (kj, rj) in zip(jobs, Q.dq_quantize([t[i, j] for i, j in jobs], nonneg, weights=weights)):
-        r[i, j], k[i, j] = rj, kj
+    for c, i in enumerate(rows):  # one scatter of each class's (w, n_c) block
+        r[i] = np.stack([rj for _, rj in res[c * w:(c + 1) * w]], 1)
+        k[i] = np.stack([kj for kj, _ in res[c * w:(c + 1) * w]], 1)
     return r, k
+
+
+def _class_rows(cls: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each class 0..max, in order."""
+    return [np.flatnonzero(cls == c) for c in range(int(cls.max(initial=0)) + 1)]
+
+
+def _columns_of(a: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+    """The columns of a[rows] as contiguous arrays: one gather of the rows, then one transpose
+    (not a gather per column: shN has 45 columns)."""
+    return list(np.ascontiguousarray(a[rows].T))
 
 
 # Bound on the trellis weights (sensitivity / stream mean): on biker `compact` (192 px) clips of
