@@ -28,6 +28,9 @@ def test_train_writes_outputs(trained):
         assert k in m
     assert m["n_gaussians"] > 0 and 5 < m["psnr"] < 100 and 0 < m["ssim"] <= 1
     assert m["lpips"] == "unavailable" or isinstance(m["lpips"], float)
+    from gscomp.data.cameras import load_cameras  # its views, for `gscomp compress` (importance)
+
+    assert len(load_cameras(trained / "cameras.json")) == 6
     assert (trained / "point_cloud.ply").stat().st_size == m["ply_bytes"]
     assert "data:" in (trained / "config.yaml").read_text()
     assert list((trained / "renders").glob("*.png"))

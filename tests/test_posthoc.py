@@ -452,8 +452,13 @@ def test_importance_scores_on_the_training_views(random_splats):
     # no state: post-hoc input falls back to the sphere (auto) or refuses (train)
     stage.bake(src, None)
     assert stage._cams is None
-    with pytest.raises(GscompError, match="needs training cameras"):
+    with pytest.raises(GscompError, match="needs cameras"):
         I.Importance(cameras="train").bake(src, None)
+    stage.bake(src, SimpleNamespace(cameras=cams[:2]))  # post-hoc cameras (compress --cameras)
+    assert len(stage._cams) == 2
+    stage = I.Importance(views=3, max_res=64, cameras="sphere")  # sphere: given cameras are not used
+    stage.bake(src, SimpleNamespace(cameras=cams))
+    assert stage._cams is None
     with pytest.raises(GscompError, match="cameras"):
         I.Importance(cameras="front")
 

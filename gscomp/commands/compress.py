@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import GscompError
 
-USAGE = "usage: gscomp compress IN OUT.gsz [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
+USAGE = "usage: gscomp compress IN OUT.gsz [--cameras PATH] [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
 
 
 @contextlib.contextmanager
@@ -89,6 +89,7 @@ def run(argv: list[str]) -> int:
     def is_override(a: str) -> bool:  # key=value, or Hydra's delete syntax ~key
         return "=" in a or a.startswith("~")
 
+    argv, cameras = _take_cameras(argv)
     pos = [a for a in argv if not is_override(a) and not a.startswith("-")]
     flags = [a for a in argv if a.startswith("-") and not is_override(a)]
     overrides = [a for a in argv if is_override(a)]
@@ -115,13 +116,57 @@ def run(argv: list[str]) -> int:
     from ..stages.pipeline import Pipeline
 
     pipe = Pipeline.from_config(cfg)  # validate the config before the (slow) load
+    state = _cameras_state(pipe, src, cameras)
     splats = load_splats(src)
     t0 = time.perf_counter()
     with encode_progress() as progress:
-        stats = encode_gsz(splats, dst, pipe, progress=progress)
+        stats = encode_gsz(splats, dst, pipe, state=state, progress=progress)
     dt = time.perf_counter() - t0
     print_stats(stats, src, input_size(src), dt)
     return 0
+
+
+def _take_cameras(argv: list[str]) -> tuple[list[str], str | None]:
+    """Split ``--cameras PATH`` / ``--cameras=PATH`` off the arguments."""
+    rest, cameras, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--cameras" or a.startswith("--cameras="):
+            if cameras is not None:
+                raise GscompError("--cameras given twice")
+            if a == "--cameras":
+                if i + 1 >= len(argv):
+                    raise GscompError("--cameras needs a path: cameras.json, a COLMAP model or a capture folder")
+                cameras, i = argv[i + 1], i + 1
+            else:
+                cameras = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return rest, cameras
+
+
+def _cameras_state(pipe, src: Path, cameras: str | None):
+    """The views the importance stage scores from: ``--cameras``, else the cameras.json of a
+    trained model (next to IN, or INRIA's MODEL/point_cloud/iteration_N/ layout); None without
+    an importance stage (the cameras are then not needed) or without cameras (sphere views)."""
+    from types import SimpleNamespace
+
+    from ..data.cameras import find_cameras_json, load_cameras
+
+    imp = [s for s in pipe.stages if s.type == "importance"]
+    if not imp:
+        if cameras is not None:
+            print("note: --cameras is ignored: this pipeline has no importance stage", file=sys.stderr)
+        return None
+    if cameras is None:
+        found = find_cameras_json(src)
+        if found is None:
+            return None
+        cameras = str(found)
+    cams = load_cameras(cameras, max_views=imp[0].params["views"])
+    print(f"importance: scoring from {len(cams)} views of {cameras}", file=sys.stderr)
+    return SimpleNamespace(cameras=cams)
 
 
 def print_stats(stats: dict, src: Path, in_bytes: int, seconds: float) -> None:

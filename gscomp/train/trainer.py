@@ -464,6 +464,7 @@ class Trainer:
 
     def finish(self) -> dict:
         """Write point_cloud.ply, evaluate on the test views, write renders and metrics.json."""
+        from ..data.cameras import save_cameras_json
         from ..io import save_splats
         from ..metrics import evaluate
 
@@ -471,6 +472,8 @@ class Trainer:
         splats = self.final_splats()
         ply = self.out / "point_cloud.ply"
         save_splats(ply, splats)
+        # the views it was trained on, as INRIA's cameras.json: `gscomp compress` scores from them
+        save_cameras_json(self.out / "cameras.json", list(self.scene.train) + list(self.scene.test))
         cams = self.scene.test or self.scene.train
         bg = self.scene.background if self.scene.background is not None else (0.0, 0.0, 0.0)
         metrics = evaluate(splats, cams, sh_degree=int(t.sh_degree), background=bg, backend=self.backend,
