@@ -26,6 +26,8 @@ MAX_LEVELS = 6
 # floor, captured from inside it: from its own cameras `compact` lost 2.2 dB to SPZ), 61% on an
 # object inside a background shell. Above HIDDEN_WARN the encoder says to pass the cameras.
 HIDDEN_BELOW, HIDDEN_WARN = 1e-4, 0.2
+
+
 def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
     """``views`` pinhole cameras on a Fibonacci sphere around the median point, looking at it from
     2.2x the 90th-percentile radius (an object-centric guess: post-hoc input has no cameras)."""
@@ -104,10 +106,17 @@ def importance_classes(splats, views: int, quantile: float, levels: int, steps: 
     the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
     I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
     parallel sums cannot flip a class (deterministic bytes)."""
+    return classes_of_scores(snapped_scores(splats, views, steps, pos_bits, cams, progress, per_field), quantile, levels)
+
+
+def snapped_scores(splats, views: int, steps: dict[str, float], pos_bits: int, cams: list | None = None,
+                   progress=None, per_field: dict | None = None) -> np.ndarray:
+    """`importance_scores` (and ``per_field``, the sensitivities the trellis weighs errors by)
+    snapped to 8 significant bits."""
     imp = _snap(importance_scores(splats, views, steps, pos_bits, cams=cams, progress=progress, per_field=per_field))
-    if per_field is not None:  # the same for the sensitivities the trellis weighs errors by
+    if per_field is not None:
         per_field.update({f: _snap(v) for f, v in per_field.items()})
-    return classes_of_scores(imp, quantile, levels)
+    return imp
 
 
 def classes_of_scores(imp: np.ndarray, quantile: float, levels: int) -> np.ndarray:
@@ -215,9 +224,7 @@ class Importance(Stage):
         sens: dict = {}
         cls = np.zeros(0, np.int64)
         if ctx.n:
-            imp = _snap(importance_scores(splats, p["views"], steps, p["pos_bits"], cams=self._cams, progress=report,
-                                          per_field=sens))
-            sens = {f: _snap(v) for f, v in sens.items()}
+            imp = snapped_scores(splats, p["views"], steps, p["pos_bits"], self._cams, report, sens)
             cls = classes_of_scores(imp, p["quantile"], p["levels"])
             hidden = float((imp < HIDDEN_BELOW * np.quantile(imp, p["quantile"])).mean())
             if self._cams is None and hidden > HIDDEN_WARN:
