@@ -107,3 +107,38 @@ def test_compress_scores_from_given_cameras(tmp_path, random_splats, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "needs a path" in err[0] and "no such cameras" in err[1]
     assert not (tmp_path / "d.gsz").exists()
+
+
+def test_cameras_of_another_frame_are_flagged(tmp_path, random_splats, capsys):
+    """Cameras that do not see the scene (another scene's, or another coordinate frame) leave most
+    Gaussians with score 0: the encoder says so. The scene's own views give no warning."""
+    s = random_splats(2000, sh_degree=0)
+    lone = tmp_path / "lone.ply"
+    save_splats(lone, s)
+    own = sphere_cameras(s.means, 4, res=48)
+    save_cameras_json(tmp_path / "own.json", own)
+    save_cameras_json(tmp_path / "far.json", sphere_cameras(s.means + 1000.0, 4, res=48))  # looks at empty space
+    base = ["pipeline=compact", "pipeline.stages.importance.views=4"]
+    assert main(["compress", str(lone), str(tmp_path / "a.gsz"), "--cameras", str(tmp_path / "own.json"), *base]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["compress", str(lone), str(tmp_path / "b.gsz"), "--cameras", str(tmp_path / "far.json"), *base]) == 0
+    err = capsys.readouterr().err
+    assert "% of the Gaussians are not seen from any of the 4 given views" in err
+    assert "same coordinate frame" in err and (tmp_path / "b.gsz").exists()
+
+
+def test_scoring_warning_thresholds():
+    from gscomp.stages.importance import scoring_warning
+
+    seen = np.linspace(1, 2, 100)
+    assert scoring_warning(seen, 0.78, 16) is None and scoring_warning(seen, 0.78, 0) is None
+    assert scoring_warning(np.zeros(0), 0.78, 16) is None
+    part = seen.copy()
+    part[:24] = 0  # 24% unseen: under the bar; 26%: over it
+    assert scoring_warning(part, 0.78, 16) is None
+    part[:26] = 0
+    assert "26% of the Gaussians are not seen" in scoring_warning(part, 0.78, 16)
+    # sphere views: the quantile is 0 when most score 0; the reference falls back to the seen ones
+    mostly = seen.copy()
+    mostly[:90] = 0
+    assert "90% of the Gaussians barely show" in scoring_warning(mostly, 0.78, 0)

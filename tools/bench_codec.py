@@ -3,11 +3,15 @@ preset, with peers side by side (JSON to stdout).
 
     .venv/bin/python tools/bench_codec.py [--inputs A B] [--presets high medium compact] [--res 256]
         [--views 8] [--peers gaussforge,gscomp-spz,splat-transform,gsplat] [--splat-transform BIN]
-        [--gaussforge-formats spz,compressed.ply,sog]
+        [--gaussforge-formats spz,compressed.ply,sog] [--cameras PATH|auto|none ...]
 
 PSNR: both scenes rendered with gscomp.render(backend="cpu") from a fixed orbit of cameras around
 the scene's median point (looking at it from 20 degrees above the horizon, y-down world), colours
-clamped to [0,1], PSNR over all pixels of all views. Decode timing = best of 3 runs of
+clamped to [0,1], PSNR over all pixels of all views (``psnr_vs_source``). An input with cameras
+(``--cameras``, one entry per input, or a trained model's cameras.json found as `gscomp compress`
+finds it) is also scored from ``--views`` of them, at most ``--res`` px (``psnr_own_views``), and
+`compact` ranks its Gaussians from them, as `gscomp compress --cameras` does. The orbit flatters
+scenes seen from inside (a room, a floor): read ``psnr_own_views`` for those. Decode timing = best of 3 runs of
 decode_gsz(path) (file read + checks + entropy decode + dequantization); encode timing = best of 2
 runs of encode_gsz (one run when it takes over 5 s), including the atomic write and its fsync.
 """
@@ -69,9 +73,9 @@ def render_views(splats, cams) -> torch.Tensor:
 
     with torch.no_grad():
         out = []
-        for c in cams:  # one view at a time keeps peak memory low
-            out.append(render(splats, [c], backend="cpu").colors.clamp(0, 1))
-        return torch.cat(out, 0)
+        for c in cams:  # one view at a time keeps peak memory low (views may differ in size)
+            out.append(render(splats, [c], backend="cpu").colors.clamp(0, 1).reshape(-1))
+        return torch.cat(out)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -79,20 +83,44 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+class Views:
+    """The views a decoded scene is scored from: the fixed orbit (``psnr_vs_source``) and, when the
+    input has cameras, ``views`` of them (``psnr_own_views``), each against the source's render."""
+
+    def __init__(self, splats, views: int, res: int, own: list | None = None):
+        self.orbit = orbit_cameras(splats, views, res)
+        self.orbit_ref = render_views(splats, self.orbit)
+        self.own = [c.scaled(min(1.0, res / max(c.width, c.height))) for c in own] if own else []
+        self.own_ref = render_views(splats, self.own) if self.own else None
+
+    def quality(self, out) -> dict:
+        q = {"psnr_vs_source": psnr(render_views(out, self.orbit), self.orbit_ref)}
+        if self.own:
+            q["psnr_own_views"] = psnr(render_views(out, self.own), self.own_ref)
+        return q
+
+
 def size_of(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
 
 
-def bench_preset(splats, preset: str, ref, cams, tmp: Path) -> dict:
+def bench_preset(splats, preset: str, views: Views | None, tmp: Path, src: Path | None = None,
+                 cameras: str | None = None) -> dict:
+    """``src``/``cameras``: as `gscomp compress SRC OUT --cameras CAMERAS` (a found cameras.json
+    when None): the views `compact`'s importance stage scores from."""
     from gscomp.codec import decode_gsz, encode_gsz
-    from gscomp.commands.compress import compose_pipeline
+    from gscomp.commands.compress import _cameras_state, compose_pipeline
+    from gscomp.stages.pipeline import Pipeline
 
     cfg = compose_pipeline([f"pipeline={preset}"])
+    pipe = Pipeline.from_config(cfg)
+    ranks = any(st.type == "importance" for st in pipe.stages)
+    state = _cameras_state(pipe, src, cameras) if src is not None and ranks else None
     path = tmp / f"{preset}.gsz"
     enc = enc_cpu = float("inf")
     for _ in range(2):  # best of 2 (the first run also pays one-time imports); slow encodes run once
         t, c = time.perf_counter(), time.process_time()
-        stats = encode_gsz(splats, path, cfg)
+        stats = encode_gsz(splats, path, Pipeline.from_config(cfg), state=state)
         enc, enc_cpu = min(enc, time.perf_counter() - t), min(enc_cpu, time.process_time() - c)
         if enc > 5.0:
             break
@@ -113,7 +141,7 @@ def bench_preset(splats, preset: str, ref, cams, tmp: Path) -> dict:
         # CPU seconds of this process (all threads): robust to other load on a shared machine
         "encode_cpu_s": enc_cpu,
         "decode_cpu_s": min(dec_cpu),
-        "psnr_vs_source": psnr(render_views(out, cams), ref) if cams else None,
+        **(views.quality(out) if views else {"psnr_vs_source": None}),
     }
 
 
@@ -132,12 +160,12 @@ class _quiet_stdout:
         os.close(self.saved)
 
 
-def bench_gaussforge(ply_bytes: bytes, n: int, fmt: str, ref, cams, tmp: Path) -> dict:
+def bench_gaussforge(ply_bytes: bytes, n: int, fmt: str, views: Views, tmp: Path) -> dict:
     with _quiet_stdout():
-        return _bench_gaussforge(ply_bytes, n, fmt, ref, cams, tmp)
+        return _bench_gaussforge(ply_bytes, n, fmt, views, tmp)
 
 
-def _bench_gaussforge(ply_bytes: bytes, n: int, fmt: str, ref, cams, tmp: Path) -> dict:
+def _bench_gaussforge(ply_bytes: bytes, n: int, fmt: str, views: Views, tmp: Path) -> dict:
     import gaussforge
 
     from gscomp.io import load_splats
@@ -167,7 +195,7 @@ def _bench_gaussforge(ply_bytes: bytes, n: int, fmt: str, ref, cams, tmp: Path) 
         "bytes_per_gaussian": len(data) / n,
         "encode_gaussians_per_s": n / enc,
         "decode_gaussians_per_s (to ply)": n / dec,
-        "psnr_vs_source": psnr(render_views(out, cams), ref),
+        **views.quality(out),
     }
 
 
@@ -182,7 +210,7 @@ def _clamp_ply_opacity(path: Path) -> None:
     ply.write(str(path))
 
 
-def bench_gscomp_spz(splats, ref, cams, tmp: Path) -> dict:
+def bench_gscomp_spz(splats, views: Views, tmp: Path) -> dict:
     from gscomp.io import load_splats, save_splats
 
     p = tmp / "x.spz"
@@ -192,10 +220,10 @@ def bench_gscomp_spz(splats, ref, cams, tmp: Path) -> dict:
     out = load_splats(p)
     n = len(splats)
     return {"codec": "gscomp-io:spz", "bytes": p.stat().st_size, "bytes_per_gaussian": p.stat().st_size / n,
-            "encode_gaussians_per_s": n / enc, "psnr_vs_source": psnr(render_views(out, cams), ref)}
+            "encode_gaussians_per_s": n / enc, **views.quality(out)}
 
 
-def bench_splat_transform(exe: str, ply: Path, n: int, ref, cams, tmp: Path, timeout: int) -> list[dict]:
+def bench_splat_transform(exe: str, ply: Path, n: int, views: Views, tmp: Path, timeout: int) -> list[dict]:
     from gscomp.io import load_splats
 
     out = []
@@ -213,15 +241,15 @@ def bench_splat_transform(exe: str, ply: Path, n: int, ref, cams, tmp: Path, tim
             continue
         try:
             back = load_splats(dst)
-            p = psnr(render_views(back, cams), ref)
+            q = views.quality(back)
         except Exception as e:
-            p = f"read back failed: {e}"
+            q = {"psnr_vs_source": f"read back failed: {e}"}
         out.append({"codec": f"splat-transform:{ext}", "bytes": size_of(dst), "bytes_per_gaussian": size_of(dst) / n,
-                    "encode_gaussians_per_s": n / enc, "psnr_vs_source": p})
+                    "encode_gaussians_per_s": n / enc, **q})
     return out
 
 
-def bench_gsplat(splats, ref, cams, tmp: Path) -> dict:
+def bench_gsplat(splats, views: Views, tmp: Path) -> dict:
     """gsplat's PngCompression with sorting off (its PLAS sort needs CUDA): 8-bit PNG attribute
     images, 16-bit positions (after its log transform) and k-means SH rest. It drops the
     lowest-opacity Gaussians to make the count a square, so its PSNR includes that loss."""
@@ -261,8 +289,7 @@ def bench_gsplat(splats, ref, cams, tmp: Path) -> dict:
                  shN=shn.float())
     size = sum(f.stat().st_size for f in d.iterdir())
     return {"codec": name, "bytes": size, "bytes_per_gaussian": size / n, "kept_gaussians": m,
-            "encode_gaussians_per_s": n / enc, "decode_gaussians_per_s": n / dec,
-            "psnr_vs_source": psnr(render_views(out, cams), ref)}
+            "encode_gaussians_per_s": n / enc, "decode_gaussians_per_s": n / dec, **views.quality(out)}
 
 
 def main(argv=None) -> int:
@@ -277,7 +304,13 @@ def main(argv=None) -> int:
                     help="gaussforge exports to run (its SOG export of 500k splats takes many minutes)")
     ap.add_argument("--splat-transform", default=os.environ.get("SPLAT_TRANSFORM", "/tmp/st/node_modules/.bin/splat-transform"))
     ap.add_argument("--st-timeout", type=int, default=120)
+    ap.add_argument("--cameras", nargs="*", default=[],
+                    help="per input, in order: its cameras (cameras.json, COLMAP model or capture folder), 'auto' "
+                         "(default: a trained model's cameras.json, as gscomp compress finds it) or 'none'")
     args = ap.parse_args(argv)
+    if len(args.cameras) > len(args.inputs):
+        ap.error("--cameras has more entries than --inputs")
+    from gscomp.data.cameras import find_cameras_json, load_cameras
     from gscomp.io import load_splats, save_splats
 
     torch.manual_seed(0)
@@ -287,47 +320,51 @@ def main(argv=None) -> int:
         n, deg = (int(v) for v in rel.split(":"))
         splats = synthetic_splats(n, deg)
         with tempfile.TemporaryDirectory() as td:
-            res = [bench_preset(splats, p, None, [], Path(td)) for p in args.presets]
+            res = [bench_preset(splats, p, None, Path(td)) for p in args.presets]
         report["inputs"].append({"input": f"synthetic:{n}:{deg}", "n": n, "sh_degree": deg, "results": res})
         print(json.dumps(report["inputs"][-1]), file=sys.stderr)
-    for rel in args.inputs:
+    for i, rel in enumerate(args.inputs):
         src = Path(rel) if Path(rel).exists() else SHARED / rel
         if not src.exists():
             report["inputs"].append({"input": rel, "error": "not found"})
             continue
+        cam_arg = args.cameras[i] if i < len(args.cameras) else "auto"
+        cam_path = (find_cameras_json(src) if cam_arg == "auto" else None if cam_arg == "none" else Path(cam_arg))
         splats = load_splats(src)
         n = len(splats)
-        cams = orbit_cameras(splats, args.views, args.res)
-        ref = render_views(splats, cams)
-        entry = {"input": rel, "n": n, "sh_degree": splats.sh_degree, "source_bytes": size_of(src), "results": []}
+        views = Views(splats, args.views, args.res, load_cameras(cam_path, args.views) if cam_path else None)
+        entry = {"input": rel, "n": n, "sh_degree": splats.sh_degree, "source_bytes": size_of(src),
+                 "cameras": str(cam_path) if cam_path else None, "results": []}
         with tempfile.TemporaryDirectory() as td:
             tmp = Path(td)
             for preset in args.presets:
-                entry["results"].append(bench_preset(splats, preset, ref, cams, tmp))
+                # encoded as `gscomp compress` would, with the same cameras (none: sphere views)
+                entry["results"].append(bench_preset(splats, preset, views, tmp, src if cam_path else None,
+                                                     str(cam_path) if cam_path else None))
                 print(json.dumps(entry["results"][-1]), file=sys.stderr)
             ply = tmp / "source.ply"
             if peers & {"gaussforge", "splat-transform"}:
                 save_splats(ply, splats)
             if "gscomp-spz" in peers:
-                entry["results"].append(bench_gscomp_spz(splats, ref, cams, tmp))
+                entry["results"].append(bench_gscomp_spz(splats, views, tmp))
             if "gaussforge" in peers:
                 try:
                     import gaussforge  # noqa: F401
 
                     data = ply.read_bytes()
                     for fmt in [f for f in args.gaussforge_formats.split(",") if f]:
-                        entry["results"].append(bench_gaussforge(data, n, fmt, ref, cams, tmp))
+                        entry["results"].append(bench_gaussforge(data, n, fmt, views, tmp))
                         print(json.dumps(entry["results"][-1]), file=sys.stderr)
                 except ImportError:
                     entry["results"].append({"codec": "gaussforge", "error": "not installed (pip install gaussforge)"})
             if "splat-transform" in peers:
                 exe = args.splat_transform if Path(args.splat_transform).exists() else shutil.which("splat-transform")
                 if exe:
-                    entry["results"] += bench_splat_transform(exe, ply, n, ref, cams, tmp, args.st_timeout)
+                    entry["results"] += bench_splat_transform(exe, ply, n, views, tmp, args.st_timeout)
                 else:
                     entry["results"].append({"codec": "splat-transform", "error": "not installed (npm install @playcanvas/splat-transform)"})
             if "gsplat" in peers:
-                entry["results"].append(bench_gsplat(splats, ref, cams, tmp))
+                entry["results"].append(bench_gsplat(splats, views, tmp))
                 print(json.dumps(entry["results"][-1]), file=sys.stderr)
         report["inputs"].append(entry)
     print(json.dumps(report, indent=2))

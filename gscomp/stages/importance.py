@@ -26,6 +26,10 @@ MAX_LEVELS = 6
 # floor, captured from inside it: from its own cameras `compact` lost 2.2 dB to SPZ), 61% on an
 # object inside a background shell. Above HIDDEN_WARN the encoder says to pass the cameras.
 HIDDEN_BELOW, HIDDEN_WARN = 1e-4, 0.2
+# Given cameras: share of Gaussians scoring exactly 0 (outside every view, or below alpha 1/255).
+# Measured with 16 of a capture's own cameras: 2.0% sodacan, 0.9-1.1% lego; with another scene's
+# cameras (wrong frame): 58-100%.
+UNSEEN_WARN = 0.25
 
 
 def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
@@ -119,11 +123,18 @@ def snapped_scores(splats, views: int, steps: dict[str, float], pos_bits: int, c
     return imp
 
 
+def reference_score(imp: np.ndarray, quantile: float) -> float:
+    """I_ref of `classes_of_scores`: the given quantile of the scores (of the positive ones when
+    that is 0: mostly invisible Gaussians, e.g. an early model, or cameras that miss the scene)."""
+    ref = float(np.quantile(imp, quantile)) if imp.size else 0.0
+    if ref <= 0 and (imp > 0).any():
+        ref = float(np.quantile(imp[imp > 0], quantile))
+    return ref
+
+
 def classes_of_scores(imp: np.ndarray, quantile: float, levels: int) -> np.ndarray:
     """The classes of snapped scores (`importance_classes`)."""
-    ref = float(np.quantile(imp, quantile)) if imp.size else 0.0
-    if ref <= 0 and (imp > 0).any():  # mostly invisible Gaussians (e.g. an early model): rank the visible ones
-        ref = float(np.quantile(imp[imp > 0], quantile))
+    ref = reference_score(imp, quantile)
     if ref <= 0:
         return np.zeros(len(imp), np.int64)
     # round(0.5 log2(ref / I)) >= c  <=>  I <= ref 2^(1 - 2c): compared against exact powers of two
@@ -140,6 +151,28 @@ def _snap(x: np.ndarray) -> np.ndarray:
     x = np.where(x > 0, x, 0.0)
     mant, ex = np.frexp(x)
     return np.ldexp(np.round(mant * 256) / 256, ex)
+
+
+def scoring_warning(imp: np.ndarray, quantile: float, given_views: int) -> str | None:
+    """What looks wrong with the views the scores came from, or None. Sphere views: many Gaussians
+    barely show (a scene seen from inside). Given cameras: many Gaussians score exactly 0, outside
+    every view (cameras of another scene or coordinate frame, or too few views of a large one).
+    ``given_views``: the number of given cameras scored from, 0 for the sphere."""
+    if not imp.size:
+        return None
+    if given_views:
+        unseen = float((imp == 0).mean())
+        if unseen > UNSEEN_WARN:
+            return (f"{100 * unseen:.0f}% of the Gaussians are not seen from any of the {given_views} given views; check that the "
+                    "cameras belong to this scene (same coordinate frame), or use more of them "
+                    "(pipeline.stages.importance.views=N)")
+        return None
+    hidden = float((imp < HIDDEN_BELOW * reference_score(imp, quantile)).mean())
+    if hidden > HIDDEN_WARN:
+        return (f"{100 * hidden:.0f}% of the Gaussians barely show from outside the scene; if it is seen from "
+                "inside (a room, an unbounded capture), pass its cameras: gscomp compress IN OUT --cameras "
+                "cameras.json|COLMAP model|capture folder")
+    return None
 
 
 CLASS_KEY = "importance_class"  # ctx.attrs key the importance stage hands to later stages
@@ -226,11 +259,9 @@ class Importance(Stage):
         if ctx.n:
             imp = snapped_scores(splats, p["views"], steps, p["pos_bits"], self._cams, report, sens)
             cls = classes_of_scores(imp, p["quantile"], p["levels"])
-            hidden = float((imp < HIDDEN_BELOW * np.quantile(imp, p["quantile"])).mean())
-            if self._cams is None and hidden > HIDDEN_WARN:
-                print(f"warning: importance: {100 * hidden:.0f}% of the Gaussians barely show from outside the scene; "
-                      "if it is seen from inside (a room, an unbounded capture), pass its cameras: gscomp compress "
-                      "IN OUT --cameras cameras.json|COLMAP model|capture folder", file=sys.stderr)
+            warning = scoring_warning(imp, p["quantile"], len(self._cams or []))
+            if warning:
+                print(f"warning: importance: {warning}", file=sys.stderr)
         ctx.hints[SENSITIVITY_KEY] = sens  # per-field render sensitivity, for the trellis (`posthoc`)
         return [Section("classes", "symbols/v1", E.encode_symbols(cls, allow_ctx=True))]
 
@@ -252,4 +283,4 @@ def classes_of(ctx: CodingContext, setting: str, decoding: bool = False) -> np.n
 
 
 __all__ = ["CLASS_KEY", "MAX_LEVELS", "SENSITIVITY_KEY", "Importance", "classes_of", "importance_classes", "importance_scores",
-           "sphere_cameras"]
+           "reference_score", "scoring_warning", "sphere_cameras"]
