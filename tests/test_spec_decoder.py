@@ -11,6 +11,7 @@ import torch
 from conftest import ROOT, shared
 from gscomp import Splats
 from gscomp.codec import decode_gsz, encode_gsz
+from gscomp.codec.container import read_gsz
 from gscomp.commands.compress import compose_pipeline
 from gscomp.io import load_splats
 
@@ -49,6 +50,19 @@ def _vq(splats: Splats, rows: int = 12, seed: int = 5) -> Splats:
     pick = torch.randint(0, rows, (len(splats),), generator=g)
     return Splats(means=splats.means * 40, quats=splats.quats, scales=splats.scales,
                   opacities=splats.opacities, sh0=splats.sh0, shN=book[pick])
+
+
+def _far(splats: Splats, share: float = 0.05, seed: int = 3) -> Splats:
+    """The same Gaussians with a share of them moved out to 3..1000 times the scene's radius
+    (log-uniform, all directions): an unbounded capture's background."""
+    g = torch.Generator().manual_seed(seed)
+    k = int(len(splats) * share)
+    d = torch.randn(k, 3, generator=g)
+    d = d / d.norm(dim=1, keepdim=True) * torch.exp(torch.rand(k, 1, generator=g) * np.log(1000 / 3)) * 3
+    means = splats.means.clone()
+    means[:k] = d
+    return Splats(means=means, quats=splats.quats, scales=splats.scales, opacities=splats.opacities,
+                  sh0=splats.sh0, shN=splats.shN)
 
 
 # (name, n, sh degree, overrides): every codec and option of the post-hoc stages in docs/gsz-format.md §5
@@ -90,6 +104,13 @@ def test_spec_decoder_matches_on_every_codec(random_splats, tmp_path):
     for p in ("high", "compact"):
         encode_gsz(splats, tmp_path / "vq.gsz", compose_pipeline([f"pipeline={p}"]))
         bad += _same_bits(tmp_path / "vq.gsz", f"{p}, codebook shN (dedup)")
+    # an unbounded scene (far background): the core box with log tails (morton-delta*/v2)
+    far = _far(random_splats(2000, sh_degree=1, seed=98))
+    for p in ("high", "low", "compact"):
+        encode_gsz(far, tmp_path / "far.gsz", compose_pipeline([f"pipeline={p}"]))
+        codec = next(s.codec for s in read_gsz(tmp_path / "far.gsz")[1] if s.name.endswith("means"))
+        assert codec.endswith("/v2"), codec
+        bad += _same_bits(tmp_path / "far.gsz", f"{p}, far background (log tails)")
     assert not bad, f"the spec decoder disagrees with gscomp on: {bad}"
     # the cases above must exercise every integer-stream mode the writer produces:
     # empty, constant, rANS (16-bit, split, 12-bit histogram), delta rANS, zstd, varints, context rANS

@@ -8,8 +8,8 @@ use it: `tests/test_spec_decoder.py` decodes files of every preset (post-hoc and
 decoders and requires bit-identical fields, so the specification cannot drift from the implementation.
 
 Supported: container + CRC checks, integer streams (modes 0-7, rANS kinds 0/1/2),
-packed bit fields, stages `importance`, `positions` (morton-delta/v1,
-morton-delta-classed/v1), `attributes` (quat-s3/v1, symbols/v1, symbols-gdiff/v1,
+packed bit fields, stages `importance`, `positions` (morton-delta/v1 and v2,
+morton-delta-classed/v1 and v2), `attributes` (quat-s3/v1, symbols/v1, symbols-gdiff/v1,
 symbols-dedup/v1, f32-planes/v1, symbols-classed/v1 (shN too) incl. sort_scales, size_levels and
 dependent (trellis) quantization), and the trained-pipeline stages `masking` (no section),
 `rvq` (float16 codebooks + per-stage index streams, optional importance `depths`) and
@@ -315,19 +315,70 @@ def positions_coords(q, bounds_f32, bits):
     return (lo[None, :] + q * step[None, :]).astype(np.float32)
 
 
+# exp for the log tails, exactly as the spec writes it
+EXP_LN2_HI = 6.93147180369123816490e-01
+EXP_LN2_LO = 1.90821492927058770002e-10
+EXP_INV_LN2 = 1.44269504088896338700e+00
+
+
+def spec_exp(y):
+    k = np.floor(y * EXP_INV_LN2 + 0.5)
+    r = (y - k * EXP_LN2_HI) - k * EXP_LN2_LO
+    p = np.full_like(r, 1.0 / math.factorial(13))
+    for i in range(12, -1, -1):
+        p = p * r + 1.0 / math.factorial(i)
+    return np.ldexp(p, k.astype(np.int64))
+
+
+def read_tailed_grid(rd, bits):
+    """v2 grid block: core box (6 float32) and tail lengths (6 uint32); returns (core, tails, B)."""
+    core = np.frombuffer(rd.bytes(24), dtype="<f4").astype(np.float32)
+    tails = np.frombuffer(rd.bytes(24), dtype="<u4").astype(np.int64)
+    need(np.all(np.isfinite(core)) and np.all(core[:3] <= core[3:]), "positions: bad core box")
+    need(np.all(tails <= (1 << 19)), "positions: tail too long")
+    sizes = tails[:3] + (1 << bits) + tails[3:]
+    B = max(bits, max(int(s - 1).bit_length() for s in sizes))
+    need(B <= 19, "positions: grid too large")
+    return core, tails, sizes, B
+
+
+def tailed_coords(q, core, tails, sizes, bits):
+    """Grid coordinates (float64, indices or cell centres) -> float32 positions, per the v2 rule."""
+    J = float((1 << bits) - 1)
+    out = np.empty(q.shape, np.float64)
+    for a in range(3):
+        lo, hi = float(core[a]), float(core[3 + a])
+        h, w = (hi - lo) / J, (hi - lo) / 2.0
+        j = q[:, a] - float(tails[a])
+        x = lo + j * h
+        up, dn = j > J, j < 0
+        need(not (up.any() or dn.any()) or w > 0, "positions: tails on an empty core")
+        x[up] = hi + w * (spec_exp(((j[up] - J) * h) / w) - 1.0)
+        x[dn] = lo - w * (spec_exp(((-j[dn]) * h) / w) - 1.0)
+        out[:, a] = x
+    with np.errstate(over="ignore", invalid="ignore"):
+        res = out.astype(np.float32)
+    need(np.all(np.isfinite(res)), "positions: position past the float32 range")
+    return res
+
+
 def decode_positions(stage, sections, n, ctx):
     if stage.get("adaptive"):
         payload, codec = sections["means"]
-        need(codec == "morton-delta-classed/v1", "positions: unexpected codec " + codec)
+        need(codec in ("morton-delta-classed/v1", "morton-delta-classed/v2"), "positions: unexpected codec " + codec)
         rd = Reader(payload)
         bits = rd.u8()
         need(bits == stage["bits"], "positions: bits differ from header")
         cmax = rd.u8()
         need(cmax < bits, "positions: cmax >= bits")
-        bounds = np.frombuffer(rd.bytes(24), dtype="<f4")
+        if codec.endswith("/v2"):
+            core, tails, sizes, B = read_tailed_grid(rd, bits)
+        else:
+            bounds = np.frombuffer(rd.bytes(24), dtype="<f4")
+            B = bits
         cls_d = read_int_stream(rd.blob(), n)
         raw = rd.blob()
-        cb = bits - cmax
+        cb = B - cmax
         M = morton_from_classes(cls_d, raw, cb)
         X = deinterleave(M, cb).astype(np.int64)
         c = ctx["classes"]
@@ -337,17 +388,27 @@ def decode_positions(stage, sections, n, ctx):
         ref = unpack_bits(rd.rest(), widths).astype(np.int64).reshape(n, 3)
         u = (X << rw[:, None]) | ref
         q = u.astype(np.float64) * np.exp2(e)[:, None] + (np.exp2(e)[:, None] - 1.0) / 2.0
+        if codec.endswith("/v2"):
+            need(np.all((u << e[:, None]) < sizes[None, :]), "positions: grid index out of range")
+            return {"means": tailed_coords(q, core, tails, sizes, bits)}
         return {"means": positions_coords(q, bounds, bits)}
     payload, codec = sections["means"]
-    need(codec == "morton-delta/v1", "positions: unexpected codec " + codec)
+    need(codec in ("morton-delta/v1", "morton-delta/v2"), "positions: unexpected codec " + codec)
     rd = Reader(payload)
     bits = rd.u8()
     need(bits == stage["bits"] and 1 <= bits <= 19, "positions: bad bits")
-    bounds = np.frombuffer(rd.bytes(24), dtype="<f4")
+    if codec.endswith("/v2"):
+        core, tails, sizes, B = read_tailed_grid(rd, bits)
+    else:
+        bounds = np.frombuffer(rd.bytes(24), dtype="<f4")
+        B = bits
     cls_d = read_int_stream(rd.blob(), n)
-    M = morton_from_classes(cls_d, rd.rest(), bits)
-    q = deinterleave(M, bits).astype(np.float64)
-    return {"means": positions_coords(q, bounds, bits)}
+    M = morton_from_classes(cls_d, rd.rest(), B)
+    q = deinterleave(M, B).astype(np.int64)
+    if codec.endswith("/v2"):
+        need(np.all(q < sizes[None, :]), "positions: grid index out of range")
+        return {"means": tailed_coords(q.astype(np.float64), core, tails, sizes, bits)}
+    return {"means": positions_coords(q.astype(np.float64), bounds, bits)}
 
 
 # --------------------------------------------------------------------------------

@@ -234,8 +234,6 @@ def classed_means(codes: np.ndarray, cls: np.ndarray, ref, cmax: int, lo, hi, bi
     """Adaptive positions: Gaussian i of class c has the coarse Morton code codes[i] (grid of
     bits - cmax bits) and cmax - c raw refinement bits per axis (x, y, z, MSB first); it goes to
     the centre of its 2^c-wide cell of the full grid. float32 (n, 3)."""
-    from .entropy import unpack_bits
-
     origin, step = grid_params(lo, hi, bits)
     mod = _rans()
     if mod is not None:
@@ -244,13 +242,22 @@ def classed_means(codes: np.ndarray, cls: np.ndarray, ref, cmax: int, lo, hi, bi
                                      bytes(ref), cmax, origin, step)
         except ValueError as e:
             raise FormatError(f"positions: {e}") from None
+    _, qf = classed_cells(codes, cls, ref, cmax)
+    return (origin + qf * step).astype(np.float32)
+
+
+def classed_cells(codes: np.ndarray, cls: np.ndarray, ref, cmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cell, grid coordinate) of adaptive positions (`classed_means`): each Gaussian's cell on the
+    grid of bits - c bits (int64 (n, 3)) and the centre of that 2^c-wide cell on the full grid
+    (float64 (n, 3), exact)."""
+    from .entropy import unpack_bits
+
     n = len(codes)
     coarse = morton_decode(codes.astype(np.uint64))
     fine = unpack_bits(ref, np.repeat(cmax - cls, 3), 3 * n).astype(np.int64).reshape(n, 3)
-    cell = (coarse << (cmax - cls)[:, None]) | fine  # the Gaussian's cell on the grid of bits - c bits
-    half = ((np.int64(1) << cls) - 1).astype(np.float64)[:, None] / 2  # centre of a 2^c-wide cell
-    qf = cell.astype(np.float64) * (np.int64(1) << cls).astype(np.float64)[:, None] + half
-    return (origin + qf * step).astype(np.float32)
+    cell = (coarse << (cmax - cls)[:, None]) | fine
+    half = ((np.int64(1) << cls) - 1).astype(np.float64)[:, None] / 2
+    return cell, cell.astype(np.float64) * (np.int64(1) << cls).astype(np.float64)[:, None] + half
 
 
 def _spread3(v: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import torch
 
 from ..codec import entropy as E
 from ..codec import quant as Q
+from ..codec.posgrid import CORE_DEFAULT, PosGrid
 from ..errors import FormatError, GscompError
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
 
@@ -53,22 +54,23 @@ def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
 
 
 def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, res: int = 128,
-                      cams: list | None = None, progress=None, per_field: dict | None = None) -> np.ndarray:
+                      cams: list | None = None, progress=None, per_field: dict | None = None,
+                      pos_core: float = CORE_DEFAULT) -> np.ndarray:
     """Expected squared render error of each Gaussian when its attributes get quantization errors
     of the given steps: sum over attributes a of step_a^2 * S_a, where S_a = sum over views, pixels
     and channels of (d pixel / d attribute)^2, the diagonal of J^T J (Fisher information), computed
     exactly per view by the native renderer (`gscomp.render.cpu.fisher_cpu`).
     steps: quats, scales, opacities, sh0 and optionally shN (with shN_band_gain: per SH band, as
-    the `attributes` stage); positions use the grid step of ``pos_bits``.
+    the `attributes` stage); positions use the step of the `positions` stage's grid of ``pos_bits``
+    and ``pos_core`` at each Gaussian (`gscomp.codec.posgrid`).
     ``progress(done, total)`` is called after each view; ``per_field``, a dict, receives each
     field's S summed over its components (float64, (n,))."""
     from ..render.cpu import fisher_cpu
 
     n = len(splats)
     means = as_np32(splats.means)
-    lo, hi = (means.min(0), means.max(0)) if n else (np.zeros(3, np.float32),) * 2
-    _, pos_step = Q.grid_params(lo, hi, pos_bits)  # per-axis grid step in world units
-    weight = {"means": torch.from_numpy(pos_step.astype(np.float64) ** 2)[None]}
+    pos_step = PosGrid.fit(means, pos_bits, pos_core).world_step(means)  # (n, 3) in world units
+    weight = {"means": torch.from_numpy(pos_step ** 2)}
     for f in ("quats", "scales", "opacities", "sh0"):
         weight[f] = float(steps.get(f, 0.0)) ** 2
     acc = {f: torch.zeros(getattr(splats, f).shape, dtype=torch.float64) for f in weight}  # summed over views
@@ -105,19 +107,22 @@ def shN_steps(step: float, gain: float, k: int) -> np.ndarray:
 
 
 def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
-                       cams: list | None = None, progress=None, per_field: dict | None = None) -> np.ndarray:
+                       cams: list | None = None, progress=None, per_field: dict | None = None,
+                       pos_core: float = CORE_DEFAULT) -> np.ndarray:
     """Class c = round(log2 sqrt(I_ref / I)) clipped to [0, levels): for a distortion weighted by I,
     the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
     I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
     parallel sums cannot flip a class (deterministic bytes)."""
-    return classes_of_scores(snapped_scores(splats, views, steps, pos_bits, cams, progress, per_field), quantile, levels)
+    return classes_of_scores(snapped_scores(splats, views, steps, pos_bits, cams, progress, per_field, pos_core),
+                             quantile, levels)
 
 
 def snapped_scores(splats, views: int, steps: dict[str, float], pos_bits: int, cams: list | None = None,
-                   progress=None, per_field: dict | None = None) -> np.ndarray:
+                   progress=None, per_field: dict | None = None, pos_core: float = CORE_DEFAULT) -> np.ndarray:
     """`importance_scores` (and ``per_field``, the sensitivities the trellis weighs errors by)
     snapped to 8 significant bits."""
-    imp = _snap(importance_scores(splats, views, steps, pos_bits, cams=cams, progress=progress, per_field=per_field))
+    imp = _snap(importance_scores(splats, views, steps, pos_bits, cams=cams, progress=progress, per_field=per_field,
+                                  pos_core=pos_core))
     if per_field is not None:
         per_field.update({f: _snap(v) for f, v in per_field.items()})
     return imp
@@ -193,7 +198,8 @@ class Importance(Stage):
     def __init__(self, views: int = 24, probes: int | None = None, quantile: float = 0.8, levels: int = 4,
                  pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
                  opacity_step: float = 0.06, sh0_step: float = 0.03, shN_step: float = 0.0,
-                 shN_band_gain: float = 1.0, cameras: str = "auto", max_res: int = 256):
+                 shN_band_gain: float = 1.0, cameras: str = "auto", max_res: int = 256,
+                 pos_core: float = CORE_DEFAULT):
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
@@ -224,7 +230,12 @@ class Importance(Stage):
             raise GscompError("importance.cameras must be auto, train or sphere")
         if not (is_int(max_res) and 16 <= max_res <= 4096):
             raise GscompError("importance.max_res must be an integer in 16..4096")
+        if not (isinstance(pos_core, (int, float)) and not isinstance(pos_core, bool)
+                and (pos_core == 0 or 0.5 <= pos_core <= 1000)):
+            raise GscompError("importance.pos_core must be 0 or in 0.5..1000 (the positions stage's core)")
         extra = {} if probes is None else {"probes": probes}
+        if pos_core != CORE_DEFAULT:  # only stored when changed: older headers unchanged
+            extra["pos_core"] = float(pos_core)
         super().__init__(views=views, **extra, quantile=float(quantile), levels=levels, pos_bits=pos_bits,
                          **{k: float(v) for k, v in steps.items()}, cameras=cameras, max_res=max_res)
         self._cams = None
@@ -257,7 +268,8 @@ class Importance(Stage):
         sens: dict = {}
         cls = np.zeros(0, np.int64)
         if ctx.n:
-            imp = snapped_scores(splats, p["views"], steps, p["pos_bits"], self._cams, report, sens)
+            imp = snapped_scores(splats, p["views"], steps, p["pos_bits"], self._cams, report, sens,
+                                 p.get("pos_core", CORE_DEFAULT))
             cls = classes_of_scores(imp, p["quantile"], p["levels"])
             warning = scoring_warning(imp, p["quantile"], len(self._cams or []))
             if warning:

@@ -25,6 +25,7 @@ import torch
 
 from ..codec import entropy as E
 from ..codec import quant as Q
+from ..codec.posgrid import CORE_DEFAULT, PosGrid, in_core
 from ..errors import FormatError, GscompError
 from ..splats import FIELDS, num_sh_rest
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
@@ -82,40 +83,46 @@ def decode_f32(data, count: int, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- positions
 @register
 class Positions(Stage):
-    """Means on a 2^bits grid over the bounding box, in Morton order."""
+    """Means on a 2^bits grid over the bounding box, in Morton order; for an unbounded scene, over
+    a core box with logarithmic tails (`gscomp.codec.posgrid`)."""
 
     type = "positions"
     owns = ("means",)
 
-    def __init__(self, bits: int = 16, adaptive: bool = False):
+    def __init__(self, bits: int = 16, adaptive: bool = False, core: float = CORE_DEFAULT):
         if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= Q.MAX_POS_BITS:
             raise GscompError(f"positions.bits must be an integer in 1..{Q.MAX_POS_BITS}, got {bits!r}")
         if not isinstance(adaptive, bool):
             raise GscompError("positions.adaptive must be true or false")
-        super().__init__(bits=bits, **({"adaptive": True} if adaptive else {}))
+        if not (isinstance(core, (int, float)) and not isinstance(core, bool) and (core == 0 or 0.5 <= core <= 1000)):
+            raise GscompError("positions.core must be 0 (a grid over the bounding box) or in 0.5..1000")
+        extra = {"adaptive": True} if adaptive else {}
+        if core != CORE_DEFAULT:  # encoder-only choice; only stored when changed: older headers unchanged
+            extra["core"] = float(core)
+        super().__init__(bits=bits, **extra)
         self.bits = bits
+        self.core = float(core)
 
-    def _grid(self, means: np.ndarray):
-        if len(means) == 0:
-            lo = hi = np.zeros(3, np.float32)
-        else:
-            lo, hi = means.min(0).astype(np.float32), means.max(0).astype(np.float32)
-        return lo, hi, Q.quantize_positions(means, lo, hi, self.bits)
+    def _grid(self, means: np.ndarray) -> tuple[PosGrid, np.ndarray]:
+        grid = PosGrid.fit(means, self.bits, self.core)
+        return grid, grid.quantize(means)
 
     def reorder(self, splats) -> torch.Tensor | None:
-        _, _, q = self._grid(as_np32(splats.means))
+        _, q = self._grid(as_np32(splats.means))
         order = np.argsort(Q.morton_encode(q), kind="stable")
         return torch.from_numpy(order)
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
-        lo, hi, q = self._grid(as_np32(splats.means))
-        head = struct.pack("<6f", *lo.tolist(), *hi.tolist())
+        grid, q = self._grid(as_np32(splats.means))
+        # v1: the box grid (its bounds); v2: core box and tail lengths (PosGrid.pack)
+        head = grid.pack() if grid.tails else struct.pack("<6f", *grid.lo.tolist(), *grid.hi.tolist())
+        v = "v2" if grid.tails else "v1"
         if self.params.get("adaptive"):
-            return [self._encode_adaptive(head, q, classes_of(ctx, "positions.adaptive"))]
+            return [self._encode_adaptive(head, q, classes_of(ctx, "positions.adaptive"), v)]
         codes = Q.morton_encode(q).astype(np.int64)  # < 2^57
-        return [Section("means", "morton-delta/v1", bytes([self.bits]) + head + _morton_delta_encode(codes))]
+        return [Section("means", f"morton-delta/{v}", bytes([self.bits]) + head + _morton_delta_encode(codes))]
 
-    def _encode_adaptive(self, head: bytes, q: np.ndarray, cls: np.ndarray) -> Section:
+    def _encode_adaptive(self, head: bytes, q: np.ndarray, cls: np.ndarray, v: str) -> Section:
         """Class c keeps bits - c bits per axis: Morton deltas of the coarse grid (bits - cmax bits),
         then cmax - c raw refinement bits per axis; the decoder puts it at the centre of its cell."""
         cmax = min(int(cls.max(initial=0)), self.bits - 1)
@@ -125,32 +132,46 @@ class Positions(Stage):
         ref = ((q >> c[:, None]) & ((np.int64(1) << (cmax - c))[:, None] - 1)).reshape(-1)
         payload = (bytes([self.bits, cmax]) + head + _morton_delta_encode(coarse, blob_raw=True, ctx=True)
                    + E.pack_bits(ref.astype(np.uint64), width))
-        return Section("means", "morton-delta-classed/v1", payload)
+        return Section("means", f"morton-delta-classed/{v}", payload)
+
+    def _read_grid(self, r: E.Reader, sec: Section) -> PosGrid:
+        if sec.codec.endswith("/v2"):
+            return PosGrid.unpack(r, self.bits)
+        lo, hi = _bounds(r)
+        return PosGrid(self.bits, lo, hi)
 
     def _decode_adaptive(self, sec: Section, ctx: CodingContext) -> np.ndarray:
         r = E.Reader(sec.payload, "positions")
         bits, cmax = r.u8(), r.u8()
         if bits != self.bits or cmax >= bits:
             raise FormatError(f"positions: bad grid ({bits} bits, coarse shift {cmax}) for {self.bits} bits")
-        lo, hi = _bounds(r)
+        grid = self._read_grid(r, sec)
+        B = grid.index_bits
         n = ctx.n
         c = np.minimum(classes_of(ctx, "positions.adaptive", True), cmax)
-        coarse = _morton_delta_decode(r, n, bits - cmax, blob_raw=True)
-        return Q.classed_means(coarse, c, r.take(r.remaining()), cmax, lo, hi, bits)
+        coarse = _morton_delta_decode(r, n, B - cmax, blob_raw=True)
+        if not grid.tails:
+            return Q.classed_means(coarse, c, r.take(r.remaining()), cmax, grid.lo, grid.hi, bits)
+        cell, qf = Q.classed_cells(coarse, c, r.take(r.remaining()), cmax)
+        grid.check_indices(cell << c[:, None])
+        return grid.to_world(qf)
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
         n = ctx.n
         if self.params.get("adaptive"):
-            means = self._decode_adaptive(need_section(sections, "means", "morton-delta-classed/v1"), ctx)
-            return {"means": torch.from_numpy(means).reshape(n, 3)}
-        sec = need_section(sections, "means", "morton-delta/v1")
+            sec = need_section(sections, "means", "morton-delta-classed/v1", "morton-delta-classed/v2")
+            return {"means": torch.from_numpy(self._decode_adaptive(sec, ctx)).reshape(n, 3)}
+        sec = need_section(sections, "means", "morton-delta/v1", "morton-delta/v2")
         r = E.Reader(sec.payload, "positions")
         bits = r.u8()
         if bits != self.bits:
             raise FormatError(f"positions: payload has {bits} bits, header says {self.bits}")
-        lo, hi = _bounds(r)
-        q = Q.morton_decode(_morton_delta_decode(r, n, bits).astype(np.uint64))
-        return {"means": torch.from_numpy(Q.dequantize_positions(q, lo, hi, bits)).reshape(n, 3)}
+        grid = self._read_grid(r, sec)
+        q = Q.morton_decode(_morton_delta_decode(r, n, grid.index_bits).astype(np.uint64))
+        if not grid.tails:
+            return {"means": torch.from_numpy(Q.dequantize_positions(q, grid.lo, grid.hi, bits)).reshape(n, 3)}
+        grid.check_indices(q)
+        return {"means": torch.from_numpy(grid.to_world(q)).reshape(n, 3)}
 
 
 def _bounds(r: E.Reader) -> tuple[np.ndarray, np.ndarray]:
@@ -291,6 +312,11 @@ class Attributes(Stage):
         out = []
         cls = classes_of(ctx, "attributes.adaptive") if self.params.get("adaptive") else None
         sens = ctx.hints.get(SENSITIVITY_KEY, {})  # per-field render sensitivity (importance stage), or none
+        # Gaussians in the scene's core (all of them in a bounded scene): the size reference and the
+        # trellis weights are taken over these, since an unbounded capture's huge background
+        # Gaussians would make every Gaussian of the centre look small and unimportant (measured on
+        # an object with a far background: -4 dB from the size levels, -1.8 dB from the weights)
+        self._core = in_core(as_np32(splats.means))
         sort = bool(self.params.get("sort_scales")) and self.steps["quats"] > 0 and self.steps["scales"] > 0
         if sort:  # same Gaussians with axes relabelled so scale x >= y >= z (see sort_axes)
             sorted_q, sorted_s = sort_axes(as_np32(splats.quats), as_np32(splats.scales))
@@ -299,11 +325,12 @@ class Attributes(Stage):
             st = Q.class_steps(self._grid("scales"), cls)
             s0dq = None  # (reconstruction indices, levels) of the largest scale: the scales reuse them
             if self.params.get("dependent_quant"):
-                s0dq = _dq_classed(sorted_s[:, :1] / st[:, None], cls, sens=sens.get("scales"))
+                s0dq = _dq_classed(sorted_s[:, :1] / st[:, None], cls, sens=sens.get("scales"), core=self._core)
                 ssym = s0dq[0]
             else:
                 ssym = Q.quantize(sorted_s, st[:, None], what="scales")
-            sized = (self._size_thresholds(sorted_s[:, 0]), ssym, s0dq)
+            core = self._core
+            sized = (self._size_thresholds(sorted_s[core, 0] if core.any() else sorted_s[:, 0]), ssym, s0dq)
         for f in self.fields_in_order():
             t = getattr(splats, f)
             x = as_np32(t).reshape(ctx.n, _width(f, ctx))
@@ -455,12 +482,12 @@ class Attributes(Stage):
         if dq:
             if f == "quats":
                 big, rest = Q.quats_rest(x)
-                code = np.concatenate([big[:, None], _dq_classed(rest / steps, cls, sens=sens)[1]], 1)
+                code = np.concatenate([big[:, None], _dq_classed(rest / steps, cls, sens=sens, core=self._core)[1]], 1)
             else:
                 t = x.astype(np.float64) / steps  # (n, width)
-                sym, code = _dq_classed(t, cls, sens=sens)
+                sym, code = _dq_classed(t, cls, sens=sens, core=self._core)
                 if f == "sh0" and len(sym) > 1:  # red and blue from the decoded green (when cheaper)
-                    ra, ka = _dq_classed(np.stack([t[:, 0] - sym[:, 1], t[:, 2] - sym[:, 1]], 1), cls, sens=sens)
+                    ra, ka = _dq_classed(np.stack([t[:, 0] - sym[:, 1], t[:, 2] - sym[:, 1]], 1), cls, sens=sens, core=self._core)
                     alt = np.stack([code[:, 1], ka[:, 0], ka[:, 1]], 1)
                     gd = bool(_cost(alt) < 0.98 * _cost(code))
                     if gd:
@@ -493,7 +520,7 @@ class Attributes(Stage):
         dq = bool(self.params.get("dependent_quant"))
         st = Q.class_steps(step, cls)
         if dq:  # s0dq: the same search, already run for the size levels of the other fields
-            s0dq = s0dq if s0dq is not None else _dq_classed(x[:, :1] / st[:, None], cls, sens=sens)
+            s0dq = s0dq if s0dq is not None else _dq_classed(x[:, :1] / st[:, None], cls, sens=sens, core=self._core)
             s0, c0 = (a[:, 0] for a in s0dq)
         else:
             s0 = c0 = Q.quantize(x[:, :1], st[:, None])[:, 0]
@@ -504,7 +531,7 @@ class Attributes(Stage):
         for j in (1, 2):
             t = (prev - x[:, j].astype(np.float64)) / sg
             if dq:
-                g, c = (a[:, 0] for a in _dq_classed(t[:, None], cls + e, nonneg=True, sens=sens))
+                g, c = (a[:, 0] for a in _dq_classed(t[:, None], cls + e, nonneg=True, sens=sens, core=self._core))
             else:
                 g = c = np.maximum(0, np.rint(t)).astype(np.int64)
             prev = prev - g * sg
@@ -616,14 +643,15 @@ def _scatter_rows(n: int, w: int, rows: list[np.ndarray], cols: list[np.ndarray]
     return out
 
 
-def _dq_classed(t: np.ndarray, cls: np.ndarray, nonneg: bool = False,
-                sens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _dq_classed(t: np.ndarray, cls: np.ndarray, nonneg: bool = False, sens: np.ndarray | None = None,
+                core: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Dependent quantization of every (class, column) stream of t (targets in grid steps, (n, w)):
     (reconstruction indices, coded levels), both (n, w) with each stream's rows in their order.
     ``sens`` (n,), the render sensitivity of each row (the importance stage's hint), weights each
     value's error in the search by its row's sensitivity over the stream's mean (clipped to
     [1/DQ_WEIGHT_CLIP, DQ_WEIGHT_CLIP]): all rows of a stream share one step, so this only moves
-    error from the rows that show more to those that show less."""
+    error from the rows that show more to those that show less. ``core`` (n,) bool: the rows the
+    mean is taken over (`gscomp.codec.posgrid.in_core`; all rows when None or none of a class)."""
     rows = _class_rows(cls)
     w = t.shape[1]
     weights = None
@@ -631,7 +659,8 @@ def _dq_classed(t: np.ndarray, cls: np.ndarray, nonneg: bool = False,
         per_class = []
         for i in rows:
             si = sens[i]
-            m = float(si.mean()) if si.size else 0.0
+            ref = si[core[i]] if core is not None and core[i].any() else si
+            m = float(ref.mean()) if ref.size else 0.0
             per_class.append(np.clip(si / m, 1 / DQ_WEIGHT_CLIP, DQ_WEIGHT_CLIP) if m > 0 else np.ones(si.size))
         weights = [wc for wc in per_class for _ in range(w)]  # streams are class-major
     res = Q.dq_quantize([col for i in rows for col in _columns_of(t, i)], nonneg, weights=weights)
