@@ -4,6 +4,7 @@ preset, with peers side by side (JSON to stdout).
     .venv/bin/python tools/bench_codec.py [--inputs A B] [--presets high medium compact] [--res 256]
         [--views 8] [--peers gaussforge,gscomp-spz,splat-transform,gsplat] [--splat-transform BIN]
         [--gaussforge-formats spz,compressed.ply,sog] [--cameras PATH|auto|none ...]
+        [--background SHARE:REACH]
 
 PSNR: both scenes rendered with gscomp.render(backend="cpu") from a fixed orbit of cameras around
 the scene's median point (looking at it from 20 degrees above the horizon, y-down world), colours
@@ -50,6 +51,28 @@ def synthetic_splats(n: int, deg: int):
     return Splats(means=means, quats=torch.randn(n, 4, generator=g), scales=torch.randn(n, 3, generator=g) * 0.5 - 4,
                   opacities=torch.randn(n, generator=g) * 2, sh0=torch.randn(n, 1, 3, generator=g) * 0.8,
                   shN=lap)
+
+
+def with_background(splats, share: float, reach: float):
+    """The scene plus a synthetic far background, as an unbounded capture has: share x n
+    Gaussians in all directions at 3..reach times the scene's 90th-percentile radius
+    (log-uniform), sized in proportion to their distance, smooth colours (seeded)."""
+    from gscomp import Splats
+
+    g = torch.Generator().manual_seed(1)
+    m = splats.means.double()
+    c = m.median(0).values
+    r = torch.quantile((m - c).norm(dim=1)[:200000].float(), 0.9).item()
+    k = max(1, int(len(splats) * share))
+    d = torch.randn(k, 3, generator=g, dtype=torch.float64)
+    d /= d.norm(dim=1, keepdim=True)
+    dist = 3 * r * torch.exp(torch.rand(k, generator=g, dtype=torch.float64) * math.log(reach / 3))
+    col = 0.5 + 0.3 * d.float() + 0.1 * torch.randn(k, 3, generator=g)
+    bg = Splats(means=(c + dist[:, None] * d).float(), quats=torch.randn(k, 4, generator=g),
+                scales=torch.log(dist * 0.04).float()[:, None] + 0.3 * torch.randn(k, 3, generator=g),
+                opacities=torch.full((k,), 2.0), sh0=((col - 0.5) / 0.28209479).reshape(k, 1, 3),
+                shN=torch.zeros(k, splats.shN.shape[1], 3))
+    return Splats.cat([splats.detach(), bg])
 
 
 def orbit_cameras(splats, views: int, res: int):
@@ -307,6 +330,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cameras", nargs="*", default=[],
                     help="per input, in order: its cameras (cameras.json, COLMAP model or capture folder), 'auto' "
                          "(default: a trained model's cameras.json, as gscomp compress finds it) or 'none'")
+    ap.add_argument("--background", default=None, metavar="SHARE:REACH",
+                    help="add a synthetic far background to every input (e.g. 0.05:300: 5%% more Gaussians at "
+                         "3..300 times its radius), the way an unbounded capture looks")
     args = ap.parse_args(argv)
     if len(args.cameras) > len(args.inputs):
         ap.error("--cameras has more entries than --inputs")
@@ -331,9 +357,13 @@ def main(argv=None) -> int:
         cam_arg = args.cameras[i] if i < len(args.cameras) else "auto"
         cam_path = (find_cameras_json(src) if cam_arg == "auto" else None if cam_arg == "none" else Path(cam_arg))
         splats = load_splats(src)
+        if args.background:
+            share, reach = (float(v) for v in args.background.split(":"))
+            splats = with_background(splats, share, reach)
+            save_splats(src := Path(tempfile.mkdtemp()) / "with_background.ply", splats)  # its size, and peers read it
         n = len(splats)
         views = Views(splats, args.views, args.res, load_cameras(cam_path, args.views) if cam_path else None)
-        entry = {"input": rel, "n": n, "sh_degree": splats.sh_degree, "source_bytes": size_of(src),
+        entry = {"input": rel + (f" + background {args.background}" if args.background else ""), "n": n, "sh_degree": splats.sh_degree, "source_bytes": size_of(src),
                  "cameras": str(cam_path) if cam_path else None, "results": []}
         with tempfile.TemporaryDirectory() as td:
             tmp = Path(td)
@@ -367,6 +397,8 @@ def main(argv=None) -> int:
                 entry["results"].append(bench_gsplat(splats, views, tmp))
                 print(json.dumps(entry["results"][-1]), file=sys.stderr)
         report["inputs"].append(entry)
+        if args.background:
+            shutil.rmtree(src.parent, ignore_errors=True)
     print(json.dumps(report, indent=2))
     return 0
 

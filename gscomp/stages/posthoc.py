@@ -25,7 +25,7 @@ import torch
 
 from ..codec import entropy as E
 from ..codec import quant as Q
-from ..codec.posgrid import CORE_DEFAULT, PosGrid, in_core
+from ..codec.posgrid import CORE_DEFAULT, PosGrid
 from ..errors import FormatError, GscompError
 from ..splats import FIELDS, num_sh_rest
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
@@ -81,6 +81,7 @@ def decode_f32(data, count: int, what: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- positions
+CORE_KEY = "positions_core"  # ctx.hints key (encoder only): which Gaussians lie in the positions' core box
 @register
 class Positions(Stage):
     """Means on a 2^bits grid over the bounding box, in Morton order; for an unbounded scene, over
@@ -114,6 +115,7 @@ class Positions(Stage):
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         grid, q = self._grid(as_np32(splats.means))
+        ctx.hints[CORE_KEY] = grid.in_core(as_np32(splats.means))  # for the attributes stage (encoder only)
         # v1: the box grid (its bounds); v2: core box and tail lengths (PosGrid.pack)
         head = grid.pack() if grid.tails else struct.pack("<6f", *grid.lo.tolist(), *grid.hi.tolist())
         v = "v2" if grid.tails else "v1"
@@ -312,11 +314,13 @@ class Attributes(Stage):
         out = []
         cls = classes_of(ctx, "attributes.adaptive") if self.params.get("adaptive") else None
         sens = ctx.hints.get(SENSITIVITY_KEY, {})  # per-field render sensitivity (importance stage), or none
-        # Gaussians in the scene's core (all of them in a bounded scene): the size reference and the
+        # Gaussians in the positions' core box (all of them in a bounded scene): the size reference and the
         # trellis weights are taken over these, since an unbounded capture's huge background
         # Gaussians would make every Gaussian of the centre look small and unimportant (measured on
         # an object with a far background: -4 dB from the size levels, -1.8 dB from the weights)
-        self._core = in_core(as_np32(splats.means))
+        self._core = ctx.hints.get(CORE_KEY)
+        if self._core is None or len(self._core) != ctx.n:
+            self._core = np.ones(ctx.n, bool)
         sort = bool(self.params.get("sort_scales")) and self.steps["quats"] > 0 and self.steps["scales"] > 0
         if sort:  # same Gaussians with axes relabelled so scale x >= y >= z (see sort_axes)
             sorted_q, sorted_s = sort_axes(as_np32(splats.quats), as_np32(splats.scales))
