@@ -114,8 +114,9 @@ class Positions(Stage):
         return torch.from_numpy(order)
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
-        grid, q = self._grid(as_np32(splats.means))
-        ctx.hints[CORE_KEY] = grid.in_core(as_np32(splats.means))  # for the attributes stage (encoder only)
+        means = as_np32(splats.means)
+        grid, q = self._grid(means)
+        ctx.hints[CORE_KEY] = grid.in_core(means)  # for the attributes stage (encoder only)
         # v1: the box grid (its bounds); v2: core box and tail lengths (PosGrid.pack)
         head = grid.pack() if grid.tails else struct.pack("<6f", *grid.lo.tolist(), *grid.hi.tolist())
         v = "v2" if grid.tails else "v1"
