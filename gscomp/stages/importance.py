@@ -16,7 +16,7 @@ import torch
 
 from ..codec import entropy as E
 from ..codec import quant as Q
-from ..codec.posgrid import CORE_DEFAULT, PosGrid
+from ..codec.posgrid import CORE_DEFAULT, PosGrid, valid_core
 from ..errors import FormatError, GscompError
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
 
@@ -230,8 +230,7 @@ class Importance(Stage):
             raise GscompError("importance.cameras must be auto, train or sphere")
         if not (is_int(max_res) and 16 <= max_res <= 4096):
             raise GscompError("importance.max_res must be an integer in 16..4096")
-        if not (isinstance(pos_core, (int, float)) and not isinstance(pos_core, bool)
-                and (pos_core == 0 or 0.5 <= pos_core <= 1000)):
+        if not valid_core(pos_core):
             raise GscompError("importance.pos_core must be 0 or in 0.5..1000 (the positions stage's core)")
         extra = {} if probes is None else {"probes": probes}
         if pos_core != CORE_DEFAULT:  # only stored when changed: older headers unchanged

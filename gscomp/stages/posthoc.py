@@ -25,7 +25,7 @@ import torch
 
 from ..codec import entropy as E
 from ..codec import quant as Q
-from ..codec.posgrid import CORE_DEFAULT, PosGrid
+from ..codec.posgrid import CORE_DEFAULT, PosGrid, valid_core
 from ..errors import FormatError, GscompError
 from ..splats import FIELDS, num_sh_rest
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
@@ -95,7 +95,7 @@ class Positions(Stage):
             raise GscompError(f"positions.bits must be an integer in 1..{Q.MAX_POS_BITS}, got {bits!r}")
         if not isinstance(adaptive, bool):
             raise GscompError("positions.adaptive must be true or false")
-        if not (isinstance(core, (int, float)) and not isinstance(core, bool) and (core == 0 or 0.5 <= core <= 1000)):
+        if not valid_core(core):
             raise GscompError("positions.core must be 0 (a grid over the bounding box) or in 0.5..1000")
         extra = {"adaptive": True} if adaptive else {}
         if core != CORE_DEFAULT:  # encoder-only choice; only stored when changed: older headers unchanged
