@@ -29,7 +29,6 @@ CORE_DEFAULT = 3.0  # core half-width, in median distances from the median point
 # bits coarser in the core). Below it the box grid is kept: on sodacan (a real capture whose box is
 # 2.9x its core) tails cost 3.3 bits/Gaussian more for the same PSNR from its own cameras.
 TAIL_RATIO = 8.0
-MEDIAN_SAMPLE = 65536
 
 # exp(y) = 2^k exp(r), k = floor(y / ln 2 + 1/2), r = (y - k LN2_HI) - k LN2_LO (Cody-Waite: LN2_HI
 # has 32 significant bits, so k LN2_HI is exact for |k| < 2^20), exp(r) by its Taylor series to
@@ -69,14 +68,13 @@ def core_bounds(means: np.ndarray, core: float = CORE_DEFAULT) -> tuple[np.ndarr
     """float32 (lo, hi) of the core box of an unbounded scene: the median point +- ``core`` times
     the median distance from it, clipped to the bounding box (an axis where that is empty keeps
     the box); None for a bounded scene (the box is not over TAIL_RATIO times the core on any axis,
-    or ``core`` is 0). The same on every machine (float64 sums in a fixed order, medians). The
-    medians are taken over every k-th Gaussian (at most MEDIAN_SAMPLE): the encoder fits the grid
-    up to three times (reorder, positions, importance), and full medians cost 66 ms each on 500k."""
+    or ``core`` is 0). The same on every machine and for every order of the Gaussians (reorder
+    and encode fit it before and after sorting): float64 sums in a fixed order, medians."""
     m = np.asarray(means, np.float32)
     if len(m) < 2 or not core:
         return None
     lo, hi = box_bounds(m)
-    cols = np.ascontiguousarray(m[:: max(1, len(m) // MEDIAN_SAMPLE)].T, np.float64)
+    cols = np.ascontiguousarray(m.T, np.float64)  # all of them: the grid must not depend on the order
     c = np.array([np.median(v) for v in cols])
     d = cols - c[:, None]
     r = float(np.median(np.sqrt((d[0] * d[0] + d[1] * d[1]) + d[2] * d[2]))) * float(core)
