@@ -315,7 +315,8 @@ def test_real_biker_high(tmp_path):
 
 # ----------------------------------------------------------------------------- CLI
 def cli(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # ROOT first, then whatever the caller had (site-packages installed with --target, say)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     return subprocess.run([sys.executable, "-m", "gscomp", *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT, env=env)
 
 
