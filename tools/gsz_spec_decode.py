@@ -362,13 +362,21 @@ def tailed_coords(q, core, tails, sizes, bits):
     return res
 
 
+def check_bits(bits, stage, codec):
+    """Payload bits: the parameter's (v1); for v2, 1 up to the parameter's (a core may get fewer)."""
+    if codec.endswith("/v2"):
+        need(1 <= bits <= stage["bits"], "positions: bad bits")
+    else:
+        need(bits == stage["bits"] and 1 <= bits <= 19, "positions: bad bits")
+
+
 def decode_positions(stage, sections, n, ctx):
     if stage.get("adaptive"):
         payload, codec = sections["means"]
         need(codec in ("morton-delta-classed/v1", "morton-delta-classed/v2"), "positions: unexpected codec " + codec)
         rd = Reader(payload)
         bits = rd.u8()
-        need(bits == stage["bits"], "positions: bits differ from header")
+        check_bits(bits, stage, codec)
         cmax = rd.u8()
         need(cmax < bits, "positions: cmax >= bits")
         if codec.endswith("/v2"):
@@ -396,7 +404,7 @@ def decode_positions(stage, sections, n, ctx):
     need(codec in ("morton-delta/v1", "morton-delta/v2"), "positions: unexpected codec " + codec)
     rd = Reader(payload)
     bits = rd.u8()
-    need(bits == stage["bits"] and 1 <= bits <= 19, "positions: bad bits")
+    check_bits(bits, stage, codec)
     if codec.endswith("/v2"):
         core, tails, sizes, B = read_tailed_grid(rd, bits)
     else:

@@ -7,7 +7,9 @@ the box reaches far past ``core`` times the median distance from the median poin
 grid is uniform only over that core box, and each axis goes on beyond it with logarithmic tails (``.../v2``):
 the step grows in proportion to the distance from the core's centre plane (constant relative
 precision, as the background's angular size from inside the core), continuous with the core's
-step at its edge and never coarser than the bounding-box grid's step would have been there.
+step at its edge and never coarser than the bounding-box grid's step would have been there (when
+the Morton codes' 19 bits per axis leave the core all of ``bits``; lossless-ish gives its core
+fewer, see `PosGrid.fit`).
 
 Decoding is bit-exact on every machine: the tails' exponential is `exp_det`, a fixed sequence of
 IEEE double operations (no libm, no vectorised transcendental), specified in docs/gsz-format.md.
@@ -137,11 +139,26 @@ class PosGrid:
         if bounds is None:
             return box
         clo, chi = bounds
-        grid = cls(bits, clo, chi)
-        tl = [grid._tail_count(a, float(lo[a]), -1) for a in range(3)]
-        th = [grid._tail_count(a, float(hi[a]), +1) for a in range(3)]
-        grid = cls(bits, clo, chi, tl, th)
-        return grid if grid.index_bits <= Q.MAX_POS_BITS else box
+        # The tails take up to a few bits per axis beyond the core's: where bits + those pass the
+        # Morton codes' limit (19 per axis: lossless-ish), the core gets fewer bits, as long as its
+        # cells stay smaller than the box grid's (geometric mean of the per-axis step ratios)
+        for b in range(bits, 0, -1):
+            core = cls(b, clo, chi)
+            tl = [core._tail_count(a, float(lo[a]), -1) for a in range(3)]
+            th = [core._tail_count(a, float(hi[a]), +1) for a in range(3)]
+            grid = cls(b, clo, chi, tl, th)
+            if grid.index_bits <= Q.MAX_POS_BITS:
+                return grid if grid._finer_than(box) else box
+        return box
+
+    def _finer_than(self, other: "PosGrid") -> bool:
+        """Whether this grid's core cells are smaller than ``other``'s cells (the geometric mean of
+        the per-axis step ratios, over the axes where both have an extent)."""
+        ratio = 1.0
+        for a, b in zip(self.h.tolist(), other.h.tolist()):
+            if a > 0 and b > 0:
+                ratio *= a / b  # Python floats, no library log: the same choice on every machine
+        return ratio < 1.0
 
     def _tail(self, a: int, t: np.ndarray, side: int) -> np.ndarray:
         """float64 positions at index distances t >= 0 past the core's end on axis a."""

@@ -120,35 +120,41 @@ class Positions(Stage):
         # v1: the box grid (its bounds); v2: core box and tail lengths (PosGrid.pack)
         head = grid.pack() if grid.tails else struct.pack("<6f", *grid.lo.tolist(), *grid.hi.tolist())
         v = "v2" if grid.tails else "v1"
+        # the grid's bits: ``bits``, or fewer for a v2 core when the tails would pass the Morton limit
         if self.params.get("adaptive"):
-            return [self._encode_adaptive(head, q, classes_of(ctx, "positions.adaptive"), v)]
+            return [self._encode_adaptive(grid.bits, head, q, classes_of(ctx, "positions.adaptive"), v)]
         codes = Q.morton_encode(q).astype(np.int64)  # < 2^57
-        return [Section("means", f"morton-delta/{v}", bytes([self.bits]) + head + _morton_delta_encode(codes))]
+        return [Section("means", f"morton-delta/{v}", bytes([grid.bits]) + head + _morton_delta_encode(codes))]
 
-    def _encode_adaptive(self, head: bytes, q: np.ndarray, cls: np.ndarray, v: str) -> Section:
+    def _encode_adaptive(self, bits: int, head: bytes, q: np.ndarray, cls: np.ndarray, v: str) -> Section:
         """Class c keeps bits - c bits per axis: Morton deltas of the coarse grid (bits - cmax bits),
         then cmax - c raw refinement bits per axis; the decoder puts it at the centre of its cell."""
-        cmax = min(int(cls.max(initial=0)), self.bits - 1)
+        cmax = min(int(cls.max(initial=0)), bits - 1)
         c = np.minimum(cls, cmax)
         coarse = Q.morton_encode(q >> cmax).astype(np.int64)  # sorted, as Morton(q >> k) = Morton(q) >> 3k
         width = np.repeat(cmax - c, 3)
         ref = ((q >> c[:, None]) & ((np.int64(1) << (cmax - c))[:, None] - 1)).reshape(-1)
-        payload = (bytes([self.bits, cmax]) + head + _morton_delta_encode(coarse, blob_raw=True, ctx=True)
+        payload = (bytes([bits, cmax]) + head + _morton_delta_encode(coarse, blob_raw=True, ctx=True)
                    + E.pack_bits(ref.astype(np.uint64), width))
         return Section("means", f"morton-delta-classed/{v}", payload)
 
-    def _read_grid(self, r: E.Reader, sec: Section) -> PosGrid:
-        if sec.codec.endswith("/v2"):
-            return PosGrid.unpack(r, self.bits)
+    def _read_grid(self, r: E.Reader, sec: Section, bits: int) -> PosGrid:
+        """The grid of a payload whose first byte said ``bits``: the parameter's for v1; a v2 core
+        may have fewer (the encoder's choice when the tails need them, lossless-ish)."""
+        v2 = sec.codec.endswith("/v2")
+        if not (bits == self.bits or (v2 and 1 <= bits < self.bits)):
+            raise FormatError(f"positions: payload has {bits} bits, header says {self.bits}")
+        if v2:
+            return PosGrid.unpack(r, bits)
         lo, hi = _bounds(r)
-        return PosGrid(self.bits, lo, hi)
+        return PosGrid(bits, lo, hi)
 
     def _decode_adaptive(self, sec: Section, ctx: CodingContext) -> np.ndarray:
         r = E.Reader(sec.payload, "positions")
         bits, cmax = r.u8(), r.u8()
-        if bits != self.bits or cmax >= bits:
-            raise FormatError(f"positions: bad grid ({bits} bits, coarse shift {cmax}) for {self.bits} bits")
-        grid = self._read_grid(r, sec)
+        grid = self._read_grid(r, sec, bits)
+        if cmax >= bits:
+            raise FormatError(f"positions: bad grid ({bits} bits, coarse shift {cmax})")
         B = grid.index_bits
         n = ctx.n
         c = np.minimum(classes_of(ctx, "positions.adaptive", True), cmax)
@@ -167,9 +173,7 @@ class Positions(Stage):
         sec = need_section(sections, "means", "morton-delta/v1", "morton-delta/v2")
         r = E.Reader(sec.payload, "positions")
         bits = r.u8()
-        if bits != self.bits:
-            raise FormatError(f"positions: payload has {bits} bits, header says {self.bits}")
-        grid = self._read_grid(r, sec)
+        grid = self._read_grid(r, sec, bits)
         q = Q.morton_decode(_morton_delta_decode(r, n, grid.index_bits).astype(np.uint64))
         if not grid.tails:
             return {"means": torch.from_numpy(Q.dequantize_positions(q, grid.lo, grid.hi, bits)).reshape(n, 3)}
