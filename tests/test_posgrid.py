@@ -151,6 +151,8 @@ def test_lossless_ish_core_gets_the_bits_that_fit(tmp_path):
     assert g.tails and g.bits < 19 and g.index_bits <= Q.MAX_POS_BITS
     assert PosGrid.fit(src.means.numpy(), g.bits).bits == g.bits  # the most bits that fit
     assert PosGrid.fit(src.means.numpy(), g.bits + 1).bits == g.bits
+    far = PosGrid.fit(_scene(3000, reach=1e5).means.numpy(), 16)  # high, background at 1e5: 15-bit core
+    assert far.tails and far.bits == 15 and far.index_bits == Q.MAX_POS_BITS
     errs = {}
     for core in (3.0, 0):
         path = tmp_path / f"{core}.gsz"
