@@ -82,22 +82,14 @@ def _from_capture(d: Path, max_views: int | None) -> list[Camera]:
 
 
 def _colmap(d: Path) -> list[Camera]:
-    from .colmap import SUPPORTED_MODELS, find_model_dir, pinhole_of, read_model
+    """The posed views of a COLMAP model (sorted by name, as the scene loader has them), as pinhole
+    cameras of the undistorted images."""
+    from .colmap import find_model_dir, pinhole_of, read_model, registered_images, world_to_camera
 
     model_dir = find_model_dir(d)
     rec = read_model(model_dir)
-    cams = []
-    for im in rec.images.values():
-        if not im.has_pose:
-            continue
-        pcam = rec.cameras[im.camera_id]
-        if pcam.model.name not in SUPPORTED_MODELS:
-            raise FormatError(f"COLMAP camera {im.camera_id} uses unsupported model {pcam.model.name}")
-        fx, fy, cx, cy, w, h = pinhole_of(pcam)
-        w2c = np.eye(4)
-        w2c[:3, :4] = im.cam_from_world().matrix()
-        cams.append(_camera(fx, fy, cx, cy, w, h, w2c, str(im.name), str(model_dir)))
-    return cams
+    return [_camera(*pinhole_of(rec.cameras[im.camera_id]), world_to_camera(im), str(im.name), str(model_dir))
+            for im in registered_images(rec, model_dir)]
 
 
 def _inria(p: Path) -> list[Camera]:

@@ -226,20 +226,9 @@ def load_view(src: Path, pcam, scale: float, name: str) -> tuple[np.ndarray, Cam
 
 
 # ---------------------------------------------------------------------------------- the loader
-def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
-                max_images: int | None = None, images: str = "images", threads: int | None = None):
-    """Return (cameras with images, sorted by name; points (M,3); colours (M,3) in [0,1]; meta).
-
-    ``images``: image folder name relative to the scene root (default ``images``)."""
-    from . import subsample  # late import: the package imports this module
-
-    root = Path(path)
-    if not root.exists():
-        raise GscompError(f"COLMAP scene not found: {root}")
-    model_dir = find_model_dir(root)
-    scene_root = root
-    rec = read_model(model_dir)
-
+def registered_images(rec, model_dir: Path) -> list:
+    """The model's posed images sorted by name, once every camera is checked (a supported model,
+    a sane size, finite parameters). Shared by the scene loader and `gscomp compress --cameras`."""
     try:
         regs = sorted((im for im in rec.images.values() if im.has_pose), key=lambda im: im.name)
     except UnicodeDecodeError:
@@ -254,6 +243,30 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
             raise FormatError(f"COLMAP camera {cam_id} is {pcam.width}x{pcam.height} pixels")
         if not np.isfinite(np.asarray(pcam.params, np.float64)).all():
             raise FormatError(f"COLMAP camera {cam_id} has non-finite parameters {[float(v) for v in pcam.params]}")
+    return regs
+
+
+def world_to_camera(im) -> np.ndarray:
+    """(4, 4) float64 world-to-camera matrix of a posed COLMAP image (OpenCV axes)."""
+    w2c = np.eye(4)
+    w2c[:3, :4] = im.cam_from_world().matrix()
+    return w2c
+
+
+def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
+                max_images: int | None = None, images: str = "images", threads: int | None = None):
+    """Return (cameras with images, sorted by name; points (M,3); colours (M,3) in [0,1]; meta).
+
+    ``images``: image folder name relative to the scene root (default ``images``)."""
+    from . import subsample  # late import: the package imports this module
+
+    root = Path(path)
+    if not root.exists():
+        raise GscompError(f"COLMAP scene not found: {root}")
+    model_dir = find_model_dir(root)
+    scene_root = root
+    rec = read_model(model_dir)
+    regs = registered_images(rec, model_dir)
     if len(rec.points3D) == 0:
         raise FormatError(f"COLMAP model {model_dir} has no 3D points (needed to initialise Gaussians)")
 
@@ -269,9 +282,7 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
     specs = {cid: camera_spec(c) for cid, c in rec.cameras.items()}
     jobs = []  # everything the workers need, as plain Python (see camera_spec)
     for im in regs:
-        w2c = np.eye(4)
-        w2c[:3, :4] = im.cam_from_world().matrix()
-        jobs.append((im.name, specs[im.camera_id], torch.from_numpy(w2c).float()))
+        jobs.append((im.name, specs[im.camera_id], torch.from_numpy(world_to_camera(im)).float()))
 
     def one(job):
         name, spec, w2c = job
