@@ -1,9 +1,10 @@
 """Post-hoc stages for plain Gaussians (no training, no images): `positions` and `attributes`,
 both optionally adaptive to the classes of an `importance` stage (`gscomp.stages.importance`).
 
-positions   means quantized on a (2^bits)^3 grid spanning the bounding box, Gaussians put in
-            Morton order (so the decoder needs no permutation), Morton-code deltas coded as
-            (bit-length class: histogram rANS, remaining bits: raw).
+positions   means quantized on a (2^bits)^3 grid spanning the bounding box (an unbounded scene:
+            a core box with log tails, `gscomp.codec.posgrid`), Gaussians put in Morton order
+            (so the decoder needs no permutation), Morton-code deltas coded as (bit-length
+            class: histogram rANS, remaining bits: raw).
 attributes  quaternions (smallest-three), log-scales, opacity logits, SH DC and SH rest quantized
             with per-attribute uniform steps; each integer channel coded with the best of
             histogram-rANS on values or on differences from the previous Gaussian (Morton
