@@ -8,8 +8,8 @@ grid is uniform only over that core box, and each axis goes on beyond it with lo
 the step grows in proportion to the distance from the core's centre plane (constant relative
 precision, as the background's angular size from inside the core), continuous with the core's
 step at its edge and never coarser than the bounding-box grid's step would have been there (when
-the Morton codes' 19 bits per axis leave the core all of ``bits``; lossless-ish gives its core
-fewer, see `PosGrid.fit`).
+the Morton codes' 19 bits per axis leave the core all of ``bits``; else, as for lossless-ish, the
+core gets fewer, see `PosGrid.fit`).
 
 Decoding is bit-exact on every machine: the tails' exponential is `exp_det`, a fixed sequence of
 IEEE double operations (no libm, no vectorised transcendental), specified in docs/gsz-format.md.
@@ -141,7 +141,7 @@ class PosGrid:
         clo, chi = bounds
         # The tails take up to a few bits per axis beyond the core's: where bits + those pass the
         # Morton codes' limit (19 per axis: lossless-ish), the core gets fewer bits, as long as its
-        # cells stay smaller than the box grid's (geometric mean of the per-axis step ratios)
+        # cells stay smaller than the box grid's (the product of the per-axis step ratios below 1)
         for b in range(bits, 0, -1):
             core = cls(b, clo, chi)
             tl = [core._tail_count(a, float(lo[a]), -1) for a in range(3)]
@@ -152,8 +152,8 @@ class PosGrid:
         return box
 
     def _finer_than(self, other: "PosGrid") -> bool:
-        """Whether this grid's core cells are smaller than ``other``'s cells (the geometric mean of
-        the per-axis step ratios, over the axes where both have an extent)."""
+        """Whether this grid's core cells are smaller than ``other``'s cells: the product of the
+        per-axis step ratios, over the axes where both have an extent, is below 1."""
         ratio = 1.0
         for a, b in zip(self.h.tolist(), other.h.tolist()):
             if a > 0 and b > 0:
