@@ -243,13 +243,49 @@ def _pack_smallest_three(xyzw: np.ndarray) -> np.ndarray:
 
 
 def _quantize_sh(x: np.ndarray, bits: int) -> np.ndarray:
-    """round(x*128) + 128 snapped to multiples of 2^(8-bits), as the reference encoder."""
+    """round(x*128) + 128 snapped to multiples of 2^(8-bits), as the reference encoder. In place
+    on one temporary (SH rest is the bulk of a scene: 45 values per Gaussian at degree 3)."""
     bucket = 1 << (8 - bits)
     y = x * np.float32(128)
-    y = np.trunc(y + np.copysign(np.float32(0.5), y))  # std::round: halves away from zero
-    q = np.clip(y, -1024, 1024).astype(np.int32) + 128
-    q = (q + bucket // 2) // bucket * bucket
-    return np.clip(q, 0, 255).astype(np.uint8)
+    y += np.copysign(np.float32(0.5), y)
+    np.trunc(y, out=y)  # std::round: halves away from zero
+    np.clip(y, -1024, 1024, out=y)
+    q = y.astype(np.int16)
+    q += 128 + bucket // 2
+    q //= bucket
+    q *= bucket
+    np.clip(q, 0, 255, out=q)
+    return q.astype(np.uint8)
+
+
+# Deflate of large payloads runs on both cores in pieces of at least this many bytes (see _gzip).
+GZIP_PIECE = 4 << 20
+
+
+def _gzip(data: bytes, level: int = 6) -> bytes:
+    """One gzip member (what SPZ readers inflate), deflated pigz-style on two threads: each piece is
+    raw deflate primed with the 32 KB before it (so matches still reach back as far as in one
+    stream), ending in a sync flush, the last one in the final block; the CRC is of the whole.
+    Bytes depend only on the data and the level (the pieces are fixed by its length). Small data:
+    plain `gzip.compress`."""
+    if len(data) < 2 * GZIP_PIECE:
+        return gzip.compress(data, compresslevel=level, mtime=0)
+    from concurrent.futures import ThreadPoolExecutor
+
+    view = memoryview(data)
+    pieces = max(2, min(16, len(data) // GZIP_PIECE))
+    cuts = [len(data) * i // pieces for i in range(pieces + 1)]
+
+    def deflate(i: int) -> bytes:
+        a, b = cuts[i], cuts[i + 1]
+        kw = {"zdict": view[max(0, a - 32768):a]} if a else {}
+        co = zlib.compressobj(level, zlib.DEFLATED, -15, 8, **kw)
+        return co.compress(view[a:b]) + co.flush(zlib.Z_FINISH if i == pieces - 1 else zlib.Z_SYNC_FLUSH)
+
+    with ThreadPoolExecutor(max_workers=2) as ex:  # zlib releases the GIL while it deflates
+        body = b"".join(ex.map(deflate, range(pieces)))
+    head = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # gzip, deflate, no flags, mtime 0, OS unknown
+    return head + body + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
 
 
 def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
@@ -297,7 +333,7 @@ def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
     flags = FLAG_ANTIALIASED if antialiased else 0
     if version < 4:
         header = struct.pack("<IIIBBBB", MAGIC, version, n, deg, frac, flags, 0)
-        return gzip.compress(header + b"".join(blobs), compresslevel=6, mtime=0)
+        return _gzip(header + b"".join(blobs))
     import zstandard
 
     cctx = zstandard.ZstdCompressor(level=12)
