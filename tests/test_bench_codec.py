@@ -44,3 +44,19 @@ def test_bench_codec_scores_from_the_inputs_cameras(tmp_path, random_splats, cap
     assert by[0]["gsz:compact"]["bytes"] != by[1]["gsz:compact"]["bytes"]  # ranked from the given views
     with pytest.raises(SystemExit):
         bench.main(["--inputs", ply, "--cameras", "none", "none"])
+
+
+def test_bench_memory_reports_each_flow(capsys):
+    """`tools/bench_memory.py`: a child process per flow, each with its peak memory, and a failed
+    flow reported with its error line and exit status 1."""
+    spec = importlib.util.spec_from_file_location("bench_memory", ROOT / "tools" / "bench_memory.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--n", "3000", "--sh", "1", "--presets", "high", "nosuchpreset"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 3000 and report["baseline"]["maxrss_bytes"] > 50e6
+    ok, bad = report["runs"][:2], report["runs"][2:]
+    assert [(r["preset"], r["flow"]) for r in ok] == [("high", "compress"), ("high", "decode")]
+    assert all("error" not in r and r["maxrss_bytes"] > 50e6 and "kb_per_gaussian" in r for r in ok)
+    assert ok[0]["gsz_bytes"] > 0
+    assert "error" in bad[0] and "nosuchpreset" in bad[0]["error"]
