@@ -524,14 +524,13 @@ class Attributes(Stage):
         """The streams of `_encode_classed` for shN (a step per column, by SH band, times 2^class
         per row; exact), worked out a few columns at a time: the streams are independent, and the
         float64 targets, the trellis' passes and the symbols of all 45 columns at once took ~2.4 KB
-        per Gaussian at SH 3 (a 6M-Gaussian capture would not fit in 24 GB)."""
+        per Gaussian at SH 3 (a 6M-Gaussian capture would not fit in 24 GB), and were slower."""
         n, w = x.shape
         col_steps = self._col_steps("shN", w)
         rows = _class_rows(cls)
-        width = max(1, min(w, SHN_CHUNK_ELEMS // max(n, 1)))
         by_col: list[list[bytes]] = []  # [column j] -> its streams, one per class
-        for j0 in range(0, w, width):
-            j1 = min(w, j0 + width)
+        for j0 in range(0, w, SHN_CHUNK_COLS):
+            j1 = min(w, j0 + SHN_CHUNK_COLS)
             steps = np.ldexp(col_steps[None, j0:j1], cls.astype(np.int32)[:, None])
             if dq:
                 code = _dq_classed(x[:, j0:j1].astype(np.float64) / steps, cls, sens=sens, core=self._core)[1]
@@ -669,9 +668,8 @@ class Attributes(Stage):
         per 3M Gaussians on top of the result."""
         col_steps = self._col_steps("shN", w)
         out = np.empty((n, w), np.float32)
-        width = max(1, min(w, SHN_CHUNK_ELEMS // max(n, 1)))
-        for j0 in range(0, w, width):
-            j1 = min(w, j0 + width)
+        for j0 in range(0, w, SHN_CHUNK_COLS):
+            j1 = min(w, j0 + SHN_CHUNK_COLS)
             pick = [c * w + j for c in range(len(rows)) for j in range(j0, j1)]
             dec = self._decode_streams([streams[i] for i in pick], [len(rows[i // w]) for i in pick], "shN")
             out[:, j0:j1] = Q.dequantize_classed(_scatter_rows(n, j1 - j0, rows, dec), cls, col_steps[j0:j1])
@@ -736,8 +734,10 @@ def _columns_of(a: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
 DQ_WEIGHT_CLIP = 4.0
 
 
-# shN is classed a few columns at a time, at most this many values per pass (see _encode_classed_shN)
-SHN_CHUNK_ELEMS = 1 << 22
+# shN is classed this many columns at a time (see _encode_classed_shN). On a random 1M SH-3 scene
+# (compact, 2 cores) its encode took 7.3-8.0 s one column at a time, 7.0 two, 5.4-5.9 four, 6.5 eight
+# and 9.7 all 45 at once (measured in one run each; the memory grows with the width)
+SHN_CHUNK_COLS = 4
 MAX_SIZE_LEVELS = 4
 SIZED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step may also follow the decoded size
 CLASSED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step follows the importance class
