@@ -589,9 +589,9 @@ def test_compact_dependent_quant_less_error_same_bytes(tmp_path, random_splats, 
 
 @pytest.mark.parametrize("dq", [False, True])
 def test_shN_classed_in_column_chunks_same_bytes(tmp_path, random_splats, monkeypatch, dq):
-    """shN is classed a few columns at a time (bounded memory on large scenes), when encoding and
-    when decoding: one column per pass and all 45 at once write the same file and decode it to the
-    same scene, within the classes' steps of the source."""
+    """shN is classed a few columns at a time (bounded memory on large scenes), when encoding
+    (progress reported per pass) and when decoding: one column per pass and all 45 at once write
+    the same file and decode it to the same scene, within the classes' steps of the source."""
     src = random_splats(1500, sh_degree=3, seed=31)
     with torch.no_grad():
         src.shN.mul_(10)  # values of many steps (misplaced columns would show)
@@ -599,8 +599,11 @@ def test_shN_classed_in_column_chunks_same_bytes(tmp_path, random_splats, monkey
     for cols in (45, 1, 2):  # all columns at once, one per pass, two per pass (the last one short)
         monkeypatch.setattr(P, "SHN_CHUNK_COLS", cols)
         p = tmp_path / f"{cols}.gsz"
-        encode_gsz(src, p, compact(views=2, dq=dq))
+        calls = []
+        encode_gsz(src, p, compact(views=2, dq=dq), progress=lambda *a: calls.append(a))
         files[cols] = p.read_bytes()
+        assert [c[1:] for c in calls if c[0] == "attributes: shN columns"] == [
+            (min(j + cols, 45), 45) for j in range(0, 45, cols)]
         shN[cols] = decode_bytes(files[45]).shN
     assert len(set(files.values())) == 1
     assert all(s.equal(shN[45]) for s in shN.values())

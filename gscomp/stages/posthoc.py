@@ -325,6 +325,7 @@ class Attributes(Stage):
         # Gaussians would make every Gaussian of the centre look small and unimportant (measured on
         # an object with a far background: -4 dB from the size levels, -1.8 dB from the weights)
         self._core = ctx.hints.get(CORE_KEY)
+        self._progress = ctx.progress  # per field, and per pass over SH rest (the slow part of big scenes)
         if self._core is None or len(self._core) != ctx.n:
             self._core = np.ones(ctx.n, bool)
         sort = bool(self.params.get("sort_scales")) and self.steps["quats"] > 0 and self.steps["scales"] > 0
@@ -341,7 +342,9 @@ class Attributes(Stage):
                 ssym = Q.quantize(sorted_s, st[:, None], what="scales")
             core = self._core
             sized = (self._size_thresholds(sorted_s[core, 0] if core.any() else sorted_s[:, 0]), ssym, s0dq)
-        for f in self.fields_in_order():
+        for i, f in enumerate(self.fields_in_order()):
+            if ctx.progress is not None:
+                ctx.progress(f"attributes: {f}", i, len(self.owns))
             t = getattr(splats, f)
             x = as_np32(t).reshape(ctx.n, _width(f, ctx))
             step = self.steps[f]
@@ -539,6 +542,8 @@ class Attributes(Stage):
             del steps
             streams = E.encode_symbols_many([col for i in rows for col in _columns_of(code, i)], allow_ctx=True)
             by_col += [streams[j::j1 - j0] for j in range(j1 - j0)]  # class-major within the chunk
+            if getattr(self, "_progress", None) is not None:
+                self._progress("attributes: shN columns", j1, w)
         return _pack_streams([by_col[j][c] for c in range(len(rows)) for j in range(w)])  # class-major
 
     def _encode_sized_scales(self, x: np.ndarray, step: float, cls: np.ndarray, lv: int, thr: list[int],
