@@ -273,7 +273,7 @@ def _gzip(data: bytes, level: int = 6) -> bytes:
     from concurrent.futures import ThreadPoolExecutor
 
     view = memoryview(data)
-    pieces = max(2, min(16, len(data) // GZIP_PIECE))
+    pieces = min(16, len(data) // GZIP_PIECE)  # >= 2
     cuts = [len(data) * i // pieces for i in range(pieces + 1)]
 
     def deflate(i: int) -> bytes:

@@ -542,7 +542,7 @@ class Attributes(Stage):
             del steps
             streams = E.encode_symbols_many([col for i in rows for col in _columns_of(code, i)], allow_ctx=True)
             by_col += [streams[j::j1 - j0] for j in range(j1 - j0)]  # class-major within the chunk
-            if getattr(self, "_progress", None) is not None:
+            if self._progress is not None:
                 self._progress("attributes: shN columns", j1, w)
         return _pack_streams([by_col[j][c] for c in range(len(rows)) for j in range(w)])  # class-major
 
@@ -665,7 +665,6 @@ class Attributes(Stage):
         if f == "quats":
             return Q.s3_to_quats(sym, Q.class_steps(step, cls)[:, None]), sym
         return Q.dequantize_classed(sym, cls, self._col_steps(f, w)), sym
-
 
     def _decode_classed_shN(self, streams: list, rows: list[np.ndarray], n: int, w: int, cls: np.ndarray) -> np.ndarray:
         """float32 (n, w) shN from its class-major streams, a few columns at a time like the
