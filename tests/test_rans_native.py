@@ -236,6 +236,12 @@ def test_decode_symbols_many_dequantizes_exactly(mod, backend, name):
     assert out.dtype == np.float32 and np.array_equal(out.view(np.uint32), ref.view(np.uint32))
     with pytest.raises(GscompError):
         E.decode_symbols_many(streams, n, scales=steps, out=np.empty((n, 2), np.float32))
+    # constant and empty streams (decoded inline, not on the worker threads) still check their counts
+    empty = E.encode_symbols(np.zeros(0, np.int64))
+    assert [len(v) for v in E.decode_symbols_many([empty, streams[4]], [0, 7])] == [0, 7]
+    for counts in ([3, 7], [0, 0]):
+        with pytest.raises(FormatError, match="stream for"):
+            E.decode_symbols_many([empty, streams[4]], counts)
 
 
 def test_context_streams(mod, backend):

@@ -1055,7 +1055,7 @@ def decode_symbols_many(streams: list, n, what: str = "symbol stream", *, scales
         if out.dtype != np.float32 or out.shape != (n, len(streams)):
             raise GscompError("decode_symbols_many: out must be float32 of shape (n, number of streams)")
     res: list = [None] * len(streams)
-    hist, where, rest, targets, ctx, cwhere = [], [], [], [], [], []
+    hist, where, rest, targets, ctx, cwhere, const = [], [], [], [], [], [], []
     for i, (data, n) in enumerate(zip(streams, counts)):
         r = Reader(data, what)
         if n and r.remaining() >= 1 and r.buf[0] == M_CTX_ANS:
@@ -1070,6 +1070,8 @@ def decode_symbols_many(streams: list, n, what: str = "symbol stream", *, scales
             hist.append((values, w24, words, delta))
             where.append(i)
             targets.append(None if scales is None else (out[:, i], scales[i]))
+        elif r.remaining() >= 1 and r.buf[0] in (M_EMPTY, M_CONST):
+            const.append(i)  # nothing to decode: not worth a thread (often half the streams of SH rest)
         else:
             rest.append(i)
 
@@ -1079,6 +1081,8 @@ def decode_symbols_many(streams: list, n, what: str = "symbol stream", *, scales
             out[:, i] = v.astype(np.float64) * scales[i]
         return v
 
+    for i in const:
+        res[i] = other(i)
     for i, v in zip(rest, _pool_map(other, rest, sum(counts[i] for i in rest))):
         res[i] = v
     for i, v in zip(where, _hist_run(hist, [counts[i] for i in where], targets)):

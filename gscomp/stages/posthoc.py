@@ -532,8 +532,9 @@ class Attributes(Stage):
         col_steps = self._col_steps("shN", w)
         rows = _class_rows(cls)
         by_col: list[list[bytes]] = []  # [column j] -> its streams, one per class
-        for j0 in range(0, w, SHN_CHUNK_COLS):
-            j1 = min(w, j0 + SHN_CHUNK_COLS)
+        per_pass = _shN_pass_cols(n)
+        for j0 in range(0, w, per_pass):
+            j1 = min(w, j0 + per_pass)
             steps = np.ldexp(col_steps[None, j0:j1], cls.astype(np.int32)[:, None])
             if dq:
                 code = _dq_classed(x[:, j0:j1].astype(np.float64) / steps, cls, sens=sens, core=self._core)[1]
@@ -672,8 +673,9 @@ class Attributes(Stage):
         per 3M Gaussians on top of the result."""
         col_steps = self._col_steps("shN", w)
         out = np.empty((n, w), np.float32)
-        for j0 in range(0, w, SHN_CHUNK_COLS):
-            j1 = min(w, j0 + SHN_CHUNK_COLS)
+        per_pass = _shN_pass_cols(n)
+        for j0 in range(0, w, per_pass):
+            j1 = min(w, j0 + per_pass)
             pick = [c * w + j for c in range(len(rows)) for j in range(j0, j1)]
             dec = self._decode_streams([streams[i] for i in pick], [len(rows[i // w]) for i in pick], "shN")
             out[:, j0:j1] = Q.dequantize_classed(_scatter_rows(n, j1 - j0, rows, dec), cls, col_steps[j0:j1])
@@ -738,10 +740,18 @@ def _columns_of(a: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
 DQ_WEIGHT_CLIP = 4.0
 
 
-# shN is classed this many columns at a time (see _encode_classed_shN). On a random 1M SH-3 scene
+# shN is classed SHN_CHUNK_COLS columns at a time (see _encode_classed_shN), or more on small scenes:
+# enough for SHN_PASS_VALUES values per pass (each pass has fixed costs). On a random 1M SH-3 scene
 # (compact, 2 cores) its encode took 7.3-8.0 s one column at a time, 7.0 two, 5.4-5.9 four, 6.5 eight
-# and 9.7 all 45 at once (measured in one run each; the memory grows with the width)
+# and 9.7 all 45 at once (measured in one run each; the memory grows with the width); decoding
+# sodacan (26k Gaussians) took 18.5 ms with 4 columns per pass, 15-19 ms with all 45.
 SHN_CHUNK_COLS = 4
+SHN_PASS_VALUES = 1 << 20
+
+
+def _shN_pass_cols(n: int) -> int:
+    """Columns of shN per pass for n Gaussians (encoder and decoder alike; bytes do not depend on it)."""
+    return max(SHN_CHUNK_COLS, SHN_PASS_VALUES // max(n, 1))
 MAX_SIZE_LEVELS = 4
 SIZED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step may also follow the decoded size
 CLASSED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step follows the importance class
