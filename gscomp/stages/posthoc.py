@@ -752,6 +752,8 @@ SHN_PASS_VALUES = 1 << 20
 def _shN_pass_cols(n: int) -> int:
     """Columns of shN per pass for n Gaussians (encoder and decoder alike; bytes do not depend on it)."""
     return max(SHN_CHUNK_COLS, SHN_PASS_VALUES // max(n, 1))
+
+
 MAX_SIZE_LEVELS = 4
 SIZED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step may also follow the decoded size
 CLASSED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step follows the importance class
