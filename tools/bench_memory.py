@@ -4,8 +4,8 @@
     .venv/bin/python tools/bench_memory.py [--n 3000000] [--sh 3] [--presets high compact] [--input PLY]
 
 Without --input, a synthetic scene of --n Gaussians (`bench_codec.synthetic_splats`) is written to a
-temporary .ply first. Per run: wall seconds and the process's peak resident memory (ru_maxrss from
-wait4), also per Gaussian after subtracting ``baseline``: the same for a process that only imports
+temporary .ply first. Per run: wall seconds and the process's peak resident memory (its VmHWM at
+exit), also per Gaussian after subtracting ``baseline``: the same for a process that only imports
 gscomp's codec and readers (the interpreter and torch). A 24 GB machine holds a scene of about
 24e9 / kb_per_gaussian / 1e3 Gaussians in the flow that needs the most.
 """
