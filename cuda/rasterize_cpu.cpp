@@ -306,9 +306,12 @@ void project_forward_impl(const S* means, const S* quats, const S* scales, const
 // vp[2] on entry, its depth, taken back to the raw quaternion (v_quat, written), the log scales
 // (v_scale, written) and the world mean (added to vmean). Shared by project_backward and the
 // Fisher pass (fisher_project), so both apply exactly the same Jacobian.
-template <typename S>
-inline void project_vjp_geom(const S* quat, const ProjLocal<S>& L, const S* viewmat, const Intrinsics& K,
-                             const S* q, S vm0, S vm1, const S* vcon, S* vp, S* vmean, S* v_quat, S* v_scale) {
+// T, the type of the cotangents and of every value derived from them, is S, or a vector of S
+// carrying several cotangents in its lanes (fisher_project's columns): lane-wise IEEE operations
+// in the same order, so each lane gets exactly the bits of the scalar call.
+template <typename S, typename T = S>
+GS_INLINE void project_vjp_geom(const S* quat, const ProjLocal<S>& L, const S* viewmat, const Intrinsics& K,
+                             const S* q, T vm0, T vm1, const T* vcon, T* vp, T* vmean, T* v_quat, T* v_scale) {
   const S fx = S(K.fx), fy = S(K.fy);
   const S* Rw = viewmat;
   // ---- screen mean
@@ -319,53 +322,53 @@ inline void project_vjp_geom(const S* quat, const ProjLocal<S>& L, const S* view
 
   // ---- conic -> 2D covariance: dL/dSigma = -Q G Q with G the symmetric form of v_conic
   S QA = q[0], QB = q[1], QC = q[2];
-  S gA = vcon[0], gB = S(0.5) * vcon[1], gC = vcon[2];
+  T gA = vcon[0], gB = S(0.5) * vcon[1], gC = vcon[2];
   // QG = Q @ G
-  S QG00 = QA * gA + QB * gB, QG01 = QA * gB + QB * gC;
-  S QG10 = QB * gA + QC * gB, QG11 = QB * gB + QC * gC;
-  S V00 = -(QG00 * QA + QG01 * QB);
-  S V01 = -(QG00 * QB + QG01 * QC);
-  S V11 = -(QG10 * QB + QG11 * QC);
+  T QG00 = QA * gA + QB * gB, QG01 = QA * gB + QB * gC;
+  T QG10 = QB * gA + QC * gB, QG11 = QB * gB + QC * gC;
+  T V00 = -(QG00 * QA + QG01 * QB);
+  T V01 = -(QG00 * QB + QG01 * QC);
+  T V11 = -(QG10 * QB + QG11 * QC);
   // V is the gradient w.r.t. the symmetric matrix cov2 (off-diagonal carries half of dL/db each).
-  S V[4] = {V00, V01, V01, V11};
+  T V[4] = {V00, V01, V01, V11};
 
   // ---- cov2 = T cov3 T^T
-  const S* T = L.Tm;
+  const S* Tm = L.Tm;
   const S* C = L.cov3;
   S Cf[9] = {C[0], C[1], C[2], C[1], C[3], C[4], C[2], C[4], C[5]};
   // VT = V @ T (2x3)
-  S VT[6];
+  T VT[6];
   for (int i = 0; i < 2; ++i)
-    for (int j = 0; j < 3; ++j) VT[i * 3 + j] = V[i * 2 + 0] * T[j] + V[i * 2 + 1] * T[3 + j];
+    for (int j = 0; j < 3; ++j) VT[i * 3 + j] = V[i * 2 + 0] * Tm[j] + V[i * 2 + 1] * Tm[3 + j];
   // v_cov3 = T^T V T (3x3)
-  S vC[9];
+  T vC[9];
   for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) vC[i * 3 + j] = T[i] * VT[j] + T[3 + i] * VT[3 + j];
+    for (int j = 0; j < 3; ++j) vC[i * 3 + j] = Tm[i] * VT[j] + Tm[3 + i] * VT[3 + j];
   // v_T = 2 V T cov3 (2x3)
-  S vT[6];
+  T vT[6];
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 3; ++j)
       vT[i * 3 + j] = S(2) * (VT[i * 3 + 0] * Cf[0 * 3 + j] + VT[i * 3 + 1] * Cf[1 * 3 + j] + VT[i * 3 + 2] * Cf[2 * 3 + j]);
   // T = J W -> v_J = v_T W^T (only the 4 non-zero entries of J matter)
-  auto vJ = [&](int i, int k) {
+  auto vJ = [&](int i, int k) -> T {
     return vT[i * 3 + 0] * Rw[k * 4 + 0] + vT[i * 3 + 1] * Rw[k * 4 + 1] + vT[i * 3 + 2] * Rw[k * 4 + 2];
   };
-  S vJ00 = vJ(0, 0), vJ02 = vJ(0, 2), vJ11 = vJ(1, 1), vJ12 = vJ(1, 2);
+  T vJ00 = vJ(0, 0), vJ02 = vJ(0, 2), vJ11 = vJ(1, 1), vJ12 = vJ(1, 2);
   S z2 = z * z, z3 = z2 * z;
   vp[2] += -vJ00 * fx / z2 - vJ11 * fy / z2 + S(2) * (vJ02 * fx * L.tx + vJ12 * fy * L.ty) / z3;
-  S vtx = -vJ02 * fx / z2, vty = -vJ12 * fy / z2;
+  T vtx = -vJ02 * fx / z2, vty = -vJ12 * fy / z2;
   if (L.clamp_x) vp[2] += vtx * (L.tx / z); else vp[0] += vtx;
   if (L.clamp_y) vp[2] += vty * (L.ty / z); else vp[1] += vty;
   for (int j = 0; j < 3; ++j) vmean[j] += Rw[0 * 4 + j] * vp[0] + Rw[1 * 4 + j] * vp[1] + Rw[2 * 4 + j] * vp[2];
 
   // ---- cov3 = M M^T -> v_M = 2 v_cov3 M (v_cov3 symmetric)
-  S vM[9];
+  T vM[9];
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j)
       vM[i * 3 + j] = S(2) * (vC[i * 3 + 0] * L.M[0 * 3 + j] + vC[i * 3 + 1] * L.M[1 * 3 + j] + vC[i * 3 + 2] * L.M[2 * 3 + j]);
-  S vR[9];
+  T vR[9];
   for (int j = 0; j < 3; ++j) {
-    S vs = S(0);
+    T vs{};
     for (int i = 0; i < 3; ++i) {
       vR[i * 3 + j] = vM[i * 3 + j] * L.s[j];
       vs += vM[i * 3 + j] * L.Rq[i * 3 + j];
@@ -374,15 +377,15 @@ inline void project_vjp_geom(const S* quat, const ProjLocal<S>& L, const S* view
   }
   // ---- rotation -> normalised quaternion -> raw quaternion
   S w = L.qn[0], qx = L.qn[1], qy = L.qn[2], qz = L.qn[3];
-  S vq[4];
-  vq[0] = 2 * (-qz * vR[1] + qy * vR[2] + qz * vR[3] - qx * vR[5] - qy * vR[6] + qx * vR[7]);
-  vq[1] = 2 * (qy * vR[1] + qz * vR[2] + qy * vR[3] - 2 * qx * vR[4] - w * vR[5] + qz * vR[6] + w * vR[7] - 2 * qx * vR[8]);
-  vq[2] = 2 * (-2 * qy * vR[0] + qx * vR[1] + w * vR[2] + qx * vR[3] + qz * vR[5] - w * vR[6] + qz * vR[7] - 2 * qy * vR[8]);
-  vq[3] = 2 * (-2 * qz * vR[0] - w * vR[1] + qx * vR[2] + w * vR[3] - 2 * qz * vR[4] + qy * vR[5] + qx * vR[6] + qy * vR[7]);
+  T vq[4];
+  vq[0] = S(2) * (-qz * vR[1] + qy * vR[2] + qz * vR[3] - qx * vR[5] - qy * vR[6] + qx * vR[7]);
+  vq[1] = S(2) * (qy * vR[1] + qz * vR[2] + qy * vR[3] - S(2) * qx * vR[4] - w * vR[5] + qz * vR[6] + w * vR[7] - S(2) * qx * vR[8]);
+  vq[2] = S(2) * (-S(2) * qy * vR[0] + qx * vR[1] + w * vR[2] + qx * vR[3] + qz * vR[5] - w * vR[6] + qz * vR[7] - S(2) * qy * vR[8]);
+  vq[3] = S(2) * (-S(2) * qz * vR[0] - w * vR[1] + qx * vR[2] + w * vR[3] - S(2) * qz * vR[4] + qy * vR[5] + qx * vR[6] + qy * vR[7]);
   const S* qr = quat;
   S qnorm = std::sqrt(qr[0] * qr[0] + qr[1] * qr[1] + qr[2] * qr[2] + qr[3] * qr[3]);
   if (qnorm >= S(1e-12)) {
-    S dot = w * vq[0] + qx * vq[1] + qy * vq[2] + qz * vq[3];
+    T dot = w * vq[0] + qx * vq[1] + qy * vq[2] + qz * vq[3];
     for (int i = 0; i < 4; ++i) v_quat[i] = (vq[i] - L.qn[i] * dot) / qnorm;
   } else {
     for (int i = 0; i < 4; ++i) v_quat[i] = vq[i] / S(1e-12);
@@ -752,10 +755,10 @@ std::pair<torch::Tensor, torch::Tensor> bin_tiles(const S* means2d, const S* dep
   return {offsets_t, ids_t};
 }
 
+// Fills recs[0..N) (only visible Gaussians' records are ever read).
 template <typename S>
-std::unique_ptr<GRec<S>[]> gather_records(const S* means2d, const S* conics, const S* colors, const S* opac,
-                                          const S* depths, const int32_t* radii, int64_t N) {
-  std::unique_ptr<GRec<S>[]> recs(new GRec<S>[N]);  // only visible Gaussians' records are ever read
+void fill_records(const S* means2d, const S* conics, const S* colors, const S* opac, const S* depths,
+                  const int32_t* radii, int64_t N, GRec<S>* recs) {
 #pragma omp parallel for schedule(static, 1024)
   for (int64_t n = 0; n < N; ++n) {
     GRec<S>& g = recs[n];
@@ -797,6 +800,13 @@ std::unique_ptr<GRec<S>[]> gather_records(const S* means2d, const S* conics, con
     g.by0 = (int)std::max(-BIG, std::min(BIG, fy0));
     g.by1 = (int)std::max(-BIG, std::min(BIG, fy1));
   }
+}
+
+template <typename S>
+std::unique_ptr<GRec<S>[]> gather_records(const S* means2d, const S* conics, const S* colors, const S* opac,
+                                          const S* depths, const int32_t* radii, int64_t N) {
+  std::unique_ptr<GRec<S>[]> recs(new GRec<S>[N]);
+  fill_records(means2d, conics, colors, opac, depths, radii, N, recs.get());
   return recs;
 }
 
@@ -1184,6 +1194,7 @@ GS_INLINE void fisher_tile(const FisherArgs<S>& args, int t) {
   std::fill(&rows[(size_t)(beg + maxlast) * FROW], &rows[(size_t)B.offsets[t + 1] * FROW], S(0));
   for (int64_t jj = maxlast - 1; jj >= 0; --jj) {
     const int64_t j = beg + jj;
+    if (jj >= 8) __builtin_prefetch(&recs[B.ids[j - 8]]);  // records are visited in depth order
     const GRec<S>& g = recs[B.ids[j]];
     S* row = &rows[(size_t)j * FROW];
     const int gy0 = std::max(g.by0, y0), gy1 = std::min(g.by1, y1 - 1);
@@ -1268,20 +1279,28 @@ __attribute__((target("avx"))) void fisher_tile_avx(const FisherArgs<float>& arg
 #endif
 
 // Per-Gaussian rows (N, FROW), reduced from the intersections in list order (thread-count free).
+// Each tile is composited front to back (``fwd``: its pixels' T_final and n_contrib) and at once
+// walked back, while its records are still in cache.
 template <typename S>
-void fisher_raster_impl(const GRec<S>* recs, const Binning& B, const Intrinsics& K, const S* bg, const S* T_final,
-                        const int32_t* n_contrib, S* out) {
+void fisher_raster_impl(const FwdArgs<S>& fwd, S* rows, S* out) {
+  const Binning& B = *fwd.B;
+  const Intrinsics& K = *fwd.K;
   const int ntiles = K.tiles_x() * K.tiles_y();
-  const int64_t I = B.count;
-  std::unique_ptr<S[]> rows(new S[(size_t)I * FROW]);
-  const FisherArgs<S> args{recs, &B, &K, bg, T_final, n_contrib, rows.get()};
+  const FisherArgs<S> args{fwd.recs, &B, &K, fwd.bg, fwd.T_final, fwd.n_contrib, rows};
+  void (*ftile)(const FwdArgs<S>&, int) = forward_tile_base<S>;
   void (*tile)(const FisherArgs<S>&, int) = fisher_tile_base<S>;
 #if GS_AVX_DISPATCH
   if constexpr (std::is_same<S, float>::value)
-    if (use_avx()) tile = fisher_tile_avx;
+    if (use_avx()) {
+      ftile = forward_tile_avx;
+      tile = fisher_tile_avx;
+    }
 #endif
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int t = 0; t < ntiles; ++t) tile(args, t);
+  for (int t = 0; t < ntiles; ++t) {
+    ftile(fwd, t);
+    tile(args, t);
+  }
   reduce_rows(B, [&](int32_t n, int64_t j) {
     const S* row = &rows[(size_t)j * FROW];
     for (int k = 0; k < FROW; ++k) out[FROW * n + k] += row[k];
@@ -1296,6 +1315,7 @@ template <typename S>
 void fisher_project_impl(const S* means, const S* quats, const S* scales, int64_t N, const S* viewmat,
                          const Intrinsics& K, const int32_t* radii, const S* conics, const S* rows, S* f_means,
                          S* f_quats, S* f_scales) {
+  typedef S V4 __attribute__((vector_size(4 * sizeof(S))));
 #pragma omp parallel for schedule(static, 1024)
   for (int64_t n = 0; n < N; ++n) {
     if (radii[n] <= 0) continue;
@@ -1321,16 +1341,27 @@ void fisher_project_impl(const S* means, const S* quats, const S* scales, int64_
     }
     ProjLocal<S> L;
     project_one(means + 3 * n, quats + 4 * n, scales + 3 * n, viewmat, K, L);
+    // The VJPs of columns 0..3 at once, column c in lane c, then column 4 alone: lane-wise they
+    // are the same operations as five scalar calls (same bits), on SSE2's 4-lane registers.
+    V4 col[5], vp[3] = {}, vmean[3] = {}, vq[4], vs[3];
+    for (int i = 0; i < 5; ++i)
+      for (int c = 0; c < 4; ++c) col[i][c] = S(Lm[i][c]);
+    project_vjp_geom<S, V4>(quats + 4 * n, L, viewmat, K, conics + 3 * n, col[0], col[1], col + 2, vp, vmean, vq, vs);
     double fm[3] = {0, 0, 0}, fq[4] = {0, 0, 0, 0}, fs[3] = {0, 0, 0};
-    for (int c = 0; c < 5; ++c) {
+    for (int c = 0; c < 4; ++c) {
       if (D[c] <= 0) continue;
-      S col[5];
-      for (int i = 0; i < 5; ++i) col[i] = S(Lm[i][c]);
-      S vp[3] = {S(0), S(0), S(0)}, vmean[3] = {S(0), S(0), S(0)}, vq[4], vs[3];
-      project_vjp_geom<S>(quats + 4 * n, L, viewmat, K, conics + 3 * n, col[0], col[1], col + 2, vp, vmean, vq, vs);
-      for (int i = 0; i < 3; ++i) fm[i] += D[c] * (double)vmean[i] * (double)vmean[i];
-      for (int i = 0; i < 4; ++i) fq[i] += D[c] * (double)vq[i] * (double)vq[i];
-      for (int i = 0; i < 3; ++i) fs[i] += D[c] * (double)vs[i] * (double)vs[i];
+      for (int i = 0; i < 3; ++i) fm[i] += D[c] * (double)vmean[i][c] * (double)vmean[i][c];
+      for (int i = 0; i < 4; ++i) fq[i] += D[c] * (double)vq[i][c] * (double)vq[i][c];
+      for (int i = 0; i < 3; ++i) fs[i] += D[c] * (double)vs[i][c] * (double)vs[i][c];
+    }
+    if (D[4] > 0) {
+      S c4[5];
+      for (int i = 0; i < 5; ++i) c4[i] = S(Lm[i][4]);
+      S wp[3] = {S(0), S(0), S(0)}, wm[3] = {S(0), S(0), S(0)}, wq[4], ws[3];
+      project_vjp_geom<S>(quats + 4 * n, L, viewmat, K, conics + 3 * n, c4[0], c4[1], c4 + 2, wp, wm, wq, ws);
+      for (int i = 0; i < 3; ++i) fm[i] += D[4] * (double)wm[i] * (double)wm[i];
+      for (int i = 0; i < 4; ++i) fq[i] += D[4] * (double)wq[i] * (double)wq[i];
+      for (int i = 0; i < 3; ++i) fs[i] += D[4] * (double)ws[i] * (double)ws[i];
     }
     for (int i = 0; i < 3; ++i) f_means[3 * n + i] += S(fm[i]);
     for (int i = 0; i < 4; ++i) f_quats[4 * n + i] += S(fq[i]);
@@ -1476,28 +1507,42 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   return {v_means2d, v_conics, v_colors, v_opac, v_depths, v_bg};
 }
 
-// Fisher rows (N, 17) of one camera (see fisher_tile), from rasterize_forward's outputs.
-torch::Tensor fisher_raster(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors, torch::Tensor opac,
-                            torch::Tensor depths, torch::Tensor radii, torch::Tensor bg, int64_t W, int64_t H,
-                            torch::Tensor T_final, torch::Tensor n_contrib, torch::Tensor offsets, torch::Tensor ids) {
+// Fisher rows of one camera (see fisher_tile) into ``out``, resized to (N, 17): bins the Gaussians,
+// composites each tile front to back (each pixel's final transmittance and last contributor) and
+// walks it back. ``work`` is resized to hold the records and the per-intersection rows. Both have
+// the input dtype; a caller scoring many views passes the same two each time, so their pages are
+// not faulted in and zeroed again for every view (large blocks come from mmap every time).
+void fisher_raster(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors, torch::Tensor opac,
+                   torch::Tensor depths, torch::Tensor radii, torch::Tensor bg, int64_t W, int64_t H,
+                   torch::Tensor work, torch::Tensor out) {
   auto dt = means2d.scalar_type();
-  for (auto* p : {&means2d, &conics, &colors, &opac, &depths, &bg, &T_final}) check(*p, "input", dt);
+  for (auto* p : {&means2d, &conics, &colors, &opac, &depths, &bg}) check(*p, "input", dt);
   check(radii, "radii", torch::kInt32);
-  check(n_contrib, "n_contrib", torch::kInt32);
-  check(offsets, "offsets", torch::kInt64);
-  check(ids, "ids", torch::kInt32);
+  for (auto* p : {&work, &out})
+    TORCH_CHECK(p->scalar_type() == dt && p->device().is_cpu() && p->is_contiguous(),
+                "fisher buffers must be contiguous CPU tensors of the input dtype");
   const int64_t N = means2d.size(0);
   Intrinsics K = make_k(1, 1, 0, 0, W, H);
-  auto out = torch::zeros({N, FROW}, means2d.options());
+  auto opts = means2d.options();
+  out.resize_({N, FROW});
+  out.zero_();
+  auto color = torch::empty({H, W, 3}, opts), alpha = torch::empty({H, W}, opts), depth = torch::empty({H, W}, opts);
+  auto T_final = torch::empty({H, W}, opts), n_contrib = torch::empty({H, W}, opts.dtype(torch::kInt32));
   AT_DISPATCH_FLOATING_TYPES(dt, "fisher_raster", [&] {
+    using S = scalar_t;
+    static_assert(sizeof(GRec<S>) % sizeof(S) == 0, "records must tile the work buffer");
+    torch::Tensor offsets, ids;
+    std::tie(offsets, ids) = bin_tiles<S>(means2d.data_ptr<S>(), depths.data_ptr<S>(), radii.data_ptr<int32_t>(), N, K);
     const Binning B = view_binning(offsets, ids, N);
-    auto recs = gather_records<scalar_t>(means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
-                                         colors.data_ptr<scalar_t>(), opac.data_ptr<scalar_t>(),
-                                         depths.data_ptr<scalar_t>(), radii.data_ptr<int32_t>(), N);
-    fisher_raster_impl<scalar_t>(recs.get(), B, K, bg.data_ptr<scalar_t>(), T_final.data_ptr<scalar_t>(),
-                                 n_contrib.data_ptr<int32_t>(), out.data_ptr<scalar_t>());
+    const int64_t nrec = N * (int64_t)(sizeof(GRec<S>) / sizeof(S));
+    work.resize_({nrec + B.count * FROW});
+    GRec<S>* recs = reinterpret_cast<GRec<S>*>(work.data_ptr<S>());  // torch's buffers are 64-byte aligned
+    fill_records<S>(means2d.data_ptr<S>(), conics.data_ptr<S>(), colors.data_ptr<S>(), opac.data_ptr<S>(),
+                    depths.data_ptr<S>(), radii.data_ptr<int32_t>(), N, recs);
+    const FwdArgs<S> fwd{recs, &B, &K, bg.data_ptr<S>(), color.data_ptr<S>(), alpha.data_ptr<S>(),
+                         depth.data_ptr<S>(), T_final.data_ptr<S>(), n_contrib.data_ptr<int32_t>()};
+    fisher_raster_impl<S>(fwd, work.data_ptr<S>() + nrec, out.data_ptr<S>());
   });
-  return out;
 }
 
 // Adds the Fisher diagonal of means, raw quats and log scales of one camera (see fisher_project_impl).

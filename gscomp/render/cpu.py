@@ -120,12 +120,15 @@ def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background
     return img, alpha, depth, {"means2d": means2d, "radii": radii.to(torch.int64)}
 
 
-def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch.Tensor) -> dict[str, torch.Tensor]:
+def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch.Tensor,
+               work: dict | None = None) -> dict[str, torch.Tensor]:
     """Diagonal of J^T J, J = d(rendered colours of ``camera``)/d(parameters), for the fields means,
     quats, scales, opacities (logits) and sh0, each shaped like the field: for every parameter the
     sum over pixels and channels of its squared derivative. Exact (no random probes) in one forward
-    and one extra back-to-front pass (`fisher_tile` in cuda/rasterize_cpu.cpp). Not included: a
-    mean's effect on its colour through the SH view direction (zero at SH degree 0)."""
+    and one back-to-front pass per tile (`fisher_raster` in cuda/rasterize_cpu.cpp). Not included: a
+    mean's effect on its colour through the SH view direction (zero at SH degree 0).
+    ``work``: a dict kept across the calls for many views of the same splats (it keeps their
+    opacities and reuses scratch buffers)."""
     from .sh import C0
 
     ext = native.load()
@@ -136,10 +139,13 @@ def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch
                                       (splats.means, splats.quats, splats.scales, splats.sh0, splats.shN))
     means2d, conics, colors, depths, radii = ext.project_forward(means, quats, scales, sh0, shN, sh_degree,
                                                                  viewmat, campos, *intr)
-    opac = ext.sigmoid_scalar(splats.opacities.detach().contiguous())  # not torch.sigmoid: its bits vary by CPU
+    work = {} if work is None else work
+    if "opac" not in work:  # not torch.sigmoid: its bits vary by CPU
+        work["opac"] = ext.sigmoid_scalar(splats.opacities.detach().contiguous())
+    opac = work["opac"]
     bg = background.to(dtype).contiguous()
-    fwd = ext.rasterize_forward(means2d, conics, colors, opac, depths, radii, bg, W, H)
-    rows = ext.fisher_raster(means2d, conics, colors, opac, depths, radii, bg, W, H, *fwd[3:])
+    scratch, rows = (work.setdefault(k, torch.empty(0, dtype=dtype)) for k in ("scratch", "rows"))
+    ext.fisher_raster(means2d, conics, colors, opac, depths, radii, bg, W, H, scratch, rows)
     out = {f: torch.zeros_like(t) for f, t in (("means", means), ("quats", quats), ("scales", scales))}
     ext.fisher_project(means, quats, scales, viewmat, *intr, radii, conics, rows, out["means"], out["quats"],
                        out["scales"])

@@ -76,8 +76,9 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
     acc = {f: torch.zeros(getattr(splats, f).shape, dtype=torch.float64) for f in weight}  # summed over views
     cams = cams if cams is not None else sphere_cameras(splats.means.detach(), views, res)
     bg = torch.zeros(3, dtype=splats.means.dtype)
+    work: dict = {}
     for i, cam in enumerate(cams):
-        fisher = fisher_cpu(splats, cam, splats.sh_degree, bg)
+        fisher = fisher_cpu(splats, cam, splats.sh_degree, bg, work)
         for f in acc:
             acc[f] += fisher[f]
         if progress is not None:

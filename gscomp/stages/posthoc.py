@@ -865,7 +865,8 @@ def _unique_rows(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order of the rows (the caller sorts them by their values, so it never matters)."""
     _, first, inv = np.unique(_row_hash(cols), return_index=True, return_inverse=True)
     inv = inv.ravel()
-    if not np.array_equal(cols, cols[:, first[inv]]):  # a hash collision: sort the rows themselves
+    rep = first[inv]  # each row's first equal-hash row; column by column: cache-friendly, early out
+    if not all(np.array_equal(c, c[rep]) for c in cols):  # a hash collision: sort the rows themselves
         rows = np.ascontiguousarray(cols.T)
         rows = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
         _, first, inv = np.unique(rows, return_index=True, return_inverse=True)
