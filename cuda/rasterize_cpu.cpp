@@ -308,10 +308,11 @@ void project_forward_impl(const S* means, const S* quats, const S* scales, const
 // Fisher pass (fisher_project), so both apply exactly the same Jacobian.
 // T, the type of the cotangents and of every value derived from them, is S, or a vector of S
 // carrying several cotangents in its lanes (fisher_project's columns): lane-wise IEEE operations
-// in the same order, so each lane gets exactly the bits of the scalar call.
+// in the same order, so each lane gets exactly the bits of the scalar call. (Tm is the matrix
+// called T in the comments below.)
 template <typename S, typename T = S>
 GS_INLINE void project_vjp_geom(const S* quat, const ProjLocal<S>& L, const S* viewmat, const Intrinsics& K,
-                             const S* q, T vm0, T vm1, const T* vcon, T* vp, T* vmean, T* v_quat, T* v_scale) {
+                                const S* q, T vm0, T vm1, const T* vcon, T* vp, T* vmean, T* v_quat, T* v_scale) {
   const S fx = S(K.fx), fy = S(K.fy);
   const S* Rw = viewmat;
   // ---- screen mean

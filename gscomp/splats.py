@@ -36,7 +36,7 @@ def sh_degree_from_rest(k: int) -> int:
     raise GscompError(f"{k} higher-order SH coefficients per channel is not a valid SH degree (0, 3, 8 or 15)")
 
 
-def _take(t: torch.Tensor, index) -> torch.Tensor:
+def take_rows(t: torch.Tensor, index) -> torch.Tensor:
     """``t[index]``; a permutation/gather of plain CPU data by an int64 index goes through
     numpy's take, several times faster than torch's advanced indexing (the codec reorders
     millions of rows). Same values, same errors for out-of-range indices (IndexError)."""
@@ -99,7 +99,7 @@ class Splats:
 
     def __getitem__(self, index) -> "Splats":
         """Select Gaussians by index tensor, slice or boolean mask."""
-        return self.map(lambda t: _take(t, index))
+        return self.map(lambda t: take_rows(t, index))
 
     def replace(self, **changes) -> "Splats":
         return replace(self, **changes)
@@ -199,4 +199,4 @@ def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
     return ((rgb - 0.5) / SH_C0).unsqueeze(1)
 
 
-__all__ = ["Splats", "SH_C0", "FIELDS", "num_sh_rest", "sh_degree_from_rest", "rgb_to_sh0", "quat_to_rotmat"]
+__all__ = ["Splats", "SH_C0", "FIELDS", "take_rows", "num_sh_rest", "sh_degree_from_rest", "rgb_to_sh0", "quat_to_rotmat"]

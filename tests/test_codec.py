@@ -263,6 +263,28 @@ def test_deterministic_bytes(tmp_path, random_splats):
     assert (tmp_path / "a.gsz").read_bytes() == (tmp_path / "b.gsz").read_bytes()
 
 
+@pytest.mark.parametrize("pipe", ["high", "compact"])
+def test_consumed_input_same_bytes_and_let_go(tmp_path, random_splats, pipe):
+    """encode_gsz(consume=True) (`gscomp compress`) writes the same bytes, and the caller's Splats
+    drops its tensors in the input order (each field is replaced by the reordered one), so they
+    can be freed while the stages work instead of staying alive beside the reordered copy."""
+    import weakref
+
+    from gscomp.commands.compress import compose_pipeline
+
+    cfg = compose_pipeline([f"pipeline={pipe}"])
+    src = random_splats(3000, sh_degree=3, seed=4)
+    encode_gsz(src, tmp_path / "a.gsz", cfg)
+    given = src.clone()
+    before = {f: weakref.ref(t) for f, t in given.items()}
+    encode_gsz(given, tmp_path / "b.gsz", cfg, consume=True)
+    assert (tmp_path / "a.gsz").read_bytes() == (tmp_path / "b.gsz").read_bytes()
+    assert all(r() is None for r in before.values())  # nothing else kept the old tensors alive
+    perm = next(p for st in Pipeline.from_config(cfg).stages if (p := st.reorder(src)) is not None)
+    for f, t in given.items():  # the caller's object now holds the encoder's (Morton) order
+        assert torch.equal(t, getattr(src, f)[perm]), f
+
+
 def test_decode_identical_across_processes_and_threads(tmp_path, random_splats):
     src = random_splats(3000, sh_degree=3)
     encode_gsz(src, tmp_path / "a.gsz", preset("medium"))

@@ -1,6 +1,6 @@
 """`.gsz` encode / decode / info on top of the container and the stage pipeline.
 
-    encode_gsz(splats, path, pipeline_cfg, state=None) -> stats dict
+    encode_gsz(splats, path, pipeline_cfg, state=None, progress=None, consume=False) -> stats dict
     decode_gsz(path) -> Splats
     gsz_info(path) -> dict
 """
@@ -31,14 +31,16 @@ def _section_stats(header: dict[str, Any], sections) -> dict[str, Any]:
     return {"n": n, "sections": per_section, "bytes_per_attribute": per_attr, "bits_per_gaussian_per_attribute": bpg}
 
 
-def encode_gsz(splats, path: str | os.PathLike, pipeline_cfg, state=None, progress=None) -> dict[str, Any]:
+def encode_gsz(splats, path: str | os.PathLike, pipeline_cfg, state=None, progress=None,
+               consume: bool = False) -> dict[str, Any]:
     """Compress ``splats`` with the pipeline config into ``path`` (atomic write). Returns stats:
     n, bytes per section, total bytes on disk, bits per Gaussian (total and per attribute).
-    ``progress(what, done, total)``, when given, is called as the stages work."""
+    ``progress(what, done, total)``, when given, is called as the stages work. ``consume``: the
+    caller does not use ``splats`` again, so the encoder may replace its fields (less memory)."""
     from ..stages.pipeline import Pipeline
 
     pipe = pipeline_cfg if isinstance(pipeline_cfg, Pipeline) else Pipeline.from_config(pipeline_cfg)
-    header, sections = pipe.encode(splats, state, progress)
+    header, sections = pipe.encode(splats, state, progress, consume=consume)
     data = pack_gsz(header, sections)
     atomic_write_bytes(path, data)
     total = Path(path).stat().st_size

@@ -120,7 +120,7 @@ def run(argv: list[str]) -> int:
     splats = load_splats(src)
     t0 = time.perf_counter()
     with encode_progress() as progress:
-        stats = encode_gsz(splats, dst, pipe, state=state, progress=progress)
+        stats = encode_gsz(splats, dst, pipe, state=state, progress=progress, consume=True)
     dt = time.perf_counter() - t0
     print_stats(stats, src, input_size(src), dt)
     return 0

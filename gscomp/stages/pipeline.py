@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import FormatError, GscompError
-from ..splats import FIELDS, Splats, num_sh_rest
+from ..splats import FIELDS, Splats, num_sh_rest, take_rows
 from . import importance, posthoc  # noqa: F401  (register the post-hoc stage types)
 from .base import STAGES, CodingContext, Section, Stage, build_stage
 
@@ -145,7 +145,13 @@ class Pipeline:
         self.owner = owner
 
     # ------------------------------------------------------------------ coding
-    def encode(self, splats: Splats, state=None, progress=None) -> tuple[dict[str, Any], list[Section]]:
+    def encode(self, splats: Splats, state=None, progress=None,
+               consume: bool = False) -> tuple[dict[str, Any], list[Section]]:
+        """``consume``: the caller hands ``splats`` over and does not use it again (`gscomp
+        compress`). Each reordered field then replaces its field in ``splats`` as soon as it is
+        made, so the scene in its input order is freed field by field instead of staying alive
+        beside the reordered copy (0.25 KB per Gaussian at SH 3)."""
+        given = splats if consume else None
         splats = splats.detach().to("cpu", torch.float32)
         splats.validate("input splats")
         if self.sh_degree is not None:
@@ -157,8 +163,16 @@ class Pipeline:
             splats = st.bake(splats, state)
         for st in self.stages:
             perm = st.reorder(splats)
-            if perm is not None:
+            if perm is None:
+                continue
+            if given is None:
                 splats = splats[perm]
+                continue
+            splats = splats.replace()  # a Splats of our own, changed field by field
+            for f in FIELDS:
+                new = take_rows(getattr(splats, f), perm)
+                setattr(splats, f, new)
+                setattr(given, f, new)  # the last holder of the field in the old order lets go
         n = len(splats)
         if n > MAX_N:
             raise GscompError(f"{n} Gaussians exceed the .gsz limit of {MAX_N}")
