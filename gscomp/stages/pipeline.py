@@ -165,14 +165,12 @@ class Pipeline:
             perm = st.reorder(splats)
             if perm is None:
                 continue
-            if given is None:
-                splats = splats[perm]
-                continue
-            splats = splats.replace()  # a Splats of our own, changed field by field
+            splats = splats.replace()  # changed field by field below: a bake may return an object held elsewhere
             for f in FIELDS:
                 new = take_rows(getattr(splats, f), perm)
                 setattr(splats, f, new)
-                setattr(given, f, new)  # the last holder of the field in the old order lets go
+                if given is not None:
+                    setattr(given, f, new)  # the last holder of the field in the old order lets go
         n = len(splats)
         if n > MAX_N:
             raise GscompError(f"{n} Gaussians exceed the .gsz limit of {MAX_N}")
