@@ -1308,17 +1308,30 @@ void fisher_raster_impl(const FwdArgs<S>& fwd, S* rows, S* out) {
   });
 }
 
-// Adds diag(P^T G P) into f_means (N,3), f_quats (N,4), f_scales (N,3): G is each Gaussian's 5x5
-// block of `rows` (screen mean and conic), P the Jacobian of (mean2d, conic) by (mean, raw quat,
-// log scales). G = L D L^T (pivots below 1e-12 of the largest diagonal entry dropped: G is a sum of
-// outer products, PSD up to rounding), so diag(P^T G P) = sum_k D_k (P^T L_k)^2, one VJP per column.
+// Adds one camera's Fisher diagonal into the float64 sums a_means (N,3), a_quats (N,4), a_scales
+// (N,3), a_opac (N), a_sh0 (N,3), each term first rounded to S (so the sums are those of the
+// per-view S values, in view order, whatever the thread count).
+// Means, quats, scales: diag(P^T G P), G each Gaussian's 5x5 block of `rows` (screen mean and
+// conic), P the Jacobian of (mean2d, conic) by (mean, raw quat, log scales). G = L D L^T (pivots
+// below 1e-12 of the largest diagonal entry dropped: G is a sum of outer products, PSD up to
+// rounding), so diag(P^T G P) = sum_k D_k (P^T L_k)^2, one VJP per column.
+// Opacity logits: row 15 times (d sigmoid / d logit)^2 = (o (1 - o))^2. sh0: row 16 times
+// sh0_gain (C0^2: d colour / d sh0 = C0), zero where the colour was clamped at 0 (no gradient).
 template <typename S>
 void fisher_project_impl(const S* means, const S* quats, const S* scales, int64_t N, const S* viewmat,
-                         const Intrinsics& K, const int32_t* radii, const S* conics, const S* rows, S* f_means,
-                         S* f_quats, S* f_scales) {
+                         const Intrinsics& K, const int32_t* radii, const S* conics, const S* colors, const S* opac,
+                         S sh0_gain, const S* rows, double* a_means, double* a_quats, double* a_scales,
+                         double* a_opac, double* a_sh0) {
   typedef S V4 __attribute__((vector_size(4 * sizeof(S))));
 #pragma omp parallel for schedule(static, 1024)
   for (int64_t n = 0; n < N; ++n) {
+    {
+      const S* r = rows + FROW * n;
+      const S o = opac[n], t = o * (S(1) - o);
+      a_opac[n] += (double)(r[15] * (t * t));
+      const S g = r[16] * sh0_gain;
+      for (int c = 0; c < 3; ++c) a_sh0[3 * n + c] += (double)(g * (colors[3 * n + c] > S(0) ? S(1) : S(0)));
+    }
     if (radii[n] <= 0) continue;
     const S* r = rows + FROW * n;
     double G[5][5];
@@ -1364,9 +1377,9 @@ void fisher_project_impl(const S* means, const S* quats, const S* scales, int64_
       for (int i = 0; i < 4; ++i) fq[i] += D[4] * (double)wq[i] * (double)wq[i];
       for (int i = 0; i < 3; ++i) fs[i] += D[4] * (double)ws[i] * (double)ws[i];
     }
-    for (int i = 0; i < 3; ++i) f_means[3 * n + i] += S(fm[i]);
-    for (int i = 0; i < 4; ++i) f_quats[4 * n + i] += S(fq[i]);
-    for (int i = 0; i < 3; ++i) f_scales[3 * n + i] += S(fs[i]);
+    for (int i = 0; i < 3; ++i) a_means[3 * n + i] += (double)S(fm[i]);
+    for (int i = 0; i < 4; ++i) a_quats[4 * n + i] += (double)S(fq[i]);
+    for (int i = 0; i < 3; ++i) a_scales[3 * n + i] += (double)S(fs[i]);
   }
 }
 
@@ -1546,25 +1559,31 @@ void fisher_raster(torch::Tensor means2d, torch::Tensor conics, torch::Tensor co
   });
 }
 
-// Adds the Fisher diagonal of means, raw quats and log scales of one camera (see fisher_project_impl).
+// Adds one camera's Fisher diagonal into float64 sums shaped like the fields (see fisher_project_impl).
 void fisher_project(torch::Tensor means, torch::Tensor quats, torch::Tensor scales, torch::Tensor viewmat,
                     double fx, double fy, double cx, double cy, int64_t W, int64_t H, torch::Tensor radii,
-                    torch::Tensor conics, torch::Tensor rows, torch::Tensor f_means, torch::Tensor f_quats,
-                    torch::Tensor f_scales) {
+                    torch::Tensor conics, torch::Tensor colors, torch::Tensor opac, double sh0_gain,
+                    torch::Tensor rows, torch::Tensor a_means, torch::Tensor a_quats, torch::Tensor a_scales,
+                    torch::Tensor a_opac, torch::Tensor a_sh0) {
   auto dt = means.scalar_type();
-  for (auto* p : {&means, &quats, &scales, &viewmat, &conics, &rows, &f_means, &f_quats, &f_scales})
-    check(*p, "input", dt);
+  for (auto* p : {&means, &quats, &scales, &viewmat, &conics, &colors, &opac, &rows}) check(*p, "input", dt);
+  for (auto* p : {&a_means, &a_quats, &a_scales, &a_opac, &a_sh0}) check(*p, "fisher sums", torch::kFloat64);
   check(radii, "radii", torch::kInt32);
   const int64_t N = means.size(0);
   TORCH_CHECK(rows.dim() == 2 && rows.size(0) == N && rows.size(1) == FROW, "fisher rows must be (N, 17)");
-  TORCH_CHECK(f_means.numel() == 3 * N && f_quats.numel() == 4 * N && f_scales.numel() == 3 * N,
-              "fisher outputs have the wrong size");
+  TORCH_CHECK(colors.numel() == 3 * N && opac.numel() == N && conics.numel() == 3 * N && radii.numel() == N,
+              "fisher inputs have the wrong size");
+  TORCH_CHECK(a_means.numel() == 3 * N && a_quats.numel() == 4 * N && a_scales.numel() == 3 * N &&
+                  a_opac.numel() == N && a_sh0.numel() == 3 * N,
+              "fisher sums have the wrong size");
   Intrinsics K = make_k(fx, fy, cx, cy, W, H);
   AT_DISPATCH_FLOATING_TYPES(dt, "fisher_project", [&] {
     fisher_project_impl<scalar_t>(means.data_ptr<scalar_t>(), quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
                                   N, viewmat.data_ptr<scalar_t>(), K, radii.data_ptr<int32_t>(),
-                                  conics.data_ptr<scalar_t>(), rows.data_ptr<scalar_t>(), f_means.data_ptr<scalar_t>(),
-                                  f_quats.data_ptr<scalar_t>(), f_scales.data_ptr<scalar_t>());
+                                  conics.data_ptr<scalar_t>(), colors.data_ptr<scalar_t>(), opac.data_ptr<scalar_t>(),
+                                  scalar_t(sh0_gain), rows.data_ptr<scalar_t>(), a_means.data_ptr<double>(),
+                                  a_quats.data_ptr<double>(), a_scales.data_ptr<double>(), a_opac.data_ptr<double>(),
+                                  a_sh0.data_ptr<double>());
   });
 }
 
@@ -1594,6 +1613,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rasterize_forward", &rasterize_forward, "tile-bin and alpha-composite one camera");
   m.def("rasterize_backward", &rasterize_backward, "backward of rasterize_forward");
   m.def("fisher_raster", &fisher_raster, "per-Gaussian Fisher rows of one camera (screen space)");
-  m.def("fisher_project", &fisher_project, "adds the Fisher diagonal of means, quats, scales of one camera");
+  m.def("fisher_project", &fisher_project, "adds one camera's Fisher diagonal into float64 sums");
   m.def("sigmoid_scalar", &sigmoid_scalar, "sigmoid with the same bits on every CPU (encoder decisions)");
 }

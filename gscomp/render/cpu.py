@@ -121,14 +121,16 @@ def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background
 
 
 def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch.Tensor,
-               work: dict | None = None) -> dict[str, torch.Tensor]:
+               work: dict | None = None, sums: dict | None = None) -> dict[str, torch.Tensor]:
     """Diagonal of J^T J, J = d(rendered colours of ``camera``)/d(parameters), for the fields means,
     quats, scales, opacities (logits) and sh0, each shaped like the field: for every parameter the
-    sum over pixels and channels of its squared derivative. Exact (no random probes) in one forward
-    and one back-to-front pass per tile (`fisher_raster` in cuda/rasterize_cpu.cpp). Not included: a
-    mean's effect on its colour through the SH view direction (zero at SH degree 0).
-    ``work``: a dict kept across the calls for many views of the same splats (it keeps their
-    opacities and reuses scratch buffers)."""
+    sum over pixels and channels of its squared derivative, in float64 (each value computed in the
+    splats' dtype). Exact (no random probes) in one forward and one back-to-front pass per tile
+    (`fisher_raster` in cuda/rasterize_cpu.cpp). Not included: a mean's effect on its colour
+    through the SH view direction (zero at SH degree 0).
+    ``sums``: float64 tensors shaped like the fields, which this camera's values are added into and
+    which are returned (many views sum up with no extra pass); ``work``: a dict kept across the calls
+    for many views of the same splats (it keeps their opacities and reuses scratch buffers)."""
     from .sh import C0
 
     ext = native.load()
@@ -146,13 +148,12 @@ def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch
     bg = background.to(dtype).contiguous()
     scratch, rows = (work.setdefault(k, torch.empty(0, dtype=dtype)) for k in ("scratch", "rows"))
     ext.fisher_raster(means2d, conics, colors, opac, depths, radii, bg, W, H, scratch, rows)
-    out = {f: torch.zeros_like(t) for f, t in (("means", means), ("quats", quats), ("scales", scales))}
-    ext.fisher_project(means, quats, scales, viewmat, *intr, radii, conics, rows, out["means"], out["quats"],
-                       out["scales"])
-    out["opacities"] = rows[:, 15] * (opac * (1 - opac)) ** 2  # d sigmoid / d logit = o (1 - o)
-    # d colour_ch / d sh0_ch = C0 unless the colour was clamped at 0 (then no gradient, as in backward)
-    out["sh0"] = (rows[:, 16:17] * C0 ** 2 * (colors > 0).to(dtype)).unsqueeze(1)
-    return out
+    fields = ("means", "quats", "scales", "opacities", "sh0")
+    if sums is None:
+        sums = {f: torch.zeros(getattr(splats, f).shape, dtype=torch.float64) for f in fields}
+    ext.fisher_project(means, quats, scales, viewmat, *intr, radii, conics, colors, opac, C0 ** 2, rows,
+                       *(sums[f] for f in fields))
+    return sums
 
 
 __all__ = ["fisher_cpu", "render_cpu"]

@@ -78,9 +78,7 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
     bg = torch.zeros(3, dtype=splats.means.dtype)
     work: dict = {}
     for i, cam in enumerate(cams):
-        fisher = fisher_cpu(splats, cam, splats.sh_degree, bg, work)
-        for f in acc:
-            acc[f] += fisher[f]
+        fisher_cpu(splats, cam, splats.sh_degree, bg, work, sums=acc)
         if progress is not None:
             progress(i + 1, len(cams))
     tot = torch.zeros(n, dtype=torch.float64)
