@@ -1308,38 +1308,41 @@ void fisher_raster_impl(const FwdArgs<S>& fwd, S* rows, S* out) {
   });
 }
 
-// Adds one camera's Fisher diagonal into the float64 sums a_means (N,3), a_quats (N,4), a_scales
-// (N,3), a_opac (N), a_sh0 (N,3), each term first rounded to S (so the sums are those of the
-// per-view S values, in view order, whatever the thread count).
-// Means, quats, scales: diag(P^T G P), G each Gaussian's 5x5 block of `rows` (screen mean and
-// conic), P the Jacobian of (mean2d, conic) by (mean, raw quat, log scales). G = L D L^T (pivots
-// below 1e-12 of the largest diagonal entry dropped: G is a sum of outer products, PSD up to
-// rounding), so diag(P^T G P) = sum_k D_k (P^T L_k)^2, one VJP per column.
-// Opacity logits: row 15 times (d sigmoid / d logit)^2 = (o (1 - o))^2. sh0: row 16 times
-// sh0_gain (C0^2: d colour / d sh0 = C0), zero where the colour was clamped at 0 (no gradient).
 template <typename S>
-void fisher_project_impl(const S* means, const S* quats, const S* scales, int64_t N, const S* viewmat,
-                         const Intrinsics& K, const int32_t* radii, const S* conics, const S* colors, const S* opac,
-                         S sh0_gain, const S* rows, double* a_means, double* a_quats, double* a_scales,
-                         double* a_opac, double* a_sh0) {
-  typedef S V4 __attribute__((vector_size(4 * sizeof(S))));
-#pragma omp parallel for schedule(static, 1024)
-  for (int64_t n = 0; n < N; ++n) {
+struct FisherProjArgs {
+  const S *means, *quats, *scales, *viewmat;
+  const Intrinsics* K;
+  const int32_t* radii;
+  const S *conics, *colors, *opac;
+  S sh0_gain;
+  const S* rows;
+  double *a_means, *a_quats, *a_scales, *a_opac, *a_sh0;
+};
+
+// Gaussians [n0, n1) of fisher_project_impl. The five VJPs (one per column of L) run as lanes of
+// vectors: W = 8 does all five in one call (AVX's 8-lane registers), W = 4 columns 0..3 and then
+// column 4 as a scalar call (SSE2 has 4 lanes; 8-lane vectors there spill). Lane-wise they are the
+// same IEEE operations in the same order as five scalar calls, so every W gives the same bits.
+template <typename S, int W>
+GS_INLINE void fisher_project_range(const FisherProjArgs<S>& a, int64_t n0, int64_t n1) {
+  typedef S VW __attribute__((vector_size(W * sizeof(S))));
+  constexpr int NV = W >= 5 ? 5 : W;  // columns carried in the vector lanes
+  const Intrinsics& K = *a.K;
+  for (int64_t n = n0; n < n1; ++n) {
+    const S* r = a.rows + FROW * n;
     {
-      const S* r = rows + FROW * n;
-      const S o = opac[n], t = o * (S(1) - o);
-      a_opac[n] += (double)(r[15] * (t * t));
-      const S g = r[16] * sh0_gain;
-      for (int c = 0; c < 3; ++c) a_sh0[3 * n + c] += (double)(g * (colors[3 * n + c] > S(0) ? S(1) : S(0)));
+      const S o = a.opac[n], t = o * (S(1) - o);
+      a.a_opac[n] += (double)(r[15] * (t * t));
+      const S g = r[16] * a.sh0_gain;
+      for (int c = 0; c < 3; ++c) a.a_sh0[3 * n + c] += (double)(g * (a.colors[3 * n + c] > S(0) ? S(1) : S(0)));
     }
-    if (radii[n] <= 0) continue;
-    const S* r = rows + FROW * n;
+    if (a.radii[n] <= 0) continue;
     double G[5][5];
     int k = 0;
-    for (int a = 0; a < 5; ++a)
-      for (int b = a; b < 5; ++b) G[a][b] = G[b][a] = (double)r[k++];
+    for (int i = 0; i < 5; ++i)
+      for (int j = i; j < 5; ++j) G[i][j] = G[j][i] = (double)r[k++];
     double gmax = 0;
-    for (int a = 0; a < 5; ++a) gmax = std::max(gmax, G[a][a]);
+    for (int i = 0; i < 5; ++i) gmax = std::max(gmax, G[i][i]);
     if (!(gmax > 0)) continue;
     double Lm[5][5] = {}, D[5];
     for (int c = 0; c < 5; ++c) {
@@ -1353,34 +1356,64 @@ void fisher_project_impl(const S* means, const S* quats, const S* scales, int64_
         Lm[i][c] = D[c] > 0 ? v / D[c] : 0.0;
       }
     }
+    const S *quat = a.quats + 4 * n, *conic = a.conics + 3 * n;
     ProjLocal<S> L;
-    project_one(means + 3 * n, quats + 4 * n, scales + 3 * n, viewmat, K, L);
-    // The VJPs of columns 0..3 at once, column c in lane c, then column 4 alone: lane-wise they
-    // are the same operations as five scalar calls (same bits), on SSE2's 4-lane registers.
-    V4 col[5], vp[3] = {}, vmean[3] = {}, vq[4], vs[3];
+    project_one(a.means + 3 * n, quat, a.scales + 3 * n, a.viewmat, K, L);
+    VW col[5] = {}, vp[3] = {}, vmean[3] = {}, vq[4], vs[3];
     for (int i = 0; i < 5; ++i)
-      for (int c = 0; c < 4; ++c) col[i][c] = S(Lm[i][c]);
-    project_vjp_geom<S, V4>(quats + 4 * n, L, viewmat, K, conics + 3 * n, col[0], col[1], col + 2, vp, vmean, vq, vs);
+      for (int c = 0; c < NV; ++c) col[i][c] = S(Lm[i][c]);
+    project_vjp_geom<S, VW>(quat, L, a.viewmat, K, conic, col[0], col[1], col + 2, vp, vmean, vq, vs);
     double fm[3] = {0, 0, 0}, fq[4] = {0, 0, 0, 0}, fs[3] = {0, 0, 0};
-    for (int c = 0; c < 4; ++c) {
+    for (int c = 0; c < NV; ++c) {
       if (D[c] <= 0) continue;
       for (int i = 0; i < 3; ++i) fm[i] += D[c] * (double)vmean[i][c] * (double)vmean[i][c];
       for (int i = 0; i < 4; ++i) fq[i] += D[c] * (double)vq[i][c] * (double)vq[i][c];
       for (int i = 0; i < 3; ++i) fs[i] += D[c] * (double)vs[i][c] * (double)vs[i][c];
     }
-    if (D[4] > 0) {
+    if (NV < 5 && D[4] > 0) {
       S c4[5];
       for (int i = 0; i < 5; ++i) c4[i] = S(Lm[i][4]);
       S wp[3] = {S(0), S(0), S(0)}, wm[3] = {S(0), S(0), S(0)}, wq[4], ws[3];
-      project_vjp_geom<S>(quats + 4 * n, L, viewmat, K, conics + 3 * n, c4[0], c4[1], c4 + 2, wp, wm, wq, ws);
+      project_vjp_geom<S>(quat, L, a.viewmat, K, conic, c4[0], c4[1], c4 + 2, wp, wm, wq, ws);
       for (int i = 0; i < 3; ++i) fm[i] += D[4] * (double)wm[i] * (double)wm[i];
       for (int i = 0; i < 4; ++i) fq[i] += D[4] * (double)wq[i] * (double)wq[i];
       for (int i = 0; i < 3; ++i) fs[i] += D[4] * (double)ws[i] * (double)ws[i];
     }
-    for (int i = 0; i < 3; ++i) a_means[3 * n + i] += (double)S(fm[i]);
-    for (int i = 0; i < 4; ++i) a_quats[4 * n + i] += (double)S(fq[i]);
-    for (int i = 0; i < 3; ++i) a_scales[3 * n + i] += (double)S(fs[i]);
+    for (int i = 0; i < 3; ++i) a.a_means[3 * n + i] += (double)S(fm[i]);
+    for (int i = 0; i < 4; ++i) a.a_quats[4 * n + i] += (double)S(fq[i]);
+    for (int i = 0; i < 3; ++i) a.a_scales[3 * n + i] += (double)S(fs[i]);
   }
+}
+
+template <typename S>
+void fisher_project_base(const FisherProjArgs<S>& a, int64_t n0, int64_t n1) {
+  fisher_project_range<S, 4>(a, n0, n1);
+}
+#if GS_AVX_DISPATCH
+__attribute__((target("avx"))) void fisher_project_avx(const FisherProjArgs<float>& a, int64_t n0, int64_t n1) {
+  fisher_project_range<float, 8>(a, n0, n1);
+}
+#endif
+
+// Adds one camera's Fisher diagonal into the float64 sums a_means (N,3), a_quats (N,4), a_scales
+// (N,3), a_opac (N), a_sh0 (N,3), each term first rounded to S (so the sums are those of the
+// per-view S values, in view order, whatever the thread count).
+// Means, quats, scales: diag(P^T G P), G each Gaussian's 5x5 block of `rows` (screen mean and
+// conic), P the Jacobian of (mean2d, conic) by (mean, raw quat, log scales). G = L D L^T (pivots
+// below 1e-12 of the largest diagonal entry dropped: G is a sum of outer products, PSD up to
+// rounding), so diag(P^T G P) = sum_k D_k (P^T L_k)^2, one VJP per column.
+// Opacity logits: row 15 times (d sigmoid / d logit)^2 = (o (1 - o))^2. sh0: row 16 times
+// sh0_gain (C0^2: d colour / d sh0 = C0), zero where the colour was clamped at 0 (no gradient).
+template <typename S>
+void fisher_project_impl(const FisherProjArgs<S>& a, int64_t N) {
+  void (*range)(const FisherProjArgs<S>&, int64_t, int64_t) = fisher_project_base<S>;
+#if GS_AVX_DISPATCH
+  if constexpr (std::is_same<S, float>::value)
+    if (use_avx()) range = fisher_project_avx;
+#endif
+  constexpr int64_t CHUNK = 1024;
+#pragma omp parallel for schedule(static, 1)
+  for (int64_t c = 0; c < (N + CHUNK - 1) / CHUNK; ++c) range(a, c * CHUNK, std::min(N, (c + 1) * CHUNK));
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1578,12 +1611,13 @@ void fisher_project(torch::Tensor means, torch::Tensor quats, torch::Tensor scal
               "fisher sums have the wrong size");
   Intrinsics K = make_k(fx, fy, cx, cy, W, H);
   AT_DISPATCH_FLOATING_TYPES(dt, "fisher_project", [&] {
-    fisher_project_impl<scalar_t>(means.data_ptr<scalar_t>(), quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
-                                  N, viewmat.data_ptr<scalar_t>(), K, radii.data_ptr<int32_t>(),
-                                  conics.data_ptr<scalar_t>(), colors.data_ptr<scalar_t>(), opac.data_ptr<scalar_t>(),
-                                  scalar_t(sh0_gain), rows.data_ptr<scalar_t>(), a_means.data_ptr<double>(),
-                                  a_quats.data_ptr<double>(), a_scales.data_ptr<double>(), a_opac.data_ptr<double>(),
-                                  a_sh0.data_ptr<double>());
+    const FisherProjArgs<scalar_t> a{means.data_ptr<scalar_t>(), quats.data_ptr<scalar_t>(),
+                                     scales.data_ptr<scalar_t>(), viewmat.data_ptr<scalar_t>(), &K,
+                                     radii.data_ptr<int32_t>(), conics.data_ptr<scalar_t>(),
+                                     colors.data_ptr<scalar_t>(), opac.data_ptr<scalar_t>(), scalar_t(sh0_gain),
+                                     rows.data_ptr<scalar_t>(), a_means.data_ptr<double>(), a_quats.data_ptr<double>(),
+                                     a_scales.data_ptr<double>(), a_opac.data_ptr<double>(), a_sh0.data_ptr<double>()};
+    fisher_project_impl<scalar_t>(a, N);
   });
 }
 
