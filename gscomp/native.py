@@ -6,10 +6,18 @@
 torch/Python versions, so a changed source or a new torch rebuilds instead of loading a stale binary.
 Flags are ``-O3 -fno-trapping-math -fopenmp``: no ``-march=native`` (binaries and results must not depend on the
 build machine) and no ``-ffast-math`` (the kernels mirror the reference's float operations).
+
+A built module is imported straight from its cache file once a stamp file next to it says it was
+finished (a process killed while linking leaves a truncated file, and importing one is a SIGBUS).
+Builds are serialised by an flock on ``build.lock`` in its directory, which the kernel releases
+when a process dies: torch's own lock file (``lock``, which torch waits on forever) is left behind
+by a process killed while loading, so it is removed once the flock is held.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import os
 import sys
 import threading
@@ -51,6 +59,46 @@ def _build_tag(source: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _build_lock(build: Path):
+    """Exclusive flock on ``build/build.lock`` (released by the kernel if this process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's own lock file only
+        yield
+        return
+    try:
+        f = open(build / "build.lock", "a+b")
+    except OSError:  # a read-only cache: nothing can be built there, loading needs no lock
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("gscomp: waiting for another gscomp process to finish compiling...", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _stamped(so: Path, stamp: Path) -> bool:
+    """Whether ``so`` is a finished build: the stamp written after it loaded holds its size."""
+    try:
+        return stamp.read_text() == str(so.stat().st_size)
+    except (OSError, ValueError):
+        return False
+
+
+def _import(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def load(kind: str = "raster"):
     """Return the compiled extension ``kind`` (see `SOURCES`), compiling it once if needed."""
     mod = _modules.get(kind)
@@ -67,29 +115,42 @@ def load(kind: str = "raster"):
         name = f"gscomp_{kind}_cpu_{tag}"
         build = cache_dir() / "native" / tag
         build.mkdir(parents=True, exist_ok=True)
-        if not (build / f"{name}.so").exists():
-            print(f"gscomp: compiling the {what} (once, ~40 s)...", file=sys.stderr, flush=True)
-        from torch.utils.cpp_extension import load as _load
-
-        try:
-            mod = _load(
-                name=name,
-                sources=[str(source)],
-                # copies: torch appends its own -L/-l flags to the lists it is given, which would
-                # change the next module's build tag and make every process rebuild it
-                extra_cflags=list(CFLAGS),
-                extra_ldflags=list(LDFLAGS),
-                build_directory=str(build),
-                verbose=False,
-            )
-        except Exception as e:  # compiler missing or failing: say what to do instead
-            msg = str(e).strip().splitlines()
-            raise GscompError(
-                f"could not build the {what} ({msg[-1] if msg else type(e).__name__}); "
-                f"install a C++ compiler with OpenMP, {advice}"
-            ) from e
+        so, stamp = build / f"{name}.so", build / f"{name}.so.ok"
+        with _build_lock(build):  # (not while another process writes the file)
+            if _stamped(so, stamp):
+                mod = _import(name, so)
+            else:  # never built, or cut short: importing a truncated .so is a SIGBUS, so relink
+                mod = _build(name, source, build, what, advice)
+                stamp.write_text(str(so.stat().st_size))
         _modules[kind] = mod
         return mod
+
+
+def _build(name: str, source: Path, build: Path, what: str, advice: str):
+    """Compile with torch's cpp_extension (under `_build_lock`)."""
+    print(f"gscomp: compiling the {what} (once, ~40 s)...", file=sys.stderr, flush=True)
+    for stale in (build / "lock", build / f"{name}.so"):  # left by a killed process (we hold the flock)
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    from torch.utils.cpp_extension import load as _load
+
+    try:
+        return _load(
+            name=name,
+            sources=[str(source)],
+            # copies: torch appends its own -L/-l flags to the lists it is given, which would
+            # change the next module's build tag and make every process rebuild it
+            extra_cflags=list(CFLAGS),
+            extra_ldflags=list(LDFLAGS),
+            build_directory=str(build),
+            verbose=False,
+        )
+    except Exception as e:  # compiler missing or failing: say what to do instead
+        msg = str(e).strip().splitlines()
+        raise GscompError(
+            f"could not build the {what} ({msg[-1] if msg else type(e).__name__}); "
+            f"install a C++ compiler with OpenMP, {advice}"
+        ) from e
 
 
 __all__ = ["load", "cache_dir", "SOURCES", "SOURCE"]
