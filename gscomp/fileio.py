@@ -9,6 +9,12 @@ from typing import IO, Iterator
 
 from .errors import GscompError
 
+# mkstemp makes its files 0600; outputs get the mode a plain open() would give (0666 less the
+# umask), read once here since reading the umask means setting it (racy in threads)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Iterator[IO[bytes]]:
@@ -28,6 +34,7 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
     except OSError as e:
         raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

@@ -859,3 +859,17 @@ def test_atomic_open_keeps_old_file_on_error(tmp_path):
     with atomic_open(p) as f:
         f.write(b"new")
     assert p.read_bytes() == b"new"
+
+
+def test_atomic_open_gives_the_mode_of_a_plain_open(tmp_path):
+    """Outputs are readable as the umask allows (mkstemp's 0600 made them private to the user)."""
+    import os
+    import stat
+
+    p = tmp_path / "out.bin"
+    with atomic_open(p) as f:
+        f.write(b"x")
+    with open(tmp_path / "plain.bin", "wb") as f:
+        f.write(b"x")
+    mode = stat.S_IMODE(os.stat(p).st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.bin").st_mode) and mode & stat.S_IRUSR
