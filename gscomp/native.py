@@ -31,9 +31,29 @@ ROOT = Path(__file__).resolve().parents[1] / "cuda"
 # kind -> (source file, what it is: shown while compiling and in errors, fallback advice)
 SOURCES = {
     "raster": ("rasterize_cpu.cpp", "native CPU rasterizer", "or use backend='torch'"),
-    "rans": ("rans_cpu.cpp", "native rANS coder", "needed to read and write .gsz files"),
+    "rans": ("rans_cpu.cpp", "native rANS coder", "or .gsz coding stays on constriction (slower)"),
     "hashgrid": ("hashgrid_cpu.cpp", "native hash-grid encoder", "needed to train and decode the colour field"),
 }
+
+
+class NativeBuildError(GscompError):
+    """An extension could not be built; ``reason`` is the compiler's (or torch's) one-line why."""
+
+    def __init__(self, what: str, reason: str, advice: str):
+        self.what, self.reason = what, reason
+        super().__init__(f"could not build the {what} ({reason}); install a C++ compiler with OpenMP, {advice}")
+
+
+def _build_failure(e: Exception) -> str:
+    """The telling line of a failed build's log (the compiler's first error, not ninja's last)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # torch's and ninja's own lines, and the echoed compile commands, say nothing of the cause
+    said = [ln for ln in lines if not ln.startswith(("Error building extension", "[", "FAILED", "ninja:"))
+            and " -o " not in ln]
+    for ln in said:
+        if any(k in ln.lower() for k in ("error", "not found", "no such file")):
+            return ln[:300]
+    return (said or lines or [type(e).__name__])[0][:300]
 SOURCE = ROOT / SOURCES["raster"][0]  # the rasterizer's source (benchmarks print its path)
 # -fno-trapping-math changes no result (traps are off anyway); it lets GCC vectorise min/max.
 # -ffp-contract=off: never fuse a * b + c into one FMA (GCC does by default where the ISA has FMA,
@@ -132,8 +152,14 @@ def _build(name: str, source: Path, build: Path, what: str, advice: str):
     for stale in (build / "lock", build / f"{name}.so"):  # left by a killed process (we hold the flock)
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
+    import logging
+
     from torch.utils.cpp_extension import load as _load
 
+    # torch logs a many-line banner (e.g. about an unknown compiler); the error below says enough
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         return _load(
             name=name,
@@ -146,11 +172,9 @@ def _build(name: str, source: Path, build: Path, what: str, advice: str):
             verbose=False,
         )
     except Exception as e:  # compiler missing or failing: say what to do instead
-        msg = str(e).strip().splitlines()
-        raise GscompError(
-            f"could not build the {what} ({msg[-1] if msg else type(e).__name__}); "
-            f"install a C++ compiler with OpenMP, {advice}"
-        ) from e
+        raise NativeBuildError(what, _build_failure(e), advice) from e
+    finally:
+        log.setLevel(level)
 
 
-__all__ = ["load", "cache_dir", "SOURCES", "SOURCE"]
+__all__ = ["load", "cache_dir", "NativeBuildError", "SOURCES", "SOURCE"]

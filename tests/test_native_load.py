@@ -54,3 +54,28 @@ def test_half_written_module_is_rebuilt(tmp_path):
     r = _run(tmp_path / "cache")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
     assert "compiling" in r.stderr and not (build / "lock").exists()
+
+
+def test_without_a_compiler(tmp_path, random_splats):
+    """No compiler: .gsz coding falls back to constriction with one line saying why, and compact
+    (whose importance stage needs the native rasterizer) fails with one line naming the way out."""
+    from gscomp.io import save_splats
+
+    src = tmp_path / "in.ply"
+    save_splats(src, random_splats(200, 1, seed=3))
+    env = dict(os.environ, GSCOMP_CACHE=str(tmp_path / "cache"), CXX="/nonexistent/c++", PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+
+    def gscomp(*args):
+        return subprocess.run([sys.executable, "-m", "gscomp", *args], env=env, capture_output=True, text=True,
+                              timeout=240)
+
+    r = gscomp("compress", str(src), str(tmp_path / "a.gsz"), "pipeline=medium")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert "WARNING" not in r.stderr and len(lines) <= 3, r.stderr  # "compiling ..." and the fallback note
+    assert any("using constriction" in ln and "not found" in ln for ln in lines), r.stderr
+    r = gscomp("compress", str(src), str(tmp_path / "b.gsz"), "pipeline=compact")
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(err) == 1 and "importance stage" in err[0] and "high, medium, low" in err[0], r.stderr
+    assert not (tmp_path / "b.gsz").exists()

@@ -301,7 +301,9 @@ def _rans():
         if _BACKEND == "native":
             raise
         _native_state["error"] = str(e)
-        print(f"gscomp: native rANS coder unavailable, using constriction (slower): {e}", file=sys.stderr)
+        why = getattr(e, "reason", e)  # native.NativeBuildError: the compiler's line
+        print(f"gscomp: native rANS coder unavailable ({why}); using constriction (same bytes, slower); "
+              "a C++ compiler with OpenMP builds it", file=sys.stderr)
         return None
     _native_state["mod"] = mod
     return mod

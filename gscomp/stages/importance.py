@@ -65,8 +65,15 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
     and ``pos_core`` at each Gaussian (`gscomp.codec.posgrid`).
     ``progress(done, total)`` is called after each view; ``per_field``, a dict, receives each
     field's S summed over its components (float64, (n,))."""
+    from .. import native
     from ..render.cpu import fisher_cpu
 
+    try:
+        native.load("raster")
+    except native.NativeBuildError as e:  # (its advice, backend='torch', is for the render API)
+        raise GscompError(f"the importance stage (pipeline=compact) renders with the {e.what}, which could not be "
+                          f"built ({e.reason}); install a C++ compiler with OpenMP, or use a preset without "
+                          "importance (high, medium, low)") from None
     n = len(splats)
     means = as_np32(splats.means)
     pos_step = PosGrid.fit(means, pos_bits, pos_core).world_step(means)  # (n, 3) in world units
