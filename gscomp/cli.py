@@ -1,8 +1,10 @@
 """`gscomp` console script: one verb per user flow.
 
-Verbs that take a scene or training settings (`train`, `eval`, `demo`, and `compress` from images)
-are Hydra apps: every `key=value` override, `--cfg job`, and `-m` multirun work as in any Hydra app.
-File verbs (`compress IN OUT.gsz`, `decode`, `info`, `view`) take plain arguments.
+Verbs that take a scene or training settings (`train`, `eval`, `demo`, and `compress` from images,
+also spelled `train-and-compress`) are Hydra apps: every `key=value` override, `--cfg job`, and `-m`
+multirun work as in any Hydra app. File verbs (`compress IN OUT.gsz`, `decode`, `info`, `view`) take
+plain arguments; an argument that exists on disk is a path even when it contains `=`
+(see `gscomp.commands.common.split_args`). `gscomp VERB --help` prints the verb's usage on stdout.
 
 User errors (`GscompError`) print one line `error: ...` and exit with status 2. So do errors of
 the file system (OSError) and running out of memory. Anything else is a bug of ours: one
@@ -20,20 +22,33 @@ verbs:
   demo                       train-and-compress the embedded synthetic scene, decode, report
   train   [key=value ...]    train a 3DGS scene (data=colmap|blender|ngp|synthetic data.path=DIR out=OUT)
   eval    MODEL [key=value]  PSNR/SSIM(/LPIPS) of a .ply/.gsz/checkpoint on a scene's test views
-  compress IN OUT.gsz [pipeline=PRESET]        post-hoc: .ply/.spz/.splat/compressed.ply -> .gsz
+  compress IN OUT.gsz [pipeline=PRESET]        post-hoc: compress a splat file IN to .gsz; IN is a .ply,
+                                               .spz, .splat, .ksplat, PlayCanvas compressed.ply or
+                                               SOG (folder, meta.json or .sog)
   compress data=... pipeline=c3dgs out=OUT     train-and-compress from images
+  train-and-compress data=... pipeline=c3dgs out=OUT   the same
   decode  IN.gsz OUT.ply|.spz|.splat           decode a .gsz to a standard splat file
   info    IN.gsz [--json]                      header, counts, bytes per section and per attribute
-  view    FILE                                 interactive viewer for .gsz/.ply/.spz/.splat
+  view    FILE                                 interactive viewer for .gsz/.ply/.spz/.splat/.ksplat/SOG
+
+`gscomp VERB --help` shows a verb's usage (a Hydra verb's: its config); `gscomp --version`.
 """
 
-VERBS = ("train", "eval", "demo", "compress", "decode", "info", "view")
+VERBS = ("train", "eval", "demo", "compress", "train-and-compress", "decode", "info", "view")
+# verbs whose module under gscomp.commands has another name (`train-and-compress` is `compress`
+# from images: the same code, without the post-hoc IN OUT.gsz form)
+MODULES = {"train-and-compress": "train_compress"}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"gscomp {__version__}")
         return 0
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
@@ -48,8 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import importlib
 
-        module = importlib.import_module(f"gscomp.commands.{verb}")
+        module = importlib.import_module(f"gscomp.commands.{MODULES.get(verb, verb)}")
         code = module.run(rest)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+    except BrokenPipeError:
+        # The reader of our stdout stopped (`gscomp info x.gsz --json | head -1`): it has all it
+        # wanted, so this is no error and exits quietly with status 0, like the reader. Python's
+        # documented recipe: point stdout at devnull so the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except GscompError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,8 @@
   print a traceback;
 - config errors (unknown key, bad group option, bad override syntax) of a single run are one
   ``error: ...`` line and exit status 2; in a multirun they are Hydra's short messages, exit 2,
-  never a traceback wall (unless ``HYDRA_FULL_ERROR=1``).
+  never a traceback wall (unless ``HYDRA_FULL_ERROR=1``);
+- a single run that fails removes the ``out`` folder (and parents) it created while still empty.
 """
 from __future__ import annotations
 
@@ -53,11 +54,20 @@ def compose(config_name: str, overrides: list[str] | None = None):
         raise GscompError(" ".join(str(e).split("\n")[:2]).strip()) from None
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    for p in (path.absolute(), *path.absolute().parents):
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
 def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | None = None) -> int:
     """Run ``task_fn`` as the Hydra app ``config_name`` with command-line ``argv``."""
-    import hydra
-    from hydra.core.global_hydra import GlobalHydra
-
+    prog = prog or f"gscomp {config_name}"
+    created: list[Path] = []  # the output folders this run creates
     if not any(a.startswith("-") for a in argv):
         # plain single run: compose once up front so a config error (unknown key, bad group option)
         # is one `error: ...` line; sweeps and Hydra flags (-m, --cfg, --help) go to Hydra as they are
@@ -65,10 +75,35 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
         out = cfg.get("out")
         if out:  # Hydra creates it before the job runs, and reports a failure as a traceback
             out = Path(str(out)).expanduser()
+            created = _missing_dirs(out)
             try:
                 out.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise GscompError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    elif any(a in ("-h", "--help") for a in argv):
+        # Hydra's help is headed "<app_name> is powered by Hydra"; by default the app name is this
+        # module's (hydra_app): name the verb instead. First, as Hydra's argparse takes the
+        # overrides only before its options.
+        argv = [f"hydra.help.app_name='{prog}'", *argv]
+    code = 1
+    try:
+        code = _run_app(config_name, task_fn, argv, prog)
+        return code
+    finally:
+        if code != 0:
+            # a failed run (bad data path, bad value) leaves no empty output folder behind; only
+            # folders it created and that are still empty go (rmdir refuses any other)
+            for d in created:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
+
+
+def _run_app(config_name: str, task_fn: Callable, argv: list[str], prog: str) -> int:
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
     errors: list[BaseException] = []
     codes: list[int] = []
 
@@ -85,7 +120,7 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
             errors.append(e)
 
     old_argv = sys.argv
-    sys.argv = [prog or f"gscomp {config_name}", *argv]
+    sys.argv = [prog, *argv]
     try:
         _app()
     except SystemExit as e:  # Hydra's own error path (config errors, --help) ends in sys.exit

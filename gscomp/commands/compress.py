@@ -1,7 +1,7 @@
 """`gscomp compress IN OUT.gsz [pipeline=PRESET] [pipeline.key=value ...]` (post-hoc).
 
 With no positional IN/OUT (only key=value overrides) this is train-and-compress from images and
-is handed to `gscomp.commands.train_compress`.
+is handed to `gscomp.commands.train_compress` (also the verb `gscomp train-and-compress`).
 """
 from __future__ import annotations
 
@@ -11,8 +11,18 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
+from .common import split_args, stdout_console, usage_error, wants_help
 
 USAGE = "usage: gscomp compress IN OUT.gsz [--cameras PATH] [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
+HELP = f"""{USAGE}
+       gscomp compress data=KIND data.path=DIR pipeline=PRESET out=OUT [key=value ...]
+
+The first form compresses a splat file IN: a .ply, .spz, .splat, .ksplat, PlayCanvas
+compressed.ply or SOG (its folder, meta.json or .sog). PRESET: lossless-ish, high (default),
+medium, low, compact (configs/pipeline/). --cameras PATH: the views `compact` ranks Gaussians
+from (cameras.json, a COLMAP model or a capture folder).
+The second form trains from images with the pipeline's stages, then compresses (the same as
+`gscomp train-and-compress`); `gscomp compress data=KIND --help` lists its config."""
 
 
 @contextlib.contextmanager
@@ -80,20 +90,33 @@ def compose_pipeline(overrides: list[str]) -> dict:
 
 
 def input_size(path: Path) -> int:
+    """Bytes of the input scene. A SOG scene (its folder or its meta.json) counts meta.json and the
+    images it lists, whichever of the two names it."""
     if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
+        path = path / "meta.json"  # the one folder input gscomp reads is a SOG scene
+    if path.suffix.lower() != ".json":
+        return path.stat().st_size
+    import json
+
+    meta = json.loads(path.read_bytes())  # a JSON object: the reader has read it
+    files = set()
+    for v in meta.values():  # {"means": {"files": ["means_l.webp", ...], ...}, ...}
+        if isinstance(v, dict) and isinstance(v.get("files"), list):
+            files.update(f for f in v["files"] if isinstance(f, str) and (path.parent / f).is_file())
+    return path.stat().st_size + sum((path.parent / f).stat().st_size for f in files)
 
 
 def run(argv: list[str]) -> int:
-    def is_override(a: str) -> bool:  # key=value, or Hydra's delete syntax ~key
-        return "=" in a or a.startswith("~")
-
     argv, cameras = _take_cameras(argv)
-    pos = [a for a in argv if not is_override(a) and not a.startswith("-")]
-    flags = [a for a in argv if a.startswith("-") and not is_override(a)]
-    overrides = [a for a in argv if is_override(a)]
-    if not pos and overrides:
+    pos, opts, overrides = split_args(argv)
+    if pos:
+        # post-hoc: OUT need not exist yet, so a `.gsz` argument is OUT even when it has `=` in
+        # it (`sweep/lr=0.01/scene.gsz`); real overrides never end in .gsz here
+        pos += [o for o in overrides if o.lower().endswith(".gsz")]
+        overrides = [o for o in overrides if not o.lower().endswith(".gsz")]
+    elif overrides:
+        if cameras is not None:
+            raise GscompError("--cameras is for compressing a splat file: gscomp compress IN OUT.gsz --cameras PATH")
         try:  # lazily: train-and-compress pulls in the trainer
             from . import train_compress
         except ModuleNotFoundError as e:
@@ -101,8 +124,11 @@ def run(argv: list[str]) -> int:
                 raise
             raise GscompError("train-and-compress (gscomp compress data=... out=...) is not available in this build") from None
         return train_compress.run(argv)
-    if flags or len(pos) != 2:
-        raise GscompError(USAGE)
+    if wants_help(opts):
+        print(HELP)
+        return 0
+    if opts or len(pos) != 2:
+        raise usage_error(USAGE, opts)
     src, dst = Path(pos[0]), Path(pos[1])
     if not src.exists():
         raise GscompError(f"no such file: {src}")
@@ -135,11 +161,11 @@ def _take_cameras(argv: list[str]) -> tuple[list[str], str | None]:
             if cameras is not None:
                 raise GscompError("--cameras given twice")
             if a == "--cameras":
-                if i + 1 >= len(argv):
-                    raise GscompError("--cameras needs a path: cameras.json, a COLMAP model or a capture folder")
-                cameras, i = argv[i + 1], i + 1
+                cameras, i = (argv[i + 1] if i + 1 < len(argv) else ""), i + 1
             else:
                 cameras = a.split("=", 1)[1]
+            if not cameras:  # missing, or empty (`--cameras=` would look for a COLMAP model under ".")
+                raise GscompError("--cameras needs a path: cameras.json, a COLMAP model or a capture folder")
         else:
             rest.append(a)
         i += 1
@@ -170,7 +196,6 @@ def _cameras_state(pipe, src: Path, cameras: str | None):
 
 
 def print_stats(stats: dict, src: Path, in_bytes: int, seconds: float) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     n = stats["n"]
@@ -183,7 +208,7 @@ def print_stats(stats: dict, src: Path, in_bytes: int, seconds: float) -> None:
     t.add_row("header+table", f"{stats['header_bytes']:,}", f"{8 * stats['header_bytes'] / n:.2f}" if n else "-")
     total = stats["total_bytes"]
     t.add_row("[b]total", f"[b]{total:,}", f"[b]{stats['bits_per_gaussian']:.2f}")
-    c = Console()
+    c = stdout_console()
     c.print(t)
     ratio = in_bytes / total if total else 0.0
     rate = n / seconds if seconds > 0 else 0.0

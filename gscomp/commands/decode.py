@@ -1,18 +1,24 @@
 """`gscomp decode IN.gsz OUT.ply|.spz|.splat`: decode a .gsz to a standard splat file."""
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 from ..errors import GscompError
+from .common import input_file, usage_error, wants_help
 
 USAGE = "usage: gscomp decode IN.gsz OUT.ply|OUT.spz|OUT.splat"
 
 
 def run(argv: list[str]) -> int:
-    if len(argv) != 2 or any(a.startswith("-") for a in argv):
-        raise GscompError(USAGE)
-    src, dst = Path(argv[0]), Path(argv[1])
+    if wants_help(argv):
+        print(USAGE)
+        return 0
+    opts = [a for a in argv if a.startswith("-")]
+    if opts or len(argv) != 2:
+        raise usage_error(USAGE, opts)
+    src, dst = input_file(argv[0]), Path(argv[1])
     if dst.suffix.lower() not in (".ply", ".spz", ".splat"):
         raise GscompError(f"output must end in .ply, .spz or .splat, got {dst.name!r}")
     from ..codec import decode_gsz
@@ -23,4 +29,6 @@ def run(argv: list[str]) -> int:
     dt = time.perf_counter() - t0
     save_splats(dst, splats)
     print(f"decoded {len(splats):,} Gaussians (SH {splats.sh_degree}) in {dt:.2f} s -> {dst}")
+    if dst.suffix.lower() == ".splat" and splats.sh_degree > 0:  # .ply and .spz keep degrees 1-3
+        print(f"note: .splat keeps SH degree 0 only (the file had degree {splats.sh_degree})", file=sys.stderr)
     return 0

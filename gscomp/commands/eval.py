@@ -7,17 +7,15 @@ folder ``eval_<model name>`` next to MODEL).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 from ..errors import GscompError
 from ..hydra_app import run_hydra
+from .common import split_args
 
-# Hydra options that take a value (so the value is not mistaken for MODEL).
-_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
-                "--config-dir", "-cd", "--info", "-i", "--experimental-rerun"}
+USAGE = "usage: gscomp eval MODEL data=KIND data.path=DIR [key=value ...]"
 
 
 def load_model(path: Path):
@@ -40,24 +38,6 @@ def load_model(path: Path):
     return load_splats(path)
 
 
-def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Separate positional arguments from Hydra overrides and flags."""
-    pos, rest = [], []
-    it = iter(argv)
-    for a in it:
-        if a.startswith("-"):
-            rest.append(a)
-            if a in _VALUE_FLAGS:
-                nxt = next(it, None)
-                if nxt is not None:
-                    rest.append(nxt)
-        elif "=" in a and not Path(a).exists():
-            rest.append(a)
-        else:
-            pos.append(a)
-    return pos, rest
-
-
 def _quote(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -70,7 +50,7 @@ def task(cfg) -> int:
     from .train import print_metrics
 
     if not cfg.get("model"):
-        raise GscompError("usage: gscomp eval MODEL data=KIND data.path=DIR [key=value ...]")
+        raise GscompError(USAGE)
     model = Path(str(cfg.model)).expanduser()
     splats = load_model(model)
     device = resolve_device(str(cfg.device), str(cfg.render.backend))
@@ -97,12 +77,11 @@ def task(cfg) -> int:
 
 
 def run(argv: list[str]) -> int:
-    pos, rest = split_argv(argv)
+    pos, opts, overrides = split_args(argv)
     if len(pos) > 1:
         raise GscompError(f"eval takes one MODEL, got {len(pos)}: {' '.join(pos)}")
     if pos:
-        rest.append(f"model={_quote(str(Path(pos[0]).expanduser().resolve()))}")
-    elif not any(a.startswith("-") for a in rest) and not any(a.startswith("model=") for a in rest):
-        print("usage: gscomp eval MODEL data=KIND data.path=DIR [key=value ...]", file=sys.stderr)
-        return 2
-    return run_hydra("eval", task, rest)
+        overrides.append(f"model={_quote(str(Path(pos[0]).expanduser().resolve()))}")
+    elif not opts and not any(a.startswith("model=") for a in overrides):
+        raise GscompError(USAGE)
+    return run_hydra("eval", task, opts + overrides)

@@ -3,27 +3,30 @@ from __future__ import annotations
 
 import json
 
-from ..errors import GscompError
+from .common import input_file, stdout_console, usage_error, wants_help
 
 USAGE = "usage: gscomp info IN.gsz [--json]"
 
 
 def run(argv: list[str]) -> int:
+    if wants_help(argv):
+        print(USAGE)
+        return 0
     as_json = "--json" in argv
     rest = [a for a in argv if a != "--json"]
-    if len(rest) != 1 or rest[0].startswith("-"):
-        raise GscompError(USAGE)
+    opts = [a for a in rest if a.startswith("-")]
+    if opts or len(rest) != 1:
+        raise usage_error(USAGE, opts)
     from ..codec import gsz_info
 
-    info = gsz_info(rest[0])
+    info = gsz_info(input_file(rest[0]))
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     n = info["n"]
-    c = Console()
+    c = stdout_console()
     pipe = info.get("pipeline") or {}
     c.print(f"[b]{info['path']}[/b]: .gsz version {info['version']}, {n:,} Gaussians, SH degree {info['sh_degree']}, "
             f"pipeline {pipe.get('name', '?')!r} ({', '.join(s.get('type', '?') for s in pipe.get('stages', []))})")

@@ -12,11 +12,11 @@ import sys
 
 from ..errors import GscompError
 from ..hydra_app import output_dir, run_hydra
+from .common import stdout_console
 
 
 def print_metrics(metrics: dict, title: str = "result", out=None) -> None:
     """A short table of the headline numbers."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -26,7 +26,7 @@ def print_metrics(metrics: dict, title: str = "result", out=None) -> None:
             table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
     if out is not None:
         table.add_row("output", str(out))
-    Console(file=sys.stdout).print(table)
+    stdout_console().print(table)
 
 
 def task(cfg) -> int:

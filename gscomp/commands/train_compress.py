@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
+from ..fileio import atomic_write_text
 from ..hydra_app import output_dir, run_hydra
+from .common import split_args, stdout_console
 
 
 def compress_trained(cfg, out: Path) -> dict:
@@ -67,14 +69,11 @@ def compress_trained(cfg, out: Path) -> dict:
         "decode_seconds": round(t_dec, 3),
         "trained": {k: train_metrics.get(k) for k in ("psnr", "ssim", "n_gaussians", "ply_bytes")},
     }
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out / "report.json")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
 def print_report(report: dict, out: Path | None = None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"gscomp compress ({report['pipeline']})")
@@ -90,7 +89,7 @@ def print_report(report: dict, out: Path | None = None) -> None:
     tr = report["trained"]
     if tr.get("psnr") is not None:
         table.add_row("PSNR before coding", f"{tr['psnr']:.2f} dB", "")
-    Console(file=sys.stdout).print(table)
+    stdout_console().print(table)
     if out is not None:
         print(f"outputs in {out}")
 
@@ -104,6 +103,11 @@ def task(cfg) -> int:
 
 
 def run(argv: list[str]) -> int:
+    pos = split_args(argv)[0]
+    if pos:  # `gscomp train-and-compress IN OUT`: the post-hoc form is the verb compress
+        raise GscompError(f"train-and-compress trains from images and takes only key=value overrides "
+                          f"(data=KIND data.path=DIR pipeline=PRESET out=OUT); to compress a splat file: "
+                          f"gscomp compress {pos[0]} OUT.gsz")
     from ..train import TrainInterrupted
 
     try:

@@ -1,4 +1,4 @@
-"""`gscomp view FILE`: interactive browser viewer for .gsz/.ply/.spz/.splat (see docs/viewer.md)."""
+"""`gscomp view FILE`: interactive browser viewer for .gsz/.ply/.spz/.splat/.ksplat/SOG (see docs/viewer.md)."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..viewer.prepare import UP_AXES
 
     p = _ArgParser(prog="gscomp view", description="Interactive 3D viewer (viser, in your browser).")
-    p.add_argument("file", help=".gsz (decoded on the fly) or .ply/.spz/.splat/compressed.ply/SOG")
+    p.add_argument("file", help=".gsz (decoded on the fly), .ply, .spz, .splat, .ksplat, compressed.ply or SOG")
     p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: localhost only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     p.add_argument("--up", default="-y", choices=list(UP_AXES),

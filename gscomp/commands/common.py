@@ -1,0 +1,79 @@
+"""Argument and output helpers shared by the verbs (not a verb itself)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import GscompError
+
+HELP_FLAGS = ("-h", "--help")
+
+# Hydra's options that take a value: `--cfg job` is one option, not an option and a positional
+# argument `job` (which would be read as MODEL, IN or OUT).
+_HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
+                      "--config-dir", "-cd", "--experimental-rerun"}
+# `--info` takes a value only when one of these follows (Hydra: nargs="?", const="all").
+_HYDRA_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split command-line arguments into (positionals, options, Hydra overrides), order kept.
+
+    - An argument starting with ``-`` is an option; Hydra's options that take a value keep it.
+    - An argument that exists on disk is a positional path, even when it looks like an override
+      (a sweep's ``lr=0.01/point_cloud.ply``, a file named ``~x.ply``).
+    - Otherwise ``key=value`` and Hydra's delete syntax ``~key`` are overrides; the rest are
+      positionals (an output that does not exist yet, or a missing input the verb reports).
+    """
+    pos: list[str] = []
+    opts: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        i += 1
+        if a.startswith("-"):
+            opts.append(a)
+            nxt = argv[i] if i < len(argv) else None
+            if nxt is not None and (a in _HYDRA_VALUE_FLAGS or (a in ("--info", "-i") and nxt in _HYDRA_INFO_TOPICS)):
+                opts.append(nxt)
+                i += 1
+        elif Path(a).exists():
+            pos.append(a)
+        elif "=" in a or a.startswith("~"):
+            overrides.append(a)
+        else:
+            pos.append(a)
+    return pos, opts, overrides
+
+
+def wants_help(argv: list[str]) -> bool:
+    return any(a in HELP_FLAGS for a in argv)
+
+
+def usage_error(usage: str, opts: list[str] = ()) -> GscompError:
+    """The one-line error for a bad command line, naming the first unknown option if any."""
+    return GscompError(f"unknown option {opts[0]}; {usage}" if opts else usage)
+
+
+def input_file(arg: str) -> Path:
+    """``arg`` as an existing file (not a directory), else a one-line error saying which."""
+    p = Path(arg)
+    if p.is_dir():
+        raise GscompError(f"{p}: is a directory")
+    if not p.exists():
+        raise GscompError(f"no such file: {p}")
+    return p
+
+
+def stdout_console():
+    """A rich console on stdout. Where stdout is a file or a pipe, rich would wrap at 80 columns
+    and split a message (or a table's title) over lines; there each message stays one line."""
+    from rich.console import Console
+
+    console = Console(file=sys.stdout)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
+__all__ = ["split_args", "wants_help", "usage_error", "input_file", "stdout_console", "HELP_FLAGS"]

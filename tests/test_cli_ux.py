@@ -1,0 +1,176 @@
+"""Command-line usability: help, version, argument classification, messages, output layout."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import shared
+
+import gscomp
+from gscomp.cli import USAGE, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(args, capsys):
+    """(exit status, stdout, stderr) of the CLI run in-process (argparse's help exits)."""
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def gsz(tmp_path_factory):
+    """A small SH-3 .gsz (100 Gaussians)."""
+    ply = shared("fixtures/pc_short.ply")
+    out = tmp_path_factory.mktemp("gsz") / "pc.gsz"
+    assert main(["compress", str(ply), str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("verb", ["compress", "decode", "info", "view"])
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_file_verb_help_is_usage_on_stdout(verb, flag, capsys):
+    code, out, err = cli([verb, flag], capsys)
+    assert code == 0 and out.startswith(f"usage: gscomp {verb}") and err == ""
+
+
+@pytest.mark.parametrize("args", [["train", "--help"], ["compress", "data=synthetic", "--help"]])
+def test_hydra_help_names_the_verb(args, capsys):
+    code, out, _ = cli(args, capsys)
+    assert code == 0 and out.startswith(f"gscomp {args[0]} is powered by Hydra") and "hydra_app" not in out
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(flag, capsys):
+    assert cli([flag], capsys) == (0, f"gscomp {gscomp.__version__}\n", "")
+
+
+def test_usage_names_every_reader_and_the_alias():
+    compress = USAGE[USAGE.index("compress IN"):USAGE.index("compress data=")]
+    for reader in (".ply", ".spz", ".splat", ".ksplat", "compressed.ply", "SOG", "meta.json"):
+        assert reader in compress
+    view = next(line for line in USAGE.splitlines() if line.strip().startswith("view"))
+    assert all(ext in view for ext in (".gsz", ".ply", ".spz", ".splat", ".ksplat", "SOG"))
+    assert "\n  train-and-compress " in USAGE
+
+
+def test_split_args_keeps_paths_and_hydra_option_values(tmp_path, monkeypatch):
+    from gscomp.commands.common import split_args
+
+    monkeypatch.chdir(tmp_path)
+    Path("lr=0.01").mkdir()
+    Path("~x.ply").write_text("")
+    assert split_args(["lr=0.01", "~x.ply", "o.gsz", "pipeline=compact", "~pipeline.stages.importance", "+x=y"]) == (
+        ["lr=0.01", "~x.ply", "o.gsz"], [], ["pipeline=compact", "~pipeline.stages.importance", "+x=y"])
+    assert split_args(["data=colmap", "--cfg", "job", "-p", "data", "-m", "--info", "x=1", "-i", "defaults"]) == (
+        [], ["--cfg", "job", "-p", "data", "-m", "--info", "-i", "defaults"], ["data=colmap", "x=1"])
+
+
+def test_compress_paths_that_look_like_overrides(tmp_path, monkeypatch, capsys):
+    ply = shared("fixtures/pc_short.ply")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lr=0.01").mkdir()
+    shutil.copy(ply, tmp_path / "lr=0.01" / "point_cloud.ply")
+    shutil.copy(ply, tmp_path / "~x.ply")
+    code, _, err = cli(["compress", "lr=0.01/point_cloud.ply", "lr=0.01/o.gsz", "pipeline=medium",
+                        "pipeline.stages.positions.bits=12"], capsys)
+    assert code == 0, err
+    code, out, _ = cli(["info", "lr=0.01/o.gsz", "--json"], capsys)
+    assert code == 0 and json.loads(out)["pipeline"]["stages"][0]["bits"] == 12
+    assert cli(["compress", "~x.ply", "~o.gsz"], capsys)[0] == 0 and (tmp_path / "~o.gsz").is_file()
+    # real overrides are still overrides (their errors come from the pipeline config)
+    code, _, err = cli(["compress", "~x.ply", "~o.gsz", "~pipeline.stages.nothing"], capsys)
+    assert code == 2 and "pipeline.stages.nothing" in err
+    code, _, err = cli(["compress", "~x.ply", "~o.gsz", "+pipeline.foo=1"], capsys)
+    assert code == 2 and "foo" in err
+
+
+def test_cfg_job_and_train_and_compress_alias(capsys):
+    for args in (["compress", "data=colmap", "pipeline=c3dgs", "--cfg", "job"],
+                 ["compress", "data=colmap", "pipeline=c3dgs", "-c", "job", "--package", "data"],
+                 ["train-and-compress", "data=colmap", "pipeline=c3dgs", "--cfg", "job"]):
+        code, out, err = cli(args, capsys)
+        assert code == 0 and "kind: colmap" in out, (args, err)
+    code, _, err = cli(["train-and-compress", shared("fixtures/pc_short.ply"), "o.gsz"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "gscomp compress " in err and "pc_short.ply OUT.gsz" in err
+
+
+def test_closed_stdout_pipe_is_quiet(gsz):
+    p = subprocess.Popen([sys.executable, "-m", "gscomp", "info", str(gsz), "--json"], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before anything is written (`| head -0`)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0 and err == ""
+
+
+def test_output_does_not_wrap_when_not_a_terminal(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    src = tmp_path / ("a_scene_with_a_rather_long_file_name_" * 2 + ".ply")
+    shutil.copy(shared("fixtures/pc_short.ply"), src)
+    code, out, _ = cli(["compress", src, tmp_path / "o.gsz"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(src.name) and lines[0].endswith("SH 3)")
+    assert lines[-1].startswith("input ") and lines[-1].endswith("Gaussians/s)")
+    code, out, _ = cli(["info", tmp_path / "o.gsz"], capsys)
+    assert code == 0 and out.splitlines()[0].endswith("(positions, attributes)")
+    assert out.splitlines()[-1].startswith("bits per Gaussian") and "shN" in out.splitlines()[-1]
+
+
+def test_decode_notes_sh_dropped_by_splat_only(gsz, tmp_path, capsys):
+    code, _, err = cli(["decode", gsz, tmp_path / "y.splat"], capsys)
+    assert code == 0 and err == "note: .splat keeps SH degree 0 only (the file had degree 3)\n"
+    for ext in (".spz", ".ply"):
+        assert cli(["decode", gsz, tmp_path / f"y{ext}"], capsys)[::2] == (0, "")
+
+
+def test_sog_meta_json_counts_its_textures():
+    from gscomp.commands.compress import input_size
+
+    folder = shared("splats/playbot/6_0")
+    total = sum(f.stat().st_size for f in folder.iterdir())
+    assert input_size(folder / "meta.json") == input_size(folder) == total
+
+
+def test_failed_run_removes_the_empty_out_folder_it_created(tmp_path, capsys):
+    new = tmp_path / "new" / "o1"
+    code, _, err = cli(["compress", "data=colmap", f"data.path={tmp_path / 'nonexistent'}", "pipeline=c3dgs",
+                        f"out={new}", "train.steps=10"], capsys)
+    assert code == 2 and "nonexistent" in err
+    assert not (tmp_path / "new").exists()
+    for bad in ("train.steps=abc", "data.downscale=0"):
+        assert cli(["train", "data=synthetic", bad, f"out={new}"], capsys)[0] == 2
+        assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # a folder that was there before stays
+    assert cli(["train", "data=synthetic", "train.steps=abc", f"out={tmp_path / 'kept'}"], capsys)[0] == 2
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_unknown_option_is_named(tmp_path, capsys):
+    code, _, err = cli(["compress", shared("fixtures/pc_short.ply"), tmp_path / "o.gsz", "--foo"], capsys)
+    assert code == 2 and err.startswith("error: unknown option --foo; usage: gscomp compress") and err.count("\n") == 1
+
+
+def test_eval_without_model_is_an_error(capsys):
+    code, out, err = cli(["eval", "data=blender", "data.path=X"], capsys)
+    assert code == 2 and err.startswith("error: usage: gscomp eval MODEL") and out == ""
+
+
+def test_directory_input_is_named_as_such(tmp_path, capsys):
+    d = tmp_path / "adir.gsz"
+    d.mkdir()
+    for args in (["info", d], ["decode", d, tmp_path / "out.ply"]):
+        assert cli(args, capsys)[::2] == (2, f"error: {d}: is a directory\n")
+
+
+def test_empty_cameras_value_is_rejected(tmp_path, capsys):
+    out = tmp_path / "c.gsz"
+    code, _, err = cli(["compress", shared("fixtures/pc_short.ply"), out, "pipeline=compact", "--cameras="], capsys)
+    assert code == 2 and err.startswith("error: --cameras needs a path") and not out.exists()
