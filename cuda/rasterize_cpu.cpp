@@ -654,55 +654,35 @@ GS_INLINE void row_spans(const GRec<S>& g, int y0, int r0, int r1, int x0, int x
 }
 
 // Radix sort of (positive) depth keys, stable, so ties keep ascending Gaussian index like the
-// reference's stable argsort. LSD with 11-bit digits (3 passes for float keys); each pass splits
-// the list into blocks that count and scatter in parallel, block b's keys of a digit going after
-// those of blocks < b: the order of a stable sort, whatever the number of threads.
+// reference's stable argsort.
 template <typename S>
 void sort_by_depth(std::vector<int32_t>& ids, const S* depths) {
   using U = typename std::conditional<sizeof(S) == 4, uint32_t, uint64_t>::type;
-  constexpr int BITS = 11, NB = 1 << BITS;
-  const int64_t n = (int64_t)ids.size();
-  int nblk = 1;
-#ifdef _OPENMP
-  if (n >= (1 << 16)) nblk = std::min(std::max(omp_get_max_threads(), 1), 64);
-#endif
+  const size_t n = ids.size();
   std::vector<U> keys(n), keys2(n);
   std::vector<int32_t> ids2(n);
-  std::vector<int64_t> count((size_t)nblk * NB);
-#pragma omp parallel for schedule(static, 4096) if (nblk > 1)
-  for (int64_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < n; ++i) {
     S d = depths[ids[i]];
-    std::memcpy(&keys[i], &d, sizeof(U));  // positive floats order like their bit patterns
+    U k;
+    std::memcpy(&k, &d, sizeof(U));  // positive floats order like their bit patterns
+    keys[i] = k;
   }
-  for (int shift = 0; shift < (int)(8 * sizeof(U)); shift += BITS) {
-    std::fill(count.begin(), count.end(), 0);
-#pragma omp parallel for schedule(static, 1) if (nblk > 1)
-    for (int b = 0; b < nblk; ++b) {
-      int64_t* c = &count[(size_t)b * NB];
-      for (int64_t i = n * b / nblk, e = n * (b + 1) / nblk; i < e; ++i) c[(keys[i] >> shift) & (NB - 1)]++;
+  for (int shift = 0; shift < (int)(8 * sizeof(U)); shift += 8) {
+    size_t count[257] = {0};
+    bool all_same = true;
+    U first = n ? ((keys[0] >> shift) & 0xFF) : 0;
+    for (size_t i = 0; i < n; ++i) {
+      U b = (keys[i] >> shift) & 0xFF;
+      count[b + 1]++;
+      all_same &= (b == first);
     }
-    bool one_digit = false;  // every key has the same digit: the pass would keep the order
-    for (int d = 0; d < NB && !one_digit; ++d) {
-      int64_t tot = 0;
-      for (int b = 0; b < nblk; ++b) tot += count[(size_t)b * NB + d];
-      one_digit = tot == n;
-    }
-    if (one_digit) continue;
-    int64_t run = 0;
-    for (int d = 0; d < NB; ++d)
-      for (int b = 0; b < nblk; ++b) {
-        const int64_t c = count[(size_t)b * NB + d];
-        count[(size_t)b * NB + d] = run;
-        run += c;
-      }
-#pragma omp parallel for schedule(static, 1) if (nblk > 1)
-    for (int b = 0; b < nblk; ++b) {
-      int64_t* c = &count[(size_t)b * NB];
-      for (int64_t i = n * b / nblk, e = n * (b + 1) / nblk; i < e; ++i) {
-        const int64_t dst = c[(keys[i] >> shift) & (NB - 1)]++;
-        keys2[dst] = keys[i];
-        ids2[dst] = ids[i];
-      }
+    if (all_same) continue;
+    for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
+    for (size_t i = 0; i < n; ++i) {
+      U b = (keys[i] >> shift) & 0xFF;
+      size_t dst = count[b]++;
+      keys2[dst] = keys[i];
+      ids2[dst] = ids[i];
     }
     keys.swap(keys2);
     ids.swap(ids2);
