@@ -174,3 +174,14 @@ def test_empty_cameras_value_is_rejected(tmp_path, capsys):
     out = tmp_path / "c.gsz"
     code, _, err = cli(["compress", shared("fixtures/pc_short.ply"), out, "pipeline=compact", "--cameras="], capsys)
     assert code == 2 and err.startswith("error: --cameras needs a path") and not out.exists()
+
+
+def test_empty_input_is_noted_and_round_trips(tmp_path, capsys):
+    """A 0-byte .splat is a valid empty scene: compressed (N = 0 round trips), with a note."""
+    from gscomp.io import load_splats
+
+    src = tmp_path / "empty.splat"
+    src.write_bytes(b"")
+    code, _, err = cli(["compress", src, tmp_path / "e.gsz"], capsys)
+    assert code == 0 and "note: empty.splat holds no Gaussians" in err
+    assert len(load_splats(tmp_path / "e.gsz")) == 0

@@ -144,6 +144,8 @@ def run(argv: list[str]) -> int:
     pipe = Pipeline.from_config(cfg)  # validate the config before the (slow) load
     state = _cameras_state(pipe, src, cameras)
     splats = load_splats(src)
+    if not len(splats):  # a valid, empty scene: its .gsz decodes to an empty one
+        print(f"note: {src.name} holds no Gaussians", file=sys.stderr)
     t0 = time.perf_counter()
     with encode_progress() as progress:
         stats = encode_gsz(splats, dst, pipe, state=state, progress=progress, consume=True)
