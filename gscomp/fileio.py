@@ -55,3 +55,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, make_parents: bo
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, make_parents: bool = False) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), make_parents=make_parents)
+
+
+def input_file(path: str | os.PathLike) -> Path:
+    """``path`` as an existing file, else a one-line error saying what it is instead."""
+    p = Path(path)
+    if p.is_dir():
+        raise GscompError(f"{p}: is a directory")
+    if not p.is_file():
+        raise GscompError(f"no such file: {p}")
+    return p

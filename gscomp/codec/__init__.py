@@ -11,8 +11,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..errors import FormatError, GscompError
-from ..fileio import atomic_write_bytes
+from ..errors import FormatError
+from ..fileio import atomic_write_bytes, input_file
 from .container import pack_gsz, read_gsz, unpack_gsz
 
 # bits/Gaussian are reported per Splats field; a section counts toward the field it is named after
@@ -68,9 +68,7 @@ def decode_bytes(data: bytes, what: str = "file"):
 
 def decode_gsz(path: str | os.PathLike):
     """Read, validate and decode a `.gsz` into `Splats` (bit-identical on any machine)."""
-    p = Path(path)
-    if not p.is_file():
-        raise GscompError(f"no such file: {p}")
+    p = input_file(path)
     return decode_bytes(p.read_bytes(), str(p))
 
 

@@ -23,11 +23,10 @@ import os
 import re
 import struct
 import zlib
-from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, GscompError
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, input_file
 from ..stages.base import Section
 
 MAGIC = b"\x89GSZ\r\n\x1a\n"
@@ -137,9 +136,7 @@ def write_gsz(path: str | os.PathLike, header: dict[str, Any], sections: list[Se
 
 
 def read_gsz(path: str | os.PathLike) -> tuple[dict[str, Any], list[Section]]:
-    p = Path(path)
-    if not p.is_file():
-        raise GscompError(f"no such file: {p}")
+    p = input_file(path)
     return unpack_gsz(p.read_bytes(), what=str(p))
 
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from ..errors import GscompError
+from ..fileio import input_file  # noqa: F401  (the verbs take it from here)
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -54,16 +55,6 @@ def wants_help(argv: list[str]) -> bool:
 def usage_error(usage: str, opts: list[str] = ()) -> GscompError:
     """The one-line error for a bad command line, naming the first unknown option if any."""
     return GscompError(f"unknown option {opts[0]}; {usage}" if opts else usage)
-
-
-def input_file(arg: str) -> Path:
-    """``arg`` as an existing file (not a directory), else a one-line error saying which."""
-    p = Path(arg)
-    if p.is_dir():
-        raise GscompError(f"{p}: is a directory")
-    if not p.exists():
-        raise GscompError(f"no such file: {p}")
-    return p
 
 
 def stdout_console():
