@@ -1430,6 +1430,26 @@ void check(const torch::Tensor& t, const char* name, torch::ScalarType dt) {
   TORCH_CHECK(t.scalar_type() == dt, name, " has the wrong dtype");
 }
 
+// means (N,3), quats (N,4), scales (N,3): returns N (the kernels index them by these shapes).
+int64_t check_geom(const torch::Tensor& means, const torch::Tensor& quats, const torch::Tensor& scales) {
+  TORCH_CHECK(means.dim() == 2 && means.size(1) == 3, "means must be (N,3)");
+  const int64_t N = means.size(0);
+  TORCH_CHECK(quats.dim() == 2 && quats.size(0) == N && quats.size(1) == 4, "quats must be (N,4)");
+  TORCH_CHECK(scales.dim() == 2 && scales.size(0) == N && scales.size(1) == 3, "scales must be (N,3)");
+  return N;
+}
+
+// The projected Gaussians handed to the rasterizer: returns N.
+int64_t check_projected(const torch::Tensor& means2d, const torch::Tensor& conics, const torch::Tensor& colors,
+                        const torch::Tensor& opac, const torch::Tensor& depths, const torch::Tensor& radii) {
+  const int64_t N = means2d.dim() == 2 ? means2d.size(0) : -1;
+  TORCH_CHECK(N >= 0 && means2d.size(1) == 2, "means2d must be (N,2)");
+  TORCH_CHECK(conics.numel() == 3 * N && colors.numel() == 3 * N && opac.numel() == N && depths.numel() == N &&
+                  radii.numel() == N,
+              "projected inputs disagree on N");
+  return N;
+}
+
 // SH coefficients come as sh0 (N,1,3) and shN (N,KN,3); the first (sh_degree + 1)^2 are used.
 int64_t check_sh(const torch::Tensor& sh0, const torch::Tensor& shN, int64_t N, int64_t sh_degree) {
   TORCH_CHECK(sh0.dim() == 3 && sh0.size(0) == N && sh0.size(1) == 1 && sh0.size(2) == 3, "sh0 must be (N,1,3)");
@@ -1446,7 +1466,7 @@ std::vector<torch::Tensor> project_forward(torch::Tensor means, torch::Tensor qu
                                            double cx, double cy, int64_t W, int64_t H) {
   auto dt = means.scalar_type();
   for (auto* p : {&means, &quats, &scales, &sh0, &shN, &viewmat, &campos}) check(*p, "input", dt);
-  const int64_t N = means.size(0), KN = check_sh(sh0, shN, N, sh_degree);
+  const int64_t N = check_geom(means, quats, scales), KN = check_sh(sh0, shN, N, sh_degree);
   auto opts = means.options();
   auto means2d = torch::empty({N, 2}, opts), conics = torch::empty({N, 3}, opts);
   auto colors = torch::empty({N, 3}, opts), depths = torch::empty({N}, opts);
@@ -1475,7 +1495,7 @@ void project_backward(torch::Tensor means, torch::Tensor quats, torch::Tensor sc
                   &v_depths, &v_means, &v_quats, &v_scales, &v_sh0, &v_shN})
     check(*p, "input", dt);
   check(radii, "radii", torch::kInt32);
-  const int64_t N = means.size(0), KN = check_sh(sh0, shN, N, sh_degree);
+  const int64_t N = check_geom(means, quats, scales), KN = check_sh(sh0, shN, N, sh_degree);
   TORCH_CHECK(v_sh0.sizes() == sh0.sizes() && v_shN.sizes() == shN.sizes(), "SH gradient shapes differ");
   Intrinsics K = make_k(fx, fy, cx, cy, W, H);
   AT_DISPATCH_FLOATING_TYPES(dt, "project_backward", [&] {
@@ -1497,7 +1517,7 @@ std::vector<torch::Tensor> rasterize_forward(torch::Tensor means2d, torch::Tenso
   auto dt = means2d.scalar_type();
   for (auto* p : {&means2d, &conics, &colors, &opac, &depths, &bg}) check(*p, "input", dt);
   check(radii, "radii", torch::kInt32);
-  const int64_t N = means2d.size(0);
+  const int64_t N = check_projected(means2d, conics, colors, opac, depths, radii);
   Intrinsics K = make_k(1, 1, 0, 0, W, H);
   auto opts = means2d.options();
   auto out_color = torch::empty({H, W, 3}, opts), out_alpha = torch::empty({H, W}, opts);
@@ -1532,7 +1552,7 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
   check(n_contrib, "n_contrib", torch::kInt32);
   check(offsets, "offsets", torch::kInt64);
   check(ids, "ids", torch::kInt32);
-  const int64_t N = means2d.size(0);
+  const int64_t N = check_projected(means2d, conics, colors, opac, depths, radii);
   Intrinsics K = make_k(1, 1, 0, 0, W, H);
   auto opts = means2d.options();
   auto v_means2d = torch::zeros({N, 2}, opts), v_conics = torch::zeros({N, 3}, opts);
@@ -1568,7 +1588,7 @@ void fisher_raster(torch::Tensor means2d, torch::Tensor conics, torch::Tensor co
   for (auto* p : {&work, &out})
     TORCH_CHECK(p->scalar_type() == dt && p->device().is_cpu() && p->is_contiguous(),
                 "fisher buffers must be contiguous CPU tensors of the input dtype");
-  const int64_t N = means2d.size(0);
+  const int64_t N = check_projected(means2d, conics, colors, opac, depths, radii);
   Intrinsics K = make_k(1, 1, 0, 0, W, H);
   auto opts = means2d.options();
   out.resize_({N, FROW});
@@ -1602,7 +1622,7 @@ void fisher_project(torch::Tensor means, torch::Tensor quats, torch::Tensor scal
   for (auto* p : {&means, &quats, &scales, &viewmat, &conics, &colors, &opac, &rows}) check(*p, "input", dt);
   for (auto* p : {&a_means, &a_quats, &a_scales, &a_opac, &a_sh0}) check(*p, "fisher sums", torch::kFloat64);
   check(radii, "radii", torch::kInt32);
-  const int64_t N = means.size(0);
+  const int64_t N = check_geom(means, quats, scales);
   TORCH_CHECK(rows.dim() == 2 && rows.size(0) == N && rows.size(1) == FROW, "fisher rows must be (N, 17)");
   TORCH_CHECK(colors.numel() == 3 * N && opac.numel() == N && conics.numel() == 3 * N && radii.numel() == N,
               "fisher inputs have the wrong size");

@@ -4,11 +4,9 @@ from .errors import FormatError, GscompError
 from .splats import Splats
 
 
-def render(splats, cameras, *, sh_degree=None, background=None, backend="auto"):
-    """Render ``splats`` from ``cameras``; see `gscomp.render.render`."""
-    from .render import render as _render
-
-    return _render(splats, cameras, sh_degree=sh_degree, background=background, backend=backend)
+# `gscomp.render` is the render subpackage, callable as its `render` function: a plain function
+# under that name would be replaced by the subpackage as soon as anything imports it.
+from . import render  # noqa: E402
 
 
 __all__ = ["Splats", "Camera", "Scene", "render", "GscompError", "FormatError"]

@@ -5,9 +5,12 @@ source convention (COLMAP is already OpenCV; Blender/instant-ngp are OpenGL) at 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
+
+from .errors import GscompError
 
 
 @dataclass
@@ -26,10 +29,18 @@ class Camera:
     def __post_init__(self):
         w2c = torch.as_tensor(self.world_to_camera, dtype=torch.float32)
         if tuple(w2c.shape) != (4, 4):
-            raise ValueError(f"world_to_camera must be 4x4, got {tuple(w2c.shape)}")
+            raise GscompError(f"camera {self.name!r}: world_to_camera must be 4x4, got {tuple(w2c.shape)}")
+        if not bool(torch.isfinite(w2c).all()):
+            raise GscompError(f"camera {self.name!r}: world_to_camera has non-finite values")
         self.world_to_camera = w2c
         self.width, self.height = int(self.width), int(self.height)
         self.fx, self.fy, self.cx, self.cy = float(self.fx), float(self.fy), float(self.cx), float(self.cy)
+        if self.width < 1 or self.height < 1:
+            raise GscompError(f"camera {self.name!r}: image size {self.width}x{self.height} must be at least 1x1")
+        if not (math.isfinite(self.cx) and math.isfinite(self.cy) and self.fx > 0 and self.fy > 0
+                and math.isfinite(self.fx) and math.isfinite(self.fy)):
+            raise GscompError(f"camera {self.name!r}: focal lengths must be finite and > 0 and the principal point "
+                              f"finite, got fx={self.fx} fy={self.fy} cx={self.cx} cy={self.cy}")
 
     @property
     def K(self) -> torch.Tensor:
@@ -66,6 +77,8 @@ class Camera:
     def scaled(self, factor: float) -> "Camera":
         """Same camera with the image plane resized by ``factor`` (e.g. 0.5 halves the resolution).
         Images are not resampled here; loaders do that."""
+        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+            raise GscompError(f"camera scale factor must be finite and > 0, got {factor}")
         w, h = max(1, round(self.width * factor)), max(1, round(self.height * factor))
         sx, sy = w / self.width, h / self.height
         return Camera(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, w, h,
@@ -76,10 +89,14 @@ class Camera:
         """A pinhole camera at ``eye`` looking at ``target``; ``up`` is the world up direction."""
         eye, target, up = (torch.as_tensor(v, dtype=torch.float64) for v in (eye, target, up))
         z = target - eye
+        if not float(z.norm()) > 0:
+            raise GscompError("look_at: eye and target are the same point")
         z = z / z.norm()
         x = torch.linalg.cross(z, up)
-        if float(x.norm()) < 1e-9:  # looking along up: pick any perpendicular
-            x = torch.linalg.cross(z, torch.tensor([1.0, 0, 0], dtype=torch.float64))
+        if float(x.norm()) < 1e-9:  # looking along up: any perpendicular (the axis least along z)
+            axis = torch.zeros(3, dtype=torch.float64)
+            axis[int(z.abs().argmin())] = 1.0
+            x = torch.linalg.cross(z, axis)
         x = x / x.norm()
         y = torch.linalg.cross(z, x)  # y points down in the image
         R = torch.stack([x, y, z], 0)

@@ -98,7 +98,13 @@ class Splats:
         return self.map(lambda t: t.clone())
 
     def __getitem__(self, index) -> "Splats":
-        """Select Gaussians by index tensor, slice or boolean mask."""
+        """Select Gaussians by index tensor, slice or boolean mask; an integer i selects [i:i+1]
+        (a Splats of one Gaussian: every field keeps its leading N dimension)."""
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            n = len(self)
+            if not -n <= index < n:
+                raise IndexError(f"Gaussian {index} is out of range for {n}")
+            index = slice(int(index) % n, int(index) % n + 1)
         return self.map(lambda t: take_rows(t, index))
 
     def replace(self, **changes) -> "Splats":
@@ -111,6 +117,9 @@ class Splats:
     # ------------------------------------------------------------------ constructors
     @staticmethod
     def empty(sh_degree: int = 3, n: int = 0, dtype=torch.float32) -> "Splats":
+        """``n`` Gaussians at the origin (identity rotation, zeros elsewhere) of degree ``sh_degree``."""
+        if not 0 <= sh_degree <= 3:
+            raise GscompError(f"sh_degree must be in 0..3, got {sh_degree} (Splats.empty(sh_degree, n))")
         k = num_sh_rest(sh_degree)
         return Splats(
             means=torch.zeros(n, 3, dtype=dtype),
@@ -135,8 +144,9 @@ class Splats:
         return self.replace(shN=torch.cat([self.shN, pad], 1))
 
     # ------------------------------------------------------------------ validation
-    def validate(self, what: str = "splats") -> "Splats":
-        """Check shapes, dtypes and finiteness; raise one clear `GscompError` on the first problem."""
+    def validate(self, what: str = "splats", values: bool = True) -> "Splats":
+        """Check shapes, dtypes and (``values``) finiteness; raise one clear `GscompError` on the
+        first problem. ``values=False`` reads no data (no pass over the tensors, no device sync)."""
         n = self.means.shape[0] if self.means.ndim >= 1 else -1
         expect = {
             "means": (n, 3),
@@ -162,7 +172,7 @@ class Splats:
                 raise GscompError(f"{what}: {name} has dtype {t.dtype} but means has {dtype}")
             if t.device != self.means.device:
                 raise GscompError(f"{what}: {name} is on {t.device} but means is on {self.means.device}")
-            if t.numel() and not _all_finite(t):
+            if values and t.numel() and not _all_finite(t):
                 bad = int((~torch.isfinite(t.reshape(n, -1))).any(1).nonzero()[0, 0]) if n else 0
                 raise GscompError(f"{what}: {name} has non-finite values (first at Gaussian {bad})")
         return self

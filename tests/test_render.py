@@ -367,3 +367,56 @@ def test_fisher_float32_close_and_deterministic(monkeypatch):
     for f in a:
         assert torch.equal(a[f], b[f]) and torch.equal(a[f], c[f]), f
         assert rel_err(a[f].double(), ref[f]) < 1e-3, f
+
+
+def test_render_api_rejects_bad_input_and_stays_callable():
+    """Badly shaped fields are one GscompError before any native kernel reads them (it trusted
+    them and read out of bounds); `gscomp.render` stays the callable once its subpackage is
+    imported (a plain function of that name was replaced by the module)."""
+    import gscomp
+    import gscomp.render.cpu  # noqa: F401  (imports the subpackage, as the encoder does)
+    from gscomp import GscompError, Splats
+
+    s = Splats.empty(3, 200)
+    s.means.uniform_(-1, 1)
+    s.scales[:] = -4
+    cam = Camera.look_at((0, 0, -3), (0, 0, 0), (0, -1, 0), 60, 32, 32)
+    assert gscomp.render(s, cam).colors.shape == (1, 32, 32, 3)
+    assert gscomp.render(s, cam, backend="cpu").alphas.shape == (1, 32, 32)
+    for bad in ({"scales": s.scales[:1].clone()}, {"quats": s.quats[:, :3].contiguous()},
+                {"means": s.means[:, :2].contiguous()}):
+        with pytest.raises(GscompError, match=f"render: {next(iter(bad))} has shape"):
+            render(s.replace(**bad), [cam], backend="cpu")
+    with pytest.raises(GscompError, match="background must hold 3 values"):
+        render(s, [cam], background=(0, 0, 0, 1))
+
+
+def test_camera_rejects_what_would_render_nan_or_nothing():
+    from gscomp import GscompError
+
+    with pytest.raises(GscompError, match="same point"):
+        Camera.look_at((0, 0, 0), (0, 0, 0), (0, 1, 0), 60, 8, 8)
+    along_x = Camera.look_at((-1, 0, 0), (0, 0, 0), (1, 0, 0), 60, 8, 8)  # view direction along up
+    assert torch.isfinite(along_x.world_to_camera).all()
+    base = dict(fx=10.0, fy=10.0, cx=4.0, cy=4.0, width=8, height=8, world_to_camera=torch.eye(4))
+    for change, msg in (({"width": 0}, "at least 1x1"), ({"fx": float("nan")}, "focal lengths"),
+                        ({"fy": -1.0}, "focal lengths"), ({"world_to_camera": torch.eye(3)}, "must be 4x4")):
+        with pytest.raises(GscompError, match=msg):
+            Camera(**{**base, **change})
+    with pytest.raises(GscompError, match="scale factor"):
+        Camera(**base).scaled(0)
+
+
+def test_splats_integer_index_keeps_one_row():
+    import numpy as np
+
+    from gscomp import GscompError, Splats
+
+    s = Splats.empty(1, 5)
+    one = s[3]
+    assert len(one) == 1 and one.means.shape == (1, 3) and one.shN.shape == (1, 3, 3)
+    assert len(s[np.int64(-1)]) == 1 and len(list(s)) == 5
+    with pytest.raises(IndexError):
+        s[5]
+    with pytest.raises(GscompError, match="sh_degree must be in 0..3"):
+        Splats.empty(100)

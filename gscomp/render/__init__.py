@@ -24,6 +24,8 @@ Backends: ``cpu`` (native C++/OpenMP, forward + hand-written backward), ``torch`
 """
 from __future__ import annotations
 
+import sys
+import types
 from typing import NamedTuple, Sequence
 
 import torch
@@ -72,6 +74,7 @@ def render(
     background=None,
     backend: str = "auto",
 ) -> RenderOutput:
+    splats.validate("render", values=False)  # (the native kernels trust the shapes)
     if isinstance(cameras, Camera):
         cameras = [cameras]
     cameras = list(cameras)
@@ -82,7 +85,10 @@ def render(
         raise GscompError(f"render: sh_degree {sh_degree} is outside 0..{splats.sh_degree} (the splats' degree)")
     if background is None:
         background = torch.zeros(3, dtype=splats.means.dtype, device=splats.device)
-    background = torch.as_tensor(background, dtype=splats.means.dtype, device=splats.device).reshape(3)
+    background = torch.as_tensor(background, dtype=splats.means.dtype, device=splats.device)
+    if background.numel() != 3:
+        raise GscompError(f"render: background must hold 3 values (RGB), got {background.numel()}")
+    background = background.reshape(3)
     backend = resolve_backend(backend, splats.device)  # auto: CPU data renders on the CPU
     if backend == "torch":
         from .torch_ref import render_torch
@@ -96,5 +102,14 @@ def render(
 
     return RenderOutput(*render_gsplat(splats, cameras, sh_degree, background))
 
+
+class _CallableModule(types.ModuleType):
+    """This subpackage, callable as `render` (so ``gscomp.render(splats, cameras)`` works)."""
+
+    def __call__(self, *args, **kwargs) -> RenderOutput:
+        return render(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["render", "RenderOutput", "BACKENDS", "resolve_backend"]
