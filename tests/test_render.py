@@ -420,3 +420,19 @@ def test_splats_integer_index_keeps_one_row():
         s[5]
     with pytest.raises(GscompError, match="sh_degree must be in 0..3"):
         Splats.empty(100)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_backward_works_when_nothing_is_visible(backend):
+    """A view with nothing in it is the background alone: backward() still works (zero gradients),
+    as training needs; the torch backend used to drop out of the graph there."""
+    from gscomp import Splats
+
+    s = Splats.empty(3, 3)
+    s.means[:, 2] = -5.0  # all behind the camera
+    s = s.map(lambda t: t.requires_grad_())
+    cam = Camera.look_at((0, 0, -3), (0, 0, 0), (0, -1, 0), 60, 16, 16)
+    out = render(s, [cam], background=(0.2, 0.3, 0.4), backend=backend)
+    assert torch.allclose(out.colors, torch.tensor([0.2, 0.3, 0.4]).expand(1, 16, 16, 3))
+    (out.colors.sum() + out.alphas.sum()).backward()
+    assert all(t.grad is not None and not t.grad.any() for _, t in s.items())

@@ -147,9 +147,13 @@ def render_torch(splats: Splats, cameras: list[Camera], sh_degree: int, backgrou
     means2d = torch.stack([p[0] for p in projs])
     outs = [render_one(splats, cam, sh_degree, background, (means2d[i], *projs[i][1:]))
             for i, cam in enumerate(cameras)]
-    return (
-        torch.stack([o[0] for o in outs]),
-        torch.stack([o[1] for o in outs]),
-        torch.stack([o[2] for o in outs]),
-        {"means2d": means2d, "radii": torch.stack([o[4] for o in outs])},
-    )
+    images = [torch.stack([o[k] for o in outs]) for k in range(3)]
+    leaves = [t for _, t in splats.items() if t.requires_grad]
+    if torch.is_grad_enabled() and leaves and not images[0].requires_grad:
+        # nothing visible: the images are the background alone and would leave the graph, so
+        # backward() fails; tie them to the splats with a zero (where() passes no gradient to
+        # the branch it does not take, so a non-finite field cannot turn it into NaN)
+        first = torch.stack([t.reshape(-1)[:1].sum() for t in leaves]).sum()
+        zero = torch.where(torch.zeros((), dtype=torch.bool), first, torch.zeros((), dtype=first.dtype))
+        images = [im + zero for im in images]
+    return (*images, {"means2d": means2d, "radii": torch.stack([o[4] for o in outs])})
