@@ -451,3 +451,20 @@ def test_importance_classes_match_the_log2_rule():
     tie = np.abs(e - np.floor(e) - 0.5) < 1e-9  # I exactly on a threshold: the coarser class now
     assert monkey["n"] == 1 and set(np.unique(cls)) == {0, 1, 2, 3} and 0 < tie.sum() < 100
     assert (cls == want)[~tie].all() and (cls[tie] == np.clip(np.ceil(e[tie]), 0, 3)).all()
+
+
+def test_pipeline_preset_is_the_cli_preset(tmp_path, random_splats):
+    """`Pipeline.preset` (the Python API's way to a preset) gives the bytes `gscomp compress` writes."""
+    from gscomp.cli import main
+    from gscomp.codec import encode_gsz
+    from gscomp.io import save_splats
+    from gscomp.stages.pipeline import Pipeline
+
+    s = random_splats(300, 1, seed=7)
+    save_splats(tmp_path / "in.ply", s)
+    assert main(["compress", str(tmp_path / "in.ply"), str(tmp_path / "cli.gsz"), "pipeline=medium",
+                 "pipeline.stages.positions.bits=12"]) == 0
+    encode_gsz(s, tmp_path / "api.gsz", Pipeline.preset("medium", ["pipeline.stages.positions.bits=12"]))
+    assert (tmp_path / "api.gsz").read_bytes() == (tmp_path / "cli.gsz").read_bytes()
+    with pytest.raises(GscompError, match="unknown pipeline preset"):
+        Pipeline.preset("nope")

@@ -67,7 +67,9 @@ def decode_bytes(data: bytes, what: str = "file"):
 
 
 def decode_gsz(path: str | os.PathLike):
-    """Read, validate and decode a `.gsz` into `Splats` (bit-identical on any machine)."""
+    """Read, validate and decode a `.gsz` into `Splats` (bit-identical on any machine). The
+    Gaussians come in the encoder's order (Morton order of their positions), not the input's:
+    a .gsz stores no permutation (docs/gsz-format.md)."""
     p = input_file(path)
     return decode_bytes(p.read_bytes(), str(p))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -107,6 +107,14 @@ class Pipeline:
             names.append(str(nm))
         sh = cfg.get("sh_degree")
         return cls(stages, names, name=str(cfg.get("name", "custom")), sh_degree=sh)
+
+    @classmethod
+    def preset(cls, name: str = "high", overrides: Sequence[str] = ()) -> "Pipeline":
+        """A preset of configs/pipeline/ (lossless-ish, high, medium, low, compact, c3dgs), with
+        ``gscomp compress``'s overrides, e.g. ``["pipeline.stages.positions.bits=12"]``."""
+        from ..commands.compress import compose_pipeline  # (Hydra composes the presets)
+
+        return cls.from_config(compose_pipeline([f"pipeline={name}", *overrides]))
 
     def describe(self) -> dict[str, Any]:
         return {
