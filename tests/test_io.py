@@ -778,6 +778,9 @@ def test_sog_malformed(tmp_path):
     (d / "meta.json").write_text(json.dumps(dict(meta, version=3)))
     with pytest.raises(FormatError, match="SOG version 3"):
         load_splats(d)
+    (d / "meta.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": []}))  # another JSON file
+    with pytest.raises(FormatError, match="not a SOG meta.json"):
+        load_splats(d / "meta.json")
     (d / "meta.json").write_text(json.dumps(dict(meta, quats={"files": []})))
     with pytest.raises(FormatError, match="quats.files must list 1"):
         load_splats(d)

@@ -129,6 +129,8 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
         first = names[0] if isinstance(names, list) and names and isinstance(names[0], str) else "<level>/meta.json"
         raise FormatError(f"{path}: is a SOG level-of-detail index, not a scene; "
                           f"load one level's meta.json (e.g. {first})")
+    if not {"means", "scales", "quats"} & set(meta):  # some other JSON (transforms.json, cameras, ...)
+        raise FormatError(f"{path}: not a SOG meta.json (none of its means/scales/quats entries)")
     version = meta.get("version")
     if version != 2:
         what = "legacy SOG v1 (no 'version')" if version is None else f"SOG version {version}"
