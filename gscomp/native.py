@@ -34,6 +34,15 @@ SOURCES = {
     "rans": ("rans_cpu.cpp", "native rANS coder", "or .gsz coding stays on constriction (slower)"),
     "hashgrid": ("hashgrid_cpu.cpp", "native hash-grid encoder", "needed to train and decode the colour field"),
 }
+SOURCE = ROOT / SOURCES["raster"][0]  # the rasterizer's source (benchmarks print its path)
+# -fno-trapping-math changes no result (traps are off anyway); it lets GCC vectorise min/max.
+# -ffp-contract=off: never fuse a * b + c into one FMA (GCC does by default where the ISA has FMA,
+# e.g. aarch64), so decoded floats are the same on every machine.
+CFLAGS = ["-O3", "-fno-trapping-math", "-ffp-contract=off", "-fopenmp", "-std=c++17"]
+LDFLAGS = ["-fopenmp"]
+
+_lock = threading.Lock()
+_modules: dict = {}
 
 
 class NativeBuildError(GscompError):
@@ -54,15 +63,6 @@ def _build_failure(e: Exception) -> str:
         if any(k in ln.lower() for k in ("error", "not found", "no such file")):
             return ln[:300]
     return (said or lines or [type(e).__name__])[0][:300]
-SOURCE = ROOT / SOURCES["raster"][0]  # the rasterizer's source (benchmarks print its path)
-# -fno-trapping-math changes no result (traps are off anyway); it lets GCC vectorise min/max.
-# -ffp-contract=off: never fuse a * b + c into one FMA (GCC does by default where the ISA has FMA,
-# e.g. aarch64), so decoded floats are the same on every machine.
-CFLAGS = ["-O3", "-fno-trapping-math", "-ffp-contract=off", "-fopenmp", "-std=c++17"]
-LDFLAGS = ["-fopenmp"]
-
-_lock = threading.Lock()
-_modules: dict = {}
 
 
 def cache_dir() -> Path:

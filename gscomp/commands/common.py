@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 from ..errors import GscompError
-from ..fileio import input_file  # noqa: F401  (the verbs take it from here)
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -67,4 +66,4 @@ def stdout_console():
     return console
 
 
-__all__ = ["split_args", "wants_help", "usage_error", "input_file", "stdout_console", "HELP_FLAGS"]
+__all__ = ["split_args", "wants_help", "usage_error", "stdout_console", "HELP_FLAGS"]

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
-from .common import input_file, usage_error, wants_help
+from ..fileio import input_file
+from .common import usage_error, wants_help
 
 USAGE = "usage: gscomp decode IN.gsz OUT.ply|OUT.spz|OUT.splat"
 

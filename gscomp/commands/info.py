@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from .common import input_file, stdout_console, usage_error, wants_help
+from ..fileio import input_file
+from .common import stdout_console, usage_error, wants_help
 
 USAGE = "usage: gscomp info IN.gsz [--json]"
 
