@@ -12,6 +12,8 @@ finished (a process killed while linking leaves a truncated file, and importing 
 Builds are serialised by an flock on ``build.lock`` in its directory, which the kernel releases
 when a process dies: torch's own lock file (``lock``, which torch waits on forever) is left behind
 by a process killed while loading, so it is removed once the flock is held.
+
+Each new build removes the builds of other versions that have not been loaded for 30 days.
 """
 from __future__ import annotations
 
@@ -80,26 +82,31 @@ def _build_tag(source: Path) -> str:
 
 
 @contextlib.contextmanager
-def _build_lock(build: Path):
-    """Exclusive flock on ``build/build.lock`` (released by the kernel if this process dies)."""
+def _build_lock(build: Path, wait: bool = True):
+    """Exclusive flock on ``build/build.lock`` (released by the kernel if this process dies).
+    Yields whether it is held: with ``wait`` False, False when another process holds it (and
+    when locks are unavailable)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: torch's own lock file only
-        yield
+        yield wait
         return
     try:
         f = open(build / "build.lock", "a+b")
     except OSError:  # a read-only cache: nothing can be built there, loading needs no lock
-        yield
+        yield wait
         return
     with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             print("gscomp: waiting for another gscomp process to finish compiling...", file=sys.stderr, flush=True)
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -139,11 +146,47 @@ def load(kind: str = "raster"):
         with _build_lock(build):  # (not while another process writes the file)
             if _stamped(so, stamp):
                 mod = _import(name, so)
+                _mark_used(stamp)
             else:  # never built, or cut short: importing a truncated .so is a SIGBUS, so relink
                 mod = _build(name, source, build, what, advice)
                 stamp.write_text(str(so.stat().st_size))
+                _prune(build.parent, keep=build)
         _modules[kind] = mod
         return mod
+
+
+DAY = 86400.0
+UNUSED_DAYS = 30  # a build no process has loaded for this long is removed (when a new one is made)
+
+
+def _mark_used(stamp: Path) -> None:
+    """Touch the stamp at most once a day: its mtime says when the build was last loaded."""
+    import time
+
+    with contextlib.suppress(OSError):  # a read-only cache is never pruned either
+        if time.time() - stamp.stat().st_mtime > DAY:
+            os.utime(stamp)
+
+
+def _prune(native: Path, keep: Path) -> None:
+    """Remove the builds under ``native`` that no process has loaded for UNUSED_DAYS (each gscomp
+    or torch version and each source change makes its own, ~1-2 MB), and unfinished ones left
+    for a day. Run only after a new build, so loading never pays for it."""
+    import shutil
+    import time
+
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for d in native.iterdir():
+            if d == keep or not d.is_dir():
+                continue
+            with contextlib.suppress(OSError):
+                stamps = list(d.glob("*.so.ok"))
+                last = max((st.stat().st_mtime for st in stamps), default=d.stat().st_mtime)
+                if now - last > (UNUSED_DAYS if stamps else 1) * DAY:
+                    with _build_lock(d, wait=False) as held:  # never under a process loading it
+                        if held:
+                            shutil.rmtree(d)
 
 
 def _build(name: str, source: Path, build: Path, what: str, advice: str):

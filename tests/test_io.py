@@ -6,6 +6,7 @@ import io
 import json
 import math
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from conftest import shared
 from gscomp import FormatError, GscompError, Splats
-from gscomp.io import detect_format, load_splats, save_splats
+from gscomp.io import LossySaveWarning, detect_format, load_splats, save_splats
 from gscomp.io.common import SH_FLIP_YZ, atomic_open, flip_yz
 from gscomp.io.ply import ply_property_names, read_ply, write_ply
 from gscomp.io.spz import decode_spz, encode_spz, read_spz
@@ -487,7 +488,11 @@ def test_biker_compressed_ply_matches_biker_spz():
 def test_splat_round_trip(tmp_path, degree, n):
     s = well_formed(n, degree, seed=n)
     s = s.replace(sh0=(torch.rand(n, 1, 3) - 0.5) * 3.4)  # colours inside [0, 1]
-    save_splats(tmp_path / "a.splat", s)
+    with warnings.catch_warnings(record=True) as caught:  # dropping SH is said, once
+        warnings.simplefilter("always")
+        save_splats(tmp_path / "a.splat", s)
+    said = [str(w.message) for w in caught if issubclass(w.category, LossySaveWarning)]
+    assert said == ([f"a.splat: .splat keeps SH degree 0 only (the scene has degree {degree})"] if degree else [])
     assert (tmp_path / "a.splat").stat().st_size == 32 * n
     r = load_splats(tmp_path / "a.splat")
     assert r.sh_degree == 0 and len(r) == n  # .splat has no higher-order SH

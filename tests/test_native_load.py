@@ -79,3 +79,52 @@ def test_without_a_compiler(tmp_path, random_splats):
     err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
     assert r.returncode == 2 and len(err) == 1 and "importance stage" in err[0] and "high, medium, low" in err[0], r.stderr
     assert not (tmp_path / "b.gsz").exists()
+
+
+def test_old_builds_are_pruned(tmp_path):
+    """A new build removes other builds not loaded for UNUSED_DAYS and unfinished ones left for a
+    day; recent builds, fresh unfinished ones and one another process holds stay."""
+    import fcntl
+    import time
+
+    root = tmp_path / "native"
+    old = time.time() - (native.UNUSED_DAYS + 1) * native.DAY
+
+    def build(name: str, stamp_age: float | None, dir_age: float = 0.0) -> Path:
+        d = root / name
+        d.mkdir(parents=True)
+        (d / "x.so").write_bytes(b"so")
+        if stamp_age is not None:
+            (d / "x.so.ok").write_text("2")
+            os.utime(d / "x.so.ok", (stamp_age, stamp_age))
+        os.utime(d, (dir_age or time.time(),) * 2)
+        return d
+
+    keep = build("new", time.time())
+    stale = build("stale", old)
+    recent = build("recent", time.time() - 5 * native.DAY)
+    unfinished_old = build("unfinished_old", None, time.time() - 2 * native.DAY)
+    unfinished_new = build("unfinished_new", None)
+    busy = build("busy", old)
+    with open(busy / "build.lock", "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # as a process loading it (flock is per open file)
+        native._prune(root, keep)
+    assert sorted(p.name for p in root.iterdir()) == ["busy", "new", "recent", "unfinished_new"]
+    assert not stale.exists() and not unfinished_old.exists() and keep.exists() and recent.exists()
+    assert unfinished_new.exists()
+
+
+def test_loading_marks_a_build_used(tmp_path):
+    """The stamp's mtime is when its build was last loaded (touched at most once a day)."""
+    import time
+
+    stamp = tmp_path / "x.so.ok"
+    stamp.write_text("1")
+    t = time.time() - 3 * native.DAY
+    os.utime(stamp, (t, t))
+    native._mark_used(stamp)
+    assert time.time() - stamp.stat().st_mtime < 60
+    t = time.time() - 3600
+    os.utime(stamp, (t, t))
+    native._mark_used(stamp)
+    assert abs(stamp.stat().st_mtime - t) < 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from ..errors import GscompError
@@ -23,12 +24,14 @@ def run(argv: list[str]) -> int:
     if dst.suffix.lower() not in (".ply", ".spz", ".splat"):
         raise GscompError(f"output must end in .ply, .spz or .splat, got {dst.name!r}")
     from ..codec import decode_gsz
-    from ..io import save_splats
+    from ..io import LossySaveWarning, save_splats
 
     t0 = time.perf_counter()
     splats = decode_gsz(src)  # fully decoded and validated before anything is written
     dt = time.perf_counter() - t0
-    save_splats(dst, splats)
+    with warnings.catch_warnings():  # said below, after the summary line
+        warnings.simplefilter("ignore", LossySaveWarning)
+        save_splats(dst, splats)
     print(f"decoded {len(splats):,} Gaussians (SH {splats.sh_degree}) in {dt:.2f} s -> {dst}")
     if dst.suffix.lower() == ".splat" and splats.sh_degree > 0:  # .ply and .spz keep degrees 1-3
         print(f"note: .splat keeps SH degree 0 only (the file had degree {splats.sh_degree})", file=sys.stderr)

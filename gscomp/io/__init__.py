@@ -14,6 +14,7 @@ it started. Malformed input raises `FormatError` with one line naming the file a
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from ..errors import FormatError, GscompError
@@ -75,8 +76,14 @@ def load_splats(path: str | os.PathLike) -> Splats:
     return decode_gsz(path)
 
 
+class LossySaveWarning(UserWarning):
+    """save_splats dropped data the output format cannot hold."""
+
+
 def save_splats(path: str | os.PathLike, splats: Splats) -> None:
-    """Write ``splats`` to ``path`` atomically, the format chosen by the extension."""
+    """Write ``splats`` to ``path`` atomically, the format chosen by the extension. `.ply` and
+    `.spz` keep SH degrees 0-3; `.splat` records hold the DC colour only, so higher degrees are
+    dropped there with a `LossySaveWarning`."""
     ext = Path(path).suffix.lower()
     if ext == ".ply":
         write_ply(path, splats)
@@ -87,10 +94,13 @@ def save_splats(path: str | os.PathLike, splats: Splats) -> None:
     elif ext == ".splat":
         from .splat import write_splat
 
+        if splats.sh_degree > 0:
+            warnings.warn(f"{Path(path).name}: .splat keeps SH degree 0 only (the scene has degree {splats.sh_degree})",
+                          LossySaveWarning, stacklevel=2)
         write_splat(path, splats)
     else:
         raise GscompError(f"{path}: cannot write '{ext or Path(path).name}' files "
                           f"(supported: {', '.join(WRITE_EXTS)}; use the codec for .gsz)")
 
 
-__all__ = ["load_splats", "save_splats", "detect_format", "read_ply", "write_ply", "FormatError"]
+__all__ = ["load_splats", "save_splats", "LossySaveWarning", "detect_format", "read_ply", "write_ply", "FormatError"]

@@ -92,8 +92,10 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
         cols = np.asarray(data).view("<f4").reshape(n, len(dt.names))[:, idx]
     else:
         cols = np.empty((n, len(wanted)), dtype=np.float32)
-        for j, name in enumerate(wanted):
-            cols[:, j] = data[name]
+        # a double past float32's range becomes inf, which build_splats reports as non-finite
+        with np.errstate(over="ignore", invalid="ignore"):
+            for j, name in enumerate(wanted):
+                cols[:, j] = data[name]
     means = cols[:, 0:3]
     sh0 = cols[:, 3:6]
     opac = cols[:, 6]
