@@ -12,6 +12,7 @@ the file system (OSError) and running out of memory. Anything else is a bug of o
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     # check for non-finite results themselves and say so in their one-line error)
     warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero|underflow) encountered",
                             RuntimeWarning)
+    if not os.environ.get("GSCOMP_DEBUG"):
+        # Hydra prints --info/--cfg through `logging`, whose handlers print a traceback for each
+        # record they fail to write (e.g. to a closed pipe: `... --info | head`); drop them quietly
+        logging.raiseExceptions = False
     try:
         import importlib
 

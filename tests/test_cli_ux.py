@@ -1,5 +1,6 @@
 """Command-line usability: help, version, argument classification, messages, output layout."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -102,9 +103,11 @@ def test_cfg_job_and_train_and_compress_alias(capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "gscomp compress " in err and "pc_short.ply OUT.gsz" in err
 
 
-def test_closed_stdout_pipe_is_quiet(gsz):
-    p = subprocess.Popen([sys.executable, "-m", "gscomp", "info", str(gsz), "--json"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@pytest.mark.parametrize("args", [["info", "GSZ", "--json"], ["compress", "data=synthetic", "--info", "defaults"]])
+def test_closed_stdout_pipe_is_quiet(gsz, args, tmp_path):
+    """Also through Hydra, which prints --info with `logging` (a traceback per failed record)."""
+    p = subprocess.Popen([sys.executable, "-m", "gscomp", *(str(gsz) if a == "GSZ" else a for a in args)], cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.close()  # the reader is gone before anything is written (`| head -0`)
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0 and err == ""
