@@ -21,8 +21,10 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import shutil
 import sys
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -161,8 +163,6 @@ UNUSED_DAYS = 30  # a build no process has loaded for this long is removed (when
 
 def _mark_used(stamp: Path) -> None:
     """Touch the stamp at most once a day: its mtime says when the build was last loaded."""
-    import time
-
     with contextlib.suppress(OSError):  # a read-only cache is never pruned either
         if time.time() - stamp.stat().st_mtime > DAY:
             os.utime(stamp)
@@ -172,9 +172,6 @@ def _prune(native: Path, keep: Path) -> None:
     """Remove the builds under ``native`` that no process has loaded for UNUSED_DAYS (each gscomp
     or torch version and each source change makes its own, ~1-2 MB), and unfinished ones left
     for a day. Run only after a new build, so loading never pays for it."""
-    import shutil
-    import time
-
     now = time.time()
     with contextlib.suppress(OSError):
         for d in native.iterdir():
