@@ -4,6 +4,9 @@ Anything a user can cause (bad file, bad config, missing images) raises ``Gscomp
 one-line message. The CLI prints ``error: <message>`` and exits with status 2; it never shows a
 traceback for these.
 """
+from __future__ import annotations
+
+from typing import Any
 
 
 class GscompError(Exception):
@@ -18,3 +21,31 @@ def one_line(e: BaseException, limit: int | None = None) -> str:
     """An exception's message squeezed onto one line (its type name when it has none), cut to
     ``limit`` characters."""
     return (" ".join(str(e).split()) or type(e).__name__)[:limit]
+
+
+def check_int(name: str, v: Any, lo: int, hi: int) -> int:
+    """``v`` checked to be an integer in lo..hi, else a one-line error naming ``name``. (A decoded
+    file's stage params come from its header through the stages' constructors, which check them
+    with these: their bounds also cap what a crafted header can make the decoder allocate.)"""
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise GscompError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+    return v
+
+
+def check_number(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    """``v`` checked to be a number in [lo, hi] (or (lo, hi] with ``lo_open``), else a one-line error."""
+    ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and (v > lo if lo_open else v >= lo)
+          and v <= hi)
+    if not ok:
+        raise GscompError(f"{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v!r}")
+    return float(v)
+
+
+def check_schedule(name: str, v: Any, *, allow_none: bool = False) -> int | float | None:
+    """A schedule value as the trainer reads it: an int is an absolute step (>= 0), a float in [0, 1]
+    a fraction of ``train.steps``."""
+    if v is None and allow_none:
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (isinstance(v, float) and v > 1):
+        raise GscompError(f"{name} must be a step (an integer >= 0) or a fraction of the run in [0, 1], got {v!r}")
+    return v

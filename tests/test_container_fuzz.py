@@ -138,3 +138,26 @@ def test_hostile_payloads_of_other_codecs(tmp_path_factory, overrides):
     """The same for compact's importance-classed, trellis-coded and context-coded streams, and for
     exact float32 planes (step 0); medium's codecs are above."""
     hostile_payloads(_encoded(tmp_path_factory, overrides, 1500, 8), 150, seed=4)
+
+
+def test_hostile_stage_params_with_valid_checksums(tmp_path_factory):
+    """Every stage param of a c3dgs file (masking, R-VQ, hash-grid colour field, ...) set to absurd
+    values under valid checksums: the decoder rebuilds its stages from these params, so each must
+    be bounded before it sizes anything (a hash grid of 2^40 rows, 10^9 codebooks)."""
+    valid = _encoded(tmp_path_factory, ["pipeline=c3dgs", "+pipeline.stages.colorfield.fit_steps=20"], 300, 3)
+    header, sections = unpack_gsz(valid)
+    stages = header["pipeline"]["stages"]
+    assert {"masking", "rvq", "colorfield"} <= {s["type"] for s in stages}
+    for i, st in enumerate(stages):
+        for key in st:
+            if key in ("name", "type"):
+                continue
+            for bad in (0, -1, 10**9, 2**40, 1e30, "x", None, True, [1]):
+                h = json.loads(json.dumps(header))
+                h["pipeline"]["stages"][i][key] = bad
+                t = time.perf_counter()
+                try:
+                    decode_bytes(pack_gsz(h, sections))  # some values are valid (e.g. start 0)
+                except FormatError as e:
+                    assert "\n" not in str(e)
+                assert time.perf_counter() - t < TIME_LIMIT, (st["type"], key, bad)

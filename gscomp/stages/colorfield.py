@@ -20,12 +20,14 @@ import struct
 import numpy as np
 import torch
 
-from ..errors import FormatError, GscompError
+from ..errors import FormatError, GscompError, check_int, check_number, check_schedule
 from ..splats import Splats, num_sh_rest
 from .base import CodingContext, Section, Stage, register
 from .hashgrid import HashGrid, TinyMLP, contract_unit, has_tcnn, mlp_exact
 from .rvq import decode_symbols, encode_symbols
 from .masking import _at_step
+
+MAX_TABLE = 1 << 26  # hash-grid values (256 MiB as float32); the paper's 16 x 2 x 2^19 is 2^24
 
 
 class ColorFieldModel(torch.nn.Module):
@@ -44,9 +46,28 @@ class ColorField(Stage):
                  mlp_layers: int = 2, grid_lr: float = 0.01, mlp_lr: float = 0.001, bits: int = 8,
                  start: int | float = 0, fit_steps: int = 600, backend: str = "auto", lr_final: float = 1.0,
                  targets: list[str] | tuple[str, ...] = ("sh0", "shN")):
+        if not isinstance(targets, (list, tuple)) or [str(t) for t in targets] not in (["sh0", "shN"], ["shN"]):
+            raise GscompError(f"colorfield.targets must be [sh0, shN] or [shN], got {targets!r}")
         targets = [str(t) for t in targets]
-        if targets not in (["sh0", "shN"], ["shN"]):
-            raise GscompError(f"colorfield.targets must be [sh0, shN] or [shN], got {targets}")
+        check_int("colorfield.n_levels", n_levels, 1, 32)
+        check_int("colorfield.n_features_per_level", n_features_per_level, 1, 8)
+        check_int("colorfield.log2_hashmap_size", log2_hashmap_size, 4, 24)
+        if n_levels * n_features_per_level << log2_hashmap_size > MAX_TABLE:
+            raise GscompError(f"colorfield: n_levels x n_features_per_level x 2^log2_hashmap_size must be at most "
+                              f"2^{MAX_TABLE.bit_length() - 1} values (the decoder allocates the whole table)")
+        check_int("colorfield.base_resolution", base_resolution, 1, 1 << 16)
+        if max_resolution is not None:
+            check_int("colorfield.max_resolution", max_resolution, base_resolution, 1 << 20)
+        check_int("colorfield.mlp_width", mlp_width, 1, 1024)
+        check_int("colorfield.mlp_layers", mlp_layers, 0, 16)
+        check_number("colorfield.grid_lr", grid_lr, 0, 10, lo_open=True)
+        check_number("colorfield.mlp_lr", mlp_lr, 0, 10, lo_open=True)
+        check_number("colorfield.lr_final", lr_final, 0, 1, lo_open=True)
+        check_int("colorfield.bits", bits, 1, 16)
+        check_schedule("colorfield.start", start)
+        check_int("colorfield.fit_steps", fit_steps, 0, 1_000_000)
+        if backend not in ("auto", "torch", "tcnn"):
+            raise GscompError(f"colorfield.backend must be auto, torch or tcnn, got {backend!r}")
         self.owns = tuple(targets)
         super().__init__(targets=targets, n_levels=n_levels, n_features_per_level=n_features_per_level,
                          log2_hashmap_size=log2_hashmap_size, base_resolution=base_resolution,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import check_int, check_number, check_schedule
 from ..splats import Splats
 from .base import Stage, register
 
@@ -53,6 +54,13 @@ class Masking(Stage):
     def __init__(self, lambda_mask: float = 0.0005, threshold: float = 0.01, lr: float = 0.01,
                  prune_every: int = 1000, prune_until: int | float | None = None, start: int | float = 0,
                  init: float = 1.0):
+        check_number("masking.lambda_mask", lambda_mask, 0, 1e3)
+        check_number("masking.threshold", threshold, 0, 1)
+        check_number("masking.lr", lr, 0, 10, lo_open=True)
+        check_int("masking.prune_every", prune_every, 1, 1 << 30)
+        check_schedule("masking.prune_until", prune_until, allow_none=True)
+        check_schedule("masking.start", start)
+        check_number("masking.init", init, -100, 100)
         super().__init__(lambda_mask=lambda_mask, threshold=threshold, lr=lr, prune_every=prune_every,
                          prune_until=prune_until, start=start, init=init)
         self.state = None

@@ -11,10 +11,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import FormatError, GscompError
+from ..errors import FormatError, GscompError, check_int, check_number, check_schedule
 from ..splats import Splats
 from .base import CodingContext, Section, Stage, register
 from .masking import _at_step
+
+# bounds of the params (a decoder allocates R x K codes from its header before reading them)
+MAX_STAGES, MAX_CODEBOOK = 16, 4096
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 10, seed: int = 0) -> torch.Tensor:
@@ -178,6 +181,12 @@ class RVQ(Stage):
     def __init__(self, n_stages: int = 6, codebook_size: int = 64, start: int | float = 0.9,
                  kmeans_iters: int = 10, lr: float = 0.0005, commitment: float = 0.0,
                  depths: list[int] | None = None):
+        check_int("rvq.n_stages", n_stages, 1, MAX_STAGES)
+        check_int("rvq.codebook_size", codebook_size, 1, MAX_CODEBOOK)
+        check_schedule("rvq.start", start)
+        check_int("rvq.kmeans_iters", kmeans_iters, 0, 1000)
+        check_number("rvq.lr", lr, 0, 1, lo_open=True)
+        check_number("rvq.commitment", commitment, 0, 100)
         extra = {}
         if depths:  # only stored when used: older headers unchanged
             from .importance import MAX_LEVELS
