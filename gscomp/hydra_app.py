@@ -64,9 +64,25 @@ def _missing_dirs(path: Path) -> list[Path]:
     return missing
 
 
+_GRAMMAR = set(",[]{}()'\"\\=")
+
+
+def quote_unicode_value(arg: str) -> str:
+    """``key=value`` with the value single-quoted when it holds non-ASCII characters (a path such
+    as ``data.path=/scans/café``), which Hydra's override grammar only takes quoted. Values with
+    grammar characters (sweeps ``a,b``, lists, quotes) are left as they are."""
+    if arg.startswith("-") or "=" not in arg:
+        return arg
+    key, value = arg.split("=", 1)
+    if value.isascii() or _GRAMMAR & set(value):
+        return arg
+    return f"{key}='{value}'"
+
+
 def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | None = None) -> int:
     """Run ``task_fn`` as the Hydra app ``config_name`` with command-line ``argv``."""
     prog = prog or f"gscomp {config_name}"
+    argv = [quote_unicode_value(a) for a in argv]
     created: list[Path] = []  # the output folders this run creates
     if not any(a.startswith("-") for a in argv):
         # plain single run: compose once up front so a config error (unknown key, bad group option)
@@ -100,6 +116,27 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
                     break
 
 
+def _failed_job(e: Exception) -> Exception:
+    """In a sweep, a job that failed: its output folder goes if it is still empty, and a user
+    error names the job (the other jobs run on; the sweep exits with this error)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hc = HydraConfig.get()
+    except ValueError:  # not inside a Hydra job
+        return e
+    if hc.mode != RunMode.MULTIRUN:
+        return e
+    try:
+        Path(hc.runtime.output_dir).rmdir()  # only when empty
+    except OSError:
+        pass
+    if isinstance(e, GscompError):
+        return type(e)(f"job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}")
+    return e
+
+
 def _run_app(config_name: str, task_fn: Callable, argv: list[str], prog: str) -> int:
     import hydra
     from hydra.core.global_hydra import GlobalHydra
@@ -117,7 +154,7 @@ def _run_app(config_name: str, task_fn: Callable, argv: list[str], prog: str) ->
         except Exception as e:
             # Keep Hydra from formatting it as a traceback; the CLI reports it in one line (user
             # errors and the file system's as such, anything else as an internal error).
-            errors.append(e)
+            errors.append(_failed_job(e))
 
     old_argv = sys.argv
     sys.argv = [prog, *argv]

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from gscomp.cli import main
 
@@ -71,6 +72,47 @@ def test_resume_latest(tmp_path):
     assert m["resumed_from"].endswith("ckpt_000010.pt")
 
 
+def test_resume_checks_its_checkpoint(tmp_path, capsys):
+    """Only a gscomp checkpoint of this scene resumes, towards a later train.steps; the log and
+    train_seconds then cover the whole training (a fresh run into the folder starts a new log)."""
+    out = tmp_path / "r"
+    assert main(["train", *TINY, "train.steps=20", "train.ckpt_every=10", "train.eval_every=5", f"out={out}"]) == 0
+    first = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in first] == [5, 10, 15, 20]
+    ckpt = out / "checkpoints" / "ckpt_000010.pt"
+    capsys.readouterr()
+    cases = [(["data.n_views=9"], "was trained on another scene"),  # other views: the order would index past them
+             (["train.steps=5"], "is at step 10, past train.steps=5")]
+    torch.save((1, 2), tmp_path / "other.pth")  # e.g. another tool's checkpoint
+    torch.save({"a": 1}, tmp_path / "other.pt")
+    cases += [([], "other.pth: not a gscomp training checkpoint"), ([], "other.pt: not a gscomp training checkpoint")]
+    for i, (extra, msg) in enumerate(cases):
+        resume = ckpt if i < 2 else tmp_path / ("other.pth" if i == 2 else "other.pt")
+        assert main(["train", *TINY, "train.steps=30", *extra, f"out={tmp_path / 'x'}", f"resume={resume}"]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+    assert main(["train", *TINY, "train.steps=30", "train.eval_every=5", f"out={out}", f"resume={ckpt}"]) == 0
+    log = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [5, 10, 15, 20, 25, 30] and log[:2] == first[:2]  # 15, 20 trained again
+    assert all(a["seconds"] <= b["seconds"] for a, b in zip(log, log[1:]))  # time goes on across the resume
+    assert json.loads((out / "metrics.json").read_text())["train_seconds"] >= log[-1]["seconds"] - 0.005  # (rounded to 0.01)
+    assert main(["train", *TINY, "train.steps=10", "train.eval_every=5", f"out={out}"]) == 0
+    assert [json.loads(line)["step"] for line in (out / "progress.jsonl").read_text().splitlines()] == [5, 10]
+
+
+@pytest.mark.parametrize("override, named", [("train.strategy.refine_every=0", "train.strategy.refine_every"),
+                                             ("train.init.max_points=-3", "train.init.max_points"),
+                                             ("train.ssim_lambda=2", "train.ssim_lambda"),
+                                             ("train.strategy.refine_start=-5", "train.strategy.refine_start"),
+                                             ("progress=abc", "progress"), ("data.seed=abc", "seed"),
+                                             ("data.resolution=abc", "resolution")])
+def test_bad_train_values_are_named(override, named, tmp_path, capsys):
+    assert main(["train", *TINY, override, f"out={tmp_path / 'o'}"]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_bad_key_and_bad_values_are_short_errors(tmp_path, capsys):
     assert main(["train", "data=synthetic", "no_such_key=1", f"out={tmp_path}"]) != 0
     err = capsys.readouterr().err
@@ -99,6 +141,12 @@ def test_cfg_job_and_multirun(tmp_path, capsys):
     assert main(["train", "-m", *TINY, "train.steps=5,8", f"out={sweep}"]) == 0
     steps = sorted(json.loads((sweep / d / "metrics.json").read_text())["steps"] for d in ("0", "1"))
     assert steps == [5, 8]
+    capsys.readouterr()
+    sweep = tmp_path / "sweep2"  # a failing job is named, leaves no empty folder, and the others run
+    assert main(["train", "-m", *TINY, "train.steps=5,-5", f"out={sweep}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: job 1 (") and "train.steps=-5" in err and err.count("\n") == 1, err
+    assert (sweep / "0" / "metrics.json").exists() and not (sweep / "1").exists()
 
 
 def test_subprocess_bad_key_exit_code(tmp_path):

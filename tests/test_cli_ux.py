@@ -42,7 +42,7 @@ def test_file_verb_help_is_usage_on_stdout(verb, flag, capsys):
     assert code == 0 and out.startswith(f"usage: gscomp {verb}") and err == ""
 
 
-@pytest.mark.parametrize("args", [["train", "--help"], ["compress", "data=synthetic", "--help"]])
+@pytest.mark.parametrize("args", [["train", "--help"], ["compress", "data=synthetic", "--help"], ["train-and-compress", "--help"]])
 def test_hydra_help_names_the_verb(args, capsys):
     code, out, _ = cli(args, capsys)
     assert code == 0 and out.startswith(f"gscomp {args[0]} is powered by Hydra") and "hydra_app" not in out
@@ -127,11 +127,16 @@ def test_output_does_not_wrap_when_not_a_terminal(tmp_path, monkeypatch, capsys)
     assert out.splitlines()[-1].startswith("bits per Gaussian") and "shN" in out.splitlines()[-1]
 
 
-def test_decode_notes_sh_dropped_by_splat_only(gsz, tmp_path, capsys):
+def test_decode_notes_what_the_format_drops(gsz, tmp_path, capsys):
+    """.ply keeps everything; .splat drops SH above degree 0 and clamps DC colours to [0, 1]; SPZ
+    clamps to its fixed 8-bit ranges (this real scene has one log-scale below -10)."""
     code, _, err = cli(["decode", gsz, tmp_path / "y.splat"], capsys)
-    assert code == 0 and err == "note: .splat keeps SH degree 0 only (the file had degree 3)\n"
-    for ext in (".spz", ".ply"):
-        assert cli(["decode", gsz, tmp_path / f"y{ext}"], capsys)[::2] == (0, "")
+    assert code == 0 and err == ("note: .splat keeps SH degree 0 only (the scene has degree 3)\n"
+                                 "note: .splat's 8-bit colours clamp the DC colour of 8 of 100 Gaussians to [0, 1]\n")
+    code, _, err = cli(["decode", gsz, tmp_path / "y.spz"], capsys)
+    assert code == 0 and err == ("note: SPZ's 8-bit ranges clamp values of 1 of 100 Gaussians "
+                                 "(log-scale outside [-10, 5.97] 1)\n")
+    assert cli(["decode", gsz, tmp_path / "y.ply"], capsys)[::2] == (0, "")
 
 
 def test_sog_meta_json_counts_its_textures():
@@ -188,3 +193,20 @@ def test_empty_input_is_noted_and_round_trips(tmp_path, capsys):
     code, _, err = cli(["compress", src, tmp_path / "e.gsz"], capsys)
     assert code == 0 and "note: empty.splat holds no Gaussians" in err
     assert len(load_splats(tmp_path / "e.gsz")) == 0
+
+
+@pytest.mark.parametrize("override, named", [
+    ("pipeline.stages.rvq.codebook_size=0", "rvq.codebook_size"),
+    ("pipeline.stages.rvq.n_stages=abc", "rvq.n_stages"),
+    ("pipeline.stages.colorfield.bits=0", "colorfield.bits"),
+    ("pipeline.stages.colorfield.n_levels=0", "colorfield.n_levels"),
+    ("pipeline.stages.masking.threshold=2", "masking.threshold"),
+])
+def test_bad_stage_params_are_named_before_any_work(override, named, tmp_path, capsys):
+    """Post-hoc and train-and-compress both check a stage's params before loading or training."""
+    out = tmp_path / "o.gsz"
+    code, _, err = cli(["compress", shared("fixtures/pc_short.ply"), out, "pipeline=c3dgs", override], capsys)
+    assert code == 2 and named in err and err.count("\n") == 1 and not out.exists()
+    run = tmp_path / "run"
+    code, _, err = cli(["compress", "data=synthetic", "pipeline=c3dgs", override, f"out={run}"], capsys)
+    assert code == 2 and named in err and err.count("\n") == 1 and not run.exists()

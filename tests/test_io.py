@@ -482,6 +482,26 @@ def test_biker_compressed_ply_matches_biker_spz():
     assert (zr.means[:, 1:] + b.means[:, 1:]).abs().max() <= 2 ** -12
 
 
+def test_spz_save_says_what_its_ranges_clamp(tmp_path):
+    """SPZ stores DC colour, log-scales and SH rest in fixed 8-bit ranges: what falls past them is
+    clamped, and save_splats says how much (one warning); values inside stay unsaid."""
+    s = well_formed(50, 1, seed=3)
+    s = s.replace(sh0=torch.zeros(50, 1, 3), scales=torch.full((50, 3), -3.0), shN=torch.zeros(50, 3, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_splats(tmp_path / "a.spz", s)
+    assert not [w for w in caught if issubclass(w.category, LossySaveWarning)]
+    sh0, scales = s.sh0.clone(), s.scales.clone()
+    sh0[:4] = 5.0  # DC colour past +-3.35
+    scales[3:5, 1] = -14.0  # log-scale below -10
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_splats(tmp_path / "b.spz", s.replace(sh0=sh0, scales=scales))
+    said = [str(w.message) for w in caught if issubclass(w.category, LossySaveWarning)]
+    assert said == ["b.spz: SPZ's 8-bit ranges clamp values of 5 of 50 Gaussians (DC colour past +-3.35 4, "
+                    "log-scale outside [-10, 5.97] 2)"]
+
+
 # ----------------------------------------------------------------------------- .splat
 @pytest.mark.parametrize("degree", [0, 3])
 @pytest.mark.parametrize("n", [0, 1, 100])
@@ -814,6 +834,14 @@ def test_sog_malformed(tmp_path):
     sog = tmp_path / "x.sog"
     sog.write_bytes(b"PK\x03\x04" + bytes(40) + b"PK\x05\x06" + bytes(18))  # directory points nowhere
     with pytest.raises(FormatError, match="x.sog"):
+        load_splats(sog)
+    import zipfile
+
+    with zipfile.ZipFile(sog, "w") as z:
+        for f in sorted(d.iterdir()):
+            z.write(f, f.name)
+    sog.write_bytes(sog.read_bytes()[:-30])  # cut: no zip directory at the end
+    with pytest.raises(FormatError, match="not a readable .sog bundle"):
         load_splats(sog)
     with pytest.raises(GscompError, match="no meta.json"):
         load_splats(tmp_path)

@@ -123,7 +123,7 @@ def run(argv: list[str]) -> int:
             if e.name != "gscomp.commands.train_compress":
                 raise
             raise GscompError("train-and-compress (gscomp compress data=... out=...) is not available in this build") from None
-        return train_compress.run(argv)
+        return train_compress.run(argv, prog="gscomp compress")
     if wants_help(opts):
         print(HELP)
         return 0
@@ -209,9 +209,12 @@ def print_stats(stats: dict, src: Path, in_bytes: int, seconds: float) -> None:
         t.add_row(name, f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
     t.add_row("header+table", f"{stats['header_bytes']:,}", f"{8 * stats['header_bytes'] / n:.2f}" if n else "-")
     total = stats["total_bytes"]
-    t.add_row("[b]total", f"[b]{total:,}", f"[b]{stats['bits_per_gaussian']:.2f}")
+    t.add_row("[b]total", f"[b]{total:,}", f"[b]{stats['bits_per_gaussian']:.2f}" if n else "-")
     c = stdout_console()
     c.print(t)
+    if not n:  # (an empty scene: no ratio or rate to speak of)
+        c.print(f"input {in_bytes:,} bytes -> {total:,} bytes, encoded in {seconds:.2f} s")
+        return
     ratio = in_bytes / total if total else 0.0
     rate = n / seconds if seconds > 0 else 0.0
     c.print(f"input {in_bytes:,} bytes -> {total:,} bytes (ratio {ratio:.2f}x), encoded in {seconds:.2f} s ({rate:,.0f} Gaussians/s)")

@@ -29,10 +29,13 @@ def run(argv: list[str]) -> int:
     t0 = time.perf_counter()
     splats = decode_gsz(src)  # fully decoded and validated before anything is written
     dt = time.perf_counter() - t0
-    with warnings.catch_warnings():  # said below, after the summary line
-        warnings.simplefilter("ignore", LossySaveWarning)
+    with warnings.catch_warnings(record=True) as caught:  # said below, after the summary line
+        warnings.simplefilter("always", LossySaveWarning)
         save_splats(dst, splats)
     print(f"decoded {len(splats):,} Gaussians (SH {splats.sh_degree}) in {dt:.2f} s -> {dst}")
-    if dst.suffix.lower() == ".splat" and splats.sh_degree > 0:  # .ply and .spz keep degrees 1-3
-        print(f"note: .splat keeps SH degree 0 only (the file had degree {splats.sh_degree})", file=sys.stderr)
+    for w in caught:  # what the output format could not hold (.ply keeps everything)
+        if issubclass(w.category, LossySaveWarning):
+            print(f"note: {str(w.message).removeprefix(dst.name + ': ')}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     return 0

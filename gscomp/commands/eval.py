@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-from ..errors import GscompError
+from ..errors import GscompError, check_int, one_line
 from ..hydra_app import run_hydra
 from .common import split_args
 
@@ -25,14 +23,15 @@ def load_model(path: Path):
     if not path.exists():
         raise GscompError(f"model {path} does not exist")
     if path.suffix == ".pt":
+        from ..train.trainer import read_checkpoint
+
+        p = read_checkpoint(path)["state"]["params"]
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-            p = ckpt["state"]["params"]
             return Splats(**{f: p[f].float() for f in FIELDS}).validate(str(path))
         except GscompError:
             raise
-        except Exception as e:
-            raise GscompError(f"{path}: not a gscomp training checkpoint ({type(e).__name__}: {e})") from None
+        except Exception as e:  # tensors of mismatched shapes
+            raise GscompError(f"{path}: not a gscomp training checkpoint ({type(e).__name__}: {one_line(e, 200)})") from None
     from ..io import load_splats
 
     return load_splats(path)
@@ -51,6 +50,10 @@ def task(cfg) -> int:
 
     if not cfg.get("model"):
         raise GscompError(USAGE)
+    sh = cfg.get("sh_degree")
+    if sh is not None:
+        check_int("sh_degree", sh, 0, 3)
+    check_int("n_renders", cfg.n_renders, 0, 10_000)
     model = Path(str(cfg.model)).expanduser()
     splats = load_model(model)
     device = resolve_device(str(cfg.device), str(cfg.render.backend))
@@ -63,9 +66,8 @@ def task(cfg) -> int:
     if not cams:
         raise GscompError(f"the scene has no {split} views (set data.test_every or split=train)")
     out = Path(str(cfg.out)).expanduser() if cfg.get("out") else model.parent / f"eval_{model.stem}"
-    sh = cfg.get("sh_degree")
     bg = scene.background if scene.background is not None else (0.0, 0.0, 0.0)
-    metrics = evaluate(splats, cams, sh_degree=None if sh is None else int(sh), background=bg,
+    metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
                        backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
     metrics.update({"model": str(model), "split": split, "n_gaussians": len(splats),
                     "model_bytes": model.stat().st_size if model.is_file() else None,

@@ -37,8 +37,8 @@ def run(argv: list[str]) -> int:
     for name, b in info["sections"].items():
         t.add_row(name, info["codecs"][name], f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
     t.add_row("header+table", "", f"{info['header_bytes']:,}", f"{8 * info['header_bytes'] / n:.2f}" if n else "-")
-    t.add_row("[b]total", "", f"[b]{info['total_bytes']:,}", f"[b]{info['bits_per_gaussian']:.2f}")
+    t.add_row("[b]total", "", f"[b]{info['total_bytes']:,}", f"[b]{info['bits_per_gaussian']:.2f}" if n else "-")
     c.print(t)
-    per = ", ".join(f"{k} {v:.2f}" for k, v in info["bits_per_gaussian_per_attribute"].items())
+    per = ", ".join(f"{k} {v:.2f}" for k, v in info["bits_per_gaussian_per_attribute"].items()) if n else "- (no Gaussians)"
     c.print(f"bits per Gaussian by attribute: {per}")
     return 0

@@ -102,7 +102,7 @@ def task(cfg) -> int:
     return 0
 
 
-def run(argv: list[str]) -> int:
+def run(argv: list[str], prog: str = "gscomp train-and-compress") -> int:
     pos = split_args(argv)[0]
     if pos:  # `gscomp train-and-compress IN OUT`: the post-hoc form is the verb compress
         raise GscompError(f"train-and-compress trains from images and takes only key=value overrides "
@@ -111,7 +111,7 @@ def run(argv: list[str]) -> int:
     from ..train import TrainInterrupted
 
     try:
-        return run_hydra("train", task, argv, prog="gscomp compress")
+        return run_hydra("train", task, argv, prog=prog)
     except TrainInterrupted as e:
         print(f"interrupted at step {e.step}; checkpoint saved to {e.path} (resume with resume={e.path})",
               file=sys.stderr)

@@ -179,12 +179,15 @@ def load_synthetic(*, n_views: int = 48, resolution: int = 128, seed: int = 0, d
                    background=(1.0, 1.0, 1.0), max_images: int | None = None, backend: str = "auto"):
     """Render the GT from an orbit; return (cameras with images, init points, colours, meta)."""
     from ..render import render
-    from . import subsample
+    from . import _is_int, subsample
 
-    if int(n_views) != n_views or n_views < 1:
-        raise GscompError(f"synthetic: n_views must be a positive integer, got {n_views!r}")
-    if int(resolution) != resolution or resolution < 8:
-        raise GscompError(f"synthetic: resolution must be an integer >= 8, got {resolution!r}")
+    if not _is_int(n_views) or not 1 <= n_views <= 1000:
+        raise GscompError(f"synthetic: n_views must be an integer in 1..1000, got {n_views!r}")
+    if not _is_int(resolution) or not 8 <= resolution <= 4096:
+        raise GscompError(f"synthetic: resolution must be an integer in 8..4096, got {resolution!r}")
+    if not _is_int(seed) or seed < 0:
+        raise GscompError(f"synthetic: seed must be an integer >= 0, got {seed!r}")
+    seed = int(seed)
     gt = synthetic_gt(seed)
     cams = orbit_cameras(int(n_views), int(resolution))
     if downscale != 1:

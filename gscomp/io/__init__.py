@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import FormatError, GscompError
 from ..splats import Splats
+from .common import LossySaveWarning
 from .ply import read_ply, write_ply
 
 READ_EXTS = (".ply", ".spz", ".splat", ".ksplat", ".sog", ".json", ".gsz")
@@ -76,14 +77,10 @@ def load_splats(path: str | os.PathLike) -> Splats:
     return decode_gsz(path)
 
 
-class LossySaveWarning(UserWarning):
-    """save_splats dropped data the output format cannot hold."""
-
-
 def save_splats(path: str | os.PathLike, splats: Splats) -> None:
     """Write ``splats`` to ``path`` atomically, the format chosen by the extension. `.ply` and
     `.spz` keep SH degrees 0-3; `.splat` records hold the DC colour only, so higher degrees are
-    dropped there with a `LossySaveWarning`."""
+    dropped there with a `LossySaveWarning`, as are values past SPZ's fixed 8-bit ranges."""
     ext = Path(path).suffix.lower()
     if ext == ".ply":
         write_ply(path, splats)

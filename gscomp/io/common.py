@@ -12,6 +12,10 @@ from ..errors import FormatError, GscompError
 from ..fileio import atomic_open, atomic_write_bytes  # noqa: F401  (re-exported for the format modules)
 from ..splats import Splats, sh_degree_from_rest
 
+class LossySaveWarning(UserWarning):
+    """save_splats dropped data the output format cannot hold."""
+
+
 # Opacities stored as 8-bit sigmoid values include 0 and 255, whose logits are infinite.
 # Clamp the probability so every decoded Splats is finite (logit(1e-6) ~ -13.8).
 PROB_EPS = 1e-6
@@ -47,6 +51,12 @@ def to_u8(x: np.ndarray) -> np.ndarray:
     """Round half away from zero (like C's std::round) and clamp to 0..255."""
     r = np.sign(x) * np.floor(np.abs(x) + 0.5)
     return np.clip(r, 0, 255).astype(np.uint8)
+
+
+def clamped_rows(raw: np.ndarray) -> np.ndarray:
+    """(N,) bool: rows with a value of an 8-bit field (0..255 before rounding) more than half a step
+    past its ends, so that `to_u8` clamping it loses more than rounding does."""
+    return ((raw < -1.0) | (raw > 256.0)).reshape(len(raw), -1).any(1)
 
 
 def build_splats(

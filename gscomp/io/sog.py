@@ -57,6 +57,9 @@ def read_sog(path: str | os.PathLike) -> Splats:
             raise FormatError(f"{path}: corrupt or unsupported .sog bundle ({one_line(e)})") from None
     base = path.parent
     meta_bytes = read_bytes(path)
+    if path.suffix.lower() == ".sog" and not meta_bytes.lstrip()[:1] == b"{":
+        # a bundle is a zip; zipfile found no directory at its end, so it was cut or is foreign
+        raise FormatError(f"{path}: not a readable .sog bundle (a zip archive; truncated?)")
     return decode_sog(lambda name: meta_bytes if name == "meta.json" else read_bytes(base / name), path)
 
 

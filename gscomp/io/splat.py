@@ -9,13 +9,15 @@ Lossy: colour and opacity to 8 bits, rotation to ~8 bits, higher-order SH droppe
 from __future__ import annotations
 
 import os
+import warnings
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import FormatError
 from ..splats import SH_C0, Splats
-from .common import (atomic_write_bytes, build_splats, logit, normalize_quats, read_bytes,
-                     sigmoid, splats_numpy, to_u8)
+from .common import (LossySaveWarning, atomic_write_bytes, build_splats, clamped_rows, logit, normalize_quats,
+                     read_bytes, sigmoid, splats_numpy, to_u8)
 
 RECORD = np.dtype([("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
 assert RECORD.itemsize == 32
@@ -43,21 +45,27 @@ def decode_splat(data: bytes, name="<splat>") -> Splats:
     return build_splats(name, rec["pos"], quats, log_scales, opac, sh0, np.zeros((n, 0, 3)))
 
 
-def encode_splat(splats: Splats) -> bytes:
+def encode_splat(splats: Splats, notes: list[str] | None = None) -> bytes:
+    """32-byte records; ``notes``, a list, receives a line on the DC colours clamped to [0, 1]."""
     a = splats_numpy(splats)
     n = len(splats)
     rec = np.zeros(n, RECORD)
     rec["pos"] = a["means"]
     rec["scale"] = np.exp(a["scales"].astype(np.float64))
-    rgb = 0.5 + SH_C0 * a["sh0"][:, 0].astype(np.float64)
-    rec["rgba"][:, :3] = to_u8(rgb * 255.0)
+    rgb = (0.5 + SH_C0 * a["sh0"][:, 0].astype(np.float64)) * 255.0
+    if notes is not None and n and (cut := int(clamped_rows(rgb).sum())):
+        notes.append(f".splat's 8-bit colours clamp the DC colour of {cut:,} of {n:,} Gaussians to [0, 1]")
+    rec["rgba"][:, :3] = to_u8(rgb)
     rec["rgba"][:, 3] = to_u8(sigmoid(a["opacities"]) * 255.0)
     rec["rot"] = to_u8(normalize_quats(a["quats"]) * 128.0 + 128.0)
     return rec.tobytes()
 
 
 def write_splat(path: str | os.PathLike, splats: Splats) -> None:
-    atomic_write_bytes(path, encode_splat(splats))
+    notes: list[str] = []
+    atomic_write_bytes(path, encode_splat(splats, notes))
+    for note in notes:
+        warnings.warn(f"{Path(path).name}: {note}", LossySaveWarning, stacklevel=3)
 
 
 __all__ = ["read_splat", "write_splat", "decode_splat", "encode_splat"]

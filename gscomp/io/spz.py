@@ -25,13 +25,15 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import FormatError, GscompError
 from ..splats import Splats
-from .common import (atomic_write_bytes, build_splats, flip_yz, logit, normalize_quats,
+from .common import (LossySaveWarning, atomic_write_bytes, build_splats, clamped_rows, flip_yz, logit, normalize_quats,
                      read_bytes, sigmoid, splats_numpy, to_u8)
 
 MAGIC = 0x5053474E
@@ -289,9 +291,11 @@ def _gzip(data: bytes, level: int = 6) -> bytes:
 
 
 def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
-               sh_bits: tuple[int, int] = (5, 4), antialiased: bool = False) -> bytes:
+               sh_bits: tuple[int, int] = (5, 4), antialiased: bool = False,
+               notes: list[str] | None = None) -> bytes:
     """Encode Splats as SPZ bytes. ``sh_bits`` are the precisions kept for SH band 1 and for
-    higher bands (the reference encoder's defaults 5 and 4; 8 keeps everything)."""
+    higher bands (the reference encoder's defaults 5 and 4; 8 keeps everything). ``notes``, a
+    list, receives a line on what SPZ's fixed ranges clamped, if anything."""
     if version not in (2, 3, 4):
         raise GscompError(f"SPZ version {version} cannot be written (use 2, 3 or 4)")
     if not all(1 <= b <= 8 for b in sh_bits):
@@ -316,8 +320,17 @@ def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
     positions = np.stack([fixed & 0xFF, (fixed >> 8) & 0xFF, (fixed >> 16) & 0xFF], -1).astype(np.uint8)
 
     alphas = to_u8(sigmoid(a["opacities"]) * 255.0)
-    colors = to_u8(a["sh0"][:, 0].astype(np.float64) * (COLOR_SCALE * 255.0) + 127.5)
-    scales = to_u8((a["scales"].astype(np.float64) + 10.0) * 16.0)
+    raw_colors = a["sh0"][:, 0].astype(np.float64) * (COLOR_SCALE * 255.0) + 127.5
+    raw_scales = (a["scales"].astype(np.float64) + 10.0) * 16.0
+    if notes is not None and n:
+        cut = {"DC colour past +-3.35": clamped_rows(raw_colors), "log-scale outside [-10, 5.97]": clamped_rows(raw_scales),
+               "SH rest past +-1": clamped_rows(shN * 128.0 + 128.0)}
+        if any(c.any() for c in cut.values()):
+            what = ", ".join(f"{k} {int(c.sum()):,}" for k, c in cut.items() if c.any())
+            notes.append(f"SPZ's 8-bit ranges clamp values of {int(np.logical_or.reduce(list(cut.values())).sum()):,} "
+                         f"of {n:,} Gaussians ({what})")
+    colors = to_u8(raw_colors)
+    scales = to_u8(raw_scales)
     xyzw = quats[:, [1, 2, 3, 0]]
     if version >= 3:
         rotations = _pack_smallest_three(xyzw)
@@ -346,7 +359,10 @@ def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
 
 def write_spz(path: str | os.PathLike, splats: Splats, *, version: int = 3, convert: bool = True,
               sh_bits: tuple[int, int] = (5, 4)) -> None:
-    atomic_write_bytes(path, encode_spz(splats, version=version, convert=convert, sh_bits=sh_bits))
+    notes: list[str] = []
+    atomic_write_bytes(path, encode_spz(splats, version=version, convert=convert, sh_bits=sh_bits, notes=notes))
+    for note in notes:
+        warnings.warn(f"{Path(path).name}: {note}", LossySaveWarning, stacklevel=3)
 
 
 __all__ = ["read_spz", "write_spz", "decode_spz", "encode_spz"]

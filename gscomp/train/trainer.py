@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import GscompError
+from ..errors import GscompError, check_int, check_number, check_schedule, one_line
 from ..fileio import atomic_open
 from ..fileio import atomic_write_text as _atomic_write_text
 from ..splats import Splats, num_sh_rest, rgb_to_sh0
@@ -151,35 +151,56 @@ def knn_mean_sq_dist(pts: torch.Tensor, k: int = 3) -> torch.Tensor:
         return torch.cat(out)
 
 
-_INT_KEYS = ("steps", "sh_degree", "sh_degree_interval", "ckpt_every", "ckpt_keep", "log_every", "eval_every",
-             "n_renders", "init.random_points", "strategy.refine_every", "strategy.pause_after_reset")
-_FLOAT_KEYS = ("ssim_lambda", "init.opacity", "strategy.prune_opa", "strategy.grow_grad2d", "strategy.grow_scale3d",
-               "strategy.prune_scale3d", "strategy.refine_start", "strategy.refine_stop", "strategy.reset_every")
+BIG = 10**9
+# (key under train., lowest, highest, null allowed): integers; an integral float (1e3) counts as one
+_INT_KEYS = (("steps", 1, BIG, False), ("sh_degree", 0, 3, False), ("sh_degree_interval", 0, BIG, False),
+             ("ckpt_every", 0, BIG, False), ("ckpt_keep", 0, BIG, False), ("log_every", 0, BIG, False),
+             ("eval_every", 0, BIG, False), ("n_renders", 0, 10_000, False), ("init.random_points", 1, BIG, False),
+             ("init.max_points", 1, BIG, True), ("strategy.refine_every", 1, BIG, False),
+             ("strategy.pause_after_reset", 0, BIG, False), ("strategy.max_gaussians", 1, BIG, True))
+_FLOAT_KEYS = (("ssim_lambda", 0, 1), ("strategy.prune_opa", 0, 1), ("strategy.grow_grad2d", 0, BIG),
+               ("strategy.grow_scale3d", 0, BIG), ("strategy.prune_scale3d", 0, BIG))
+_SCHEDULE_KEYS = ("strategy.refine_start", "strategy.refine_stop", "strategy.reset_every")
 
 
 def validate_train_config(t: DictConfig) -> None:
-    """Type-check the numeric ``train.*`` keys so a bad override is one clear line, not a traceback."""
-    def check(key: str, kind) -> None:
-        v = OmegaConf.select(t, key)
-        if v is None:
-            return
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not float(v).is_integer()):
-            raise GscompError(f"train.{key} must be {'an integer' if kind is int else 'a number'}, got {v!r}")
-
-    for k in _INT_KEYS:
-        check(k, int)
-    for k in _FLOAT_KEYS:
-        check(k, float)
+    """Type- and range-check the ``train.*`` keys so a bad override is one clear line before any
+    work, not a traceback (or a silent misreading such as ``refine_every=-1``) later."""
+    absent = object()  # a key a custom config leaves out keeps the code's default
+    for key, lo, hi, nullable in _INT_KEYS:
+        v = OmegaConf.select(t, key, default=absent)
+        if v is absent or (v is None and nullable):
+            continue
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        check_int(f"train.{key}", v, lo, hi)
+    for key, lo, hi in _FLOAT_KEYS:
+        if (v := OmegaConf.select(t, key, default=absent)) is not absent:
+            check_number(f"train.{key}", v, lo, hi)
+    for key in _SCHEDULE_KEYS:
+        if (v := OmegaConf.select(t, key, default=absent)) is not absent:
+            check_schedule(f"train.{key}", v)
     for k, v in (t.get("lr") or {}).items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise GscompError(f"train.lr.{k} must be a positive number, got {v!r}")
-    if not 0 <= int(t.sh_degree) <= 3:
-        raise GscompError(f"train.sh_degree must be 0..3, got {t.sh_degree}")
-    if not 0 < float(t.init.opacity) < 1:
-        raise GscompError(f"train.init.opacity must be in (0, 1), got {t.init.opacity}")
-    mg = OmegaConf.select(t, "strategy.max_gaussians")
-    if mg is not None and (isinstance(mg, bool) or not isinstance(mg, int) or mg < 1):
-        raise GscompError(f"train.strategy.max_gaussians must be a positive integer or null, got {mg!r}")
+    o = t.init.opacity
+    if isinstance(o, bool) or not isinstance(o, (int, float)) or not 0 < o < 1:
+        raise GscompError(f"train.init.opacity must be in (0, 1), got {o!r}")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A training checkpoint (`Trainer.save_checkpoint`), checked to be one: anything else (another
+    tool's .pth, a truncated file) is a one-line error, not a KeyError deep in a resume."""
+    from ..splats import FIELDS
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        params = ckpt["state"]["params"]
+        if not all(isinstance(params[f], torch.Tensor) for f in FIELDS):
+            raise TypeError("parameters are not tensors")
+    except Exception as e:
+        raise GscompError(f"{path}: not a gscomp training checkpoint ({type(e).__name__}: {one_line(e, 200)})") from None
+    return ckpt
 
 
 def sh_schedule(step: int, interval: int, max_degree: int) -> int:
@@ -226,6 +247,9 @@ class Trainer:
         self.state: TrainState | None = None
         self.strategy = None
         self._stop = False
+        self.seconds_before = 0.0  # training time of the runs a resume continues
+        self._t0: float | None = None  # when this run's training loop started
+        self._eval_time = 0.0
 
     # ------------------------------------------------------------------ setup
     def _lrs(self, extent: float) -> dict[str, float]:
@@ -236,6 +260,9 @@ class Trainer:
     def setup(self) -> TrainState:
         t = self.cfg.train
         validate_train_config(t)
+        progress = self.cfg.get("progress", True)
+        if not isinstance(progress, bool):
+            raise GscompError(f"progress must be true or false, got {progress!r}")
         seed = self.cfg.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise GscompError(f"seed must be an integer, got {seed!r}")
@@ -247,21 +274,18 @@ class Trainer:
         if not scene.train:
             raise GscompError("the scene has no training views")
         steps = int(t.steps)
-        if steps <= 0:
-            raise GscompError(f"train.steps must be positive, got {steps}")
         resume = self._resume_path()
         ckpt = None
         if resume is not None:
-            try:
-                ckpt = torch.load(resume, map_location="cpu", weights_only=False)
-            except Exception as e:
-                raise GscompError(f"cannot read checkpoint {resume}: {e}") from None
+            ckpt = read_checkpoint(resume)
+            self._check_resume(ckpt, resume, steps)
             p = ckpt["state"]["params"]
             splats = Splats(**{f: p[f] for f in ("means", "quats", "scales", "opacities", "sh0", "shN")})
         else:
             init = t.init
+            mp = init.get("max_points")
             splats = init_splats(scene, int(t.sh_degree), opacity=float(init.opacity),
-                                 max_points=init.get("max_points"), random_points=int(init.random_points),
+                                 max_points=None if mp is None else int(mp), random_points=int(init.random_points),
                                  seed=seed)
         self.extent = float(scene.extent) * float(t.get("extent_mult", 1.0))
         state = TrainState(splats, self._lrs(self.extent), cfg=self.cfg, scene=scene, max_steps=steps,
@@ -274,16 +298,37 @@ class Trainer:
         self._order_gen = torch.Generator().manual_seed(seed)
         self._order: list[int] = []
         if ckpt is not None:
-            state.load_state_dict(ckpt["state"])
-            self.strategy.load_state_dict(ckpt.get("strategy", {}))
-            self._order_gen.set_state(ckpt["order_gen"])
-            self._order = list(ckpt["order"])
-            torch.set_rng_state(ckpt["torch_rng"])
+            try:
+                state.load_state_dict(ckpt["state"])
+                self.strategy.load_state_dict(ckpt.get("strategy", {}))
+                self._order_gen.set_state(ckpt["order_gen"])
+                self._order = [int(i) for i in ckpt["order"]]
+                torch.set_rng_state(ckpt["torch_rng"])
+            except GscompError:
+                raise
+            except Exception as e:  # e.g. another pipeline's stage modules, of other shapes
+                raise GscompError(f"{resume} does not match this run's config ({type(e).__name__}: "
+                                  f"{one_line(e, 200)})") from None
+            self.seconds_before = float(ckpt.get("train_seconds", 0.0))
             self.resumed_from = resume
         else:
             self.resumed_from = None
         self.gt = [None] * len(scene.train)
         return state
+
+    def _check_resume(self, ckpt: dict, path: Path, steps: int) -> None:
+        """A checkpoint continues only the scene it was trained on (its camera order indexes that
+        scene's training views) and only towards a later ``train.steps``."""
+        views = [c.name for c in self.scene.train]
+        saved = ckpt.get("views")  # older checkpoints: only the order's indices can be checked
+        order = ckpt.get("order") or []
+        if (saved is not None and list(saved) != views) or any(not 0 <= int(i) < len(views) for i in order):
+            src = ((ckpt.get("cfg") or {}).get("data") or {}).get("path")
+            raise GscompError(f"{path} was trained on another scene{f' ({src})' if src else ''}: its training "
+                              f"views are not this scene's {len(views)}")
+        at = int(ckpt["state"].get("step", 0))
+        if at > steps:
+            raise GscompError(f"{path} is at step {at}, past train.steps={steps}: raise train.steps to go on from it")
 
     def _resume_path(self) -> Path | None:
         r = self.cfg.get("resume")
@@ -370,6 +415,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "cfg": OmegaConf.to_container(self.cfg, resolve=True),
             "step": state.step,
+            "views": [c.name for c in self.scene.train],
+            "train_seconds": self._elapsed(),
         }, path)
         keep = int(self.cfg.train.get("ckpt_keep", 2))
         if keep > 0:
@@ -397,13 +444,15 @@ class Trainer:
         state, t = self.state, self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+        self._restart_log()
         ckpt_every = int(t.get("ckpt_every", 0) or 0)
         log_every = max(1, int(t.get("log_every", 10)))
-        progress = _Progress(enabled=bool(self.cfg.get("progress", True)), total=state.max_steps, start=state.step)
+        progress = _Progress(enabled=bool(self.cfg.get("progress", True)), total=state.max_steps, start=state.step,
+                             n=state.n)
         old_handler = self._install_sigint()
         eval_every = int(t.get("eval_every", 0) or 0)
-        eval_time = 0.0  # excluded from train_seconds
-        t0 = time.perf_counter()
+        self._eval_time = 0.0  # excluded from train_seconds
+        self._t0 = time.perf_counter()
         done_before = state.step
         try:
             with progress:
@@ -416,8 +465,8 @@ class Trainer:
                     if eval_every and (state.step % eval_every == 0 or state.step == state.max_steps):
                         te = time.perf_counter()
                         logs["test_psnr"] = self.quick_eval()
-                        eval_time += time.perf_counter() - te
-                        self._log_line({"step": state.step, "seconds": round(time.perf_counter() - t0 - eval_time, 2),
+                        self._eval_time += time.perf_counter() - te
+                        self._log_line({"step": state.step, "seconds": round(self._elapsed(), 2),
                                         "n": state.n, "train_psnr": round(logs["psnr"], 3),
                                         "test_psnr": round(logs["test_psnr"], 3)})
                     for cb in self.callbacks:
@@ -430,9 +479,16 @@ class Trainer:
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
-        self.train_seconds = time.perf_counter() - t0 - eval_time
+        self.run_seconds = self._elapsed() - self.seconds_before
+        self.train_seconds = self._elapsed()
         self.steps_run = state.step - done_before
         return state
+
+    def _elapsed(self) -> float:
+        """Training seconds so far, over this run and the runs it resumed (quick evals excluded)."""
+        if self._t0 is None:
+            return self.seconds_before
+        return self.seconds_before + time.perf_counter() - self._t0 - self._eval_time
 
     @torch.no_grad()
     def quick_eval(self) -> float:
@@ -449,6 +505,24 @@ class Trainer:
         vals = [psnr_np(render(splats, c, sh_degree=sh, background=bg, backend=self.backend).colors[0], c.image)
                 for c in (self.scene.test or self.scene.train)]
         return float(sum(vals) / len(vals))
+
+    def _restart_log(self) -> None:
+        """``progress.jsonl`` describes this training only: a fresh run drops an older run's lines, a
+        resumed one the lines past its checkpoint (steps it is about to train again)."""
+        log = self.out / "progress.jsonl"
+        if not log.exists():
+            return
+        if self.resumed_from is None:
+            log.unlink()
+            return
+        keep = []
+        for line in log.read_text().splitlines():
+            try:
+                if int(json.loads(line)["step"]) <= self.state.step:
+                    keep.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                pass
+        atomic_write_text(log, "".join(keep))
 
     def _log_line(self, rec: dict) -> None:
         with open(self.out / "progress.jsonl", "a") as f:
@@ -481,9 +555,10 @@ class Trainer:
         metrics.update({
             "split": "test" if self.scene.test else "train",
             "n_gaussians": len(splats),
-            "train_seconds": round(self.train_seconds, 3),
+            "train_seconds": round(self.train_seconds, 3),  # all of it, over resumes too
             "steps": int(self.state.max_steps),
-            "steps_per_second": round(self.steps_run / max(self.train_seconds, 1e-9), 3),
+            # of this run (a run resumed at its last step trained none)
+            "steps_per_second": round(self.steps_run / max(self.run_seconds, 1e-9), 3) if self.steps_run else None,
             "ply_bytes": ply.stat().st_size,
             "resolution": [self.scene.train[0].width, self.scene.train[0].height],
             "n_train_views": len(self.scene.train),
@@ -518,23 +593,19 @@ def train(cfg: Any, stages: Sequence | None = None, callbacks: Sequence[Callable
 class _Progress:
     """A rich progress bar (step, loss, PSNR, #Gaussians, it/s) that is silent when disabled."""
 
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.enabled, self.total, self.start = enabled, total, start
+    def __init__(self, enabled: bool, total: int, start: int, n: int = 0):
+        self.enabled, self.total, self.start, self.n = enabled, total, start, n
         self._p = None
 
     def __enter__(self):
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._p = Progress(
-                TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}  PSNR {task.fields[psnr]:.2f}  "
-                           "N {task.fields[n]}  {task.fields[its]:.1f} it/s"),
-                TimeRemainingColumn(), transient=False,
-            )
+            self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[figures]}"),
+                               TimeRemainingColumn(), transient=False)
             self._p.__enter__()
-            self._task = self._p.add_task("train", total=self.total, completed=self.start,
-                                          loss=0.0, psnr=0.0, n=0, its=0.0)
+            # until the first logged step there is no loss or PSNR to show, only the model's size
+            self._task = self._p.add_task("train", total=self.total, completed=self.start, figures=f"N {self.n}")
             self._t0, self._s0 = time.perf_counter(), self.start
         return self
 
@@ -542,7 +613,8 @@ class _Progress:
         if self._p is None:
             return
         its = (step - self._s0) / max(1e-9, time.perf_counter() - self._t0)
-        self._p.update(self._task, completed=step, loss=logs["loss"], psnr=logs["psnr"], n=logs["n"], its=its)
+        figures = f"loss {logs['loss']:.4f}  PSNR {logs['psnr']:.2f}  N {logs['n']}  {its:.1f} it/s"
+        self._p.update(self._task, completed=step, figures=figures)
 
     def __exit__(self, *exc):
         if self._p is not None:
