@@ -674,7 +674,7 @@ def read_f16(data, count, what):
 def decode_rvq(stage, sections, n, ctx):
     R = int(stage["n_stages"])
     K = int(stage["codebook_size"])
-    need(R >= 1 and K >= 1, "rvq: bad n_stages / codebook_size")
+    need(1 <= R <= 16 and 1 <= K <= 4096, "rvq: bad n_stages / codebook_size")
     payload, codec = sections["rvq.codebooks"]
     need(codec == "float16", "rvq: unexpected codebook codec " + codec)
     cb = read_f16(payload, R * K * 3 + R * K * 4, "rvq.codebooks")
@@ -740,6 +740,8 @@ def decode_colorfield(stage, sections, n, ctx, sh_degree):
     M = float(stage["max_resolution"])
     H = int(stage["mlp_width"])
     D = int(stage["mlp_layers"])
+    need(1 <= L <= 32 and 1 <= F <= 8 and 4 <= T <= 24 and L * F * 2**T <= 2**26 and 1 <= b <= 65536
+         and b <= M <= 2**20 and 1 <= H <= 1024 and 0 <= D <= 16, "colorfield: params out of range")
     need("means" in ctx, "colorfield before positions")
     means = ctx["means"]
     # meta

@@ -56,8 +56,7 @@ class ColorField(Stage):
             raise GscompError(f"colorfield: n_levels x n_features_per_level x 2^log2_hashmap_size must be at most "
                               f"2^{MAX_TABLE.bit_length() - 1} values (the decoder allocates the whole table)")
         check_int("colorfield.base_resolution", base_resolution, 1, 1 << 16)
-        if max_resolution is not None:
-            check_int("colorfield.max_resolution", max_resolution, base_resolution, 1 << 20)
+        check_int("colorfield.max_resolution", max_resolution, base_resolution, 1 << 20)
         check_int("colorfield.mlp_width", mlp_width, 1, 1024)
         check_int("colorfield.mlp_layers", mlp_layers, 0, 16)
         check_number("colorfield.grid_lr", grid_lr, 0, 10, lo_open=True)
