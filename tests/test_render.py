@@ -188,8 +188,9 @@ def test_empty_and_fully_culled_scenes_give_background():
 def test_mismatched_camera_sizes_raise():
     a = Camera.look_at([0, 0, -3], [0, 0, 0], [0, -1, 0], 55, 32, 32)
     b = Camera.look_at([0, 0, -3], [0, 0, 0], [0, -1, 0], 55, 48, 32)
-    with pytest.raises(GscompError):
-        render(scene("plain", 0, 0, n=4, dtype=torch.float32), [a, b], backend="cpu")
+    for backend in ("cpu", "torch"):  # (the torch reference raised a bare RuntimeError from stack)
+        with pytest.raises(GscompError, match="same image size"):
+            render(scene("plain", 0, 0, n=4, dtype=torch.float32), [a, b], backend=backend)
 
 
 def test_larger_scene_matches_torch_forward():

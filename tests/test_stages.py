@@ -493,3 +493,42 @@ def test_train_compress_decode_psnr_matches(tmp_path):
     m = evaluate(a, scene.test, sh_degree=a.sh_degree, background=bg, backend="cpu", n_renders=0,
                  use_lpips=False)
     assert abs(m["psnr"] - report["psnr"]) < 1e-3
+
+
+def test_pipeline_holds_stages_to_their_contract(random_splats):
+    """A stage may decode only the Splats fields it owns, reorder only by a permutation, take a
+    type name no other stage has, and keep params the header can store."""
+    from gscomp.stages.base import register
+    from gscomp.stages.pipeline import Pipeline
+    from gscomp.stages.posthoc import Attributes, Positions
+
+    splats = random_splats(64, sh_degree=0, seed=5)
+
+    class Sneaky(Attributes):  # also "decodes" the means, which the positions stage owns
+        def decode(self, sections, ctx):
+            return {**super().decode(sections, ctx), "means": torch.zeros(ctx.n, 3)}
+
+    with pytest.raises(GscompError, match="decoded means, which it does not own"):
+        Pipeline([Sneaky(), Positions()], ["attributes", "positions"]).encode(splats)
+
+    class Dropping(Positions):
+        def reorder(self, s):
+            return super().reorder(s)[:-1]
+
+    class Repeating(Positions):
+        def reorder(self, s):
+            return torch.zeros(len(s), dtype=torch.long)
+
+    for bad in (Dropping, Repeating):
+        with pytest.raises(GscompError, match="reorder must return a permutation"):
+            Pipeline([bad(), Attributes()], ["positions", "attributes"]).encode(splats)
+
+    class Clash(Positions):
+        type = "positions"
+
+    with pytest.raises(ValueError, match="'positions' is taken"):
+        register(Clash)
+    st = Positions()
+    st.params["gain"] = float("nan")
+    with pytest.raises(GscompError, match="plain JSON values"):
+        Pipeline([st, Attributes()], ["positions", "attributes"])

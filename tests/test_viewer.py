@@ -330,3 +330,50 @@ def test_real_files_prepare_for_the_browser():
         assert np.isfinite(half).all() and np.isfinite(a.centers).all()
         eye, look = initial_camera(vf.splats)
         assert np.isfinite(eye).all() and np.linalg.norm(eye - look) > 0
+
+
+def test_port_search_and_a_broken_sibling_source(tmp_path, capsys):
+    """A taken port moves to the next free one and stops at 65535 with an error (viser's own
+    search ran past it and hung); a .gsz's same-stem .ply that does not load is skipped, with a note."""
+    import socket
+
+    from gscomp.commands.view import _free_port, load_compare
+
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        a.listen()
+        taken = a.getsockname()[1]
+        assert _free_port("127.0.0.1", taken) != taken
+        try:
+            b.bind(("127.0.0.1", 65535))
+        except OSError:
+            pytest.skip("port 65535 is in use here")
+        b.listen()
+        with pytest.raises(GscompError, match="no free port"):
+            _free_port("127.0.0.1", 65535)
+    p = tmp_path / "s.ply"
+    _write_ply(p, Splats.cat([one(), one(mean=(1, 0, 0))]))
+    gsz = tmp_path / "x.gsz"
+    assert cli_main(["compress", str(p), str(gsz)]) == 0
+    main = load_view_file(gsz)
+    assert load_compare(main, None) is None
+    (tmp_path / "x.ply").write_text("not a ply")
+    capsys.readouterr()
+    assert load_compare(main, None) is None
+    assert capsys.readouterr().err.startswith("note: not comparing with x.ply")
+    _write_ply(tmp_path / "x.ply", Splats.cat([one(), one(mean=(1, 0, 0))]))
+    assert load_compare(main, None).name == "x.ply"
+    with pytest.raises(GscompError):
+        load_compare(main, str(tmp_path / "missing.ply"))
+
+
+def test_exact_max_side_outside_the_slider_range(random_splats):
+    pytest.importorskip("viser")
+    from gscomp.viewer.app import Viewer
+
+    for side in (16, 4096):  # the CLI takes 16..8192; the slider used to be fixed at 128..2048
+        v = Viewer(ViewFile(Path("mem.ply"), random_splats(50, seed=1), 1), port=0, exact_max_side=side)
+        try:
+            assert v.exact_side.value == side
+        finally:
+            v.close()

@@ -315,8 +315,51 @@ def bench_gsplat(splats, views: Views, tmp: Path) -> dict:
             "encode_gaussians_per_s": n / enc, "decode_gaussians_per_s": n / dec, **views.quality(out)}
 
 
+PEERS = ("gaussforge", "gscomp-spz", "splat-transform", "gsplat", "none")
+
+
+def check_args(ap: argparse.ArgumentParser, args) -> None:
+    """Bad arguments end here with argparse's usage line and one error line (exit 2)."""
+    from gscomp.commands.compress import compose_pipeline
+    from gscomp.errors import GscompError
+
+    if len(args.cameras) > len(args.inputs):
+        ap.error("--cameras has more entries than --inputs")
+    if args.res < 16 or args.views < 1:
+        ap.error("--res must be at least 16 and --views at least 1")
+    for preset in args.presets:
+        try:
+            compose_pipeline([f"pipeline={preset}"])
+        except GscompError as e:
+            ap.error(f"--presets: {e}")
+    unknown = set(filter(None, args.peers.split(","))) - set(PEERS)
+    if unknown:
+        ap.error(f"--peers: unknown {sorted(unknown)} (known: {', '.join(PEERS)})")
+    synthetic = []
+    for spec in args.synthetic:  # "N:DEGREE", e.g. 1000000:3
+        try:
+            n, deg = (int(v) for v in spec.split(":"))
+        except ValueError:
+            ap.error(f"--synthetic takes N:DEGREE, got {spec!r}")
+        if n < 1 or not 0 <= deg <= 3:
+            ap.error(f"--synthetic {spec}: N must be at least 1 and DEGREE in 0..3")
+        synthetic.append((n, deg))
+    args.synthetic = synthetic
+    if args.background:
+        try:
+            share, reach = (float(v) for v in args.background.split(":"))
+        except ValueError:
+            ap.error(f"--background takes SHARE:REACH, got {args.background!r}")
+        if not (0 < share <= 1 and reach >= 3):
+            ap.error("--background: SHARE must be in (0, 1] and REACH at least 3 (times the scene's radius)")
+        args.background_share_reach = (share, reach)
+    for cam in args.cameras:
+        if cam not in ("auto", "none") and not Path(cam).exists():
+            ap.error(f"--cameras: {cam} does not exist")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--inputs", nargs="*", default=DEFAULT_INPUTS)
     ap.add_argument("--presets", nargs="+", default=["lossless-ish", "high", "medium", "low", "compact"])
     ap.add_argument("--synthetic", nargs="*", default=[], help="N:DEGREE random scenes for throughput")
@@ -334,16 +377,14 @@ def main(argv=None) -> int:
                     help="add a synthetic far background to every input (e.g. 0.05:300: 5%% more Gaussians at "
                          "3..300 times its radius), the way an unbounded capture looks")
     args = ap.parse_args(argv)
-    if len(args.cameras) > len(args.inputs):
-        ap.error("--cameras has more entries than --inputs")
+    check_args(ap, args)
     from gscomp.data.cameras import find_cameras_json, load_cameras
     from gscomp.io import load_splats, save_splats
 
     torch.manual_seed(0)
     report = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "res": args.res, "views": args.views, "inputs": []}
     peers = set(filter(None, args.peers.split(",")))
-    for rel in args.synthetic:  # throughput only (no PSNR): "N:DEGREE", e.g. 1000000:3
-        n, deg = (int(v) for v in rel.split(":"))
+    for n, deg in args.synthetic:  # throughput only (no PSNR)
         splats = synthetic_splats(n, deg)
         with tempfile.TemporaryDirectory() as td:
             res = [bench_preset(splats, p, None, Path(td)) for p in args.presets]
@@ -358,8 +399,7 @@ def main(argv=None) -> int:
         cam_path = (find_cameras_json(src) if cam_arg == "auto" else None if cam_arg == "none" else Path(cam_arg))
         splats = load_splats(src)
         if args.background:
-            share, reach = (float(v) for v in args.background.split(":"))
-            splats = with_background(splats, share, reach)
+            splats = with_background(splats, *args.background_share_reach)
             save_splats(src := Path(tempfile.mkdtemp()) / "with_background.ply", splats)  # its size, and peers read it
         n = len(splats)
         views = Views(splats, args.views, args.res, load_cameras(cam_path, args.views) if cam_path else None)

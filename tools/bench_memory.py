@@ -59,12 +59,16 @@ def run(args: list[str], tmp: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--n", type=int, default=3_000_000)
     ap.add_argument("--sh", type=int, default=3, choices=range(4))
     ap.add_argument("--presets", nargs="+", default=["high", "compact"])
     ap.add_argument("--input", default=None, help="a splat file instead of the synthetic scene")
     a = ap.parse_args(argv)
+    if a.n < 1:
+        ap.error("--n must be at least 1")
+    if a.input is not None and not Path(a.input).is_file():
+        ap.error(f"--input: {a.input} is not a file")
     with tempfile.TemporaryDirectory(prefix="gscomp_bench_memory_") as td:
         tmp = Path(td)
         if a.input:
@@ -86,8 +90,10 @@ def main(argv=None) -> int:
             gsz, ply = tmp / f"{preset}.gsz", tmp / f"{preset}.ply"
             for flow, args in (("compress", ["compress", str(src), str(gsz), f"pipeline={preset}"]),
                                ("decode", ["decode", str(gsz), str(ply)])):
+                if flow == "decode" and not gsz.exists():
+                    break  # its compress failed (reported): nothing to decode
                 r = {"preset": preset, "flow": flow, **run(args, tmp)}
-                if r["maxrss_bytes"] and base["maxrss_bytes"]:
+                if "error" not in r and r["maxrss_bytes"] and base["maxrss_bytes"]:
                     r["kb_per_gaussian"] = round((r["maxrss_bytes"] - base["maxrss_bytes"]) / max(n, 1) / 1e3, 3)
                 if flow == "compress" and gsz.exists():
                     r["gsz_bytes"] = gsz.stat().st_size

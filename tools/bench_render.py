@@ -161,12 +161,14 @@ def rss_child(n: int, res: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--quick", action="store_true", help="small subset (about a minute)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--stages", action="store_true",
                     help="only the per-stage CPU time at 100k@256 (run with OMP_NUM_THREADS=1 for one core)")
     args = ap.parse_args(argv)
+    if args.reps < 1:
+        ap.error("--reps must be at least 1")
     if args.stages:
         print(json.dumps(stage_times(100_000, 256), indent=1))
         return 0

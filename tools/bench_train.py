@@ -63,13 +63,15 @@ def bench_scene(name: str, steps: int | None, extra: list[str], out_root: Path, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--scenes", default="lego,sodacan", help="comma-separated: " + ",".join(SCENES))
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     ap.add_argument("--set", action="append", default=[], help="extra Hydra override (repeatable)")
     ap.add_argument("--out", default=None, help="keep outputs here (default: a temp dir)")
     ap.add_argument("--timeout", type=int, default=3600)
     args = ap.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        ap.error("--steps must be at least 1")
     names = [s.strip() for s in args.scenes.split(",") if s.strip()]
     bad = [s for s in names if s not in SCENES]
     if bad:

@@ -942,6 +942,9 @@ def decode(path):
 
 
 def main(argv):
+    if len(argv) == 2 and argv[1] in ("-h", "--help"):
+        print("usage: gsz_spec_decode.py IN.gsz  (decodes with numpy alone, from docs/gsz-format.md)")
+        return 0
     if len(argv) != 2:
         print("usage: gsz_spec_decode.py IN.gsz", file=sys.stderr)
         return 2

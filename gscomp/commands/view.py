@@ -53,18 +53,23 @@ def run(argv: list[str]) -> int:
     args = build_parser().parse_args(_join_negative_up(list(argv)))
     if not 0 <= args.port <= 65535:
         raise GscompError(f"--port must be in 0..65535, got {args.port}")
-    if args.exact_max_side < 16:
-        raise GscompError(f"--exact-max-side must be at least 16, got {args.exact_max_side}")
+    if not 16 <= args.exact_max_side <= 8192:
+        raise GscompError(f"--exact-max-side must be in 16..8192, got {args.exact_max_side}")
+    if args.backend == "gsplat":
+        import torch
+
+        if not torch.cuda.is_available():  # (else every exact render would fail, one by one)
+            raise GscompError("--backend gsplat needs a CUDA GPU; use --backend cpu")
     if args.max_splats < 0:
         raise GscompError(f"--max-splats must be >= 0, got {args.max_splats}")
     _check_host(args.host)
-    from ..viewer.load import find_source, load_view_file
+    port = _free_port(args.host, args.port)
+    from ..viewer.load import load_view_file
 
     # Everything that can fail because of the input happens before the server starts.
     t0 = time.perf_counter()
     main = load_view_file(args.file)
-    compare_path = Path(args.compare) if args.compare else find_source(main.path)
-    compare = load_view_file(compare_path) if compare_path is not None else None
+    compare = load_compare(main, args.compare)
     load_s = time.perf_counter() - t0
     try:
         import viser  # noqa: F401
@@ -79,9 +84,10 @@ def run(argv: list[str]) -> int:
                     signal.signal(signal.SIGTERM, _raise_interrupt))
     viewer = None
     try:
-        viewer = Viewer(main, compare, host=args.host, port=args.port, up=args.up, exact=args.exact,
+        viewer = Viewer(main, compare, host=args.host, port=port, up=args.up, exact=args.exact,
                         exact_max_side=args.exact_max_side, backend=args.backend, max_splats=args.max_splats)
         host = "localhost" if args.host in ("0.0.0.0", "::", "") else args.host
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
         what = f"{main.name} ({len(main.splats):,} Gaussians, loaded in {load_s:.1f} s)"
         if compare is not None:
             what += f", compare with {compare.name}"
@@ -98,6 +104,23 @@ def run(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, old_handlers[1])
 
 
+def load_compare(main, compare: str | None):
+    """The scene to compare with: ``--compare PATH``, else the source a .gsz sits next to (same
+    stem), which is only a guess: one that does not load is skipped with a note, not fatal."""
+    from ..viewer.load import find_source, load_view_file
+
+    if compare:
+        return load_view_file(Path(compare))
+    sibling = find_source(main.path)
+    if sibling is None:
+        return None
+    try:
+        return load_view_file(sibling)
+    except GscompError as e:
+        print(f"note: not comparing with {sibling.name} ({e})", file=sys.stderr)
+        return None
+
+
 def _check_host(host: str) -> None:
     """Fail early on an address we cannot listen on (viser would otherwise retry and hang)."""
     import socket
@@ -109,6 +132,23 @@ def _check_host(host: str) -> None:
             s.bind(addr)
     except OSError as e:
         raise GscompError(f"--host {host}: cannot listen there ({e.strerror or e})") from None
+
+
+def _free_port(host: str, port: int, tries: int = 100) -> int:
+    """``port``, or the next free one after it (viser's own search runs past 65535 and hangs)."""
+    import socket
+
+    if port == 0:
+        return 0
+    family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    for p in range(port, min(port + tries, 65536)):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, p))
+                return p
+            except OSError:
+                continue
+    raise GscompError(f"--port {port}: no free port from {port} to {min(port + tries, 65536) - 1}")
 
 
 def _raise_interrupt(_signum, _frame):

@@ -80,6 +80,8 @@ def render(
     cameras = list(cameras)
     if not cameras:
         raise GscompError("render: no cameras given")
+    if any((c.width, c.height) != (cameras[0].width, cameras[0].height) for c in cameras):
+        raise GscompError("render: all cameras in one call must have the same image size")  # (every backend)
     sh_degree = splats.sh_degree if sh_degree is None else int(sh_degree)
     if not 0 <= sh_degree <= splats.sh_degree:
         raise GscompError(f"render: sh_degree {sh_degree} is outside 0..{splats.sh_degree} (the splats' degree)")

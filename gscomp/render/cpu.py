@@ -106,9 +106,7 @@ def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background
     dtype = splats.means.dtype
     if dtype not in (torch.float32, torch.float64):
         raise GscompError(f"the cpu render backend supports float32 and float64 splats, got {dtype}")
-    W, H = cameras[0].width, cameras[0].height
-    if any((c.width, c.height) != (W, H) for c in cameras):
-        raise GscompError("render: all cameras in one call must have the same image size")
+    W, H = cameras[0].width, cameras[0].height  # (one size for all: checked by render())
     viewmats, campos, intr = _cam_arrays(cameras, dtype)
     # sh0 and shN go in separately (the kernel reads the first (sh_degree + 1)^2 coefficients), so
     # no concatenated copy is made and their gradients need no split afterwards.

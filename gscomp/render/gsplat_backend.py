@@ -21,9 +21,7 @@ def render_gsplat(splats: Splats, cameras: list[Camera], sh_degree: int, backgro
         from gsplat import rasterization
     except Exception as e:
         raise GscompError(f"the gsplat render backend needs the gsplat package ({e})") from e
-    W, H = cameras[0].width, cameras[0].height
-    if any((c.width, c.height) != (W, H) for c in cameras):
-        raise GscompError("render: all cameras in one call must have the same image size")
+    W, H = cameras[0].width, cameras[0].height  # (one size for all: checked by render())
     dev = splats.means.device
     if dev.type != "cuda":
         raise GscompError("the gsplat render backend needs the splats on a CUDA device (splats.to('cuda'))")

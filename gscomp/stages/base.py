@@ -127,6 +127,10 @@ def register(cls: type[Stage]) -> type[Stage]:
     """Class decorator: make a stage buildable by its ``type`` name."""
     if not cls.type:
         raise ValueError(f"{cls.__name__} has no type name")
+    old = STAGES.get(cls.type)
+    if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+        # a file names its stages' types: one name must mean one stage (a reload may re-register)
+        raise ValueError(f"stage type {cls.type!r} is taken by {old.__module__}.{old.__qualname__}")
     STAGES[cls.type] = cls
     return cls
 

@@ -16,6 +16,7 @@ stages condition on exactly what the decoder will see. Section names are namespa
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from typing import Any, Sequence
 
@@ -69,6 +70,25 @@ def _plain(obj):
     return obj
 
 
+def _owned(nm: str, st: Stage, decoded: dict[str, Any]) -> dict[str, Any]:
+    """A stage's decoded fields, checked to be its own: a Splats field it does not own would
+    silently replace its owner's (other keys are side information for later stages)."""
+    foreign = sorted(k for k in decoded if k in FIELDS and k not in st.owns)
+    if foreign:
+        raise GscompError(f"stage {nm!r} ({st.type}) decoded {', '.join(foreign)}, which it does not own")
+    return decoded
+
+
+def _check_permutation(perm: torch.Tensor, n: int, kind: str) -> None:
+    """A stage's reorder must return each index 0..n-1 exactly once (else Gaussians vanish or repeat)."""
+    perm = torch.as_tensor(perm)
+    ok = (perm.dim() == 1 and len(perm) == n and not perm.is_floating_point()
+          and (n == 0 or (int(perm.min()) >= 0 and int(perm.max()) < n
+                          and bool((torch.bincount(perm.long(), minlength=n) == 1).all()))))
+    if not ok:
+        raise GscompError(f"stage {kind!r}: reorder must return a permutation of 0..{n - 1}")
+
+
 class Pipeline:
     def __init__(self, stages: list[Stage], names: list[str] | None = None, name: str = "custom",
                  sh_degree: int | None = None):
@@ -80,9 +100,14 @@ class Pipeline:
         self.sh_degree = sh_degree
         if len(self.names) != len(self.stages) or len(set(self.names)) != len(self.names):
             raise GscompError(f"pipeline stage names must be unique, got {self.names}")
-        for nm in self.names:
+        for nm, st in zip(self.names, self.stages):
             if not nm or "/" in nm:
                 raise GscompError(f"bad stage name {nm!r}")
+            try:  # what goes into the header, checked now rather than after a whole encode
+                json.dumps(st.describe(), allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise GscompError(f"stage {nm!r}: params must be plain JSON values (finite numbers, strings, "
+                                  f"lists, dicts): {e}") from None
         self._check_owners()
 
     # ------------------------------------------------------------------ construction
@@ -173,6 +198,7 @@ class Pipeline:
             perm = st.reorder(splats)
             if perm is None:
                 continue
+            _check_permutation(perm, len(splats), st.type)
             splats = splats.replace()  # changed field by field below: a bake may return an object held elsewhere
             for f in FIELDS:
                 new = take_rows(getattr(splats, f), perm)
@@ -189,7 +215,7 @@ class Pipeline:
                 progress(f"encoding: {nm}", i, len(self.stages))
             secs = st.encode(splats, ctx)
             if i + 1 < len(self.stages):  # only later stages read ctx.attrs: skip it for the last
-                ctx.attrs.update(st.decode({s.name: s for s in secs}, ctx))  # what the decoder sees
+                ctx.attrs.update(_owned(nm, st, st.decode({s.name: s for s in secs}, ctx)))  # what the decoder sees
             sections += [Section(f"{nm}/{s.name}", s.codec, s.payload) for s in secs]
         payload = sum(len(s.payload) for s in sections)
         if n > max_n_for_payload(payload):
@@ -249,7 +275,7 @@ class Pipeline:
             by_stage[stage_name][local] = Section(local, s.codec, s.payload)
         for nm, st in zip(pipe.names, pipe.stages):
             try:
-                ctx.attrs.update(st.decode(by_stage[nm], ctx))
+                ctx.attrs.update(_owned(nm, st, st.decode(by_stage[nm], ctx)))
             except (GscompError, MemoryError):
                 raise
             except Exception as e:  # a stage choking on corrupt data is still a format problem

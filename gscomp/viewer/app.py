@@ -193,7 +193,8 @@ class Viewer:
                 "Exact render", exact,
                 hint="Render this view on the server with gscomp's rasterizer (full SH) instead of WebGL",
             )
-            self.exact_side = gui.add_slider("Exact max side (px)", 128, 2048, 64, self.exact_max_side)
+            side = self.exact_max_side  # (--exact-max-side may lie outside the slider's usual range)
+            self.exact_side = gui.add_slider("Exact max side (px)", min(128, side), max(2048, side), 16, side)
             self.status = gui.add_markdown("")
 
         @self.color_mode.on_update
