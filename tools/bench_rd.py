@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         dpsnr = r["psnr"] - van["psnr"]
         summary.append({"scene": scene, "method": r["method"], "steps": r["steps"], "ratio_vs_ply": round(ratio, 2),
                         "delta_psnr_db": round(dpsnr, 3), "target_met": bool(ratio >= 25 and dpsnr >= -0.3)})
+    summary.sort(key=lambda x: x["scene"])
     tmp = db.with_suffix(".tmp")
     tmp.write_text(json.dumps(records, indent=2) + "\n")
     os.replace(tmp, db)

@@ -12,6 +12,7 @@ from ..errors import FormatError, GscompError
 from ..fileio import atomic_open, atomic_write_bytes  # noqa: F401  (re-exported for the format modules)
 from ..splats import Splats, sh_degree_from_rest
 
+
 class LossySaveWarning(UserWarning):
     """save_splats dropped data the output format cannot hold."""
 
