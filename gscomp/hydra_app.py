@@ -64,19 +64,20 @@ def _missing_dirs(path: Path) -> list[Path]:
     return missing
 
 
-_GRAMMAR = set(",[]{}()'\"\\=")
+_GRAMMAR = set("[]{}()'\"\\=")
 
 
 def quote_unicode_value(arg: str) -> str:
     """``key=value`` with the value single-quoted when it holds non-ASCII characters (a path such
-    as ``data.path=/scans/café``), which Hydra's override grammar only takes quoted. Values with
-    grammar characters (sweeps ``a,b``, lists, quotes) are left as they are."""
+    as ``data.path=/scans/café``), which Hydra's override grammar only takes quoted; a sweep
+    ``a,b`` has each item quoted. Values with other grammar characters (lists, quotes, escapes)
+    are left as they are."""
     if arg.startswith("-") or "=" not in arg:
         return arg
     key, value = arg.split("=", 1)
     if value.isascii() or _GRAMMAR & set(value):
         return arg
-    return f"{key}='{value}'"
+    return key + "=" + ",".join(f"'{v}'" for v in value.split(","))
 
 
 def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | None = None) -> int:
@@ -137,6 +138,14 @@ def _failed_job(e: Exception) -> Exception:
     return e
 
 
+def _first_of(errors: list[BaseException]) -> BaseException:
+    """The error to report: the first, saying how many other sweep jobs failed too."""
+    e = errors[0]
+    if len(errors) > 1 and isinstance(e, GscompError):
+        return type(e)(f"{e} (and {len(errors) - 1} more failed job{'s' if len(errors) > 2 else ''})")
+    return e
+
+
 def _run_app(config_name: str, task_fn: Callable, argv: list[str], prog: str) -> int:
     import hydra
     from hydra.core.global_hydra import GlobalHydra
@@ -163,7 +172,7 @@ def _run_app(config_name: str, task_fn: Callable, argv: list[str], prog: str) ->
     except SystemExit as e:  # Hydra's own error path (config errors, --help) ends in sys.exit
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if errors and not isinstance(errors[0], KeyboardInterrupt):
-            raise errors[0] from None
+            raise _first_of(errors) from None
         return 0 if code == 0 else 2
     except KeyboardInterrupt:
         if errors:
@@ -173,7 +182,7 @@ def _run_app(config_name: str, task_fn: Callable, argv: list[str], prog: str) ->
         sys.argv = old_argv
         GlobalHydra.instance().clear()  # allow another app in the same process (tests, demo)
     if errors:
-        raise errors[0]
+        raise _first_of(errors)
     return max(codes) if codes else 0
 
 

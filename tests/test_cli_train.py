@@ -96,6 +96,9 @@ def test_resume_checks_its_checkpoint(tmp_path, capsys):
     assert [r["step"] for r in log] == [5, 10, 15, 20, 25, 30] and log[:2] == first[:2]  # 15, 20 trained again
     assert all(a["seconds"] <= b["seconds"] for a, b in zip(log, log[1:]))  # time goes on across the resume
     assert json.loads((out / "metrics.json").read_text())["train_seconds"] >= log[-1]["seconds"] - 0.005  # (rounded to 0.01)
+    other = tmp_path / "other"  # resumed into another folder: the log still starts from the first run's
+    assert main(["train", *TINY, "train.steps=25", "train.eval_every=5", f"out={other}", f"resume={ckpt}"]) == 0
+    assert [json.loads(line) for line in (other / "progress.jsonl").read_text().splitlines()][:2] == first[:2]
     assert main(["train", *TINY, "train.steps=10", "train.eval_every=5", f"out={out}"]) == 0
     assert [json.loads(line)["step"] for line in (out / "progress.jsonl").read_text().splitlines()] == [5, 10]
 
@@ -172,3 +175,25 @@ def test_demo_small(tmp_path, capsys):
     assert report["gsz_bytes"] < report["trained"]["ply_bytes"]
     decoded = load_splats(tmp_path / "scene.gsz")
     assert len(decoded) == report["n_gaussians"] == len(load_splats(tmp_path / "scene.ply"))
+
+
+def test_ctrl_c_after_the_last_step_keeps_the_training(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the trained model is evaluated or coded saves a checkpoint of the last step;
+    resume=true then goes straight to the coding."""
+    from gscomp.commands import train_compress
+
+    out = tmp_path / "tc"
+    real = train_compress._code_and_report
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_compress, "_code_and_report", interrupted)
+    assert main(["compress", *TINY, "train.steps=12", "pipeline=c3dgs", f"out={out}"]) == 130
+    assert (out / "checkpoints" / "ckpt_000012.pt").exists() and not (out / "scene.gsz").exists()
+    monkeypatch.setattr(train_compress, "_code_and_report", real)
+    capsys.readouterr()
+    assert main(["compress", *TINY, "train.steps=12", "pipeline=c3dgs", f"out={out}", "resume=true"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "scene.gsz").stat().st_size == report["gsz_bytes"]
+    assert report["train_seconds"] == json.loads((out / "metrics.json").read_text())["train_seconds"]

@@ -532,3 +532,16 @@ def test_pipeline_holds_stages_to_their_contract(random_splats):
     st.params["gain"] = float("nan")
     with pytest.raises(GscompError, match="plain JSON values"):
         Pipeline([st, Attributes()], ["positions", "attributes"])
+
+
+def test_post_hoc_c3dgs_on_empty_and_tiny_scenes(tmp_path, random_splats):
+    """The trained stages fitted post-hoc (R-VQ k-means, colour-field distillation) on N = 0, 1, 5."""
+    from gscomp.codec import decode_gsz, encode_gsz
+    from gscomp.commands.compress import compose_pipeline
+
+    cfg = compose_pipeline(["pipeline=c3dgs", "+pipeline.stages.colorfield.fit_steps=5"])
+    for n in (0, 1, 5):
+        src = random_splats(n, sh_degree=3, seed=n)
+        encode_gsz(src, tmp_path / "a.gsz", cfg)
+        out = decode_gsz(tmp_path / "a.gsz")
+        assert len(out) == n and out.sh_degree == 3

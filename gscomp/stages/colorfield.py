@@ -115,7 +115,7 @@ class ColorField(Stage):
         return int("sh0" in self.owns)
 
     def _split(self, out: torch.Tensor, degree: int) -> dict[str, torch.Tensor]:
-        sh = out.reshape(out.shape[0], -1, 3)
+        sh = out.reshape(out.shape[0], out.shape[1] // 3, 3)  # (no -1: n may be 0)
         k, d = num_sh_rest(degree), self._has_dc()
         if sh.shape[1] < k + d:  # the file asks for more SH than the field predicts
             sh = torch.cat([sh, sh.new_zeros(sh.shape[0], k + d - sh.shape[1], 3)], 1)
@@ -178,7 +178,7 @@ class ColorField(Stage):
         self.model = self._new_model(splats.sh_degree)
         self.set_box(splats.means)
         parts = ([splats.sh0] if self._has_dc() else []) + [splats.shN]
-        target = torch.cat(parts, 1).reshape(len(splats), -1).detach().float()
+        target = torch.cat(parts, 1).flatten(1).detach().float()
         opt = torch.optim.Adam([
             {"params": self.model.grid.parameters(), "lr": float(self.params["grid_lr"])},
             {"params": self.model.mlp.parameters(), "lr": float(self.params["mlp_lr"]) * 5},

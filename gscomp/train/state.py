@@ -181,7 +181,8 @@ class TrainState:
         parameter names and modules exist); tensor shapes are taken from the checkpoint."""
         missing = set(self.params) ^ set(sd["params"])
         if missing:
-            raise GscompError(f"checkpoint parameters do not match this run: {sorted(missing)}")
+            raise GscompError(f"checkpoint parameters do not match this run: {sorted(missing)} (trained with another "
+                              "pipeline's stages? resume with the same pipeline)")
         for name in self.gaussian_keys:
             data = sd["params"][name].to(self.device)
             new = nn.Parameter(data.clone())

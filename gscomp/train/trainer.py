@@ -474,8 +474,7 @@ class Trainer:
                     if ckpt_every and state.step % ckpt_every == 0 and state.step < state.max_steps:
                         self.save_checkpoint()
         except KeyboardInterrupt:
-            path = self.save_checkpoint()
-            raise TrainInterrupted(state.step, path) from None
+            raise self.interrupted() from None
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
@@ -483,6 +482,11 @@ class Trainer:
         self.train_seconds = self._elapsed()
         self.steps_run = state.step - done_before
         return state
+
+    def interrupted(self) -> TrainInterrupted:
+        """Ctrl-C: a checkpoint of the state now (also after the last step, while the model is
+        evaluated or coded: `resume` then only redoes that), as the error to raise."""
+        return TrainInterrupted(self.state.step, self.save_checkpoint())
 
     def _elapsed(self) -> float:
         """Training seconds so far, over this run and the runs it resumed (quick evals excluded)."""
@@ -508,15 +512,18 @@ class Trainer:
 
     def _restart_log(self) -> None:
         """``progress.jsonl`` describes this training only: a fresh run drops an older run's lines, a
-        resumed one the lines past its checkpoint (steps it is about to train again)."""
+        resumed one starts from its checkpoint run's lines up to the checkpoint (the steps past it
+        are trained again)."""
         log = self.out / "progress.jsonl"
-        if not log.exists():
-            return
         if self.resumed_from is None:
-            log.unlink()
+            log.unlink(missing_ok=True)
+            return
+        ckpt = Path(self.resumed_from)  # its run's log (the checkpoint may come from another out)
+        src = (ckpt.parent.parent if ckpt.parent.name == CKPT_DIR else ckpt.parent) / "progress.jsonl"
+        if not src.exists():
             return
         keep = []
-        for line in log.read_text().splitlines():
+        for line in src.read_text().splitlines():
             try:
                 if int(json.loads(line)["step"]) <= self.state.step:
                     keep.append(line + "\n")
@@ -584,7 +591,10 @@ def train(cfg: Any, stages: Sequence | None = None, callbacks: Sequence[Callable
     trainer = Trainer(cfg, stages=stages, callbacks=callbacks, out_dir=out_dir, scene=scene)
     trainer.setup()
     trainer.fit()
-    metrics = trainer.finish()
+    try:
+        metrics = trainer.finish()
+    except KeyboardInterrupt:
+        raise trainer.interrupted() from None
     state = trainer.state
     state.trainer = trainer  # so callers (compress) can reach the scene, backend and out folder
     return state, metrics
