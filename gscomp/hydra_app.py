@@ -67,6 +67,11 @@ def _missing_dirs(path: Path) -> list[Path]:
 _GRAMMAR = set("[]{}()'\"\\=")
 
 
+def quote_value(s: str) -> str:
+    """``s`` as a single-quoted Hydra override value (any characters, taken literally)."""
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def quote_unicode_value(arg: str) -> str:
     """``key=value`` with the value single-quoted when it holds non-ASCII characters (a path such
     as ``data.path=/scans/café``), which Hydra's override grammar only takes quoted; a sweep
@@ -77,7 +82,7 @@ def quote_unicode_value(arg: str) -> str:
     key, value = arg.split("=", 1)
     if value.isascii() or _GRAMMAR & set(value):
         return arg
-    return key + "=" + ",".join(f"'{v}'" for v in value.split(","))
+    return key + "=" + ",".join(quote_value(v) for v in value.split(","))
 
 
 def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | None = None) -> int:

@@ -339,18 +339,19 @@ def test_port_search_and_a_broken_sibling_source(tmp_path, capsys):
 
     from gscomp.commands.view import _free_port, load_compare
 
+    inet = socket.AF_INET
     with socket.socket() as a, socket.socket() as b:
         a.bind(("127.0.0.1", 0))
         a.listen()
         taken = a.getsockname()[1]
-        assert _free_port("127.0.0.1", taken) != taken
+        assert _free_port("127.0.0.1", inet, taken) != taken
         try:
             b.bind(("127.0.0.1", 65535))
         except OSError:
             pytest.skip("port 65535 is in use here")
         b.listen()
         with pytest.raises(GscompError, match="no free port"):
-            _free_port("127.0.0.1", 65535)
+            _free_port("127.0.0.1", inet, 65535)
     p = tmp_path / "s.ply"
     _write_ply(p, Splats.cat([one(), one(mean=(1, 0, 0))]))
     gsz = tmp_path / "x.gsz"

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..errors import GscompError, check_int, one_line
-from ..hydra_app import run_hydra
+from ..hydra_app import quote_value, run_hydra
 from .common import split_args
 
 USAGE = "usage: gscomp eval MODEL data=KIND data.path=DIR [key=value ...]"
@@ -35,10 +35,6 @@ def load_model(path: Path):
     from ..io import load_splats
 
     return load_splats(path)
-
-
-def _quote(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def task(cfg) -> int:
@@ -83,7 +79,7 @@ def run(argv: list[str]) -> int:
     if len(pos) > 1:
         raise GscompError(f"eval takes one MODEL, got {len(pos)}: {' '.join(pos)}")
     if pos:
-        overrides.append(f"model={_quote(str(Path(pos[0]).expanduser().resolve()))}")
+        overrides.append(f"model={quote_value(str(Path(pos[0]).expanduser().resolve()))}")
     elif not opts and not any(a.startswith("model=") for a in overrides):
         raise GscompError(USAGE)
     return run_hydra("eval", task, opts + overrides)

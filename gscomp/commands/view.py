@@ -62,8 +62,7 @@ def run(argv: list[str]) -> int:
             raise GscompError("--backend gsplat needs a CUDA GPU; use --backend cpu")
     if args.max_splats < 0:
         raise GscompError(f"--max-splats must be >= 0, got {args.max_splats}")
-    _check_host(args.host)
-    port = _free_port(args.host, args.port)
+    port = _free_port(args.host, _check_host(args.host), args.port)
     from ..viewer.load import load_view_file
 
     # Everything that can fail because of the input happens before the server starts.
@@ -121,8 +120,9 @@ def load_compare(main, compare: str | None):
         return None
 
 
-def _check_host(host: str) -> None:
-    """Fail early on an address we cannot listen on (viser would otherwise retry and hang)."""
+def _check_host(host: str) -> int:
+    """Fail early on an address we cannot listen on (viser would otherwise retry and hang); its
+    address family."""
     import socket
 
     try:
@@ -132,15 +132,15 @@ def _check_host(host: str) -> None:
             s.bind(addr)
     except OSError as e:
         raise GscompError(f"--host {host}: cannot listen there ({e.strerror or e})") from None
+    return family
 
 
-def _free_port(host: str, port: int, tries: int = 100) -> int:
+def _free_port(host: str, family: int, port: int, tries: int = 100) -> int:
     """``port``, or the next free one after it (viser's own search runs past 65535 and hangs)."""
     import socket
 
     if port == 0:
         return 0
-    family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
     for p in range(port, min(port + tries, 65536)):
         with socket.socket(family, socket.SOCK_STREAM) as s:
             try:
