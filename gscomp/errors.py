@@ -6,6 +6,7 @@ traceback for these.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -23,22 +24,39 @@ def one_line(e: BaseException, limit: int | None = None) -> str:
     return (" ".join(str(e).split()) or type(e).__name__)[:limit]
 
 
-def check_int(name: str, v: Any, lo: int, hi: int) -> int:
-    """``v`` checked to be an integer in lo..hi, else a one-line error naming ``name``. (A decoded
-    file's stage params come from its header through the stages' constructors, which check them
-    with these: their bounds also cap what a crafted header can make the decoder allocate.)"""
+def check_int(name: str, v: Any, lo: int, hi: int, *, floats: bool = False) -> int:
+    """``v`` checked to be an integer in lo..hi, else a one-line error naming ``name``; with
+    ``floats``, an integral float (8.0) counts too. (A decoded file's stage params come from its
+    header through the stages' constructors, which check them with these: their bounds also cap
+    what a crafted header can make the decoder allocate, so stage params never take floats.)"""
+    if floats and isinstance(v, float) and v.is_integer():
+        v = int(v)
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise GscompError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+        span = "" if lo == -math.inf and hi == math.inf else f" >= {lo}" if hi == math.inf else f" in {lo}..{hi}"
+        raise GscompError(f"{name} must be an integer{span}, got {v!r}")
     return v
 
 
-def check_number(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    """``v`` checked to be a number in [lo, hi] (or (lo, hi] with ``lo_open``), else a one-line error."""
-    ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and (v > lo if lo_open else v >= lo)
-          and v <= hi)
+def check_number(name: str, v: Any, lo: float, hi: float = math.inf, *, lo_open: bool = False,
+                 hi_open: bool = False) -> float:
+    """``v`` checked to be a finite number in [lo, hi] (either end open on request), else a
+    one-line error; ``hi`` = inf: no upper bound."""
+    ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+          and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi))
     if not ok:
-        raise GscompError(f"{name} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v!r}")
+        if hi == math.inf:
+            span = f"{'>' if lo_open else '>='} {lo:g}"
+        else:
+            span = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise GscompError(f"{name} must be a number {span}, got {v!r}")
     return float(v)
+
+
+def check_bool(name: str, v: Any) -> bool:
+    """``v`` checked to be true or false (not 0/1 or a string), else a one-line error."""
+    if not isinstance(v, bool):
+        raise GscompError(f"{name} must be true or false, got {v!r}")
+    return v
 
 
 def check_schedule(name: str, v: Any, *, allow_none: bool = False) -> int | float | None:

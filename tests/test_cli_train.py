@@ -86,11 +86,19 @@ def test_resume_checks_its_checkpoint(tmp_path, capsys):
     torch.save((1, 2), tmp_path / "other.pth")  # e.g. another tool's checkpoint
     torch.save({"a": 1}, tmp_path / "other.pt")
     cases += [([], "other.pth: not a gscomp training checkpoint"), ([], "other.pt: not a gscomp training checkpoint")]
+    bad = torch.load(ckpt, weights_only=False)  # a damaged model: resume and eval check it alike
+    bad["state"]["params"]["means"] = bad["state"]["params"]["means"][:1]
+    torch.save(bad, tmp_path / "bad.pt")
+    cases += [([], "bad.pt: quats has shape")]
     for i, (extra, msg) in enumerate(cases):
-        resume = ckpt if i < 2 else tmp_path / ("other.pth" if i == 2 else "other.pt")
+        resume = [ckpt, ckpt, tmp_path / "other.pth", tmp_path / "other.pt", tmp_path / "bad.pt"][i]
         assert main(["train", *TINY, "train.steps=30", *extra, f"out={tmp_path / 'x'}", f"resume={resume}"]) == 2
         err = capsys.readouterr().err
         assert msg in err and err.count("\n") == 1, err
+        if i >= 3:  # (eval reads .pt files as checkpoints)
+            assert main(["eval", "data=synthetic", "data.n_views=6", "data.resolution=32", f"model={resume}"]) == 2
+            err = capsys.readouterr().err
+            assert msg in err and err.count("\n") == 1, err
     assert main(["train", *TINY, "train.steps=30", "train.eval_every=5", f"out={out}", f"resume={ckpt}"]) == 0
     log = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [5, 10, 15, 20, 25, 30] and log[:2] == first[:2]  # 15, 20 trained again

@@ -193,6 +193,10 @@ def test_empty_input_is_noted_and_round_trips(tmp_path, capsys):
     code, _, err = cli(["compress", src, tmp_path / "e.gsz"], capsys)
     assert code == 0 and "note: empty.splat holds no Gaussians" in err
     assert len(load_splats(tmp_path / "e.gsz")) == 0
+    code, out, _ = cli(["info", tmp_path / "e.gsz", "--json"], capsys)  # no made-up 0 bits per Gaussian
+    info = json.loads(out)
+    assert code == 0 and info["n"] == 0 and info["bits_per_gaussian"] is None
+    assert set(info["bits_per_gaussian_per_attribute"].values()) == {None}
 
 
 @pytest.mark.parametrize("override, named", [

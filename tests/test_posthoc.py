@@ -222,6 +222,25 @@ def test_bad_importance_params(kw):
         I.Importance(**kw)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("pipeline.stages.positions.core=0.1", "positions.core must be 0 (a grid over the bounding box) or a number in 0.5..1000, got 0.1"),
+    ("pipeline.stages.positions.adaptive=1", "positions.adaptive must be true or false, got 1"),
+    ("pipeline.stages.attributes.quat_step=0.6", "attributes.quat_step must be a number in [0, 0.5], got 0.6"),
+    ("pipeline.stages.attributes.sh0_step=-1", "attributes.sh0_step must be a number >= 0, got -1"),  # copied
+    ("pipeline.stages.attributes.size_quantile=1", "attributes.size_quantile must be a number in (0, 1), got 1"),
+    ("pipeline.stages.attributes.dependent_quant=yes", "attributes.dependent_quant must be true or false, got 'yes'"),
+    ("pipeline.stages.importance.quantile=0", "importance.quantile must be a number in (0, 1), got 0"),
+    ("pipeline.stages.importance.sh0_step=-1", "importance.sh0_step must be a number >= 0, got -1"),
+    ("+pipeline.stages.importance.max_res=8", "importance.max_res must be an integer in 16..4096, got 8"),
+    ("+pipeline.stages.importance.cameras=front", "importance.cameras must be auto, train or sphere, got 'front'"),
+])
+def test_bad_compact_params_are_one_named_line(override, message):
+    """Every post-hoc stage param is checked the same way: the key, the valid range, the value."""
+    with pytest.raises(GscompError) as e:
+        Pipeline.preset("compact", [override])
+    assert str(e.value) == message
+
+
 def test_adaptive_needs_importance_stage(tmp_path, random_splats):
     cfg = compact()
     del cfg["stages"]["importance"]

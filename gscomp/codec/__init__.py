@@ -27,7 +27,7 @@ def _section_stats(header: dict[str, Any], sections) -> dict[str, Any]:
         local = s.name.split("/", 1)[-1].split("/")[0]
         key = _FIELD_OF.get(local, "other")
         per_attr[key] = per_attr.get(key, 0) + len(s.payload)
-    bpg = {k: (8.0 * v / n if n else 0.0) for k, v in per_attr.items()}
+    bpg = {k: 8.0 * v / n if n else None for k, v in per_attr.items()}  # (None: no Gaussians)
     return {"n": n, "sections": per_section, "bytes_per_attribute": per_attr, "bits_per_gaussian_per_attribute": bpg}
 
 
@@ -49,7 +49,7 @@ def encode_gsz(splats, path: str | os.PathLike, pipeline_cfg, state=None, progre
     stats.update(
         total_bytes=total,
         header_bytes=total - sum(stats["sections"].values()),
-        bits_per_gaussian=(8.0 * total / n if n else 0.0),
+        bits_per_gaussian=(8.0 * total / n if n else None),  # (None: no Gaussians)
         sh_degree=header["sh_degree"],
         pipeline=header["pipeline"]["name"],
     )
@@ -94,7 +94,7 @@ def gsz_info(path: str | os.PathLike) -> dict[str, Any]:
         sh_degree=header.get("sh_degree"),
         total_bytes=total,
         header_bytes=total - sum(stats["sections"].values()),
-        bits_per_gaussian=(8.0 * total / n if n else 0.0),
+        bits_per_gaussian=(8.0 * total / n if n else None),  # (None: no Gaussians)
         bounds=header.get("bounds"),
         pipeline=header.get("pipeline"),
         codecs={s.name: s.codec for s in sections},

@@ -23,7 +23,7 @@ import struct
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import FormatError, GscompError
 from . import quant as Q
 
 CORE_DEFAULT = 3.0  # core half-width, in median distances from the median point
@@ -61,9 +61,12 @@ def box_bounds(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cols.min(1), cols.max(1)
 
 
-def valid_core(v) -> bool:
-    """A `core` setting: 0 (always the box grid) or a number of median distances in 0.5..1000."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and (v == 0 or 0.5 <= v <= 1000)
+def check_core(name: str, v) -> float:
+    """A `core` setting checked: 0 (always the box grid) or a number of median distances in
+    0.5..1000, else a one-line error naming ``name``."""
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and (v == 0 or 0.5 <= v <= 1000)):
+        raise GscompError(f"{name} must be 0 (a grid over the bounding box) or a number in 0.5..1000, got {v!r}")
+    return float(v)
 
 
 def core_bounds(means: np.ndarray, core: float = CORE_DEFAULT) -> tuple[np.ndarray, np.ndarray] | None:
@@ -260,4 +263,4 @@ class PosGrid:
             raise FormatError("positions: grid index out of range")
 
 
-__all__ = ["CORE_DEFAULT", "TAIL_RATIO", "PosGrid", "core_bounds", "exp_det", "valid_core"]
+__all__ = ["CORE_DEFAULT", "TAIL_RATIO", "PosGrid", "core_bounds", "check_core", "exp_det"]

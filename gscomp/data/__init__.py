@@ -27,7 +27,7 @@ from typing import Sequence, TypeVar
 import torch
 
 from ..camera import Camera, Scene, camera_extent
-from ..errors import FormatError, GscompError
+from ..errors import FormatError, GscompError, check_int
 
 KINDS = ("colmap", "blender", "ngp", "synthetic")
 OPTIONS = {  # loader-specific keyword arguments accepted by load_scene(**kw)
@@ -60,10 +60,6 @@ def split(cams: Sequence[Camera], test_every: int) -> tuple[list[Camera], list[C
 
 MIN_DOWNSCALE = 0.25
 MIN_SIDE = 11  # pixels: the SSIM window (and less is no image to train on)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
 
 
 def _check_views(cams: Sequence[Camera], what: str) -> None:
@@ -109,11 +105,9 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
         raise GscompError(f"downscale must be a number, got {downscale!r}") from None
     if not math.isfinite(downscale) or downscale < MIN_DOWNSCALE:
         raise GscompError(f"downscale must be >= {MIN_DOWNSCALE} (at most 4x upsampling), got {downscale}")
-    if not _is_int(test_every) or test_every < 0:
-        raise GscompError(f"test_every must be an integer >= 0, got {test_every!r}")
-    test_every = int(test_every)
-    if max_images is not None and (not _is_int(max_images) or max_images < 1):
-        raise GscompError(f"max_images must be a positive integer, got {max_images!r}")
+    test_every = check_int("test_every", test_every, 0, math.inf, floats=True)
+    if max_images is not None:
+        max_images = check_int("max_images", max_images, 1, math.inf, floats=True)
     bad = sorted(set(kw) - set(OPTIONS[kind]))
     if bad:
         raise GscompError(f"{kind} scenes take no option {bad[0]!r} (options: {', '.join(OPTIONS[kind])})")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..camera import Camera
-from ..errors import FormatError, GscompError, one_line
+from ..errors import FormatError, GscompError, check_int, one_line
 from .images import find_image, image_size, open_image, parallel_map, to_tensors
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -58,8 +58,7 @@ MAX_POINTS = 50_000_000  # random initial points (Blender / NGP scenes)
 
 def random_points(num_points: int, lo, hi, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniform random points in the box [lo, hi] with uniform random colours (seeded)."""
-    if not isinstance(num_points, int) or isinstance(num_points, bool) or not 1 <= num_points <= MAX_POINTS:
-        raise GscompError(f"num_points must be an integer in 1..{MAX_POINTS}, got {num_points!r}")
+    check_int("num_points", num_points, 1, MAX_POINTS)
     g = torch.Generator().manual_seed(int(seed))
     lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
     pts = lo + (hi - lo) * torch.rand(int(num_points), 3, generator=g)

@@ -17,7 +17,7 @@ import math
 import torch
 
 from ..camera import Camera
-from ..errors import GscompError
+from ..errors import check_int
 from ..splats import SH_C0, Splats
 
 SCENE_CENTER = (0.0, 0.0, 0.35)  # cameras look here; world z is up
@@ -179,17 +179,13 @@ def load_synthetic(*, n_views: int = 48, resolution: int = 128, seed: int = 0, d
                    background=(1.0, 1.0, 1.0), max_images: int | None = None, backend: str = "auto"):
     """Render the GT from an orbit; return (cameras with images, init points, colours, meta)."""
     from ..render import render
-    from . import _is_int, subsample
+    from . import subsample
 
-    if not _is_int(n_views) or not 1 <= n_views <= 1000:
-        raise GscompError(f"synthetic: n_views must be an integer in 1..1000, got {n_views!r}")
-    if not _is_int(resolution) or not 8 <= resolution <= 4096:
-        raise GscompError(f"synthetic: resolution must be an integer in 8..4096, got {resolution!r}")
-    if not _is_int(seed) or seed < 0:
-        raise GscompError(f"synthetic: seed must be an integer >= 0, got {seed!r}")
-    seed = int(seed)
+    n_views = check_int("synthetic: n_views", n_views, 1, 1000, floats=True)
+    resolution = check_int("synthetic: resolution", resolution, 8, 4096, floats=True)
+    seed = check_int("synthetic: seed", seed, 0, math.inf, floats=True)
     gt = synthetic_gt(seed)
-    cams = orbit_cameras(int(n_views), int(resolution))
+    cams = orbit_cameras(n_views, resolution)
     if downscale != 1:
         cams = [c.scaled(1.0 / downscale) for c in cams]
     cams = subsample(cams, max_images)

@@ -16,8 +16,8 @@ import torch
 
 from ..codec import entropy as E
 from ..codec import quant as Q
-from ..codec.posgrid import CORE_DEFAULT, PosGrid, valid_core
-from ..errors import FormatError, GscompError
+from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core
+from ..errors import FormatError, GscompError, check_int, check_number
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
 
 
@@ -206,38 +206,27 @@ class Importance(Stage):
                  opacity_step: float = 0.06, sh0_step: float = 0.03, shN_step: float = 0.0,
                  shN_band_gain: float = 1.0, cameras: str = "auto", max_res: int = 256,
                  pos_core: float = CORE_DEFAULT):
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        if not (is_int(views) and 1 <= views <= 256):
-            raise GscompError("importance.views must be an integer in 1..256")
+        check_int("importance.views", views, 1, 256)
         # `probes` (random probes per view) belongs to the stochastic estimate used before the exact
         # Fisher pass; still accepted so that files and configs naming it keep working, and unused
-        if probes is not None and not (is_int(probes) and 1 <= probes <= 64):
-            raise GscompError("importance.probes must be an integer in 1..64 (it is unused: scores are exact)")
-        if not (isinstance(quantile, (int, float)) and 0 < quantile < 1):
-            raise GscompError("importance.quantile must be in (0, 1)")
-        if not (is_int(levels) and 1 <= levels <= MAX_LEVELS):
-            raise GscompError(f"importance.levels must be an integer in 1..{MAX_LEVELS}")
-        if not (is_int(pos_bits) and 1 <= pos_bits <= Q.MAX_POS_BITS):
-            raise GscompError(f"importance.pos_bits must be an integer in 1..{Q.MAX_POS_BITS}")
+        if probes is not None:
+            check_int("importance.probes", probes, 1, 64)
+        check_number("importance.quantile", quantile, 0, 1, lo_open=True, hi_open=True)
+        check_int("importance.levels", levels, 1, MAX_LEVELS)
+        check_int("importance.pos_bits", pos_bits, 1, Q.MAX_POS_BITS)
         steps = dict(quat_step=quat_step, scale_step=scale_step, opacity_step=opacity_step, sh0_step=sh0_step,
                      shN_step=shN_step)
         for k, v in steps.items():
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and np.isfinite(v)):
-                raise GscompError(f"importance.{k} must be a number >= 0")
-        if not (isinstance(shN_band_gain, (int, float)) and not isinstance(shN_band_gain, bool) and 1 <= shN_band_gain <= 16):
-            raise GscompError("importance.shN_band_gain must be in [1, 16]")
+            check_number(f"importance.{k}", v, 0)
+        check_number("importance.shN_band_gain", shN_band_gain, 1, 16)
         if shN_step:  # only stored when used: older headers unchanged
             steps["shN_band_gain"] = shN_band_gain
         else:
             del steps["shN_step"]
         if cameras not in ("auto", "train", "sphere"):
-            raise GscompError("importance.cameras must be auto, train or sphere")
-        if not (is_int(max_res) and 16 <= max_res <= 4096):
-            raise GscompError("importance.max_res must be an integer in 16..4096")
-        if not valid_core(pos_core):
-            raise GscompError("importance.pos_core must be 0 or in 0.5..1000 (the positions stage's core)")
+            raise GscompError(f"importance.cameras must be auto, train or sphere, got {cameras!r}")
+        check_int("importance.max_res", max_res, 16, 4096)
+        check_core("importance.pos_core", pos_core)
         extra = {} if probes is None else {"probes": probes}
         if pos_core != CORE_DEFAULT:  # only stored when changed: older headers unchanged
             extra["pos_core"] = float(pos_core)

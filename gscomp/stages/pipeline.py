@@ -122,14 +122,14 @@ class Pipeline:
         stages_cfg = cfg.get("stages")
         if not isinstance(stages_cfg, dict) or not stages_cfg:
             raise GscompError("pipeline config needs a non-empty `stages` mapping {name: {type: ...}}")
-        stages, names = [], []
         for nm, desc in stages_cfg.items():
-            if desc is None:  # `~pipeline.stages.x` or `x: null` removes a stage
-                continue
-            if not isinstance(desc, dict) or "type" not in desc:
+            if desc is not None and (not isinstance(desc, dict) or "type" not in desc):
                 raise GscompError(f"pipeline stage {nm!r} needs a `type`")
-            stages.append(_build(dict(desc)))
-            names.append(str(nm))
+        # `~pipeline.stages.x` or `x: null` removes a stage. Built last to first: the importance
+        # stage of compact and c3dgs copies (by interpolation) the params of the stages after it, so
+        # a bad value is then named by the key the user set (positions.core, not importance.pos_core).
+        built = [(str(nm), _build(dict(desc))) for nm, desc in reversed(stages_cfg.items()) if desc is not None]
+        names, stages = [nm for nm, _ in built[::-1]], [st for _, st in built[::-1]]
         sh = cfg.get("sh_degree")
         return cls(stages, names, name=str(cfg.get("name", "custom")), sh_degree=sh)
 

@@ -26,8 +26,8 @@ import torch
 
 from ..codec import entropy as E
 from ..codec import quant as Q
-from ..codec.posgrid import CORE_DEFAULT, PosGrid, valid_core
-from ..errors import FormatError, GscompError
+from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core
+from ..errors import FormatError, GscompError, check_bool, check_int, check_number
 from ..splats import FIELDS, num_sh_rest
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
 from .importance import SENSITIVITY_KEY, classes_of, shN_steps
@@ -92,12 +92,9 @@ class Positions(Stage):
     owns = ("means",)
 
     def __init__(self, bits: int = 16, adaptive: bool = False, core: float = CORE_DEFAULT):
-        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= Q.MAX_POS_BITS:
-            raise GscompError(f"positions.bits must be an integer in 1..{Q.MAX_POS_BITS}, got {bits!r}")
-        if not isinstance(adaptive, bool):
-            raise GscompError("positions.adaptive must be true or false")
-        if not valid_core(core):
-            raise GscompError("positions.core must be 0 (a grid over the bounding box) or in 0.5..1000")
+        check_int("positions.bits", bits, 1, Q.MAX_POS_BITS)
+        check_bool("positions.adaptive", adaptive)
+        check_core("positions.core", core)
         extra = {"adaptive": True} if adaptive else {}
         if core != CORE_DEFAULT:  # encoder-only choice; only stored when changed: older headers unchanged
             extra["core"] = float(core)
@@ -243,22 +240,18 @@ class Attributes(Stage):
         bad = [f for f in fields if f not in ATTR_FIELDS]
         if bad or len(set(fields)) != len(fields):
             raise GscompError(f"attributes.fields must be distinct names from {list(ATTR_FIELDS)}, got {fields}")
+        check_number("attributes.quat_step", quat_step, 0, 0.5)  # any step: 0 = exact float32
+        for name, v in (("scale_step", scale_step), ("opacity_step", opacity_step), ("sh0_step", sh0_step),
+                        ("shN_step", shN_step)):
+            check_number(f"attributes.{name}", v, 0)
         steps = dict(quats=quat_step, scales=scale_step, opacities=opacity_step, sh0=sh0_step, shN=shN_step)
-        for k, v in steps.items():
-            if not (isinstance(v, (int, float)) and v >= 0 and np.isfinite(v)):
-                raise GscompError(f"attributes: step for {k} must be a number >= 0 (0 = exact), got {v!r}")
-        if not (isinstance(shN_band_gain, (int, float)) and 1.0 <= shN_band_gain <= 16):
-            raise GscompError("attributes.shN_band_gain must be in [1, 16]")
-        if not isinstance(adaptive, bool):
-            raise GscompError("attributes.adaptive must be true or false")
+        check_number("attributes.shN_band_gain", shN_band_gain, 1, 16)
+        check_bool("attributes.adaptive", adaptive)
         extra = {"adaptive": True} if adaptive else {}  # only stored when used: older headers unchanged
-        if not isinstance(canonical_quats, bool):
-            raise GscompError("attributes.canonical_quats must be true or false")
+        check_bool("attributes.canonical_quats", canonical_quats)
         if canonical_quats:  # encoder-only choice (the decoder reads any quaternion), recorded for information
             extra["canonical_quats"] = True
-        if not isinstance(sort_scales, bool):
-            raise GscompError("attributes.sort_scales must be true or false")
-        if sort_scales:
+        if check_bool("attributes.sort_scales", sort_scales):
             if not (adaptive and canonical_quats and {"quats", "scales"} <= set(fields)):
                 raise GscompError("attributes.sort_scales needs adaptive, canonical_quats and both quats and scales")
             extra["sort_scales"] = True
@@ -269,12 +262,9 @@ class Attributes(Stage):
         if size_levels:
             if not sort_scales:
                 raise GscompError("attributes.size_levels needs sort_scales (steps follow the decoded largest scale)")
-            if not (isinstance(size_quantile, (int, float)) and 0 < size_quantile < 1):
-                raise GscompError("attributes.size_quantile must be in (0, 1)")
+            check_number("attributes.size_quantile", size_quantile, 0, 1, lo_open=True, hi_open=True)
             extra.update(size_levels=size_levels, size_quantile=float(size_quantile))
-        if not isinstance(dependent_quant, bool):
-            raise GscompError("attributes.dependent_quant must be true or false")
-        if dependent_quant:
+        if check_bool("attributes.dependent_quant", dependent_quant):
             if not adaptive:
                 raise GscompError("attributes.dependent_quant needs adaptive (it codes the importance-classed streams)")
             extra["dependent_quant"] = True
@@ -287,12 +277,10 @@ class Attributes(Stage):
             sh0_step=float(sh0_step),
             shN_step=float(shN_step),
             shN_band_gain=float(shN_band_gain),
-            shN_zstd=bool(shN_zstd),
+            shN_zstd=check_bool("attributes.shN_zstd", shN_zstd),
         )
         self.owns = tuple(fields)
         self.steps = {k: float(v) for k, v in steps.items()}
-        if self.steps["quats"] and self.steps["quats"] > 0.5:
-            raise GscompError("attributes.quat_step must be <= 0.5")
 
     def _grid(self, f: str) -> float:
         """Grid step of f's classed symbols: with dependent quantization the symbols are its

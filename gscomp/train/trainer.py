@@ -23,10 +23,10 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import GscompError, check_int, check_number, check_schedule, one_line
+from ..errors import GscompError, check_bool, check_int, check_number, check_schedule, one_line
 from ..fileio import atomic_open
 from ..fileio import atomic_write_text as _atomic_write_text
-from ..splats import Splats, num_sh_rest, rgb_to_sh0
+from ..splats import FIELDS, Splats, num_sh_rest, rgb_to_sh0
 from .losses import photometric_loss, psnr
 from .state import TrainState
 from .strategy import build_strategy
@@ -171,9 +171,7 @@ def validate_train_config(t: DictConfig) -> None:
         v = OmegaConf.select(t, key, default=absent)
         if v is absent or (v is None and nullable):
             continue
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        check_int(f"train.{key}", v, lo, hi)
+        check_int(f"train.{key}", v, lo, hi, floats=True)
     for key, lo, hi in _FLOAT_KEYS:
         if (v := OmegaConf.select(t, key, default=absent)) is not absent:
             check_number(f"train.{key}", v, lo, hi)
@@ -181,26 +179,23 @@ def validate_train_config(t: DictConfig) -> None:
         if (v := OmegaConf.select(t, key, default=absent)) is not absent:
             check_schedule(f"train.{key}", v)
     for k, v in (t.get("lr") or {}).items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise GscompError(f"train.lr.{k} must be a positive number, got {v!r}")
-    o = t.init.opacity
-    if isinstance(o, bool) or not isinstance(o, (int, float)) or not 0 < o < 1:
-        raise GscompError(f"train.init.opacity must be in (0, 1), got {o!r}")
+        check_number(f"train.lr.{k}", v, 0, lo_open=True)
+    check_number("train.init.opacity", t.init.opacity, 0, 1, lo_open=True, hi_open=True)
 
 
-def read_checkpoint(path: Path) -> dict:
-    """A training checkpoint (`Trainer.save_checkpoint`), checked to be one: anything else (another
-    tool's .pth, a truncated file) is a one-line error, not a KeyError deep in a resume."""
-    from ..splats import FIELDS
-
+def read_checkpoint(path: Path) -> tuple[dict, Splats]:
+    """A training checkpoint (`Trainer.save_checkpoint`) and its model, checked to be one (shapes,
+    dtypes, finite values): anything else (another tool's .pth, a truncated file) is a one-line
+    error, not a KeyError deep in a resume or an evaluation."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         params = ckpt["state"]["params"]
         if not all(isinstance(params[f], torch.Tensor) for f in FIELDS):
             raise TypeError("parameters are not tensors")
+        splats = Splats(**{f: params[f].float() for f in FIELDS})
     except Exception as e:
         raise GscompError(f"{path}: not a gscomp training checkpoint ({type(e).__name__}: {one_line(e, 200)})") from None
-    return ckpt
+    return ckpt, splats.validate(str(path))
 
 
 def sh_schedule(step: int, interval: int, max_degree: int) -> int:
@@ -260,12 +255,8 @@ class Trainer:
     def setup(self) -> TrainState:
         t = self.cfg.train
         validate_train_config(t)
-        progress = self.cfg.get("progress", True)
-        if not isinstance(progress, bool):
-            raise GscompError(f"progress must be true or false, got {progress!r}")
-        seed = self.cfg.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise GscompError(f"seed must be an integer, got {seed!r}")
+        check_bool("progress", self.cfg.get("progress", True))
+        seed = check_int("seed", self.cfg.get("seed", 0), 0, 2**63 - 1)
         torch.manual_seed(seed)
         random.seed(seed)
         if self.scene is None:
@@ -277,10 +268,8 @@ class Trainer:
         resume = self._resume_path()
         ckpt = None
         if resume is not None:
-            ckpt = read_checkpoint(resume)
+            ckpt, splats = read_checkpoint(resume)
             self._check_resume(ckpt, resume, steps)
-            p = ckpt["state"]["params"]
-            splats = Splats(**{f: p[f] for f in ("means", "quats", "scales", "opacities", "sh0", "shN")})
         else:
             init = t.init
             mp = init.get("max_points")
