@@ -19,7 +19,7 @@ setup(
         "constriction>=0.4",
         "pycolmap>=3.10",
         "rich",
-        "scikit-image",
+        "scipy",  # (cKDTree: initial scales from neighbour distances)
         "pillow",
         "zstandard",
         "ninja",

@@ -1,5 +1,5 @@
-"""Image-quality metrics for evaluation: PSNR, SSIM (scikit-image's standard implementation, so the
-numbers compare with other tools), LPIPS only when the `lpips` package and its weights are already
+"""Image-quality metrics for evaluation: PSNR, SSIM (as the 3DGS reference evaluates it, so the
+numbers compare with published ones), LPIPS only when the `lpips` package and its weights are already
 on this machine (never downloaded), and side-by-side renders.
 """
 from __future__ import annotations
@@ -24,12 +24,15 @@ def psnr(img: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float
 
 
 def ssim(img: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float:
-    """SSIM as in the 3DGS evaluation: 11x11 Gaussian window, sigma 1.5, Wang et al. constants."""
-    from skimage.metrics import structural_similarity
+    """SSIM as the 3DGS reference evaluates it (and with it the papers that report 3DGS and
+    compression results): 11x11 Gaussian window, sigma 1.5, Wang et al. constants, zero-padded
+    'same' filtering, averaged over every pixel and channel. (scikit-image averages over the
+    valid region only, which gives lower values on small images.)"""
+    from .train.losses import ssim as _ssim
 
-    a, b = np.clip(_np(img), 0, 1).astype(np.float64), _np(gt).astype(np.float64)
-    return float(structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True,
-                                       sigma=1.5, use_sample_covariance=False))
+    a = torch.from_numpy(np.clip(_np(img), 0, 1).astype(np.float64))
+    b = torch.from_numpy(_np(gt).astype(np.float64))
+    return float(_ssim(a, b, same=True))
 
 
 def _np(x) -> np.ndarray:

@@ -135,16 +135,19 @@ def test_decode_notes_what_the_format_drops(gsz, tmp_path, capsys):
                                  "note: .splat's 8-bit colours clamp the DC colour of 8 of 100 Gaussians to [0, 1]\n")
     code, _, err = cli(["decode", gsz, tmp_path / "y.spz"], capsys)
     assert code == 0 and err == ("note: SPZ's 8-bit ranges clamp values of 1 of 100 Gaussians "
-                                 "(log-scale outside [-10, 5.97] 1)\n")
+                                 "(log-scale outside [-10.03, 5.97] 1)\n")
     assert cli(["decode", gsz, tmp_path / "y.ply"], capsys)[::2] == (0, "")
 
 
 def test_sog_meta_json_counts_its_textures():
-    from gscomp.commands.compress import input_size
+    from gscomp.io import stored_size
 
     folder = shared("splats/playbot/6_0")
     total = sum(f.stat().st_size for f in folder.iterdir())
-    assert input_size(folder / "meta.json") == input_size(folder) == total
+    assert stored_size(folder / "meta.json") == stored_size(folder) == total
+    from gscomp.viewer.load import load_view_file  # the viewer's panel and eval count the same bytes
+
+    assert load_view_file(folder / "meta.json").file_bytes == load_view_file(folder).file_bytes == total
 
 
 def test_failed_run_removes_the_empty_out_folder_it_created(tmp_path, capsys):

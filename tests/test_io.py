@@ -16,7 +16,7 @@ import torch
 from conftest import shared
 from gscomp import FormatError, GscompError, Splats
 from gscomp.io import LossySaveWarning, detect_format, load_splats, save_splats
-from gscomp.io.common import SH_FLIP_YZ, atomic_open, flip_yz
+from gscomp.io.common import SH_FLIP_YZ, atomic_open, clamped_rows, flip_yz
 from gscomp.io.ply import ply_property_names, read_ply, write_ply
 from gscomp.io.spz import decode_spz, encode_spz, read_spz
 from gscomp.io.splat import decode_splat, encode_splat
@@ -499,7 +499,14 @@ def test_spz_save_says_what_its_ranges_clamp(tmp_path):
         save_splats(tmp_path / "b.spz", s.replace(sh0=sh0, scales=scales))
     said = [str(w.message) for w in caught if issubclass(w.category, LossySaveWarning)]
     assert said == ["b.spz: SPZ's 8-bit ranges clamp values of 5 of 50 Gaussians (DC colour past +-3.35 4, "
-                    "log-scale outside [-10, 5.97] 2)"]
+                    "log-scale outside [-10.03, 5.97] 2)"]
+
+
+def test_clamp_notes_count_what_rounding_cannot_reach():
+    """A value is noted as clamped when clamping moves it more than rounding would: more than half
+    a step past the 8-bit ends (the rule the notes' labels, e.g. log-scale <= 5.97, state)."""
+    raw = np.array([[-0.4, 0.0], [255.4, 3.0], [-0.6, 1.0], [2.0, 255.6]])
+    assert clamped_rows(raw).tolist() == [False, False, True, True]
 
 
 # ----------------------------------------------------------------------------- .splat

@@ -478,6 +478,11 @@ def test_train_compress_decode_psnr_matches(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["gsz_bytes"] == (out / "scene.gsz").stat().st_size
     assert report["n_gaussians"] > 0 and report["psnr"] > 10
+    from gscomp.codec import gsz_info  # rvq's and the colour field's sections count toward their fields
+
+    info = gsz_info(out / "scene.gsz")
+    assert {"scales+quats", "shN"} <= set(info["bytes_per_attribute"]) and "other" not in info["bytes_per_attribute"]
+    assert sum(info["bytes_per_attribute"].values()) == sum(info["sections"].values())
     dec = tmp_path / "dec.ply"
     r = subprocess.run([sys.executable, "-m", "gscomp", "decode", str(out / "scene.gsz"), str(dec)],
                        capture_output=True, text=True, timeout=300, env=env)

@@ -1,6 +1,7 @@
 """Trainer, TrainState, densification strategy, losses and metrics on tiny synthetic scenes."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
@@ -69,15 +70,39 @@ def scene():
 
 
 # ------------------------------------------------------------------------- losses / metrics
-def test_ssim_loss_matches_skimage():
-    from gscomp.metrics import ssim as ssim_lib
+def _ssim_map_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM map written out directly: one 11x11 Gaussian (sigma 1.5) filter per pixel over the
+    zero-padded image (the 3DGS reference's evaluation), Wang et al. constants."""
+    x = np.arange(11) - 5.0
+    g = np.exp(-x * x / (2 * 1.5**2))
+    w = np.outer(g, g) / g.sum() ** 2
+
+    def filt(im):
+        p, (h, wd) = np.pad(im, 5), im.shape
+        return sum(w[i, j] * p[i:i + h, j:j + wd] for i in range(11) for j in range(11))
+
+    maps = []
+    for c in range(3):
+        u, v = a[..., c].astype(np.float64), b[..., c].astype(np.float64)
+        mu, mv = filt(u), filt(v)
+        su, sv, suv = filt(u * u) - mu * mu, filt(v * v) - mv * mv, filt(u * v) - mu * mv
+        maps.append(((2 * mu * mv + 1e-4) * (2 * suv + 9e-4)) / ((mu * mu + mv * mv + 1e-4) * (su + sv + 9e-4)))
+    return np.stack(maps, -1)
+
+
+def test_ssim_metric_and_loss_match_a_direct_reference():
+    """Reported SSIM: the 3DGS evaluation's (whole image, zero-padded); the training loss: the same
+    formula over the valid region (pixels whose window lies inside the image)."""
+    from gscomp.metrics import ssim as ssim_metric
 
     g = torch.Generator().manual_seed(0)
     a = torch.rand(40, 36, 3, generator=g)
     b = (a + 0.1 * torch.randn(40, 36, 3, generator=g)).clamp(0, 1)
-    # skimage crops the (window-1)/2 border like our valid convolution
-    assert abs(float(ssim_loss(a, b)) - ssim_lib(a, b)) < 2e-3
-    assert float(ssim_loss(a, a)) == pytest.approx(1.0, abs=1e-5)
+    ref = _ssim_map_reference(a.numpy(), b.numpy())
+    assert ssim_metric(a, b) == pytest.approx(float(ref.mean()), abs=1e-12)
+    assert float(ssim_loss(a, b)) == pytest.approx(float(ref[5:-5, 5:-5].mean()), abs=1e-5)
+    assert ssim_metric(a, b) > float(ssim_loss(a, b))  # the zero-padded borders count as well matched
+    assert float(ssim_loss(a, a)) == pytest.approx(1.0, abs=1e-5) and ssim_metric(a, a) == pytest.approx(1.0)
     x = a.clone().requires_grad_(True)
     photometric_loss(x, b).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()

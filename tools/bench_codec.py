@@ -379,7 +379,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     check_args(ap, args)
     from gscomp.data.cameras import find_cameras_json, load_cameras
-    from gscomp.io import load_splats, save_splats
+    from gscomp.io import load_splats, save_splats, stored_size
 
     torch.manual_seed(0)
     report = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "res": args.res, "views": args.views, "inputs": []}
@@ -403,7 +403,7 @@ def main(argv=None) -> int:
             save_splats(src := Path(tempfile.mkdtemp()) / "with_background.ply", splats)  # its size, and peers read it
         n = len(splats)
         views = Views(splats, args.views, args.res, load_cameras(cam_path, args.views) if cam_path else None)
-        entry = {"input": rel + (f" + background {args.background}" if args.background else ""), "n": n, "sh_degree": splats.sh_degree, "source_bytes": size_of(src),
+        entry = {"input": rel + (f" + background {args.background}" if args.background else ""), "n": n, "sh_degree": splats.sh_degree, "source_bytes": stored_size(src),
                  "cameras": str(cam_path) if cam_path else None, "results": []}
         with tempfile.TemporaryDirectory() as td:
             tmp = Path(td)

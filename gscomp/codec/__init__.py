@@ -15,17 +15,20 @@ from ..errors import FormatError
 from ..fileio import atomic_write_bytes, input_file
 from .container import pack_gsz, read_gsz, unpack_gsz
 
-# bits/Gaussian are reported per Splats field; a section counts toward the field it is named after
+# bits/Gaussian are reported per Splats field: a section counts toward the field it is named after,
+# else toward the fields its stage owns ("scales+quats" for rvq's codebooks and indices), else toward
+# "importance" (the classes) or "other"
 _FIELD_OF = {"classes": "importance", "means": "means", "quats": "quats", "scales": "scales", "opacities": "opacities", "sh0": "sh0", "shN": "shN"}
 
 
-def _section_stats(header: dict[str, Any], sections) -> dict[str, Any]:
+def _section_stats(header: dict[str, Any], sections, pipe) -> dict[str, Any]:
     n = int(header.get("n", 0))
+    owners = {nm: "+".join(st.owns) for nm, st in zip(pipe.names, pipe.stages)}
     per_section = {s.name: len(s.payload) for s in sections}
     per_attr: dict[str, int] = {}
     for s in sections:
-        local = s.name.split("/", 1)[-1].split("/")[0]
-        key = _FIELD_OF.get(local, "other")
+        stage, _, local = s.name.partition("/")
+        key = _FIELD_OF.get(local.split("/")[0]) or owners.get(stage) or "other"
         per_attr[key] = per_attr.get(key, 0) + len(s.payload)
     bpg = {k: 8.0 * v / n if n else None for k, v in per_attr.items()}  # (None: no Gaussians)
     return {"n": n, "sections": per_section, "bytes_per_attribute": per_attr, "bits_per_gaussian_per_attribute": bpg}
@@ -44,7 +47,7 @@ def encode_gsz(splats, path: str | os.PathLike, pipeline_cfg, state=None, progre
     data = pack_gsz(header, sections)
     atomic_write_bytes(path, data)
     total = Path(path).stat().st_size
-    stats = _section_stats(header, sections)
+    stats = _section_stats(header, sections, pipe)
     n = stats["n"]
     stats.update(
         total_bytes=total,
@@ -80,13 +83,13 @@ def gsz_info(path: str | os.PathLike) -> dict[str, Any]:
 
     header, sections = read_gsz(path)
     try:  # the same header checks as decoding, so info never reports what decode would refuse
-        Pipeline.check_header(header, sections)
+        pipe = Pipeline.check_header(header, sections)[0]
     except FormatError as e:
         raise FormatError(f"{path}: {e}") from None
     total = Path(path).stat().st_size
     with open(path, "rb") as f:  # the file's own version (read_gsz accepted its major)
         major, minor = struct.unpack("<HH", f.read(12)[8:12])
-    stats = _section_stats(header, sections)
+    stats = _section_stats(header, sections, pipe)
     n = stats["n"]
     stats.update(
         path=str(path),

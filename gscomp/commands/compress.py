@@ -89,23 +89,6 @@ def compose_pipeline(overrides: list[str]) -> dict:
     return out
 
 
-def input_size(path: Path) -> int:
-    """Bytes of the input scene. A SOG scene (its folder or its meta.json) counts meta.json and the
-    images it lists, whichever of the two names it."""
-    if path.is_dir():
-        path = path / "meta.json"  # the one folder input gscomp reads is a SOG scene
-    if path.suffix.lower() != ".json":
-        return path.stat().st_size
-    import json
-
-    meta = json.loads(path.read_bytes())  # a JSON object: the reader has read it
-    files = set()
-    for v in meta.values():  # {"means": {"files": ["means_l.webp", ...], ...}, ...}
-        if isinstance(v, dict) and isinstance(v.get("files"), list):
-            files.update(f for f in v["files"] if isinstance(f, str) and (path.parent / f).is_file())
-    return path.stat().st_size + sum((path.parent / f).stat().st_size for f in files)
-
-
 def run(argv: list[str]) -> int:
     argv, cameras = _take_cameras(argv)
     pos, opts, overrides = split_args(argv)
@@ -138,7 +121,7 @@ def run(argv: list[str]) -> int:
         raise GscompError("input and output are the same file")
     cfg = compose_pipeline(overrides)
     from ..codec import encode_gsz
-    from ..io import load_splats
+    from ..io import load_splats, stored_size
     from ..stages.pipeline import Pipeline
 
     pipe = Pipeline.from_config(cfg)  # validate the config before the (slow) load
@@ -150,7 +133,7 @@ def run(argv: list[str]) -> int:
     with encode_progress() as progress:
         stats = encode_gsz(splats, dst, pipe, state=state, progress=progress, consume=True)
     dt = time.perf_counter() - t0
-    print_stats(stats, src, input_size(src), dt)
+    print_stats(stats, src, stored_size(src), dt)
     return 0
 
 

@@ -32,6 +32,7 @@ def load_model(path: Path):
 def task(cfg) -> int:
     from omegaconf import OmegaConf
 
+    from ..io import stored_size
     from ..metrics import evaluate, peak_rss_mb
     from ..train.trainer import atomic_write_text, load_scene_from_config, resolve_device, resolve_render_backend
     from .train import print_metrics
@@ -58,7 +59,7 @@ def task(cfg) -> int:
     metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
                        backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
     metrics.update({"model": str(model), "split": split, "n_gaussians": len(splats),
-                    "model_bytes": model.stat().st_size if model.is_file() else None,
+                    "model_bytes": stored_size(model),
                     "peak_rss_mb": peak_rss_mb()})
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -77,6 +77,27 @@ def load_splats(path: str | os.PathLike) -> Splats:
     return decode_gsz(path)
 
 
+def stored_size(path: str | os.PathLike) -> int:
+    """Bytes a splat scene takes on disk: its file's size, or for a SOG scene (its folder or its
+    meta.json) meta.json plus the images it lists, whichever of the two names it."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "meta.json"  # the one folder input gscomp reads is a SOG scene
+    if p.suffix.lower() != ".json":
+        return p.stat().st_size
+    import json
+
+    try:
+        meta = json.loads(p.read_bytes())
+    except ValueError:
+        meta = {}
+    files = set()
+    for v in meta.values() if isinstance(meta, dict) else ():  # {"means": {"files": ["means_l.webp", ...]}, ...}
+        if isinstance(v, dict) and isinstance(v.get("files"), list):
+            files.update(f for f in v["files"] if isinstance(f, str) and (p.parent / f).is_file())
+    return p.stat().st_size + sum((p.parent / f).stat().st_size for f in files)
+
+
 def save_splats(path: str | os.PathLike, splats: Splats) -> None:
     """Write ``splats`` to ``path`` atomically, the format chosen by the extension. `.ply` and
     `.spz` keep SH degrees 0-3; `.splat` records hold the DC colour only, so higher degrees are
@@ -100,4 +121,4 @@ def save_splats(path: str | os.PathLike, splats: Splats) -> None:
                           f"(supported: {', '.join(WRITE_EXTS)}; use the codec for .gsz)")
 
 
-__all__ = ["load_splats", "save_splats", "LossySaveWarning", "detect_format", "read_ply", "write_ply", "FormatError"]
+__all__ = ["load_splats", "save_splats", "stored_size", "LossySaveWarning", "detect_format", "read_ply", "write_ply", "FormatError"]

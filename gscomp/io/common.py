@@ -57,7 +57,7 @@ def to_u8(x: np.ndarray) -> np.ndarray:
 def clamped_rows(raw: np.ndarray) -> np.ndarray:
     """(N,) bool: rows with a value of an 8-bit field (0..255 before rounding) more than half a step
     past its ends, so that `to_u8` clamping it loses more than rounding does."""
-    return ((raw < -1.0) | (raw > 256.0)).reshape(len(raw), -1).any(1)
+    return ((raw < -0.5) | (raw > 255.5)).reshape(len(raw), -1).any(1)
 
 
 def build_splats(

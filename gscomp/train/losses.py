@@ -1,7 +1,8 @@
 """Training losses: L1 and a fast differentiable SSIM (separable Gaussian window).
 
-The SSIM here is the loss used inside the training loop; reported metrics use a library SSIM
-(`gscomp.metrics.ssim`) so numbers are comparable with other tools.
+The SSIM here is the loss used inside the training loop (valid region); reported metrics
+(`gscomp.metrics.ssim`) use it over the whole, zero-padded image in float64, as the 3DGS
+reference's evaluation does, so numbers compare with published ones.
 """
 from __future__ import annotations
 
@@ -24,29 +25,35 @@ def _gauss_1d(size: int, sigma: float, dtype, device) -> torch.Tensor:
     return w
 
 
-def _blur(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filter on (B, C, H, W): two 1D depthwise convolutions instead of
-    one 11x11 one (about 5x fewer multiply-adds)."""
+def _blur(x: torch.Tensor, w: torch.Tensor, same: bool = False) -> torch.Tensor:
+    """Separable Gaussian filter on (B, C, H, W): two 1D depthwise convolutions instead of one
+    11x11 one (about 5x fewer multiply-adds). 'valid' output, or with ``same`` zero-padded to the
+    input's size (separable zero padding equals the 2D filter's)."""
     c = x.shape[1]
     k = w.numel()
-    x = F.conv2d(x, w.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-    return F.conv2d(x, w.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+    p = k // 2 if same else 0
+    x = F.conv2d(x, w.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c, padding=(0, p))
+    return F.conv2d(x, w.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c, padding=(p, 0))
 
 
-def ssim(img: torch.Tensor, gt: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def ssim(img: torch.Tensor, gt: torch.Tensor, window: int = 11, sigma: float = 1.5,
+         same: bool = False) -> torch.Tensor:
     """Mean SSIM of images shaped (H, W, 3) or (B, H, W, 3) in [0, 1] (Wang et al. 2004 constants,
-    11x11 Gaussian window with sigma 1.5, valid region only, as skimage with gaussian_weights)."""
+    11x11 Gaussian window with sigma 1.5). Over the valid region only (as scikit-image with
+    gaussian_weights; the training loss), or with ``same`` over the whole image with zero padding
+    (the 3DGS reference's evaluation, which published 3DGS and compression results use)."""
     if img.ndim == 3:
         img, gt = img[None], gt[None]
     x = img.permute(0, 3, 1, 2)
     y = gt.permute(0, 3, 1, 2)
     h, wd = x.shape[-2:]
-    window = min(window, h, wd) | 1  # odd and no larger than the image
+    if not same:
+        window = min(window, h, wd) | 1  # odd and no larger than the image
     w = _gauss_1d(window, sigma, x.dtype, x.device)
     c1, c2 = 0.01**2, 0.03**2
     # One batched blur over the five moment images keeps the op count low.
     stack = torch.cat([x, y, x * x, y * y, x * y], 1)
-    mu_x, mu_y, xx, yy, xy = _blur(stack, w).chunk(5, 1)
+    mu_x, mu_y, xx, yy, xy = _blur(stack, w, same).chunk(5, 1)
     mx2, my2, mxy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
     sx, sy, sxy = xx - mx2, yy - my2, xy - mxy
     s = ((2 * mxy + c1) * (2 * sxy + c2)) / ((mx2 + my2 + c1) * (sx + sy + c2))

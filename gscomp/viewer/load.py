@@ -58,7 +58,7 @@ def load_view_file(path: str | Path) -> ViewFile:
         raise GscompError(f"{p}: no such file or directory")
     if p.is_dir() and not (p / "meta.json").exists():  # a SOG folder is the one directory input
         raise GscompError(f"{p} is a directory, not a splat file")
-    from ..io import load_splats
+    from ..io import load_splats, stored_size
 
     try:
         splats = load_splats(p)
@@ -71,7 +71,7 @@ def load_view_file(path: str | Path) -> ViewFile:
     splats = splats.detach().map(lambda t: t.to("cpu", torch.float32)).validate(str(p))
     if len(splats) == 0:
         raise FormatError(f"{p}: contains no Gaussians")
-    size = sum(f.stat().st_size for f in p.iterdir() if f.is_file()) if p.is_dir() else p.stat().st_size
+    size = stored_size(p)
     bits: list[tuple[str, float]] = []
     pipeline = ""
     if p.suffix.lower() == ".gsz":
