@@ -4,7 +4,8 @@
 ...). Each is compiled at first use with `torch.utils.cpp_extension.load` into a cache directory
 (``$GSCOMP_CACHE`` or ``~/.cache/gscomp``) whose name hashes the source, the flags and the
 torch/Python versions, so a changed source or a new torch rebuilds instead of loading a stale binary.
-Flags are ``-O3 -fno-trapping-math -fopenmp``: no ``-march=native`` (binaries and results must not depend on the
+Flags are ``-O3 -fno-trapping-math -ffp-contract=off -fopenmp -std=c++17`` (no fused multiply-adds:
+the same results with or without FMA hardware): no ``-march=native`` (binaries and results must not depend on the
 build machine) and no ``-ffast-math`` (the kernels mirror the reference's float operations).
 
 A built module is imported straight from its cache file once a stamp file next to it says it was

@@ -13,7 +13,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 PIP=".venv/bin/python -m pip"
-$PIP install -q --disable-pip-version-check "torch==2.13.0"
+# PyPI's Linux torch wheel is the CUDA build (GBs): where pip reaches PyPI itself, point it at
+# PyTorch's CPU index, TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu (this machine's pip
+# config finds the CPU wheel on disk)
+$PIP install -q --disable-pip-version-check ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==2.13.0"
 $PIP install -q --disable-pip-version-check -e ".[test,viewer]"
 if [ "${1:-}" = "--cuda" ] || [ "${1:-}" = "--bench" ]; then
   $PIP install -q --disable-pip-version-check packaging
@@ -26,4 +29,5 @@ if .venv/bin/python -m pip list 2>/dev/null | grep -qi '^torchvision '; then
   echo "gscomp setup: error: torchvision is installed in .venv; remove it (pip uninstall torchvision)" >&2
   exit 1
 fi
+.venv/bin/python -c "import torch; torch.version.cuda and print(f'gscomp setup: note: torch {torch.__version__} is a CUDA build; on a CPU-only machine TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu gets the small CPU wheel')"
 .venv/bin/python -c "import torch, gscomp; print(f'gscomp setup: ok (torch {torch.__version__}, gscomp {gscomp.__version__})')"

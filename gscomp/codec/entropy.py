@@ -25,7 +25,7 @@ Public API (numpy in, bytes out; torch tensors are accepted and converted):
 Determinism rule for conditional models (`*_gaussian`, `*_categorical`, `*_bernoulli`): the decoder
 must be given *bit-identical* parameter arrays to the encoder's; compute them in the decoder's code
 path (float32, CPU, fixed order) at encode time. The parameters are then snapped to a fixed grid
-(means to 1/4, scales to a 64-entry table, probabilities to 16-bit integers) before any table is
+(means to 1/16, scales to a 64-entry table, probabilities to 16-bit integers) before any table is
 built, which also makes tiny cross-platform differences harmless unless they straddle a grid edge.
 """
 from __future__ import annotations
@@ -1192,7 +1192,7 @@ def scale_table() -> np.ndarray:
 def gaussian_table(scale_idx: int, frac_idx: int) -> np.ndarray:
     """16-bit weights over residuals r in [-R, R] plus one escape entry (last).
 
-    P(r) = Phi((r + 0.5 - f) / s) - Phi((r - 0.5 - f) / s) with f = frac_idx / 4, s = table scale;
+    P(r) = Phi((r + 0.5 - f) / s) - Phi((r - 0.5 - f) / s) with f = frac_idx / 16, s = table scale;
     the escape entry takes the remaining tail mass. Weights = floor(P * (2**16 - A)) + 1 (so every
     entry >= 1), and the rounding remainder is added to the largest entry (lowest index on ties)."""
     s = float(scale_table()[scale_idx])

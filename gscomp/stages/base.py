@@ -16,7 +16,7 @@ Training side (all optional; the trainer calls them, see `gscomp.train.trainer`)
 
 Coding side:
     bake(splats, state)           final splats to code (prune masked, snap to codebooks, colours from
-                                  the field); default: ``transform(splats, last step)``
+                                  the field); default: ``transform(splats, step=-1)`` (step < 0: after training)
     reorder(splats)               optional permutation of the Gaussians (Morton order, 2D grid sort)
     encode(splats, ctx)           -> list[Section] for the fields in ``owns``
     decode(sections, ctx)         -> {field: tensor} for the fields in ``owns``

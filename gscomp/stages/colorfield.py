@@ -8,8 +8,8 @@ Positions are normalised by a box (robust 1%-99% quantiles of the means, x1.1) a
 outside it (Mip-NeRF 360 style) into [0,1]^3. The box is stored in the file.
 
 Coding: the decoder knows the decoded positions (``ctx.attrs["means"]``) and therefore which table
-rows any Gaussian reads; only those rows are coded (8-bit per-level uniform quantization, entropy
-coded); the others are zero and never read. MLP weights are stored as float16. Colours are then
+rows any Gaussian reads; only those rows are coded (``bits``-bit per-level uniform quantization,
+default 8, entropy coded); the others are zero and never read. MLP weights are stored as float16. Colours are then
 evaluated with `HashGrid.forward_exact` / `TinyMLP.forward_exact` (float32, element-wise only), the
 same code at encode time (the pipeline feeds back the decoded fields) and at decode time.
 """
