@@ -128,3 +128,15 @@ def test_loading_marks_a_build_used(tmp_path):
     os.utime(stamp, (t, t))
     native._mark_used(stamp)
     assert abs(stamp.stat().st_mtime - t) < 1
+
+
+@pytest.mark.parametrize("env, expect", [({}, "10000"), ({"GOMP_SPINCOUNT": "5"}, "5"),
+                                         ({"OMP_WAIT_POLICY": "ACTIVE"}, "None")])
+def test_openmp_spin_default_yields_to_other_processes(env, expect):
+    """Importing gscomp first caps GNU OpenMP's busy-wait (a 2-core machine shared with other work
+    ran training 2x faster); a user's own OpenMP wait settings are left alone."""
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    base["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    code = "import os, gscomp; print(os.environ.get('GOMP_SPINCOUNT'))"
+    r = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == expect, r.stderr[-2000:]
