@@ -9,8 +9,8 @@ outside it (Mip-NeRF 360 style) into [0,1]^3. The box is stored in the file.
 
 Coding: the decoder knows the decoded positions (``ctx.attrs["means"]``) and therefore which table
 rows any Gaussian reads; only those rows are coded (``bits``-bit per-level uniform quantization,
-default 8, entropy coded); the others are zero and never read. MLP weights are stored as float16. Colours are then
-evaluated with `HashGrid.forward_exact` / `TinyMLP.forward_exact` (float32, element-wise only), the
+default 8, entropy coded); the others are zero and never read. MLP weights are stored as float16.
+Colours are then evaluated with `HashGrid.forward_exact` / `TinyMLP.forward_exact` (float32, element-wise only), the
 same code at encode time (the pipeline feeds back the decoded fields) and at decode time.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The `importance` stage: a class 0..L-1 per Gaussian for the adaptive stages after it.
 
 Encoder only: renders the scene (the training views in train-and-compress, `compress --cameras`,
-or a trained model's cameras.json found next to it; else a sphere of outside views) and estimates how much render error each Gaussian's quantization errors cause; the classes
+or a trained model's cameras.json found next to it; else a sphere of outside views) and estimates
+how much render error each Gaussian's quantization errors cause; the classes
 go into the file (section ``classes``) and, through ``ctx.attrs``, to the stages that adapt to
 them: `positions`/`attributes` with ``adaptive: true`` (2^c coarser steps, `gscomp.stages.posthoc`)
 and `rvq` with ``depths`` (fewer residual stages). Byte layout: docs/gsz-format.md.
