@@ -51,7 +51,20 @@ def compose(config_name: str, overrides: list[str] | None = None):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             return _compose(config_name=config_name, overrides=list(overrides or []))
     except (HydraException, OmegaConfBaseException) as e:
-        raise GscompError(" ".join(str(e).split("\n")[:2]).strip()) from None
+        raise config_error(e) from None
+
+
+def config_error(e: BaseException, prefix: str = "") -> GscompError:
+    """A Hydra/OmegaConf error as one line: its first two lines (the second is often Hydra's fix,
+    "To append to your config use +KEY=..."). A missing interpolation key, such as the importance
+    stage's copy of a removed stage's param, also says which key to set."""
+    from omegaconf.errors import InterpolationKeyError
+
+    msg = " ".join(line.strip() for line in str(e).strip().split("\n")[:2]) or type(e).__name__
+    key = getattr(e, "full_key", None)
+    if isinstance(e, InterpolationKeyError) and key:
+        msg = f"{key} copies a key that is not there ({str(e).splitlines()[0]}): set {key}=VALUE yourself"
+    return GscompError(prefix + msg)
 
 
 def _missing_dirs(path: Path) -> list[Path]:

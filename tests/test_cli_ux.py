@@ -217,3 +217,54 @@ def test_bad_stage_params_are_named_before_any_work(override, named, tmp_path, c
     run = tmp_path / "run"
     code, _, err = cli(["compress", "data=synthetic", "pipeline=c3dgs", override, f"out={run}"], capsys)
     assert code == 2 and named in err and err.count("\n") == 1 and not run.exists()
+
+
+TINY_TC = ["data=synthetic", "data.n_views=6", "data.resolution=32", "train=fast", "train.steps=1500", "progress=false"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["pipeline=c3dgs", "~pipeline.stages.importance"],
+     "error: positions.adaptive needs an importance stage before it in the pipeline"),
+    (["pipeline=c3dgs", "~pipeline.stages.positions", "+pipeline.stages.positions={type: positions, bits: 13, adaptive: true}"],
+     "error: colorfield must come after the stage that codes positions"),
+    (["pipeline=c3dgs", "pipeline.stages.rvq.depths=[1,2]", "~pipeline.stages.importance",
+      "pipeline.stages.positions.adaptive=false", "pipeline.stages.attributes.adaptive=false"],
+     "error: rvq.depths needs an importance stage before it in the pipeline"),
+    (["pipeline=medium", "+pipeline.stages.attributes.fields=[quats,scales,opacities,sh0]"],
+     "error: the input has SH degree 3 but no stage owns shN"),
+    (["pipeline=c3dgs", "pipeline.sh_degree=0"], "error: colorfield.targets=[shN] needs SH degree >= 1"),
+    (["pipeline=c3dgs", "~pipeline.stages.positions"],
+     "error: bad pipeline config: pipeline.stages.importance.pos_bits copies a key that is not there"),
+    (["pipeline=medium", "pipeline.stages.attributes.fields=[opacities,sh0,shN]"],
+     "To append to your config use +pipeline.stages.attributes.fields=[opacities,sh0,shN]"),
+])
+def test_stage_composition_errors_come_before_training(overrides, message, tmp_path, capsys):
+    """What a composed pipeline cannot code (stage order, an SH degree nobody codes, a key copied
+    from a removed stage) is one line before training: the out folder is never made."""
+    run = tmp_path / "run"
+    code, _, err = cli(["compress", *TINY_TC, *overrides, f"out={run}"], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not run.exists()
+
+
+def test_an_override_too_long_for_a_file_name_is_an_override():
+    from gscomp.commands.common import split_args
+
+    long = "+pipeline.stages.attributes={type: attributes, " + ", ".join(f"k{i}: {i}" for i in range(60)) + "}"
+    assert split_args(["in.ply", "out.gsz", long]) == (["in.ply", "out.gsz"], [], [long])
+
+
+def test_post_hoc_config_errors_keep_hydras_fix():
+    from gscomp import GscompError
+    from gscomp.commands.compress import compose_pipeline
+
+    with pytest.raises(GscompError, match=r"To append to your config use \+pipeline.stages.attributes.fields="):
+        compose_pipeline(["pipeline=medium", "pipeline.stages.attributes.fields=[opacities,sh0,shN]"])
+
+
+def test_an_error_names_a_stage_not_called_by_its_type():
+    from gscomp import GscompError
+    from gscomp.stages.pipeline import Pipeline
+
+    with pytest.raises(GscompError, match=r"^stage 'rvq2': bad parameters for stage 'rvq': .*n_stage"):
+        Pipeline.preset("medium", ["+pipeline.stages.rvq2={type: rvq, n_stage: 3}"])

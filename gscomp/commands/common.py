@@ -38,13 +38,20 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
             if nxt is not None and (a in _HYDRA_VALUE_FLAGS or (a in ("--info", "-i") and nxt in _HYDRA_INFO_TOPICS)):
                 opts.append(nxt)
                 i += 1
-        elif Path(a).exists():
+        elif _on_disk(a):
             pos.append(a)
         elif "=" in a or a.startswith("~"):
             overrides.append(a)
         else:
             pos.append(a)
     return pos, opts, overrides
+
+
+def _on_disk(a: str) -> bool:
+    try:
+        return Path(a).exists()
+    except OSError:  # a name too long for the file system (a long override) is no path
+        return False
 
 
 def wants_help(argv: list[str]) -> bool:

@@ -81,9 +81,10 @@ def compose_pipeline(overrides: list[str]) -> dict:
         with initialize_config_dir(config_dir=str(configs_dir()), version_base=None):
             cfg = compose(overrides=ov)
         out = OmegaConf.to_container(cfg.get("pipeline"), resolve=True)  # (resolving can fail too)
-    except Exception as e:  # Hydra/OmegaConf errors: report the first line only
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise GscompError(f"bad pipeline config: {msg}") from None
+    except Exception as e:  # Hydra/OmegaConf errors
+        from ..hydra_app import config_error
+
+        raise config_error(e, "bad pipeline config: ") from None
     if not isinstance(out, dict):
         raise GscompError("bad pipeline config: `pipeline` is not a mapping")
     return out

@@ -23,13 +23,22 @@ from .common import split_args, stdout_console
 def compress_trained(cfg, out: Path) -> dict:
     """Train with the configured pipeline, encode, decode from disk, evaluate. Returns the report."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
+    from ..hydra_app import config_error
     from ..stages.pipeline import Pipeline
     from ..train import train
 
     if not cfg.get("pipeline"):
         raise GscompError("train-and-compress needs a pipeline: add pipeline=PRESET (e.g. pipeline=c3dgs)")
-    pipe = Pipeline.from_config(OmegaConf.to_container(cfg.pipeline, resolve=True))
+    try:
+        pipe_cfg = OmegaConf.to_container(cfg.pipeline, resolve=True)
+    except OmegaConfBaseException as e:  # e.g. a key copied from a removed stage
+        raise config_error(e, "bad pipeline config: ") from None
+    pipe = Pipeline.from_config(pipe_cfg)
+    sh = cfg.train.get("sh_degree", 3)  # (checked by the trainer; only a valid one is worth checking here)
+    if isinstance(sh, int) and not isinstance(sh, bool) and 0 <= sh <= 3:
+        pipe.check_input(sh)  # what the pipeline cannot code is refused before training, not after
     state, train_metrics = train(cfg, stages=pipe.stages, out_dir=out)
     trainer = state.trainer
     try:

@@ -18,6 +18,8 @@ Coding side:
     bake(splats, state)           final splats to code (prune masked, snap to codebooks, colours from
                                   the field); default: ``transform(splats, step=-1)`` (step < 0: after training)
     reorder(splats)               optional permutation of the Gaussians (Morton order, 2D grid sort)
+    needs() / provides            what it reads from / adds to ``ctx.attrs`` (checked order)
+    check_input(sh_degree)        refuse an SH degree it cannot code, before any work
     encode(splats, ctx)           -> list[Section] for the fields in ``owns``
     decode(sections, ctx)         -> {field: tensor} for the fields in ``owns``
 
@@ -68,9 +70,20 @@ class Stage:
 
     type: ClassVar[str] = ""
     owns: tuple[str, ...] = ()
+    provides: ClassVar[tuple[str, ...]] = ()  # ``ctx.attrs`` keys its decode adds besides its fields
 
     def __init__(self, **params: Any):
         self.params = dict(params)
+
+    def needs(self) -> dict[str, str]:
+        """The ``ctx.attrs`` keys this stage reads from earlier stages (a field such as "means", or
+        another stage's ``provides``), each with the error to give when no earlier stage has it.
+        The pipeline checks its order against these when it is built, before any work."""
+        return {}
+
+    def check_input(self, sh_degree: int) -> None:
+        """Raise a `GscompError` when this stage cannot code splats of ``sh_degree`` (the degree
+        the pipeline codes); called before training or loading, and again when encoding."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description stored in the header; ``build_stage`` inverts it."""

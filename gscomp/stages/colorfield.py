@@ -85,8 +85,7 @@ class ColorField(Stage):
         p = self.params
         grid = HashGrid(p["n_levels"], p["n_features_per_level"], p["log2_hashmap_size"], p["base_resolution"],
                         max_resolution=p["max_resolution"])
-        if "sh0" not in self.owns and sh_degree == 0:
-            raise GscompError("colorfield.targets=[shN] needs SH degree >= 1 (nothing view-dependent to predict)")
+        self.check_input(sh_degree)
         self.n_out = 3 * (num_sh_rest(sh_degree) + self._has_dc())
         mlp = TinyMLP(grid.n_output_dims, self.n_out, int(p["mlp_width"]), int(p["mlp_layers"]))
         return ColorFieldModel(grid, mlp)
@@ -108,6 +107,14 @@ class ColorField(Stage):
         u = contract_unit(means.detach(), self.center.to(means), self.half.to(means))
         h = self._fast(u) if self._fast is not None else self.model.grid(u)
         return self.model.mlp(h)
+
+    def needs(self) -> dict[str, str]:
+        return {"means": "colorfield must come after the stage that codes positions (it evaluates the field at "
+                         "the decoded positions): list `positions` first in the pipeline"}
+
+    def check_input(self, sh_degree: int) -> None:
+        if "sh0" not in self.owns and sh_degree == 0:
+            raise GscompError("colorfield.targets=[shN] needs SH degree >= 1 (nothing view-dependent to predict)")
 
     def _has_dc(self) -> int:
         """1 when the field predicts the DC colour too (the paper), 0 when it predicts only the
@@ -199,9 +206,6 @@ class ColorField(Stage):
         grid, mlp = self.model.grid, self.model.mlp
         bits = int(self.params["bits"])
         qmax = 2**bits - 1
-        if "means" not in ctx.attrs:
-            raise GscompError("colorfield must come after the stage that codes positions (it evaluates the "
-                              "field at the decoded positions): list `positions` first in the pipeline")
         u = contract_unit(ctx.attrs["means"].float().cpu(), self.center, self.half)
         used = grid.used_rows(u)
         table = grid.params.detach().float().cpu()

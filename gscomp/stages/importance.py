@@ -188,6 +188,7 @@ def scoring_warning(imp: np.ndarray, quantile: float, given_views: int) -> str |
 
 
 CLASS_KEY = "importance_class"  # ctx.attrs key the importance stage hands to later stages
+NEEDS_IMPORTANCE = "{} needs an importance stage before it in the pipeline"  # (a stage's needs())
 SENSITIVITY_KEY = "importance_sensitivity"  # ctx.hints key (encoder only): field -> S per Gaussian
 
 
@@ -201,6 +202,7 @@ class Importance(Stage):
 
     type = "importance"
     owns = ()
+    provides = (CLASS_KEY,)
 
     def __init__(self, views: int = 24, probes: int | None = None, quantile: float = 0.8, levels: int = 4,
                  pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
@@ -284,10 +286,10 @@ def classes_of(ctx: CodingContext, setting: str, decoding: bool = False) -> np.n
     them, for the error when there is none."""
     c = ctx.attrs.get(CLASS_KEY)
     if c is None:
-        msg = f"{setting} needs an importance stage before it in the pipeline"
+        msg = NEEDS_IMPORTANCE.format(setting)
         raise FormatError(msg) if decoding else GscompError(msg)
     return c.numpy()
 
 
-__all__ = ["CLASS_KEY", "MAX_LEVELS", "SENSITIVITY_KEY", "Importance", "classes_of", "importance_classes", "importance_scores",
+__all__ = ["CLASS_KEY", "MAX_LEVELS", "NEEDS_IMPORTANCE", "SENSITIVITY_KEY", "Importance", "classes_of", "importance_classes", "importance_scores",
            "reference_score", "scoring_warning", "sphere_cameras"]

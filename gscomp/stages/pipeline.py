@@ -52,10 +52,17 @@ def _discover_stages() -> None:
             continue
 
 
-def _build(desc: dict[str, Any]) -> Stage:
+def _build(desc: dict[str, Any], name: str | None = None) -> Stage:
+    """The stage ``desc`` describes; an error about it names the stage when its name is not its
+    type (two `rvq` stages, `rvq2` added beside `rvq`)."""
     if desc.get("type") not in STAGES:
         _discover_stages()
-    return build_stage(desc)
+    try:
+        return build_stage(desc)
+    except GscompError as e:
+        if name is None or name == desc.get("type"):
+            raise
+        raise GscompError(f"stage {name!r}: {e}") from None
 
 
 def _plain(obj):
@@ -109,6 +116,21 @@ class Pipeline:
                 raise GscompError(f"stage {nm!r}: params must be plain JSON values (finite numbers, strings, "
                                   f"lists, dicts): {e}") from None
         self._check_owners()
+        have: set[str] = set()  # what the stages before each one hand on through ctx.attrs
+        for st in self.stages:
+            for key, msg in st.needs().items():
+                if key not in have:
+                    raise GscompError(msg)
+            have.update(st.owns + st.provides)
+
+    def check_input(self, sh_degree: int) -> None:
+        """Before any work: this pipeline can code splats of SH degree ``sh_degree`` (reduced or
+        padded to its own ``sh_degree`` when it sets one)."""
+        deg = sh_degree if self.sh_degree is None else self.sh_degree
+        if deg > 0 and "shN" not in self.owner:
+            raise GscompError(f"the input has SH degree {deg} but no stage owns shN (set sh_degree: 0 to drop it)")
+        for st in self.stages:
+            st.check_input(deg)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -128,7 +150,7 @@ class Pipeline:
         # `~pipeline.stages.x` or `x: null` removes a stage. Built last to first: the importance
         # stage of compact and c3dgs copies (by interpolation) the params of the stages after it, so
         # a bad value is then named by the key the user set (positions.core, not importance.pos_core).
-        built = [(str(nm), _build(dict(desc))) for nm, desc in reversed(stages_cfg.items()) if desc is not None]
+        built = [(str(nm), _build(dict(desc), str(nm))) for nm, desc in reversed(stages_cfg.items()) if desc is not None]
         names, stages = [nm for nm, _ in built[::-1]], [st for _, st in built[::-1]]
         sh = cfg.get("sh_degree")
         return cls(stages, names, name=str(cfg.get("name", "custom")), sh_degree=sh)
@@ -190,8 +212,7 @@ class Pipeline:
         if self.sh_degree is not None:
             splats = splats.with_sh_degree(self.sh_degree)
         deg = splats.sh_degree
-        if deg > 0 and "shN" not in self.owner:
-            raise GscompError(f"the input has SH degree {deg} but no stage owns shN (set sh_degree: 0 to drop it)")
+        self.check_input(deg)
         for st in self.stages:
             splats = st.bake(splats, state)
         for st in self.stages:

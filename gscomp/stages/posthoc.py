@@ -30,7 +30,7 @@ from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core
 from ..errors import FormatError, GscompError, check_bool, check_int, check_number
 from ..splats import FIELDS, num_sh_rest
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
-from .importance import SENSITIVITY_KEY, classes_of, shN_steps
+from .importance import CLASS_KEY, NEEDS_IMPORTANCE, SENSITIVITY_KEY, classes_of, shN_steps
 
 ATTR_FIELDS = ("quats", "scales", "opacities", "sh0", "shN")
 
@@ -101,6 +101,9 @@ class Positions(Stage):
         super().__init__(bits=bits, **extra)
         self.bits = bits
         self.core = float(core)
+
+    def needs(self) -> dict[str, str]:
+        return {CLASS_KEY: NEEDS_IMPORTANCE.format("positions.adaptive")} if self.params.get("adaptive") else {}
 
     def _grid(self, means: np.ndarray) -> tuple[PosGrid, np.ndarray]:
         grid = PosGrid.fit(means, self.bits, self.core)
@@ -281,6 +284,9 @@ class Attributes(Stage):
         )
         self.owns = tuple(fields)
         self.steps = {k: float(v) for k, v in steps.items()}
+
+    def needs(self) -> dict[str, str]:
+        return {CLASS_KEY: NEEDS_IMPORTANCE.format("attributes.adaptive")} if self.params.get("adaptive") else {}
 
     def _grid(self, f: str) -> float:
         """Grid step of f's classed symbols: with dependent quantization the symbols are its

@@ -203,6 +203,11 @@ class RVQ(Stage):
         self._start = 0
         self.state = None
 
+    def needs(self) -> dict[str, str]:
+        from .importance import CLASS_KEY, NEEDS_IMPORTANCE
+
+        return {CLASS_KEY: NEEDS_IMPORTANCE.format("rvq.depths")} if self.params.get("depths") else {}
+
     def attach(self, state) -> None:
         self.state = state
         self._start = _at_step(self.params["start"], state.max_steps)
