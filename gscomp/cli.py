@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}; run `gscomp --help`", file=sys.stderr)
         return 2
+    from omegaconf.errors import OmegaConfBaseException
+
     from .errors import GscompError, one_line
 
     # numpy's floating-point warnings on corrupt or absurd input values (the readers and decoders
@@ -79,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except GscompError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OmegaConfBaseException as e:  # a config value read during the run (an unresolvable ${...})
+        from .hydra_app import config_error
+
+        print(f"error: bad config: {config_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -41,8 +41,11 @@ def check_number(name: str, v: Any, lo: float, hi: float = math.inf, *, lo_open:
                  hi_open: bool = False) -> float:
     """``v`` checked to be a finite number in [lo, hi] (either end open on request), else a
     one-line error; ``hi`` = inf: no upper bound."""
-    ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-          and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi))
+    try:  # (an int too large for a float is no valid number either)
+        ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+              and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi))
+    except OverflowError:
+        ok = False
     if not ok:
         if hi == math.inf:
             span = f"{'>' if lo_open else '>='} {lo:g}"

@@ -60,10 +60,13 @@ def config_error(e: BaseException, prefix: str = "") -> GscompError:
     stage's copy of a removed stage's param, also says which key to set."""
     from omegaconf.errors import InterpolationKeyError
 
-    msg = " ".join(line.strip() for line in str(e).strip().split("\n")[:2]) or type(e).__name__
+    lines = [line.strip() for line in str(e).strip().split("\n")]
+    msg = " ".join(lines[:2]).strip() or type(e).__name__
     key = getattr(e, "full_key", None)
-    if isinstance(e, InterpolationKeyError) and key:
-        msg = f"{key} copies a key that is not there ({str(e).splitlines()[0]}): set {key}=VALUE yourself"
+    if isinstance(e, InterpolationKeyError):
+        msg = lines[0]  # (its full_key may be a key that copies the broken one, not the broken one)
+        if key and "'pipeline.stages." in lines[0]:  # a copy of a removed stage's param
+            msg = f"{key} copies a key that is not there ({lines[0]}): set {key}=VALUE yourself"
     return GscompError(prefix + msg)
 
 

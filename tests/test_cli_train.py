@@ -116,12 +116,22 @@ def test_resume_checks_its_checkpoint(tmp_path, capsys):
                                              ("train.ssim_lambda=2", "train.ssim_lambda"),
                                              ("train.strategy.refine_start=-5", "train.strategy.refine_start"),
                                              ("progress=abc", "progress"), ("data.seed=abc", "seed"),
-                                             ("data.resolution=abc", "resolution")])
+                                             ("data.resolution=abc", "resolution"),
+                                             ("train.init.opacity=1" + "0" * 400, "train.init.opacity must be a number"),
+                                             ("train.lr=0.1", "train.lr must be a mapping"),
+                                             ("~train.lr.means", "train.lr.means must be a number > 0, got None"),
+                                             ("data.seed=1" + "0" * 30, "synthetic: seed must be an integer"),
+                                             ("train.steps=${nope}", "bad config: Interpolation key 'nope' not found")])
 def test_bad_train_values_are_named(override, named, tmp_path, capsys):
     assert main(["train", *TINY, override, f"out={tmp_path / 'o'}"]) == 2
     err = capsys.readouterr().err
     assert named in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_seeds_torch_takes_are_taken(tmp_path):
+    for seed in ("-1", "18446744073709551615", "8.0"):
+        assert main(["train", *TINY, "train.steps=2", f"seed={seed}", f"out={tmp_path / seed}"]) == 0
 
 
 def test_bad_key_and_bad_values_are_short_errors(tmp_path, capsys):

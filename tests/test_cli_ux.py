@@ -268,3 +268,40 @@ def test_an_error_names_a_stage_not_called_by_its_type():
 
     with pytest.raises(GscompError, match=r"^stage 'rvq2': bad parameters for stage 'rvq': .*n_stage"):
         Pipeline.preset("medium", ["+pipeline.stages.rvq2={type: rvq, n_stage: 3}"])
+
+
+def test_refused_before_training_with_an_integral_float_sh_degree(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = cli(["compress", *TINY_TC, "pipeline=c3dgs", "~pipeline.stages.colorfield", "train.sh_degree=3.0",
+                        f"out={run}"], capsys)
+    assert code == 2 and "no stage owns shN" in err and not run.exists()
+
+
+def test_stage_lists_for_owns_and_provides(random_splats, tmp_path):
+    """A stage of one's own may give `owns` / `provides` as lists; the pipeline checks its order."""
+    from gscomp import GscompError
+    from gscomp.codec import decode_gsz, encode_gsz
+    from gscomp.stages import STAGES, Stage, register
+    from gscomp.stages.pipeline import Pipeline
+
+    @register
+    class Provider(Stage):
+        type = "test-provider"
+        provides = ["test-key"]
+
+    @register
+    class Needy(Stage):
+        type = "test-needy"
+
+        def needs(self):
+            return {"test-key": "test-needy needs test-provider before it"}
+
+    base = {"positions": {"type": "positions"}, "attributes": {"type": "attributes"}}
+    try:
+        with pytest.raises(GscompError, match="test-needy needs test-provider before it"):
+            Pipeline.from_config({"stages": {"n": {"type": "test-needy"}, "p": {"type": "test-provider"}, **base}})
+        pipe = Pipeline.from_config({"stages": {"p": {"type": "test-provider"}, "n": {"type": "test-needy"}, **base}})
+        encode_gsz(random_splats(20, sh_degree=1), tmp_path / "a.gsz", pipe)
+        assert len(decode_gsz(tmp_path / "a.gsz")) == 20
+    finally:  # the registry is process-wide
+        del STAGES["test-provider"], STAGES["test-needy"]

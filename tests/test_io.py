@@ -965,3 +965,19 @@ def test_atomic_open_gives_the_mode_of_a_plain_open(tmp_path):
         f.write(b"x")
     mode = stat.S_IMODE(os.stat(p).st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.bin").st_mode) and mode & stat.S_IRUSR
+
+
+def test_stored_size_counts_a_sog_scenes_own_files_once(tmp_path):
+    """meta.json's listed images count once each, and only those inside the scene's folder."""
+    from gscomp.io import stored_size
+
+    d = tmp_path / "scene"
+    d.mkdir()
+    (d / "a.webp").write_bytes(b"x" * 10)
+    (tmp_path / "outside.webp").write_bytes(b"y" * 1000)
+    meta = {"means": {"files": ["a.webp", "./a.webp", "../outside.webp", "z" * 300, 5]}, "other": [1]}
+    (d / "meta.json").write_text(json.dumps(meta))
+    size = (d / "meta.json").stat().st_size + 10
+    assert stored_size(d) == stored_size(d / "meta.json") == size
+    (d / "meta.json").write_text("[" * 100000 + "]" * 100000)  # (not a SOG scene: its own size only)
+    assert stored_size(d) == 200000

@@ -1245,7 +1245,7 @@ def _erfc(x) -> np.ndarray:
 
 
 def quantize_gaussian_params(means, scales) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(base, frac_idx, scale_idx): means snapped to 1/4 (base = floor), scales to the table."""
+    """(base, frac_idx, scale_idx): means snapped to 1/16 (base = floor), scales to the table."""
     m = _np(means).astype(np.float32).astype(np.float64).ravel()
     s = _np(scales).astype(np.float32).ravel()
     if not (np.isfinite(m).all() and np.isfinite(s).all()):

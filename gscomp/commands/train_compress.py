@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import GscompError
+from ..errors import GscompError, check_int
 from ..fileio import atomic_write_text
-from ..hydra_app import output_dir, run_hydra
+from ..hydra_app import config_error, output_dir, run_hydra
 from .common import split_args, stdout_console
 
 
@@ -25,7 +25,6 @@ def compress_trained(cfg, out: Path) -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from ..hydra_app import config_error
     from ..stages.pipeline import Pipeline
     from ..train import train
 
@@ -36,9 +35,8 @@ def compress_trained(cfg, out: Path) -> dict:
     except OmegaConfBaseException as e:  # e.g. a key copied from a removed stage
         raise config_error(e, "bad pipeline config: ") from None
     pipe = Pipeline.from_config(pipe_cfg)
-    sh = cfg.train.get("sh_degree", 3)  # (checked by the trainer; only a valid one is worth checking here)
-    if isinstance(sh, int) and not isinstance(sh, bool) and 0 <= sh <= 3:
-        pipe.check_input(sh)  # what the pipeline cannot code is refused before training, not after
+    # what the pipeline cannot code is refused before training, not after
+    pipe.check_input(check_int("train.sh_degree", cfg.train.get("sh_degree", 3), 0, 3, floats=True))
     state, train_metrics = train(cfg, stages=pipe.stages, out_dir=out)
     trainer = state.trainer
     try:
@@ -100,7 +98,7 @@ def print_report(report: dict, out: Path | None = None) -> None:
     for name, b in sorted(report["sections"].items(), key=lambda kv: -kv[1]):
         table.add_row(name, f"{b:,}", f"{100.0 * b / max(total, 1):.1f}%")
     table.add_row("[b]total (file)", f"[b]{total:,}", f"{total / 1e6:.3f} MB")
-    table.add_row("Gaussians", f"{report['n_gaussians']:,}", f"{report['bits_per_gaussian'] or 0:.1f} bit/G")
+    table.add_row("Gaussians", f"{report['n_gaussians']:,}", f"{report['bits_per_gaussian']:.1f} bit/G" if report["n_gaussians"] else "-")
     table.add_row(f"PSNR / SSIM ({report['split']}, decoded)", f"{report['psnr']:.2f} dB", f"{report['ssim']:.4f}")
     tr = report["trained"]
     if tr.get("psnr") is not None:

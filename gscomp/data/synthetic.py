@@ -183,7 +183,7 @@ def load_synthetic(*, n_views: int = 48, resolution: int = 128, seed: int = 0, d
 
     n_views = check_int("synthetic: n_views", n_views, 1, 1000, floats=True)
     resolution = check_int("synthetic: resolution", resolution, 8, 4096, floats=True)
-    seed = check_int("synthetic: seed", seed, 0, math.inf, floats=True)
+    seed = check_int("synthetic: seed", seed, 0, 2**63 - 1, floats=True)
     gt = synthetic_gt(seed)
     cams = orbit_cameras(n_views, resolution)
     if downscale != 1:

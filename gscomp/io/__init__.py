@@ -89,13 +89,19 @@ def stored_size(path: str | os.PathLike) -> int:
 
     try:
         meta = json.loads(p.read_bytes())
-    except ValueError:
+    except (ValueError, RecursionError):
         meta = {}
-    files = set()
+    folder = p.parent.resolve()
+    files = set()  # resolved, so each file counts once; only files inside the scene's folder
     for v in meta.values() if isinstance(meta, dict) else ():  # {"means": {"files": ["means_l.webp", ...]}, ...}
-        if isinstance(v, dict) and isinstance(v.get("files"), list):
-            files.update(f for f in v["files"] if isinstance(f, str) and (p.parent / f).is_file())
-    return p.stat().st_size + sum((p.parent / f).stat().st_size for f in files)
+        for f in v.get("files") if isinstance(v, dict) and isinstance(v.get("files"), list) else ():
+            try:
+                f = (folder / f).resolve() if isinstance(f, str) else None
+                if f is not None and folder in f.parents and f.is_file():
+                    files.add(f)
+            except (OSError, ValueError):  # a name no file system takes
+                pass
+    return p.stat().st_size + sum(f.stat().st_size for f in files)
 
 
 def save_splats(path: str | os.PathLike, splats: Splats) -> None:

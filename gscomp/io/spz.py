@@ -324,7 +324,7 @@ def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
     raw_scales = (a["scales"].astype(np.float64) + 10.0) * 16.0
     if notes is not None and n:
         cut = {"DC colour past +-3.35": clamped_rows(raw_colors), "log-scale outside [-10.03, 5.97]": clamped_rows(raw_scales),
-               "SH rest past +-1": clamped_rows(shN * 128.0 + 128.0)}
+               "SH rest outside [-1.004, 0.996]": clamped_rows(shN * 128.0 + 128.0)}
         if any(c.any() for c in cut.values()):
             what = ", ".join(f"{k} {int(c.sum()):,}" for k, c in cut.items() if c.any())
             notes.append(f"SPZ's 8-bit ranges clamp values of {int(np.logical_or.reduce(list(cut.values())).sum()):,} "

@@ -102,7 +102,8 @@ class Pipeline:
         self.stages = list(stages)
         self.names = list(names) if names is not None else [s.type for s in self.stages]
         self.name = name
-        if sh_degree is not None and not (isinstance(sh_degree, int) and 0 <= sh_degree <= 3):
+        if sh_degree is not None and not (isinstance(sh_degree, int) and not isinstance(sh_degree, bool)
+                                          and 0 <= sh_degree <= 3):
             raise GscompError(f"pipeline sh_degree must be null or 0..3, got {sh_degree!r}")
         self.sh_degree = sh_degree
         if len(self.names) != len(self.stages) or len(set(self.names)) != len(self.names):
@@ -121,7 +122,7 @@ class Pipeline:
             for key, msg in st.needs().items():
                 if key not in have:
                     raise GscompError(msg)
-            have.update(st.owns + st.provides)
+            have.update((*st.owns, *st.provides))
 
     def check_input(self, sh_degree: int) -> None:
         """Before any work: this pipeline can code splats of SH degree ``sh_degree`` (reduced or

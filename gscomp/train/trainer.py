@@ -178,8 +178,11 @@ def validate_train_config(t: DictConfig) -> None:
     for key in _SCHEDULE_KEYS:
         if (v := OmegaConf.select(t, key, default=absent)) is not absent:
             check_schedule(f"train.{key}", v)
-    for k, v in (t.get("lr") or {}).items():
-        check_number(f"train.lr.{k}", v, 0, lo_open=True)
+    lr = t.get("lr")
+    if not isinstance(lr, DictConfig):
+        raise GscompError(f"train.lr must be a mapping of learning rates per field, got {lr!r}")
+    for k in ("means", "quats", "scales", "opacities", "sh0", "shN", *lr):
+        check_number(f"train.lr.{k}", lr.get(k), 0, lo_open=True)
     check_number("train.init.opacity", t.init.opacity, 0, 1, lo_open=True, hi_open=True)
 
 
@@ -256,7 +259,7 @@ class Trainer:
         t = self.cfg.train
         validate_train_config(t)
         check_bool("progress", self.cfg.get("progress", True))
-        seed = check_int("seed", self.cfg.get("seed", 0), 0, 2**63 - 1)
+        seed = check_int("seed", self.cfg.get("seed", 0), -(2**63), 2**64 - 1, floats=True)  # (torch.manual_seed's range)
         torch.manual_seed(seed)
         random.seed(seed)
         if self.scene is None:
