@@ -262,9 +262,7 @@ class ColorField(Stage):
             off += a * b
             weights.append((w, flat[off : off + b]))
             off += b
-        if "means" not in ctx.attrs:
-            raise FormatError("colorfield: positions are not decoded before the colour field")
-        means = ctx.attrs["means"].float().cpu()
+        means = ctx.attrs["means"].float().cpu()  # (the pipeline checks that positions come first)
         u = contract_unit(means, center, half)
         used = grid.used_rows(u)
         n_sym = int(used.sum()) * grid.n_features
