@@ -12,7 +12,9 @@
 - config errors (unknown key, bad group option, bad override syntax) of a single run are one
   ``error: ...`` line and exit status 2; in a multirun they are Hydra's short messages, exit 2,
   never a traceback wall (unless ``HYDRA_FULL_ERROR=1``);
-- a single run that fails removes the ``out`` folder (and parents) it created while still empty.
+- a single run that fails removes the ``out`` folder (and parents) it created while still empty;
+- ``--config-dir DIR`` adds a folder of one's own configs (``DIR/pipeline/NAME.yaml`` is
+  ``pipeline=NAME``) to Hydra's search path, for every verb (`take_config_dir`).
 """
 from __future__ import annotations
 
@@ -38,6 +40,71 @@ def output_dir(cfg) -> Path:
     except Exception:
         pass
     return Path(str(cfg.get("out") or "outputs")).expanduser()
+
+
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+
+
+def take_config_dir(argv: list[str]) -> tuple[list[str], Path | None]:
+    """Split ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``) off the arguments; DIR comes
+    back checked (`check_config_dir`), or None."""
+    rest, found, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        flag, eq, value = a.partition("=")
+        if flag in CONFIG_DIR_FLAGS:
+            if found is not None:
+                raise GscompError("--config-dir given twice")
+            if not eq:
+                value = argv[i + 1] if i + 1 < len(argv) else ""
+                i += 1
+            if not value:
+                raise GscompError("--config-dir needs a folder: --config-dir DIR (DIR/pipeline/NAME.yaml is pipeline=NAME)")
+            found = Path(value).expanduser()
+        else:
+            rest.append(a)
+        i += 1
+    if found is not None and any(a.partition("=")[0].lstrip("+~") == "hydra.searchpath" for a in rest):
+        raise GscompError("give --config-dir or hydra.searchpath=..., not both")
+    return rest, None if found is None else check_config_dir(found)
+
+
+def check_config_dir(path) -> Path:
+    """``path`` as a folder of one's own configs, absolute; refused when it is no folder, or holds
+    a config that one of gscomp's own would hide (Hydra's search path puts gscomp's ``configs/``
+    first, so a user's ``pipeline/high.yaml`` would be silently ignored)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise GscompError(f"--config-dir: no such folder: {path}")
+    for yml in sorted([*path.glob("*.yaml"), *path.glob("*/*.yaml")]):
+        rel = yml.relative_to(path)
+        if (CONFIG_DIR / rel).is_file():
+            raise GscompError(f"{yml} has the name of gscomp's own configs/{rel.as_posix()}, which Hydra "
+                              "would use instead: give yours another name")
+    return path.resolve()
+
+
+def _overrides_first(argv: list[str]) -> list[str]:
+    """The overrides, then Hydra's options (with their values): Hydra's command line takes the
+    overrides as one run of arguments, so ``x=1 -m a=1,2`` would be refused as it stands."""
+    from .commands.common import HYDRA_INFO_TOPICS, HYDRA_VALUE_FLAGS
+
+    overrides, opts, i = [], [], 0
+    while i < len(argv):
+        a, nxt = argv[i], argv[i + 1] if i + 1 < len(argv) else None
+        if not a.startswith("-"):
+            overrides.append(a)
+            i += 1
+            continue
+        take = 2 if nxt is not None and (a in HYDRA_VALUE_FLAGS or (a in ("--info", "-i") and nxt in HYDRA_INFO_TOPICS)) else 1
+        opts += argv[i:i + take]
+        i += take
+    return overrides + opts
+
+
+def searchpath_override(config_dir: Path) -> str:
+    """The Hydra override that adds ``config_dir`` to the config search path."""
+    return "hydra.searchpath=[" + quote_value("file://" + str(config_dir)) + "]"  # (not as_uri: Hydra does not undo %-escapes)
 
 
 def compose(config_name: str, overrides: list[str] | None = None):
@@ -104,7 +171,10 @@ def quote_unicode_value(arg: str) -> str:
 def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | None = None) -> int:
     """Run ``task_fn`` as the Hydra app ``config_name`` with command-line ``argv``."""
     prog = prog or f"gscomp {config_name}"
-    argv = [quote_unicode_value(a) for a in argv]
+    argv, config_dir = take_config_dir(argv)
+    argv = _overrides_first([quote_unicode_value(a) for a in argv])
+    if config_dir is not None:
+        argv.insert(0, searchpath_override(config_dir))
     created: list[Path] = []  # the output folders this run creates
     if not any(a.startswith("-") for a in argv):
         # plain single run: compose once up front so a config error (unknown key, bad group option)
@@ -120,8 +190,7 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
                 raise GscompError(f"cannot create the output folder {out}: {e.strerror or e}") from None
     elif any(a in ("-h", "--help") for a in argv):
         # Hydra's help is headed "<app_name> is powered by Hydra"; by default the app name is this
-        # module's (hydra_app): name the verb instead. First, as Hydra's argparse takes the
-        # overrides only before its options.
+        # module's (hydra_app): name the verb instead.
         argv = [f"hydra.help.app_name='{prog}'", *argv]
     code = 1
     try:
@@ -199,6 +268,10 @@ def _run_app(config_name: str, task_fn: Callable, argv: list[str], prog: str) ->
         if errors:
             raise errors[0] from None
         raise
+    except ValueError as e:  # Hydra's own checks of its flags ("Only one of --run, --multirun, --cfg ...")
+        if errors:
+            raise _first_of(errors) from None
+        raise GscompError(str(e).strip().split("\n")[0]) from None
     finally:
         sys.argv = old_argv
         GlobalHydra.instance().clear()  # allow another app in the same process (tests, demo)
@@ -207,4 +280,4 @@ def _run_app(config_name: str, task_fn: Callable, argv: list[str], prog: str) ->
     return max(codes) if codes else 0
 
 
-__all__ = ["run_hydra", "compose", "output_dir", "CONFIG_DIR"]
+__all__ = ["run_hydra", "compose", "output_dir", "take_config_dir", "check_config_dir", "searchpath_override", "CONFIG_DIR"]

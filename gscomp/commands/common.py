@@ -10,10 +10,10 @@ HELP_FLAGS = ("-h", "--help")
 
 # Hydra's options that take a value: `--cfg job` is one option, not an option and a positional
 # argument `job` (which would be read as MODEL, IN or OUT).
-_HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
+HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
                       "--config-dir", "-cd", "--experimental-rerun"}
 # `--info` takes a value only when one of these follows (Hydra: nargs="?", const="all").
-_HYDRA_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+HYDRA_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
 def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -35,7 +35,7 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
         if a.startswith("-"):
             opts.append(a)
             nxt = argv[i] if i < len(argv) else None
-            if nxt is not None and (a in _HYDRA_VALUE_FLAGS or (a in ("--info", "-i") and nxt in _HYDRA_INFO_TOPICS)):
+            if nxt is not None and (a in HYDRA_VALUE_FLAGS or (a in ("--info", "-i") and nxt in HYDRA_INFO_TOPICS)):
                 opts.append(nxt)
                 i += 1
         elif _on_disk(a):

@@ -13,14 +13,15 @@ from pathlib import Path
 from ..errors import GscompError
 from .common import split_args, stdout_console, usage_error, wants_help
 
-USAGE = "usage: gscomp compress IN OUT.gsz [--cameras PATH] [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
+USAGE = "usage: gscomp compress IN OUT.gsz [--cameras PATH] [--config-dir DIR] [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
 HELP = f"""{USAGE}
        gscomp compress data=KIND data.path=DIR pipeline=PRESET out=OUT [key=value ...]
 
 The first form compresses a splat file IN: a .ply, .spz, .splat, .ksplat, PlayCanvas
 compressed.ply or SOG (its folder, meta.json or .sog). PRESET: lossless-ish, high (default),
 medium, low, compact (configs/pipeline/). --cameras PATH: the views `compact` ranks Gaussians
-from (cameras.json, a COLMAP model or a capture folder).
+from (cameras.json, a COLMAP model or a capture folder). --config-dir DIR: presets of your
+own, DIR/pipeline/NAME.yaml for pipeline=NAME (as in every Hydra verb).
 The second form trains from images with the pipeline's stages, then compresses (the same as
 `gscomp train-and-compress`); `gscomp compress data=KIND --help` lists its config."""
 
@@ -45,17 +46,16 @@ def encode_progress(enabled: bool | None = None):
         yield update
 
 
-def configs_dir() -> Path:
-    import gscomp
-
-    return Path(gscomp.__file__).resolve().parents[1] / "configs"
-
-
-def compose_pipeline(overrides: list[str]) -> dict:
-    """Compose ``pipeline`` from configs/pipeline/*.yaml with Hydra; returns a plain dict."""
+def compose_pipeline(overrides: list[str], config_dir: Path | None = None) -> dict:
+    """Compose ``pipeline`` from configs/pipeline/*.yaml (and ``config_dir``/pipeline/*.yaml, a
+    checked `take_config_dir` folder of one's own) with Hydra; returns a plain dict."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
+
+    from ..hydra_app import CONFIG_DIR, searchpath_override
+
+    dirs = [CONFIG_DIR, *([config_dir] if config_dir is not None else [])]
 
     ov = []
     chosen = False
@@ -67,18 +67,20 @@ def compose_pipeline(overrides: list[str]) -> dict:
             raise GscompError(f"unknown override {o!r}: post-hoc compress only takes pipeline=... and pipeline.KEY=VALUE")
         if key == "pipeline":  # no primary config, so selecting the group is an append
             name = o.split("=", 1)[1]
-            if not (configs_dir() / "pipeline" / f"{name}.yaml").is_file():
-                known = ", ".join(sorted(p.stem for p in (configs_dir() / "pipeline").glob("*.yaml")))
+            if not any((d / "pipeline" / f"{name}.yaml").is_file() for d in dirs):
+                known = ", ".join(sorted({p.stem for d in dirs for p in (d / "pipeline").glob("*.yaml")}))
                 raise GscompError(f"unknown pipeline preset {name!r} (available: {known})")
             o = "+pipeline=" + name
             chosen = True
         ov.append(o)
     if not chosen:
         ov.insert(0, "+pipeline=default")
+    if config_dir is not None:
+        ov.append(searchpath_override(config_dir))
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(configs_dir()), version_base=None):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             cfg = compose(overrides=ov)
         out = OmegaConf.to_container(cfg.get("pipeline"), resolve=True)  # (resolving can fail too)
     except Exception as e:  # Hydra/OmegaConf errors
@@ -91,7 +93,11 @@ def compose_pipeline(overrides: list[str]) -> dict:
 
 
 def run(argv: list[str]) -> int:
+    from ..hydra_app import take_config_dir
+
+    hydra_argv = argv  # train-and-compress: run_hydra takes --config-dir itself
     argv, cameras = _take_cameras(argv)
+    argv, config_dir = take_config_dir(argv)
     pos, opts, overrides = split_args(argv)
     if pos:
         # post-hoc: OUT need not exist yet, so a `.gsz` argument is OUT even when it has `=` in
@@ -107,7 +113,7 @@ def run(argv: list[str]) -> int:
             if e.name != "gscomp.commands.train_compress":
                 raise
             raise GscompError("train-and-compress (gscomp compress data=... out=...) is not available in this build") from None
-        return train_compress.run(argv, prog="gscomp compress")
+        return train_compress.run(hydra_argv, prog="gscomp compress")
     if wants_help(opts):
         print(HELP)
         return 0
@@ -120,7 +126,7 @@ def run(argv: list[str]) -> int:
         raise GscompError(f"output must end in .gsz, got {dst.name!r}")
     if dst.exists() and src.resolve() == dst.resolve():
         raise GscompError("input and output are the same file")
-    cfg = compose_pipeline(overrides)
+    cfg = compose_pipeline(overrides, config_dir)
     from ..codec import encode_gsz
     from ..io import load_splats, stored_size
     from ..stages.pipeline import Pipeline

@@ -157,12 +157,15 @@ class Pipeline:
         return cls(stages, names, name=str(cfg.get("name", "custom")), sh_degree=sh)
 
     @classmethod
-    def preset(cls, name: str = "high", overrides: Sequence[str] = ()) -> "Pipeline":
-        """A preset of configs/pipeline/ (lossless-ish, high, medium, low, compact, c3dgs), with
-        ``gscomp compress``'s overrides, e.g. ``["pipeline.stages.positions.bits=12"]``."""
+    def preset(cls, name: str = "high", overrides: Sequence[str] = (), config_dir=None) -> "Pipeline":
+        """A preset of configs/pipeline/ (lossless-ish, high, medium, low, compact, c3dgs), or of
+        ``config_dir``/pipeline/ (`gscomp compress --config-dir`), with ``gscomp compress``'s
+        overrides, e.g. ``["pipeline.stages.positions.bits=12"]``."""
         from ..commands.compress import compose_pipeline  # (Hydra composes the presets)
+        from ..hydra_app import check_config_dir
 
-        return cls.from_config(compose_pipeline([f"pipeline={name}", *overrides]))
+        cdir = None if config_dir is None else check_config_dir(config_dir)
+        return cls.from_config(compose_pipeline([f"pipeline={name}", *overrides], cdir))
 
     def describe(self) -> dict[str, Any]:
         return {
