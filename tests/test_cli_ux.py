@@ -231,7 +231,7 @@ TINY_TC = ["data=synthetic", "data.n_views=6", "data.resolution=32", "train=fast
       "pipeline.stages.positions.adaptive=false", "pipeline.stages.attributes.adaptive=false"],
      "error: rvq.depths needs an importance stage before it in the pipeline"),
     (["pipeline=medium", "+pipeline.stages.attributes.fields=[quats,scales,opacities,sh0]"],
-     "error: the input has SH degree 3 but no stage owns shN"),
+     "error: train.sh_degree is 3 but no stage owns shN (set pipeline.sh_degree=0 to drop it)"),
     (["pipeline=c3dgs", "pipeline.sh_degree=0"], "error: colorfield.targets=[shN] needs SH degree >= 1"),
     (["pipeline=c3dgs", "~pipeline.stages.positions"],
      "error: bad pipeline config: pipeline.stages.importance.pos_bits copies a key that is not there"),
@@ -377,3 +377,15 @@ def test_config_dir_errors_are_one_line(args, message, own_presets, random_splat
 def test_hydra_flag_conflicts_are_one_line(capsys):
     code, _, err = cli(["train", "-m", "data=synthetic", "train.steps=1,2", "--cfg", "job"], capsys)
     assert code == 2 and err.startswith("error: Only one of --run, --multirun, --cfg") and len(err.splitlines()) == 1, err
+
+
+def test_post_hoc_says_what_a_training_only_stage_does(random_splats, tmp_path, capsys):
+    """The masking stage learns its masks in training; post-hoc it keeps every Gaussian, and says so."""
+    from gscomp.io import save_splats
+
+    src = tmp_path / "in.ply"
+    save_splats(src, random_splats(200, 1))
+    code, _, err = cli(["compress", src, tmp_path / "c.gsz", "pipeline=c3dgs", "+pipeline.stages.colorfield.fit_steps=2"], capsys)
+    assert code == 0 and "note: masking keeps every Gaussian: its masks are learned in training" in err, err
+    code, _, err = cli(["compress", src, tmp_path / "h.gsz", "pipeline=high"], capsys)
+    assert code == 0 and "note:" not in err, err

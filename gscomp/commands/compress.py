@@ -132,6 +132,9 @@ def run(argv: list[str]) -> int:
     from ..stages.pipeline import Pipeline
 
     pipe = Pipeline.from_config(cfg)  # validate the config before the (slow) load
+    for name, st in zip(pipe.names, pipe.stages):
+        if st.posthoc_note:
+            print(f"note: {name} {st.posthoc_note}", file=sys.stderr)
     state = _cameras_state(pipe, src, cameras)
     splats = load_splats(src)
     if not len(splats):  # a valid, empty scene: its .gsz decodes to an empty one

@@ -36,7 +36,7 @@ def compress_trained(cfg, out: Path) -> dict:
         raise config_error(e, "bad pipeline config: ") from None
     pipe = Pipeline.from_config(pipe_cfg)
     # what the pipeline cannot code is refused before training, not after
-    pipe.check_input(check_int("train.sh_degree", cfg.train.get("sh_degree", 3), 0, 3, floats=True))
+    pipe.check_input(check_int("train.sh_degree", cfg.train.get("sh_degree", 3), 0, 3, floats=True), "train.sh_degree is")
     state, train_metrics = train(cfg, stages=pipe.stages, out_dir=out)
     trainer = state.trainer
     try:

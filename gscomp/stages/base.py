@@ -71,6 +71,8 @@ class Stage:
     type: ClassVar[str] = ""
     owns: tuple[str, ...] = ()
     provides: ClassVar[tuple[str, ...]] = ()  # ``ctx.attrs`` keys its decode adds besides its fields
+    # what post-hoc compress (no training) tells the user when this stage then does nothing
+    posthoc_note: ClassVar[str | None] = None
 
     def __init__(self, **params: Any):
         self.params = dict(params)

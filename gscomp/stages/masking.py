@@ -50,6 +50,7 @@ def _at_step(value, max_steps: int) -> int:
 class Masking(Stage):
     type = "masking"
     owns = ()
+    posthoc_note = "keeps every Gaussian: its masks are learned in training (gscomp compress data=... out=...)"
 
     def __init__(self, lambda_mask: float = 0.0005, threshold: float = 0.01, lr: float = 0.01,
                  prune_every: int = 1000, prune_until: int | float | None = None, start: int | float = 0,

@@ -124,12 +124,13 @@ class Pipeline:
                     raise GscompError(msg)
             have.update((*st.owns, *st.provides))
 
-    def check_input(self, sh_degree: int) -> None:
+    def check_input(self, sh_degree: int, source: str = "the input has SH degree") -> None:
         """Before any work: this pipeline can code splats of SH degree ``sh_degree`` (reduced or
-        padded to its own ``sh_degree`` when it sets one)."""
+        padded to its own ``sh_degree`` when it sets one; a pipeline that sets one was checked when
+        built). ``source`` says where the degree comes from (train-and-compress: "train.sh_degree is")."""
         deg = sh_degree if self.sh_degree is None else self.sh_degree
         if deg > 0 and "shN" not in self.owner:
-            raise GscompError(f"the input has SH degree {deg} but no stage owns shN (set sh_degree: 0 to drop it)")
+            raise GscompError(f"{source} {deg} but no stage owns shN (set pipeline.sh_degree=0 to drop it)")
         for st in self.stages:
             st.check_input(deg)
 
