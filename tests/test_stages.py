@@ -474,9 +474,11 @@ def test_train_compress_decode_psnr_matches(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gscomp", "compress", *args], capture_output=True, text=True,
                        timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "total (file)" in r.stdout
+    assert "total (file, " in r.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["gsz_bytes"] == (out / "scene.gsz").stat().st_size
+    assert sum(report["sections"].values()) + report["header_bytes"] == report["gsz_bytes"]
+    assert report["sh_degree"] == 3 and report["resolution"] == [40, 40] and "SH 3" in r.stdout
     assert report["n_gaussians"] > 0 and report["psnr"] > 10
     from gscomp.codec import gsz_info  # rvq's and the colour field's sections count toward their fields
 

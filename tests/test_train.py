@@ -380,3 +380,24 @@ def test_bad_config_values_are_user_errors(scene, tmp_path):
         train(make_cfg(steps=0), out_dir=tmp_path, scene=scene)
     with pytest.raises(GscompError):
         train(make_cfg(steps=5, **{"strategy.bogus": 1}), out_dir=tmp_path, scene=scene)
+
+
+def test_sh_interval_shortens_only_runs_that_would_not_reach_the_degree():
+    from gscomp.train.trainer import sh_interval, sh_schedule
+
+    assert sh_interval(300, 3, 3000) == 300 and sh_interval(300, 3, 901) == 300  # degree 3 from step 900
+    assert sh_interval(300, 3, 900) == 224 and sh_interval(300, 3, 800) == 199  # equal shares of the run
+    assert sh_interval(300, 3, 3) == 0 and sh_interval(0, 3, 10) == 0 and sh_interval(300, 0, 10) == 300
+    for steps in (1, 2, 5, 50, 899, 900, 901, 5000):
+        assert sh_schedule(steps - 1, sh_interval(300, 3, steps), 3) == 3  # the last step trains degree 3
+
+
+def test_short_runs_train_the_sh_degree_they_are_evaluated_at(scene, tmp_path, capsys):
+    """A run shorter than sh_degree x sh_degree_interval used to stop below train.sh_degree and be
+    evaluated (and, with a colour field, coded) at the full degree, untrained bands included."""
+    cfg = make_cfg(steps=40, sh_degree=2, sh_degree_interval=300)
+    degrees = []
+    _, metrics = train(cfg, callbacks=[lambda s, logs: degrees.append(logs["sh_degree"])], out_dir=tmp_path, scene=scene)
+    assert degrees[0] == 0 and degrees[-1] == 2 and degrees.count(2) >= 10, degrees
+    assert metrics["sh_degree"] == 2
+    assert "note: the SH degree rises every 13 steps, not every train.sh_degree_interval=300" in capsys.readouterr().err

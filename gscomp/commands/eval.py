@@ -17,16 +17,18 @@ USAGE = "usage: gscomp eval MODEL data=KIND data.path=DIR [key=value ...]"
 
 
 def load_model(path: Path):
-    """Splats from a splat file or a training checkpoint."""
+    """(Splats, SH degree to render at) from a splat file (its own degree) or a training
+    checkpoint (the model as rendered at its step: `checkpoint_model`)."""
     if not path.exists():
         raise GscompError(f"model {path} does not exist")
     if path.suffix == ".pt":
-        from ..train.trainer import read_checkpoint
+        from ..train.trainer import checkpoint_model
 
-        return read_checkpoint(path)[1]
+        return checkpoint_model(path)
     from ..io import load_splats
 
-    return load_splats(path)
+    splats = load_splats(path)
+    return splats, splats.sh_degree
 
 
 def task(cfg) -> int:
@@ -44,7 +46,8 @@ def task(cfg) -> int:
         check_int("sh_degree", sh, 0, 3)
     check_int("n_renders", cfg.n_renders, 0, 10_000)
     model = Path(str(cfg.model)).expanduser()
-    splats = load_model(model)
+    splats, degree = load_model(model)
+    sh = degree if sh is None else min(int(sh), splats.sh_degree)
     device = resolve_device(str(cfg.device), str(cfg.render.backend))
     backend = resolve_render_backend(str(cfg.render.backend), device)
     scene = load_scene_from_config(cfg)
@@ -58,7 +61,7 @@ def task(cfg) -> int:
     bg = scene.background if scene.background is not None else (0.0, 0.0, 0.0)
     metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
                        backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
-    metrics.update({"model": str(model), "split": split, "n_gaussians": len(splats),
+    metrics.update({"model": str(model), "split": split, "sh_degree": sh, "n_gaussians": len(splats),
                     "model_bytes": stored_size(model),
                     "peak_rss_mb": peak_rss_mb()})
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

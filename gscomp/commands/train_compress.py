@@ -75,7 +75,10 @@ def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
         "ssim": m["ssim"],
         **({"lpips": m["lpips"]} if "lpips" in m else {}),
         "split": "test" if scene.test else "train",
+        "sh_degree": decoded.sh_degree,  # what PSNR/SSIM were rendered at (as the trained model's)
+        "resolution": [cams[0].width, cams[0].height] if cams else None,
         "sections": stats.get("sections", {}),
+        "header_bytes": stats.get("header_bytes"),  # (the sections plus this are the file)
         "bits_per_gaussian": stats.get("bits_per_gaussian"),
         "decoded_ply_bytes": (out / "scene.ply").stat().st_size,
         "train_seconds": train_metrics["train_seconds"],  # training only, over resumes too (as metrics.json)
@@ -95,11 +98,15 @@ def print_report(report: dict, out: Path | None = None) -> None:
     table.add_column("bytes", justify="right")
     table.add_column("share", justify="right")
     total = report["gsz_bytes"]
-    for name, b in sorted(report["sections"].items(), key=lambda kv: -kv[1]):
+    rows = sorted(report["sections"].items(), key=lambda kv: -kv[1])
+    if report.get("header_bytes") is not None:
+        rows.append(("header+table", report["header_bytes"]))
+    for name, b in rows:
         table.add_row(name, f"{b:,}", f"{100.0 * b / max(total, 1):.1f}%")
-    table.add_row("[b]total (file)", f"[b]{total:,}", f"{total / 1e6:.3f} MB")
+    table.add_row(f"[b]total (file, {total / 1e6:.3f} MB)", f"[b]{total:,}", "100.0%")
     table.add_row("Gaussians", f"{report['n_gaussians']:,}", f"{report['bits_per_gaussian']:.1f} bit/G" if report["n_gaussians"] else "-")
-    table.add_row(f"PSNR / SSIM ({report['split']}, decoded)", f"{report['psnr']:.2f} dB", f"{report['ssim']:.4f}")
+    sh = f", SH {report['sh_degree']}" if report.get("sh_degree") is not None else ""
+    table.add_row(f"PSNR / SSIM ({report['split']}, decoded{sh})", f"{report['psnr']:.2f} dB", f"{report['ssim']:.4f}")
     tr = report["trained"]
     if tr.get("psnr") is not None:
         table.add_row("PSNR before coding", f"{tr['psnr']:.2f} dB", "")

@@ -1,7 +1,8 @@
 """The 3DGS training loop: `train(cfg, stages=[...]) -> (state, metrics)`.
 
 One image per step; per-parameter Adam learning rates as in the 3DGS reference (means scaled by the
-scene extent with exponential decay); SH degree raised every ``sh_degree_interval`` steps;
+scene extent with exponential decay); SH degree raised every ``sh_degree_interval`` steps (fewer
+when the run would not reach ``sh_degree`` otherwise);
 (1 - lambda) L1 + lambda D-SSIM; adaptive density control delegated to a strategy object
 (`gscomp.train.strategy`). Compression stages plug in through `Stage` hooks; progress, evaluation
 or logging through ``callbacks`` (callables ``cb(state, logs)`` run after every step).
@@ -15,6 +16,7 @@ import json
 import math
 import random
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -201,8 +203,53 @@ def read_checkpoint(path: Path) -> tuple[dict, Splats]:
     return ckpt, splats.validate(str(path))
 
 
+def checkpoint_model(path: Path) -> tuple[Splats, int]:
+    """The model of a training checkpoint as it was rendered at its step, and its SH degree then:
+    a pipeline run's stages (masking, R-VQ, colour field) applied to the raw parameters, as
+    `Trainer.final_splats` does at the end. Without them a c3dgs checkpoint would be scored with
+    no view-dependent colour at all (the colour field's SH live in its MLP, not in ``shN``)."""
+    ckpt, splats = read_checkpoint(path)
+    try:
+        cfg = ckpt.get("cfg") or {}
+        t = cfg.get("train") or {}
+        step = int(ckpt.get("step", 0))
+        top = int(t.get("sh_degree", splats.sh_degree))
+        every = sh_interval(int(t.get("sh_degree_interval", 0)), top, int(t.get("steps", step)))
+        degree = min(sh_schedule(max(step - 1, 0), every, top), splats.sh_degree)  # its last step's
+        sd = ckpt["state"]
+        if not (set(sd["params"]) - set(FIELDS) or sd.get("modules")):
+            return splats, degree
+        from ..stages.pipeline import Pipeline
+
+        stages = Pipeline.from_config(cfg["pipeline"]).stages
+        state = TrainState(splats, {f: 0.0 for f in FIELDS}, max_steps=int(t.get("steps", step)))
+        for stage in stages:
+            stage.attach(state)
+        state.load_state_dict(sd)
+        with torch.no_grad():
+            model = state.splats()
+            for stage in stages:
+                model = stage.transform(model, step)
+        return model.detach().clone(), degree
+    except GscompError as e:
+        raise GscompError(f"{path}: {e}") from None
+    except Exception as e:
+        raise GscompError(f"{path}: cannot rebuild the model of this checkpoint ({type(e).__name__}: {one_line(e, 200)})") from None
+
+
 def sh_schedule(step: int, interval: int, max_degree: int) -> int:
     return max_degree if interval <= 0 else min(max_degree, step // interval)
+
+
+def sh_interval(interval: int, max_degree: int, steps: int) -> int:
+    """The steps between SH degree rises: ``interval``, or less when a run of ``steps`` would end
+    before reaching ``max_degree`` (each degree then gets an equal share of the run; 0, every
+    degree from the start, for a run of a few steps). A run always trains the degree it is
+    evaluated and coded at: bands it never reached are zero in a plain model, but a stage that
+    predicts SH (the colour field) would leave them untrained and still rendered and coded."""
+    if interval <= 0 or interval * max_degree <= steps - 1:
+        return interval
+    return max(steps - 1, 0) // (max_degree + 1)
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -283,6 +330,10 @@ class Trainer:
         state = TrainState(splats, self._lrs(self.extent), cfg=self.cfg, scene=scene, max_steps=steps,
                            device=self.device)
         self.state = state
+        every = sh_interval(int(t.sh_degree_interval), int(t.sh_degree), steps)
+        if every != int(t.sh_degree_interval):
+            print(f"note: the SH degree rises every {every} steps, not every train.sh_degree_interval={int(t.sh_degree_interval)}, "
+                  f"so that {steps} steps reach train.sh_degree={int(t.sh_degree)}", file=sys.stderr)
         self.strategy = build_strategy(OmegaConf.to_container(t.strategy, resolve=True))
         self.strategy.initialize(state)
         for stage in self.stages:
@@ -363,7 +414,7 @@ class Trainer:
         lr0 = float(t.lr.means) * self.extent
         lr1 = float(t.lr.means_final) * self.extent
         state.set_lr("means", lr0 * (lr1 / lr0) ** frac)
-        sh_degree = sh_schedule(step, int(t.sh_degree_interval), int(t.sh_degree))
+        sh_degree = self.sh_degree_at(step)
 
         splats = state.splats()
         for stage in self.stages:
@@ -487,6 +538,12 @@ class Trainer:
         return self.seconds_before + time.perf_counter() - self._t0 - self._eval_time
 
     @torch.no_grad()
+    def sh_degree_at(self, step: int) -> int:
+        """The SH degree rendered at training step ``step`` (`sh_interval`)."""
+        t = self.cfg.train
+        return sh_schedule(step, sh_interval(int(t.sh_degree_interval), int(t.sh_degree), self.state.max_steps),
+                           int(t.sh_degree))
+
     def quick_eval(self) -> float:
         """Mean PSNR on the test views (train views if none) of the current model; cheap enough to
         run during training (``train.eval_every``), progress goes to ``OUT/progress.jsonl``."""
@@ -497,7 +554,7 @@ class Trainer:
         for stage in self.stages:
             splats = stage.transform(splats, self.state.step)
         bg = self.scene.background if self.scene.background is not None else (0.0, 0.0, 0.0)
-        sh = sh_schedule(self.state.step, int(self.cfg.train.sh_degree_interval), int(self.cfg.train.sh_degree))
+        sh = self.sh_degree_at(self.state.step)
         vals = [psnr_np(render(splats, c, sh_degree=sh, background=bg, backend=self.backend).colors[0], c.image)
                 for c in (self.scene.test or self.scene.train)]
         return float(sum(vals) / len(vals))
@@ -553,6 +610,7 @@ class Trainer:
                            device=self.device, out_dir=self.out / "renders", n_renders=int(t.get("n_renders", 4)))
         metrics.update({
             "split": "test" if self.scene.test else "train",
+            "sh_degree": int(t.sh_degree),  # (always reached: `sh_interval`)
             "n_gaussians": len(splats),
             "train_seconds": round(self.train_seconds, 3),  # all of it, over resumes too
             "steps": int(self.state.max_steps),
