@@ -61,7 +61,8 @@ def task(cfg) -> int:
     bg = scene.background if scene.background is not None else (0.0, 0.0, 0.0)
     metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
                        backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
-    metrics.update({"model": str(model), "split": split, "sh_degree": sh, "n_gaussians": len(splats),
+    metrics.update({"model": str(model), "split": split, "sh_degree": sh, "resolution": [cams[0].width, cams[0].height],
+                    "n_gaussians": len(splats),
                     "model_bytes": stored_size(model),
                     "peak_rss_mb": peak_rss_mb()})
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

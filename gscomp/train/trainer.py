@@ -621,6 +621,7 @@ class Trainer:
             "n_train_views": len(self.scene.train),
             "backend": self.backend,
             "device": str(self.device),
+            "threads": torch.get_num_threads(),  # (times on a shared 2-core machine depend on it)
         })
         from ..metrics import peak_rss_mb
 
