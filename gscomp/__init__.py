@@ -9,14 +9,29 @@ import os as _os
 if "OMP_WAIT_POLICY" not in _os.environ:
     _os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-from .camera import Camera, Scene
-from .errors import FormatError, GscompError
-from .splats import Splats
+# The public names load on first use (PEP 562), so `import gscomp.cli` does not load torch: the
+# CLI imports it where a Ctrl-C during the import is handled (`gscomp.signals.deferred`).
+_LAZY = {"Camera": ".camera", "Scene": ".camera", "Splats": ".splats", "GscompError": ".errors", "FormatError": ".errors"}
 
 
-# `gscomp.render` is the render subpackage, callable as its `render` function: a plain function
-# under that name would be replaced by the subpackage as soon as anything imports it.
-from . import render  # noqa: E402
+def __getattr__(name: str):
+    if name == "render":
+        # `gscomp.render` is the render subpackage, callable as its `render` function: a plain
+        # function under that name would be replaced by the subpackage as soon as anything imports it.
+        import importlib
+
+        return importlib.import_module(".render", __name__)
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gscomp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = ["Splats", "Camera", "Scene", "render", "GscompError", "FormatError"]

@@ -67,10 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         # Hydra prints --info/--cfg through `logging`, whose handlers print a traceback for each
         # record they fail to write (e.g. to a closed pipe: `... --info | head`); drop them quietly
         logging.raiseExceptions = False
+    from . import signals
+
+    signals.install()  # SIGTERM / SIGHUP: as Ctrl-C (temp files removed, training checkpointed)
     try:
         import importlib
 
-        module = importlib.import_module(f"gscomp.commands.{MODULES.get(verb, verb)}")
+        with signals.deferred():  # a Ctrl-C while torch loads is acted on once it has loaded
+            import numpy  # noqa: F401
+            import torch  # noqa: F401
+
+            module = importlib.import_module(f"gscomp.commands.{MODULES.get(verb, verb)}")
         code = module.run(rest)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
     except BrokenPipeError:
@@ -87,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"error: bad config: {config_error(e)}", file=sys.stderr)
         return 2
+    except signals.Stopped as e:
+        print(f"stopped ({e})", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

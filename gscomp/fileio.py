@@ -62,6 +62,18 @@ def input_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_dir():
         raise GscompError(f"{p}: is a directory")
+    check_regular(p)
     if not p.is_file():
         raise GscompError(f"no such file: {p}")
     return p
+
+
+def check_regular(path: Path) -> None:
+    """Refuse an input that exists but is no file or folder on disk (a FIFO, /dev/zero, a
+    process substitution): the readers read a file whole, so such a stream would fill memory,
+    or block forever on a FIFO with no writer."""
+    try:
+        if path.exists() and not (path.is_file() or path.is_dir()):
+            raise GscompError(f"{path}: not a regular file (a pipe, device or socket); give a file on disk")
+    except OSError:  # (an unreadable name: the reader says what is wrong)
+        pass

@@ -240,3 +240,18 @@ def test_eval_of_a_pipeline_checkpoint_applies_its_stages(tmp_path, monkeypatch,
     trained = json.loads((out / "metrics.json").read_text())
     assert m["sh_degree"] == trained["sh_degree"] == 3
     assert m["psnr"] == pytest.approx(trained["psnr"], abs=1e-4) and m["ssim"] == pytest.approx(trained["ssim"], abs=1e-5)
+
+
+def test_a_fresh_run_removes_an_earlier_runs_checkpoints(tmp_path, capsys):
+    """An abandoned run's checkpoint (here at step 20) would outlive a fresh 12-step run in the
+    same folder and be what resume=true continues; the fresh run removes it, and resume says
+    what it continues."""
+    out = tmp_path / "r"
+    assert main(["train", *TINY, "train.steps=30", "train.ckpt_every=20", f"out={out}"]) == 0
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["ckpt_000020.pt"]
+    capsys.readouterr()
+    assert main(["train", *TINY, "train.steps=12", "train.ckpt_every=10", f"out={out}"]) == 0
+    assert "note: removed 1 checkpoint of an earlier run" in capsys.readouterr().err
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["ckpt_000010.pt"]
+    assert main(["train", *TINY, "train.steps=14", f"out={out}", "resume=true"]) == 0
+    assert f"resuming from {out / 'checkpoints' / 'ckpt_000010.pt'} (step 10)" in capsys.readouterr().err

@@ -389,3 +389,58 @@ def test_post_hoc_says_what_a_training_only_stage_does(random_splats, tmp_path, 
     assert code == 0 and "note: masking keeps every Gaussian: its masks are learned in training" in err, err
     code, _, err = cli(["compress", src, tmp_path / "h.gsz", "pipeline=high"], capsys)
     assert code == 0 and "note:" not in err, err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_streams_and_devices_are_refused_not_read(gsz, tmp_path, capsys):
+    """A FIFO would block forever and /dev/zero fill the memory: both are refused up front."""
+    os.mkfifo(tmp_path / "f.ply")
+    os.mkfifo(tmp_path / "f.gsz")
+    for name in ("z.splat", "z.spz", "z.json", "z.gsz"):
+        (tmp_path / name).symlink_to("/dev/zero")
+    for args in (["compress", "f.ply", "o.gsz"], ["compress", "z.splat", "o.gsz"], ["compress", "z.spz", "o.gsz"],
+                 ["compress", "z.json", "o.gsz"], ["decode", "f.gsz", "o.ply"], ["decode", "z.gsz", "o.ply"],
+                 ["info", "z.gsz"], ["eval", "z.gsz", "data=synthetic"]):
+        args = [tmp_path / a if "." in a and "=" not in a else a for a in args]
+        code, _, err = cli(args, capsys)
+        assert code == 2 and err.endswith("not a regular file (a pipe, device or socket); give a file on disk\n"), (args, err)
+        assert not (tmp_path / "o.gsz").exists() and not (tmp_path / "o.ply").exists()
+
+
+def _gscomp(args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "gscomp", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, **kw)
+
+
+def test_ctrl_c_while_torch_loads_is_one_line(gsz, tmp_path):
+    import signal
+    import time
+
+    for delay in (0.3, 0.7):
+        p = _gscomp(["decode", gsz, tmp_path / "o.ply"])
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+        # (a fast machine may have finished: then nothing is interrupted)
+        assert (p.returncode, err) in ((130, "interrupted\n"), (0, "")), (p.returncode, err)
+        assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]
+
+
+def test_sigterm_in_training_saves_a_checkpoint(tmp_path):
+    """kill / timeout / Slurm send SIGTERM: it stops training as Ctrl-C does, with a checkpoint."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    p = _gscomp(["train", "data=synthetic", "data.n_views=6", "data.resolution=32", "train.steps=100000",
+                 "progress=false", f"out={out}"])
+    t0 = time.time()
+    while not (out / "config.yaml").exists() and time.time() - t0 < 120:  # written as training starts
+        time.sleep(0.1)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and err.splitlines()[-1].startswith("interrupted at step "), err
+    ckpt = list((out / "checkpoints").glob("ckpt_*.pt"))
+    assert len(ckpt) == 1 and str(ckpt[0]) in err

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
+from ..fileio import check_regular
 from .common import split_args, stdout_console, usage_error, wants_help
 
 USAGE = "usage: gscomp compress IN OUT.gsz [--cameras PATH] [--config-dir DIR] [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
@@ -122,6 +123,7 @@ def run(argv: list[str]) -> int:
     src, dst = Path(pos[0]), Path(pos[1])
     if not src.exists():
         raise GscompError(f"no such file: {src}")
+    check_regular(src)
     if dst.suffix.lower() != ".gsz":
         raise GscompError(f"output must end in .gsz, got {dst.name!r}")
     if dst.exists() and src.resolve() == dst.resolve():

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from ..errors import GscompError, check_int
+from ..fileio import check_regular
 from ..hydra_app import quote_value, run_hydra
 from .common import split_args
 
@@ -21,6 +22,7 @@ def load_model(path: Path):
     checkpoint (the model as rendered at its step: `checkpoint_model`)."""
     if not path.exists():
         raise GscompError(f"model {path} does not exist")
+    check_regular(path)
     if path.suffix == ".pt":
         from ..train.trainer import checkpoint_model
 
@@ -59,6 +61,8 @@ def task(cfg) -> int:
         raise GscompError(f"the scene has no {split} views (set data.test_every or split=train)")
     out = Path(str(cfg.out)).expanduser() if cfg.get("out") else model.parent / f"eval_{model.stem}"
     bg = scene.background if scene.background is not None else (0.0, 0.0, 0.0)
+    # an earlier eval's metrics beside this one's renders would read as this model's if it stops
+    (out / "metrics.json").unlink(missing_ok=True)
     metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
                        backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
     metrics.update({"model": str(model), "split": split, "sh_degree": sh, "resolution": [cams[0].width, cams[0].height],

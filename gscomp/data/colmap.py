@@ -13,6 +13,7 @@ derived from the actual image size, so camera and pixels always agree.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,13 @@ CACHE_VERSION = 1  # bump when the undistortion/resizing recipe changes
 
 
 def _pycolmap():
+    if "pycolmap" in sys.modules:  # (also called from the image loader's threads)
+        return sys.modules["pycolmap"]
+    from ..signals import kept
+
     try:
-        import pycolmap
+        with kept():  # (pycolmap's glog would turn SIGTERM into a stack dump)
+            import pycolmap
     except ImportError:  # pragma: no cover - pycolmap is a dependency
         raise GscompError("loading COLMAP scenes needs pycolmap: pip install pycolmap") from None
     return pycolmap

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import FormatError, GscompError
 from ..splats import Splats
+from ..fileio import check_regular
 from .common import LossySaveWarning
 from .ply import read_ply, write_ply
 
@@ -35,6 +36,7 @@ def detect_format(path: str | os.PathLike) -> str:
         raise GscompError(f"{p}: directory has no meta.json (expected a SOG scene)")
     if not p.exists():
         raise GscompError(f"{p}: no such file")
+    check_regular(p)
     ext = p.suffix.lower()
     if ext == ".json":
         return "sog"

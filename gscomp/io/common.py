@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import FormatError, GscompError
-from ..fileio import atomic_open, atomic_write_bytes  # noqa: F401  (re-exported for the format modules)
+from ..fileio import atomic_open, atomic_write_bytes, check_regular  # noqa: F401  (re-exported for the format modules)
 from ..splats import Splats, sh_degree_from_rest
 
 
@@ -32,6 +32,7 @@ def read_error(path: str | os.PathLike, e: OSError) -> GscompError:
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
+    check_regular(Path(path))
     try:
         return Path(path).read_bytes()
     except OSError as e:

@@ -320,7 +320,16 @@ class Trainer:
         if resume is not None:
             ckpt, splats = read_checkpoint(resume)
             self._check_resume(ckpt, resume, steps)
+            print(f"resuming from {resume} (step {int(ckpt.get('step', 0))})", file=sys.stderr)
         else:
+            # An earlier run's checkpoints in this out folder would outlive this fresh run (the
+            # newest by step is kept) and be what resume=true picks later: they go now.
+            stale = sorted((self.out / CKPT_DIR).glob("ckpt_*.pt"))
+            for old in stale:
+                old.unlink(missing_ok=True)
+            if stale:
+                print(f"note: removed {len(stale)} checkpoint{'s' if len(stale) > 1 else ''} of an earlier run from "
+                      f"{self.out / CKPT_DIR} (this run starts afresh; resume=true continues one)", file=sys.stderr)
             init = t.init
             mp = init.get("max_points")
             splats = init_splats(scene, int(t.sh_degree), opacity=float(init.opacity),
@@ -468,18 +477,20 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ loop
-    def _install_sigint(self):
-        """First Ctrl-C asks the loop to stop at the next step boundary (so the checkpoint is
-        consistent); a second one interrupts immediately."""
+    def _install_sigint(self) -> dict:
+        """First Ctrl-C (or SIGTERM / SIGHUP: `gscomp.signals`) asks the loop to stop at the next
+        step boundary (so the checkpoint is consistent); a second one interrupts immediately.
+        Returns the handlers to put back."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
+        from ..signals import stop_signals
 
         def handler(signum, frame):
             if self._stop:
                 raise KeyboardInterrupt
             self._stop = True
 
-        return signal.signal(signal.SIGINT, handler)
+        return {sig: signal.signal(sig, handler) for sig in stop_signals()}
 
     def fit(self) -> TrainState:
         if self.state is None:
@@ -492,7 +503,7 @@ class Trainer:
         log_every = max(1, int(t.get("log_every", 10)))
         progress = _Progress(enabled=bool(self.cfg.get("progress", True)), total=state.max_steps, start=state.step,
                              n=state.n)
-        old_handler = self._install_sigint()
+        old_handlers = self._install_sigint()
         eval_every = int(t.get("eval_every", 0) or 0)
         self._eval_time = 0.0  # excluded from train_seconds
         self._t0 = time.perf_counter()
@@ -519,8 +530,8 @@ class Trainer:
         except KeyboardInterrupt:
             raise self.interrupted() from None
         finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
         self.run_seconds = self._elapsed() - self.seconds_before
         self.train_seconds = self._elapsed()
         self.steps_run = state.step - done_before
@@ -537,13 +548,13 @@ class Trainer:
             return self.seconds_before
         return self.seconds_before + time.perf_counter() - self._t0 - self._eval_time
 
-    @torch.no_grad()
     def sh_degree_at(self, step: int) -> int:
         """The SH degree rendered at training step ``step`` (`sh_interval`)."""
         t = self.cfg.train
         return sh_schedule(step, sh_interval(int(t.sh_degree_interval), int(t.sh_degree), self.state.max_steps),
                            int(t.sh_degree))
 
+    @torch.no_grad()
     def quick_eval(self) -> float:
         """Mean PSNR on the test views (train views if none) of the current model; cheap enough to
         run during training (``train.eval_every``), progress goes to ``OUT/progress.jsonl``."""
