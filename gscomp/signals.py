@@ -22,7 +22,8 @@ class Stopped(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
 
 
-def _raise(signum, _frame) -> None:
+def raise_stop(signum, _frame) -> None:
+    """A signal handler: KeyboardInterrupt for SIGINT, `Stopped` for the others."""
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Stopped(signum)
@@ -38,7 +39,7 @@ def install() -> None:
     """SIGTERM and SIGHUP raise `Stopped` (main thread only; not where they are ignored)."""
     for sig in stop_signals():
         if sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_DFL:
-            signal.signal(sig, _raise)
+            signal.signal(sig, raise_stop)
 
 
 @contextlib.contextmanager
@@ -54,7 +55,7 @@ def deferred():
         for sig, handler in old.items():
             signal.signal(sig, handler)
     if got:
-        _raise(got[0], None)
+        raise_stop(got[0], None)
 
 
 @contextlib.contextmanager
@@ -74,4 +75,4 @@ def kept():
                 signal.signal(sig, handler)
 
 
-__all__ = ["Stopped", "install", "deferred", "kept", "stop_signals"]
+__all__ = ["Stopped", "install", "deferred", "kept", "raise_stop", "stop_signals"]

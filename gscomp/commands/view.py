@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
+from ..signals import raise_stop
 
 
 class _ArgParser(argparse.ArgumentParser):
@@ -80,7 +81,7 @@ def run(argv: list[str]) -> int:
     # Ctrl-C and `kill` (SIGTERM) both stop cleanly. SIGINT is set explicitly because a process
     # started in the background by a non-interactive shell inherits it as ignored.
     old_handlers = (signal.signal(signal.SIGINT, signal.default_int_handler),
-                    signal.signal(signal.SIGTERM, _raise_interrupt))
+                    signal.signal(signal.SIGTERM, raise_stop))
     viewer = None
     try:
         viewer = Viewer(main, compare, host=args.host, port=port, up=args.up, exact=args.exact,
@@ -149,10 +150,6 @@ def _free_port(host: str, family: int, port: int, tries: int = 100) -> int:
             except OSError:
                 continue
     raise GscompError(f"--port {port}: no free port from {port} to {min(port + tries, 65536) - 1}")
-
-
-def _raise_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
 
 
 __all__ = ["run", "build_parser"]
