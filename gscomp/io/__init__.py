@@ -18,8 +18,8 @@ import warnings
 from pathlib import Path
 
 from ..errors import FormatError, GscompError
-from ..splats import Splats
 from ..fileio import check_regular
+from ..splats import Splats
 from .common import LossySaveWarning
 from .ply import read_ply, write_ply
 

@@ -203,6 +203,23 @@ def read_checkpoint(path: Path) -> tuple[dict, Splats]:
     return ckpt, splats.validate(str(path))
 
 
+@torch.no_grad()
+def rendered_splats(state: TrainState, stages: Sequence, step: int) -> Splats:
+    """The model as training renders it at ``step``: the raw parameters with every stage's
+    transform applied (mask, R-VQ, colour field), detached."""
+    splats = state.splats()
+    for stage in stages:
+        splats = stage.transform(splats, step)
+    return splats.detach()
+
+
+def scheduled_sh_degree(t, step: int, steps: int) -> int:
+    """The SH degree rendered at training step ``step`` of a ``steps``-step run with train config
+    ``t`` (`sh_interval`)."""
+    top = int(t.get("sh_degree", 3))
+    return sh_schedule(step, sh_interval(int(t.get("sh_degree_interval", 0)), top, steps), top)
+
+
 def checkpoint_model(path: Path) -> tuple[Splats, int]:
     """The model of a training checkpoint as it was rendered at its step, and its SH degree then:
     a pipeline run's stages (masking, R-VQ, colour field) applied to the raw parameters, as
@@ -213,9 +230,8 @@ def checkpoint_model(path: Path) -> tuple[Splats, int]:
         cfg = ckpt.get("cfg") or {}
         t = cfg.get("train") or {}
         step = int(ckpt.get("step", 0))
-        top = int(t.get("sh_degree", splats.sh_degree))
-        every = sh_interval(int(t.get("sh_degree_interval", 0)), top, int(t.get("steps", step)))
-        degree = min(sh_schedule(max(step - 1, 0), every, top), splats.sh_degree)  # its last step's
+        t = {"sh_degree": splats.sh_degree, **t}
+        degree = min(scheduled_sh_degree(t, max(step - 1, 0), int(t.get("steps", step))), splats.sh_degree)  # its last step's
         sd = ckpt["state"]
         if not (set(sd["params"]) - set(FIELDS) or sd.get("modules")):
             return splats, degree
@@ -226,11 +242,7 @@ def checkpoint_model(path: Path) -> tuple[Splats, int]:
         for stage in stages:
             stage.attach(state)
         state.load_state_dict(sd)
-        with torch.no_grad():
-            model = state.splats()
-            for stage in stages:
-                model = stage.transform(model, step)
-        return model.detach().clone(), degree
+        return rendered_splats(state, stages, step).clone(), degree
     except GscompError as e:
         raise GscompError(f"{path}: {e}") from None
     except Exception as e:
@@ -549,10 +561,8 @@ class Trainer:
         return self.seconds_before + time.perf_counter() - self._t0 - self._eval_time
 
     def sh_degree_at(self, step: int) -> int:
-        """The SH degree rendered at training step ``step`` (`sh_interval`)."""
-        t = self.cfg.train
-        return sh_schedule(step, sh_interval(int(t.sh_degree_interval), int(t.sh_degree), self.state.max_steps),
-                           int(t.sh_degree))
+        """The SH degree rendered at training step ``step``."""
+        return scheduled_sh_degree(self.cfg.train, step, self.state.max_steps)
 
     @torch.no_grad()
     def quick_eval(self) -> float:
@@ -561,9 +571,7 @@ class Trainer:
         from ..metrics import psnr as psnr_np
         from ..render import render
 
-        splats = self.state.splats().detach()
-        for stage in self.stages:
-            splats = stage.transform(splats, self.state.step)
+        splats = rendered_splats(self.state, self.stages, self.state.step)
         bg = self.scene.background if self.scene.background is not None else (0.0, 0.0, 0.0)
         sh = self.sh_degree_at(self.state.step)
         vals = [psnr_np(render(splats, c, sh_degree=sh, background=bg, backend=self.backend).colors[0], c.image)
@@ -597,11 +605,7 @@ class Trainer:
 
     def final_splats(self) -> Splats:
         """The model as rendered at the end of training (stage transforms applied), detached."""
-        with torch.no_grad():
-            splats = self.state.splats()
-            for stage in self.stages:
-                splats = stage.transform(splats, self.state.max_steps)
-            return splats.detach().to("cpu").clone()
+        return rendered_splats(self.state, self.stages, self.state.max_steps).to("cpu").clone()
 
     def finish(self) -> dict:
         """Write point_cloud.ply, evaluate on the test views, write renders and metrics.json."""
