@@ -13,7 +13,7 @@ setup(
     install_requires=[
         "torch==2.13.0",
         "numpy",
-        "plyfile>=1.0",
+        "plyfile>=1.1,<2",  # (gscomp.io.ply uses its header parser and element reader)
         "hydra-core>=1.3",
         "omegaconf>=2.3",
         "constriction>=0.4",

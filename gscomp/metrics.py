@@ -42,21 +42,25 @@ def _np(x) -> np.ndarray:
 
 
 def lpips_model():
-    """An LPIPS(alex) network if the `lpips` package and the AlexNet weights are present locally,
-    else None. Never downloads (torch hub is pointed at the existing cache only)."""
-    try:
-        import lpips  # noqa: F401
-    except Exception:
-        return None
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    if not any(hub.glob("alexnet-*.pth")):
-        return None
+    """(an LPIPS(alex) network, None) if the `lpips` package and the AlexNet weights are present
+    locally, else (None, why not). Never downloads (torch hub is pointed at the existing cache only)."""
+    from .errors import one_line
+
     try:
         import lpips
-
-        return lpips.LPIPS(net="alex", verbose=False).eval()
-    except Exception:
-        return None
+    except ModuleNotFoundError as e:
+        if e.name == "lpips":
+            return None, "the lpips package is not installed"
+        return None, f"importing lpips failed ({one_line(e)})"
+    except Exception as e:  # a broken torchvision next to it, typically
+        return None, f"importing lpips failed ({one_line(e)})"
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    if not any(hub.glob("alexnet-*.pth")):
+        return None, f"no AlexNet weights (alexnet-*.pth) in {hub}; gscomp never downloads them"
+    try:
+        return lpips.LPIPS(net="alex", verbose=False).eval(), None
+    except Exception as e:
+        return None, f"LPIPS(alex) could not be built ({one_line(e)})"
 
 
 def peak_rss_mb() -> float:
@@ -89,7 +93,7 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
     splats = splats.to(device)
     sh = splats.sh_degree if sh_degree is None else min(int(sh_degree), splats.sh_degree)
     bg = torch.as_tensor(background, dtype=torch.float32, device=device)
-    net = lpips_model() if use_lpips else None
+    net, why = lpips_model() if use_lpips else (None, "not asked for")
     ps, ss, ls = [], [], []
     for i, cam in enumerate(cams):
         img = render(splats, cam, sh_degree=sh, background=bg, backend=backend).colors[0].clamp(0, 1).cpu()
@@ -106,6 +110,7 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
         "psnr": round(float(np.mean(ps)), 4),
         "ssim": round(float(np.mean(ss)), 5),
         "lpips": round(float(np.mean(ls)), 5) if ls else UNAVAILABLE,
+        **({} if ls else {"lpips_note": why}),
         "n_views": len(cams),
     }
 

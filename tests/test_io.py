@@ -186,6 +186,32 @@ def test_ply_reads_fast_enough(tmp_path, random_splats):
     assert torch.equal(r.shN, s.shN)
 
 
+def test_ply_is_read_without_a_memory_map(tmp_path, random_splats, monkeypatch):
+    # A map of a file that another process truncates (a trainer rewriting point_cloud.ply in
+    # place) kills the reader with SIGBUS while the columns are copied out of it; read() copies
+    # the records into memory instead, so that case is the file-ended error below.
+    s = random_splats(50, sh_degree=2)
+    write_ply(tmp_path / "a.ply", s)
+
+    def no_map(*a, **k):
+        raise AssertionError("memory-mapped")
+    monkeypatch.setattr(np, "memmap", no_map)
+    assert torch.equal(read_ply(tmp_path / "a.ply").shN, s.shN)
+    (tmp_path / "c.ply").write_bytes(_compressed_ply_bytes(np.zeros((1, 18), np.float32), np.zeros((3, 4), np.uint32)))
+    assert len(load_splats(tmp_path / "c.ply")) == 3  # chunk and vertex elements
+    import os
+    real = os.fstat
+
+    class Bigger:  # the file shrinks between the size check and the read
+        def __init__(self, st):
+            self.st_size = st.st_size + 10
+    data = (tmp_path / "a.ply").read_bytes()
+    (tmp_path / "a.ply").write_bytes(data[:-10])
+    monkeypatch.setattr(os, "fstat", lambda fd: Bigger(real(fd)))
+    with pytest.raises(FormatError, match=r"a\.ply: truncated PLY: the file ended inside element 'vertex'"):
+        read_ply(tmp_path / "a.ply")
+
+
 def _std_props():
     return [(n, "float") for n in ply_property_names(0)]
 

@@ -119,6 +119,37 @@ def test_metrics_psnr_and_lpips_unavailable(tmp_path):
     assert len(list(tmp_path.glob("*.png"))) == 1
 
 
+def test_lpips_unavailable_says_why(monkeypatch, tmp_path):
+    import builtins
+    import types
+    import gscomp.metrics as M
+
+    real_import = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name == "lpips":
+            raise ModuleNotFoundError("No module named 'lpips'", name="lpips")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", fake)
+    assert M.lpips_model() == (None, "the lpips package is not installed")
+    sc = tiny_scene(n_views=1, size=8)
+    out = M.evaluate(_gt_splats(), sc.train + sc.test, sh_degree=0, backend=BACKEND)
+    assert out["lpips"] == "unavailable" and out["lpips_note"] == "the lpips package is not installed"
+
+    def broken(name, *a, **k):  # lpips present but its torchvision import breaks
+        if name == "lpips":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", broken)
+    assert M.lpips_model() == (None, "importing lpips failed (operator torchvision::nms does not exist)")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    bare = types.ModuleType("lpips")  # importable, but no weights in the hub cache
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (bare if name == "lpips"
+                                                                       else real_import(name, *a, **k)))
+    assert M.lpips_model() == (None, f"no AlexNet weights (alexnet-*.pth) in {tmp_path / 'checkpoints'}; "
+                                     "gscomp never downloads them")
+
+
 # ------------------------------------------------------------------------- state
 def _state(n=50, sh=1):
     sc = tiny_scene(n_views=2, size=16)

@@ -23,7 +23,8 @@ def print_metrics(metrics: dict, title: str = "result", out=None) -> None:
     for key in ("psnr", "ssim", "lpips", "n_gaussians", "train_seconds", "ply_bytes", "split"):
         if key in metrics:
             v = metrics[key]
-            table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+            note = f" ({metrics['lpips_note']})" if key == "lpips" and metrics.get("lpips_note") else ""
+            table.add_row(key, (f"{v:.4f}" if isinstance(v, float) else str(v)) + note)
     if out is not None:
         table.add_row("output", str(out))
     stdout_console().print(table)

@@ -73,7 +73,7 @@ def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
         "n_gaussians": len(decoded),
         "psnr": m["psnr"],
         "ssim": m["ssim"],
-        **({"lpips": m["lpips"]} if "lpips" in m else {}),
+        **{k: m[k] for k in ("lpips", "lpips_note") if k in m},
         "split": "test" if scene.test else "train",
         "sh_degree": decoded.sh_degree,  # what PSNR/SSIM were rendered at (as the trained model's)
         "resolution": [cams[0].width, cams[0].height] if cams else None,

@@ -18,7 +18,7 @@ import re
 import numpy as np
 from plyfile import PlyData, PlyListProperty
 
-from ..errors import FormatError, one_line
+from ..errors import FormatError, GscompError, one_line
 from ..splats import Splats
 from .common import atomic_open, read_error, build_splats, degree_for_rest, splats_numpy
 
@@ -37,12 +37,40 @@ def read_plydata(path: str | os.PathLike) -> PlyData:
     if not (magic.startswith(b"ply\n") or magic == b"ply\r\n"):
         raise FormatError(f"{path}: not a PLY file (missing 'ply' magic line)")
     try:
-        # Binary data is memory-mapped copy-on-write (plyfile's fast path; without mmap it
-        # parses vertex by vertex). Callers copy the columns they need, so the map is released
-        # with the PlyData. plyfile checks the file is long enough for every element.
-        return PlyData.read(str(path), mmap="c")
+        return _read_plydata(path)
+    except (GscompError, MemoryError):
+        raise
     except Exception as e:  # plyfile raises several exception types for malformed input
         raise FormatError(f"{path}: malformed PLY ({one_line(e)})") from None
+
+
+def _read_plydata(path) -> PlyData:
+    """plyfile's header parser, then each binary element without list properties read into
+    memory in one ``readinto`` (plyfile's own fast path memory-maps the file instead, and a file
+    that another process truncates while the columns are copied out of the map kills the process
+    with SIGBUS; without the map it parses vertex by vertex). Other elements, and ASCII files,
+    go through plyfile's reader. The header's counts are checked against the file's size before
+    anything is allocated."""
+    with open(path, "rb") as f:
+        ply = PlyData._parse_header(f)
+        if ply.text:
+            f.seek(0)
+            return PlyData.read(f, mmap=False)
+        size = os.fstat(f.fileno()).st_size
+        for elt in ply:
+            if any(isinstance(p, PlyListProperty) for p in elt.properties):
+                elt._read(f, False, ply.byte_order, False)
+                continue
+            dtype = elt.dtype(ply.byte_order)
+            need = elt.count * dtype.itemsize
+            if need > size - f.tell():
+                raise FormatError(f"{path}: truncated PLY: element '{elt.name}' declares {elt.count} records "
+                                  f"({need} bytes) but {max(size - f.tell(), 0)} bytes are left")
+            data = np.empty(elt.count, dtype)
+            if f.readinto(memoryview(data.view(np.uint8))) != need:  # shrunk after the size check
+                raise FormatError(f"{path}: truncated PLY: the file ended inside element '{elt.name}'")
+            elt.data = data
+    return ply
 
 
 def read_ply(path: str | os.PathLike) -> Splats:
