@@ -60,3 +60,31 @@ def test_bench_memory_reports_each_flow(capsys):
     assert all("error" not in r and r["maxrss_bytes"] > 50e6 and "kb_per_gaussian" in r for r in ok)
     assert ok[0]["gsz_bytes"] > 0
     assert "error" in bad[0] and "nosuchpreset" in bad[0]["error"]
+
+
+def test_bench_rd_plot_names_every_run_in_a_legend(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    spec = importlib.util.spec_from_file_location("bench_rd", ROOT / "tools" / "bench_rd.py")
+    rd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rd)
+    seen = {}
+    import matplotlib.figure
+
+    real = matplotlib.figure.Figure.savefig
+
+    def keep(fig, path, **k):
+        ax = fig.axes[0]
+        seen["legend"] = [t.get_text() for t in ax.get_legend().get_texts()]
+        seen["ticks"] = [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+        return real(fig, path, **k)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    recs = [{"scene": "lego", "method": "vanilla", "bytes": 2.3e5, "psnr": 30.0},
+            {"scene": "lego", "method": "c3dgs", "bytes": 8.0e4, "psnr": 29.5},
+            {"scene": "sodacan", "method": "c3dgs", "bytes": 8.1e4, "psnr": 29.6},
+            {"scene": "sodacan", "method": "vanilla", "error": "failed"}]
+    rd.plot(recs, tmp_path / "rd.png")
+    assert (tmp_path / "rd.png").stat().st_size > 0 and not list(tmp_path.glob("*.tmp*"))
+    assert sorted(seen["legend"]) == ["lego/c3dgs", "lego/vanilla", "sodacan/c3dgs"]
+    # plain 1/2/5 x 10^k labels (0.2, not 2x10^-1)
+    assert seen["ticks"] and all("e" not in t and f"{float(t):.0e}"[0] in "125" for t in seen["ticks"])

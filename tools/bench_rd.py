@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -61,19 +62,29 @@ def plot(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for scene in sorted({r["scene"] for r in records}):
-        pts = [r for r in records if r["scene"] == scene and "bytes" in r]
-        for r in pts:
-            marker = "o" if r["method"] == "vanilla" else "s"
-            ax.scatter(r["bytes"] / 1e6, r["psnr"], marker=marker)
-            ax.annotate(f"{scene}/{r['method']}", (r["bytes"] / 1e6, r["psnr"]), fontsize=7,
-                        textcoords="offset points", xytext=(4, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    # colour by method, marker by scene, named in a legend beside the axes (labels written at the
+    # points ran into each other where two runs land close)
+    methods = sorted({r["method"] for r in records})
+    scenes = sorted({r["scene"] for r in records})
+    for r in (r for r in records if "bytes" in r):
+        ax.scatter(r["bytes"] / 1e6, r["psnr"], color=f"C{methods.index(r['method']) % 10}",
+                   marker="os^Dv<>p*h"[scenes.index(r["scene"]) % 10], label=f"{r['scene']}/{r['method']}")
     ax.set_xscale("log")
+    # plain numbers on the log axis (matplotlib's default minor labels, "2x10^-1", run into each
+    # other)
+    from matplotlib.ticker import FuncFormatter
+
+    def label(v, _):  # 1, 2 and 5 times a power of ten
+        return f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "125" and math.isclose(v, float(f"{v:.0e}")) else ""
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
+    ax.xaxis.set_minor_formatter(FuncFormatter(label))
+    ax.margins(x=0.1, y=0.1)
     ax.set_xlabel("file size (MB, log)")
     ax.set_ylabel("test PSNR (dB)")
     ax.set_title("gscomp rate-distortion: vanilla .ply vs trained pipelines")
     ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
