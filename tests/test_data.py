@@ -434,6 +434,20 @@ def test_ngp_angle_fallback_rgba_and_fisheye(tmp_path):
     assert pattern_error(c) < 0.006
 
 
+def test_ngp_loads_in_threads_in_a_fresh_process(tmp_path):
+    # the loader threads used to race on the first `import pycolmap`, and all but one got the
+    # module half initialised ("partially initialized module 'pycolmap' has no attribute 'Camera'")
+    import subprocess
+    import sys
+
+    write_ngp(tmp_path / "s", n_frames=8, missing=())
+    code = ("import sys; from gscomp.data import load_scene; "
+            "print(len(load_scene('ngp', sys.argv[1], test_every=0, num_points=100, threads=4).train))")
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.strip() == "8", r.stderr[-500:]
+
+
 def test_ngp_bad_inputs(tmp_path, capsys):
     with pytest.raises(GscompError, match="no transforms.json"):
         load_scene("ngp", str(tmp_path))

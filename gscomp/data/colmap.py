@@ -13,7 +13,7 @@ derived from the actual image size, so camera and pixels always agree.
 from __future__ import annotations
 
 import os
-import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +33,29 @@ SUPPORTED_MODELS = PINHOLE_MODELS + DISTORTED_MODELS
 CACHE_VERSION = 1  # bump when the undistortion/resizing recipe changes
 
 
+_PYCOLMAP = None
+_PYCOLMAP_LOCK = threading.Lock()
+
+
 def _pycolmap():
-    if "pycolmap" in sys.modules:  # (also called from the image loader's threads)
-        return sys.modules["pycolmap"]
+    """pycolmap, imported once. The image loader's threads call this too: a second thread must
+    wait for the first one's import to finish (a bare ``import`` there can hand it the module
+    half initialised). Callers that run threads import it first in the main thread, the only one
+    whose import can keep Python's signal handlers (`signals.kept`)."""
+    global _PYCOLMAP
+    if _PYCOLMAP is not None:
+        return _PYCOLMAP
     from ..signals import kept
 
-    try:
-        with kept():  # (pycolmap's glog would turn SIGTERM into a stack dump)
-            import pycolmap
-    except ImportError:  # pragma: no cover - pycolmap is a dependency
-        raise GscompError("loading COLMAP scenes needs pycolmap: pip install pycolmap") from None
-    return pycolmap
+    with _PYCOLMAP_LOCK:
+        if _PYCOLMAP is None:
+            try:
+                with kept():  # (pycolmap's glog would turn SIGTERM into a stack dump)
+                    import pycolmap
+            except ImportError:  # pragma: no cover - pycolmap is a dependency
+                raise GscompError("loading COLMAP scenes needs pycolmap: pip install pycolmap") from None
+            _PYCOLMAP = pycolmap
+    return _PYCOLMAP
 
 
 # ---------------------------------------------------------------------------------- model lookup

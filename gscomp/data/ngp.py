@@ -80,7 +80,7 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
              threads: int | None = None):
     """Return (cameras with images sorted by file name, points, colours, meta)."""
     from . import subsample
-    from .colmap import load_view, match_camera_to_image
+    from .colmap import _pycolmap, load_view, match_camera_to_image
 
     p = Path(path)
     if not p.exists():
@@ -122,6 +122,7 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         cam.image, cam.alpha = to_tensors(arr, background)
         return cam
 
+    _pycolmap()  # here, not first in a loader thread (`colmap._pycolmap`)
     cams = parallel_map(one, items, threads)
     scale = _num(meta_json, "scale", str(jpath))
     scale = 0.33 if scale is None else scale
