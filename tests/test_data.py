@@ -229,6 +229,20 @@ def test_colmap_downscale_resize_and_images_n(tmp_path, model):
     assert u.meta["image_dir"].endswith("images") and pattern_error(u.train[0]) < 0.008
 
 
+def test_colmap_masked_images_keep_their_background(tmp_path):
+    # RGBA photos (a masked object) are composited over data.background; the scene must say so,
+    # or training and eval render on black against ground truth on white
+    write_colmap_text(tmp_path, "PINHOLE", MODELS["PINHOLE"], n_images=2)
+    assert load_scene("colmap", str(tmp_path), test_every=0).background is None  # plain photos
+    for f in (tmp_path / "images").iterdir():
+        rgb = np.asarray(Image.open(f))
+        Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(f)
+    white = load_scene("colmap", str(tmp_path), test_every=0, background=(1, 1, 1))
+    assert white.background == (1.0, 1.0, 1.0) and white.train[0].alpha is not None
+    assert float(white.train[0].image.min()) >= 127 / 255 - 1e-6  # over white
+    assert load_scene("colmap", str(tmp_path), test_every=0, background=None).background == (0.0, 0.0, 0.0)
+
+
 def test_colmap_bad_inputs(tmp_path):
     with pytest.raises(GscompError, match="not found"):
         load_scene("colmap", str(tmp_path / "nope"))

@@ -17,7 +17,7 @@ Conventions shared by all loaders:
   and at least 11 pixels a side, and the initial points must be finite: a scene file that breaks
   this is a one-line `FormatError`, not a run that trains on garbage.
 - RGBA sources are composited over ``background`` (``None`` = black) and keep ``Camera.alpha``;
-  ``Scene.background`` is that colour, or ``None`` for sources without alpha (COLMAP).
+  ``Scene.background`` is that colour, or ``None`` for sources without alpha (photos).
 """
 from __future__ import annotations
 
@@ -121,7 +121,8 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
 
         cams, points, colors, meta = load_colmap(path, downscale=downscale, background=bg,
                                                  max_images=max_images, **kw)
-        scene_bg = None  # real photos have no alpha: nothing was composited
+        # photos have no alpha; masked ones (RGBA) were composited over bg, which renders must match
+        scene_bg = (bg or (0.0, 0.0, 0.0)) if any(c.alpha is not None for c in cams) else None
     elif kind == "blender":
         from .blender import load_blender
 
