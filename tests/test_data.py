@@ -296,9 +296,63 @@ def test_colmap_bad_inputs(tmp_path):
         (model / f).write_bytes(good[f])
 
     write_colmap_text(tmp_path / "garbled", "PINHOLE", MODELS["PINHOLE"], n_images=1)
-    (tmp_path / "garbled" / "sparse" / "0" / "images.txt").write_text("1 2 3\n\n")
+    (tmp_path / "garbled" / "sparse" / "0" / "points3D.txt").write_text("1 2 3\n")
     with pytest.raises(GscompError, match="cannot read COLMAP model"):
         load_scene("colmap", str(tmp_path / "garbled"))
+
+
+def test_colmap_images_txt_layout_and_bad_poses(tmp_path):
+    # COLMAP's reader takes the line after an image as its POINTS2D: hand-written files without
+    # the empty lines used to lose every other image without a word; zero quaternions became the
+    # identity; one image registered twice trained on both poses
+    write_colmap_text(tmp_path, "PINHOLE", MODELS["PINHOLE"], n_images=4)
+    txt = tmp_path / "sparse" / "0" / "images.txt"
+    good = txt.read_text().splitlines()
+    image_lines = good[0::2]
+    cases = [("\n".join(image_lines) + "\n", r"images.txt:2: expected the POINTS2D line of the image on line 1"),
+             ("\n".join(good[:-1]) + "\n", r"images.txt:7: the last image has no POINTS2D line after it"),
+             ("\n".join(["# c", "1 0 0 0 0 1 2 3 1 img_01.png", ""] + good[2:]) + "\n",
+              r"images.txt:2: image 1 has rotation quaternion 0 0 0 0 \(not a rotation\)"),
+             ("1 2 3\n\n", r"images.txt:1: expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME'")]
+    for text, msg in cases:
+        txt.write_text(text)
+        with pytest.raises(FormatError, match=msg):
+            load_scene("colmap", str(tmp_path), test_every=0)
+    # CRLF endings are fine, and so are empty POINTS2D lines and -1 (unmatched) point ids
+    txt.write_text("\r\n".join(good) + "\r\n")
+    assert len(load_scene("colmap", str(tmp_path), test_every=0).train) == 4
+    from gscomp.data.colmap import _check_images_txt
+    (tmp_path / "other.txt").write_text("\n".join([good[0], "", good[2], "10.5 20.5 -1 1 2 3"]) + "\n")
+    _check_images_txt(tmp_path / "other.txt")
+    dup = good[:2] + [good[2].replace("img_02.png", "img_01.png"), good[3]] + good[4:]
+    txt.write_text("\n".join(dup) + "\n")
+    with pytest.raises(FormatError, match="image 'img_01.png' is registered twice"):
+        load_scene("colmap", str(tmp_path), test_every=0)
+    # the same zero quaternion in a binary model
+    txt.write_text("\n".join(good) + "\n")
+    rec = pycolmap.Reconstruction(str(tmp_path / "sparse" / "0"))
+    (tmp_path / "bin" / "sparse" / "0").mkdir(parents=True)
+    rec.write_binary(str(tmp_path / "bin" / "sparse" / "0"))
+    (tmp_path / "bin" / "images").symlink_to(tmp_path / "images")
+    binf = tmp_path / "bin" / "sparse" / "0" / "images.bin"
+    data = bytearray(binf.read_bytes())
+    data[8 + 4:8 + 36] = bytes(32)  # the first record's qw qx qy qz
+    binf.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=r"images.bin: image \d+ has rotation quaternion \(0.0, 0.0, 0.0, 0.0\)"):
+        load_scene("colmap", str(tmp_path / "bin"), test_every=0)
+
+
+def test_principal_point_outside_the_image(tmp_path):
+    # instant-ngp intrinsics written for the 800 px originals, without w/h, next to 64 px images
+    (tmp_path / "s").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "s" / "v.png")
+    w2c = poses(1)[0]
+    fr = {"file_path": "v.png", "transform_matrix": (np.linalg.inv(w2c) @ np.diag([1.0, -1, -1, 1])).tolist()}
+    meta = {"fl_x": 1100, "fl_y": 1100, "cx": 400, "cy": 400, "frames": [fr]}
+    (tmp_path / "s" / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(FormatError, match=r"principal point \(400, 400\) is outside its 64x64 image "
+                                          r"\(intrinsics written for another image size\?\)"):
+        load_scene("ngp", str(tmp_path / "s"), test_every=0)
 
 
 # ------------------------------------------------------------------------------------ Blender

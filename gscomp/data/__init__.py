@@ -64,11 +64,15 @@ MIN_SIDE = 11  # pixels: the SSIM window (and less is no image to train on)
 
 def _check_views(cams: Sequence[Camera], what: str) -> None:
     """Cameras a scene file produced must describe real pinhole views: finite intrinsics with a
-    positive focal length, a finite rigid pose, and an image of at least MIN_SIDE pixels a side."""
+    positive focal length and the principal point in the image, a finite rigid pose, and an image
+    of at least MIN_SIDE pixels a side."""
     for c in cams:
         where = f"{what}: view {c.name!r}"
         if not all(math.isfinite(v) for v in (c.fx, c.fy, c.cx, c.cy)) or c.fx <= 0 or c.fy <= 0:
             raise FormatError(f"{where} has invalid intrinsics (fx={c.fx:g}, fy={c.fy:g}, cx={c.cx:g}, cy={c.cy:g})")
+        if not (0 <= c.cx <= c.width and 0 <= c.cy <= c.height):
+            raise FormatError(f"{where}: principal point ({c.cx:g}, {c.cy:g}) is outside its {c.width}x{c.height} "
+                              "image (intrinsics written for another image size?)")
         w2c = c.world_to_camera.double()
         if not torch.isfinite(w2c).all() or (w2c[:3, :3] @ w2c[:3, :3].T - torch.eye(3, dtype=torch.float64)).abs().max() > 1e-3:
             raise FormatError(f"{where} has an invalid pose (not a finite rotation and translation)")

@@ -84,6 +84,39 @@ def _check_text_models(model_dir: Path) -> None:
                               f"(supported: {', '.join(SUPPORTED_MODELS)})")
         if len(parts) < 5:
             raise FormatError(f"{txt}:{lineno}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...'")
+    _check_images_txt(model_dir / "images.txt")
+
+
+def _check_images_txt(txt: Path) -> None:
+    """images.txt is two lines per image, the second (the POINTS2D) possibly empty, and COLMAP's
+    reader takes whatever line follows an image as its points: a hand-written file without the
+    empty lines silently lost every other image, and one ending on an image line its last one.
+    Walk it the way COLMAP does and name the first line that breaks the layout."""
+    if not txt.is_file():
+        return
+    with open(txt, "rb") as f:
+        lines = iter(enumerate(f, 1))
+        for lineno, raw in lines:
+            parts = raw.split()
+            if not parts or parts[0].startswith(b"#"):
+                continue
+            if len(parts) < 10:
+                raise FormatError(f"{txt}:{lineno}: expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME'")
+            try:
+                q = [float(v) for v in parts[1:5]]
+            except ValueError:
+                raise FormatError(f"{txt}:{lineno}: expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME'") from None
+            if not sum(v * v for v in q) > 1e-12:  # (also NaN) pycolmap would make it the identity
+                raise FormatError(f"{txt}:{lineno}: image {parts[0].decode(errors='replace')} has rotation "
+                                  f"quaternion {' '.join(v.decode(errors='replace') for v in parts[1:5])} (not a rotation)")
+            nxt = next(lines, None)
+            if nxt is None:
+                raise FormatError(f"{txt}:{lineno}: the last image has no POINTS2D line after it "
+                                  "(each image takes two lines; the second may be empty)")
+            pts = nxt[1].split()
+            if len(pts) % 3 or (pts and not pts[2].lstrip(b"-").isdigit()):
+                raise FormatError(f"{txt}:{nxt[0]}: expected the POINTS2D line of the image on line {lineno} "
+                                  "('X Y POINT3D_ID ...', or an empty line): each image takes two lines")
 
 
 # parameters per COLMAP camera model id (COLMAP's models.h, ids 0..10)
@@ -127,7 +160,11 @@ def _check_binary_models(model_dir: Path) -> None:
         return need(data, pos, 24 + 8 * _NUM_PARAMS[model])
 
     def image(data, pos):
-        pos = need(data, pos, 64)
+        q = struct.unpack_from("<4d", data, need(data, pos, 64) - 60)
+        if not sum(v * v for v in q) > 1e-12:
+            (iid,) = struct.unpack_from("<I", data, pos)
+            raise FormatError(f"{model_dir / 'images.bin'}: image {iid} has rotation quaternion {q} (not a rotation)")
+        pos += 64
         end = data.find(b"\0", pos)
         if end < 0:
             raise FormatError(f"{model_dir / 'images.bin'}: image name without its terminator (truncated?)")
@@ -253,6 +290,9 @@ def registered_images(rec, model_dir: Path) -> list:
         raise FormatError(f"COLMAP model {model_dir}: an image name is not UTF-8") from None
     if not regs:
         raise FormatError(f"COLMAP model {model_dir} has no registered images")
+    dup = next((a.name for a, b in zip(regs, regs[1:]) if a.name == b.name), None)
+    if dup is not None:  # one photo, two poses: at least one of them is wrong
+        raise FormatError(f"COLMAP model {model_dir}: image {dup!r} is registered twice")
     for cam_id, pcam in rec.cameras.items():
         if pcam.model.name not in SUPPORTED_MODELS:
             raise FormatError(f"COLMAP camera {cam_id} uses unsupported model {pcam.model.name} "
