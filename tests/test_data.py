@@ -500,6 +500,15 @@ def test_ngp_angle_fallback_rgba_and_fisheye(tmp_path):
     (tmp_path / "b" / "transforms.json").write_text(json.dumps(meta))
     c = load_scene("ngp", str(tmp_path / "b"), test_every=0).train[0]
     assert pattern_error(c) < 0.006
+    # nerfstudio says the same with camera_model; a model that is no perspective one is refused
+    del meta["is_fisheye"]
+    for model in ("OPENCV_FISHEYE", "EQUIRECTANGULAR"):
+        (tmp_path / "b" / "transforms.json").write_text(json.dumps({**meta, "camera_model": model}))
+        if model == "OPENCV_FISHEYE":
+            assert pattern_error(load_scene("ngp", str(tmp_path / "b"), test_every=0).train[0]) < 0.006
+        else:
+            with pytest.raises(FormatError, match="frame 0: camera_model 'EQUIRECTANGULAR' is not supported"):
+                load_scene("ngp", str(tmp_path / "b"), test_every=0)
 
 
 def test_ngp_loads_in_threads_in_a_fresh_process(tmp_path):

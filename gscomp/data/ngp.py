@@ -4,7 +4,8 @@
 - Intrinsics per frame or global: ``fl_x``/``fl_y``/``cx``/``cy``/``w``/``h``, falling back to
   ``camera_angle_x``/``camera_angle_y`` and the image centre; ``w``/``h`` default to the file's size
   (and when they disagree with the file, the intrinsics are rescaled to it).
-- Distortion ``k1 k2 p1 p2`` (+ ``k3 k4`` -> FULL_OPENCV, or ``is_fisheye`` -> OPENCV_FISHEYE):
+- Distortion ``k1 k2 p1 p2`` (+ ``k3 k4`` -> FULL_OPENCV, or ``is_fisheye`` or nerfstudio's
+  ``camera_model: OPENCV_FISHEYE`` -> OPENCV_FISHEYE; other non-perspective models are refused):
   images are undistorted with COLMAP's undistorter exactly as for COLMAP scenes (same cache).
 - Frames whose image file is missing are skipped with one warning that counts them.
 - No SfM points: the initial cloud is random in instant-ngp's unit cube mapped back to the JSON's
@@ -25,7 +26,10 @@ from .blender import c2w_opengl_to_w2c, random_points, read_json
 from .images import find_image, image_size, parallel_map, to_tensors
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",
-                  "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye")
+                  "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye", "camera_model")
+# nerfstudio's `camera_model` key: the perspective models it writes, and its OpenCV fisheye (as
+# ``is_fisheye``); the others (EQUIRECTANGULAR, FISHEYE624, ...) are refused, not read as pinholes
+PERSPECTIVE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
 
 
 def _num(d: dict, key: str, where: str) -> float | None:
@@ -66,7 +70,11 @@ def camera_spec(p: dict, size: tuple[int, int], where: str) -> tuple[str, int, i
     cx = w / 2.0 if cx is None else cx
     cy = h / 2.0 if cy is None else cy
     k = {n: _num(p, n, where) or 0.0 for n in ("k1", "k2", "k3", "k4", "p1", "p2")}
-    if p.get("is_fisheye"):
+    named = p.get("camera_model")
+    if named is not None and named not in PERSPECTIVE_MODELS + ("OPENCV_FISHEYE",):
+        raise FormatError(f"{where}: camera_model {named!r} is not supported "
+                          f"(supported: {', '.join(PERSPECTIVE_MODELS)}, OPENCV_FISHEYE)"[:300])
+    if p.get("is_fisheye") or named == "OPENCV_FISHEYE":
         model, params = "OPENCV_FISHEYE", [fx, fy, cx, cy, k["k1"], k["k2"], k["k3"], k["k4"]]
     elif k["k3"] or k["k4"]:
         model, params = "FULL_OPENCV", [fx, fy, cx, cy, k["k1"], k["k2"], k["p1"], k["p2"], k["k3"], k["k4"], 0, 0]
