@@ -127,8 +127,15 @@ def config_error(e: BaseException, prefix: str = "") -> GscompError:
     stage's copy of a removed stage's param, also says which key to set."""
     from omegaconf.errors import InterpolationKeyError
 
+    from hydra.errors import OverrideParseException
+
     lines = [line.strip() for line in str(e).strip().split("\n")]
     msg = " ".join(lines[:2]).strip() or type(e).__name__
+    if lines[0].startswith("Ambiguous value"):  # a comma: its list, string and sweep readings
+        msg = " ".join(lines[:4])
+    if isinstance(e, OverrideParseException):  # (its second line is a link to the grammar)
+        msg = (f"cannot parse the override {e.override!r}: {lines[0]} (a value with spaces, brackets, "
+               f"commas, quotes or '=' is taken literally when quoted: \"KEY='VALUE'\")")
     key = getattr(e, "full_key", None)
     if isinstance(e, InterpolationKeyError):
         msg = lines[0]  # (its full_key may be a key that copies the broken one, not the broken one)
@@ -155,24 +162,37 @@ def quote_value(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def quote_unicode_value(arg: str) -> str:
-    """``key=value`` with the value single-quoted when it holds non-ASCII characters (a path such
-    as ``data.path=/scans/café``), which Hydra's override grammar only takes quoted; a sweep
-    ``a,b`` has each item quoted. Values with other grammar characters (lists, quotes, escapes)
-    are left as they are."""
+def quote_literal_value(arg: str) -> str:
+    """``key=value`` with the value single-quoted where Hydra's override grammar would not take it
+    as the plain string it is:
+    - a path that exists on disk, with a space, comma or grammar character in it
+      (``data.path=/scans/scene (1)``: as for positional arguments, what exists is a path);
+    - a value with non-ASCII characters (``data.path=/scans/café``), which the grammar only takes
+      quoted; a sweep ``a,b`` has each item quoted.
+    Other values with grammar characters (lists, quotes, escapes, interpolations) are left as
+    they are."""
     if arg.startswith("-") or "=" not in arg:
         return arg
     key, value = arg.split("=", 1)
+    if value[:1] not in ("'", '"') and (_GRAMMAR | set(" ,")) & set(value) and _exists(value):
+        return key + "=" + quote_value(value)
     if value.isascii() or _GRAMMAR & set(value):
         return arg
     return key + "=" + ",".join(quote_value(v) for v in value.split(","))
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | None = None) -> int:
     """Run ``task_fn`` as the Hydra app ``config_name`` with command-line ``argv``."""
     prog = prog or f"gscomp {config_name}"
     argv, config_dir = take_config_dir(argv)
-    argv = _overrides_first([quote_unicode_value(a) for a in argv])
+    argv = _overrides_first([quote_literal_value(a) for a in argv])
     if config_dir is not None:
         argv.insert(0, searchpath_override(config_dir))
     created: list[Path] = []  # the output folders this run creates

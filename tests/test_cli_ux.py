@@ -254,6 +254,28 @@ def test_an_override_too_long_for_a_file_name_is_an_override():
     assert split_args(["in.ply", "out.gsz", long]) == (["in.ply", "out.gsz"], [], [long])
 
 
+def test_override_values_that_are_paths_are_taken_literally(tmp_path, capsys):
+    # a scan folder named like Hydra grammar ("scene (1)", "v2,final", "run=3", "café") is a path,
+    # as it is in a positional argument; a value that is no path gets Hydra's reading, and when
+    # that fails the error says how to quote it
+    from gscomp.hydra_app import quote_literal_value
+
+    for name in ("scene (1)", "v2,final", "run=3", "it's [x]", "café"):
+        d = tmp_path / name
+        d.mkdir()
+        code, out, err = cli(["train", f"data.path={d}", "--cfg", "job", "--package", "data"], capsys)
+        assert code == 0 and f"\npath: {d}\n" in out, (name, err)
+    assert quote_literal_value("data.background=[1,1,1]") == "data.background=[1,1,1]"
+    assert quote_literal_value("out=${hydra:runtime.cwd}/x") == "out=${hydra:runtime.cwd}/x"
+    assert quote_literal_value("data.path=/scans/café,/scans/thé") == "data.path='/scans/café','/scans/thé'"
+    code, _, err = cli(["train", f"data.path={tmp_path}/nothing (2)"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"error: cannot parse the override 'data.path={tmp_path}/nothing (2)': mismatched input")
+    assert "is taken literally when quoted: \"KEY='VALUE'\"" in err
+    code, _, err = cli(["train", "data.path=/nothing/a,b"], capsys)
+    assert code == 2 and "2. To use it as string, quote the value" in err and len(err.splitlines()) == 1
+
+
 def test_post_hoc_config_errors_keep_hydras_fix():
     from gscomp import GscompError
     from gscomp.commands.compress import compose_pipeline
