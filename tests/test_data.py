@@ -609,3 +609,23 @@ def test_load_scene_bad_arguments(tmp_path):
         load_scene("synthetic", None, background=(2, 0, 0))
     with pytest.raises(GscompError, match="path is needed"):
         load_scene("blender", None)
+
+
+def test_open_image_modes(tmp_path):
+    # every mode a capture's images come in becomes 8-bit RGB(A) with the same picture
+    from gscomp.data.images import open_image
+
+    g = np.linspace(0, 1, 64 * 48).reshape(48, 64)
+    want = np.round(g * 255)
+    cases = {"l.png": Image.fromarray((g * 255 + 0.5).astype(np.uint8)),
+             "i16.png": Image.fromarray((g * 65535 + 0.5).astype(np.uint16)),
+             "f.tif": Image.fromarray(g.astype(np.float32)),
+             "rgba.png": Image.fromarray(np.dstack([(g * 255 + 0.5).astype(np.uint8)] * 3 + [np.full((48, 64), 9, np.uint8)]))}
+    for name, im in cases.items():
+        im.save(tmp_path / name)
+        a = np.asarray(open_image(tmp_path / name)).astype(np.float64)
+        assert a.shape == (48, 64, 4 if name.startswith("rgba") else 3), name
+        assert np.abs(a[..., :3] - want[..., None]).max() <= 1, name  # float TIFF was all black
+    Image.fromarray((g * 2).astype(np.float32)).save(tmp_path / "hdr.tif")
+    with pytest.raises(GscompError, match=r"cannot read image .*hdr.tif: .*values outside \[0, 1\] \(HDR or depth\?\)"):
+        open_image(tmp_path / "hdr.tif")

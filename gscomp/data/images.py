@@ -28,13 +28,19 @@ R = TypeVar("R")
 
 
 def _to_uint8_mode(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB or RGBA (8 bit); 16-bit greyscale PNGs are scaled, not clipped."""
+    """Any PIL mode -> RGB or RGBA (8 bit); 16-bit greyscale PNGs and float greyscale TIFFs in
+    [0, 1] are scaled, not clipped."""
     if im.mode in ("RGB", "RGBA"):
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
         top = 65535.0 if a.max() > 255 else 255.0
         return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if im.mode == "F":  # 32-bit float greyscale (TIFF): PIL's convert would clip 0..1 to black
+        a = np.asarray(im, dtype=np.float64)
+        if not (np.isfinite(a).all() and a.min() >= 0.0 and a.max() <= 1.0):
+            raise ValueError("a float image with values outside [0, 1] (HDR or depth?): convert it to 8 or 16 bit")
+        return Image.fromarray((a * 255.0 + 0.5).astype(np.uint8)).convert("RGB")
     has_alpha = im.mode in ("LA", "PA", "La") or (im.mode == "P" and "transparency" in im.info)
     return im.convert("RGBA" if has_alpha else "RGB")
 
