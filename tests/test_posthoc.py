@@ -522,6 +522,25 @@ def test_dq_trellis_native_matches_reference_and_beats_rounding(monkeypatch):
         Q.dq_quantize([np.array([np.nan])])
 
 
+def test_dq_rate_table_is_bounded_by_a_window_not_the_value_range():
+    # one opacity logit of 1e8 in a 100-Gaussian file made the rate table as wide as its range
+    # (11 GB); the table now spans at most DQ_RATE_SPAN levels and the outlier is still coded
+    import tracemalloc
+
+    from gscomp.codec import quant as Q
+
+    rng = np.random.default_rng(1)
+    t = np.concatenate([rng.laplace(0, 3, 2000), [4e6]])
+    tracemalloc.start()
+    (k, r), = Q.dq_quantize([t])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, peak  # the whole range's table took ~100 MB here
+    assert np.abs(t - r).max() <= 2 + 1e-9 and np.array_equal(Q.dq_unpack(k), r)
+    (k2, r2), = Q.dq_quantize([t[:-1]])  # the bulk is quantized as without the outlier
+    assert (k[:-1] != k2).mean() < 0.01
+
+
 def test_dq_trellis_weights(monkeypatch):
     """Per-value error weights: all-ones weights change nothing, native and numpy agree, the
     weighted search has the least weighted error (it is optimal for it), and the high-weight

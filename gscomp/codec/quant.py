@@ -148,6 +148,7 @@ def _dq_trellis(t: np.ndarray, nonneg: bool, lam: float = 0.0, rate=None, wt=Non
 
 
 DQ_LAMBDA = 0.4  # error (grid steps^2) per bit: ~ -dD/dR of the trellis quantizer at high rate
+DQ_RATE_SPAN = 1 << 16  # most levels the rate search's table spans (encoder only: no format change)
 
 
 def dq_quantize(targets: list[np.ndarray], nonneg: bool = False, lam: float | None = None,
@@ -180,6 +181,12 @@ def dq_quantize(targets: list[np.ndarray], nonneg: bool = False, lam: float | No
     rates = []
     for k, _ in first:
         lo = int(k.min(initial=0))
+        if k.size and int(k.max()) - lo >= DQ_RATE_SPAN:
+            # a table over the whole range would be as big as the range (one logit of 1e8 took
+            # 11 GB): a window around the median level, the rare levels outside cost `far`
+            mid = int(np.partition(k, k.size // 2)[k.size // 2])
+            lo = max(lo, mid - DQ_RATE_SPAN // 2)
+            k = k[(k >= lo) & (k < lo + DQ_RATE_SPAN)]
         c2 = 2 * np.bincount(k - lo) + 1 if k.size else np.full(1, 2)  # twice (counts + 1/2)
         bits = math.log2(int(c2.sum())) - log2_counts(c2)  # -log2(c / sum c), the same on every CPU
         rates.append((lo - 2, np.concatenate([[bits.max() + 2] * 2, bits, [bits.max() + 2] * 2]), float(bits.max() + 4)))
