@@ -41,6 +41,15 @@ VERBS = ("train", "eval", "demo", "compress", "train-and-compress", "decode", "i
 MODULES = {"train-and-compress": "train_compress"}
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """torch reports a failed allocation as a RuntimeError, not MemoryError (its CPU allocator's
+    "can't allocate memory"; torch.OutOfMemoryError on a GPU)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -108,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: out of memory (the input is larger than this machine can hold, or corrupt)", file=sys.stderr)
         return 2
     except Exception as e:
+        if _out_of_memory(e):
+            print("error: out of memory (the input is larger than this machine can hold, or corrupt)", file=sys.stderr)
+            return 2
         if os.environ.get("GSCOMP_DEBUG"):
             raise
         print(f"error: internal error ({type(e).__name__}: {one_line(e, 300)}); GSCOMP_DEBUG=1 shows the traceback",

@@ -468,3 +468,22 @@ def test_pipeline_preset_is_the_cli_preset(tmp_path, random_splats):
     assert (tmp_path / "api.gsz").read_bytes() == (tmp_path / "cli.gsz").read_bytes()
     with pytest.raises(GscompError, match="unknown pipeline preset"):
         Pipeline.preset("nope")
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError(
+    "[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+    "3145728000 bytes. Error code 12 (Cannot allocate memory)")])
+def test_cli_out_of_memory_is_a_user_error(exc, monkeypatch, capsys):
+    """Running out of memory is exit 2 with one line, also when torch's allocator is the one that
+    failed (a RuntimeError, which read as an internal error)."""
+    import gscomp.commands.info as info
+    from gscomp.cli import main
+
+    def boom(argv):
+        raise exc
+
+    monkeypatch.setattr(info, "run", boom)
+    monkeypatch.delenv("GSCOMP_DEBUG", raising=False)
+    assert main(["info", "x.gsz"]) == 2
+    assert capsys.readouterr().err == ("error: out of memory (the input is larger than this machine can hold, "
+                                       "or corrupt)\n")
