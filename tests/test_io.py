@@ -557,6 +557,21 @@ def test_splat_round_trip(tmp_path, degree, n):
         assert quat_dot(r.quats, s.quats).min() >= 0.99
 
 
+def test_splat_clamps_scales_float32_cannot_hold(tmp_path):
+    # exp of a log-scale of 100 is inf in float32: the file could not be read back
+    s = well_formed(4, 0, seed=1)
+    scales = s.scales.clone()
+    scales[0, 0], scales[1, 2] = 100.0, -120.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_splats(tmp_path / "a.splat", s.replace(scales=scales))
+    said = [str(w.message) for w in caught if issubclass(w.category, LossySaveWarning)]
+    assert "a.splat: .splat's float32 scales clamp the scale of 1 of 4 Gaussians (log-scale above 88.7)" in said
+    r = load_splats(tmp_path / "a.splat")
+    assert torch.isfinite(r.scales).all() and float(r.scales[0, 0]) > 88 and float(r.scales[1, 2]) < -60
+    assert torch.allclose(r.scales[2:], scales[2:], atol=1e-5)
+
+
 def test_splat_fixture_values():
     s = load_splats(shared(f"{FIX}/splat_transform/minimal.splat"))
     assert len(s) == 4
