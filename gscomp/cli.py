@@ -50,6 +50,21 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(e)
 
 
+def _notes_as_lines() -> None:
+    """`errors.Note` warnings print as one ``note: ...`` line (not Python's "file:line: Note: ..."
+    and the source line under it); other warnings as Python prints them."""
+    from .errors import Note
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, Note):
+            print(f"note: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -78,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.raiseExceptions = False
     from . import signals
 
+    _notes_as_lines()
     signals.install()  # SIGTERM / SIGHUP: as Ctrl-C (temp files removed, training checkpointed)
     try:
         import importlib

@@ -18,6 +18,11 @@ class FormatError(GscompError):
     """A file is malformed, truncated, corrupt or of an unsupported kind."""
 
 
+class Note(UserWarning):
+    """Something about the user's data that is no error but changes what they get (a value
+    clamped, a field dropped): a warning to library users, one ``note: ...`` line in the CLI."""
+
+
 def one_line(e: BaseException, limit: int | None = None) -> str:
     """An exception's message squeezed onto one line (its type name when it has none), cut to
     ``limit`` characters."""

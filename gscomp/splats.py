@@ -22,6 +22,10 @@ from .errors import GscompError
 
 SH_C0 = 0.28209479177387814
 FIELDS = ("means", "quats", "scales", "opacities", "sh0", "shN")
+# An opacity logit past +-30 renders as one at +-30 (alpha within 1e-13 of 0 or 1). Readers take
+# an infinite logit (alpha exactly 0 or 1) as this, and encoders clamp larger ones to it: the
+# codecs' quantizers would need one level per step up to the value.
+OPACITY_LOGIT_MAX = 30.0
 
 
 def num_sh_rest(degree: int) -> int:

@@ -466,3 +466,26 @@ def test_sigterm_in_training_saves_a_checkpoint(tmp_path):
     assert p.returncode == 130 and err.splitlines()[-1].startswith("interrupted at step "), err
     ckpt = list((out / "checkpoints").glob("ckpt_*.pt"))
     assert len(ckpt) == 1 and str(ckpt[0]) in err
+
+
+@pytest.mark.parametrize("preset", ["high", "compact"])
+def test_saturated_opacities_are_clamped_with_a_note(preset, random_splats, tmp_path, capsys):
+    # a logit of 1e30 (or inf, as gaussforge writes alpha 1) renders as one of 30; the quantizers
+    # refused it ('too large for the quantization step'), or needed one level per step up to it
+    from gscomp.io import load_splats, save_splats
+
+    s = random_splats(300, sh_degree=1)
+    op = s.opacities.clone()
+    op[:2], op[2] = 1e30, -1e30
+    save_splats(tmp_path / "a.ply", s.replace(opacities=op))
+    code, _, err = cli(["compress", tmp_path / "a.ply", tmp_path / "a.gsz", f"pipeline={preset}"], capsys)
+    assert code == 0, err
+    assert "note: 3 opacity logits beyond +-30 are coded as +-30 (the same render)\n" in err
+    r = load_splats(tmp_path / "a.gsz")
+    assert sorted(r.opacities.tolist())[-2:] == pytest.approx([30, 30], abs=0.1)
+    assert float(r.opacities.min()) == pytest.approx(-30, abs=0.1)
+    sc = s.scales.clone()
+    sc[5, 1] = 1e30
+    save_splats(tmp_path / "b.ply", s.replace(scales=sc))
+    code, _, err = cli(["compress", tmp_path / "b.ply", tmp_path / "b.gsz", f"pipeline={preset}"], capsys)
+    assert code == 2 and err.startswith("error: scales") and "too large (or not finite)" in err

@@ -3,17 +3,18 @@ quantisation helpers and the axis flip between SPZ's RUB and the PLY's RDF conve
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import FormatError, GscompError
+from ..errors import FormatError, GscompError, Note
 from ..fileio import atomic_open, atomic_write_bytes, check_regular  # noqa: F401  (re-exported for the format modules)
-from ..splats import Splats, sh_degree_from_rest
+from ..splats import OPACITY_LOGIT_MAX, Splats, sh_degree_from_rest
 
 
-class LossySaveWarning(UserWarning):
+class LossySaveWarning(Note):
     """save_splats dropped data the output format cannot hold."""
 
 
@@ -79,6 +80,11 @@ def build_splats(
         # column held its 59 columns: +0.67 GB with a 3M-Gaussian SH-3 scene)
         return torch.from_numpy(a if a.flags.owndata and a.flags.writeable else a.copy())
 
+    opacities = np.asarray(opacities)
+    if (inf := np.isinf(opacities)).any():  # (NaN stays an error below)
+        warnings.warn(f"{path}: {int(inf.sum()):,} opacity logits are infinite (alpha exactly 0 or 1, as some "
+                      f"converters write them): read as +-{OPACITY_LOGIT_MAX:g}", Note, stacklevel=3)
+        opacities = np.where(inf, np.copysign(OPACITY_LOGIT_MAX, opacities), opacities)
     s = Splats(
         means=t(means).reshape(-1, 3),
         quats=t(quats).reshape(-1, 4),

@@ -18,12 +18,13 @@ from __future__ import annotations
 import importlib
 import json
 import pkgutil
+import warnings
 from typing import Any, Sequence
 
 import torch
 
-from ..errors import FormatError, GscompError
-from ..splats import FIELDS, Splats, num_sh_rest, take_rows
+from ..errors import FormatError, GscompError, Note
+from ..splats import FIELDS, OPACITY_LOGIT_MAX, Splats, num_sh_rest, take_rows
 from . import importance, posthoc  # noqa: F401  (register the post-hoc stage types)
 from .base import STAGES, CodingContext, Section, Stage, build_stage
 
@@ -214,6 +215,10 @@ class Pipeline:
         given = splats if consume else None
         splats = splats.detach().to("cpu", torch.float32)
         splats.validate("input splats")
+        if (far := int((splats.opacities.abs() > OPACITY_LOGIT_MAX).sum())):
+            warnings.warn(f"{far:,} opacity logits beyond +-{OPACITY_LOGIT_MAX:g} are coded as +-{OPACITY_LOGIT_MAX:g} "
+                          "(the same render)", Note, stacklevel=2)
+            splats = splats.replace(opacities=splats.opacities.clamp(-OPACITY_LOGIT_MAX, OPACITY_LOGIT_MAX))
         if self.sh_degree is not None:
             splats = splats.with_sh_degree(self.sh_degree)
         deg = splats.sh_degree

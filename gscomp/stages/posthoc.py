@@ -330,7 +330,10 @@ class Attributes(Stage):
             st = Q.class_steps(self._grid("scales"), cls)
             s0dq = None  # (reconstruction indices, levels) of the largest scale: the scales reuse them
             if self.params.get("dependent_quant"):
-                s0dq = _dq_classed(sorted_s[:, :1] / st[:, None], cls, sens=sens.get("scales"), core=self._core)
+                try:
+                    s0dq = _dq_classed(sorted_s[:, :1] / st[:, None], cls, sens=sens.get("scales"), core=self._core)
+                except GscompError as e:  # (the trellis's message names no field)
+                    raise GscompError(f"scales: {e}") from None
                 ssym = s0dq[0]
             else:
                 ssym = Q.quantize(sorted_s, st[:, None], what="scales")
@@ -358,7 +361,11 @@ class Attributes(Stage):
                 if dedup is not None:  # SH from a palette (e.g. SOG): its codebook beats classed steps
                     out.append(Section(f, "symbols-dedup/v1", dedup))
                 else:
-                    out.append(Section(f, "symbols-classed/v1", self._encode_classed(f, x, step, cls, sort, sized, sens.get(f))))
+                    try:
+                        payload = self._encode_classed(f, x, step, cls, sort, sized, sens.get(f))
+                    except GscompError as e:  # (the trellis's message names no field)
+                        raise GscompError(f"{f}: {e}") from None
+                    out.append(Section(f, "symbols-classed/v1", payload))
                 continue
             if f == "quats":
                 sym = Q.quats_to_s3(x, step)
