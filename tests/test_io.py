@@ -257,6 +257,19 @@ def test_ply_wrong_f_rest_counts(tmp_path, n_rest, msg):
         read_ply(tmp_path / "r.ply")
 
 
+def test_ply_sh_degree_4_is_read_as_degree_3(tmp_path):
+    # 72 f_rest (24 per channel, channel-major): the first 15 of each channel, as SPZ's reader
+    props = _std_props()[:9] + [(f"f_rest_{i}", "float") for i in range(72)] + _std_props()[9:]
+    rows = np.zeros((2, len(props)), np.float32)
+    rows[:, 9:81] = np.arange(72, dtype=np.float32)  # f_rest_i = i
+    rows[:, [n for n, _ in props].index("rot_0")] = 1
+    write_raw_ply(tmp_path / "d4.ply", props, rows)
+    with pytest.warns(Note, match=r"d4.ply: SH degree 4 is read as degree 3 \(its band-4 coefficients are dropped\)"):
+        r = read_ply(tmp_path / "d4.ply")
+    want = torch.tensor([[c * 24 + j for c in range(3)] for j in range(15)], dtype=torch.float32)
+    assert r.sh_degree == 3 and torch.equal(r.shN[0], want) and torch.equal(r.shN[1], want)
+
+
 def test_ply_non_contiguous_f_rest(tmp_path):
     idx = [0, 1, 2, 3, 4, 5, 6, 7, 9]
     props = _std_props()[:9] + [(f"f_rest_{i}", "float") for i in idx] + _std_props()[9:]
@@ -472,7 +485,8 @@ def test_spz_large_coordinates_and_degree_4():
     sh = np.arange(n * 24 * 3, dtype=np.uint8).reshape(n, 24, 3)
     head = struct.pack("<IIIBBBB", 0x5053474E, 3, n, 4, 12, 0, 0)
     body = bytes(9 * n) + bytes([255] * n) + bytes([128] * 3 * n) + bytes(3 * n) + bytes(4 * n)
-    r = decode_spz(gzip.compress(head + body + sh.tobytes()), convert=False)
+    with pytest.warns(Note, match=r"x.spz: SH degree 4 is read as degree 3 \(its band-4 coefficients are dropped\)"):
+        r = decode_spz(gzip.compress(head + body + sh.tobytes()), "x.spz", convert=False)
     assert r.sh_degree == 3
     assert torch.equal(r.shN, (torch.from_numpy(sh[:, :15].astype(np.float32)) - 128) / 128)
 

@@ -143,6 +143,12 @@ def normalize_quats(q: np.ndarray) -> np.ndarray:
     return out
 
 
+def note_degree4(path) -> None:
+    """SPZ and INRIA PLYs may hold SH degree 4; gscomp's scenes go up to 3. The bands are nested,
+    so the first 15 coefficients are the degree-3 part: readers keep those, and say so."""
+    warnings.warn(f"{path}: SH degree 4 is read as degree 3 (its band-4 coefficients are dropped)", Note, stacklevel=3)
+
+
 def degree_for_rest(path, n_rest_per_channel: int) -> int:
     try:
         return sh_degree_from_rest(n_rest_per_channel)

@@ -20,7 +20,7 @@ from plyfile import PlyData, PlyListProperty
 
 from ..errors import FormatError, GscompError, one_line
 from ..splats import Splats
-from .common import atomic_open, read_error, build_splats, degree_for_rest, splats_numpy
+from .common import atomic_open, read_error, build_splats, degree_for_rest, note_degree4, splats_numpy
 
 REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3")
@@ -101,10 +101,14 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
         missing = sorted(set(range(max(rest_idx) + 1)) - set(rest_idx))
         raise FormatError(f"{path}: f_rest properties are not contiguous (missing 'f_rest_{missing[0]}')")
     if n_rest % 3:
-        raise FormatError(f"{path}: {n_rest} f_rest properties is not a multiple of 3 (expected 0, 9, 24 or 45)")
+        raise FormatError(f"{path}: {n_rest} f_rest properties is not a multiple of 3 (expected 0, 9, 24, 45 or 72)")
     k = n_rest // 3
-    degree_for_rest(path, k)
-    wanted = list(REQUIRED) + [f"f_rest_{i}" for i in range(n_rest)]
+    kk = k  # coefficients per channel kept
+    if k == 24:
+        note_degree4(path)
+        kk = 15
+    degree_for_rest(path, kk)
+    wanted = list(REQUIRED) + [f"f_rest_{c * k + j}" for c in range(3) for j in range(kk)]
     for name in wanted:
         if isinstance(props[name], PlyListProperty):
             raise FormatError(f"{path}: property '{name}' in element 'vertex' is a list, expected a scalar")
@@ -129,8 +133,8 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
     opac = cols[:, 6]
     scales = cols[:, 7:10]
     quats = cols[:, 10:14]
-    # channel-major f_rest (c*K + k) -> (N, K, 3)
-    shN = cols[:, 14:].reshape(n, 3, k).transpose(0, 2, 1)
+    # channel-major f_rest (c*K + k) -> (N, K, 3) (of degree 4's K = 24, the first 15 were kept)
+    shN = cols[:, 14:].reshape(n, 3, kk).transpose(0, 2, 1)
     return build_splats(path, means, quats, scales, opac, sh0, shN)
 
 

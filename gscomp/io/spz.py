@@ -18,7 +18,7 @@ rotations, sh; empty ones are omitted), each one zstd frame.
 
 Axes: SPZ stores RUB (y up, z back); gscomp and the INRIA PLY use RDF. `read_spz` converts
 to RDF and `write_spz` converts back (negate y and z, see `common.flip_yz`) unless
-``convert=False``. SH degree 4 files are truncated to degree 3 (the first 15 coefficients).
+``convert=False``. SH degree 4 files are read as degree 3 (the first 15 coefficients), with a note.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import FormatError, GscompError
 from ..splats import Splats
 from .common import (LossySaveWarning, atomic_write_bytes, build_splats, clamped_rows, flip_yz, logit, normalize_quats,
-                     read_bytes, sigmoid, splats_numpy, to_u8)
+                     note_degree4, read_bytes, sigmoid, splats_numpy, to_u8)
 
 MAGIC = 0x5053474E
 COLOR_SCALE = 0.15  # SPZ's scale for the DC colour (smaller than C0 so out-of-range colours fit)
@@ -222,7 +222,9 @@ def _unpack(a: dict, h: dict, name, convert: bool) -> Splats:
     quats = xyzw[:, [3, 0, 1, 2]]
     dim = SH_DIM[deg]
     shN = (a["sh"].reshape(n, dim, 3).astype(np.float32) - 128) / np.float32(128)  # exact
-    shN = shN[:, :15]  # degree 4 -> 3: the bands are nested, so this is the degree-3 part
+    if deg == 4:
+        note_degree4(name)
+        shN = shN[:, :15]
     if convert:
         means, quats, shN = flip_yz(means, quats, shN)
     return build_splats(name, means, quats, scales, opac, sh0, shN)
