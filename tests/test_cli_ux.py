@@ -489,3 +489,40 @@ def test_saturated_opacities_are_clamped_with_a_note(preset, random_splats, tmp_
     save_splats(tmp_path / "b.ply", s.replace(scales=sc))
     code, _, err = cli(["compress", tmp_path / "b.ply", tmp_path / "b.gsz", f"pipeline={preset}"], capsys)
     assert code == 2 and err.startswith("error: scales") and "too large (or not finite)" in err
+
+
+def test_progress_without_a_terminal_is_plain_lines(monkeypatch, capsys):
+    # redirected to a log, a rich bar shows only its end: a 150 s compact encode or an hour of
+    # training printed nothing until it was over
+    import gscomp.ticker as T
+    from gscomp.commands.compress import encode_progress
+    from gscomp.train.trainer import _Progress
+
+    now = [100.0]
+    monkeypatch.setattr(T.time, "monotonic", lambda: now[0])
+    tick = T.Ticker(first=5.0, every=30.0)
+    seen = []
+    for t, key in [(1, "a"), (6, "a"), (20, "a"), (21, "b"), (40, "b"), (52, "b")]:
+        now[0] = 100.0 + t
+        seen.append(tick.due(key))
+    assert seen == [False, True, False, True, False, True]  # not before 5 s; on a new part; every 30 s
+
+    now[0] = 0.0
+    with encode_progress() as progress:  # (capsys: stderr is no terminal)
+        progress("importance: rendering views", 1, 16)  # a short encode says nothing
+        now[0] = 7.0
+        progress("importance: rendering views", 9, 16)
+        progress("importance: rendering views", 10, 16)
+        now[0] = 8.0
+        progress("encoding: attributes", 1, 2)
+    assert capsys.readouterr().err.splitlines() == ["importance: rendering views 9/16 (7 s)", "encoding: attributes 1/2 (8 s)"]
+    with encode_progress(False) as progress:
+        assert progress is None
+
+    now[0] = 0.0
+    with _Progress(enabled=True, total=1000, start=0, n=5) as p:
+        now[0] = 11.0
+        p.update(10, {"loss": 0.5, "psnr": 20.0, "n": 7})
+        p.update(20, {"loss": 0.4, "psnr": 21.0, "n": 8})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("train 10/1000  loss 0.5000  PSNR 20.00  N 7  ") and "(11 s, about " in out[0]

@@ -30,9 +30,21 @@ The second form trains from images with the pipeline's stages, then compresses (
 @contextlib.contextmanager
 def encode_progress(enabled: bool | None = None):
     """A progress bar on stderr (stage, then views rendered by the importance stage) for
-    ``encode_gsz(progress=...)``; yields None, and shows nothing, when stderr is not a terminal."""
-    if not (sys.stderr.isatty() if enabled is None else enabled):
+    ``encode_gsz(progress=...)``. When stderr is not a terminal: plain lines for an encode that
+    takes more than a few seconds (`gscomp.ticker`); ``enabled=False``: nothing."""
+    if enabled is False:
         yield None
+        return
+    if not sys.stderr.isatty():
+        from ..ticker import Ticker
+
+        tick = Ticker(first=5.0, every=30.0)
+
+        def line(what: str, done: int, total: int) -> None:
+            if tick.due(what):
+                print(f"{what} {done}/{max(total, 1)} ({tick.elapsed():.0f} s)", file=sys.stderr, flush=True)
+
+        yield line
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

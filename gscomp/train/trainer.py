@@ -667,14 +667,20 @@ def train(cfg: Any, stages: Sequence | None = None, callbacks: Sequence[Callable
 
 
 class _Progress:
-    """A rich progress bar (step, loss, PSNR, #Gaussians, it/s) that is silent when disabled."""
+    """A rich progress bar (step, loss, PSNR, #Gaussians, it/s) that is silent when disabled; on
+    a stdout that is no terminal (a log file), a plain line every 30 s (`gscomp.ticker`)."""
 
     def __init__(self, enabled: bool, total: int, start: int, n: int = 0):
         self.enabled, self.total, self.start, self.n = enabled, total, start, n
-        self._p = None
+        self._p = self._tick = None
 
     def __enter__(self):
-        if self.enabled:
+        self._t0, self._s0 = time.perf_counter(), self.start
+        if self.enabled and not sys.stdout.isatty():
+            from ..ticker import Ticker
+
+            self._tick = Ticker(first=10.0, every=30.0)
+        elif self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[figures]}"),
@@ -682,15 +688,19 @@ class _Progress:
             self._p.__enter__()
             # until the first logged step there is no loss or PSNR to show, only the model's size
             self._task = self._p.add_task("train", total=self.total, completed=self.start, figures=f"N {self.n}")
-            self._t0, self._s0 = time.perf_counter(), self.start
         return self
 
     def update(self, step: int, logs: dict) -> None:
-        if self._p is None:
+        if self._p is None and not (self._tick is not None and self._tick.due()):
             return
         its = (step - self._s0) / max(1e-9, time.perf_counter() - self._t0)
         figures = f"loss {logs['loss']:.4f}  PSNR {logs['psnr']:.2f}  N {logs['n']}  {its:.1f} it/s"
-        self._p.update(self._task, completed=step, figures=figures)
+        if self._p is not None:
+            self._p.update(self._task, completed=step, figures=figures)
+        else:
+            left = (self.total - step) / its if its > 0 else 0.0
+            print(f"train {step}/{self.total}  {figures}  ({self._tick.elapsed():.0f} s, about {left:.0f} s left)",
+                  flush=True)
 
     def __exit__(self, *exc):
         if self._p is not None:
