@@ -56,12 +56,15 @@ def _notes_as_lines() -> None:
     from .errors import Note
 
     default = warnings.showwarning
+    if getattr(default, "gscomp_notes", False):  # (main() run again in one process: wrap once)
+        return
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, Note):
             print(f"note: {message}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)
+    show.gscomp_notes = True
     warnings.showwarning = show
 
 

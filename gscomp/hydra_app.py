@@ -125,9 +125,8 @@ def config_error(e: BaseException, prefix: str = "") -> GscompError:
     """A Hydra/OmegaConf error as one line: its first two lines (the second is often Hydra's fix,
     "To append to your config use +KEY=..."). A missing interpolation key, such as the importance
     stage's copy of a removed stage's param, also says which key to set."""
-    from omegaconf.errors import InterpolationKeyError
-
     from hydra.errors import OverrideParseException
+    from omegaconf.errors import InterpolationKeyError
 
     lines = [line.strip() for line in str(e).strip().split("\n")]
     msg = " ".join(lines[:2]).strip() or type(e).__name__
