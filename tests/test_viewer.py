@@ -340,11 +340,23 @@ def test_port_search_and_a_broken_sibling_source(tmp_path, capsys):
     from gscomp.commands.view import _free_port, load_compare
 
     inet = socket.AF_INET
-    with socket.socket() as a, socket.socket() as b:
+    with socket.socket() as a:
         a.bind(("127.0.0.1", 0))
         a.listen()
         taken = a.getsockname()[1]
         assert _free_port("127.0.0.1", inet, taken) != taken
+    # a port whose last connection is in TIME_WAIT (a viewer just stopped) is free again at once
+    with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        freed = srv.getsockname()[1]
+        c = socket.create_connection(("127.0.0.1", freed))
+        conn, _ = srv.accept()
+        conn.close()  # the server side closes first: its end stays in TIME_WAIT
+        c.close()
+    assert _free_port("127.0.0.1", inet, freed) == freed
+    with socket.socket() as b:
         try:
             b.bind(("127.0.0.1", 65535))
         except OSError:

@@ -137,13 +137,16 @@ def _check_host(host: str) -> int:
 
 
 def _free_port(host: str, family: int, port: int, tries: int = 100) -> int:
-    """``port``, or the next free one after it (viser's own search runs past 65535 and hangs)."""
+    """``port``, or the next free one after it (viser's own search runs past 65535 and hangs).
+    Tested as the server binds, with SO_REUSEADDR: a port whose last connection is only in
+    TIME_WAIT (the viewer just stopped) is free, or a restart moved to the next port for a minute."""
     import socket
 
     if port == 0:
         return 0
     for p in range(port, min(port + tries, 65536)):
         with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, p))
                 return p

@@ -17,6 +17,7 @@ import math
 import sys
 import threading
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -106,6 +107,9 @@ class Viewer:
     ):
         import viser
 
+        # a render (exact mode, view-dependent colour) finishing after its tab was closed is
+        # simply not delivered: viser warns about each one, with its source line, on stderr
+        warnings.filterwarnings("ignore", r"Queued a .* on a closed connection", UserWarning)
         self.files: dict[str, ViewFile] = {"main": main}
         if compare is not None:
             self.files["compare"] = compare
