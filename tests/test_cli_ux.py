@@ -526,3 +526,53 @@ def test_progress_without_a_terminal_is_plain_lines(monkeypatch, capsys):
         p.update(20, {"loss": 0.4, "psnr": 21.0, "n": 8})
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith("train 10/1000  loss 0.5000  PSNR 20.00  N 7  ") and "(11 s, about " in out[0]
+
+
+STAGE_OF_ONES_OWN = '''
+import numpy as np, torch
+from gscomp.stages import Section, Stage, register
+from gscomp.stages.base import as_np32, need_section
+
+
+@register
+class HalfOpacities(Stage):
+    type = "half_opacities"
+    owns = ("opacities",)
+
+    def encode(self, splats, ctx):
+        return [Section("opacities", "f16/v1", as_np32(splats.opacities).astype("<f2").tobytes())]
+
+    def decode(self, sections, ctx):
+        raw = need_section(sections, "opacities", "f16/v1").payload
+        return {"opacities": torch.from_numpy(np.frombuffer(raw, "<f2", ctx.n).astype(np.float32))}
+'''
+
+
+def test_a_stage_of_ones_own_from_the_command_line(random_splats, tmp_path):
+    # $GSCOMP_STAGES names the module: compress, info and decode in fresh processes all know it
+    import torch
+
+    from gscomp.io import load_splats, save_splats
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "halfop.py").write_text(STAGE_OF_ONES_OWN)
+    (tmp_path / "cfg" / "pipeline").mkdir(parents=True)
+    (tmp_path / "cfg" / "pipeline" / "halfop.yaml").write_text(
+        "name: halfop\nsh_degree: null\nstages:\n  positions: {type: positions, bits: 16}\n"
+        "  attributes: {type: attributes, fields: [quats, scales, sh0, shN]}\n  halfop: {type: half_opacities}\n")
+    s = random_splats(300, sh_degree=1)
+    save_splats(tmp_path / "in.ply", s)
+    gscomp = [sys.executable, "-m", "gscomp"]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    args = ["compress", str(tmp_path / "in.ply"), str(tmp_path / "o.gsz"), "--config-dir", str(tmp_path / "cfg"), "pipeline=halfop"]
+    r = subprocess.run(gscomp + args, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown stage type 'half_opacities'" in r.stderr and "GSCOMP_STAGES" in r.stderr
+    env["GSCOMP_STAGES"] = "mine.halfop"
+    for a in (args, ["info", str(tmp_path / "o.gsz")], ["decode", str(tmp_path / "o.gsz"), str(tmp_path / "d.ply")]):
+        r = subprocess.run(gscomp + a, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    d = load_splats(tmp_path / "d.ply")
+    assert torch.equal(torch.sort(d.opacities).values, torch.sort(s.opacities.half().float()).values)
+    env["GSCOMP_STAGES"] = "mine.nothere"
+    r = subprocess.run(gscomp + ["info", str(tmp_path / "o.gsz")], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "GSCOMP_STAGES: cannot import 'mine.nothere'" in r.stderr

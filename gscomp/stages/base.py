@@ -150,14 +150,50 @@ def register(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
+PLUGIN_GROUP = "gscomp.stages"  # entry-point group of installed packages' stages
+PLUGIN_ENV = "GSCOMP_STAGES"  # comma-separated modules to import for stages of one's own
+_plugins_loaded = False
+
+
+def load_stage_plugins() -> None:
+    """Import the stage modules outside gscomp, once: those named in $GSCOMP_STAGES (importable
+    modules, e.g. on PYTHONPATH) and installed packages' ``gscomp.stages`` entry points. Their
+    ``@register`` makes their types known to every verb, `gscomp decode` and `info` included.
+    Only what the user installed or named is imported, never anything a file names."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    import importlib
+    import os
+    from importlib.metadata import entry_points
+
+    from ..errors import GscompError, one_line
+
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise GscompError(f"{PLUGIN_ENV}: cannot import {name!r} ({type(e).__name__}: {one_line(e, 200)})") from None
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as e:
+            raise GscompError(f"entry point {ep.name!r} ({ep.value}) of group {PLUGIN_GROUP}: cannot load it "
+                              f"({type(e).__name__}: {one_line(e, 200)})") from None
+
+
 def build_stage(desc: dict[str, Any]) -> Stage:
     from ..errors import GscompError
 
     desc = dict(desc)
     kind = desc.pop("type", None)
     if kind not in STAGES:
+        load_stage_plugins()
+    if kind not in STAGES:
         known = ", ".join(sorted(STAGES)) or "none"
-        raise GscompError(f"unknown stage type {kind!r} (known: {known})")
+        raise GscompError(f"unknown stage type {kind!r} (known: {known}; a stage of your own: name its module "
+                          f"in {PLUGIN_ENV}, or install it with a {PLUGIN_GROUP!r} entry point)")
     try:
         return STAGES[kind](**desc)
     except (TypeError, ValueError, OverflowError) as e:  # unknown keys, or a value of the wrong kind
