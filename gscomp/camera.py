@@ -32,6 +32,8 @@ class Camera:
             raise GscompError(f"camera {self.name!r}: world_to_camera must be 4x4, got {tuple(w2c.shape)}")
         if not bool(torch.isfinite(w2c).all()):
             raise GscompError(f"camera {self.name!r}: world_to_camera has non-finite values")
+        if not abs(float(torch.linalg.det(w2c[:3, :3].double()))) > 1e-12:  # (renders invert it)
+            raise GscompError(f"camera {self.name!r}: world_to_camera is singular (its rotation part has determinant 0)")
         self.world_to_camera = w2c
         self.width, self.height = int(self.width), int(self.height)
         self.fx, self.fy, self.cx, self.cy = float(self.fx), float(self.fy), float(self.cx), float(self.cy)

@@ -139,8 +139,10 @@ class Splats:
         return Splats(**{f: torch.cat([getattr(p, f) for p in parts], 0) for f in FIELDS})
 
     def with_sh_degree(self, degree: int) -> "Splats":
-        """Drop (or zero-pad) higher-order SH to reach ``degree``."""
-        k = num_sh_rest(degree)
+        """Drop (or zero-pad) higher-order SH to reach ``degree`` (0..3)."""
+        if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or not 0 <= degree <= 3:
+            raise GscompError(f"SH degree must be an integer in 0..3, got {degree!r}")
+        k = num_sh_rest(int(degree))
         cur = self.shN.shape[1]
         if k <= cur:
             return self.replace(shN=self.shN[:, :k].contiguous())

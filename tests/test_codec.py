@@ -120,6 +120,17 @@ def test_categorical_and_bernoulli():
     bits = rng.uniform(0, 1, 1000) < p1
     assert np.array_equal(E.decode_bernoulli(E.encode_bernoulli(bits, p1), p1, 1000), bits)
     assert len(E.encode_bernoulli(np.zeros(10000, bool), 0.001)) < 40
+    # misuse is an error, not a stream missing symbols or holding truncated ones
+    with pytest.raises(GscompError, match="3 probability rows for 6 symbols"):
+        E.encode_categorical(x[:6], probs[:3])
+    with pytest.raises(GscompError, match="2 probability rows for 3 symbols"):
+        E.encode_bernoulli(np.ones(3, bool), np.array([0.5, 0.5]))
+    for enc in (E.encode_symbols, lambda v: E.encode_gaussian(v, np.zeros(len(v)), np.ones(len(v)))):
+        with pytest.raises(GscompError, match=r"symbols must be whole numbers, got 1.7"):
+            enc(np.array([0.0, 1.7, 2.0]))
+        with pytest.raises(GscompError, match="whole numbers, got nan"):
+            enc(np.array([0.0, np.nan]))
+    assert np.array_equal(E.decode_symbols(E.encode_symbols(np.array([0.0, -3.0, 2.0])), 3), [0, -3, 2])
 
 
 # ----------------------------------------------------------------------------- quantizers
@@ -487,3 +498,39 @@ def test_cli_out_of_memory_is_a_user_error(exc, monkeypatch, capsys):
     assert main(["info", "x.gsz"]) == 2
     assert capsys.readouterr().err == ("error: out of memory (the input is larger than this machine can hold, "
                                        "or corrupt)\n")
+
+
+def test_api_misuse_is_a_clear_error(random_splats, tmp_path):
+    """Library misuse found by the API QA pass: each a GscompError naming the problem (they were
+    AttributeError, a file its own decoder refused, torch's LinAlgError, or silently wrong)."""
+    from gscomp import GscompError
+    from gscomp.camera import Camera
+    from gscomp.codec import encode_gsz
+    from gscomp.stages import Section, Stage
+    from gscomp.stages.pipeline import Pipeline
+
+    s = random_splats(20, sh_degree=1)
+    with pytest.raises(GscompError, match="encode: expected a Splats, got dict"):
+        encode_gsz(dict(s.items()), tmp_path / "a.gsz", Pipeline.preset("high"))
+    with pytest.raises(GscompError, match="means is ndarray, expected a torch.Tensor"):
+        encode_gsz(s.replace(means=s.means.numpy()), tmp_path / "a.gsz", Pipeline.preset("high"))
+    for d in (-1, 4, 1.5, True):
+        with pytest.raises(GscompError, match="SH degree must be an integer in 0..3"):
+            s.with_sh_degree(d)
+    assert s.with_sh_degree(np.int64(0)).sh_degree == 0
+    w2c = torch.eye(4)
+    w2c[:3, :3] = 0
+    with pytest.raises(GscompError, match="world_to_camera is singular"):
+        Camera(50.0, 50.0, 16.0, 16.0, 32, 32, w2c)
+
+    class Nameless(Stage):  # not registered: used directly
+        type = "nameless_test"
+        owns = ("opacities",)
+
+        def encode(self, splats, ctx):
+            return [Section("", "raw", b"x")]
+    pipe = Pipeline.preset("high")
+    pipe.stages[-1] = Nameless()
+    with pytest.raises(GscompError, match="encode must return Sections with non-empty names"):
+        pipe.encode(s)
+    assert not list(tmp_path.iterdir())

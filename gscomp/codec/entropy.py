@@ -815,16 +815,30 @@ def _ctx_run(blocks: list, counts: list[int], what: str = "symbol stream") -> li
     return outs
 
 
+def _ints(x) -> np.ndarray:
+    """x as a numpy array of integers: integer or bool arrays as they are, floats only when every
+    value is a whole number (a cast would silently truncate 1.7 to 1, and NaN to garbage)."""
+    a = _np(x)
+    if a.dtype.kind in "iub":
+        return a
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a) | (a != np.round(a)) if a.size else np.zeros(0, bool)
+        if not bad.any():
+            return a
+        raise GscompError(f"symbols must be whole numbers, got {float(a.ravel()[bad.ravel()][0])!r}")
+    raise GscompError(f"symbols must be integers, got an array of {a.dtype}")
+
+
 def _int64(x) -> np.ndarray:
     """Contiguous 1-D int64 copy of x, or x itself when it already is one."""
-    return np.ascontiguousarray(_np(x), dtype=np.int64).ravel()
+    return np.ascontiguousarray(_ints(x), dtype=np.int64).ravel()
 
 
 def _columns(arrays) -> list[np.ndarray]:
     """The arrays to code as contiguous int64: a list of arrays, or the columns of an (n, k) array
     (transposed in cache-sized blocks natively, instead of k strided passes)."""
     if isinstance(arrays, np.ndarray) or hasattr(arrays, "detach"):
-        a = _np(arrays)
+        a = _ints(arrays)
         if a.ndim != 2:
             raise GscompError("encode_symbols_many: pass a list of arrays or one (n, k) array of columns")
         mod = _rans()
@@ -1116,8 +1130,11 @@ def prob_table(probs) -> np.ndarray:
 
 def encode_categorical(x, probs) -> bytes:
     """Symbols x[i] in [0, A) with one probability row (A,) for all, or a row per symbol (n, A)."""
-    x = _np(x).astype(np.int64).ravel()
+    x = _int64(x)
     w = prob_table(probs)
+    if w.shape[0] != 1 and w.shape[0] != x.size:
+        raise GscompError(f"encode_categorical: {w.shape[0]} probability rows for {x.size} symbols "
+                          "(one row for all, or one per symbol)")
     if x.size and (x.min() < 0 or x.max() >= w.shape[1]):
         raise GscompError("categorical symbol outside the alphabet")
     if w.shape[0] == 1:
@@ -1161,7 +1178,7 @@ def _bern_probs(p1) -> np.ndarray:
 
 def encode_bernoulli(bits, p1) -> bytes:
     """Binary symbols with P(1) = p1 (a scalar or one per symbol)."""
-    return encode_categorical(_np(bits).astype(np.int64), _bern_probs(p1))
+    return encode_categorical(bits, _bern_probs(p1))
 
 
 def decode_bernoulli(data, p1, n: int) -> np.ndarray:
@@ -1293,7 +1310,7 @@ def encode_gaussian(x, means, scales) -> bytes:
     Symbols are grouped by (scale index, mean fraction) - a fixed, decoder-computable order - and
     each group is coded with its table; residuals outside [-R, R] take the escape entry and their
     values go to a histogram-coded escape stream."""
-    x = _np(x).astype(np.int64).ravel()
+    x = _int64(x)
     base, frac, sidx = quantize_gaussian_params(means, scales)
     if not (x.size == base.size == sidx.size):
         raise GscompError("encode_gaussian: symbols, means and scales must have the same length")

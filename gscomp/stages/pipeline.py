@@ -212,6 +212,9 @@ class Pipeline:
         compress`). Each reordered field then replaces its field in ``splats`` as soon as it is
         made, so the scene in its input order is freed field by field instead of staying alive
         beside the reordered copy (0.25 KB per Gaussian at SH 3)."""
+        if not isinstance(splats, Splats):
+            raise GscompError(f"encode: expected a Splats, got {type(splats).__name__}")
+        splats.validate("input splats", values=False)  # (tensors of the right shapes, before .detach())
         given = splats if consume else None
         splats = splats.detach().to("cpu", torch.float32)
         splats.validate("input splats")
@@ -245,6 +248,9 @@ class Pipeline:
             if progress is not None:
                 progress(f"encoding: {nm}", i, len(self.stages))
             secs = st.encode(splats, ctx)
+            for s in secs:  # (the container checks the characters; an empty name the decoder refuses)
+                if not isinstance(s, Section) or not isinstance(s.name, str) or not s.name:
+                    raise GscompError(f"stage {nm!r} returned {s!r:.80}: encode must return Sections with non-empty names")
             if i + 1 < len(self.stages):  # only later stages read ctx.attrs: skip it for the last
                 ctx.attrs.update(_owned(nm, st, st.decode({s.name: s for s in secs}, ctx)))  # what the decoder sees
             sections += [Section(f"{nm}/{s.name}", s.codec, s.payload) for s in secs]
