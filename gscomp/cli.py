@@ -42,8 +42,10 @@ MODULES = {"train-and-compress": "train_compress"}
 
 
 def _out_of_memory(e: BaseException) -> bool:
-    """torch reports a failed allocation as a RuntimeError, not MemoryError (its CPU allocator's
+    """A failed allocation: MemoryError, or torch's, which is a RuntimeError (its CPU allocator's
     "can't allocate memory"; torch.OutOfMemoryError on a GPU)."""
+    if isinstance(e, MemoryError):
+        return True
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())):
         return True
@@ -131,9 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the file system refused (permissions, name too long, disk full, ...)
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print("error: out of memory (the input is larger than this machine can hold, or corrupt)", file=sys.stderr)
         return 2
     except Exception as e:
         if _out_of_memory(e):
