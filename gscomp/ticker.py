@@ -14,8 +14,8 @@ class Ticker:
     def __init__(self, first: float = 5.0, every: float = 30.0):
         self.first, self.every = first, every
         self.t0 = time.monotonic()
-        self._last = None  # (time, key) of the last line
-        self._key = None
+        self._last = None  # when the last line was printed
+        self._key = None  # the part of the work the last call was in
 
     def due(self, key=None) -> bool:
         """True when a line should be printed now (and counts it as printed)."""

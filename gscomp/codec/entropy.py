@@ -822,7 +822,7 @@ def _ints(x) -> np.ndarray:
     if a.dtype.kind in "iub":
         return a
     if a.dtype.kind == "f":
-        bad = ~np.isfinite(a) | (a != np.round(a)) if a.size else np.zeros(0, bool)
+        bad = ~np.isfinite(a) | (a != np.round(a))
         if not bad.any():
             return a
         raise GscompError(f"symbols must be whole numbers, got {float(a.ravel()[bad.ravel()][0])!r}")
