@@ -277,7 +277,9 @@ void project_forward_impl(const S* means, const S* quats, const S* scales, const
     S det = L.det;
     S mid = S(0.5) * (L.a + L.c);
     S lam = mid + std::sqrt(std::max(mid * mid - det, S(0.1)));
-    int64_t r = (int64_t)std::ceil(S(3) * std::sqrt(lam));
+    const S reach = std::ceil(S(3) * std::sqrt(lam));
+    if (!std::isfinite(reach)) continue;  // a covariance overflowed to inf: no finite footprint, culled
+    int64_t r = reach < S(4e18) ? (int64_t)reach : INT64_C(4000000000000000000);
     int rect[4];
     tile_rect<S>(means2d[2 * n], means2d[2 * n + 1], r, tx, ty, rect);
     if ((rect[2] - rect[0]) * (rect[3] - rect[1]) <= 0) continue;

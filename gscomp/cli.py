@@ -71,7 +71,18 @@ def _notes_as_lines() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if argv is None:  # the `gscomp` process itself, about to exit with its code: a Ctrl-C now (a
+        # second one while `view` shuts down, or one as a run ends) would only put a traceback
+        # from torch's exit handlers over the result and turn its exit status into SIGINT's
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+    return code
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0

@@ -178,6 +178,8 @@ class Splats:
                 raise GscompError(f"{what}: {name} has dtype {t.dtype} but means has {dtype}")
             if t.device != self.means.device:
                 raise GscompError(f"{what}: {name} is on {t.device} but means is on {self.means.device}")
+            if t.is_meta:  # (shapes only, no data: every use would fail deep inside torch)
+                raise GscompError(f"{what}: {name} is a meta tensor (no data)")
             if values and t.numel() and not _all_finite(t):
                 bad = int((~torch.isfinite(t.reshape(n, -1))).any(1).nonzero()[0, 0]) if n else 0
                 raise GscompError(f"{what}: {name} has non-finite values (first at Gaussian {bad})")

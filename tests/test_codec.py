@@ -514,6 +514,8 @@ def test_api_misuse_is_a_clear_error(random_splats, tmp_path):
         encode_gsz(dict(s.items()), tmp_path / "a.gsz", Pipeline.preset("high"))
     with pytest.raises(GscompError, match="means is ndarray, expected a torch.Tensor"):
         encode_gsz(s.replace(means=s.means.numpy()), tmp_path / "a.gsz", Pipeline.preset("high"))
+    with pytest.raises(GscompError, match="means is a meta tensor"):  # (was torch's NotImplementedError)
+        encode_gsz(s.to("meta"), tmp_path / "a.gsz", Pipeline.preset("high"))
     for d in (-1, 4, 1.5, True):
         with pytest.raises(GscompError, match="SH degree must be an integer in 0..3"):
             s.with_sh_degree(d)

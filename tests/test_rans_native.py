@@ -348,6 +348,9 @@ def test_native_quant_helpers_match_numpy(mod, backend):
     lo, hi = np.array([-1, -2, -3], np.float32), np.array([1, 2.5, 3], np.float32)
     v = rng.integers(0, 1 << 62, 5000, dtype=np.int64).astype(np.uint64)
     w = rng.integers(0, 57, 5000)
+    mask = (np.uint64(1) << w.astype(np.uint64)) - np.uint64(1)
+    v13 = v & np.uint64((1 << 13) - 1)
+    v &= mask  # (a value wider than its width is an error: tested below)
     quats = rng.standard_normal((5000, 4)).astype(np.float32)
     quats[:6] = [[0, 0, 0, 0], [0.5, 0.5, 0.5, 0.5], [-0.5, 0.5, -0.5, 0.5], [0, -1, 0, 0], [0.6, 0, -0.8, 0], [0.2, 0.004, -0.006, 0.01]]
     s3 = Q.quats_to_s3(quats, 0.004)
@@ -363,7 +366,7 @@ def test_native_quant_helpers_match_numpy(mod, backend):
         lambda: Q.morton_decode(Q.morton_encode(q)),
         lambda: Q.dequantize_positions(q, lo, hi, 19),
         lambda: E.pack_bits(v, w),
-        lambda: E.pack_bits(v, 13),
+        lambda: E.pack_bits(v13, 13),
         lambda: E.unpack_bits(E.pack_bits(v, w), w, len(w)),
         lambda: Q.s3_to_quats(s3, 0.004),
         lambda: Q.s3_to_quats(s3, row_steps),  # one step per row
@@ -380,10 +383,12 @@ def test_native_quant_helpers_match_numpy(mod, backend):
         backend(name)
         cols = Q.quantize(x, 0.02, columns=True)
         assert cols.shape == (45, 5000) and cols.flags.c_contiguous and np.array_equal(cols, Q.quantize(x, 0.02).T)
-    mask = (np.uint64(1) << w.astype(np.uint64)) - np.uint64(1)
-    assert np.array_equal(E.unpack_bits(E.pack_bits(v, w), w, len(w)), v & mask)
+    assert np.array_equal(E.unpack_bits(E.pack_bits(v, w), w, len(w)), v)
     for name in ("native", "constriction"):
         backend(name)
+        for bad in (np.array([8], np.uint64), np.array([-1], np.int64), np.array([1.0])):
+            with pytest.raises(ValueError):  # a value wider than its width (or not a bit field) was cut to its low bits
+                E.pack_bits(bad, 3)
         with pytest.raises(GscompError):
             Q.quantize(np.array([1e12], np.float32), 0.01)
         with pytest.raises(FormatError):

@@ -130,6 +130,19 @@ def test_culled_gaussians_have_no_gradient_and_zero_radius():
     assert (g["means"][0:8] == 0).all() and (g["sh0"][12:20] == 0).all()
 
 
+def test_huge_gaussians_get_the_same_radius_on_both_backends():
+    """A log-scale of 20 has a radius past int32 (capped at INT32_MAX, still drawn) and one of 40
+    a covariance that overflows float32 (culled, radius 0); the torch backend returned int64 min
+    for the second and 2^33 for the first."""
+    cam = Camera.look_at([0, 0, -4], [0, 0, 0], [0, -1, 0], 50, 32, 32)
+    for ls, want in ((20.0, 2**31 - 1), (40.0, 0)):
+        s = Splats(means=torch.tensor([[0.0, 0, 0], [0.1, 0, 0]]), quats=torch.tensor([[1.0, 0, 0, 0]] * 2),
+                   scales=torch.tensor([[ls] * 3, [-3.0] * 3]), opacities=torch.zeros(2),
+                   sh0=torch.full((2, 1, 3), 0.5), shN=torch.zeros(2, 0, 3))
+        radii = [render(s, [cam], backend=b).info["radii"][0].tolist() for b in ("cpu", "torch")]
+        assert radii[0] == radii[1] == [want, 3], (ls, radii)
+
+
 def test_gradcheck_float64_tiny_scene():
     cam = Camera.look_at([0, 0, -2.5], [0, 0, 0], [0, -1, 0], 50, 21, 18)
     cam.cx = 9.0

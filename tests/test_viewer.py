@@ -390,3 +390,32 @@ def test_exact_max_side_outside_the_slider_range(random_splats):
             assert v.exact_side.value == side
         finally:
             v.close()
+
+
+@pytest.mark.parametrize("gap", [0.01, 0.15])
+def test_a_second_ctrl_c_while_stopping_is_still_a_clean_stop(tmp_path, random_splats, gap):
+    """Two Ctrl-C in quick succession (the server takes ~0.3 s to shut down) stop as one: exit 0
+    and the one "stopped" line. The second used to escape as a KeyboardInterrupt traceback from
+    torch's exit handlers, or kill the process with SIGINT (exit -2)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("viser")
+    from gscomp.io import save_splats
+
+    p = tmp_path / "s.ply"
+    save_splats(p, random_splats(20, sh_degree=0))
+    proc = subprocess.Popen([sys.executable, "-m", "gscomp", "view", str(p), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        assert "http://" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(gap)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(30)
+    finally:
+        proc.kill()
+    err = proc.stderr.read()
+    assert rc == 0 and err.strip() == "gscomp view: stopped", (rc, err[-500:])

@@ -213,13 +213,21 @@ def unzigzag(u: np.ndarray) -> np.ndarray:
 
 
 def pack_bits(values: np.ndarray, widths) -> bytes:
-    """Concatenate ``values[i]`` as ``widths[i]``-bit big-endian fields (MSB first), widths <= 56."""
-    v = np.ascontiguousarray(values, dtype=np.uint64)
+    """Concatenate ``values[i]`` as ``widths[i]``-bit big-endian fields (MSB first), widths 0..56;
+    every value must fit its width (a wider one is an error, not silently cut to its low bits)."""
+    a = np.asarray(values)
+    if a.dtype.kind not in "ui" and a.size:
+        raise ValueError(f"pack_bits: values must be integers, got {a.dtype}")
+    if a.dtype.kind == "i" and a.size and a.min() < 0:
+        raise ValueError("pack_bits: values must be non-negative")
+    v = np.ascontiguousarray(a, dtype=np.uint64)
     w = np.broadcast_to(np.asarray(widths, dtype=np.int64), v.shape)
     if v.size == 0:
         return b""
-    if w.max() > 56:
-        raise ValueError("pack_bits: width > 56")
+    if w.max() > 56 or w.min() < 0:
+        raise ValueError("pack_bits: widths must be 0..56")
+    if ((v >> w.astype(np.uint64)) != 0).any():
+        raise ValueError("pack_bits: a value does not fit its width")
     mod = _rans()
     if mod is not None:
         return mod.pack_bits(v.ravel(), np.ascontiguousarray(w).ravel())

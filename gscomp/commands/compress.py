@@ -151,13 +151,14 @@ def run(argv: list[str]) -> int:
             print(f"note: {name} {st.posthoc_note}", file=sys.stderr)
     state = _cameras_state(pipe, src, cameras)
     splats = load_splats(src)
+    src_bytes = stored_size(src)  # (of what was read: not re-measured after a long encode)
     if not len(splats):  # a valid, empty scene: its .gsz decodes to an empty one
         print(f"note: {src.name} holds no Gaussians", file=sys.stderr)
     t0 = time.perf_counter()
     with encode_progress() as progress:
         stats = encode_gsz(splats, dst, pipe, state=state, progress=progress, consume=True)
     dt = time.perf_counter() - t0
-    print_stats(stats, src, stored_size(src), dt)
+    print_stats(stats, src, src_bytes, dt)
     return 0
 
 

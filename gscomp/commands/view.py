@@ -95,6 +95,10 @@ def run(argv: list[str]) -> int:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        # a second Ctrl-C (or kill) while the server shuts down (~0.3 s) is the same request:
+        # it must not cut the shutdown short and turn a clean stop into an interrupted exit
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if viewer is not None:
             viewer.close()
         print("gscomp view: stopped", file=sys.stderr, flush=True)

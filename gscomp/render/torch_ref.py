@@ -60,22 +60,26 @@ def project(splats: Splats, cam: Camera, sh_degree: int):
 
     mid = 0.5 * (a + c)
     lam = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
-    radii = torch.ceil(3.0 * torch.sqrt(lam.detach())).to(torch.int64)
+    # (float: a covariance overflowed to inf has no finite footprint and is culled, as in the
+    # native kernels; a finite radius past int32 is capped there, as below)
+    reach = torch.ceil(3.0 * torch.sqrt(lam.detach()))
+    valid = valid & torch.isfinite(reach)
+    reach = torch.where(valid, reach, torch.zeros_like(reach))
     means2d = torch.stack([fx * x / zs + cx, fy * y / zs + cy], -1)
 
     mx, my = means2d[:, 0].detach(), means2d[:, 1].detach()
     tiles_x, tiles_y = math.ceil(W / TILE), math.ceil(H / TILE)
     rect = torch.stack(
         [
-            torch.clamp(torch.floor((mx - radii) / TILE), 0, tiles_x),
-            torch.clamp(torch.floor((my - radii) / TILE), 0, tiles_y),
-            torch.clamp(torch.ceil((mx + radii) / TILE), 0, tiles_x),
-            torch.clamp(torch.ceil((my + radii) / TILE), 0, tiles_y),
+            torch.clamp(torch.floor((mx - reach) / TILE), 0, tiles_x),
+            torch.clamp(torch.floor((my - reach) / TILE), 0, tiles_y),
+            torch.clamp(torch.ceil((mx + reach) / TILE), 0, tiles_x),
+            torch.clamp(torch.ceil((my + reach) / TILE), 0, tiles_y),
         ],
         -1,
     ).to(torch.int64)
     valid = valid & ((rect[:, 2] - rect[:, 0]) * (rect[:, 3] - rect[:, 1]) > 0)
-    radii = torch.where(valid, radii, torch.zeros_like(radii))
+    radii = torch.where(valid, reach.clamp(max=4e18).to(torch.int64).clamp(max=2**31 - 1), 0)
 
     dirs = splats.means - cam.camera_to_world.to(dtype)[:3, 3]
     dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
