@@ -70,6 +70,9 @@ def _notes_as_lines() -> None:
     warnings.showwarning = show
 
 
+ERROR_MAX = 1000  # characters of an error line
+
+
 def main(argv: list[str] | None = None) -> int:
     code = _main(list(sys.argv[1:] if argv is None else argv))
     if argv is None:  # the `gscomp` process itself, about to exit with its code: a Ctrl-C now (a
@@ -128,7 +131,10 @@ def _main(argv: list[str]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except GscompError as e:
-        print(f"error: {e}", file=sys.stderr)
+        # one line, of a length a terminal can show: a message may quote what a file holds (a
+        # 5,000-character texture name, a 100,000-element list)
+        msg = one_line(e)
+        print(f"error: {msg if len(msg) <= ERROR_MAX else msg[:ERROR_MAX - 3] + '...'}", file=sys.stderr)
         return 2
     except OmegaConfBaseException as e:  # a config value read during the run (an unresolvable ${...})
         from .hydra_app import config_error

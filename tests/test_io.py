@@ -1043,3 +1043,106 @@ def test_stored_size_counts_a_sog_scenes_own_files_once(tmp_path):
     assert stored_size(d) == stored_size(d / "meta.json") == size
     (d / "meta.json").write_text("[" * 100000 + "]" * 100000)  # (not a SOG scene: its own size only)
     assert stored_size(d) == 200000
+
+
+# ----------------------------------------------------------------------------- interop fuzz findings
+def test_interop_readers_refuse_what_the_fuzz_pass_found(tmp_path, random_splats):
+    """Inputs from the interop-reader fuzz pass: each was an internal error (exit 1), gigabytes of
+    memory from a few KB, a read outside the scene folder, or garbage accepted."""
+    import zipfile
+
+    # PLY: f_rest_<huge> built set(range(huge)); a list element's or an ASCII file's count was
+    # allocated before any data was read (2.6 GB, 7.5 GiB, 69 GiB asked for by files of a few KB)
+    p = tmp_path / "a.ply"
+    write_ply(p, random_splats(4, sh_degree=1))
+    data = p.read_bytes()
+    p.write_bytes(data.replace(b"f_rest_8\n", b"f_rest_99999999999999999999\n"))
+    with pytest.raises(FormatError, match="missing 'f_rest_8'"):
+        load_splats(p)
+    head, body = data.split(b"end_header\n", 1)
+    p.write_bytes(head + b"element face 1000000000\nproperty list uchar int vertex_indices\nend_header\n" + body)
+    with pytest.raises(FormatError, match="element 'face' declares 1000000000 records"):
+        load_splats(p)
+    p.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 300000000\nproperty float x\nend_header\n1\n2\n")
+    with pytest.raises(FormatError, match="element 'vertex' declares 300000000 records"):
+        load_splats(p)
+
+    # SPZ: a raw (not gzipped) legacy stream longer than its header says (another version's
+    # layout, a wrong count) decoded as garbage; 255 fractional bits gave positions of 0
+    s = random_splats(4, sh_degree=0)
+    raw = gzip.decompress(encode_spz(s, version=2))
+    p = tmp_path / "a.spz"
+    p.write_bytes(raw[:8] + struct.pack("<I", 3) + raw[12:])  # 4 points, header says 3
+    with pytest.raises(FormatError, match="more than its header declares"):
+        load_splats(p)
+    p.write_bytes(raw[:13] + bytes([255]) + raw[14:])
+    with pytest.raises(FormatError, match="255 fractional bits"):
+        load_splats(p)
+
+    # .ksplat: an empty section of SH degree 1 (IndexError), an empty one with a bucket storage
+    # of 0 (read past the end), and bucket fields that shift every record (positions of 1e23)
+    head = bytearray(4096)
+    head[1] = 1
+    struct.pack_into("<I", head, 4, 1)  # one section, no splats
+    sec = bytearray(1024)
+    struct.pack_into("<H", sec, 40, 1)  # SH degree 1
+    p = tmp_path / "a.ksplat"
+    p.write_bytes(bytes(head) + bytes(sec))
+    assert len(load_splats(p)) == 0
+    struct.pack_into("<H", head, 20, 1)  # mode 1
+    struct.pack_into("<I", sec, 12, 100000)  # buckets, with a bucket storage of 0
+    p.write_bytes(bytes(head) + bytes(sec))
+    with pytest.raises(FormatError, match="bucket storage 0 bytes"):
+        load_splats(p)
+
+    # compressed PLY: a float packed_* column was cast to bits it never held
+    chunk = np.zeros((1, 12), np.float32)
+    chunk[0, 3:6] = 1
+    names = ["min_x", "min_y", "min_z", "max_x", "max_y", "max_z", "min_scale_x", "min_scale_y", "min_scale_z",
+             "max_scale_x", "max_scale_y", "max_scale_z"]
+    hdr = ("ply\nformat binary_little_endian 1.0\nelement chunk 1\n" + "".join(f"property float {c}\n" for c in names)
+           + "element vertex 1\nproperty uint packed_position\nproperty float packed_rotation\n"
+           + "property uint packed_scale\nproperty uint packed_color\nend_header\n")
+    p = tmp_path / "c.ply"
+    p.write_bytes(hdr.encode() + chunk.tobytes() + struct.pack("<IfII", 0, 1.5, 0, 0xFFFFFFFF))
+    with pytest.raises(FormatError, match="'packed_rotation' is float32, expected a 32-bit unsigned integer"):
+        load_splats(p)
+
+    # SOG: a 5x5 scene's texture declaring 4000 x 4000 was decoded in full (4 GB at 13000^2);
+    # textures of different widths; names leaving the folder were opened; a 1.5 GB meta.json in
+    # a 1.5 MB bundle was inflated and parsed
+    d = tmp_path / "s"
+    _make_sog(d)
+    meta = json.loads((d / "meta.json").read_text())
+    good = (d / "quats.webp").read_bytes()
+    (d / "quats.webp").write_bytes(_webp(np.zeros((4000, 4000, 4), np.uint8)))
+    with pytest.raises(FormatError, match="'quats.webp' is 4000x4000, far more than the 5 pixels"):
+        load_splats(d)
+    (d / "quats.webp").write_bytes(_webp(np.full((1, 6, 4), 252, np.uint8)))  # 6x1 beside 3x2
+    with pytest.raises(FormatError, match="'quats.webp' is 6 pixels wide, the scene's first texture 3"):
+        load_splats(d)
+    (d / "quats.webp").write_bytes(good)
+    for name in ("../quats.webp", str(d / "quats.webp"), ".."):
+        (d / "meta.json").write_text(json.dumps(dict(meta, quats={"files": [name]})))
+        with pytest.raises(FormatError, match="not a file beside meta.json"):
+            load_splats(d)
+    (d / "meta.json").write_text(json.dumps(meta))
+    assert len(load_splats(d)) == 5
+    with zipfile.ZipFile(tmp_path / "b.sog", "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(d.iterdir()):
+            z.writestr(f.name, f.read_bytes() + (b" " * (5 << 20) if f.name == "meta.json" else b""))
+    with pytest.raises(FormatError, match="bundle member 'meta.json' is implausibly large"):
+        load_splats(tmp_path / "b.sog")
+
+
+def test_cli_error_lines_are_cut_to_a_terminal_length(tmp_path, capsys):
+    """A message quoting what a file holds (a 5,000-character texture name) printed in full."""
+    from gscomp.cli import ERROR_MAX, main as cli_main
+
+    d = tmp_path / "s"
+    _make_sog(d)
+    meta = json.loads((d / "meta.json").read_text())
+    (d / "meta.json").write_text(json.dumps(dict(meta, version=list(range(100_000)))))
+    assert cli_main(["compress", str(d), str(tmp_path / "o.gsz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip()) <= ERROR_MAX + 7 and err.count("\n") == 1

@@ -46,6 +46,14 @@ def _column(element, name: str, path) -> np.ndarray:
     return np.asarray(element.data[name])
 
 
+def _packed(element, name: str, path) -> np.ndarray:
+    """A packed bit-field column: integers only (a float one would be cast to bits it never held)."""
+    col = _column(element, name, path)
+    if col.dtype.kind not in "ui" or col.dtype.itemsize > 4:
+        raise FormatError(f"{path}: property '{name}' is {col.dtype}, expected a 32-bit unsigned integer")
+    return col.astype(np.uint32)
+
+
 def _unorm(v: np.ndarray, shift: int, bits: int) -> np.ndarray:
     return ((v >> np.uint32(shift)) & np.uint32((1 << bits) - 1)).astype(np.float64) / ((1 << bits) - 1)
 
@@ -64,7 +72,7 @@ def splats_from_plydata(ply: PlyData, path) -> Splats:
     has_color = "min_r" in {p.name for p in chunk.properties}
     if has_color:
         c.update({k: _column(chunk, k, path).astype(np.float64) for k in COLOR_PROPS})
-    v = {k: _column(vertex, k, path).astype(np.uint32) for k in VERTEX_PROPS}
+    v = {k: _packed(vertex, k, path) for k in VERTEX_PROPS}
     ci = np.arange(n) // CHUNK_SIZE
 
     def lerp(lo: str, hi: str, t: np.ndarray) -> np.ndarray:

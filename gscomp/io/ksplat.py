@@ -88,10 +88,17 @@ def decode_ksplat(data: bytes, name="<ksplat>") -> Splats:
             sdeg) in enumerate(sections):
         n_sh = 3 * SH_DIM[sdeg]
         rec = base_bytes + n_sh * sh_bytes
-        meta = bucket_storage * n_buckets + 4 * partial
+        # the partial sizes, then one f32 xyz centre per bucket, in every mode (GaussianSplats3D's
+        # bucket storage is a constant 12 bytes; another value would shift every record after it)
+        if n_buckets and bucket_storage != 12:
+            raise FormatError(f"{name}: section {s} has bucket storage {bucket_storage} bytes, expected 12")
+        meta = 12 * n_buckets + 4 * partial
         end = offset + meta + rec * max_count
         if count > max_count or end > len(data):
             raise FormatError(f"{name}: section {s} is truncated or inconsistent")
+        if not count:  # (its SH degree may differ from the scene's: nothing of it is read)
+            offset = end
+            continue
         raw = np.frombuffer(data, np.uint8, rec * count, offset + meta).reshape(count, rec)
         ft = np.dtype("<f4") if mode == 0 else np.dtype("<f2")
 
@@ -102,8 +109,6 @@ def decode_ksplat(data: bytes, name="<ksplat>") -> Splats:
         if mode == 0:
             means = field(0, 3, "<f4")
         else:
-            if bucket_storage != 12 and count:  # the partial sizes, then one f32 xyz centre per bucket
-                raise FormatError(f"{name}: section {s} has bucket storage {bucket_storage} bytes, expected 12")
             sizes = np.frombuffer(data, "<u4", partial, offset).astype(np.int64)
             centres = np.frombuffer(data, "<f4", 3 * n_buckets, offset + 4 * partial).reshape(-1, 3)
             # the bucket of each of the `count` splats: `full` buckets of `capacity`, then the partial

@@ -53,10 +53,22 @@ def _read_plydata(path) -> PlyData:
     anything is allocated."""
     with open(path, "rb") as f:
         ply = PlyData._parse_header(f)
+        size = os.fstat(f.fileno()).st_size
+        # Elements plyfile reads itself (ASCII, lists) get arrays of their declared count up front:
+        # refuse counts the bytes left cannot hold, taking each record at its smallest (binary: its
+        # scalars and list lengths, empty lists; ASCII: one character and one separator a value).
+        least = 0
+        for elt in ply:
+            row = (2 * len(elt.properties) if ply.text else
+                   sum(np.dtype(p.len_dtype if isinstance(p, PlyListProperty) else p.val_dtype).itemsize
+                       for p in elt.properties))
+            least += elt.count * row
+            if least > size - f.tell():
+                raise FormatError(f"{path}: truncated PLY: element '{elt.name}' declares {elt.count} records, "
+                                  f"more than the {max(size - f.tell(), 0)} bytes left can hold")
         if ply.text:
             f.seek(0)
             return PlyData.read(f, mmap=False)
-        size = os.fstat(f.fileno()).st_size
         for elt in ply:
             if any(isinstance(p, PlyListProperty) for p in elt.properties):
                 elt._read(f, False, ply.byte_order, False)
@@ -98,8 +110,8 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
     rest_idx = sorted(int(m.group(1)) for n in props if (m := _REST.match(n)))
     n_rest = len(rest_idx)
     if rest_idx != list(range(n_rest)):
-        missing = sorted(set(range(max(rest_idx) + 1)) - set(rest_idx))
-        raise FormatError(f"{path}: f_rest properties are not contiguous (missing 'f_rest_{missing[0]}')")
+        missing = next(i for i, j in enumerate(rest_idx) if i != j)  # (sorted and distinct)
+        raise FormatError(f"{path}: f_rest properties are not contiguous (missing 'f_rest_{missing}')")
     if n_rest % 3:
         raise FormatError(f"{path}: {n_rest} f_rest properties is not a multiple of 3 (expected 0, 9, 24, 45 or 72)")
     k = n_rest // 3

@@ -31,6 +31,7 @@ from ..splats import Splats
 from .common import build_splats, logit, read_bytes
 
 MAX_MEMBER = 1 << 31  # bytes of one bundle member (textures of 100M+ Gaussians fit)
+MAX_META = 4 << 20  # bytes of meta.json (its codebooks and file names take a few KB)
 
 
 def read_sog(path: str | os.PathLike) -> Splats:
@@ -44,11 +45,12 @@ def read_sog(path: str | os.PathLike) -> Splats:
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
 
-                def load(name: str) -> bytes:
+                def load(name: str, limit: int = MAX_MEMBER) -> bytes:
                     if name not in names:
-                        raise FormatError(f"{path}: bundle has no '{name}'")
-                    if z.getinfo(name).file_size > MAX_MEMBER:  # zipfile reads no more than this
-                        raise FormatError(f"{path}: bundle member '{name}' is implausibly large")
+                        raise FormatError(f"{path}: bundle has no {_quote(name)}")
+                    if z.getinfo(name).file_size > limit:  # zipfile reads no more than this
+                        raise FormatError(f"{path}: bundle member {_quote(name)} is implausibly large "
+                                          f"({z.getinfo(name).file_size:,} bytes)")
                     return z.read(name)
 
                 return decode_sog(load, path)
@@ -56,11 +58,33 @@ def read_sog(path: str | os.PathLike) -> Splats:
             # corrupt directory or CRC, unknown compression method, encrypted member
             raise FormatError(f"{path}: corrupt or unsupported .sog bundle ({one_line(e)})") from None
     base = path.parent
+    if _size(path) > MAX_META:
+        raise FormatError(f"{path}: too large for a SOG meta.json ({_size(path):,} bytes)")
     meta_bytes = read_bytes(path)
     if path.suffix.lower() == ".sog" and not meta_bytes.lstrip()[:1] == b"{":
         # a bundle is a zip; zipfile found no directory at its end, so it was cut or is foreign
         raise FormatError(f"{path}: not a readable .sog bundle (a zip archive; truncated?)")
-    return decode_sog(lambda name: meta_bytes if name == "meta.json" else read_bytes(base / name), path)
+
+    def load(name: str, limit: int = MAX_MEMBER) -> bytes:
+        if name == "meta.json":
+            return meta_bytes
+        if _size(base / name) > limit:
+            raise FormatError(f"{path}: texture {_quote(name)} is implausibly large ({_size(base / name):,} bytes)")
+        return read_bytes(base / name)
+
+    return decode_sog(load, path)
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0  # (missing: read_bytes says so)
+
+
+def _quote(name: str) -> str:
+    """A file name from meta.json for an error line (any length, any characters)."""
+    return repr(name) if len(name) <= 120 else repr(name[:117] + "...")
 
 
 def _get(meta: dict, path, *keys):
@@ -93,36 +117,59 @@ def _floats(meta: dict, path, shape: tuple, *keys) -> np.ndarray:
 def _files(meta: dict, path, key: str, count: int) -> list[str]:
     files = _get(meta, path, key, "files")
     if not isinstance(files, list) or len(files) < count or not all(isinstance(f, str) for f in files):
-        raise FormatError(f"{path}: {key}.files must list {count} file name(s), got {files!r}")
+        raise FormatError(f"{path}: {key}.files must list {count} file name(s), got {files!r}"[:300])
+    for f in files[:count]:
+        # a texture sits beside meta.json (or in the bundle): a name that leaves the folder is refused
+        # rather than read (meta.json could otherwise make gscomp open any file it can reach)
+        if not f or f != os.path.basename(f) or f in (".", "..") or "\\" in f or "\0" in f:
+            raise FormatError(f"{path}: {key}.files names {_quote(f)}, not a file beside meta.json")
     return files
 
 
-def _rgba(load: Callable[[str], bytes], name: str, path) -> np.ndarray:
-    """Decode one WebP texture to an (H, W, 4) uint8 array."""
+def _rgba(load: Callable[..., bytes], name: str, path, pixels: int) -> np.ndarray:
+    """Decode one WebP texture to an (H, W, 4) uint8 array; a texture declaring far more than
+    ``pixels`` pixels (a few bytes of WebP can declare 16383 x 16383) is refused before decoding."""
     from PIL import Image
 
+    # padding: writers round each side up to a multiple of 4 (or the centroids to rows of 64)
+    most = 2 * pixels + 4096
     try:
         with warnings.catch_warnings():  # very large textures: PIL warns (and errors past 2x its limit)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(load(name))) as im:
+            # lossless WebP takes at most about 4 bytes a pixel (RGBA); more is not a texture of this scene
+            with Image.open(io.BytesIO(load(name, 5 * most + (1 << 20)))) as im:
+                w, h = im.size
+                if w * h > most:
+                    raise FormatError(f"{path}: texture {_quote(name)} is {w}x{h}, far more than the {pixels:,} "
+                                      "pixels it needs")
                 return np.asarray(im.convert("RGBA"))
     except GscompError:
         raise
     except Exception as e:  # PIL raises assorted errors on corrupt images
-        raise FormatError(f"{path}: cannot decode texture '{name}' ({one_line(e)})") from None
+        raise FormatError(f"{path}: cannot decode texture {_quote(name)} ({one_line(e, 200)})") from None
 
 
-def _image(load: Callable[[str], bytes], name: str, path, count: int) -> np.ndarray:
-    """The first ``count`` pixels (row-major) of a texture, (count, 4) uint8."""
-    flat = _rgba(load, name, path).reshape(-1, 4)
+def _image(load: Callable[..., bytes], name: str, path, count: int, width: int) -> np.ndarray:
+    """The first ``count`` pixels (row-major) of a texture, (count, 4) uint8. ``width``: that of
+    the scene's first texture, which every per-Gaussian texture shares (one pixel per Gaussian at
+    the same place in each)."""
+    img = _rgba(load, name, path, count)
+    if img.shape[1] != width:
+        raise FormatError(f"{path}: texture {_quote(name)} is {img.shape[1]} pixels wide, the scene's first "
+                          f"texture {width}: their pixels would not belong to the same Gaussians")
+    return _pixels(img, count, name, path)
+
+
+def _pixels(img: np.ndarray, count: int, name: str, path) -> np.ndarray:
+    flat = img.reshape(-1, 4)
     if len(flat) < count:
-        raise FormatError(f"{path}: texture '{name}' has {len(flat)} pixels, fewer than the {count} Gaussians")
+        raise FormatError(f"{path}: texture {_quote(name)} has {len(flat)} pixels, fewer than the {count} Gaussians")
     return flat[:count]
 
 
 def decode_sog(load: Callable[[str], bytes], path) -> Splats:
     try:
-        meta = json.loads(load("meta.json"))
+        meta = json.loads(load("meta.json", MAX_META))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValueError: also int digit limit
         raise FormatError(f"{path}: meta.json is not valid JSON ({one_line(e, 200)})") from None
     if not isinstance(meta, dict):
@@ -137,13 +184,19 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
     version = meta.get("version")
     if version != 2:
         what = "legacy SOG v1 (no 'version')" if version is None else f"SOG version {version}"
-        raise FormatError(f"{path}: {what} is not supported (only version 2)")
+        raise FormatError(f"{path}: {what} is not supported (only version 2)"[:300])
     n = _int(meta, path, "count")
 
     # means: 16-bit unorm per axis split over two textures, log-transformed range
     files = _files(meta, path, "means", 2)
-    lo = _image(load, files[0], path, n).astype(np.uint32)
-    hi = _image(load, files[1], path, n).astype(np.uint32)
+    first = _rgba(load, files[0], path, n)
+    width = first.shape[1]
+
+    def texture(name: str) -> np.ndarray:
+        return _image(load, name, path, n, width)
+
+    lo = _pixels(first, n, files[0], path).astype(np.uint32)
+    hi = texture(files[1]).astype(np.uint32)
     q16 = (lo[:, :3] | (hi[:, :3] << 8)).astype(np.float64) / 65535.0
     mins = _floats(meta, path, (3,), "means", "mins")
     maxs = _floats(meta, path, (3,), "means", "maxs")
@@ -152,7 +205,7 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
         means = np.sign(v) * np.expm1(np.abs(v))
 
     # quats: smallest three + tag 252..255 naming the largest (wxyz index)
-    qt = _image(load, _files(meta, path, "quats", 1)[0], path, n)
+    qt = texture(_files(meta, path, "quats", 1)[0])
     tag = qt[:, 3].astype(np.int64)
     valid = (tag >= 252) & (tag <= 255)
     which = np.where(valid, tag - 252, 0)
@@ -166,9 +219,9 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
     def codebook(key: str) -> np.ndarray:
         return _floats(meta, path, (256,), key, "codebook")
 
-    sc = _image(load, _files(meta, path, "scales", 1)[0], path, n)
+    sc = texture(_files(meta, path, "scales", 1)[0])
     scales = codebook("scales")[sc[:, :3]]
-    c0 = _image(load, _files(meta, path, "sh0", 1)[0], path, n)
+    c0 = texture(_files(meta, path, "sh0", 1)[0])
     sh0 = codebook("sh0")[c0[:, :3]]
     opac = logit(c0[:, 3].astype(np.float64) / 255.0)
 
@@ -181,14 +234,14 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
         palette = _int(meta, path, "shN", "count")
         cb = codebook("shN")
         cfiles = _files(meta, path, "shN", 2)
-        cent = _rgba(load, cfiles[0], path)
+        cent = _rgba(load, cfiles[0], path, 64 * k * -(-palette // 64))
         ch, cw = cent.shape[:2]
         if cw != 64 * k or ch * 64 < palette:
             raise FormatError(f"{path}: shN centroids texture is {cw}x{ch}, expected width {64 * k} "
                               f"and room for {palette} entries")
         # (palette, K, 3) table of codebook indices
         table = cent[:, :, :3].reshape(ch, 64, k, 3).reshape(ch * 64, k, 3)[:palette]
-        lab = _image(load, cfiles[1], path, n).astype(np.int64)
+        lab = texture(cfiles[1]).astype(np.int64)
         label = lab[:, 0] | (lab[:, 1] << 8)
         if n and int(label.max()) >= palette:
             raise FormatError(f"{path}: shN label {int(label.max())} outside the palette of {palette}")

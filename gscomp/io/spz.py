@@ -71,6 +71,7 @@ def decode_spz(data: bytes, name="<spz>", *, convert: bool = True) -> Splats:
     return _unpack(arrays, header, name, convert)
 
 
+MAX_FRAC = 30  # fractional position bits: the reference reader scales by 1 / (1 << bits) in 32 bits
 EXTENSION_SLACK = 1 << 24  # bytes of extension records allowed before the arrays (flag 0x2)
 
 
@@ -141,6 +142,9 @@ def _parse_legacy(raw: bytes, name):
         start = 16
         if len(raw) < 16 + total:
             raise FormatError(f"{name}: truncated SPZ data ({len(raw)} bytes, need {16 + total})")
+        if len(raw) > 16 + total:  # (the gzip path stops inflating there; a raw stream must end there)
+            raise FormatError(f"{name}: SPZ data holds {len(raw) - 16 - total} bytes more than its header declares "
+                              "(a wrong version or point count)")
     arrays, o = {}, start
     for key, size in zip(STREAMS, sizes):
         arrays[key] = np.frombuffer(raw, np.uint8, size, o)
@@ -206,6 +210,8 @@ def _unpack(a: dict, h: dict, name, convert: bool) -> Splats:
     if version == 1:
         means = a["positions"].view("<f2").reshape(n, 3).astype(np.float64)
     else:
+        if h["frac"] > MAX_FRAC:
+            raise FormatError(f"{name}: {h['frac']} fractional bits of position (at most {MAX_FRAC})")
         b = a["positions"].reshape(n, 3, 3).astype(np.int32)
         fixed = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
         fixed = np.where(fixed & 0x800000, fixed - (1 << 24), fixed)
