@@ -8,7 +8,11 @@ setup(
     name="gscomp",
     version="0.1.0",
     description="Train, compress, decode and view 3D Gaussian Splatting scenes",
-    packages=find_packages(include=["gscomp", "gscomp.*"]),
+    # configs/ and the C++ sources in cuda/ go into a regular install as gscomp/_configs and
+    # gscomp/_cuda (a checkout and an editable install read them where they are)
+    packages=find_packages(include=["gscomp", "gscomp.*"]) + ["gscomp._configs", "gscomp._cuda"],
+    package_dir={"gscomp._configs": "configs", "gscomp._cuda": "cuda"},
+    package_data={"gscomp._configs": ["*.yaml", "*/*.yaml"], "gscomp._cuda": ["*.cpp", "*.h", "*.cu", "*.cuh"]},
     python_requires=">=3.10",
     install_requires=[
         "torch==2.13.0",

@@ -12,6 +12,7 @@ the file system (OSError) and running out of memory. Anything else is a bug of o
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    for stream in (sys.stdout, sys.stderr):  # an ASCII or Latin-1 terminal and a path in another script
+        with contextlib.suppress(AttributeError, ValueError):  # (a stream that cannot be reconfigured)
+            stream.reconfigure(errors="backslashreplace")
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0

@@ -26,7 +26,15 @@ import gscomp
 
 from .errors import GscompError
 
-CONFIG_DIR = Path(gscomp.__file__).resolve().parents[1] / "configs"
+def _config_dir() -> Path:
+    """`configs/` beside the package in a checkout (or an editable install), the copy a regular
+    install puts at `gscomp/_configs` (setup.py's package data) otherwise."""
+    here = Path(gscomp.__file__).resolve().parent
+    installed = here / "_configs"
+    return installed if installed.is_dir() else here.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 def output_dir(cfg) -> Path:

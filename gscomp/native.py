@@ -30,14 +30,22 @@ from pathlib import Path
 
 import torch
 
-from .errors import GscompError
+from .errors import GscompError, one_line
 
-ROOT = Path(__file__).resolve().parents[1] / "cuda"
+def _sources_dir() -> Path:
+    """The C++ sources: `cuda/` beside the package in a checkout (or an editable install), the
+    copy a regular install puts at `gscomp/_cuda` (setup.py's package data) otherwise."""
+    here = Path(__file__).resolve().parent
+    installed = here / "_cuda"
+    return installed if installed.is_dir() else here.parent / "cuda"
+
+
+ROOT = _sources_dir()
 # kind -> (source file, what it is: shown while compiling and in errors, fallback advice)
 SOURCES = {
     "raster": ("rasterize_cpu.cpp", "native CPU rasterizer", "or use backend='torch'"),
     "rans": ("rans_cpu.cpp", "native rANS coder", "or .gsz coding stays on constriction (slower)"),
-    "hashgrid": ("hashgrid_cpu.cpp", "native hash-grid encoder", "needed to train and decode the colour field"),
+    "hashgrid": ("hashgrid_cpu.cpp", "native hash-grid encoder", "or the colour field runs on the (slower) PyTorch hash grid"),
 }
 SOURCE = ROOT / SOURCES["raster"][0]  # the rasterizer's source (benchmarks print its path)
 # -fno-trapping-math changes no result (traps are off anyway); it lets GCC vectorise min/max.
@@ -48,14 +56,19 @@ LDFLAGS = ["-fopenmp"]
 
 _lock = threading.Lock()
 _modules: dict = {}
+_failed: dict = {}  # kind -> its NativeBuildError: one build attempt per process (`warm`, then the user)
+
+
+COMPILER = "install a C++ compiler with OpenMP"
 
 
 class NativeBuildError(GscompError):
-    """An extension could not be built; ``reason`` is the compiler's (or torch's) one-line why."""
+    """An extension could not be built (or loaded); ``reason`` is the one-line why (the compiler's
+    first error, the cache folder's OS error), ``fix`` what the user can do about it."""
 
-    def __init__(self, what: str, reason: str, advice: str):
-        self.what, self.reason = what, reason
-        super().__init__(f"could not build the {what} ({reason}); install a C++ compiler with OpenMP, {advice}")
+    def __init__(self, what: str, reason: str, advice: str, fix: str = COMPILER):
+        self.what, self.reason, self.fix = what, reason, fix
+        super().__init__(f"could not build the {what} ({reason}); {fix}, {advice}")
 
 
 def _build_failure(e: Exception) -> str:
@@ -137,25 +150,57 @@ def load(kind: str = "raster"):
     with _lock:
         if kind in _modules:
             return _modules[kind]
-        fname, what, advice = SOURCES[kind]
-        source = ROOT / fname
-        if not source.exists():
-            raise GscompError(f"{what} source is missing: {source}")
-        tag = _build_tag(source)
-        name = f"gscomp_{kind}_cpu_{tag}"
-        build = cache_dir() / "native" / tag
-        build.mkdir(parents=True, exist_ok=True)
-        so, stamp = build / f"{name}.so", build / f"{name}.so.ok"
+        if kind in _failed:
+            raise _failed[kind]
+        try:
+            mod = _load(kind)
+        except NativeBuildError as e:
+            _failed[kind] = e
+            raise
+        _modules[kind] = mod
+        return mod
+
+
+def _load(kind: str):
+    """`load` under its lock: find, build or rebuild, and import one extension."""
+    fname, what, advice = SOURCES[kind]
+    source = ROOT / fname
+    if not source.exists():
+        raise NativeBuildError(what, f"its source {source} is missing", advice,
+                               "reinstall gscomp (pip install from its source tree)")
+    tag = _build_tag(source)
+    name = f"gscomp_{kind}_cpu_{tag}"
+    build = cache_dir() / "native" / tag
+    so, stamp = build / f"{name}.so", build / f"{name}.so.ok"
+    try:
+        if not _stamped(so, stamp):  # (a read-only cache that holds the build still loads)
+            build.mkdir(parents=True, exist_ok=True)
         with _build_lock(build):  # (not while another process writes the file)
+            mod = None
             if _stamped(so, stamp):
-                mod = _import(name, so)
-                _mark_used(stamp)
-            else:  # never built, or cut short: importing a truncated .so is a SIGBUS, so relink
+                try:
+                    mod = _import(name, so)
+                    _mark_used(stamp)
+                except (ImportError, OSError) as e:  # a damaged file, or built where other libraries were
+                    print(f"gscomp: the cached {what} does not load ({one_line(e, 200)}); rebuilding it",
+                          file=sys.stderr, flush=True)
+            if mod is None:  # never built, or cut short: importing a truncated .so is a SIGBUS, so relink
                 mod = _build(name, source, build, what, advice)
                 stamp.write_text(str(so.stat().st_size))
                 _prune(build.parent, keep=build)
-        _modules[kind] = mod
-        return mod
+    except OSError as e:  # the cache folder: read-only, not a folder, full, no permission
+        raise NativeBuildError(what, f"its build cache {build.parent.parent}: {e.strerror or e}", advice,
+                               "set GSCOMP_CACHE to a writable folder") from None
+    return mod
+
+
+def warm(*kinds: str) -> None:
+    """Load (building on first use) the given extensions now, so that a first-ever build is not
+    counted in the time or rate a command reports next. A failure is left for the code that needs
+    the extension: it falls back or says why, as it would have anyway."""
+    for kind in kinds:
+        with contextlib.suppress(GscompError):
+            load(kind)
 
 
 DAY = 86400.0
@@ -218,4 +263,4 @@ def _build(name: str, source: Path, build: Path, what: str, advice: str):
         log.setLevel(level)
 
 
-__all__ = ["load", "cache_dir", "NativeBuildError", "SOURCES", "SOURCE"]
+__all__ = ["load", "warm", "cache_dir", "NativeBuildError", "SOURCES", "SOURCE"]

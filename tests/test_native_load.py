@@ -56,6 +56,55 @@ def test_half_written_module_is_rebuilt(tmp_path):
     assert "compiling" in r.stderr and not (build / "lock").exists()
 
 
+def test_a_cached_module_that_does_not_load_is_rebuilt(tmp_path):
+    """A stamped .so of the right size that the loader refuses (damaged in place, or built on a
+    node with other libraries under a shared home) was an internal error on every run, or a
+    silent fallback to the slower coder: it is rebuilt once, saying why."""
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler")
+    build = _cached_build(tmp_path)
+    so = next(build.glob("gscomp_rans_cpu_*.so"))
+    so.write_bytes(bytes(so.stat().st_size))  # zeros: the stamp (its size) still matches
+    r = _run(tmp_path / "cache")
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    assert "does not load" in r.stderr and "rebuilding" in r.stderr and "unavailable" not in r.stderr, r.stderr
+    assert so.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_an_unusable_cache_folder_says_so(tmp_path, random_splats):
+    """A build cache that cannot be made (read-only, or under a file) was a bare OS error line for
+    compact and train, and a "could not decode" blamed on the .gsz for a colour field; the
+    fallbacks advised installing the compiler that was there. Each now names the cache and
+    GSCOMP_CACHE."""
+    from gscomp.io import save_splats
+
+    src = tmp_path / "in.ply"
+    save_splats(src, random_splats(200, 1, seed=3))
+    (tmp_path / "file").write_text("x")
+    env = dict(os.environ, GSCOMP_CACHE=str(tmp_path / "file" / "cache"), PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+
+    def gscomp(*args):
+        return subprocess.run([sys.executable, "-m", "gscomp", *args], env=env, capture_output=True, text=True,
+                              timeout=240)
+
+    r = gscomp("compress", str(src), str(tmp_path / "a.gsz"), "pipeline=medium")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "using constriction" in r.stderr and "set GSCOMP_CACHE to a writable folder" in r.stderr, r.stderr
+    r = gscomp("compress", str(src), str(tmp_path / "b.gsz"), "pipeline=compact")
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(err) == 1 and "build cache" in err[0] and "GSCOMP_CACHE" in err[0], r.stderr
+    with pytest.raises(native.NativeBuildError, match="its source .* is missing"):  # (a broken install)
+        saved = native.ROOT
+        try:
+            native.ROOT = tmp_path
+            native._modules.pop("hashgrid", None)
+            native.load("hashgrid")
+        finally:
+            native.ROOT = saved
+            native._failed.pop("hashgrid", None)
+
+
 def test_without_a_compiler(tmp_path, random_splats):
     """No compiler: .gsz coding falls back to constriction with one line saying why, and compact
     (whose importance stage needs the native rasterizer) fails with one line naming the way out."""

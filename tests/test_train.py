@@ -330,7 +330,7 @@ def test_checkpoint_resume_matches_uninterrupted(scene, tmp_path):
     # Same run interrupted after 20 steps (checkpoint written on interrupt), then resumed.
     def stop_at_20(state, logs):
         if state.step == 20:
-            raise KeyboardInterrupt
+            b._stop = True  # (what a first Ctrl-C does: the loop stops at the next step boundary)
 
     b = Trainer(cfg, out_dir=tmp_path / "b", scene=scene, callbacks=[stop_at_20])
     b.setup()
@@ -353,16 +353,38 @@ def test_checkpoint_resume_matches_uninterrupted(scene, tmp_path):
 def test_interrupt_saves_checkpoint(scene, tmp_path):
     cfg = make_cfg(steps=30)
 
-    def boom(state, logs):
+    def stop(state, logs):
         if state.step == 5:
-            raise KeyboardInterrupt
+            t._stop = True  # a first Ctrl-C
 
-    t = Trainer(cfg, out_dir=tmp_path, scene=scene, callbacks=[boom])
+    t = Trainer(cfg, out_dir=tmp_path, scene=scene, callbacks=[stop])
     t.setup()
     with pytest.raises(TrainInterrupted) as ei:
         t.fit()
-    assert ei.value.path.exists() and ei.value.step == 5
+    assert ei.value.saved and ei.value.path.exists() and ei.value.step == 5
     assert torch.load(ei.value.path, weights_only=False)["step"] == 5
+
+
+def test_a_second_ctrl_c_inside_a_step_saves_nothing(scene, tmp_path):
+    """A second Ctrl-C raises inside a step: its parameters, optimizer state or Gaussian count may
+    be half updated. Saving that gave a checkpoint that redid the step on top of itself when
+    resumed (another result) or failed to load ("quats has shape (20000, 4), expected (20066,
+    4)"), and with ckpt_keep=1 the rotation deleted the good one. Now nothing is saved, and the
+    error names the last good checkpoint."""
+    cfg = make_cfg(steps=30, ckpt_every=10, ckpt_keep=1)
+
+    def second_ctrl_c(state, logs):
+        if state.step == 15:
+            raise KeyboardInterrupt  # (where the signal handler raises: anywhere inside the step)
+
+    t = Trainer(cfg, out_dir=tmp_path, scene=scene, callbacks=[second_ctrl_c])
+    t.setup()
+    with pytest.raises(TrainInterrupted) as ei:
+        t.fit()
+    e = ei.value
+    assert not e.saved and e.path == latest_checkpoint(tmp_path) and e.path.name == "ckpt_000010.pt"
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt_000010.pt"]
+    assert "nothing saved" in e.line() and "resume with resume=" in e.line()
 
 
 def test_device_and_backend_resolution_on_a_cuda_machine(monkeypatch):

@@ -6,8 +6,14 @@
 # torch is pinned to 2.13.0 (the CPU wheel); torchvision is never installed (a CUDA build breaks imports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null 2>&1 || PY=python3
+# PYTHON=/path/to/python3.11 picks the interpreter (else python3.11, else python3)
+if [ -n "${PYTHON:-}" ]; then
+  PY=$PYTHON
+  command -v "$PY" >/dev/null 2>&1 || { echo "gscomp setup: error: PYTHON=$PY is not an interpreter" >&2; exit 1; }
+else
+  PY=python3.11
+  command -v "$PY" >/dev/null 2>&1 || PY=python3
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "gscomp setup: creating .venv with $($PY --version)"
   "$PY" -m venv .venv

@@ -309,9 +309,10 @@ def _rans():
         if _BACKEND == "native":
             raise
         _native_state["error"] = str(e)
-        why = getattr(e, "reason", e)  # native.NativeBuildError: the compiler's line
+        why = getattr(e, "reason", e)  # native.NativeBuildError: the compiler's line, or the cache's error
+        fix = getattr(e, "fix", "install a C++ compiler with OpenMP")
         print(f"gscomp: native rANS coder unavailable ({why}); using constriction (same bytes, slower); "
-              "a C++ compiler with OpenMP builds it", file=sys.stderr)
+              f"to build it, {fix}", file=sys.stderr)
         return None
     _native_state["mod"] = mod
     return mod

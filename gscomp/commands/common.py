@@ -68,7 +68,14 @@ def stdout_console():
     and split a message (or a table's title) over lines; there each message stays one line."""
     from rich.console import Console
 
-    console = Console(file=sys.stdout)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own handler exits with status 1; the CLI's (BrokenPipeError: the reader
+            # has all it wanted, e.g. `gscomp info x.gsz | head -1`) exits 0 like the reader
+            self.quiet = True
+            raise BrokenPipeError
+
+    console = _Console(file=sys.stdout)
     console.soft_wrap = not console.is_terminal
     return console
 

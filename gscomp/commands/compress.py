@@ -154,6 +154,9 @@ def run(argv: list[str]) -> int:
     src_bytes = stored_size(src)  # (of what was read: not re-measured after a long encode)
     if not len(splats):  # a valid, empty scene: its .gsz decodes to an empty one
         print(f"note: {src.name} holds no Gaussians", file=sys.stderr)
+    from .. import native
+
+    native.warm("rans", *(["raster"] if any(st.type == "importance" for st in pipe.stages) else []))
     t0 = time.perf_counter()
     with encode_progress() as progress:
         stats = encode_gsz(splats, dst, pipe, state=state, progress=progress, consume=True)

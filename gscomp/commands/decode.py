@@ -26,6 +26,9 @@ def run(argv: list[str]) -> int:
     from ..codec import decode_gsz
     from ..io import LossySaveWarning, save_splats
 
+    from .. import native
+
+    native.warm("rans")  # (a first build is not decode time)
     t0 = time.perf_counter()
     splats = decode_gsz(src)  # fully decoded and validated before anything is written
     dt = time.perf_counter() - t0

@@ -34,5 +34,5 @@ def run(argv: list[str]) -> int:
     try:
         return run_hydra("demo", task, argv, prog="gscomp demo")
     except TrainInterrupted as e:
-        print(f"interrupted at step {e.step}; checkpoint saved to {e.path}", file=sys.stderr)
+        print(e.line(resume_hint=False), file=sys.stderr)
         return 130

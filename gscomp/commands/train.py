@@ -47,6 +47,5 @@ def run(argv: list[str]) -> int:
     try:
         return run_hydra("train", task, argv)
     except TrainInterrupted as e:
-        print(f"interrupted at step {e.step}; checkpoint saved to {e.path} (resume with resume={e.path})",
-              file=sys.stderr)
+        print(e.line(), file=sys.stderr)
         return 130

@@ -134,6 +134,5 @@ def run(argv: list[str], prog: str = "gscomp train-and-compress") -> int:
     try:
         return run_hydra("train", task, argv, prog=prog)
     except TrainInterrupted as e:
-        print(f"interrupted at step {e.step}; checkpoint saved to {e.path} (resume with resume={e.path})",
-              file=sys.stderr)
+        print(e.line(), file=sys.stderr)
         return 130

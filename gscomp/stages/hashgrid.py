@@ -212,10 +212,12 @@ def _native():
 
         try:
             _NATIVE.append(native.load("hashgrid"))
-        except GscompError as e:
+        except GscompError as e:  # (its message says that the PyTorch hash grid is used instead)
             import warnings
 
-            warnings.warn(f"{e}; using the (slower) PyTorch hash grid", stacklevel=2)
+            from ..errors import Note
+
+            warnings.warn(str(e), Note, stacklevel=2)
             _NATIVE.append(None)
     return _NATIVE[0]
 

@@ -73,7 +73,7 @@ def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int
         native.load("raster")
     except native.NativeBuildError as e:  # (its advice, backend='torch', is for the render API)
         raise GscompError(f"the importance stage (pipeline=compact) renders with the {e.what}, which could not be "
-                          f"built ({e.reason}); install a C++ compiler with OpenMP, or use a preset without "
+                          f"built ({e.reason}); {e.fix}, or use a preset without "
                           "importance (high, medium, low)") from None
     n = len(splats)
     means = as_np32(splats.means)

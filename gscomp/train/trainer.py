@@ -37,11 +37,22 @@ CKPT_DIR = "checkpoints"
 
 
 class TrainInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; a checkpoint was written to ``path``."""
+    """Ctrl-C during training. ``saved``: a checkpoint of step ``step`` was written to ``path``;
+    else (a second Ctrl-C inside a step, whose state is half updated) nothing was, and ``path``
+    is the newest earlier checkpoint, if any."""
 
-    def __init__(self, step: int, path: Path):
-        super().__init__(f"interrupted at step {step}; checkpoint saved to {path}")
-        self.step, self.path = step, path
+    def __init__(self, step: int, path: Path | None, saved: bool = True):
+        super().__init__(f"interrupted at step {step}; checkpoint saved to {path}" if saved else
+                         "interrupted inside a training step: nothing saved (its state was half updated)")
+        self.step, self.path, self.saved = step, path, saved
+
+    def line(self, resume_hint: bool = True) -> str:
+        """What the CLI prints."""
+        if self.saved:
+            return f"{self}" + (f" (resume with resume={self.path})" if resume_hint else "")
+        if self.path is None:
+            return f"{self}; no checkpoint was written before"
+        return f"{self}; the last checkpoint is {self.path}" + (f" (resume with resume={self.path})" if resume_hint else "")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -491,7 +502,8 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _install_sigint(self) -> dict:
         """First Ctrl-C (or SIGTERM / SIGHUP: `gscomp.signals`) asks the loop to stop at the next
-        step boundary (so the checkpoint is consistent); a second one interrupts immediately.
+        step boundary (so the checkpoint is consistent); a second one interrupts immediately,
+        and then nothing is saved unless the loop was between steps (`interrupted`).
         Returns the handlers to put back."""
         if threading.current_thread() is not threading.main_thread():
             return {}
@@ -517,14 +529,20 @@ class Trainer:
                              n=state.n)
         old_handlers = self._install_sigint()
         eval_every = int(t.get("eval_every", 0) or 0)
+        if self.backend == "cpu":  # a first build (or a wait on another process's) is not training time
+            from .. import native
+
+            native.warm("raster", *(["hashgrid"] if any(st.type == "colorfield" for st in self.stages) else []))
         self._eval_time = 0.0  # excluded from train_seconds
         self._t0 = time.perf_counter()
         done_before = state.step
         try:
             with progress:
                 while state.step < state.max_steps:
+                    self._between_steps = True
                     if self._stop:
                         raise KeyboardInterrupt
+                    self._between_steps = False  # (until the step, its callbacks and checkpoint are done)
                     logs = self.train_step(state.step)
                     if state.step % log_every == 0 or state.step == state.max_steps:
                         progress.update(state.step, logs)
@@ -542,6 +560,7 @@ class Trainer:
         except KeyboardInterrupt:
             raise self.interrupted() from None
         finally:
+            self._between_steps = True
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
         self.run_seconds = self._elapsed() - self.seconds_before
@@ -551,7 +570,12 @@ class Trainer:
 
     def interrupted(self) -> TrainInterrupted:
         """Ctrl-C: a checkpoint of the state now (also after the last step, while the model is
-        evaluated or coded: `resume` then only redoes that), as the error to raise."""
+        evaluated or coded: `resume` then only redoes that), as the error to raise. Not inside a
+        step (a second Ctrl-C): its parameters, optimizer or Gaussian count may be half updated,
+        and resuming from them would redo the step on top of itself, or fail; the checkpoints
+        saved before are kept as they are."""
+        if not getattr(self, "_between_steps", True):
+            return TrainInterrupted(self.state.step, latest_checkpoint(self.out), saved=False)
         return TrainInterrupted(self.state.step, self.save_checkpoint())
 
     def _elapsed(self) -> float:
