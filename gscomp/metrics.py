@@ -94,6 +94,9 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
     sh = splats.sh_degree if sh_degree is None else min(int(sh_degree), splats.sh_degree)
     bg = torch.as_tensor(background, dtype=torch.float32, device=device)
     net, why = lpips_model() if use_lpips else (None, "not asked for")
+    if out_dir is not None:  # an earlier run's renders (other views, more of them) would read as this one's
+        for old in Path(out_dir).glob("[0-9][0-9][0-9]_*.png"):
+            old.unlink(missing_ok=True)
     ps, ss, ls = [], [], []
     for i, cam in enumerate(cams):
         img = render(splats, cam, sh_degree=sh, background=bg, backend=backend).colors[0].clamp(0, 1).cpu()

@@ -113,10 +113,12 @@ def test_metrics_psnr_and_lpips_unavailable(tmp_path):
 
     assert psnr(torch.zeros(4, 4, 3), torch.full((4, 4, 3), 0.1)) == pytest.approx(20.0)
     sc = tiny_scene(n_views=2, size=16)
+    (tmp_path / "007_r_45.png").write_bytes(b"an earlier run's render")  # (were left beside the new ones)
+    (tmp_path / "mine.png").write_bytes(b"not ours")
     out = evaluate(_gt_splats(), sc.train + sc.test, sh_degree=0, backend=BACKEND, out_dir=tmp_path, n_renders=1)
     assert out["psnr"] > 60 and out["ssim"] > 0.999
     assert out["lpips"] == "unavailable" or isinstance(out["lpips"], float)
-    assert len(list(tmp_path.glob("*.png"))) == 1
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000_" + sc.train[0].name + ".png", "mine.png"]
 
 
 def test_lpips_unavailable_says_why(monkeypatch, tmp_path):
