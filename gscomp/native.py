@@ -32,6 +32,7 @@ import torch
 
 from .errors import GscompError, one_line
 
+
 def _sources_dir() -> Path:
     """The C++ sources: `cuda/` beside the package in a checkout (or an editable install), the
     copy a regular install puts at `gscomp/_cuda` (setup.py's package data) otherwise."""

@@ -315,6 +315,7 @@ class Trainer:
         self.state: TrainState | None = None
         self.strategy = None
         self._stop = False
+        self._between_steps = True  # False while a step runs (`fit`): an interrupt then saves nothing
         self.seconds_before = 0.0  # training time of the runs a resume continues
         self._t0: float | None = None  # when this run's training loop started
         self._eval_time = 0.0
@@ -574,7 +575,7 @@ class Trainer:
         step (a second Ctrl-C): its parameters, optimizer or Gaussian count may be half updated,
         and resuming from them would redo the step on top of itself, or fail; the checkpoints
         saved before are kept as they are."""
-        if not getattr(self, "_between_steps", True):
+        if not self._between_steps:
             return TrainInterrupted(self.state.step, latest_checkpoint(self.out), saved=False)
         return TrainInterrupted(self.state.step, self.save_checkpoint())
 
