@@ -33,6 +33,17 @@ def _run(cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", LOAD], env=env, capture_output=True, text=True, timeout=240)
 
 
+def _cli(**env_vars):
+    """`gscomp ARGS...` in a fresh process with these environment variables."""
+    env = dict(os.environ, **env_vars, PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+
+    def gscomp(*args):
+        return subprocess.run([sys.executable, "-m", "gscomp", *args], env=env, capture_output=True, text=True,
+                              timeout=240)
+    return gscomp
+
+
 def test_stale_torch_lock_does_not_hang(tmp_path):
     """torch's `lock` file, left by a process killed while loading, made every later process wait
     forever (torch's FileBaton); a built module is now imported directly."""
@@ -81,13 +92,7 @@ def test_an_unusable_cache_folder_says_so(tmp_path, random_splats):
     src = tmp_path / "in.ply"
     save_splats(src, random_splats(200, 1, seed=3))
     (tmp_path / "file").write_text("x")
-    env = dict(os.environ, GSCOMP_CACHE=str(tmp_path / "file" / "cache"), PYTHONPATH=os.pathsep.join(
-        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-
-    def gscomp(*args):
-        return subprocess.run([sys.executable, "-m", "gscomp", *args], env=env, capture_output=True, text=True,
-                              timeout=240)
-
+    gscomp = _cli(GSCOMP_CACHE=str(tmp_path / "file" / "cache"))
     r = gscomp("compress", str(src), str(tmp_path / "a.gsz"), "pipeline=medium")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "using constriction" in r.stderr and "set GSCOMP_CACHE to a writable folder" in r.stderr, r.stderr
@@ -112,13 +117,7 @@ def test_without_a_compiler(tmp_path, random_splats):
 
     src = tmp_path / "in.ply"
     save_splats(src, random_splats(200, 1, seed=3))
-    env = dict(os.environ, GSCOMP_CACHE=str(tmp_path / "cache"), CXX="/nonexistent/c++", PYTHONPATH=os.pathsep.join(
-        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-
-    def gscomp(*args):
-        return subprocess.run([sys.executable, "-m", "gscomp", *args], env=env, capture_output=True, text=True,
-                              timeout=240)
-
+    gscomp = _cli(GSCOMP_CACHE=str(tmp_path / "cache"), CXX="/nonexistent/c++")
     r = gscomp("compress", str(src), str(tmp_path / "a.gsz"), "pipeline=medium")
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
