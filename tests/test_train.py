@@ -456,3 +456,15 @@ def test_short_runs_train_the_sh_degree_they_are_evaluated_at(scene, tmp_path, c
     assert degrees[0] == 0 and degrees[-1] == 2 and degrees.count(2) >= 10, degrees
     assert metrics["sh_degree"] == 2
     assert "note: the SH degree rises every 13 steps, not every train.sh_degree_interval=300" in capsys.readouterr().err
+
+
+def test_a_run_too_short_to_densify_says_so(scene, tmp_path, capsys):
+    """refine_every is in steps, refine_start/stop in fractions of the run: a run of 200 steps or
+    fewer (at the defaults) never densifies, and kept its initial points without a word."""
+    t = Trainer(make_cfg(steps=40), out_dir=tmp_path, scene=scene)
+    t.setup()
+    assert t.strategy.refine_steps() == []
+    assert "note: no densification in 40 steps (train.strategy.refine_every=100" in capsys.readouterr().err
+    t = Trainer(make_cfg(steps=40, **{"strategy.refine_every": 5}), out_dir=tmp_path, scene=scene)
+    t.setup()
+    assert t.strategy.refine_steps() == [5, 10, 15] and "densification" not in capsys.readouterr().err

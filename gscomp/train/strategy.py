@@ -70,6 +70,11 @@ class DefaultStrategy:
         state.add_gaussian_buffer("count", torch.zeros(n, device=state.device))
         self.last_refine: dict[str, int] = {}
 
+    def refine_steps(self) -> list[int]:
+        """The steps at which `step_post_backward` refines (after `initialize`)."""
+        return [s for s in range(self.refine_every, self._stop, self.refine_every)
+                if s >= self._start and (self._reset <= 0 or s % self._reset >= self.pause_after_reset)]
+
     def step_pre_backward(self, state: TrainState, info: dict) -> None:
         if self._refining_soon(state.step):
             info["means2d"].retain_grad()

@@ -365,10 +365,16 @@ class Trainer:
         self.state = state
         every = sh_interval(int(t.sh_degree_interval), int(t.sh_degree), steps)
         if every != int(t.sh_degree_interval):
-            print(f"note: the SH degree rises every {every} steps, not every train.sh_degree_interval={int(t.sh_degree_interval)}, "
+            rises = f"rises every {every} steps" if every else "is trained from the first step"
+            print(f"note: the SH degree {rises}, not every train.sh_degree_interval={int(t.sh_degree_interval)}, "
                   f"so that {steps} steps reach train.sh_degree={int(t.sh_degree)}", file=sys.stderr)
         self.strategy = build_strategy(OmegaConf.to_container(t.strategy, resolve=True))
         self.strategy.initialize(state)
+        if steps and not self.strategy.refine_steps():  # (refine_every is in steps, start/stop fractions)
+            st = self.strategy
+            print(f"note: no densification in {steps} steps (train.strategy.refine_every={st.refine_every} steps, "
+                  f"between refine_start={st.refine_start} and refine_stop={st.refine_stop}): the model keeps its "
+                  f"{state.n:,} initial Gaussians", file=sys.stderr)
         for stage in self.stages:
             stage.attach(state)
         self._order_gen = torch.Generator().manual_seed(seed)
