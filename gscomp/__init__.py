@@ -30,6 +30,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gscomp' has no attribute {name!r}")
 
 
+def data_dir(name: str):
+    """A folder of the source tree gscomp reads at run time (``configs``, ``cuda``): the copy a
+    regular install puts at ``gscomp/_<name>`` (setup.py's package data), else ``<name>/`` beside
+    the package (a checkout, or an editable install)."""
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    installed = here / f"_{name}"
+    return installed if installed.is_dir() else here.parent / name
+
+
 def __dir__():
     return sorted(set(globals()) | set(__all__))
 

@@ -26,15 +26,7 @@ import gscomp
 
 from .errors import GscompError
 
-def _config_dir() -> Path:
-    """`configs/` beside the package in a checkout (or an editable install), the copy a regular
-    install puts at `gscomp/_configs` (setup.py's package data) otherwise."""
-    here = Path(gscomp.__file__).resolve().parent
-    installed = here / "_configs"
-    return installed if installed.is_dir() else here.parent / "configs"
-
-
-CONFIG_DIR = _config_dir()
+CONFIG_DIR = gscomp.data_dir("configs")
 
 
 def output_dir(cfg) -> Path:

@@ -30,18 +30,11 @@ from pathlib import Path
 
 import torch
 
+from . import data_dir
 from .errors import GscompError, one_line
 
 
-def _sources_dir() -> Path:
-    """The C++ sources: `cuda/` beside the package in a checkout (or an editable install), the
-    copy a regular install puts at `gscomp/_cuda` (setup.py's package data) otherwise."""
-    here = Path(__file__).resolve().parent
-    installed = here / "_cuda"
-    return installed if installed.is_dir() else here.parent / "cuda"
-
-
-ROOT = _sources_dir()
+ROOT = data_dir("cuda")  # the C++ sources
 # kind -> (source file, what it is: shown while compiling and in errors, fallback advice)
 SOURCES = {
     "raster": ("rasterize_cpu.cpp", "native CPU rasterizer", "or use backend='torch'"),

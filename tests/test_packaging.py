@@ -36,13 +36,10 @@ def test_installed_copies_are_found_first(tmp_path, monkeypatch):
     import gscomp
     from gscomp import hydra_app, native
 
+    assert hydra_app.CONFIG_DIR == REPO / "configs" and native.ROOT == REPO / "cuda"  # (a checkout)
     pkg = tmp_path / "site" / "gscomp"
     (pkg / "_configs").mkdir(parents=True)
     (pkg / "_cuda").mkdir()
     (tmp_path / "site" / "configs").mkdir()  # someone else's
     monkeypatch.setattr(gscomp, "__file__", str(pkg / "__init__.py"))
-    assert hydra_app._config_dir() == pkg / "_configs"
-    monkeypatch.setattr(native, "__file__", str(pkg / "native.py"))
-    assert native._sources_dir() == pkg / "_cuda"
-    monkeypatch.setattr(gscomp, "__file__", str(REPO / "gscomp" / "__init__.py"))
-    assert hydra_app._config_dir() == REPO / "configs"
+    assert gscomp.data_dir("configs") == pkg / "_configs" and gscomp.data_dir("cuda") == pkg / "_cuda"

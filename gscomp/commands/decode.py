@@ -23,10 +23,9 @@ def run(argv: list[str]) -> int:
     src, dst = input_file(argv[0]), Path(argv[1])
     if dst.suffix.lower() not in (".ply", ".spz", ".splat"):
         raise GscompError(f"output must end in .ply, .spz or .splat, got {dst.name!r}")
+    from .. import native
     from ..codec import decode_gsz
     from ..io import LossySaveWarning, save_splats
-
-    from .. import native
 
     native.warm("rans")  # (a first build is not decode time)
     t0 = time.perf_counter()

@@ -70,10 +70,13 @@ class DefaultStrategy:
         state.add_gaussian_buffer("count", torch.zeros(n, device=state.device))
         self.last_refine: dict[str, int] = {}
 
+    def _refines_at(self, step: int) -> bool:
+        return (0 < step < self._stop and step >= self._start and step % self.refine_every == 0
+                and (self._reset <= 0 or step % self._reset >= self.pause_after_reset))
+
     def refine_steps(self) -> list[int]:
         """The steps at which `step_post_backward` refines (after `initialize`)."""
-        return [s for s in range(self.refine_every, self._stop, self.refine_every)
-                if s >= self._start and (self._reset <= 0 or s % self._reset >= self.pause_after_reset)]
+        return [s for s in range(self.refine_every, self._stop, self.refine_every) if self._refines_at(s)]
 
     def step_pre_backward(self, state: TrainState, info: dict) -> None:
         if self._refining_soon(state.step):
@@ -86,8 +89,7 @@ class DefaultStrategy:
         if step >= self._stop:
             return
         self._accumulate(state, info)
-        if (step >= self._start and step % self.refine_every == 0 and step > 0
-                and (self._reset <= 0 or step % self._reset >= self.pause_after_reset)):
+        if self._refines_at(step):
             self.refine(state, step, extent)
         if self._reset > 0 and step > 0 and step % self._reset == 0:
             self.reset_opacity(state)
