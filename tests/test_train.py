@@ -468,3 +468,18 @@ def test_a_run_too_short_to_densify_says_so(scene, tmp_path, capsys):
     t = Trainer(make_cfg(steps=40, **{"strategy.refine_every": 5}), out_dir=tmp_path, scene=scene)
     t.setup()
     assert t.strategy.refine_steps() == [5, 10, 15] and "densification" not in capsys.readouterr().err
+
+
+def test_resuming_with_other_settings_says_which(scene, tmp_path, capsys):
+    """resume=PATH with another seed, resolution or learning rate was silent, and config.yaml then
+    records only the new values, misdescribing the steps before the checkpoint."""
+    cfg = make_cfg(steps=20, ckpt_every=10)
+    Trainer(cfg, out_dir=tmp_path, scene=scene).fit()
+    ck = tmp_path / "checkpoints" / "ckpt_000010.pt"
+    capsys.readouterr()
+    for over, said in (({}, None), ({"steps": 30}, None), ({"lr.means": 0.01}, "train.lr.means 0.00016 -> 0.01")):
+        c = make_cfg(**{"steps": 20, **over})
+        c.resume = str(ck)
+        Trainer(c, out_dir=tmp_path / "r", scene=scene).setup()
+        err = capsys.readouterr().err
+        assert (said is None and "differ" not in err) or (said in err and "ckpt_000010.pt with settings" in err), (over, err)

@@ -275,6 +275,28 @@ def sh_interval(interval: int, max_degree: int, steps: int) -> int:
     return max(steps - 1, 0) // (max_degree + 1)
 
 
+# Settings a resumed run may change without a note: the run's length, where it writes and how it
+# reports, and resuming itself
+_RESUME_FREE = ("train.steps", "out", "resume", "progress", "train.ckpt_every", "train.ckpt_keep", "train.log_every",
+                "train.eval_every", "train.n_renders")
+
+
+def _changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``key old -> new`` for each setting of ``new`` that differs from ``old`` (nested dicts of a
+    checkpoint's config and this run's), outside `_RESUME_FREE`."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        key = f"{prefix}{k}"
+        if key in _RESUME_FREE:
+            continue
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_settings(a, b, key + ".")
+        elif a != b:
+            out.append(f"{key} {a!r} -> {b!r}"[:120])
+    return out
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     ckpts = sorted((out / CKPT_DIR).glob("ckpt_*.pt"))
     return ckpts[-1] if ckpts else None
@@ -411,6 +433,10 @@ class Trainer:
         at = int(ckpt["state"].get("step", 0))
         if at > steps:
             raise GscompError(f"{path} is at step {at}, past train.steps={steps}: raise train.steps to go on from it")
+        changed = _changed_settings(ckpt.get("cfg") or {}, OmegaConf.to_container(self.cfg, resolve=True))
+        if changed:  # allowed (e.g. a lower learning rate from here on), but config.yaml records only the new ones
+            shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+            print(f"note: resuming {path.name} with settings that differ from its run's: {shown}", file=sys.stderr)
 
     def _resume_path(self) -> Path | None:
         r = self.cfg.get("resume")
