@@ -63,6 +63,22 @@ def lpips_model():
         return None, f"LPIPS(alex) could not be built ({one_line(e)})"
 
 
+def view_sizes(cameras: Sequence) -> dict:
+    """``resolution`` [w, h] of the views (the commonest size when they differ) and, only when they
+    differ, ``resolutions``: {"WxH": number of views} (captures with mixed image sizes)."""
+    counts: dict[str, int] = {}
+    for c in cameras:
+        key = f"{c.width}x{c.height}"
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return {"resolution": None}
+    common = max(counts, key=counts.get)  # (first seen wins a tie)
+    out = {"resolution": [int(v) for v in common.split("x")]}
+    if len(counts) > 1:
+        out["resolutions"] = counts
+    return out
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)

@@ -121,6 +121,17 @@ def test_metrics_psnr_and_lpips_unavailable(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000_" + sc.train[0].name + ".png", "mine.png"]
 
 
+def test_view_sizes_name_mixed_image_sizes():
+    """metrics/report `resolution` gave the first view's size even when the views differ in size."""
+    from gscomp.metrics import view_sizes
+
+    cams = tiny_scene(n_views=3, size=16).train
+    assert view_sizes(cams) == {"resolution": [16, 16]}
+    mixed = cams + [cams[0].scaled(0.5)]
+    assert view_sizes(mixed) == {"resolution": [16, 16], "resolutions": {"16x16": len(cams), "8x8": 1}}
+    assert view_sizes([]) == {"resolution": None}
+
+
 def test_lpips_unavailable_says_why(monkeypatch, tmp_path):
     import builtins
     import types

@@ -37,7 +37,7 @@ def task(cfg) -> int:
     from omegaconf import OmegaConf
 
     from ..io import stored_size
-    from ..metrics import evaluate, peak_rss_mb
+    from ..metrics import evaluate, peak_rss_mb, view_sizes
     from ..train.trainer import atomic_write_text, load_scene_from_config, resolve_device, resolve_render_backend
     from .train import print_metrics
 
@@ -65,7 +65,7 @@ def task(cfg) -> int:
     (out / "metrics.json").unlink(missing_ok=True)
     metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
                        backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
-    metrics.update({"model": str(model), "split": split, "sh_degree": sh, "resolution": [cams[0].width, cams[0].height],
+    metrics.update({"model": str(model), "split": split, "sh_degree": sh, **view_sizes(cams),
                     "n_gaussians": len(splats),
                     "model_bytes": stored_size(model),
                     "peak_rss_mb": peak_rss_mb()})

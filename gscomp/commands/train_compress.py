@@ -48,7 +48,7 @@ def compress_trained(cfg, out: Path) -> dict:
 def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
     from ..codec import decode_gsz, encode_gsz
     from ..io import save_splats
-    from ..metrics import evaluate
+    from ..metrics import evaluate, view_sizes
     from .compress import encode_progress
 
     trainer = state.trainer
@@ -76,7 +76,7 @@ def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
         **{k: m[k] for k in ("lpips", "lpips_note") if k in m},
         "split": "test" if scene.test else "train",
         "sh_degree": decoded.sh_degree,  # what PSNR/SSIM were rendered at (as the trained model's)
-        "resolution": [cams[0].width, cams[0].height] if cams else None,
+        **view_sizes(cams),
         "sections": stats.get("sections", {}),
         "header_bytes": stats.get("header_bytes"),  # (the sections plus this are the file)
         "bits_per_gaussian": stats.get("bits_per_gaussian"),

@@ -668,7 +668,7 @@ class Trainer:
         """Write point_cloud.ply, evaluate on the test views, write renders and metrics.json."""
         from ..data.cameras import save_cameras_json
         from ..io import save_splats
-        from ..metrics import evaluate
+        from ..metrics import evaluate, view_sizes
 
         t = self.cfg.train
         splats = self.final_splats()
@@ -689,7 +689,7 @@ class Trainer:
             # of this run (a run resumed at its last step trained none)
             "steps_per_second": round(self.steps_run / max(self.run_seconds, 1e-9), 3) if self.steps_run else None,
             "ply_bytes": ply.stat().st_size,
-            "resolution": [self.scene.train[0].width, self.scene.train[0].height],
+            **view_sizes(self.scene.train),
             "n_train_views": len(self.scene.train),
             "backend": self.backend,
             "device": str(self.device),
