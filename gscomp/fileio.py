@@ -20,17 +20,20 @@ FILE_MODE = 0o666 & ~_UMASK
 def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Iterator[IO[bytes]]:
     """Open a temporary file next to ``path`` for binary writing; on success it is fsynced and
     replaces ``path`` (os.replace), on error it is removed and ``path`` is untouched. A missing
-    parent directory is an error unless ``make_parents``."""
+    parent directory is an error unless ``make_parents``. A symbolic link is written through,
+    as ``cp`` does: its target is replaced and the link kept."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
+    # the file replaced: the link's target, so the link (and what else points there) stays
+    dest = Path(os.path.realpath(path)) if path.is_symlink() else path
+    parent = dest.parent if str(dest.parent) else Path(".")
     if make_parents:
         parent.mkdir(parents=True, exist_ok=True)
     elif not parent.is_dir():
         raise GscompError(f"{path}: directory {parent} does not exist")
-    if path.is_dir():
+    if dest.is_dir():
         raise GscompError(f"{path}: is a directory")
     try:  # (the name cut short: a temp name longer than the file system allows would fail)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:32]}.", suffix=".tmp", dir=parent)
     except OSError as e:
         raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
     try:
@@ -39,7 +42,7 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, dest)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -55,6 +58,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, make_parents: bo
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, make_parents: bool = False) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), make_parents=make_parents)
+
+
+def output_file(arg: str) -> Path:
+    """A command line's output file name; one ending in a slash names a folder, which Path()
+    would silently turn into a file of that name."""
+    if arg.endswith(("/", os.sep)):
+        raise GscompError(f"{arg}: names a directory; give a file name")
+    return Path(arg)
 
 
 def input_file(path: str | os.PathLike) -> Path:

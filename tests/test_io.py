@@ -1029,6 +1029,39 @@ def test_atomic_open_gives_the_mode_of_a_plain_open(tmp_path):
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.bin").st_mode) and mode & stat.S_IRUSR
 
 
+def test_atomic_open_writes_through_a_symlink(tmp_path):
+    """Like cp: the link's target gets the new content and the link stays a link (a dangling
+    one too); os.replace on the link itself would have turned it into a plain file."""
+    import os
+
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "scene.gsz"
+    target.write_bytes(b"old")
+    link = tmp_path / "scene.gsz"
+    link.symlink_to(target)
+    with atomic_open(link) as f:
+        f.write(b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path / "real")) == ["scene.gsz"]  # no temp file left
+    dangling = tmp_path / "d.gsz"
+    dangling.symlink_to(tmp_path / "real" / "later.gsz")
+    with atomic_open(dangling) as f:
+        f.write(b"x")
+    assert dangling.is_symlink() and (tmp_path / "real" / "later.gsz").read_bytes() == b"x"
+
+
+def test_output_names_ending_in_a_slash_are_refused(tmp_path, random_splats, capsys):
+    """`decode a.gsz out.ply/` wrote a file out.ply: the slash said a folder was meant."""
+    from gscomp.cli import main
+
+    save_splats(tmp_path / "in.ply", random_splats(50, 0))
+    assert main(["compress", str(tmp_path / "in.ply"), str(tmp_path / "o.gsz") + "/"]) == 2
+    assert main(["compress", str(tmp_path / "in.ply"), str(tmp_path / "o.gsz")]) == 0
+    assert main(["decode", str(tmp_path / "o.gsz"), str(tmp_path / "d.ply") + "/"]) == 2
+    assert "names a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ply", "o.gsz"]
+
+
 def test_stored_size_counts_a_sog_scenes_own_files_once(tmp_path):
     """meta.json's listed images count once each, and only those inside the scene's folder."""
     from gscomp.io import stored_size

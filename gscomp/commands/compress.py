@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
-from ..fileio import check_regular
+from ..fileio import check_regular, output_file
 from .common import split_args, stdout_console, usage_error, wants_help
 
 USAGE = "usage: gscomp compress IN OUT.gsz [--cameras PATH] [--config-dir DIR] [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
@@ -132,7 +132,7 @@ def run(argv: list[str]) -> int:
         return 0
     if opts or len(pos) != 2:
         raise usage_error(USAGE, opts)
-    src, dst = Path(pos[0]), Path(pos[1])
+    src, dst = Path(pos[0]), output_file(pos[1])
     if not src.exists():
         raise GscompError(f"no such file: {src}")
     check_regular(src)

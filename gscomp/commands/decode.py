@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import GscompError
-from ..fileio import input_file
+from ..fileio import input_file, output_file
 from .common import usage_error, wants_help
 
 USAGE = "usage: gscomp decode IN.gsz OUT.ply|OUT.spz|OUT.splat"
@@ -20,7 +20,7 @@ def run(argv: list[str]) -> int:
     opts = [a for a in argv if a.startswith("-")]
     if opts or len(argv) != 2:
         raise usage_error(USAGE, opts)
-    src, dst = input_file(argv[0]), Path(argv[1])
+    src, dst = input_file(argv[0]), output_file(argv[1])
     if dst.suffix.lower() not in (".ply", ".spz", ".splat"):
         raise GscompError(f"output must end in .ply, .spz or .splat, got {dst.name!r}")
     from .. import native
