@@ -255,3 +255,17 @@ def test_a_fresh_run_removes_an_earlier_runs_checkpoints(tmp_path, capsys):
     assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["ckpt_000010.pt"]
     assert main(["train", *TINY, "train.steps=14", f"out={out}", "resume=true"]) == 0
     assert f"resuming from {out / 'checkpoints' / 'ckpt_000010.pt'} (step 10)" in capsys.readouterr().err
+
+
+def test_a_fresh_run_removes_an_earlier_runs_coded_scene(tmp_path, capsys):
+    """A plain train into a train-and-compress folder left its scene.gsz and report.json beside
+    the new model, reading as its coding; a run that fails before training keeps them."""
+    out = tmp_path / "r"
+    assert main(["compress", *TINY, "train.steps=4", "pipeline=medium", f"out={out}"]) == 0
+    assert main(["train", "data=colmap", f"data.path={tmp_path / 'none'}", f"out={out}"]) == 2
+    assert (out / "scene.gsz").is_file() and (out / "report.json").is_file()
+    capsys.readouterr()
+    assert main(["train", *TINY, "train.steps=4", f"out={out}"]) == 0
+    assert "note: removed scene.gsz, scene.ply, report.json of an earlier run" in capsys.readouterr().err
+    assert not any((out / n).exists() for n in ("scene.gsz", "scene.ply", "report.json"))
+    assert (out / "point_cloud.ply").is_file()

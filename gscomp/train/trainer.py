@@ -34,6 +34,8 @@ from .state import TrainState
 from .strategy import build_strategy
 
 CKPT_DIR = "checkpoints"
+# what train-and-compress writes after training (gscomp.commands.train_compress)
+CODED_OUTPUTS = ("scene.gsz", "scene.ply", "report.json")
 
 
 class TrainInterrupted(KeyboardInterrupt):
@@ -376,6 +378,14 @@ class Trainer:
             if stale:
                 print(f"note: removed {len(stale)} checkpoint{'s' if len(stale) > 1 else ''} of an earlier run from "
                       f"{self.out / CKPT_DIR} (this run starts afresh; resume=true continues one)", file=sys.stderr)
+            # so is an earlier train-and-compress's result: beside this run's model it would read
+            # as its coding (train-and-compress writes it anew at its end; plain train never does)
+            coded = [self.out / n for n in CODED_OUTPUTS if (self.out / n).is_file()]
+            for old in coded:
+                old.unlink(missing_ok=True)
+            if coded:
+                print(f"note: removed {', '.join(p.name for p in coded)} of an earlier run from {self.out}",
+                      file=sys.stderr)
             init = t.init
             mp = init.get("max_points")
             splats = init_splats(scene, int(t.sh_degree), opacity=float(init.opacity),
