@@ -102,6 +102,11 @@ def _main(argv: list[str]) -> int:
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}; run `gscomp --help`", file=sys.stderr)
         return 2
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # (torch's MKL then dies on import with "Cannot load libtorch_cpu.so")
+        print("error: the current directory no longer exists; cd to one that does", file=sys.stderr)
+        return 2
     from omegaconf.errors import OmegaConfBaseException
 
     from .errors import GscompError, one_line

@@ -32,6 +32,8 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
         raise GscompError(f"{path}: directory {parent} does not exist")
     if dest.is_dir():
         raise GscompError(f"{path}: is a directory")
+    if dest.exists() and not dest.is_file():  # (a rename would put a file where /dev/null was)
+        raise GscompError(f"{path}: not a regular file (a pipe, device or socket); give a file name")
     try:  # (the name cut short: a temp name longer than the file system allows would fail)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:32]}.", suffix=".tmp", dir=parent)
     except OSError as e:

@@ -114,6 +114,16 @@ def test_closed_stdout_pipe_is_quiet(gsz, args, tmp_path):
     assert p.wait(timeout=120) == 0 and err == ""
 
 
+def test_a_removed_current_directory_is_named(gsz, tmp_path):
+    """torch's MKL died on import with 'Cannot load libtorch_cpu.so' when the cwd was gone."""
+    d = tmp_path / "d"
+    d.mkdir()
+    r = subprocess.run(["bash", "-c", 'cd "$1" && rmdir "$1" && exec "$2" -m gscomp info "$3"', "-", str(d),
+                        sys.executable, str(gsz)], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 2 and r.stderr == "error: the current directory no longer exists; cd to one that does\n"
+
+
 def test_a_path_the_output_encoding_cannot_show(gsz, tmp_path):
     """With an ASCII (or Latin-1) stdout, a path in another script was an internal error after the
     output had been written; it is shown with escapes instead."""

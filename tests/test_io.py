@@ -1048,6 +1048,15 @@ def test_atomic_open_writes_through_a_symlink(tmp_path):
     with atomic_open(dangling) as f:
         f.write(b"x")
     assert dangling.is_symlink() and (tmp_path / "real" / "later.gsz").read_bytes() == b"x"
+    # a FIFO (or a link to /dev/null) is refused: replacing it with a file would be wrong
+    fifo = tmp_path / "f.gsz"
+    os.mkfifo(fifo)
+    (tmp_path / "null.gsz").symlink_to("/dev/null")
+    for p in (fifo, tmp_path / "null.gsz"):
+        with pytest.raises(GscompError, match="not a regular file"):
+            with atomic_open(p) as f:
+                f.write(b"x")
+    assert fifo.exists() and not fifo.is_file() and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 
 
 def test_output_names_ending_in_a_slash_are_refused(tmp_path, random_splats, capsys):
