@@ -81,23 +81,58 @@ def main(argv: list[str] | None = None) -> int:
         # from torch's exit handlers over the result and turn its exit status into SIGINT's
         import signal
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                signal.signal(sig, signal.SIG_IGN)
     return code
 
 
+def _flush_stdout() -> None:
+    """Flush stdout, where a closed pipe or a full disk shows (not in the interpreter's flush at
+    exit, as a traceback): BrokenPipeError goes up (the reader is gone: no error), any other
+    failure is a one-line error."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        from .errors import GscompError
+
+        raise GscompError(f"cannot write to stdout: {e.strerror or e}") from None
+
+
+def _quiet_stdout() -> None:
+    """Python's documented recipe after a BrokenPipeError: stdout onto devnull, so that the flush
+    at exit does not fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _print_only(text: str) -> int:
+    """`gscomp --help` / `--version`: print ``text``; a closed pipe is no error, a failed write one line."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _quiet_stdout()
+    except OSError as e:
+        print(f"error: cannot write to stdout: {e.strerror or e}", file=sys.stderr)
+        _quiet_stdout()
+        return 2
+    return 0
+
+
 def _main(argv: list[str]) -> int:
+    for name in ("stdout", "stderr"):  # closed (`gscomp ... >&-`): Python sets them to None
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))
     for stream in (sys.stdout, sys.stderr):  # an ASCII or Latin-1 terminal and a path in another script
         with contextlib.suppress(AttributeError, ValueError):  # (a stream that cannot be reconfigured)
             stream.reconfigure(errors="backslashreplace")
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
-        return 0
+        return _print_only(USAGE)
     if argv[0] in ("-V", "--version"):
         from . import __version__
 
-        print(f"gscomp {__version__}")
-        return 0
+        return _print_only(f"gscomp {__version__}")
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}; run `gscomp --help`", file=sys.stderr)
@@ -132,12 +167,11 @@ def _main(argv: list[str]) -> int:
 
             module = importlib.import_module(f"gscomp.commands.{MODULES.get(verb, verb)}")
         code = module.run(rest)
-        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+        _flush_stdout()
     except BrokenPipeError:
         # The reader of our stdout stopped (`gscomp info x.gsz --json | head -1`): it has all it
-        # wanted, so this is no error and exits quietly with status 0, like the reader. Python's
-        # documented recipe: point stdout at devnull so the flush at exit does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # wanted, so this is no error and exits quietly with status 0, like the reader
+        _quiet_stdout()
         return 0
     except GscompError as e:
         # one line, of a length a terminal can show: a message may quote what a file holds (a

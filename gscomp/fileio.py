@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -39,7 +40,8 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
     except OSError as e:
         raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
     try:
-        os.fchmod(fd, FILE_MODE)
+        # a file replaced keeps its mode (a private 0600 output stays private); a new one gets FILE_MODE
+        os.fchmod(fd, stat.S_IMODE(dest.stat().st_mode) if dest.is_file() else FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -48,8 +50,11 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError):  # disk full, name too long, ...
-            raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
+        # disk full, name too long, ... (torch.save's writer says "unexpected pos", the
+        # OSError it met being its context)
+        os_err = e if isinstance(e, OSError) else e.__context__
+        if isinstance(os_err, OSError):
+            raise GscompError(f"cannot write {path}: {os_err.strerror or os_err}") from None
         raise
 
 

@@ -252,7 +252,10 @@ def _build(name: str, source: Path, build: Path, what: str, advice: str):
             verbose=False,
         )
     except Exception as e:  # compiler missing or failing: say what to do instead
-        raise NativeBuildError(what, _build_failure(e), advice) from e
+        # (a full disk fails the compiler too: more compilers would not help)
+        fix = (f"free disk space for the build ({build.parent.parent} and the compiler's temporary folder)"
+               if "No space left on device" in str(e) else COMPILER)
+        raise NativeBuildError(what, _build_failure(e), advice, fix) from e
     finally:
         log.setLevel(level)
 

@@ -104,7 +104,7 @@ def test_cfg_job_and_train_and_compress_alias(capsys):
 
 
 @pytest.mark.parametrize("args", [["info", "GSZ", "--json"], ["compress", "data=synthetic", "--info", "defaults"],
-                                  ["info", "GSZ"]])  # (rich's table: its own handler exited 1)
+                                  ["info", "GSZ"], ["--help"], ["--version"]])  # (info: rich's table, its own handler exited 1)
 def test_closed_stdout_pipe_is_quiet(gsz, args, tmp_path):
     """Also through Hydra, which prints --info with `logging` (a traceback per failed record)."""
     p = subprocess.Popen([sys.executable, "-m", "gscomp", *(str(gsz) if a == "GSZ" else a for a in args)], cwd=tmp_path,
@@ -112,6 +112,20 @@ def test_closed_stdout_pipe_is_quiet(gsz, args, tmp_path):
     p.stdout.close()  # the reader is gone before anything is written (`| head -0`)
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0 and err == ""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["info", "GSZ"]])
+def test_stdout_closed_or_on_a_full_disk(gsz, args, tmp_path):
+    """`>&-` made sys.stdout None: an internal error after the output was written; --help and
+    --version on /dev/full printed a traceback."""
+    argv = [sys.executable, "-m", "gscomp", *(str(gsz) if a == "GSZ" else a for a in args)]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run(["bash", "-c", '"$@" >&-', "-", *argv], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "No space left on device" in r.stderr, r.stderr
 
 
 def test_a_removed_current_directory_is_named(gsz, tmp_path):
@@ -188,6 +202,20 @@ def test_failed_run_removes_the_empty_out_folder_it_created(tmp_path, capsys):
 def test_unknown_option_is_named(tmp_path, capsys):
     code, _, err = cli(["compress", shared("fixtures/pc_short.ply"), tmp_path / "o.gsz", "--foo"], capsys)
     assert code == 2 and err.startswith("error: unknown option --foo; usage: gscomp compress") and err.count("\n") == 1
+
+
+def test_double_dash_ends_the_options(gsz, tmp_path, monkeypatch, capsys):
+    """A file named -x.ply: `--` before it, as in any Unix tool; without it, the error says so."""
+    from gscomp.io import load_splats
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-x.gsz").write_bytes(gsz.read_bytes())
+    code, _, err = cli(["decode", "-x.gsz", "o.ply"], capsys)
+    assert code == 2 and "a file of that name: put `--` before it, or write ./-x.gsz" in err
+    assert cli(["decode", "--", "-x.gsz", "-o.ply"], capsys)[0] == 0
+    assert cli(["info", "--json", "--", "-x.gsz"], capsys)[1].startswith("{")
+    assert cli(["compress", "--", "-o.ply", "-y.gsz", "pipeline=low"], capsys)[0] == 0
+    assert len(load_splats(tmp_path / "-y.gsz")) == len(load_splats(gsz))
 
 
 def test_eval_without_model_is_an_error(capsys):
@@ -484,7 +512,7 @@ def test_sigterm_in_training_saves_a_checkpoint(tmp_path):
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 130 and err.splitlines()[-1].startswith("interrupted at step "), err
+    assert p.returncode == 128 + signal.SIGTERM and err.splitlines()[-1].startswith("interrupted at step "), err
     ckpt = list((out / "checkpoints").glob("ckpt_*.pt"))
     assert len(ckpt) == 1 and str(ckpt[0]) in err
 

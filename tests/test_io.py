@@ -1013,6 +1013,15 @@ def test_atomic_open_keeps_old_file_on_error(tmp_path):
     with atomic_open(p) as f:
         f.write(b"new")
     assert p.read_bytes() == b"new"
+    # torch.save on a full disk: its writer raises RuntimeError("... unexpected pos ..."), the
+    # OSError being its context (was an internal error while saving a checkpoint)
+    with pytest.raises(GscompError, match="cannot write .*out.bin: No space left on device"):
+        with atomic_open(p) as f:
+            try:
+                raise OSError(28, "No space left on device")
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    assert p.read_bytes() == b"new" and [x.name for x in tmp_path.iterdir()] == ["out.bin"]
 
 
 def test_atomic_open_gives_the_mode_of_a_plain_open(tmp_path):
@@ -1027,6 +1036,10 @@ def test_atomic_open_gives_the_mode_of_a_plain_open(tmp_path):
         f.write(b"x")
     mode = stat.S_IMODE(os.stat(p).st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.bin").st_mode) and mode & stat.S_IRUSR
+    os.chmod(p, 0o600)  # a file replaced keeps its mode (a private output stayed private... until rewritten)
+    with atomic_open(p) as f:
+        f.write(b"y")
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600 and p.read_bytes() == b"y"
 
 
 def test_atomic_open_writes_through_a_symlink(tmp_path):

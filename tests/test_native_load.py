@@ -129,6 +129,25 @@ def test_without_a_compiler(tmp_path, random_splats):
     assert not (tmp_path / "b.gsz").exists()
 
 
+def test_a_full_disk_is_not_a_missing_compiler(tmp_path, random_splats):
+    """A build that failed for want of disk space advised installing a C++ compiler."""
+    from gscomp.io import save_splats
+
+    src = tmp_path / "in.ply"
+    save_splats(src, random_splats(50, 0, seed=3))
+    cxx = tmp_path / "c++"  # a compiler whose assembler meets a full disk
+    cxx.write_text("#!/bin/sh\ncase \"$*\" in *.cpp*) echo \"/tmp/ccQO.s: Fatal error: can't write 9 bytes to "
+                   "section .text of /tmp/ccQO.s: 'No space left on device'\" >&2; exit 1;;\n"
+                   "*) exec c++ \"$@\";; esac\n")  # (torch's version probes get the real one)
+    cxx.chmod(0o755)
+    r = _cli(GSCOMP_CACHE=str(tmp_path / "cache"), CXX=str(cxx))("compress", str(src), str(tmp_path / "a.gsz"),
+                                                                    "pipeline=medium")
+    assert r.returncode == 0, r.stderr[-2000:]
+    note = [ln for ln in r.stderr.splitlines() if "using constriction" in ln]
+    assert len(note) == 1 and "No space left on device" in note[0] and "free disk space" in note[0], r.stderr
+    assert "compiler with OpenMP" not in note[0]
+
+
 def test_old_builds_are_pruned(tmp_path):
     """A new build removes other builds not loaded for UNUSED_DAYS and unfinished ones left for a
     day; recent builds, fresh unfinished ones and one another process holds stay."""

@@ -28,11 +28,13 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
     pos: list[str] = []
     opts: list[str] = []
     overrides: list[str] = []
-    i = 0
+    i, n_opts = 0, len(options_part(argv))
     while i < len(argv):
         a = argv[i]
         i += 1
-        if a.startswith("-"):
+        if i - 1 == n_opts:  # the `--` itself
+            continue
+        if a.startswith("-") and i <= n_opts:
             opts.append(a)
             nxt = argv[i] if i < len(argv) else None
             if nxt is not None and (a in HYDRA_VALUE_FLAGS or (a in ("--info", "-i") and nxt in HYDRA_INFO_TOPICS)):
@@ -47,6 +49,17 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
     return pos, opts, overrides
 
 
+def options_part(argv: list[str]) -> list[str]:
+    """The arguments before a first ``--``: after it nothing is an option (`-- -x.ply`)."""
+    return argv[:argv.index("--")] if "--" in argv else argv
+
+
+def file_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(positionals, options) of a file verb (`decode`, `info`), a ``--`` ending the options."""
+    head = options_part(argv)
+    return [a for a in head if not a.startswith("-")] + argv[len(head) + 1:], [a for a in head if a.startswith("-")]
+
+
 def _on_disk(a: str) -> bool:
     try:
         return Path(a).exists()
@@ -55,11 +68,13 @@ def _on_disk(a: str) -> bool:
 
 
 def wants_help(argv: list[str]) -> bool:
-    return any(a in HELP_FLAGS for a in argv)
+    return any(a in HELP_FLAGS for a in options_part(argv))
 
 
 def usage_error(usage: str, opts: list[str] = ()) -> GscompError:
     """The one-line error for a bad command line, naming the first unknown option if any."""
+    if opts and _on_disk(opts[0]):  # a file whose name starts with a dash
+        return GscompError(f"unknown option {opts[0]} (a file of that name: put `--` before it, or write ./{opts[0]}); {usage}")
     return GscompError(f"unknown option {opts[0]}; {usage}" if opts else usage)
 
 
@@ -80,4 +95,4 @@ def stdout_console():
     return console
 
 
-__all__ = ["split_args", "wants_help", "usage_error", "stdout_console", "HELP_FLAGS"]
+__all__ = ["split_args", "file_args", "options_part", "wants_help", "usage_error", "stdout_console", "HELP_FLAGS"]

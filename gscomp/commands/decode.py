@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import GscompError
 from ..fileio import input_file, output_file
-from .common import usage_error, wants_help
+from .common import file_args, usage_error, wants_help
 
 USAGE = "usage: gscomp decode IN.gsz OUT.ply|OUT.spz|OUT.splat"
 
@@ -17,10 +17,10 @@ def run(argv: list[str]) -> int:
     if wants_help(argv):
         print(USAGE)
         return 0
-    opts = [a for a in argv if a.startswith("-")]
-    if opts or len(argv) != 2:
+    args, opts = file_args(argv)
+    if opts or len(args) != 2:
         raise usage_error(USAGE, opts)
-    src, dst = input_file(argv[0]), output_file(argv[1])
+    src, dst = input_file(args[0]), output_file(args[1])
     if dst.suffix.lower() not in (".ply", ".spz", ".splat"):
         raise GscompError(f"output must end in .ply, .spz or .splat, got {dst.name!r}")
     from .. import native

@@ -35,4 +35,4 @@ def run(argv: list[str]) -> int:
         return run_hydra("demo", task, argv, prog="gscomp demo")
     except TrainInterrupted as e:
         print(e.line(resume_hint=False), file=sys.stderr)
-        return 130
+        return 128 + e.signum

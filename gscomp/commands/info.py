@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from ..fileio import input_file
-from .common import stdout_console, usage_error, wants_help
+from .common import file_args, stdout_console, usage_error, wants_help
 
 USAGE = "usage: gscomp info IN.gsz [--json]"
 
@@ -13,9 +13,9 @@ def run(argv: list[str]) -> int:
     if wants_help(argv):
         print(USAGE)
         return 0
-    as_json = "--json" in argv
-    rest = [a for a in argv if a != "--json"]
-    opts = [a for a in rest if a.startswith("-")]
+    rest, opts = file_args(argv)
+    as_json = "--json" in opts
+    opts = [a for a in opts if a != "--json"]
     if opts or len(rest) != 1:
         raise usage_error(USAGE, opts)
     from ..codec import gsz_info

@@ -48,4 +48,4 @@ def run(argv: list[str]) -> int:
         return run_hydra("train", task, argv)
     except TrainInterrupted as e:
         print(e.line(), file=sys.stderr)
-        return 130
+        return 128 + e.signum

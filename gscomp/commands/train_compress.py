@@ -135,4 +135,4 @@ def run(argv: list[str], prog: str = "gscomp train-and-compress") -> int:
         return run_hydra("train", task, argv, prog=prog)
     except TrainInterrupted as e:
         print(e.line(), file=sys.stderr)
-        return 130
+        return 128 + e.signum

@@ -29,6 +29,7 @@ from ..errors import GscompError, check_bool, check_int, check_number, check_sch
 from ..fileio import atomic_open
 from ..fileio import atomic_write_text as _atomic_write_text
 from ..splats import FIELDS, Splats, num_sh_rest, rgb_to_sh0
+from ..signals import raise_stop, stop_signals
 from .losses import photometric_loss, psnr
 from .state import TrainState
 from .strategy import build_strategy
@@ -43,10 +44,11 @@ class TrainInterrupted(KeyboardInterrupt):
     else (a second Ctrl-C inside a step, whose state is half updated) nothing was, and ``path``
     is the newest earlier checkpoint, if any."""
 
-    def __init__(self, step: int, path: Path | None, saved: bool = True):
+    def __init__(self, step: int, path: Path | None, saved: bool = True, signum: int = 2):
         super().__init__(f"interrupted at step {step}; checkpoint saved to {path}" if saved else
                          "interrupted inside a training step: nothing saved (its state was half updated)")
         self.step, self.path, self.saved = step, path, saved
+        self.signum = signum  # what stopped it (SIGINT, or SIGTERM/SIGHUP): the exit status is 128 + it
 
     def line(self, resume_hint: bool = True) -> str:
         """What the CLI prints."""
@@ -338,7 +340,7 @@ class Trainer:
         self.scene = scene
         self.state: TrainState | None = None
         self.strategy = None
-        self._stop = False
+        self._stop = 0  # the stop signal received, if any
         self._between_steps = True  # False while a step runs (`fit`): an interrupt then saves nothing
         self.seconds_before = 0.0  # training time of the runs a resume continues
         self._t0: float | None = None  # when this run's training loop started
@@ -550,12 +552,11 @@ class Trainer:
         Returns the handlers to put back."""
         if threading.current_thread() is not threading.main_thread():
             return {}
-        from ..signals import stop_signals
 
         def handler(signum, frame):
             if self._stop:
-                raise KeyboardInterrupt
-            self._stop = True
+                raise_stop(signum, frame)
+            self._stop = signum  # (the exit status says which signal stopped the run)
 
         return {sig: signal.signal(sig, handler) for sig in stop_signals()}
 
@@ -584,7 +585,7 @@ class Trainer:
                 while state.step < state.max_steps:
                     self._between_steps = True
                     if self._stop:
-                        raise KeyboardInterrupt
+                        raise_stop(self._stop, None)  # KeyboardInterrupt, or signals.Stopped
                     self._between_steps = False  # (until the step, its callbacks and checkpoint are done)
                     logs = self.train_step(state.step)
                     if state.step % log_every == 0 or state.step == state.max_steps:
@@ -617,9 +618,10 @@ class Trainer:
         step (a second Ctrl-C): its parameters, optimizer or Gaussian count may be half updated,
         and resuming from them would redo the step on top of itself, or fail; the checkpoints
         saved before are kept as they are."""
+        signum = getattr(sys.exc_info()[1], "signum", 2)  # (called handling it: a signals.Stopped has one)
         if not self._between_steps:
-            return TrainInterrupted(self.state.step, latest_checkpoint(self.out), saved=False)
-        return TrainInterrupted(self.state.step, self.save_checkpoint())
+            return TrainInterrupted(self.state.step, latest_checkpoint(self.out), saved=False, signum=signum)
+        return TrainInterrupted(self.state.step, self.save_checkpoint(), signum=signum)
 
     def _elapsed(self) -> float:
         """Training seconds so far, over this run and the runs it resumed (quick evals excluded)."""
