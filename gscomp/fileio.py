@@ -67,6 +67,31 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, make_parents: bool 
     atomic_write_bytes(path, text.encode("utf-8"), make_parents=make_parents)
 
 
+@contextlib.contextmanager
+def run_folder(path: Path) -> Iterator[Path]:
+    """The output folder of a training run, created if missing and held for the block with an
+    exclusive lock on the folder itself (no lock file; the kernel drops it if the process dies):
+    a second run into the same folder would interleave its files with this one's."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: unlocked
+        yield path
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GscompError(f"{path} is the output folder of another gscomp run still going; wait for it "
+                              f"or give another out=") from None
+        except OSError:  # a file system without locks: unlocked
+            pass
+        yield path
+    finally:
+        os.close(fd)
+
+
 def output_file(arg: str) -> Path:
     """A command line's output file name; one ending in a slash names a folder, which Path()
     would silently turn into a file of that name."""

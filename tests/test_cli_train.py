@@ -257,6 +257,21 @@ def test_a_fresh_run_removes_an_earlier_runs_checkpoints(tmp_path, capsys):
     assert f"resuming from {out / 'checkpoints' / 'ckpt_000010.pt'} (step 10)" in capsys.readouterr().err
 
 
+def test_a_second_run_into_a_busy_output_folder_is_refused(tmp_path, capsys):
+    """Two train-and-compress runs into one out= both exited 0, leaving one's config.yaml beside
+    the other's scene.gsz; the folder is held (flock) while a run goes, then free again."""
+    from gscomp.fileio import run_folder
+
+    out = tmp_path / "r"
+    with run_folder(out):  # (as another process's run would hold it; flock conflicts within one too)
+        for verb in ("train", "compress"):
+            assert main([verb, *TINY, "train.steps=2", "pipeline=medium" if verb == "compress" else "progress=false",
+                         f"out={out}"]) == 2
+            assert "is the output folder of another gscomp run still going" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+    assert main(["train", *TINY, "train.steps=2", f"out={out}"]) == 0
+
+
 def test_a_fresh_run_removes_an_earlier_runs_coded_scene(tmp_path, capsys):
     """A plain train into a train-and-compress folder left its scene.gsz and report.json beside
     the new model, reading as its coding; a run that fails before training keeps them."""

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import sys
 
+from ..fileio import run_folder
 from ..hydra_app import output_dir, run_hydra
 
 
 def task(cfg) -> int:
     from .train_compress import compress_trained, print_report
 
-    out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    report = compress_trained(cfg, out)
+    with run_folder(output_dir(cfg)) as out:
+        report = compress_trained(cfg, out)
     print_report(report)
     ply_bytes = report["trained"].get("ply_bytes")
     if ply_bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import GscompError
+from ..fileio import run_folder
 from ..hydra_app import output_dir, run_hydra
 from .common import stdout_console
 
@@ -35,8 +36,8 @@ def task(cfg) -> int:
 
     if cfg.get("pipeline"):
         raise GscompError("pipeline=... trains and compresses: use `gscomp compress data=... pipeline=... out=OUT`")
-    out = output_dir(cfg)
-    _, metrics = train(cfg, out_dir=out)
+    with run_folder(output_dir(cfg)) as out:
+        _, metrics = train(cfg, out_dir=out)
     print_metrics(metrics, "gscomp train", out)
     return 0
 

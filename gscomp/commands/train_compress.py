@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError, check_int
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, run_folder
 from ..hydra_app import config_error, output_dir, run_hydra
 from .common import split_args, stdout_console
 
@@ -116,9 +116,8 @@ def print_report(report: dict, out: Path | None = None) -> None:
 
 
 def task(cfg) -> int:
-    out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    report = compress_trained(cfg, out)
+    with run_folder(output_dir(cfg)) as out:
+        report = compress_trained(cfg, out)
     print_report(report, out)
     return 0
 
