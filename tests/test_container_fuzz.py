@@ -161,3 +161,31 @@ def test_hostile_stage_params_with_valid_checksums(tmp_path_factory):
                 except FormatError as e:
                     assert "\n" not in str(e)
                 assert time.perf_counter() - t < TIME_LIMIT, (st["type"], key, bad)
+
+
+def test_encoder_params_out_of_todays_range_still_decode(tmp_path_factory):
+    """A file an older gscomp wrote with, e.g., `rvq.lr=2.0` (its range then was wider) was refused
+    ("rvq.lr must be a number in (0, 1]") though decoding reads no such param: it decodes, to the
+    same scene; a decoder param out of range (rvq.n_stages) is still a format error."""
+    from gscomp.stages.base import STAGES
+
+    valid = _encoded(tmp_path_factory, ["pipeline=c3dgs", "+pipeline.stages.colorfield.fit_steps=20"], 300, 3)
+    header, sections = unpack_gsz(valid)
+    ref = decode_bytes(valid)
+    bad = {"lr": 2.0, "commitment": 150.0, "kmeans_iters": 5000, "lambda_mask": 1e4, "init": 1e3, "grid_lr": 50.0,
+           "mlp_lr": 50.0, "lr_final": 2.0, "bits": 20, "fit_steps": -1, "backend": "cuda", "start": -1}
+    tried = 0
+    for i, st in enumerate(header["pipeline"]["stages"]):
+        for key in STAGES[st["type"]].encoder_params:
+            if key in bad and key in st:
+                h = json.loads(json.dumps(header))
+                h["pipeline"]["stages"][i][key] = bad[key]
+                got = decode_bytes(pack_gsz(h, sections))
+                assert all(np.array_equal(getattr(got, f).numpy(), getattr(ref, f).numpy()) for f in
+                           ("means", "quats", "scales", "opacities", "sh0", "shN")), (st["type"], key)
+                tried += 1
+    assert tried >= 10
+    h = json.loads(json.dumps(header))
+    rvq = next(s for s in h["pipeline"]["stages"] if s["type"] == "rvq")
+    rvq.update(n_stages=99, lr=2.0)
+    expect_format_error(pack_gsz(h, sections))

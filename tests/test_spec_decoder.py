@@ -146,6 +146,14 @@ def test_spec_decoder_matches_on_trained_stages(random_splats, tmp_path):
             splats = splats.replace(means=means)
         encode_gsz(splats, path, compose_pipeline(["pipeline=c3dgs", "+" + C + "fit_steps=60"] + overrides))
         bad += _same_bits(path, what)
+        if "targets=[sh0,shN]" in " ".join(overrides):  # as written before `targets` existed: key absent
+            from gscomp.codec.container import write_gsz
+
+            header, sections = read_gsz(path)
+            field = next(st for st in header["pipeline"]["stages"] if st["type"] == "colorfield")
+            del field["targets"]
+            write_gsz(tmp_path / "old.gsz", header, sections)
+            bad += _same_bits(tmp_path / "old.gsz", what + ", no targets key")
     assert not bad, f"the spec decoder disagrees with gscomp on: {bad}"
 
 

@@ -730,7 +730,7 @@ def colorfield_geometry(L, T, b, M):
 
 def decode_colorfield(stage, sections, n, ctx, sh_degree):
     f32 = np.float32
-    targets = list(stage.get("targets", ["shN"]))
+    targets = list(stage.get("targets", ["sh0", "shN"]))  # (absent in older files: the full colour)
     need(set(targets) in ({"shN"}, {"sh0", "shN"}), "colorfield: bad targets")
     dsh0 = 1 if "sh0" in targets else 0
     L = int(stage["n_levels"])

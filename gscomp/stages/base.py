@@ -73,6 +73,9 @@ class Stage:
     provides: ClassVar[tuple[str, ...]] = ()  # ``ctx.attrs`` keys its decode adds besides its fields
     # what post-hoc compress (no training) tells the user when this stage then does nothing
     posthoc_note: ClassVar[str | None] = None
+    # params that steer only training or encoding: a decoder reads none of them, so a .gsz whose
+    # header holds a value today's checks refuse (an older gscomp's wider range) still decodes
+    encoder_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any):
         self.params = dict(params)

@@ -40,6 +40,7 @@ class ColorFieldModel(torch.nn.Module):
 class ColorField(Stage):
     type = "colorfield"
     owns = ("sh0", "shN")
+    encoder_params = ("grid_lr", "mlp_lr", "lr_final", "bits", "start", "fit_steps", "backend")
 
     def __init__(self, n_levels: int = 16, n_features_per_level: int = 2, log2_hashmap_size: int = 15,
                  base_resolution: int = 16, max_resolution: int = 1024, mlp_width: int = 64,

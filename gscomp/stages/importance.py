@@ -203,6 +203,8 @@ class Importance(Stage):
     type = "importance"
     owns = ()
     provides = (CLASS_KEY,)
+    encoder_params = ("views", "probes", "quantile", "pos_bits", "pos_core", "quat_step", "scale_step", "opacity_step",
+                      "sh0_step", "shN_step", "shN_band_gain", "cameras", "max_res")
 
     def __init__(self, views: int = 24, probes: int | None = None, quantile: float = 0.8, levels: int = 4,
                  pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,

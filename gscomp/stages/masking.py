@@ -50,6 +50,7 @@ def _at_step(value, max_steps: int) -> int:
 class Masking(Stage):
     type = "masking"
     owns = ()
+    encoder_params = ("lambda_mask", "threshold", "lr", "prune_every", "prune_until", "start", "init")
     posthoc_note = "keeps every Gaussian: its masks are learned in training (gscomp compress data=... out=...)"
 
     def __init__(self, lambda_mask: float = 0.0005, threshold: float = 0.01, lr: float = 0.01,

@@ -66,6 +66,21 @@ def _build(desc: dict[str, Any], name: str | None = None) -> Stage:
         raise GscompError(f"stage {name!r}: {e}") from None
 
 
+def _build_for_decoding(desc: dict[str, Any]) -> Stage:
+    """`_build` for a .gsz header: a value of an encoder-only param (`Stage.encoder_params`) that
+    today's checks refuse, written by an older gscomp with a wider range, plays no part in
+    decoding and does not make the file unreadable. It is kept as written in ``params``."""
+    try:
+        return _build(desc)
+    except GscompError:
+        skip = [k for k in getattr(STAGES.get(desc.get("type")), "encoder_params", ()) if k in desc]
+        if not skip:
+            raise
+        st = _build({k: v for k, v in desc.items() if k not in skip})  # (an error here is a decoder param's)
+        st.params.update({k: desc[k] for k in skip})
+        return st
+
+
 def _plain(obj):
     """OmegaConf containers -> plain python (dict/list), leaving plain values alone."""
     try:
@@ -183,7 +198,7 @@ class Pipeline:
             for d in desc["stages"]:
                 d = dict(d)
                 names.append(str(d.pop("name")))
-                stages.append(_build(d))
+                stages.append(_build_for_decoding(d))
             return cls(stages, names, name=str(desc.get("name", "")), sh_degree=desc.get("sh_degree"))
         except FormatError:
             raise

@@ -177,6 +177,7 @@ class RVQ(Stage):
 
     type = "rvq"
     owns = ("scales", "quats")
+    encoder_params = ("start", "kmeans_iters", "lr", "commitment")
 
     def __init__(self, n_stages: int = 6, codebook_size: int = 64, start: int | float = 0.9,
                  kmeans_iters: int = 10, lr: float = 0.0005, commitment: float = 0.0,
