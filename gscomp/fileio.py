@@ -52,7 +52,7 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
             os.unlink(tmp)
         # disk full, name too long, ... (torch.save's writer says "unexpected pos", the
         # OSError it met being its context)
-        os_err = e if isinstance(e, OSError) else e.__context__
+        os_err = e if isinstance(e, OSError) else e.__context__ if type(e) is RuntimeError else None
         if isinstance(os_err, OSError):
             raise GscompError(f"cannot write {path}: {os_err.strerror or os_err}") from None
         raise
@@ -67,6 +67,11 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, make_parents: bool 
     atomic_write_bytes(path, text.encode("utf-8"), make_parents=make_parents)
 
 
+class FolderBusy(GscompError):
+    """Another run holds the output folder: the refused run must leave it as it is (not remove it
+    as a failed run removes the empty folders it created: that one may be the other run's)."""
+
+
 @contextlib.contextmanager
 def run_folder(path: Path) -> Iterator[Path]:
     """The output folder of a training run, created if missing and held for the block with an
@@ -78,13 +83,17 @@ def run_folder(path: Path) -> Iterator[Path]:
     except ImportError:  # not POSIX: unlocked
         yield path
         return
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder one may write but not read (mode -wx): unlocked
+        yield path
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise GscompError(f"{path} is the output folder of another gscomp run still going; wait for it "
-                              f"or give another out=") from None
+            raise FolderBusy(f"{path} is the output folder of another gscomp run still going; wait for it "
+                             f"or give another out=") from None
         except OSError:  # a file system without locks: unlocked
             pass
         yield path

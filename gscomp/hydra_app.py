@@ -25,6 +25,7 @@ from typing import Callable
 import gscomp
 
 from .errors import GscompError
+from .fileio import FolderBusy
 
 CONFIG_DIR = gscomp.data_dir("configs")
 
@@ -215,6 +216,9 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
     try:
         code = _run_app(config_name, task_fn, argv, prog)
         return code
+    except FolderBusy:  # out is another run's now (two runs started at once): not ours to remove
+        created = []
+        raise
     finally:
         if code != 0:
             # a failed run (bad data path, bad value) leaves no empty output folder behind; only
@@ -239,7 +243,8 @@ def _failed_job(e: Exception) -> Exception:
     if hc.mode != RunMode.MULTIRUN:
         return e
     try:
-        Path(hc.runtime.output_dir).rmdir()  # only when empty
+        if not isinstance(e, FolderBusy):  # (then it is another run's folder)
+            Path(hc.runtime.output_dir).rmdir()  # only when empty
     except OSError:
         pass
     if isinstance(e, GscompError):

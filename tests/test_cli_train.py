@@ -260,16 +260,41 @@ def test_a_fresh_run_removes_an_earlier_runs_checkpoints(tmp_path, capsys):
 def test_a_second_run_into_a_busy_output_folder_is_refused(tmp_path, capsys):
     """Two train-and-compress runs into one out= both exited 0, leaving one's config.yaml beside
     the other's scene.gsz; the folder is held (flock) while a run goes, then free again."""
+    from gscomp.data.synthetic import synthetic_gt
     from gscomp.fileio import run_folder
+    from gscomp.io import save_splats
 
+    ply = tmp_path / "m.ply"
+    save_splats(ply, synthetic_gt())
     out = tmp_path / "r"
     with run_folder(out):  # (as another process's run would hold it; flock conflicts within one too)
-        for verb in ("train", "compress"):
-            assert main([verb, *TINY, "train.steps=2", "pipeline=medium" if verb == "compress" else "progress=false",
-                         f"out={out}"]) == 2
+        for verb in ("train", "compress", "eval"):  # (eval overwrote a running training's config.yaml)
+            model = [str(ply)] if verb == "eval" else []
+            extra = {"compress": ["pipeline=medium"], "train": ["progress=false"], "eval": []}[verb]
+            assert main([verb, *model, *TINY[:3], "train.steps=2" if verb != "eval" else "n_renders=0", *extra,
+                         f"out={out}"]) == 2, verb
             assert "is the output folder of another gscomp run still going" in capsys.readouterr().err
     assert list(out.iterdir()) == []
     assert main(["train", *TINY, "train.steps=2", f"out={out}"]) == 0
+
+
+def test_a_refused_run_leaves_the_busy_folder_in_place(tmp_path, monkeypatch, capsys):
+    """A run refused for a busy folder removed it as a failed run removes the empty folders it
+    created (a sweep job its out/N; two single runs started at once both 'created' out), and the
+    running run's lock went with it: a third run was then let in."""
+    from gscomp import hydra_app
+    from gscomp.fileio import run_folder
+
+    sweep = tmp_path / "s"
+    with run_folder(sweep / "0"):  # a run still going (nothing written yet) in job 0's folder
+        assert main(["train", "-m", *TINY, "train.steps=2", f"out={sweep}"]) == 2
+        assert (sweep / "0").is_dir()
+        out = tmp_path / "r"
+        with run_folder(out):
+            monkeypatch.setattr(hydra_app, "_missing_dirs", lambda p: [out])  # (as if it had created it)
+            assert main(["train", *TINY, "train.steps=2", f"out={out}"]) == 2
+            assert out.is_dir()
+    assert "is the output folder of another gscomp run still going" in capsys.readouterr().err
 
 
 def test_a_fresh_run_removes_an_earlier_runs_coded_scene(tmp_path, capsys):
@@ -284,3 +309,13 @@ def test_a_fresh_run_removes_an_earlier_runs_coded_scene(tmp_path, capsys):
     assert "note: removed scene.gsz, scene.ply, report.json of an earlier run" in capsys.readouterr().err
     assert not any((out / n).exists() for n in ("scene.gsz", "scene.ply", "report.json"))
     assert (out / "point_cloud.ply").is_file()
+    # a resumed run too; a report.json that is no gscomp report (a user's own) stays
+    assert main(["compress", *TINY, "train.steps=4", "train.ckpt_every=2", "pipeline=medium", f"out={out}"]) == 0
+    assert main(["train", *TINY, "train.steps=4", f"out={out}", "resume=true"]) == 0
+    assert not (out / "scene.gsz").exists() and not (out / "report.json").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.json").write_text('{"notes": "my own"}')
+    (mine / "scene.ply").write_text("mine")
+    assert main(["train", *TINY, "train.steps=2", f"out={mine}"]) == 0
+    assert (mine / "report.json").read_text() == '{"notes": "my own"}' and (mine / "scene.ply").read_text() == "mine"

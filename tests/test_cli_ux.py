@@ -126,6 +126,8 @@ def test_stdout_closed_or_on_a_full_disk(gsz, args, tmp_path):
         with open("/dev/full", "w") as full:
             r = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=env)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "No space left on device" in r.stderr, r.stderr
+        if args[0].startswith("--"):
+            assert r.stderr.startswith("error: cannot write to stdout: "), r.stderr
 
 
 def test_a_removed_current_directory_is_named(gsz, tmp_path):

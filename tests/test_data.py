@@ -629,3 +629,14 @@ def test_open_image_modes(tmp_path):
     Image.fromarray((g * 2).astype(np.float32)).save(tmp_path / "hdr.tif")
     with pytest.raises(GscompError, match=r"cannot read image .*hdr.tif: .*values outside \[0, 1\] \(HDR or depth\?\)"):
         open_image(tmp_path / "hdr.tif")
+
+
+def test_image_cache_write_failures_are_ignored(tmp_path):
+    """The resized-image cache only saves time: a failed write (read-only or full cache) was said to
+    be ignored, but atomic_open reports it as a GscompError, which escaped and stopped the run."""
+    from gscomp.data.images import save_png_atomic
+
+    save_png_atomic(tmp_path / ("x" * 300 + ".png"), np.zeros((4, 4, 3), np.uint8))  # name too long
+    (tmp_path / "file").write_text("")
+    save_png_atomic(tmp_path / "file" / "x.png", np.zeros((4, 4, 3), np.uint8))  # parent is a file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

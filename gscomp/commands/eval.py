@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..errors import GscompError, check_int
-from ..fileio import check_regular
+from ..fileio import check_regular, run_folder
 from ..hydra_app import quote_value, run_hydra
 from .common import split_args
 
@@ -61,16 +61,17 @@ def task(cfg) -> int:
         raise GscompError(f"the scene has no {split} views (set data.test_every or split=train)")
     out = Path(str(cfg.out)).expanduser() if cfg.get("out") else model.parent / f"eval_{model.stem}"
     bg = scene.background if scene.background is not None else (0.0, 0.0, 0.0)
-    # an earlier eval's metrics beside this one's renders would read as this model's if it stops
-    (out / "metrics.json").unlink(missing_ok=True)
-    metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
-                       backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
-    metrics.update({"model": str(model), "split": split, "sh_degree": sh, **view_sizes(cams),
-                    "n_gaussians": len(splats),
-                    "model_bytes": stored_size(model),
-                    "peak_rss_mb": peak_rss_mb()})
-    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    with run_folder(out):  # (not a folder a training run is writing: its config.yaml was overwritten)
+        # an earlier eval's metrics beside this one's renders would read as this model's if it stops
+        (out / "metrics.json").unlink(missing_ok=True)
+        metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
+                           backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
+        metrics.update({"model": str(model), "split": split, "sh_degree": sh, **view_sizes(cams),
+                        "n_gaussians": len(splats),
+                        "model_bytes": stored_size(model),
+                        "peak_rss_mb": peak_rss_mb()})
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print_metrics(metrics, f"gscomp eval {model.name}", out)
     return 0
 

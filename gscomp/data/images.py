@@ -161,5 +161,5 @@ def save_png_atomic(path: Path, arr: np.ndarray) -> None:
     try:
         with atomic_open(path, make_parents=True) as f:
             Image.fromarray(arr).save(f, format="PNG", compress_level=1)
-    except OSError:
+    except (OSError, GscompError):  # (atomic_open says a failed write as a GscompError)
         pass

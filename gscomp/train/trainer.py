@@ -380,19 +380,12 @@ class Trainer:
             if stale:
                 print(f"note: removed {len(stale)} checkpoint{'s' if len(stale) > 1 else ''} of an earlier run from "
                       f"{self.out / CKPT_DIR} (this run starts afresh; resume=true continues one)", file=sys.stderr)
-            # so is an earlier train-and-compress's result: beside this run's model it would read
-            # as its coding (train-and-compress writes it anew at its end; plain train never does)
-            coded = [self.out / n for n in CODED_OUTPUTS if (self.out / n).is_file()]
-            for old in coded:
-                old.unlink(missing_ok=True)
-            if coded:
-                print(f"note: removed {', '.join(p.name for p in coded)} of an earlier run from {self.out}",
-                      file=sys.stderr)
             init = t.init
             mp = init.get("max_points")
             splats = init_splats(scene, int(t.sh_degree), opacity=float(init.opacity),
                                  max_points=None if mp is None else int(mp), random_points=int(init.random_points),
                                  seed=seed)
+        self._remove_earlier_coding()
         self.extent = float(scene.extent) * float(t.get("extent_mult", 1.0))
         state = TrainState(splats, self._lrs(self.extent), cfg=self.cfg, scene=scene, max_steps=steps,
                            device=self.device)
@@ -431,6 +424,22 @@ class Trainer:
             self.resumed_from = None
         self.gt = [None] * len(scene.train)
         return state
+
+    def _remove_earlier_coding(self) -> None:
+        """An earlier train-and-compress's result in this folder, beside the model this run makes
+        (fresh or resumed), would read as its coding: it goes (train-and-compress writes it anew
+        at its end; plain train never does). Only a folder whose report.json is a gscomp report:
+        a user's own files of those names elsewhere are not ours to remove."""
+        try:
+            report = json.loads((self.out / "report.json").read_text())
+        except (OSError, ValueError):
+            return
+        if not (isinstance(report, dict) and {"gsz_bytes", "pipeline"} <= report.keys()):
+            return
+        coded = [self.out / n for n in CODED_OUTPUTS if (self.out / n).is_file()]
+        for old in coded:
+            old.unlink(missing_ok=True)
+        print(f"note: removed {', '.join(p.name for p in coded)} of an earlier run from {self.out}", file=sys.stderr)
 
     def _check_resume(self, ckpt: dict, path: Path, steps: int) -> None:
         """A checkpoint continues only the scene it was trained on (its camera order indexes that
