@@ -13,6 +13,7 @@ the file system (OSError) and running out of memory. Anything else is a bug of o
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -74,7 +75,38 @@ def _notes_as_lines() -> None:
 ERROR_MAX = 1000  # characters of an error line
 
 
+class _Stdout(io.TextIOWrapper):
+    """The `gscomp` process's stdout: a failed write (a full disk, /dev/full) raises a GscompError
+    that says it was stdout's, not a bare "No space left on device" that reads as the output
+    file's; a closed pipe stays a BrokenPipeError (no error: the reader is gone)."""
+
+    def _said(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            from .errors import GscompError
+
+            raise GscompError(f"cannot write to stdout: {e.strerror or e}") from None
+
+    def write(self, s):
+        return self._said(super().write, s)
+
+    def flush(self):
+        return self._said(super().flush)
+
+
+def _wrap_stdout() -> None:
+    out = sys.stdout
+    if type(out) is io.TextIOWrapper and out.buffer is not None:  # (not a test's capture, not None)
+        sys.stdout = _Stdout(out.detach(), encoding=out.encoding, errors="backslashreplace",
+                             line_buffering=out.line_buffering)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        _wrap_stdout()
     code = _main(list(sys.argv[1:] if argv is None else argv))
     if argv is None:  # the `gscomp` process itself, about to exit with its code: a Ctrl-C now (a
         # second one while `view` shuts down, or one as a run ends) would only put a traceback
@@ -109,12 +141,15 @@ def _quiet_stdout() -> None:
 
 def _print_only(text: str) -> int:
     """`gscomp --help` / `--version`: print ``text``; a closed pipe is no error, a failed write one line."""
+    from .errors import GscompError
+
     try:
         print(text, flush=True)
     except BrokenPipeError:
         _quiet_stdout()
-    except OSError as e:
-        print(f"error: cannot write to stdout: {e.strerror or e}", file=sys.stderr)
+    except (OSError, GscompError) as e:  # (GscompError: `_Stdout`'s)
+        print(f"error: {e if isinstance(e, GscompError) else f'cannot write to stdout: {e.strerror or e}'}",
+              file=sys.stderr)
         _quiet_stdout()
         return 2
     return 0
