@@ -119,20 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _flush_stdout() -> None:
-    """Flush stdout, where a closed pipe or a full disk shows (not in the interpreter's flush at
-    exit, as a traceback): BrokenPipeError goes up (the reader is gone: no error), any other
-    failure is a one-line error."""
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as e:
-        from .errors import GscompError
-
-        raise GscompError(f"cannot write to stdout: {e.strerror or e}") from None
-
-
 def _quiet_stdout() -> None:
     """Python's documented recipe after a BrokenPipeError: stdout onto devnull, so that the flush
     at exit does not fail again."""
@@ -147,9 +133,8 @@ def _print_only(text: str) -> int:
         print(text, flush=True)
     except BrokenPipeError:
         _quiet_stdout()
-    except (OSError, GscompError) as e:  # (GscompError: `_Stdout`'s)
-        print(f"error: {e if isinstance(e, GscompError) else f'cannot write to stdout: {e.strerror or e}'}",
-              file=sys.stderr)
+    except GscompError as e:  # (`_Stdout`'s "cannot write to stdout")
+        print(f"error: {e}", file=sys.stderr)
         _quiet_stdout()
         return 2
     return 0
@@ -202,7 +187,7 @@ def _main(argv: list[str]) -> int:
 
             module = importlib.import_module(f"gscomp.commands.{MODULES.get(verb, verb)}")
         code = module.run(rest)
-        _flush_stdout()
+        sys.stdout.flush()  # a closed pipe or full disk shows here, not in the interpreter's flush at exit
     except BrokenPipeError:
         # The reader of our stdout stopped (`gscomp info x.gsz --json | head -1`): it has all it
         # wanted, so this is no error and exits quietly with status 0, like the reader
