@@ -44,7 +44,7 @@ class TrainInterrupted(KeyboardInterrupt):
     else (a second Ctrl-C inside a step, whose state is half updated) nothing was, and ``path``
     is the newest earlier checkpoint, if any."""
 
-    def __init__(self, step: int, path: Path | None, saved: bool = True, signum: int = 2):
+    def __init__(self, step: int, path: Path | None, saved: bool = True, signum: int = signal.SIGINT):
         super().__init__(f"interrupted at step {step}; checkpoint saved to {path}" if saved else
                          "interrupted inside a training step: nothing saved (its state was half updated)")
         self.step, self.path, self.saved = step, path, saved
@@ -627,7 +627,7 @@ class Trainer:
         step (a second Ctrl-C): its parameters, optimizer or Gaussian count may be half updated,
         and resuming from them would redo the step on top of itself, or fail; the checkpoints
         saved before are kept as they are."""
-        signum = getattr(sys.exc_info()[1], "signum", 2)  # (called handling it: a signals.Stopped has one)
+        signum = getattr(sys.exc_info()[1], "signum", signal.SIGINT)  # (called handling it: a signals.Stopped has one)
         if not self._between_steps:
             return TrainInterrupted(self.state.step, latest_checkpoint(self.out), saved=False, signum=signum)
         return TrainInterrupted(self.state.step, self.save_checkpoint(), signum=signum)
