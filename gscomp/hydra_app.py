@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -168,12 +169,16 @@ def quote_literal_value(arg: str) -> str:
     - a path that exists on disk, with a space, comma or grammar character in it
       (``data.path=/scans/scene (1)``: as for positional arguments, what exists is a path);
     - a value with non-ASCII characters (``data.path=/scans/café``), which the grammar only takes
-      quoted; a sweep ``a,b`` has each item quoted.
+      quoted; a sweep ``a,b`` has each item quoted;
+    - a value starting with ``~`` (``data.path=~/scans/garden``), expanded to the home folder as
+      the shell does for ``out=~/x`` but not for a dotted key; the grammar has no unquoted ``~``.
     Other values with grammar characters (lists, quotes, escapes, interpolations) are left as
     they are."""
     if arg.startswith("-") or "=" not in arg:
         return arg
     key, value = arg.split("=", 1)
+    if value.startswith("~") and "," not in value:
+        return key + "=" + quote_value(os.path.expanduser(value))
     if value[:1] not in ("'", '"') and (_GRAMMAR | set(" ,")) & set(value) and _exists(value):
         return key + "=" + quote_value(value)
     if value.isascii() or _GRAMMAR & set(value):

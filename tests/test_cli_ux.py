@@ -327,6 +327,21 @@ def test_override_values_that_are_paths_are_taken_literally(tmp_path, capsys):
     assert code == 2 and "2. To use it as string, quote the value" in err and len(err.splitlines()) == 1
 
 
+
+def test_override_values_starting_with_a_tilde_are_the_home_folder(tmp_path, capsys, monkeypatch):
+    # the shell expands out=~/x but not data.path=~/x (a dotted key is no shell variable), and
+    # Hydra's grammar has no unquoted ~: both mean the home folder, as the shell would have it
+    from gscomp.hydra_app import quote_literal_value
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "scans" / "garden").mkdir(parents=True)
+    code, out, err = cli(["train", "data.path=~/scans/garden", "--cfg", "job", "--package", "data"], capsys)
+    assert code == 0 and f"\npath: {tmp_path}/scans/garden\n" in out, err
+    assert quote_literal_value("out=~") == f"out='{tmp_path}'"
+    assert quote_literal_value("~data.path") == "~data.path"  # Hydra's delete, untouched
+    code, _, err = cli(["train", "data=colmap", "data.path=~/scans/none"], capsys)
+    assert code == 2 and err == f"error: data.path {tmp_path}/scans/none does not exist\n"
+
 def test_post_hoc_config_errors_keep_hydras_fix():
     from gscomp import GscompError
     from gscomp.commands.compress import compose_pipeline
