@@ -23,6 +23,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <memory>
 #include <cmath>
 #include <string_view>
 #include <cstdint>
@@ -1066,6 +1067,157 @@ py::object quats_to_s3(py::array_t<double, py::array::c_style | py::array::force
   return out;
 }
 
+// Unit quaternion of q (zero -> identity): the row norm summed left to right, as numpy's
+// (q * q).sum(1) over four values, then one division per component.
+static inline void unit_quat(double* q) {
+  const double norm = std::sqrt(((q[0] * q[0] + q[1] * q[1]) + q[2] * q[2]) + q[3] * q[3]);
+  if (norm > 0) {
+    for (int j = 0; j < 4; ++j) q[j] = q[j] / norm;
+  } else {
+    q[0] = 1, q[1] = q[2] = q[3] = 0;
+  }
+}
+
+// posthoc.sort_axes in one pass: the same float64 operations, in the same order, as its numpy
+// code (rotation matrix, its columns in the order of decreasing scale (stable), the last column's
+// sign from det, posthoc._rotmat_to_quat). Returns (float64 (N, 4) quaternions, float32 (N, 3)
+// sorted log-scales), or None when an input is not finite (the caller then runs numpy).
+py::object sort_axes(py::array_t<float, py::array::c_style | py::array::forcecast> quats,
+                     py::array_t<float, py::array::c_style | py::array::forcecast> scales) {
+  if (quats.ndim() != 2 || quats.shape(1) != 4 || scales.ndim() != 2 || scales.shape(1) != 3 ||
+      scales.shape(0) != quats.shape(0))
+    throw py::value_error("sort_axes: need (N, 4) quaternions and (N, 3) scales");
+  const int64_t n = quats.shape(0);
+  py::array_t<double> qout({(py::ssize_t)n, (py::ssize_t)4});
+  py::array_t<float> sout({(py::ssize_t)n, (py::ssize_t)3});
+  const float* qs = quats.data();
+  const float* ss = scales.data();
+  double* qd = qout.mutable_data();
+  float* sd = sout.mutable_data();
+  int bad = 0;
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      double q[4], sc[3];
+      for (int j = 0; j < 4; ++j) q[j] = qs[4 * i + j];
+      for (int j = 0; j < 3; ++j) sc[j] = ss[3 * i + j];
+      if (!(std::isfinite(q[0]) && std::isfinite(q[1]) && std::isfinite(q[2]) && std::isfinite(q[3]) &&
+            std::isfinite(sc[0]) && std::isfinite(sc[1]) && std::isfinite(sc[2]))) {
+        bad = 1;
+        continue;
+      }
+      unit_quat(q);
+      // argsort(-s, kind="stable"): largest scale first, ties in axis order
+      int order[3] = {0, 1, 2};
+      for (int a = 1; a < 3; ++a)
+        for (int b = a; b > 0 && -sc[order[b]] < -sc[order[b - 1]]; --b) std::swap(order[b], order[b - 1]);
+      const double w = q[0], x = q[1], y = q[2], z = q[3];
+      const double rot[3][3] = {{1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)},
+                                {2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)},
+                                {2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)}};
+      double a[3][3];
+      for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c) a[r][c] = rot[r][order[c]];
+      // np.sign(det): the columns of a rotation, permuted, have det +-1, far from 0, so a cofactor
+      // expansion gives the sign numpy's LU factorisation does
+      const double det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1]) -
+                         a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0]) +
+                         a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
+      const double sg = (double)((det > 0) - (det < 0));
+      for (int r = 0; r < 3; ++r) a[r][2] = a[r][2] * sg;
+      // _rotmat_to_quat (Shepperd): divide by the largest of 4|w|, 4|x|, 4|y|, 4|z|
+      const double tr = (a[0][0] + a[1][1]) + a[2][2];
+      const double diag[4] = {tr, a[0][0], a[1][1], a[2][2]};
+      int k = 0;
+      for (int j = 1; j < 4; ++j)
+        if (diag[j] > diag[k]) k = j;
+      double* o = qd + 4 * i;
+      if (k == 0) {
+        const double d = 2 * std::sqrt(std::max(1 + tr, 1e-300));
+        o[0] = d / 4, o[1] = (a[2][1] - a[1][2]) / d, o[2] = (a[0][2] - a[2][0]) / d, o[3] = (a[1][0] - a[0][1]) / d;
+      } else {
+        const int ii = k - 1, j = k % 3, l = (k + 1) % 3;
+        const double d = 2 * std::sqrt(std::max(((1 + a[ii][ii]) - a[j][j]) - a[l][l], 1e-300));
+        o[0] = (a[l][j] - a[j][l]) / d;
+        o[1 + ii] = d / 4;
+        o[1 + j] = (a[j][ii] + a[ii][j]) / d;
+        o[1 + l] = (a[l][ii] + a[ii][l]) / d;
+      }
+      for (int j = 0; j < 3; ++j) sd[3 * i + j] = (float)sc[order[j]];
+    }
+  }
+  if (bad) return py::none();
+  return py::make_tuple(qout, sout);
+}
+
+// posthoc.canonical_quats: of q, q*i, q*j, q*k (unit, zero -> identity) the one whose w has the
+// largest magnitude, i.e. a signed permutation picked by the largest |component| (first on ties).
+// None when an input is not finite.
+py::object canonical_quats(py::array_t<double, py::array::c_style | py::array::forcecast> quats) {
+  if (quats.ndim() != 2 || quats.shape(1) != 4) throw py::value_error("canonical_quats: need (N, 4)");
+  static const int PERM[4][4] = {{0, 1, 2, 3}, {1, 0, 3, 2}, {2, 3, 0, 1}, {3, 2, 1, 0}};
+  static const double SIGN[4][4] = {{1, 1, 1, 1}, {-1, 1, 1, -1}, {-1, -1, 1, 1}, {-1, 1, -1, 1}};
+  const int64_t n = quats.shape(0);
+  py::array_t<double> out({(py::ssize_t)n, (py::ssize_t)4});
+  const double* src = quats.data();
+  double* dst = out.mutable_data();
+  int bad = 0;
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      double q[4];
+      for (int j = 0; j < 4; ++j) {
+        q[j] = src[4 * i + j];
+        if (!std::isfinite(q[j])) bad = 1;
+      }
+      unit_quat(q);
+      int p = 0;
+      for (int j = 1; j < 4; ++j)
+        if (std::fabs(q[j]) > std::fabs(q[p])) p = j;
+      for (int j = 0; j < 4; ++j) dst[4 * i + j] = q[PERM[p][j]] * SIGN[p][j];
+    }
+  }
+  if (bad) return py::none();
+  return out;
+}
+
+// quant.quats_rest: (index of the largest |component|, the other three in index order, of the
+// unit quaternion with that component made positive, clipped to +-1/sqrt2). None when not finite.
+py::object quats_rest(py::array_t<double, py::array::c_style | py::array::forcecast> quats) {
+  if (quats.ndim() != 2 || quats.shape(1) != 4) throw py::value_error("quats_rest: need (N, 4)");
+  const int64_t n = quats.shape(0);
+  py::array_t<int64_t> big_out((py::ssize_t)n);
+  py::array_t<double> rest_out({(py::ssize_t)n, (py::ssize_t)3});
+  const double* src = quats.data();
+  int64_t* bd = big_out.mutable_data();
+  double* rd = rest_out.mutable_data();
+  const double lim = 0.7071067811865476;  // quant.INV_SQRT2
+  int bad = 0;
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      double q[4];
+      for (int j = 0; j < 4; ++j) {
+        q[j] = src[4 * i + j];
+        if (!std::isfinite(q[j])) bad = 1;
+      }
+      unit_quat(q);
+      int big = 0;
+      for (int j = 1; j < 4; ++j)
+        if (std::fabs(q[j]) > std::fabs(q[big])) big = j;
+      const double sign = q[big] < 0 ? -1.0 : 1.0;
+      bd[i] = big;
+      for (int j = 0, k = 0; j < 4; ++j)
+        if (j != big) rd[3 * i + k++] = std::min(std::max(q[j] * sign, -lim), lim);
+    }
+  }
+  if (bad) return py::none();
+  return py::make_tuple(big_out, rest_out);
+}
+
 // Smallest-three quaternions -> float32 wxyz (same float64 expressions as quant.s3_to_quats).
 // Returns None when a largest-component index is outside 0..3.
 // row_steps: optional (N,) float64, one step per row (then `step` is ignored).
@@ -1118,38 +1270,69 @@ py::object s3_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forc
 // Rate-aware when lam > 0: cost = error^2 + lam * bits(k), bits from a table over [klo, klo + nb)
 // (levels outside it cost `far` bits), e.g. the level histogram of a first pass. With weights wt
 // (else 1) the error of value i counts wt[i] times: an encoder-only choice, the decoder is the same.
+// floor(v) as an integer for |v| < 2^62 (targets are < 2^40): the value of (int64_t)std::floor(v),
+// computed without a branch (truncate, then one down for a negative non-integer). The branch that
+// std::floor compiles to without SSE4.1 mispredicts on half the targets of a signed stream.
+static inline int64_t floor_i64(double v) {
+  const int64_t q = (int64_t)v;
+  return q - (int64_t)((double)q > v);
+}
+
+// The candidate reconstructions of target x under quantizer h (0: even r around x; 1: odd r around
+// x, and 0), in the order the search tries them; nonneg clamps them to >= 0. Returns their count.
+static inline int dq_cands(double x, int h, bool nonneg, int64_t* r) {
+  int nc = 0;
+  if (h == 0) {
+    const int64_t e = 2 * floor_i64(x / 2);
+    r[nc++] = e, r[nc++] = e + 2;
+  } else {
+    const int64_t o = 2 * floor_i64((x - 1) / 2) + 1;
+    r[nc++] = o, r[nc++] = o + 2, r[nc++] = 0;
+  }
+  if (nonneg)
+    for (int c = 0; c < nc; ++c) r[c] = std::max<int64_t>(r[c], 0);
+  return nc;
+}
+
+// Coded level of reconstruction index r under quantizer h.
+static inline int64_t dq_level(int64_t r, int h) { return h == 0 ? r / 2 : (r + (r > 0) - (r < 0)) / 2; }
+
 static void dq_trellis(const double* t, int64_t n, bool nonneg, int64_t* kout, int64_t* rout, double lam,
                        int64_t klo, const double* bits, int64_t nb, double far, const double* wt) {
   const double INF = 1e300;
   double cost[4] = {0, INF, INF, INF};
-  std::vector<uint8_t> from(size_t(n) * 4);
-  std::vector<int64_t> lev(size_t(n) * 4);
+  // Per value and next state, the survivor: previous state (bits 0-1) and its candidate (bits 2-3);
+  // the backtrack recomputes the level from the target (4 bytes per value instead of 36). Left
+  // uninitialised: the backtrack reads only entries the search wrote.
+  std::unique_ptr<uint8_t[]> back(new uint8_t[size_t(n) * 4 + 4]);
   for (int64_t i = 0; i < n; ++i) {
-    double nc[4] = {INF, INF, INF, INF};
-    uint8_t* fr = &from[size_t(i) * 4];
-    int64_t* lv = &lev[size_t(i) * 4];
     const double x = t[i], wi = wt ? wt[i] : 1.0;
+    // The candidates of each quantizer, worked out once for its two states (h, 0) and (h, 1):
+    // level parity, error term and rate term (the same operations as a per-state loop; a state's
+    // cost is still cost + error, then + rate, in that order).
+    int64_t r[2][3];
+    int nc_[2], par[2][3];
+    double err[2][3], rate[2][3];
+    for (int h = 0; h < 2; ++h) {
+      nc_[h] = dq_cands(x, h, nonneg, r[h]);
+      for (int c = 0; c < nc_[h]; ++c) {
+        const int64_t k = dq_level(r[h][c], h);
+        const double d = x - (double)r[h][c];
+        par[h][c] = (int)(k & 1);
+        err[h][c] = wi * (d * d);
+        rate[h][c] = lam > 0 ? lam * (k >= klo && k < klo + nb ? bits[k - klo] : far) : 0.0;
+      }
+    }
+    double nc[4] = {INF, INF, INF, INF};
+    uint8_t* bk = &back[size_t(i) * 4];
     for (int s = 0; s < 4; ++s) {
       if (!(cost[s] < INF)) continue;
       const int h = s >> 1, l = s & 1;
-      int64_t cand[3];
-      int nc_ = 0;
-      if (h == 0) {  // even reconstructions around x
-        int64_t e = 2 * (int64_t)std::floor(x / 2);
-        cand[nc_++] = e, cand[nc_++] = e + 2;
-      } else {  // odd reconstructions around x, and 0
-        int64_t o = 2 * (int64_t)std::floor((x - 1) / 2) + 1;
-        cand[nc_++] = o, cand[nc_++] = o + 2, cand[nc_++] = 0;
-      }
-      for (int c = 0; c < nc_; ++c) {
-        int64_t r = cand[c];
-        if (nonneg && r < 0) r = 0;
-        const int64_t k = h == 0 ? r / 2 : (r + (r > 0) - (r < 0)) / 2;
-        const double d = x - (double)r;
-        double v = cost[s] + wi * (d * d);
-        if (lam > 0) v += lam * (k >= klo && k < klo + nb ? bits[k - klo] : far);
-        const int ns = ((l ^ (int)(k & 1)) << 1) | h;
-        if (v < nc[ns]) nc[ns] = v, fr[ns] = (uint8_t)s, lv[ns] = k;
+      for (int c = 0; c < nc_[h]; ++c) {
+        double v = cost[s] + err[h][c];
+        if (lam > 0) v += rate[h][c];
+        const int ns = ((l ^ par[h][c]) << 1) | h;
+        if (v < nc[ns]) nc[ns] = v, bk[ns] = (uint8_t)(s | (c << 2));
       }
     }
     for (int s = 0; s < 4; ++s) cost[s] = nc[s];
@@ -1158,10 +1341,13 @@ static void dq_trellis(const double* t, int64_t n, bool nonneg, int64_t* kout, i
   for (int j = 1; j < 4; ++j)
     if (cost[j] < cost[s]) s = j;
   for (int64_t i = n - 1; i >= 0; --i) {
-    const int64_t k = lev[size_t(i) * 4 + s];
-    const int ps = from[size_t(i) * 4 + s];
+    const int b = back[size_t(i) * 4 + s];
+    const int ps = b & 3, h = ps >> 1;
+    int64_t r[3];
+    dq_cands(t[i], h, nonneg, r);
+    const int64_t k = dq_level(r[b >> 2], h);
     kout[i] = k;
-    rout[i] = (ps >> 1) == 0 ? 2 * k : 2 * k - (k > 0) + (k < 0);
+    rout[i] = h == 0 ? 2 * k : 2 * k - (k > 0) + (k < 0);
     s = ps;
   }
 }
@@ -1205,12 +1391,19 @@ py::list dq_quantize_many(py::list targets, bool nonneg, double lam, py::list ra
   std::vector<int64_t*> kd(m), rd(m);
   std::vector<int64_t> len(m);
   for (int64_t j = 0; j < m; ++j) src[j] = in[j].data(), kd[j] = ks[j].mutable_data(), rd[j] = rs[j].mutable_data(), len[j] = in[j].shape(0);
+  // longest sequences first: the streams of a field's classes differ in length by 10x or more, and
+  // a long one taken last would leave the other cores idle (each sequence is one task)
+  std::vector<int64_t> order(m);
+  for (int64_t j = 0; j < m; ++j) order[j] = j;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t p, int64_t q) { return len[p] > len[q]; });
   {
     py::gil_scoped_release nogil;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t j = 0; j < m; ++j)
+    for (int64_t o = 0; o < m; ++o) {
+      const int64_t j = order[o];
       dq_trellis(src[j], len[j], nonneg, kd[j], rd[j], lam, klo[j], lam > 0 ? tabs[j].data() : nullptr,
                  lam > 0 ? tabs[j].shape(0) : 0, far[j], wts.empty() ? nullptr : wts[j].data());
+    }
   }
   py::list out;
   for (int64_t j = 0; j < m; ++j) out.append(py::make_tuple(ks[j], rs[j]));
@@ -1244,6 +1437,35 @@ static void parse_ctx_header(py::tuple t, int64_t* m, int* B, const char* what) 
   *m = t[1].cast<int64_t>();
   *B = t[2].cast<int>();
   if (*B < 1 || *B > MAX_CTX_B) throw py::value_error(std::string(what) + ": context radius out of range");
+}
+
+// The encoder's search for a context stream's radius (entropy._ctx_plan): counts[c][x_i - lo] with
+// c = ctx_of(x_{i-1}, m, B) (x_{-1} = m), a (2B + 1, a) int64 table; every radius b <= B is then a
+// merge of its rows (min(bitlen, b) = min(min(bitlen, B), b)), so one pass replaces B numpy passes.
+// Values must lie in [lo, lo + a) (the caller's range; checked).
+py::array_t<int64_t> ctx_hist(py::handle x_in, int64_t m, int64_t lo, int64_t a, int B) {
+  if (B < 1 || B > MAX_CTX_B || a < 1 || a > MAX_ALPHABET) throw py::value_error("ctx_hist: bad radius or alphabet");
+  I64View x(x_in);
+  py::array_t<int64_t> out({(py::ssize_t)(2 * B + 1), (py::ssize_t)a});
+  int64_t* c = out.mutable_data();
+  std::fill(c, c + (2 * B + 1) * a, int64_t(0));
+  bool bad = false;
+  {
+    py::gil_scoped_release nogil;
+    int64_t prev = m;
+    for (int64_t i = 0; i < x.n; ++i) {
+      const int64_t v = x[i];
+      const uint64_t u = (uint64_t)v - (uint64_t)lo;
+      if (u >= (uint64_t)a) {
+        bad = true;
+        break;
+      }
+      ++c[ctx_of(prev, m, B) * a + (int64_t)u];
+      prev = v;
+    }
+  }
+  if (bad) throw py::value_error("ctx_hist: value outside [lo, lo + a)");
+  return out;
 }
 
 // jobs: (x int64, m, B, [(lo, rank int32, weights uint32)] * (2B + 1)); one word array each.
@@ -1532,6 +1754,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("analyze_many", &analyze_many, "ranges and histograms of int64 arrays and their first differences");
   m.def("encode_hist_many", &encode_hist_many, "histogram streams from int64 values (rank table + weights)");
   m.def("encode_ctx_many", &encode_ctx_many, "context streams (table by the previous value) from int64 values");
+  m.def("ctx_hist", &ctx_hist, "counts of (context of the previous value, value - lo) of one int64 array");
   m.def("decode_ctx_many", &decode_ctx_many, "decode context streams in parallel into int64 outputs");
   m.def("max_threads", &max_threads);
   m.def("quantize", &quantize, py::arg("x"), py::arg("step"), py::arg("columns") = false);
@@ -1547,6 +1770,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("dequantize_classed", &dequantize_classed, "float32(sym * ldexp(step of the column, class of the row))");
   m.def("s3_to_quats", &s3_to_quats, py::arg("s3"), py::arg("step"), py::arg("row_steps") = py::none());
   m.def("quats_to_s3", &quats_to_s3);
+  m.def("sort_axes", &sort_axes, "posthoc.sort_axes: axes relabelled by decreasing scale (None: not finite)");
+  m.def("canonical_quats", &canonical_quats, "posthoc.canonical_quats (None: not finite)");
+  m.def("quats_rest", &quats_rest, "quant.quats_rest: (largest index, other three) (None: not finite)");
   m.def("dq_unpack_many", &dq_unpack_many, "coded levels -> reconstruction indices, in place, many sequences");
   m.def("dq_quantize_many", &dq_quantize_many, "trellis (dependent) quantization of independent sequences");
   py::class_<StreamDecoder>(m, "StreamDecoder")

@@ -507,3 +507,68 @@ def test_loading_modules_leaves_the_build_flags_alone():
             pytest.skip(f"native {kind} not built: {e}")
     assert (native.CFLAGS, native.LDFLAGS) == flags
     assert {k: native._build_tag(native.ROOT / f) for k, (f, _, _) in native.SOURCES.items()} == tags
+
+
+def test_native_axis_helpers_and_trellis_match_numpy(mod, backend):
+    """sort_axes, canonical_quats, quats_rest and the trellis search (with weights, ties and the
+    rate term) give bit-identical results natively and in the numpy reference code."""
+    from gscomp.stages import posthoc as P
+
+    rng = np.random.default_rng(3)
+    quats = rng.standard_normal((3000, 4)).astype(np.float32)
+    quats[:8] = [[0, 0, 0, 0], [1, 0, 0, 0], [0, -1, 0, 0], [0.5, 0.5, -0.5, 0.5], [0, 0, 0, -2],
+                 [1e-30, 0, 0, 0], [0.6, 0, -0.8, 0], [0.7071, 0.7071, 0, 0]]
+    scales = rng.standard_normal((3000, 3)).astype(np.float32)
+    scales[:8] = [[0, 0, 0], [-0.0, 0.0, -0.0], [1, 1, 0], [0, 1, 1], [2, 1, 2], [-1, -1, -1], [3, 2, 1], [1, 2, 3]]
+    scales[8:100] = np.round(scales[8:100])  # ties between axes: stable order
+    t = np.round(rng.laplace(0, 4, 400) * 2) / 2  # half-grid targets: ties between candidates
+    wts = rng.uniform(0, 4, 400)
+    calls = [
+        lambda: P.sort_axes(quats, scales),
+        lambda: P.canonical_quats(P.sort_axes(quats, scales)[0]),
+        lambda: P.canonical_quats(quats.astype(np.float64)),
+        lambda: Q.quats_rest(quats.astype(np.float64)),
+        lambda: Q.quats_rest(P.canonical_quats(quats.astype(np.float64))),
+    ] + [lambda nn=nn, lam=lam: [a for kr in Q.dq_quantize([t, -t, t * 7], nn, lam, weights=[wts, wts, np.ones(400)])
+                                 for a in kr] for nn in (False, True) for lam in (0.0, None)]
+    for fn in calls:
+        backend("native")
+        a = fn()
+        backend("constriction")
+        b = fn()
+        assert all(_same(x, y) for x, y in zip(a, b)) if isinstance(a, (tuple, list)) else _same(a, b)
+    bad = quats.copy()
+    bad[5, 2] = np.nan  # not finite: the native helpers decline, numpy takes it
+    assert mod.sort_axes(bad, scales) is None and mod.canonical_quats(bad.astype(np.float64)) is None
+    assert mod.quats_rest(bad.astype(np.float64)) is None
+
+
+def test_batched_table_costs_match_row_by_row(mod):
+    """The context search costs its tables in one batch (`_table_costs`): the same costs, offsets
+    and weights as `_table_cost` on each row's non-empty part, including rows whose rounding
+    overshoots (quantize_pmf's remainder loop) and empty rows; the native joint histogram of
+    (context, value) matches numpy's."""
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, 50, (12, 300)) * (rng.random((12, 300)) < 0.3)
+    rows[2] = 0  # empty
+    rows[3, :] = 1  # one big count and many ones: max(1, .) overshoots the table total
+    rows[3, 7] = 10**6
+    rows[4, 100] = 7  # a single value
+    rows[5] = rng.integers(0, 3000, 300)
+    assert np.maximum(1, np.floor(rows[3] * 4096 / rows[3].sum())).sum() > 4096
+    for bits in (E.CTX_TABLE_BITS, E.TABLE_BITS):
+        got = E._table_costs(rows, bits)
+        for r, g in zip(rows, got):
+            nz = np.flatnonzero(r)
+            if not nz.size:
+                assert g is None
+                continue
+            cost, w = E._table_cost(r[nz[0]:nz[-1] + 1], bits)
+            assert g[0] == cost and g[1] == nz[0] and np.array_equal(g[2], w)
+    x = regimes(11, 5000)
+    m, lo = int(np.median(x)), int(x.min())
+    prev = np.concatenate([[m], x[:-1]])
+    ref = np.bincount(E.ctx_index(prev, m, 5) * (x.max() - lo + 1) + (x - lo), minlength=11 * (x.max() - lo + 1))
+    assert np.array_equal(mod.ctx_hist(x, m, lo, int(x.max()) - lo + 1, 5).ravel(), ref)
+    with pytest.raises(ValueError):
+        mod.ctx_hist(x, m, lo + 1, int(x.max()) - lo + 1, 5)

@@ -652,6 +652,45 @@ def _table_cost(c: np.ndarray, bits: int) -> tuple[float, np.ndarray]:
     return 8 * varints_len(w) + 24 + float((c[nz] * (bits - log2_counts(w[nz]))).sum()), w
 
 
+def _table_costs(counts: np.ndarray, bits: int) -> list:
+    """`_table_cost` of the non-empty part (first to last non-zero count) of each row of the int64
+    (rows, a) ``counts``, batched: per row None (no counts) or (cost, first non-zero index, w).
+    Same numbers as row-by-row calls: the same elementwise float operations, each row's
+    cross-entropy summed by its own numpy sum over the same values, and `quantize_pmf` itself
+    for the rows whose rounding overshoots (its remainder loop)."""
+    total = 1 << bits
+    nzc = counts > 0
+    nnz = nzc.sum(1)
+    if (nnz > total).any():
+        raise ValueError("too many symbols for the table precision")
+    cf = counts.astype(np.float64)
+    rsum = cf.sum(1, keepdims=True)  # whole numbers below 2^53: exact in any order
+    w = np.where(nzc, np.maximum(1, np.floor(cf * total / np.where(rsum > 0, rsum, 1.0))), 0).astype(np.int64)
+    diff = total - w.sum(1)
+    first = np.argmax(nzc, 1)
+    last = counts.shape[1] - 1 - np.argmax(nzc[:, ::-1], 1)
+    grow = np.flatnonzero((diff > 0) & (nnz > 0))
+    w[grow, np.argmax(w[grow], 1)] += diff[grow]  # quantize_pmf: the remainder to the first largest weight
+    # LEB128 size of each weight (the table's varints), 1..3 bytes for weights <= 2^16
+    vsize = _varint_sizes(w.astype(np.uint64))
+    idx = np.flatnonzero(nzc)  # row-major: each row's non-zero counts in order, as c[c > 0]
+    ent = counts.ravel()[idx] * (bits - log2_counts(w.ravel()[idx]))
+    ends = np.cumsum(nnz)
+    out = []
+    for r in range(len(counts)):
+        if not nnz[r]:
+            out.append(None)
+            continue
+        f, t = int(first[r]), int(last[r]) + 1
+        if diff[r] < 0:  # rare: quantize_pmf takes the excess from the largest weights, one by one
+            cost, wr = _table_cost(counts[r, f:t], bits)
+            out.append((cost, f, wr))
+            continue
+        vlen = int(vsize[r, f:t].sum())
+        out.append((8 * vlen + 24 + float(ent[ends[r] - nnz[r]:ends[r]].sum()), f, w[r, f:t]))
+    return out
+
+
 def _table_bits(counts: np.ndarray) -> int:
     """Table precision of a histogram stream: 12 bits (kind 2: weights mostly 1-byte varints) when
     that makes it smaller, else 16."""
@@ -665,31 +704,39 @@ def _ctx_plan(x: np.ndarray, lo: int, hi: int, base_counts: np.ndarray) -> _Pend
     whose counts are ``base_counts``: centre m = the median, radius b = the best of 1..5, sizes
     counted exactly (tables included); else None."""
     n, a = x.size, hi - lo + 1
-    m = int(np.partition(x, n // 2)[n // 2])
-    d = np.empty(n, np.int64)
-    d[0] = 0
-    np.subtract(x[:-1], m, out=d[1:])
-    u, xi = np.abs(d), x - lo
-    bl = np.zeros(n, np.int64)
     nzb = np.flatnonzero(base_counts)
     bc = base_counts[nzb[0]:nzb[-1] + 1]
     if np.count_nonzero(bc) > (1 << CTX_TABLE_BITS):
         return None
+    m = int(np.partition(x, n // 2)[n // 2])
+    # counts by (context at the largest radius tried, value), in one pass (native, or numpy); the
+    # context at radius b < B is b + sgn(s) min(|s|, b) for the context B + s at radius B
+    B = CTX_MAX_B - 1
+    mod = _rans()
+    if mod is not None:
+        joint = mod.ctx_hist(x, m, lo, a, B)
+    else:
+        prev = np.concatenate([[m], x[:-1]]).astype(np.int64)
+        joint = np.bincount(ctx_index(prev, m, B) * a + (x - lo), minlength=(2 * B + 1) * a).reshape(2 * B + 1, a)
+    # The tables of radius b: contexts b + o (|o| < b) have the counts of joint row B + o, the same
+    # for every b, and the outer two merge the joint rows beyond them. So 9 inner rows and two
+    # outer rows per radius are costed, in one batch, instead of 35 rows one by one (this search
+    # was most of the entropy coder's time); each radius adds the same costs in the same order.
+    inner = joint[1:2 * B]  # offsets -(B - 1)..B - 1
+    outer = [r for b in range(1, CTX_MAX_B) for r in (joint[:B - b + 1].sum(0), joint[B + b:].sum(0))]
+    costs = _table_costs(np.concatenate([inner, np.stack(outer)]), CTX_TABLE_BITS)
     best = (_table_cost(bc, TABLE_BITS)[0], 0, None)
     for b in range(1, CTX_MAX_B):
-        bl += (u >> (b - 1)) != 0
-        ctx = np.where(d < 0, b - bl, b + bl)
-        counts = np.bincount(ctx * a + xi, minlength=(2 * b + 1) * a).reshape(2 * b + 1, a)
+        rows = [costs[2 * B - 1 + 2 * (b - 1)]] + costs[B - b:B + b - 1] + [costs[2 * B + 2 * (b - 1)]]
         bits, tabs = 0.0, []
-        for c in counts:
-            nz = np.flatnonzero(c)
-            if not nz.size:
+        for t in rows:
+            if t is None:
                 bits += 8
                 tabs.append(None)
                 continue
-            cost, w = _table_cost(c[nz[0]:nz[-1] + 1], CTX_TABLE_BITS)
+            cost, nz0, w = t
             bits += cost
-            tabs.append((lo + int(nz[0]), w))
+            tabs.append((lo + nz0, w))
         if bits < best[0]:
             best = (bits, b, tabs)
     _, b, tabs = best

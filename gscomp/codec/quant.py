@@ -323,6 +323,11 @@ def quats_rest(quats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The smallest-three form before quantization: (index of the largest |component|, the other
     three in increasing index order, float64, clipped to +-1/sqrt2), of the normalised quaternion
     with the sign that makes the largest component positive."""
+    mod = _rans()
+    if mod is not None and isinstance(quats, np.ndarray) and quats.dtype.kind == "f" and quats.ndim == 2 and quats.shape[1] == 4:
+        out = mod.quats_rest(quats)  # the same operations in one pass
+        if out is not None:  # (None: a non-finite input)
+            return out
     q = np.asarray(quats, np.float64)
     norm = np.sqrt((q * q).sum(1, keepdims=True))
     zero = norm[:, 0] == 0
