@@ -165,3 +165,18 @@ def test_spec_decoder_matches_on_real_scenes(preset, tmp_path):
         encode_gsz(load_splats(shared(rel)), path, compose_pipeline([f"pipeline={preset}"]))
         bad += _same_bits(path, rel)
     assert not bad, f"the spec decoder disagrees with gscomp on: {bad}"
+
+
+def test_spec_decoder_refuses_zstd_frames_of_the_wrong_size_before_inflating_them():
+    # a small frame may declare (and inflate to) gigabytes: the size the stream must have is
+    # checked against the frame's header first, and a frame without one is inflated up to it
+    zstandard = pytest.importorskip("zstandard")
+    big = zstandard.ZstdCompressor().compress(bytes(50_000_000))  # ~2 KB declaring 50 MB
+    with pytest.raises(SPEC.FormatError, match="wrong content size"):
+        SPEC.zstd_exact(big, 100, "x")
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50_000_000))
+    with pytest.raises(SPEC.FormatError):
+        SPEC.zstd_exact(unsized, 100, "x")
+    with pytest.raises(SPEC.FormatError, match="x: "):
+        SPEC.zstd_exact(b"not zstd at all", 100, "x")
+    assert SPEC.zstd_exact(zstandard.ZstdCompressor().compress(b"abc"), 3, "x") == b"abc"
