@@ -43,3 +43,28 @@ def test_installed_copies_are_found_first(tmp_path, monkeypatch):
     (tmp_path / "site" / "configs").mkdir()  # someone else's
     monkeypatch.setattr(gscomp, "__file__", str(pkg / "__init__.py"))
     assert gscomp.data_dir("configs") == pkg / "_configs" and gscomp.data_dir("cuda") == pkg / "_cuda"
+
+
+def test_setup_script_refuses_unknown_options_and_combines_known_ones(tmp_path):
+    # it parses its options before installing anything: a typo is an error (it was ignored, and the
+    # core install ran), --help prints the usage, and --cuda --bench keeps both
+    from conftest import ROOT
+
+    script = ROOT / "tools" / "setup.sh"
+    r = subprocess.run(["bash", str(script), "--bnech"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr == "gscomp setup: error: unknown option --bnech (options: --cuda, --bench)\n"
+    r = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--bench" in r.stdout and "set -e" not in r.stdout
+    # a copy whose pip only logs its arguments: which extras does --cuda --bench install?
+    fake = tmp_path / "repo"
+    (fake / "tools").mkdir(parents=True)
+    shutil.copy(script, fake / "tools" / "setup.sh")
+    py = fake / ".venv" / "bin" / "python"
+    py.parent.mkdir(parents=True)
+    py.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'log'}\n")
+    py.chmod(0o755)
+    r = subprocess.run(["bash", str(fake / "tools" / "setup.sh"), "--cuda", "--bench"], capture_output=True,
+                       text=True, timeout=60)
+    log = (tmp_path / "log").read_text()
+    assert r.returncode == 0, r.stderr
+    assert "--no-deps gsplat" in log and ".[test,viewer,bench]" in log

@@ -15,6 +15,8 @@ finds it) is also scored from ``--views`` of them, at most ``--res`` px (``psnr_
 scenes seen from inside (a room, a floor): read ``psnr_own_views`` for those. Decode timing = best of 3 runs of
 decode_gsz(path) (file read + checks + entropy decode + dequantization); encode timing = best of 2
 runs of encode_gsz (one run when it takes over 5 s), including the atomic write and its fsync.
+A PSNR of null: identical renders. An input that cannot be read, or whose views see nothing of it,
+gets an ``error`` entry; the exit status is 1 when an input or one of gscomp's presets failed.
 """
 from __future__ import annotations
 
@@ -111,10 +113,18 @@ class Views:
     input has cameras, ``views`` of them (``psnr_own_views``), each against the source's render."""
 
     def __init__(self, splats, views: int, res: int, own: list | None = None):
+        from gscomp.errors import GscompError
+
         self.orbit = orbit_cameras(splats, views, res)
         self.orbit_ref = render_views(splats, self.orbit)
         self.own = [c.scaled(min(1.0, res / max(c.width, c.height))) for c in own] if own else []
         self.own_ref = render_views(splats, self.own) if self.own else None
+        # blank references would score every codec as perfect (identical blank renders)
+        if not self.orbit_ref.any():
+            raise GscompError("the orbit views see nothing of the scene (every pixel is background)")
+        if self.own and not self.own_ref.any():
+            raise GscompError("the given cameras see nothing of the scene (every pixel is background): "
+                              "are they this scene's, in its coordinate frame?")
 
     def quality(self, out) -> dict:
         q = {"psnr_vs_source": psnr(render_views(out, self.orbit), self.orbit_ref)}
@@ -341,7 +351,7 @@ def check_args(ap: argparse.ArgumentParser, args) -> None:
             share, reach = (float(v) for v in args.background.split(":"))
         except ValueError:
             ap.error(f"--background takes SHARE:REACH, got {args.background!r}")
-        if not (0 < share <= 1 and reach >= 3):
+        if not (0 < share <= 1 and 3 <= reach < math.inf):
             ap.error("--background: SHARE must be in (0, 1] and REACH at least 3 (times the scene's radius)")
         args.background_share_reach = (share, reach)
     for cam in args.cameras:
@@ -369,8 +379,8 @@ def main(argv=None) -> int:
                          "3..300 times its radius), the way an unbounded capture looks")
     args = ap.parse_args(argv)
     check_args(ap, args)
-    from gscomp.data.cameras import find_cameras_json, load_cameras
-    from gscomp.io import load_splats, save_splats, stored_size
+    from gscomp.data.cameras import find_cameras_json
+    from gscomp.errors import GscompError
 
     torch.manual_seed(0)
     report = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "res": args.res, "views": args.views, "inputs": []}
@@ -388,50 +398,89 @@ def main(argv=None) -> int:
             continue
         cam_arg = args.cameras[i] if i < len(args.cameras) else "auto"
         cam_path = (find_cameras_json(src) if cam_arg == "auto" else None if cam_arg == "none" else Path(cam_arg))
-        splats = load_splats(src)
-        if args.background:
-            splats = with_background(splats, *args.background_share_reach)
-            save_splats(src := Path(tempfile.mkdtemp()) / "with_background.ply", splats)  # its size, and peers read it
-        n = len(splats)
-        views = Views(splats, args.views, args.res, load_cameras(cam_path, args.views) if cam_path else None)
-        entry = {"input": rel + (f" + background {args.background}" if args.background else ""), "n": n, "sh_degree": splats.sh_degree, "source_bytes": stored_size(src),
-                 "cameras": str(cam_path) if cam_path else None, "results": []}
-        with tempfile.TemporaryDirectory() as td:
-            tmp = Path(td)
-            for preset in args.presets:
-                # encoded as `gscomp compress` would, with the same cameras (none: sphere views)
-                entry["results"].append(bench_preset(splats, preset, views, tmp, src if cam_path else None,
-                                                     str(cam_path) if cam_path else None))
-                print(json.dumps(entry["results"][-1]), file=sys.stderr)
-            ply = tmp / "source.ply"
-            if peers & {"gaussforge", "splat-transform"}:
-                save_splats(ply, splats)
-            if "gscomp-spz" in peers:
-                entry["results"].append(bench_gscomp_spz(splats, views, tmp))
-            if "gaussforge" in peers:
-                try:
-                    import gaussforge  # noqa: F401
+        try:
+            report["inputs"].append(bench_input(args, rel, src, cam_path, peers))
+        except (GscompError, OSError, ValueError) as e:  # an unreadable input or cameras, views that miss the scene
+            report["inputs"].append({"input": rel, "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
+            print(f"{rel}: error: {report['inputs'][-1]['error']}", file=sys.stderr)
+    # exit 1 when an input or one of gscomp's own presets failed (a missing peer is not a failure)
+    failed = any("error" in e or any("error" in r and r["codec"].startswith("gsz:") for r in e.get("results", []))
+                 for e in report["inputs"])
+    print(json.dumps(finite(report), indent=2))
+    return 1 if failed else 0
 
-                    data = ply.read_bytes()
-                    for fmt in [f for f in args.gaussforge_formats.split(",") if f]:
-                        entry["results"].append(bench_gaussforge(data, n, fmt, views, tmp))
-                        print(json.dumps(entry["results"][-1]), file=sys.stderr)
-                except ImportError:
-                    entry["results"].append({"codec": "gaussforge", "error": "not installed (pip install gaussforge)"})
-            if "splat-transform" in peers:
-                exe = args.splat_transform if Path(args.splat_transform).exists() else shutil.which("splat-transform")
-                if exe:
-                    entry["results"] += bench_splat_transform(exe, ply, n, views, tmp, args.st_timeout)
-                else:
-                    entry["results"].append({"codec": "splat-transform", "error": "not installed (npm install @playcanvas/splat-transform)"})
-            if "gsplat" in peers:
-                entry["results"].append(bench_gsplat(splats, views, tmp))
-                print(json.dumps(entry["results"][-1]), file=sys.stderr)
-        report["inputs"].append(entry)
-        if args.background:
-            shutil.rmtree(src.parent, ignore_errors=True)
-    print(json.dumps(report, indent=2))
-    return 0
+
+def finite(o):
+    """``o`` with every non-finite float as None: JSON has no Infinity (a PSNR of identical renders)
+    and many readers refuse it."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: finite(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [finite(v) for v in o]
+    return o
+
+
+def bench_input(args, rel: str, src: Path, cam_path: Path | None, peers: set) -> dict:
+    """One input's entry: every preset, then the peers, side by side on the same views."""
+    from gscomp.errors import GscompError
+    from gscomp.io import load_splats, save_splats
+
+    splats = load_splats(src)
+    if not len(splats):
+        raise GscompError("the scene has no Gaussians")
+    if not args.background:
+        return _bench_scene(args, rel, src, splats, cam_path, peers)
+    made = Path(tempfile.mkdtemp())  # removed however the input ends
+    try:
+        splats = with_background(splats, *args.background_share_reach)
+        save_splats(made / "with_background.ply", splats)  # its size, and peers read it
+        return _bench_scene(args, rel, made / "with_background.ply", splats, cam_path, peers)
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def _bench_scene(args, rel: str, src: Path, splats, cam_path: Path | None, peers: set) -> dict:
+    from gscomp.data.cameras import load_cameras
+    from gscomp.io import save_splats, stored_size
+
+    n = len(splats)
+    views = Views(splats, args.views, args.res, load_cameras(cam_path, args.views) if cam_path else None)
+    entry = {"input": rel + (f" + background {args.background}" if args.background else ""), "n": n, "sh_degree": splats.sh_degree, "source_bytes": stored_size(src),
+             "cameras": str(cam_path) if cam_path else None, "results": []}
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        for preset in args.presets:
+            # encoded as `gscomp compress` would, with the same cameras (none: sphere views)
+            entry["results"].append(bench_preset(splats, preset, views, tmp, src if cam_path else None,
+                                                 str(cam_path) if cam_path else None))
+            print(json.dumps(finite(entry["results"][-1])), file=sys.stderr)
+        ply = tmp / "source.ply"
+        if peers & {"gaussforge", "splat-transform"}:
+            save_splats(ply, splats)
+        if "gscomp-spz" in peers:
+            entry["results"].append(bench_gscomp_spz(splats, views, tmp))
+        if "gaussforge" in peers:
+            try:
+                import gaussforge  # noqa: F401
+
+                data = ply.read_bytes()
+                for fmt in [f for f in args.gaussforge_formats.split(",") if f]:
+                    entry["results"].append(bench_gaussforge(data, n, fmt, views, tmp))
+                    print(json.dumps(finite(entry["results"][-1])), file=sys.stderr)
+            except ImportError:
+                entry["results"].append({"codec": "gaussforge", "error": "not installed (pip install gaussforge)"})
+        if "splat-transform" in peers:
+            exe = args.splat_transform if Path(args.splat_transform).exists() else shutil.which("splat-transform")
+            if exe:
+                entry["results"] += bench_splat_transform(exe, ply, n, views, tmp, args.st_timeout)
+            else:
+                entry["results"].append({"codec": "splat-transform", "error": "not installed (npm install @playcanvas/splat-transform)"})
+        if "gsplat" in peers:
+            entry["results"].append(bench_gsplat(splats, views, tmp))
+            print(json.dumps(finite(entry["results"][-1])), file=sys.stderr)
+    return entry
 
 
 if __name__ == "__main__":

@@ -69,13 +69,26 @@ def main(argv=None) -> int:
         ap.error("--n must be at least 1")
     if a.input is not None and not Path(a.input).is_file():
         ap.error(f"--input: {a.input} is not a file")
+    from gscomp.commands.compress import compose_pipeline
+    from gscomp.errors import GscompError
+
+    for preset in a.presets:  # before writing a scene of --n Gaussians for them
+        try:
+            compose_pipeline([f"pipeline={preset}"])
+        except GscompError as e:
+            ap.error(f"--presets: {e}")
     with tempfile.TemporaryDirectory(prefix="gscomp_bench_memory_") as td:
         tmp = Path(td)
         if a.input:
             src = Path(a.input)
             from gscomp.io import load_splats
 
-            n = len(load_splats(src))
+            try:
+                n = len(load_splats(src))
+            except GscompError as e:
+                ap.error(f"--input: {e}")
+            if not n:
+                ap.error(f"--input: {src} has no Gaussians")
         else:
             from bench_codec import synthetic_splats
 
@@ -94,7 +107,7 @@ def main(argv=None) -> int:
                     break  # its compress failed (reported): nothing to decode
                 r = {"preset": preset, "flow": flow, **run(args, tmp)}
                 if "error" not in r and r["maxrss_bytes"] and base["maxrss_bytes"]:
-                    r["kb_per_gaussian"] = round((r["maxrss_bytes"] - base["maxrss_bytes"]) / max(n, 1) / 1e3, 3)
+                    r["kb_per_gaussian"] = round((r["maxrss_bytes"] - base["maxrss_bytes"]) / n / 1e3, 3)
                 if flow == "compress" and gsz.exists():
                     r["gsz_bytes"] = gsz.stat().st_size
                 report["runs"].append(r)

@@ -56,8 +56,14 @@ def run_one(scene: str, method: str, overrides: list[str], steps: int, out: Path
     return rec
 
 
-def plot(records: list[dict], path: Path) -> None:
-    import matplotlib
+def plot(records: list[dict], path: Path) -> str | None:
+    """The R-D plot at ``path`` (its name), or None without matplotlib (the `bench` extra:
+    tools/setup.sh --bench): the results are not lost over a missing plotting library."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("note: no rd.png: matplotlib is not installed (bash tools/setup.sh --bench)", file=sys.stderr)
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -89,6 +95,7 @@ def plot(records: list[dict], path: Path) -> None:
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=120)
     os.replace(tmp, path)
+    return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("steps", "jobs", "threads"):
         if getattr(a, flag) < 1:
             ap.error(f"--{flag} must be at least 1")
-    a.out.mkdir(parents=True, exist_ok=True)
+    if a.out.exists() and not a.out.is_dir():
+        ap.error(f"--out {a.out} is a file, not a folder")
+    # the earlier records this run adds to: read (and checked) before hours of runs, not after
+    db = a.out / "results.json"
+    try:
+        old = json.loads(db.read_text()) if db.exists() else []
+        if not (isinstance(old, list) and all(isinstance(r, dict) and {"scene", "method"} <= r.keys() for r in old)):
+            raise ValueError("not a list of run records")
+    except (OSError, ValueError) as e:
+        ap.error(f"cannot read the earlier results {db}: {e} (move it away to start afresh)")
+    from gscomp.commands.compress import compose_pipeline
+    from gscomp.errors import GscompError
+
+    try:  # a bad preset or override fails now, not after the vanilla runs
+        compose_pipeline([f"pipeline={a.pipeline}", *(o for o in a.overrides if o.startswith("pipeline."))])
+    except GscompError as e:
+        ap.error(str(e))
+    try:
+        a.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"cannot create --out {a.out}: {e.strerror or e}")
     method = a.variant or a.pipeline
     jobs, skipped = [], []
     for scene in a.scenes:
@@ -118,9 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs.append((scene, method, [f"pipeline={a.pipeline}", *a.overrides]))
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
         records = list(pool.map(lambda j: run_one(j[0], j[1], j[2], a.steps, a.out, a.threads), jobs))
+    failed = any("error" in r for r in records)
     # merge with earlier records in the same folder (other variants, reused vanilla runs)
-    db = a.out / "results.json"
-    old = json.loads(db.read_text()) if db.exists() else []
     keys = {(r["scene"], r["method"]) for r in records}
     records = [r for r in old if (r["scene"], r["method"]) not in keys] + records
     summary = []
@@ -143,10 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = db.with_suffix(".tmp")
     tmp.write_text(json.dumps(records, indent=2) + "\n")
     os.replace(tmp, db)
-    plot(records, a.out / "rd.png")
-    print(json.dumps({"records": records, "summary": summary, "skipped": skipped, "plot": str(a.out / "rd.png")},
-                     indent=2))
-    return 0
+    png = plot(records, a.out / "rd.png")
+    print(json.dumps({"records": records, "summary": summary, "skipped": skipped, "plot": png}, indent=2))
+    return 1 if failed else 0  # a run that failed (its record says why)
 
 
 if __name__ == "__main__":

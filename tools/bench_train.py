@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             results["scenes"].append(bench_scene(name, args.steps, args.set, out_root, args.timeout))
             print(json.dumps(results["scenes"][-1]), file=sys.stderr)
     print(json.dumps(results, indent=2))
-    return 0
+    return 1 if any("error" in r for r in results["scenes"]) else 0  # a run that failed (its record says why)
 
 
 if __name__ == "__main__":

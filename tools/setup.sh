@@ -3,8 +3,18 @@
 #   bash tools/setup.sh            core + test + viewer dependencies
 #   bash tools/setup.sh --cuda     also gsplat (installed --no-deps: its deps would pull a CUDA torch)
 #   bash tools/setup.sh --bench    also the peers of tools/bench_codec.py (gaussforge, gsplat's PngCompression)
+#                                  and matplotlib (tools/bench_rd.py's plot); options combine
 # torch is pinned to 2.13.0 (the CPU wheel); torchvision is never installed (a CUDA build breaks imports).
 set -euo pipefail
+cuda=0 bench=0
+for arg in "$@"; do
+  case "$arg" in
+    --cuda) cuda=1 ;;
+    --bench) bench=1 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gscomp setup: error: unknown option $arg (options: --cuda, --bench)" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 # PYTHON=/path/to/python3.11 picks the interpreter (else python3.11, else python3)
 if [ -n "${PYTHON:-}" ]; then
@@ -24,11 +34,11 @@ PIP=".venv/bin/python -m pip"
 # config finds the CPU wheel on disk)
 $PIP install -q --disable-pip-version-check ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==2.13.0"
 $PIP install -q --disable-pip-version-check -e ".[test,viewer]"
-if [ "${1:-}" = "--cuda" ] || [ "${1:-}" = "--bench" ]; then
+if [ $cuda = 1 ] || [ $bench = 1 ]; then
   $PIP install -q --disable-pip-version-check packaging
   $PIP install -q --disable-pip-version-check --no-deps gsplat
 fi
-if [ "${1:-}" = "--bench" ]; then
+if [ $bench = 1 ]; then
   $PIP install -q --disable-pip-version-check -e ".[test,viewer,bench]"
 fi
 if .venv/bin/python -m pip list 2>/dev/null | grep -qi '^torchvision '; then
