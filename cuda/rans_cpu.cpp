@@ -1302,9 +1302,12 @@ static void dq_trellis(const double* t, int64_t n, bool nonneg, int64_t* kout, i
   const double INF = 1e300;
   double cost[4] = {0, INF, INF, INF};
   // Per value and next state, the survivor: previous state (bits 0-1) and its candidate (bits 2-3);
-  // the backtrack recomputes the level from the target (4 bytes per value instead of 36). Left
-  // uninitialised: the backtrack reads only entries the search wrote.
+  // the backtrack recomputes the level from the target (4 bytes per value instead of 36). UNSET:
+  // no survivor, where every path costs >= INF (lam = inf, or costs beyond 1e300); the backtrack
+  // then gives level 0 from state 0, as the former zero-filled tables (and the numpy reference) did.
+  constexpr uint8_t UNSET = 0xFF;  // (candidate 3: there are at most 3)
   std::unique_ptr<uint8_t[]> back(new uint8_t[size_t(n) * 4 + 4]);
+  std::fill(back.get(), back.get() + size_t(n) * 4 + 4, UNSET);
   for (int64_t i = 0; i < n; ++i) {
     const double x = t[i], wi = wt ? wt[i] : 1.0;
     // The candidates of each quantizer, worked out once for its two states (h, 0) and (h, 1):
@@ -1342,6 +1345,11 @@ static void dq_trellis(const double* t, int64_t n, bool nonneg, int64_t* kout, i
     if (cost[j] < cost[s]) s = j;
   for (int64_t i = n - 1; i >= 0; --i) {
     const int b = back[size_t(i) * 4 + s];
+    if (b == UNSET) {
+      kout[i] = rout[i] = 0;
+      s = 0;
+      continue;
+    }
     const int ps = b & 3, h = ps >> 1;
     int64_t r[3];
     dq_cands(t[i], h, nonneg, r);

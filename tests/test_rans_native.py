@@ -264,6 +264,10 @@ def test_context_streams(mod, backend):
     assert E.ctx_index(prev, 5, 3).tolist() == [0, 0, 0, 0, 1, 2, 3, 4, 5, 5, 6, 6, 6, 6]
     with pytest.raises(FormatError):  # truncated, or a stream reaching a context without a table
         E.decode_symbols(cx[:-5], len(x))
+    # more distinct values than a context table holds, in a stream whose deltas are few: no
+    # context stream (the search raised "too many symbols for the table precision")
+    for many in (np.arange(10000), np.arange(6000) * 3 - 7000):
+        assert E.decode_symbols(E.encode_symbols(many, allow_ctx=True), len(many)).tolist() == many.tolist()
 
 
 def test_symbol_stream_fuzz(mod, backend):
@@ -530,7 +534,7 @@ def test_native_axis_helpers_and_trellis_match_numpy(mod, backend):
         lambda: Q.quats_rest(quats.astype(np.float64)),
         lambda: Q.quats_rest(P.canonical_quats(quats.astype(np.float64))),
     ] + [lambda nn=nn, lam=lam: [a for kr in Q.dq_quantize([t, -t, t * 7], nn, lam, weights=[wts, wts, np.ones(400)])
-                                 for a in kr] for nn in (False, True) for lam in (0.0, None)]
+                                 for a in kr] for nn in (False, True) for lam in (0.0, None, float("inf"))]  # inf: no path under INF, all 0
     for fn in calls:
         backend("native")
         a = fn()
