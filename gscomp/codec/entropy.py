@@ -724,7 +724,11 @@ def _ctx_plan(x: np.ndarray, lo: int, hi: int, base_counts: np.ndarray) -> _Pend
     # was most of the entropy coder's time); each radius adds the same costs in the same order.
     inner = joint[1:2 * B]  # offsets -(B - 1)..B - 1
     outer = [r for b in range(1, CTX_MAX_B) for r in (joint[:B - b + 1].sum(0), joint[B + b:].sum(0))]
-    costs = _table_costs(np.concatenate([inner, np.stack(outer)]), CTX_TABLE_BITS)
+    rows = np.concatenate([inner, np.stack(outer)])
+    if np.count_nonzero(rows, axis=1).max() > (1 << CTX_TABLE_BITS):
+        return None  # a context would need more distinct values than its table holds (base_counts,
+        # the chosen stream's, may be of the deltas, which have fewer)
+    costs = _table_costs(rows, CTX_TABLE_BITS)
     best = (_table_cost(bc, TABLE_BITS)[0], 0, None)
     for b in range(1, CTX_MAX_B):
         rows = [costs[2 * B - 1 + 2 * (b - 1)]] + costs[B - b:B + b - 1] + [costs[2 * B + 2 * (b - 1)]]
