@@ -3,7 +3,6 @@ scoring (the orbit alone flatters `compact` on scenes seen from inside)."""
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -69,7 +68,7 @@ def test_bench_memory_reports_each_flow(capsys):
     assert e.value.code == 2 and "nosuchpreset" in capsys.readouterr().err
 
 
-def test_bench_codec_reports_bad_inputs_and_blank_views_as_errors(tmp_path, random_splats, capsys):
+def test_bench_codec_reports_bad_inputs_and_blank_views_as_errors(tmp_path, random_splats, capsys, monkeypatch):
     """An input that cannot be read, an empty scene and cameras that see nothing of the scene are
     each an ``error`` entry (exit status 1), not a traceback or a perfect score (JSON Infinity);
     --background's scene file is removed however the input ends."""
@@ -84,7 +83,8 @@ def test_bench_codec_reports_bad_inputs_and_blank_views_as_errors(tmp_path, rand
     far = [Camera.look_at(torch.tensor([0.0, 0, 1e4 * k]), torch.tensor([0.0, 0, 2e4 * k]), (0.0, -1.0, 0.0), 50.0,
                           40, 40, name=f"far{k}") for k in (1, 2)]
     save_cameras_json(tmp_path / "far.json", far)
-    before = set(Path(tempfile.gettempdir()).iterdir())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the bench's temporary files go here
+    (tmp_path / "tmp").mkdir()
     bench = _bench()
     args = ["--inputs", str(ply), str(bad), str(empty), str(ply), "--cameras", "none", "auto", "auto",
             str(tmp_path / "far.json"), "--presets", "high", "--peers", "none", "--res", "32", "--views", "2",
@@ -98,7 +98,7 @@ def test_bench_codec_reports_bad_inputs_and_blank_views_as_errors(tmp_path, rand
         "the scene has no Gaussians",
         "are they this scene's, in its coordinate frame?"]
     assert "not a PLY file" in errs[0]["error"]
-    assert set(Path(tempfile.gettempdir()).iterdir()) <= before  # no with_background.ply left
+    assert not list((tmp_path / "tmp").iterdir())  # no with_background.ply left
     assert bench.finite({"a": [float("inf"), 1.5, float("nan")]}) == {"a": [None, 1.5, None]}
 
 
@@ -154,3 +154,23 @@ def test_bench_rd_checks_its_folder_first_and_prints_json_without_matplotlib(tmp
         with pytest.raises(SystemExit) as e:
             rd.main(["--scenes", "lego", *args])
         assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_bench_codec_keeps_the_other_presets_when_one_fails(tmp_path, random_splats, capsys, monkeypatch):
+    from gscomp import codec
+    from gscomp.errors import GscompError
+
+    save_splats(tmp_path / "s.ply", random_splats(600, sh_degree=0))
+    real = codec.encode_gsz
+
+    def encode(splats, path, pipe, **kw):
+        if path.name == "low.gsz":
+            raise GscompError("simulated failure")
+        return real(splats, path, pipe, **kw)
+    monkeypatch.setattr(codec, "encode_gsz", encode)
+    args = ["--inputs", str(tmp_path / "s.ply"), "--cameras", "none", "--presets", "high", "low", "--peers", "none",
+            "--res", "32", "--views", "2"]
+    assert _bench().main(args) == 1
+    high, low = json.loads(capsys.readouterr().out)["inputs"][0]["results"]
+    assert high["codec"] == "gsz:high" and high["bytes"] > 0
+    assert low == {"codec": "gsz:low", "error": "simulated failure"}

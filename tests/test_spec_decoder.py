@@ -169,14 +169,17 @@ def test_spec_decoder_matches_on_real_scenes(preset, tmp_path):
 
 def test_spec_decoder_refuses_zstd_frames_of_the_wrong_size_before_inflating_them():
     # a small frame may declare (and inflate to) gigabytes: the size the stream must have is
-    # checked against the frame's header first, and a frame without one is inflated up to it
+    # checked against the frame's header first; a frame that declares none is refused (the spec
+    # requires it, as gscomp does)
     zstandard = pytest.importorskip("zstandard")
     big = zstandard.ZstdCompressor().compress(bytes(50_000_000))  # ~2 KB declaring 50 MB
     with pytest.raises(SPEC.FormatError, match="wrong content size"):
         SPEC.zstd_exact(big, 100, "x")
     unsized = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50_000_000))
-    with pytest.raises(SPEC.FormatError):
+    with pytest.raises(SPEC.FormatError, match="wrong content size"):
         SPEC.zstd_exact(unsized, 100, "x")
+    with pytest.raises(SPEC.FormatError, match="wrong content size"):  # even of the right size
+        SPEC.zstd_exact(zstandard.ZstdCompressor(write_content_size=False).compress(b"abc"), 3, "x")
     with pytest.raises(SPEC.FormatError, match="x: "):
         SPEC.zstd_exact(b"not zstd at all", 100, "x")
     assert SPEC.zstd_exact(zstandard.ZstdCompressor().compress(b"abc"), 3, "x") == b"abc"

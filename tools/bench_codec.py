@@ -443,6 +443,7 @@ def bench_input(args, rel: str, src: Path, cam_path: Path | None, peers: set) ->
 
 def _bench_scene(args, rel: str, src: Path, splats, cam_path: Path | None, peers: set) -> dict:
     from gscomp.data.cameras import load_cameras
+    from gscomp.errors import GscompError
     from gscomp.io import save_splats, stored_size
 
     n = len(splats)
@@ -452,9 +453,13 @@ def _bench_scene(args, rel: str, src: Path, splats, cam_path: Path | None, peers
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         for preset in args.presets:
-            # encoded as `gscomp compress` would, with the same cameras (none: sphere views)
-            entry["results"].append(bench_preset(splats, preset, views, tmp, src if cam_path else None,
-                                                 str(cam_path) if cam_path else None))
+            # encoded as `gscomp compress` would, with the same cameras (none: sphere views); a
+            # preset that fails (e.g. its cameras) is its own error, the others still run
+            try:
+                entry["results"].append(bench_preset(splats, preset, views, tmp, src if cam_path else None,
+                                                     str(cam_path) if cam_path else None))
+            except (GscompError, OSError, ValueError) as e:
+                entry["results"].append({"codec": f"gsz:{preset}", "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
             print(json.dumps(finite(entry["results"][-1])), file=sys.stderr)
         ply = tmp / "source.ply"
         if peers & {"gaussforge", "splat-transform"}:

@@ -98,6 +98,14 @@ def plot(records: list[dict], path: Path) -> str | None:
     return str(path)
 
 
+def earlier(db: Path) -> list[dict]:
+    """The run records of an earlier bench_rd in the same --out (none without its results.json)."""
+    old = json.loads(db.read_text()) if db.exists() else []
+    if not (isinstance(old, list) and all(isinstance(r, dict) and {"scene", "method"} <= r.keys() for r in old)):
+        raise ValueError("not a list of run records")
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", nargs="+", default=["lego", "sodacan"], choices=sorted(SCENES))
@@ -118,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     # the earlier records this run adds to: read (and checked) before hours of runs, not after
     db = a.out / "results.json"
     try:
-        old = json.loads(db.read_text()) if db.exists() else []
-        if not (isinstance(old, list) and all(isinstance(r, dict) and {"scene", "method"} <= r.keys() for r in old)):
-            raise ValueError("not a list of run records")
+        earlier(db)
     except (OSError, ValueError) as e:
         ap.error(f"cannot read the earlier results {db}: {e} (move it away to start afresh)")
     from gscomp.commands.compress import compose_pipeline
@@ -147,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         records = list(pool.map(lambda j: run_one(j[0], j[1], j[2], a.steps, a.out, a.threads), jobs))
     failed = any("error" in r for r in records)
     # merge with earlier records in the same folder (other variants, reused vanilla runs)
+    # read again now: another run into the same --out may have added its records meanwhile
+    try:
+        old = earlier(db)
+    except (OSError, ValueError) as e:
+        print(f"note: {db} became unreadable ({e}); it is rewritten with this run's records", file=sys.stderr)
+        old = []
     keys = {(r["scene"], r["method"]) for r in records}
     records = [r for r in old if (r["scene"], r["method"]) not in keys] + records
     summary = []

@@ -425,12 +425,12 @@ def read_stream_list(rd):
 
 
 def zstd_exact(blob, size, what):
-    """The zstd frame ``blob`` decompressed, which must give exactly ``size`` bytes: a frame that
-    declares another size is refused before anything is allocated for it."""
+    """The zstd frame ``blob`` decompressed, which must declare and give exactly ``size`` bytes
+    (the spec's frames declare their content size): checked before anything is allocated."""
     import zstandard
     try:
         declared = zstandard.frame_content_size(blob)
-        need(declared in (-1, size), "%s: wrong content size" % what)
+        need(declared == size, "%s: wrong content size" % what)
         raw = zstandard.ZstdDecompressor().decompress(blob, max_output_size=size)
     except zstandard.ZstdError as e:
         raise FormatError("%s: %s" % (what, e))
