@@ -171,7 +171,8 @@ def quote_literal_value(arg: str) -> str:
     - a value with non-ASCII characters (``data.path=/scans/café``), which the grammar only takes
       quoted; a sweep ``a,b`` has each item quoted;
     - a value starting with ``~`` (``data.path=~/scans/garden``), expanded to the home folder as
-      the shell does for ``out=~/x`` but not for a dotted key; the grammar has no unquoted ``~``.
+      the shell does for ``out=~/x`` but not for a dotted key; the grammar has no unquoted ``~``
+      (not in a sweep ``~/a,~/b``, which stays Hydra's to read).
     Other values with grammar characters (lists, quotes, escapes, interpolations) are left as
     they are."""
     if arg.startswith("-") or "=" not in arg:

@@ -541,6 +541,13 @@ def test_native_axis_helpers_and_trellis_match_numpy(mod, backend):
         backend("constriction")
         b = fn()
         assert all(_same(x, y) for x, y in zip(a, b)) if isinstance(a, (tuple, list)) else _same(a, b)
+    big_q = rng.standard_normal((70000, 4)).astype(np.float32)  # over 65536 rows: the OpenMP branch
+    big_s = rng.standard_normal((70000, 3)).astype(np.float32)
+    backend("native")
+    a = P.sort_axes(big_q, big_s), Q.quats_rest(P.canonical_quats(big_q.astype(np.float64)))
+    backend("constriction")
+    b = P.sort_axes(big_q, big_s), Q.quats_rest(P.canonical_quats(big_q.astype(np.float64)))
+    assert all(_same(x, y) for pa, pb in zip(a, b) for x, y in zip(pa, pb))
     bad = quats.copy()
     bad[5, 2] = np.nan  # not finite: the native helpers decline, numpy takes it
     assert mod.sort_axes(bad, scales) is None and mod.canonical_quats(bad.astype(np.float64)) is None

@@ -15,7 +15,7 @@ finds it) is also scored from ``--views`` of them, at most ``--res`` px (``psnr_
 scenes seen from inside (a room, a floor): read ``psnr_own_views`` for those. Decode timing = best of 3 runs of
 decode_gsz(path) (file read + checks + entropy decode + dequantization); encode timing = best of 2
 runs of encode_gsz (one run when it takes over 5 s), including the atomic write and its fsync.
-A PSNR of null: identical renders. An input that cannot be read, or whose views see nothing of it,
+A PSNR of null: identical renders (``--synthetic`` scenes are not scored: throughput only). An input that cannot be read, or whose views see nothing of it,
 gets an ``error`` entry; the exit status is 1 when an input or one of gscomp's presets failed.
 """
 from __future__ import annotations
