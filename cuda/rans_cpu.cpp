@@ -1078,6 +1078,21 @@ static inline void unit_quat(double* q) {
   }
 }
 
+// Row i of an (N, 4) quaternion array, made unit (unit_quat); false when a component is not
+// finite. *big: the index of its largest |component| (the first on ties).
+static inline bool unit_quat_row(const double* src, int64_t i, double* q, int* big) {
+  bool finite = true;
+  for (int j = 0; j < 4; ++j) {
+    q[j] = src[4 * i + j];
+    finite = finite && std::isfinite(q[j]);
+  }
+  unit_quat(q);
+  *big = 0;
+  for (int j = 1; j < 4; ++j)
+    if (std::fabs(q[j]) > std::fabs(q[*big])) *big = j;
+  return finite;
+}
+
 // posthoc.sort_axes in one pass: the same float64 operations, in the same order, as its numpy
 // code (rotation matrix, its columns in the order of decreasing scale (stable), the last column's
 // sign from det, posthoc._rotmat_to_quat). Returns (float64 (N, 4) quaternions, float32 (N, 3)
@@ -1168,14 +1183,8 @@ py::object canonical_quats(py::array_t<double, py::array::c_style | py::array::f
 #pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) {
       double q[4];
-      for (int j = 0; j < 4; ++j) {
-        q[j] = src[4 * i + j];
-        if (!std::isfinite(q[j])) bad = 1;
-      }
-      unit_quat(q);
-      int p = 0;
-      for (int j = 1; j < 4; ++j)
-        if (std::fabs(q[j]) > std::fabs(q[p])) p = j;
+      int p;
+      if (!unit_quat_row(src, i, q, &p)) bad = 1;
       for (int j = 0; j < 4; ++j) dst[4 * i + j] = q[PERM[p][j]] * SIGN[p][j];
     }
   }
@@ -1200,14 +1209,8 @@ py::object quats_rest(py::array_t<double, py::array::c_style | py::array::forcec
 #pragma omp parallel for schedule(static) reduction(| : bad) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) {
       double q[4];
-      for (int j = 0; j < 4; ++j) {
-        q[j] = src[4 * i + j];
-        if (!std::isfinite(q[j])) bad = 1;
-      }
-      unit_quat(q);
-      int big = 0;
-      for (int j = 1; j < 4; ++j)
-        if (std::fabs(q[j]) > std::fabs(q[big])) big = j;
+      int big;
+      if (!unit_quat_row(src, i, q, &big)) bad = 1;
       const double sign = q[big] < 0 ? -1.0 : 1.0;
       bd[i] = big;
       for (int j = 0, k = 0; j < 4; ++j)
