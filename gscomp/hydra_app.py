@@ -172,7 +172,7 @@ def quote_literal_value(arg: str) -> str:
       quoted; a sweep ``a,b`` has each item quoted;
     - a value starting with ``~`` (``data.path=~/scans/garden``), expanded to the home folder as
       the shell does for ``out=~/x`` but not for a dotted key; the grammar has no unquoted ``~``
-      (not in a sweep ``~/a,~/b``, which stays Hydra's to read).
+      (in a sweep ``~/a,~/b``, each such item).
     Other values with grammar characters (lists, quotes, escapes, interpolations) are left as
     they are."""
     if arg.startswith("-") or "=" not in arg:
@@ -180,6 +180,9 @@ def quote_literal_value(arg: str) -> str:
     key, value = arg.split("=", 1)
     if value.startswith("~") and "," not in value:
         return key + "=" + quote_value(os.path.expanduser(value))
+    if "," in value and not _GRAMMAR & set(value) and any(v.startswith("~") for v in value.split(",")):
+        return key + "=" + ",".join(quote_value(os.path.expanduser(v)) if v.startswith("~") else v
+                                    for v in value.split(","))
     if value[:1] not in ("'", '"') and (_GRAMMAR | set(" ,")) & set(value) and _exists(value):
         return key + "=" + quote_value(value)
     if value.isascii() or _GRAMMAR & set(value):

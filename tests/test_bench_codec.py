@@ -45,8 +45,9 @@ def test_bench_codec_scores_from_the_inputs_cameras(tmp_path, random_splats, cap
     assert by[0]["gsz:medium"]["bytes"] == by[1]["gsz:medium"]["bytes"]  # no importance stage: same file
     assert by[0]["gsz:medium"]["psnr_vs_source"] == by[1]["gsz:medium"]["psnr_vs_source"]
     assert by[0]["gsz:compact"]["bytes"] != by[1]["gsz:compact"]["bytes"]  # ranked from the given views
-    with pytest.raises(SystemExit):
-        bench.main(["--inputs", ply, "--cameras", "none", "none"])
+    for bad in (["--inputs", ply, "--cameras", "none", "none"], ["--inputs"], ["--res", "5000"], ["--st-timeout", "0"]):
+        with pytest.raises(SystemExit):  # (nothing to run, a --res of 100 MP, a timeout that cannot pass)
+            bench.main(bad)
 
 
 def test_bench_memory_reports_each_flow(capsys):

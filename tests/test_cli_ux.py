@@ -339,6 +339,7 @@ def test_override_values_starting_with_a_tilde_are_the_home_folder(tmp_path, cap
     assert code == 0 and f"\npath: {tmp_path}/scans/garden\n" in out, err
     assert quote_literal_value("out=~") == f"out='{tmp_path}'"
     assert quote_literal_value("~data.path") == "~data.path"  # Hydra's delete, untouched
+    assert quote_literal_value("data.path=~/a,/b,~/c") == f"data.path='{tmp_path}/a',/b,'{tmp_path}/c'"  # a sweep
     code, _, err = cli(["train", "data=colmap", "data.path=~/scans/none"], capsys)
     assert code == 2 and err == f"error: data.path {tmp_path}/scans/none does not exist\n"
 

@@ -261,7 +261,8 @@ def bench_splat_transform(exe: str, ply: Path, n: int, views: Views, tmp: Path, 
             continue
         enc = time.perf_counter() - t
         if r.returncode != 0 or not dst.exists():
-            out.append({"codec": f"splat-transform:{ext}", "error": (r.stderr or r.stdout).strip().splitlines()[-1:]})
+            last = (r.stderr or r.stdout).strip().splitlines()[-1:]
+            out.append({"codec": f"splat-transform:{ext}", "error": last[0] if last else f"exit status {r.returncode}"})
             continue
         try:
             back = load_splats(dst)
@@ -324,10 +325,14 @@ def check_args(ap: argparse.ArgumentParser, args) -> None:
     from gscomp.commands.compress import compose_pipeline
     from gscomp.errors import GscompError
 
+    if not args.inputs and not args.synthetic:
+        ap.error("nothing to run: give --inputs or --synthetic")
     if len(args.cameras) > len(args.inputs):
         ap.error("--cameras has more entries than --inputs")
-    if args.res < 16 or args.views < 1:
-        ap.error("--res must be at least 16 and --views at least 1")
+    if not 16 <= args.res <= 4096 or args.views < 1:
+        ap.error("--res must be in 16..4096 and --views at least 1")
+    if args.st_timeout < 1:
+        ap.error("--st-timeout must be at least 1 (seconds)")
     for preset in args.presets:
         try:
             compose_pipeline([f"pipeline={preset}"])

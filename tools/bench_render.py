@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     if args.reps < 1:
         ap.error("--reps must be at least 1")
     if args.stages:
-        print(json.dumps(stage_times(100_000, 256), indent=1))
+        print(json.dumps(stage_times(100_000, 256, args.reps), indent=1))
         return 0
     from gscomp import native
 

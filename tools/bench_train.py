@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [s for s in names if s not in SCENES]
     if bad:
         ap.error(f"unknown scene(s) {bad}; choose from {list(SCENES)}")
+    if not names:
+        ap.error(f"--scenes names no scene; choose from {list(SCENES)} (a comma list: lego,sodacan)")
     import torch
 
     results = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "scenes": []}
