@@ -406,13 +406,18 @@ def main(argv=None) -> int:
         try:
             report["inputs"].append(bench_input(args, rel, src, cam_path, peers))
         except (GscompError, OSError, ValueError) as e:  # an unreadable input or cameras, views that miss the scene
-            report["inputs"].append({"input": rel, "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
+            report["inputs"].append({"input": rel, "error": one_line(e)})
             print(f"{rel}: error: {report['inputs'][-1]['error']}", file=sys.stderr)
     # exit 1 when an input or one of gscomp's own presets failed (a missing peer is not a failure)
     failed = any("error" in e or any("error" in r and r["codec"].startswith("gsz:") for r in e.get("results", []))
                  for e in report["inputs"])
     print(json.dumps(finite(report), indent=2))
     return 1 if failed else 0
+
+
+def one_line(e: BaseException) -> str:
+    """An error's first line (its type when it has no message), for an ``error`` entry."""
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def finite(o):
@@ -437,13 +442,10 @@ def bench_input(args, rel: str, src: Path, cam_path: Path | None, peers: set) ->
         raise GscompError("the scene has no Gaussians")
     if not args.background:
         return _bench_scene(args, rel, src, splats, cam_path, peers)
-    made = Path(tempfile.mkdtemp())  # removed however the input ends
-    try:
+    with tempfile.TemporaryDirectory() as made:  # removed however the input ends
         splats = with_background(splats, *args.background_share_reach)
-        save_splats(made / "with_background.ply", splats)  # its size, and peers read it
-        return _bench_scene(args, rel, made / "with_background.ply", splats, cam_path, peers)
-    finally:
-        shutil.rmtree(made, ignore_errors=True)
+        save_splats(Path(made) / "with_background.ply", splats)  # its size, and peers read it
+        return _bench_scene(args, rel, Path(made) / "with_background.ply", splats, cam_path, peers)
 
 
 def _bench_scene(args, rel: str, src: Path, splats, cam_path: Path | None, peers: set) -> dict:
@@ -464,7 +466,7 @@ def _bench_scene(args, rel: str, src: Path, splats, cam_path: Path | None, peers
                 entry["results"].append(bench_preset(splats, preset, views, tmp, src if cam_path else None,
                                                      str(cam_path) if cam_path else None))
             except (GscompError, OSError, ValueError) as e:
-                entry["results"].append({"codec": f"gsz:{preset}", "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
+                entry["results"].append({"codec": f"gsz:{preset}", "error": one_line(e)})
             print(json.dumps(finite(entry["results"][-1])), file=sys.stderr)
         ply = tmp / "source.ply"
         if peers & {"gaussforge", "splat-transform"}:

@@ -319,12 +319,18 @@ def quats_to_s3(quats: np.ndarray, step) -> np.ndarray:
     return np.concatenate([big[:, None], quantize(rest, step)], 1)
 
 
+def float_rows(a, width: int) -> bool:
+    """``a`` is a float numpy array of rows of ``width`` values: what the native quaternion helpers
+    take (as float64) with the same results as the numpy code."""
+    return isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.ndim == 2 and a.shape[1] == width
+
+
 def quats_rest(quats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The smallest-three form before quantization: (index of the largest |component|, the other
     three in increasing index order, float64, clipped to +-1/sqrt2), of the normalised quaternion
     with the sign that makes the largest component positive."""
     mod = _rans()
-    if mod is not None and isinstance(quats, np.ndarray) and quats.dtype.kind == "f" and quats.ndim == 2 and quats.shape[1] == 4:
+    if mod is not None and float_rows(quats, 4):
         out = mod.quats_rest(quats)  # the same operations in one pass
         if out is not None:  # (None: a non-finite input)
             return out

@@ -767,7 +767,8 @@ def sort_axes(quats: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.nda
     distributions (the largest, then non-negative gaps). The native coder runs the same float
     operations in one pass (numpy's temporaries for the n 3x3 matrices took ~0.4 s per 500k)."""
     mod = E._rans()
-    if mod is not None and _is_f32(quats, 4) and _is_f32(scales, 3) and len(quats) == len(scales):
+    if (mod is not None and Q.float_rows(quats, 4) and Q.float_rows(scales, 3) and len(quats) == len(scales)
+            and quats.dtype == scales.dtype == np.float32):  # (it reads float32: a float64 input would be rounded)
         out = mod.sort_axes(quats, scales)
         if out is not None:  # (None: a non-finite input, left to the code below)
             return out
@@ -819,7 +820,7 @@ def canonical_quats(q: np.ndarray) -> np.ndarray:
     unchanged. After this w is the largest component, so the smallest-three index is always 0 and
     costs nothing (up to 2 bits per Gaussian saved on scenes with uniformly spread rotations)."""
     mod = E._rans()
-    if mod is not None and isinstance(q, np.ndarray) and q.dtype.kind == "f" and q.ndim == 2 and q.shape[1] == 4:
+    if mod is not None and Q.float_rows(q, 4):
         out = mod.canonical_quats(q)  # the same operations in one pass
         if out is not None:  # (None: a non-finite input)
             return out
@@ -830,10 +831,6 @@ def canonical_quats(q: np.ndarray) -> np.ndarray:
     # so the pick is the component of largest magnitude (first on ties), built by one gather + signs
     pick = np.argmax(np.abs(q), 1)
     return np.take_along_axis(q, _QPERM[pick], 1) * _QSIGN[pick]
-
-
-def _is_f32(a, width: int) -> bool:
-    return isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == 2 and a.shape[1] == width
 
 
 _QPERM = np.array([[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]])
