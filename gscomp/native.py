@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -226,6 +227,62 @@ def _prune(native: Path, keep: Path) -> None:
                             shutil.rmtree(d)
 
 
+def _prctl_subreaper(on: bool) -> bool:
+    """Make this process the "child subreaper" of its descendants (Linux only): an orphaned
+    descendant is reparented to it instead of to init. Whether that worked."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, int(on), 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _children_in(folder: Path) -> list[int]:
+    """This process's child processes whose working folder is ``folder`` (Linux /proc)."""
+    me, found = os.getpid(), []
+    with contextlib.suppress(OSError):
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{d}/stat").read_text()
+                ppid = int(stat[stat.rindex(")") + 2:].split()[1])  # (the name in parentheses may hold spaces)
+                if ppid == me and os.readlink(f"/proc/{d}/cwd") == str(folder):
+                    found.append(int(d))
+    return found
+
+
+@contextlib.contextmanager
+def _reaping_compilers(build: Path):
+    """A build stopped by a signal (SIGTERM raises `Stopped` here) makes subprocess.run kill
+    ninja, but not the compilers ninja started: they ran on for the rest of the ~40 s build,
+    writing into the cache. Inside this block, this process adopts such orphans (subreaper),
+    and when the block is left by an exception it kills and reaps the ones working in ``build``,
+    and the children they leave in turn (a compiler driver's cc1plus, as, ld)."""
+    adopting = _prctl_subreaper(True)
+    try:
+        yield
+    except BaseException:
+        if adopting:
+            for _ in range(8):  # generations: sh -c -> c++ -> cc1plus
+                pids = _children_in(Path(os.path.realpath(build)))
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                for pid in pids:
+                    with contextlib.suppress(OSError):
+                        os.waitpid(pid, 0)
+        raise
+    finally:
+        if adopting:
+            _prctl_subreaper(False)
+
+
 def _build(name: str, source: Path, build: Path, what: str, advice: str):
     """Compile with torch's cpp_extension (under `_build_lock`)."""
     print(f"gscomp: compiling the {what} (once, ~40 s)...", file=sys.stderr, flush=True)
@@ -241,16 +298,17 @@ def _build(name: str, source: Path, build: Path, what: str, advice: str):
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        return _load(
-            name=name,
-            sources=[str(source)],
-            # copies: torch appends its own -L/-l flags to the lists it is given, which would
-            # change the next module's build tag and make every process rebuild it
-            extra_cflags=list(CFLAGS),
-            extra_ldflags=list(LDFLAGS),
-            build_directory=str(build),
-            verbose=False,
-        )
+        with _reaping_compilers(build):
+            return _load(
+                name=name,
+                sources=[str(source)],
+                # copies: torch appends its own -L/-l flags to the lists it is given, which would
+                # change the next module's build tag and make every process rebuild it
+                extra_cflags=list(CFLAGS),
+                extra_ldflags=list(LDFLAGS),
+                build_directory=str(build),
+                verbose=False,
+            )
     except Exception as e:  # compiler missing or failing: say what to do instead
         # (a full disk fails the compiler too: more compilers would not help)
         fix = (f"free disk space for the build ({build.parent.parent} and the compiler's temporary folder)"

@@ -1,10 +1,13 @@
 """Loading the native extensions survives what killed processes leave in the build cache."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,7 +155,6 @@ def test_old_builds_are_pruned(tmp_path):
     """A new build removes other builds not loaded for UNUSED_DAYS and unfinished ones left for a
     day; recent builds, fresh unfinished ones and one another process holds stay."""
     import fcntl
-    import time
 
     root = tmp_path / "native"
     old = time.time() - (native.UNUSED_DAYS + 1) * native.DAY
@@ -183,8 +185,6 @@ def test_old_builds_are_pruned(tmp_path):
 
 def test_loading_marks_a_build_used(tmp_path):
     """The stamp's mtime is when its build was last loaded (touched at most once a day)."""
-    import time
-
     stamp = tmp_path / "x.so.ok"
     stamp.write_text("1")
     t = time.time() - 3 * native.DAY
@@ -207,3 +207,46 @@ def test_openmp_spin_default_yields_to_other_processes(env, expect):
     code = "import os, gscomp; print(os.environ.get('GOMP_SPINCOUNT'))"
     r = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == expect, r.stderr[-2000:]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the compilers are adopted through Linux's prctl")
+def test_a_stopped_build_stops_its_compilers(tmp_path, random_splats):
+    """`kill PID` during a first-use build stopped gscomp, but ninja's compilers ran on (~40 s,
+    writing into the cache): they are now killed with it."""
+    from gscomp.io import save_splats
+
+    src = tmp_path / "in.ply"
+    save_splats(src, random_splats(50, 0, seed=3))
+    pidfile = tmp_path / "cc1.pid"
+    cxx = tmp_path / "c++"  # a compiler driver whose compiler proper (here a sleep) takes long
+    cxx.write_text(f"#!/bin/sh\ncase \"$*\" in *.cpp*) sh -c 'echo $$ > {pidfile}; exec sleep 300' & wait;;\n"
+                   "*) exec c++ \"$@\";; esac\n")
+    cxx.chmod(0o755)
+    env = dict(os.environ, GSCOMP_CACHE=str(tmp_path / "cache"), CXX=str(cxx), PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    p = subprocess.Popen([sys.executable, "-m", "gscomp", "compress", str(src), str(tmp_path / "a.gsz"),
+                          "pipeline=medium"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (pidfile.exists() and pidfile.read_text().strip()) and p.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert pidfile.exists(), p.communicate(timeout=60)[1][-2000:]
+        cc1 = int(pidfile.read_text())
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode != 0 and "stopped (SIGTERM)" in err, err[-2000:]
+
+    def running(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    try:
+        assert not running(cc1), "the compiler outlived the stopped build"
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(cc1, signal.SIGKILL)
+    assert not (tmp_path / "a.gsz").exists()
