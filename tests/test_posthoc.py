@@ -222,6 +222,23 @@ def test_bad_importance_params(kw):
         I.Importance(**kw)
 
 
+def test_compact_on_unrenderable_values_is_one_named_line(tmp_path, random_splats):
+    """Finite input beyond what float32 rendering holds: coordinates of 3e38 gave "look_at: eye and
+    target are the same point", a colour of 1e30 (an inf score) "dq_quantize: one weight >= 0 per
+    target"; now the importance stage says why, and the colour meets the same refusal as without it."""
+    src = random_splats(200, sh_degree=1, seed=4)
+    src.means[:, 0] = torch.where(torch.arange(200) % 2 == 0, 3e38, -3e38)
+    with pytest.raises(GscompError, match="cannot place views around this scene.*rescale it"):
+        encode_gsz(src, tmp_path / "a.gsz", compact(dq=True))
+    src = random_splats(200, sh_degree=1, seed=4)
+    src.sh0[7, 0, 1] = 1e30
+    with pytest.raises(GscompError, match="^sh0: values too large"):
+        encode_gsz(src, tmp_path / "a.gsz", compact(dq=True))
+    assert not (tmp_path / "a.gsz").exists()
+    snapped = I._snap(np.array([np.inf, 1e300, np.nan, -1.0, 3.0]))
+    assert np.array_equal(snapped, [I.SNAP_MAX, I.SNAP_MAX, 0.0, 0.0, 3.0])
+
+
 @pytest.mark.parametrize("override, message", [
     ("pipeline.stages.positions.core=0.1", "positions.core must be 0 (a grid over the bounding box) or a number in 0.5..1000, got 0.1"),
     ("pipeline.stages.positions.adaptive=1", "positions.adaptive must be true or false, got 1"),

@@ -32,6 +32,7 @@ HIDDEN_BELOW, HIDDEN_WARN = 1e-4, 0.2
 # Measured with 16 of a capture's own cameras: 2.0% sodacan, 0.9-1.1% lego; with another scene's
 # cameras (wrong frame): 58-100%.
 UNSEEN_WARN = 0.25
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # sphere views stand within it
 
 
 def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
@@ -41,8 +42,15 @@ def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
 
     m = means.double()
     center = m.median(0).values
-    r = float(torch.quantile((m - center).norm(dim=1)[:200_000].float(), 0.9))
+    dist_c = (m - center).norm(dim=1)[:200_000]
+    r = float(torch.quantile(dist_c.float(), 0.9))
     dist = 2.2 * max(r, 1e-3)
+    reach = float(center.abs().max()) + dist  # the farthest coordinate of a camera
+    if not reach < FLOAT32_MAX:  # (inf and NaN too)
+        r = float(torch.quantile(dist_c, 0.9))  # (in float64 for the message: its float32 is inf)
+        raise GscompError(f"the importance stage cannot place views around this scene: 90% of it lies within {r:.3g} "
+                          f"of its median point, so cameras 2.2 times as far would be beyond float32 ({FLOAT32_MAX:.3g}); "
+                          "rescale it, or use a preset without importance (high, medium, low)")
     golden = math.pi * (3 - math.sqrt(5))
     cams = []
     for i in range(views):
@@ -158,9 +166,14 @@ def classes_of_scores(imp: np.ndarray, quantile: float, levels: int) -> np.ndarr
     return cls
 
 
+SNAP_MAX = 2.0 ** 600  # scores are capped here: sums and means of many stay finite in float64
+
+
 def _snap(x: np.ndarray) -> np.ndarray:
-    """Non-negative values rounded to 8 significant bits (negatives and NaN to 0)."""
-    x = np.where(x > 0, x, 0.0)
+    """Non-negative values rounded to 8 significant bits (negatives and NaN to 0, above SNAP_MAX
+    and inf to SNAP_MAX: a colour of 1e30 renders inf, and an inf score made NaN weights and
+    classes in the stages after this one)."""
+    x = np.where(x > 0, np.minimum(x, SNAP_MAX), 0.0)
     mant, ex = np.frexp(x)
     return np.ldexp(np.round(mant * 256) / 256, ex)
 
