@@ -296,6 +296,21 @@ def test_ply_non_finite_values(tmp_path, random_splats, bad, column):
     assert "non-finite" in one_line_error(e) and "Gaussian 3" in str(e.value)
 
 
+
+def test_ply_double_beyond_float32_is_named(tmp_path, random_splats):
+    """A finite double past float32's range (1e300) was reported as "non-finite values"."""
+    s = random_splats(5, sh_degree=0)
+    rows = inria_rows(s).astype(np.float64)
+    rows[2, 1] = -1e300
+    write_raw_ply(tmp_path / "d.ply", [(n, "double") for n, _ in _std_props()], rows, fmt="ascii")
+    with pytest.raises(FormatError) as e:
+        read_ply(tmp_path / "d.ply")
+    assert one_line_error(e).endswith("d.ply: property 'y' of Gaussian 2 is -1e+300, beyond float32's range")
+    rows[2, 1] = 0.25  # doubles within range: read (rounded to float32)
+    write_raw_ply(tmp_path / "d.ply", [(n, "double") for n, _ in _std_props()], rows, fmt="ascii")
+    assert float(read_ply(tmp_path / "d.ply").means[2, 1]) == 0.25
+
+
 # ----------------------------------------------------------------------------- SPZ
 def _check_lossy(s: Splats, r: Splats, *, pos_tol, quat_dot_min, sh_tols=(None, None)):
     assert len(r) == len(s)

@@ -136,10 +136,15 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
         cols = np.asarray(data).view("<f4").reshape(n, len(dt.names))[:, idx]
     else:
         cols = np.empty((n, len(wanted)), dtype=np.float32)
-        # a double past float32's range becomes inf, which build_splats reports as non-finite
         with np.errstate(over="ignore", invalid="ignore"):
             for j, name in enumerate(wanted):
                 cols[:, j] = data[name]
+                # a finite double past float32's range became inf: say so (not "non-finite")
+                over = np.isinf(cols[:, j]) & np.isfinite(data[name])
+                if over.any():
+                    i = int(np.flatnonzero(over)[0])
+                    raise FormatError(f"{path}: property '{name}' of Gaussian {i} is {float(data[name][i]):g}, "
+                                      "beyond float32's range")
     means = cols[:, 0:3]
     sh0 = cols[:, 3:6]
     opac = cols[:, 6]
