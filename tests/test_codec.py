@@ -214,6 +214,17 @@ def test_exact_steps_are_lossless(tmp_path, random_splats):
         assert torch.equal(getattr(out, f), getattr(ref, f)), f
 
 
+
+def test_colours_near_the_symbol_limit_are_coded(tmp_path, random_splats):
+    """sh0 over +-1e9 fits the 2^40 symbol limit at lossless-ish's step 0.001, but its G, R-G, B-G
+    differences may not: the encoder picked them anyway and refused the file with a message naming
+    no field; they are now only picked within the limit."""
+    src = random_splats(3000, sh_degree=0)
+    src.sh0 = torch.from_numpy(np.random.default_rng(3).uniform(-1e9, 1e9, (3000, 1, 3)).astype(np.float32))
+    encode_gsz(src, tmp_path / "a.gsz", preset("lossless-ish"))
+    out = decode_gsz(tmp_path / "a.gsz")
+    assert torch.equal(out.sh0, match_order(src, out).sh0)  # (float32 values this large are multiples of the step)
+
 def test_repeated_sh_rows_use_a_codebook(tmp_path, random_splats):
     src = random_splats(5000, sh_degree=2)
     book = torch.randn(40, 8, 3) * 0.2  # a vector-quantized source: few distinct SH rows

@@ -378,7 +378,8 @@ class Attributes(Stage):
                 codec = "symbols/v1"
                 if f == "sh0" and ctx.n > 1:
                     alt = np.stack([sym[:, 1], sym[:, 0] - sym[:, 1], sym[:, 2] - sym[:, 1]], 1)
-                    if _cost(alt) < 0.98 * _cost(sym):
+                    # (differences of values near the 2^40 limit may pass it: then plain RGB)
+                    if int(np.abs(alt).max()) < E.MAX_ABS and _cost(alt) < 0.98 * _cost(sym):
                         sym, codec = alt, "symbols-gdiff/v1"
             if f == "shN" and not zstd:
                 dedup = _dedup_encode(sym)
@@ -386,7 +387,10 @@ class Attributes(Stage):
                     out.append(Section(f, "symbols-dedup/v1", dedup))
                     continue
             cols = list(sym) if f == "shN" else sym  # (n, k) arrays: their columns
-            streams = E.encode_symbols_many(cols, allow_zstd=zstd)  # columns, on all cores
+            try:
+                streams = E.encode_symbols_many(cols, allow_zstd=zstd)  # columns, on all cores
+            except GscompError as e:  # (the entropy coder's message names no field)
+                raise GscompError(f"{f}: {e}") from None
             out.append(Section(f, codec, _pack_streams(streams)))
         return out
 
