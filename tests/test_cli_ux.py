@@ -164,6 +164,24 @@ def test_output_does_not_wrap_when_not_a_terminal(tmp_path, monkeypatch, capsys)
     assert out.splitlines()[-1].startswith("bits per Gaussian") and "shN" in out.splitlines()[-1]
 
 
+
+def test_names_with_brackets_are_printed_as_they_are(tmp_path, capsys):
+    """File names and header strings went through rich's markup: "[red]x.ply" printed as "x.ply",
+    and a .gsz whose pipeline is named "[/b]" made `info` fail with an internal error."""
+    from gscomp.codec.container import pack_gsz, unpack_gsz
+
+    src = tmp_path / "[red]x.ply"
+    shutil.copy(shared("fixtures/pc_short.ply"), src)
+    code, out, _ = cli(["compress", src, tmp_path / "[b]o.gsz", "pipeline=high"], capsys)
+    assert code == 0 and out.splitlines()[0].startswith("[red]x.ply -> .gsz (high")
+    header, sections = unpack_gsz((tmp_path / "[b]o.gsz").read_bytes())
+    header["pipeline"]["name"] = "[/b]"
+    (tmp_path / "m.gsz").write_bytes(pack_gsz(header, sections))
+    for f, first in (("[b]o.gsz", "[b]o.gsz: .gsz version"), ("m.gsz", "m.gsz: .gsz version")):
+        code, out, err = cli(["info", tmp_path / f], capsys)
+        assert code == 0 and out.splitlines()[0].startswith(str(tmp_path / first)), err
+    assert "pipeline '[/b]'" in out
+
 def test_decode_notes_what_the_format_drops(gsz, tmp_path, capsys):
     """.ply keeps everything; .splat drops SH above degree 0 and clamps DC colours to [0, 1]; SPZ
     clamps to its fixed 8-bit ranges (this real scene has one log-scale below -10)."""

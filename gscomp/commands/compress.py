@@ -47,6 +47,7 @@ def encode_progress(enabled: bool | None = None):
         yield line
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -54,7 +55,7 @@ def encode_progress(enabled: bool | None = None):
         task = bar.add_task("encoding", total=1)
 
         def update(what: str, done: int, total: int) -> None:
-            bar.update(task, description=what, completed=done, total=max(total, 1))
+            bar.update(task, description=escape(what), completed=done, total=max(total, 1))  # (stage names from a config)
 
         yield update
 
@@ -209,15 +210,16 @@ def _cameras_state(pipe, src: Path, cameras: str | None):
 
 
 def print_stats(stats: dict, src: Path, in_bytes: int, seconds: float) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     n = stats["n"]
-    t = Table(title=f"{src.name} -> .gsz ({stats['pipeline']}, {n:,} Gaussians, SH {stats['sh_degree']})")
+    t = Table(title=escape(f"{src.name} -> .gsz ({stats['pipeline']}, {n:,} Gaussians, SH {stats['sh_degree']})"))
     t.add_column("section")
     t.add_column("bytes", justify="right")
     t.add_column("bits/Gaussian", justify="right")
     for name, b in stats["sections"].items():
-        t.add_row(name, f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
+        t.add_row(escape(name), f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
     t.add_row("header+table", f"{stats['header_bytes']:,}", f"{8 * stats['header_bytes'] / n:.2f}" if n else "-")
     total = stats["total_bytes"]
     t.add_row("[b]total", f"[b]{total:,}", f"[b]{stats['bits_per_gaussian']:.2f}" if n else "-")

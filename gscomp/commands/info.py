@@ -24,18 +24,19 @@ def run(argv: list[str]) -> int:
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
+    from rich.markup import escape as e  # (file names and header strings are not markup: "[/b]" raised)
     from rich.table import Table
 
     n = info["n"]
     c = stdout_console()
     pipe = info.get("pipeline") or {}
-    c.print(f"[b]{info['path']}[/b]: .gsz version {info['version']}, {n:,} Gaussians, SH degree {info['sh_degree']}, "
-            f"pipeline {pipe.get('name', '?')!r} ({', '.join(s.get('type', '?') for s in pipe.get('stages', []))})")
+    c.print(f"[b]{e(str(info['path']))}[/b]: .gsz version {info['version']}, {n:,} Gaussians, SH degree {info['sh_degree']}, "
+            f"pipeline {e(repr(pipe.get('name', '?')))} ({e(', '.join(str(s.get('type', '?')) for s in pipe.get('stages', [])))})")
     t = Table()
     for col in ("section", "codec", "bytes", "bits/Gaussian"):
         t.add_column(col, justify="right" if col in ("bytes", "bits/Gaussian") else "left")
     for name, b in info["sections"].items():
-        t.add_row(name, info["codecs"][name], f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
+        t.add_row(e(name), e(info["codecs"][name]), f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
     t.add_row("header+table", "", f"{info['header_bytes']:,}", f"{8 * info['header_bytes'] / n:.2f}" if n else "-")
     t.add_row("[b]total", "", f"[b]{info['total_bytes']:,}", f"[b]{info['bits_per_gaussian']:.2f}" if n else "-")
     c.print(t)

@@ -18,16 +18,17 @@ from .common import stdout_console
 
 def print_metrics(metrics: dict, title: str = "result", out=None) -> None:
     """A short table of the headline numbers."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for key in ("psnr", "ssim", "lpips", "n_gaussians", "train_seconds", "ply_bytes", "split"):
         if key in metrics:
             v = metrics[key]
             note = f" ({metrics['lpips_note']})" if key == "lpips" and metrics.get("lpips_note") else ""
-            table.add_row(key, (f"{v:.4f}" if isinstance(v, float) else str(v)) + note)
+            table.add_row(key, escape((f"{v:.4f}" if isinstance(v, float) else str(v)) + note))
     if out is not None:
-        table.add_row("output", str(out))
+        table.add_row("output", escape(str(out)))
     stdout_console().print(table)
 
 

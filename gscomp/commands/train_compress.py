@@ -91,9 +91,10 @@ def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
 
 
 def print_report(report: dict, out: Path | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"gscomp compress ({report['pipeline']})")
+    table = Table(title=escape(f"gscomp compress ({report['pipeline']})"))
     table.add_column("section")
     table.add_column("bytes", justify="right")
     table.add_column("share", justify="right")
@@ -102,7 +103,7 @@ def print_report(report: dict, out: Path | None = None) -> None:
     if report.get("header_bytes") is not None:
         rows.append(("header+table", report["header_bytes"]))
     for name, b in rows:
-        table.add_row(name, f"{b:,}", f"{100.0 * b / max(total, 1):.1f}%")
+        table.add_row(escape(name), f"{b:,}", f"{100.0 * b / max(total, 1):.1f}%")
     table.add_row(f"[b]total (file, {total / 1e6:.3f} MB)", f"[b]{total:,}", "100.0%")
     table.add_row("Gaussians", f"{report['n_gaussians']:,}", f"{report['bits_per_gaussian']:.1f} bit/G" if report["n_gaussians"] else "-")
     sh = f", SH {report['sh_degree']}" if report.get("sh_degree") is not None else ""
