@@ -291,6 +291,22 @@ def test_rvq_stage_roundtrip():
     assert sum(len(x.payload) for x in sections) < 3000 * 28 / 4  # vs 28 raw float bytes per Gaussian
 
 
+
+def test_index_streams_beyond_int32_are_refused():
+    """R-VQ indices and colour-field grid levels were cast to int32 after decoding, so a crafted
+    stream of 2^32 + 5 (valid CRCs) decoded as index 5 instead of failing."""
+    import numpy as np
+
+    from gscomp import FormatError
+    from gscomp.codec import entropy
+    from gscomp.stages.rvq import decode_symbols
+
+    ok = entropy.encode_symbols(np.array([5, 7, 2**31 - 1, -(2**31)], np.int64))
+    assert decode_symbols(ok, 4).tolist() == [5, 7, 2**31 - 1, -(2**31)]
+    for bad in (2**32 + 5, 2**31, -(2**31) - 1):
+        with pytest.raises(FormatError, match="beyond int32"):
+            decode_symbols(entropy.encode_symbols(np.array([5, bad, 3], np.int64)), 3)
+
 def test_rvq_depths_follow_importance_classes(tmp_path):
     """rvq.depths: class c keeps its first depths[c] stages; fewer index bytes, exact decode."""
     from gscomp.codec import decode_gsz, encode_gsz

@@ -820,6 +820,7 @@ def decode_colorfield(stage, sections, n, ctx, sh_degree):
     payload, codec = sections["colorfield.grid"]
     need(codec == "symbols", "colorfield: unexpected grid codec " + codec)
     qv = read_int_stream(payload, len(used) * F).reshape(len(used), F)
+    need(not qv.size or (qv.min() >= -(1 << 31) and qv.max() < 1 << 31), "colorfield: grid value beyond int32")
     table = np.zeros((total_rows, F), np.float32)
     offs = [g_[4] for g_ in geo] + [total_rows]
     for l in range(L):

@@ -129,10 +129,13 @@ def encode_symbols(symbols) -> bytes:
 def decode_symbols(data: bytes, n: int) -> np.ndarray:
     from ..codec import entropy
 
-    out = np.asarray(entropy.decode_symbols(data, int(n)), dtype=np.int32)
+    out = np.asarray(entropy.decode_symbols(data, int(n)))
     if out.shape != (int(n),):
         raise FormatError(f"symbol stream decoded to {out.shape[0]} values, expected {n}")
-    return out
+    # indices and grid levels are written from int32: larger values would wrap in the cast (2^32 + 5 read as 5)
+    if out.size and (int(out.min()) < -(1 << 31) or int(out.max()) >= 1 << 31):
+        raise FormatError("symbol stream holds values beyond int32")
+    return out.astype(np.int32)
 
 
 def pack_blobs(blobs: list[bytes]) -> bytes:
