@@ -78,6 +78,17 @@ def test_garbage_and_foreign(valid):
     expect_format_error(valid + b"\x00")  # trailing bytes
 
 
+
+def test_header_over_the_limit_says_so():
+    """A header over 16 MiB in a file holding it was refused as exceeding the file size."""
+    from gscomp.codec.container import MAGIC, MAX_HEADER, PREAMBLE
+
+    data = PREAMBLE.pack(MAGIC, 1, 0, MAX_HEADER + 10, 0, 0) + b" " * (MAX_HEADER + 100)
+    with pytest.raises(FormatError, match=f"header length {MAX_HEADER + 10} is over the limit of {MAX_HEADER} bytes"):
+        decode_bytes(data)
+    with pytest.raises(FormatError, match="exceeds the file size"):
+        decode_bytes(data[: MAX_HEADER])
+
 def test_hostile_headers_with_valid_checksums(valid):
     """CRCs only catch accidents: a crafted file with valid checksums but absurd contents must
     still fail cleanly, before allocating anything large."""

@@ -81,8 +81,10 @@ def unpack_gsz(data: bytes | memoryview, what: str = "file") -> tuple[dict[str, 
         raise FormatError(f"{what}: not a .gsz file (bad magic)")
     if major != VERSION_MAJOR:
         raise FormatError(f"{what}: unsupported .gsz version {major}.{minor} (this reader: {VERSION_MAJOR}.x)")
-    if hlen > MAX_HEADER or PREAMBLE.size + hlen > size:
+    if PREAMBLE.size + hlen > size:
         raise FormatError(f"{what}: header length {hlen} exceeds the file size {size} (truncated?)")
+    if hlen > MAX_HEADER:
+        raise FormatError(f"{what}: header length {hlen} is over the limit of {MAX_HEADER} bytes")
     if nsec > MAX_SECTIONS:
         raise FormatError(f"{what}: section count {nsec} exceeds {MAX_SECTIONS}")
     pos = PREAMBLE.size + hlen
