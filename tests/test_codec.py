@@ -225,6 +225,29 @@ def test_colours_near_the_symbol_limit_are_coded(tmp_path, random_splats):
     out = decode_gsz(tmp_path / "a.gsz")
     assert torch.equal(out.sh0, match_order(src, out).sh0)  # (float32 values this large are multiples of the step)
 
+
+def test_split_streams_are_read_strictly():
+    """A split stream (coded high bits + raw low bits) with bytes after its histogram block, or
+    raw bits for a width of 0, decoded without complaint (the spec, and its decoder, refuse both)."""
+    rng = np.random.default_rng(0)
+    x = rng.geometric(0.3, 5000) * 65536 + rng.integers(0, 65536, 5000)
+    data = E.encode_symbols(x, allow_delta=False, allow_zstd=False)
+    r = E.Reader(data)
+    mode, kind, lo, k = r.u8(), r.u8(), r.svarint(), r.u8()
+    hi, raw = bytes(r.blob()), bytes(r.blob())
+    assert (mode, kind, k) == (E.M_ANS, 1, 9) and not r.remaining()
+
+    def split(lo, k, hi, raw):
+        return bytes([E.M_ANS, 1]) + E.varint(E.zigzag_int(lo)) + bytes([k]) + E.blob(hi) + E.blob(raw)
+    assert np.array_equal(E.decode_symbols(split(lo, k, hi, raw), 5000), x)
+    with pytest.raises(FormatError, match="1 unexpected trailing bytes"):
+        E.decode_symbols(split(lo, k, hi + b"\0", raw), 5000)
+    # the same high parts with no low bits: valid, and invalid with raw bytes
+    assert np.array_equal(E.decode_symbols(split(lo, 0, hi, b""), 5000), (x - lo) // 2**k + lo)
+    with pytest.raises(FormatError, match="split low bits given for width 0"):
+        E.decode_symbols(split(lo, 0, hi, b"\0"), 5000)
+
+
 def test_repeated_sh_rows_use_a_codebook(tmp_path, random_splats):
     src = random_splats(5000, sh_degree=2)
     book = torch.randn(40, 8, 3) * 0.2  # a vector-quantized source: few distinct SH rows

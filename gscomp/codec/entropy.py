@@ -1048,10 +1048,14 @@ def _decode_one(data: bytes | memoryview, n: int, what: str) -> np.ndarray:
             k = r.u8()
             if k > 40:
                 raise FormatError(f"{what}: bad split width {k}")
-            hi = _hist_decode(Reader(r.blob(), what), n)
+            hr = Reader(r.blob(), what)
+            hi = _hist_decode(hr, n)
+            hr.done()  # (the spec: nothing after the histogram block)
             if hi.min() < 0 or hi.max() >= 1 << 40:
                 raise FormatError(f"{what}: split high part out of range")
             raw = r.blob()
+            if not k and raw:
+                raise FormatError(f"{what}: split low bits given for width 0")
             low = unpack_bits(raw, k, n).astype(np.int64) if k else 0
             out = (hi << k) + low + lo
         else:
