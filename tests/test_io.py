@@ -476,9 +476,15 @@ def test_spz_malformed(tmp_path):
     import zstandard
 
     n = 400_000
-    head = struct.pack("<IIIBBBB", 0x5053474E, 3, n, 0, 12, 0, 0)
+    head = struct.pack("<IIIBBBB", 0x5053474E, 3, 50 * n, 0, 12, 0, 0)  # (gzip: over deflate's 1032:1)
     with pytest.raises(FormatError, match="decompression bomb"):
         decode_spz(gzip.compress(head + bytes(21 * n)), "x.spz")
+    # gzip at 500:1, as 100k identical Gaussians give (gscomp wrote such a file and refused to read it)
+    same = well_formed(1, 0, seed=5)
+    same = Splats(**{k: v.expand(100_000, *v.shape[1:]).contiguous() for k, v in same.items()})
+    data = encode_spz(same)
+    assert len(data) * 300 < 21 * 100_000
+    assert torch.equal(decode_spz(data, "x.spz").means, decode_spz(encode_spz(same[:1]), "y.spz").means.expand(100_000, 3))
     sizes = [9 * n, n, 3 * n, 3 * n, 4 * n]
     blobs = [zstandard.ZstdCompressor().compress(bytes(k)) for k in sizes]
     v4 = struct.pack("<IIIBBBBI12x", 0x5053474E, 4, n, 0, 12, 0, 5, 32)
