@@ -239,6 +239,21 @@ def test_compact_on_unrenderable_values_is_one_named_line(tmp_path, random_splat
     assert np.array_equal(snapped, [I.SNAP_MAX, I.SNAP_MAX, 0.0, 0.0, 3.0])
 
 
+def test_a_grid_coarser_than_the_gaussians_is_said(tmp_path, random_splats, capsys):
+    """Two clusters 1e6 apart: every preset's grid steps are 35-1000x the Gaussians' size and the
+    positions collapsed without a word; a normal scene gets no warning."""
+    src = random_splats(400, sh_degree=0, seed=6)
+    encode_gsz(src, tmp_path / "a.gsz", Pipeline.preset("low"))
+    assert "warning" not in capsys.readouterr().err
+    src.means[200:] += 1e6
+    for preset, bits in (("lossless-ish", 19), ("high", 16)):
+        encode_gsz(src, tmp_path / "a.gsz", Pipeline.preset(preset))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"warning: positions: the {bits}-bit grid's step is "), err
+        assert err[0].endswith("compress the parts as separate files")
+        assert ("use more bits" in err[0]) == (bits < 19)
+
+
 @pytest.mark.parametrize("override, message", [
     ("pipeline.stages.positions.core=0.1", "positions.core must be 0 (a grid over the bounding box) or a number in 0.5..1000, got 0.1"),
     ("pipeline.stages.positions.adaptive=1", "positions.adaptive must be true or false, got 1"),

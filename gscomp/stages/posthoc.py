@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -82,6 +83,27 @@ def decode_f32(data, count: int, what: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- positions
+# The grid step over a Gaussian's size (its largest scale): 0.01-0.1 for the median Gaussian of real
+# scenes at 12-16 bits. Over COARSE_GRID the positions lose the scene's shape, with no error: two
+# objects far apart (1e6 units) put their Gaussians on a grid of 2-15-unit steps, 60-500x their size.
+COARSE_GRID = 1.0
+
+
+def coarse_grid_warning(grid: PosGrid, means: np.ndarray, log_scales: np.ndarray) -> str | None:
+    """What to tell the user when the grid is coarser than most Gaussians, else None."""
+    if len(means) < 2:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio = grid.world_step(means).max(1) / np.exp(log_scales.astype(np.float64).max(1))
+    r = float(np.median(ratio))
+    if not r > COARSE_GRID:  # (NaN: no warning)
+        return None
+    more = (f"use more bits (pipeline.stages.positions.bits, up to {Q.MAX_POS_BITS}), or "
+            if grid.bits < Q.MAX_POS_BITS else "")
+    return (f"the {grid.bits}-bit grid's step is {r:.3g}x the size of the median Gaussian, so positions lose the "
+            f"scene's shape (parts of it far apart?); {more}compress the parts as separate files")
+
+
 CORE_KEY = "positions_core"  # ctx.hints key (encoder only): which Gaussians lie in the positions' core box
 @register
 class Positions(Stage):
@@ -118,6 +140,9 @@ class Positions(Stage):
         means = as_np32(splats.means)
         grid, q = self._grid(means)
         ctx.hints[CORE_KEY] = grid.in_core(means)  # for the attributes stage (encoder only)
+        warning = coarse_grid_warning(grid, means, as_np32(splats.scales))
+        if warning:
+            print(f"warning: positions: {warning}", file=sys.stderr)
         # v1: the box grid (its bounds); v2: core box and tail lengths (PosGrid.pack)
         head = grid.pack() if grid.tails else struct.pack("<6f", *grid.lo.tolist(), *grid.hi.tolist())
         v = "v2" if grid.tails else "v1"
