@@ -200,3 +200,21 @@ def test_encoder_params_out_of_todays_range_still_decode(tmp_path_factory):
     rvq = next(s for s in h["pipeline"]["stages"] if s["type"] == "rvq")
     rvq.update(n_stages=99, lr=2.0)
     expect_format_error(pack_gsz(h, sections))
+
+
+def test_params_the_decoder_does_not_read_are_ignored(valid):
+    """The spec: a decoder reads its own params and ignores the others. positions.core,
+    attributes.shN_zstd / size_quantile (encoder-only) and params unknown to a stage type made a
+    file undecodable; a decoder param out of range still fails."""
+    header, sections = unpack_gsz(valid)
+    ref = decode_bytes(valid)
+    for stage, key, value in (("positions", "core", 0.4), ("positions", "future", 1), ("attributes", "shN_zstd", "x"),
+                              ("attributes", "size_quantile", 2), ("attributes", "future_option", [1, 2])):
+        h = json.loads(json.dumps(header))
+        next(st for st in h["pipeline"]["stages"] if st["type"] == stage)[key] = value
+        got = decode_bytes(pack_gsz(h, sections))
+        assert all(np.array_equal(getattr(got, f).numpy(), getattr(ref, f).numpy()) for f in
+                   ("means", "quats", "scales", "opacities", "sh0", "shN")), (stage, key)
+    h = json.loads(json.dumps(header))
+    next(st for st in h["pipeline"]["stages"] if st["type"] == "attributes").update(future_option=1, scale_step=-1)
+    expect_format_error(pack_gsz(h, sections))

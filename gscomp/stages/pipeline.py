@@ -16,6 +16,7 @@ stages condition on exactly what the decoder will see. Section names are namespa
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import pkgutil
 import warnings
@@ -69,11 +70,16 @@ def _build(desc: dict[str, Any], name: str | None = None) -> Stage:
 def _build_for_decoding(desc: dict[str, Any]) -> Stage:
     """`_build` for a .gsz header: a value of an encoder-only param (`Stage.encoder_params`) that
     today's checks refuse, written by an older gscomp with a wider range, plays no part in
-    decoding and does not make the file unreadable. It is kept as written in ``params``."""
+    decoding and does not make the file unreadable; nor does a param this stage type does not
+    know (the spec: a decoder ignores all but its own). They are kept as written in ``params``."""
     try:
         return _build(desc)
     except GscompError:
-        skip = [k for k in getattr(STAGES.get(desc.get("type")), "encoder_params", ()) if k in desc]
+        cls = STAGES.get(desc.get("type"))
+        sig = inspect.signature(cls.__init__).parameters if cls is not None else {}
+        open_ended = any(a.kind is inspect.Parameter.VAR_KEYWORD for a in sig.values())
+        skip = [k for k in desc if k != "type" and (k in getattr(cls, "encoder_params", ())
+                                                    or (cls is not None and not open_ended and k not in sig))]
         if not skip:
             raise
         st = _build({k: v for k, v in desc.items() if k not in skip})  # (an error here is a decoder param's)

@@ -112,6 +112,7 @@ class Positions(Stage):
 
     type = "positions"
     owns = ("means",)
+    encoder_params = ("core",)  # (the grid itself is in the payload)
 
     def __init__(self, bits: int = 16, adaptive: bool = False, core: float = CORE_DEFAULT):
         check_int("positions.bits", bits, 1, Q.MAX_POS_BITS)
@@ -246,6 +247,7 @@ class Attributes(Stage):
     """Uniformly quantized, entropy-coded quats/scales/opacities/SH (any subset via ``fields``)."""
 
     type = "attributes"
+    encoder_params = ("shN_zstd", "size_quantile")  # (the spec's encoder-only choices; canonical_quats is checked with sort_scales)
 
     def __init__(
         self,
