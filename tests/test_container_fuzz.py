@@ -202,6 +202,20 @@ def test_encoder_params_out_of_todays_range_still_decode(tmp_path_factory):
     expect_format_error(pack_gsz(h, sections))
 
 
+def test_trained_stage_sections_end_where_the_spec_says(tmp_path_factory):
+    """Bytes after rvq.indices' last stream, or a colorfield.meta longer than 28 + 8 L, decoded
+    without complaint (the spec, and its decoder, refuse both)."""
+    from gscomp.stages.base import Section
+
+    valid = _encoded(tmp_path_factory, ["pipeline=c3dgs", "+pipeline.stages.colorfield.fit_steps=20"], 300, 3)
+    header, sections = unpack_gsz(valid)
+    names = [s.name for s in sections]
+    for name in ("rvq/rvq.indices", "colorfield/colorfield.meta"):
+        assert name in names, names
+        longer = [Section(s.name, s.codec, bytes(s.payload) + b"\0\0") if s.name == name else s for s in sections]
+        expect_format_error(pack_gsz(header, longer))
+
+
 def test_params_the_decoder_does_not_read_are_ignored(valid):
     """The spec: a decoder reads its own params and ignores the others. positions.core,
     attributes.shN_zstd / size_quantile (encoder-only) and params unknown to a stage type made a

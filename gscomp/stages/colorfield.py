@@ -248,6 +248,8 @@ class ColorField(Stage):
             lh = struct.unpack_from(f"<{2 * grid.n_levels}f", meta, 28)
         except (KeyError, struct.error) as e:
             raise FormatError(f"colorfield: missing or short metadata section ({e})") from None
+        if len(meta) != 28 + 8 * grid.n_levels:
+            raise FormatError(f"colorfield: metadata section of {len(meta)} bytes, expected {28 + 8 * grid.n_levels}")
         if n_out % 3 or n_out // 3 - self._has_dc() not in (0, 3, 8, 15):
             raise FormatError(f"colorfield: bad output size {n_out}")
         width, layers = int(p["mlp_width"]), int(p["mlp_layers"])

@@ -158,6 +158,8 @@ def unpack_blobs(data: bytes, expect: int) -> list[bytes]:
             off += ln
     except struct.error:
         raise FormatError("truncated stream table in section") from None
+    if off != len(data):  # (the spec: the section ends with its last stream)
+        raise FormatError(f"{len(data) - off} unexpected trailing bytes after the streams of a section")
     return out
 
 
