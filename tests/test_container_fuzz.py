@@ -79,6 +79,20 @@ def test_garbage_and_foreign(valid):
 
 
 
+def test_header_with_nan_tokens_is_not_json(valid, monkeypatch):
+    """Python's json reads NaN and Infinity, which JSON has not: such a header was accepted, and
+    `gscomp info --json` printed them back (invalid JSON for a strict reader)."""
+    import gscomp.codec.container as C
+
+    header, sections = unpack_gsz(valid)
+    dumps = json.dumps
+    monkeypatch.setattr(C.json, "dumps", lambda *a, **k: dumps(*a, **{**k, "allow_nan": True}))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        data = pack_gsz({**header, "stage_header": {"x": bad}}, sections)
+        with pytest.raises(FormatError, match="header is not valid JSON"):
+            decode_bytes(data)
+
+
 def test_header_over_the_limit_says_so():
     """A header over 16 MiB in a file holding it was refused as exceeding the file size."""
     from gscomp.codec.container import MAGIC, MAX_HEADER, PREAMBLE

@@ -885,7 +885,7 @@ def read_container(buf):
     tend = rd.pos
     need(zlib.crc32(bytes(buf[0:20]) + bytes(buf[24:tend])) == crc, "header CRC mismatch")
     try:
-        header = json.loads(bytes(buf[24:24 + H]).decode("utf-8"))
+        header = json.loads(bytes(buf[24:24 + H]).decode("utf-8"), parse_constant=_no_constant)
     except ValueError as e:
         raise FormatError("header is not valid UTF-8 JSON: %s" % e)
     need(isinstance(header, dict), "header is not a JSON object")
@@ -900,6 +900,10 @@ def read_container(buf):
     need(pos == len(buf), "trailing bytes after the last payload")
     return header, sections, minor
 
+
+
+def _no_constant(token):
+    raise ValueError("%s is not JSON" % token)
 
 def decode(path):
     with open(path, "rb") as fh:

@@ -68,6 +68,10 @@ def pack_gsz(header: dict[str, Any], sections: list[Section]) -> bytes:
     return bytes(out)
 
 
+def _not_json(token: str):
+    raise ValueError(f"{token} is not JSON")
+
+
 def unpack_gsz(data: bytes | memoryview, what: str = "file") -> tuple[dict[str, Any], list[Section]]:
     """Parse and fully validate `.gsz` bytes; any problem is one FormatError line."""
     data = memoryview(data)
@@ -108,7 +112,8 @@ def unpack_gsz(data: bytes | memoryview, what: str = "file") -> tuple[dict[str, 
     if zlib.crc32(bytes(data[:20]) + bytes(data[PREAMBLE.size : table_end])) != crc:
         raise FormatError(f"{what}: header checksum mismatch (corrupt file)")
     try:
-        header = json.loads(bytes(data[PREAMBLE.size : PREAMBLE.size + hlen]).decode("utf-8"))
+        header = json.loads(bytes(data[PREAMBLE.size : PREAMBLE.size + hlen]).decode("utf-8"),
+                            parse_constant=_not_json)  # (NaN and Infinity are Python's, not JSON: `info --json` echoed them)
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise FormatError(f"{what}: header is not valid JSON") from None
     if not isinstance(header, dict):
