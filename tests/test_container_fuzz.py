@@ -93,6 +93,13 @@ def test_header_with_nan_tokens_is_not_json(valid, monkeypatch):
             decode_bytes(data)
 
 
+def test_an_shN_section_with_sh_degree_0_is_refused(valid):
+    """The spec: SH degree 0 has no shN section; one there was ignored."""
+    header, sections = unpack_gsz(valid)
+    assert header["sh_degree"] >= 1 and any(s.name == "attributes/shN" for s in sections)
+    expect_format_error(pack_gsz({**header, "sh_degree": 0}, sections))
+
+
 def test_header_over_the_limit_says_so():
     """A header over 16 MiB in a file holding it was refused as exceeding the file size."""
     from gscomp.codec.container import MAGIC, MAX_HEADER, PREAMBLE

@@ -440,6 +440,8 @@ class Attributes(Stage):
         for f in order:
             w = width[f]
             if f == "shN" and w == 0:
+                if f in sections:  # (the spec: degree 0 has none; it was ignored)
+                    raise FormatError("attributes: an shN section with SH degree 0")
                 out[f] = torch.zeros(n, 0, 3)
                 continue
             step = self.steps[f]
