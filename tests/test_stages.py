@@ -292,6 +292,20 @@ def test_rvq_stage_roundtrip():
 
 
 
+
+def test_exact_mlp_in_row_blocks_gives_the_same_bits(monkeypatch):
+    """The decoder's MLP runs over blocks of rows (all rows at once took gigabytes for a wide MLP
+    over many Gaussians): the same bits as one block."""
+    from gscomp.stages import hashgrid as H
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(5000, 16, generator=g)
+    ws = [(torch.randn(48, 16, generator=g), torch.randn(48, generator=g)),
+          (torch.randn(9, 48, generator=g), torch.randn(9, generator=g))]
+    whole = H.mlp_exact(h, ws)
+    monkeypatch.setattr(H, "MLP_BLOCK_VALUES", 48 * 700)  # 700 rows a block: 8 blocks, the last one short
+    assert torch.equal(H.mlp_exact(h, ws), whole) and whole.shape == (5000, 9)
+
 def test_index_streams_beyond_int32_are_refused():
     """R-VQ indices and colour-field grid levels were cast to int32 after decoding, so a crafted
     stream of 2^32 + 5 (valid CRCs) decoded as index 5 instead of failing."""

@@ -294,12 +294,21 @@ def mlp_exact(h: torch.Tensor, weights: list[tuple[torch.Tensor, torch.Tensor]])
     (element-wise mul, then add; never a BLAS call), so the result does not depend on the thread
     count, SIMD width or GEMM blocking of the machine."""
     h = h.float().cpu()
+    # Rows are independent, so blocks of rows give the same bits; a block's widest activations stay
+    # near 16 MB (all rows at once: gigabytes for a wide MLP over many Gaussians, e.g. a crafted file).
+    width = max([h.shape[1]] + [w.shape[0] for w, _ in weights])
+    rows = max(1, MLP_BLOCK_VALUES // width)
+    if h.shape[0] > rows:
+        return torch.cat([mlp_exact(h[i : i + rows], weights) for i in range(0, h.shape[0], rows)])
     for i, (w, b) in enumerate(weights):
         acc = b.expand(h.shape[0], -1).clone()
         for k in range(w.shape[1]):
-            acc = acc + h[:, k : k + 1] * w[:, k][None, :]
+            acc += h[:, k : k + 1] * w[:, k][None, :]  # (in place: the same rounding, no new tensor)
         h = torch.relu(acc) if i < len(weights) - 1 else acc
     return h
+
+
+MLP_BLOCK_VALUES = 1 << 22  # float32 values per activation block of `mlp_exact`
 
 
 def contract_unit(p: torch.Tensor, center: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
