@@ -240,16 +240,15 @@ class ColorField(Stage):
         p = self.params
         grid = HashGrid(p["n_levels"], p["n_features_per_level"], p["log2_hashmap_size"], p["base_resolution"],
                         max_resolution=p["max_resolution"])
-        try:
-            meta = sections["colorfield.meta"].payload
-            center = torch.tensor(struct.unpack_from("<3f", meta, 0))
-            half = torch.tensor(struct.unpack_from("<3f", meta, 12))
-            (n_out,) = struct.unpack_from("<I", meta, 24)
-            lh = struct.unpack_from(f"<{2 * grid.n_levels}f", meta, 28)
-        except (KeyError, struct.error) as e:
-            raise FormatError(f"colorfield: missing or short metadata section ({e})") from None
-        if len(meta) != 28 + 8 * grid.n_levels:
+        if "colorfield.meta" not in sections:
+            raise FormatError("colorfield: missing metadata section")
+        meta = sections["colorfield.meta"].payload
+        if len(meta) != 28 + 8 * grid.n_levels:  # (short, or with bytes after: both refused)
             raise FormatError(f"colorfield: metadata section of {len(meta)} bytes, expected {28 + 8 * grid.n_levels}")
+        center = torch.tensor(struct.unpack_from("<3f", meta, 0))
+        half = torch.tensor(struct.unpack_from("<3f", meta, 12))
+        (n_out,) = struct.unpack_from("<I", meta, 24)
+        lh = struct.unpack_from(f"<{2 * grid.n_levels}f", meta, 28)
         if n_out % 3 or n_out // 3 - self._has_dc() not in (0, 3, 8, 15):
             raise FormatError(f"colorfield: bad output size {n_out}")
         width, layers = int(p["mlp_width"]), int(p["mlp_layers"])
