@@ -51,7 +51,7 @@ def take_rows(t: torch.Tensor, index) -> torch.Tensor:
     return t[index]
 
 
-def _all_finite(t: torch.Tensor) -> bool:
+def all_finite(t: torch.Tensor) -> bool:
     """Fast finiteness test: a finite sum proves every element finite (NaN/inf propagate); only a
     non-finite sum (or an overflowing one) needs the element-wise check. On CPU this is one numpy
     pass, which also avoids torch's intra-op thread start-up on a busy machine."""
@@ -180,7 +180,7 @@ class Splats:
                 raise GscompError(f"{what}: {name} is on {t.device} but means is on {self.means.device}")
             if t.is_meta:  # (shapes only, no data: every use would fail deep inside torch)
                 raise GscompError(f"{what}: {name} is a meta tensor (no data)")
-            if values and t.numel() and not _all_finite(t):
+            if values and t.numel() and not all_finite(t):
                 bad = int((~torch.isfinite(t.reshape(n, -1))).any(1).nonzero()[0, 0]) if n else 0
                 raise GscompError(f"{what}: {name} has non-finite values (first at Gaussian {bad})")
         return self

@@ -100,6 +100,17 @@ def test_an_shN_section_with_sh_degree_0_is_refused(valid):
     expect_format_error(pack_gsz({**header, "sh_degree": 0}, sections))
 
 
+def test_decoded_values_must_be_finite(valid):
+    """Steps far beyond float32 (valid JSON, valid CRCs) made scales and opacities decode to inf:
+    the API returned them, and only the .ply writer refused them, naming "splats", not the file."""
+    header, sections = unpack_gsz(valid)
+    for key, field in (("scale_step", "scales"), ("opacity_step", "opacities")):
+        st = json.loads(json.dumps(header["pipeline"]))
+        st["stages"][1][key] = 1e300
+        with pytest.raises(FormatError, match=f"decoded {field} has non-finite values"):
+            decode_bytes(pack_gsz({**header, "pipeline": st}, sections))
+
+
 def test_header_over_the_limit_says_so():
     """A header over 16 MiB in a file holding it was refused as exceeding the file size."""
     from gscomp.codec.container import MAGIC, MAX_HEADER, PREAMBLE

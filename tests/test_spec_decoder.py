@@ -183,3 +183,24 @@ def test_spec_decoder_refuses_zstd_frames_of_the_wrong_size_before_inflating_the
     with pytest.raises(SPEC.FormatError, match="x: "):
         SPEC.zstd_exact(b"not zstd at all", 100, "x")
     assert SPEC.zstd_exact(zstandard.ZstdCompressor().compress(b"abc"), 3, "x") == b"abc"
+
+
+def test_both_decoders_refuse_a_file_that_decodes_to_infinities(random_splats, tmp_path):
+    """Spec §1: every decoded value is a finite float32 (here a scale step of 1e300 under valid
+    checksums); the spec decoder returned the infinities."""
+    import json
+
+    from gscomp import FormatError
+    from gscomp.codec.container import pack_gsz, unpack_gsz
+
+    path = tmp_path / "a.gsz"
+    encode_gsz(random_splats(200, sh_degree=1), path, compose_pipeline(["pipeline=high"]))
+    header, sections = unpack_gsz(path.read_bytes())
+    st = json.loads(json.dumps(header["pipeline"]))
+    st["stages"][1]["scale_step"] = 1e300
+    path.write_bytes(pack_gsz({**header, "pipeline": st}, sections))
+    with pytest.raises(FormatError, match="decoded scales has non-finite values"):
+        decode_gsz(path)
+    with pytest.raises(SPEC.FormatError, match="decoded scales has non-finite values"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            SPEC.decode(path)

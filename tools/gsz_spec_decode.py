@@ -953,6 +953,9 @@ def decode(path):
         out["shN"] = np.zeros((n, 0, 3), np.float32)
     for f in ("means", "quats", "scales", "opacities", "sh0"):
         need(f in out, "field %s not produced" % f)
+    for f, v in out.items():  # (spec section 1: every decoded value is a finite float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            need(bool(np.isfinite(np.asarray(v, np.float32)).all()), "decoded %s has non-finite values" % f)
     return out
 
 
@@ -966,7 +969,8 @@ def main(argv):
     import time
     t = time.time()
     try:
-        out = decode(argv[1])
+        with np.errstate(over="ignore", invalid="ignore"):  # (a crafted file's overflow: refused below)
+            out = decode(argv[1])
     # (ValueError, AttributeError: a header value of the wrong type or range, which gscomp refuses
     # with its own words; this decoder reads the spec's fields and need not name each check)
     except (FormatError, OSError, KeyError, TypeError, ValueError, AttributeError, NotImplementedError,

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import FormatError, GscompError, Note
-from ..splats import FIELDS, OPACITY_LOGIT_MAX, Splats, num_sh_rest, take_rows
+from ..splats import FIELDS, OPACITY_LOGIT_MAX, Splats, all_finite, num_sh_rest, take_rows
 from . import importance, posthoc  # noqa: F401  (register the post-hoc stage types)
 from .base import STAGES, CodingContext, Section, Stage, build_stage
 
@@ -349,6 +349,11 @@ class Pipeline:
                 got = None if t is None else tuple(t.shape)
                 raise FormatError(f"decoded {f} has shape {got}, expected {shapes[f]}")
             out[f] = t.to(torch.float32).contiguous()
+            # every value must be a finite float32: a file whose steps, codebooks or weights make
+            # inf or NaN (only a crafted one: the encoder refuses such input) is invalid (spec §1)
+            if out[f].numel() and not all_finite(out[f]):
+                bad = int((~torch.isfinite(out[f].reshape(n, -1))).any(1).nonzero()[0, 0])
+                raise FormatError(f"decoded {f} has non-finite values (first at Gaussian {bad})")
         return Splats(**out)
 
 
