@@ -770,6 +770,7 @@ def decode_colorfield(stage, sections, n, ctx, sh_degree):
     need(codec == "float16", "colorfield: unexpected mlp codec " + codec)
     nparam = sum(dims[i] * dims[i + 1] + dims[i + 1] for i in range(len(dims) - 1))
     allp = read_f16(payload, nparam, "colorfield.mlp")
+    need(n * nparam <= 2048 * ctx["payload"], "colorfield: n x MLP parameters over 2048 x the payload bytes")
     layers = []
     p = 0
     for i in range(len(dims) - 1):
@@ -915,7 +916,7 @@ def decode(path):
     sh_degree = header["sh_degree"]
     need(sh_degree in (0, 1, 2, 3), "bad sh_degree")
     stages = header["pipeline"]["stages"]
-    ctx = {}
+    ctx = {"payload": sum(len(d) for d, _ in sections.values())}
     out = {}
     seen_importance = False
     for st in stages:

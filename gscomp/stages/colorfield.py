@@ -28,6 +28,12 @@ from .rvq import decode_symbols, encode_symbols
 from .masking import _at_step
 
 MAX_TABLE = 1 << 26  # hash-grid values (256 MiB as float32); the paper's 16 x 2 x 2^19 is 2^24
+# Decoding runs the MLP once per Gaussian: n x P multiply-adds for P parameters. Both n and P can
+# be large in a small file (n: constant streams; P: 2 bytes each), so a file must hold at least
+# n x P / MLP_WORK_PER_BYTE payload bytes (spec §5; the writer pads): a few seconds per MB at
+# worst. Real files are far inside: the c3dgs preset (P = 3,597) needs 1.8 bytes per Gaussian,
+# the paper's 64-wide MLP 4.6, and trained files hold about 11 (lego, sodacan).
+MLP_WORK_PER_BYTE = 2048
 
 
 class ColorFieldModel(torch.nn.Module):
@@ -236,6 +242,10 @@ class ColorField(Stage):
             Section("colorfield.grid", "symbols", encode_symbols(sym)),
         ]
 
+    def min_payload(self, n: int, sections: list[Section]) -> int:
+        mlp = next((s for s in sections if s.name == "colorfield.mlp"), None)
+        return 0 if mlp is None else -(-n * (len(mlp.payload) // 2) // MLP_WORK_PER_BYTE)
+
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
         p = self.params
         grid = HashGrid(p["n_levels"], p["n_features_per_level"], p["log2_hashmap_size"], p["base_resolution"],
@@ -257,6 +267,10 @@ class ColorField(Stage):
         need = sum((a * b + b) * 2 for a, b in zip(dims[:-1], dims[1:]))
         if len(raw) != need:
             raise FormatError(f"colorfield: MLP section has {len(raw)} bytes, expected {need}")
+        least = self.min_payload(ctx.n, [sections["colorfield.mlp"]])
+        if ctx.payload is not None and ctx.payload < least:
+            raise FormatError(f"colorfield: {ctx.n} Gaussians through an MLP of {need // 2} parameters need a file "
+                              f"of at least {least} payload bytes, not {ctx.payload}")
         flat = torch.from_numpy(np.frombuffer(raw, dtype="<f2").astype(np.float32))
         weights, off = [], 0
         for a, b in zip(dims[:-1], dims[1:]):

@@ -30,7 +30,7 @@ from . import importance, posthoc  # noqa: F401  (register the post-hoc stage ty
 from .base import STAGES, CodingContext, Section, Stage, build_stage
 
 MAX_N = 1 << 28
-PAD_SECTION = "_pad/zeros"  # codec "padding": zero bytes that keep n <= 4096 + 8 * payload bytes
+PAD_SECTION = "_pad/zeros"  # codec "padding": zero bytes that keep n <= 4096 + 8 * payload bytes (and Stage.min_payload)
 
 
 def max_n_for_payload(payload_bytes: int) -> int:
@@ -265,6 +265,7 @@ class Pipeline:
             raise GscompError(f"{n} Gaussians exceed the .gsz limit of {MAX_N}")
         ctx = CodingContext(n=n, sh_degree=deg, progress=progress)
         sections: list[Section] = []
+        need = 0  # payload bytes the file must hold (the writer pads up to it)
         for i, (nm, st) in enumerate(zip(self.names, self.stages)):
             if progress is not None:
                 progress(f"encoding: {nm}", i, len(self.stages))
@@ -275,10 +276,12 @@ class Pipeline:
             if i + 1 < len(self.stages):  # only later stages read ctx.attrs: skip it for the last
                 ctx.attrs.update(_owned(nm, st, st.decode({s.name: s for s in secs}, ctx)))  # what the decoder sees
             sections += [Section(f"{nm}/{s.name}", s.codec, s.payload) for s in secs]
+            need = max(need, st.min_payload(n, secs))
         payload = sum(len(s.payload) for s in sections)
         if n > max_n_for_payload(payload):
-            need = -(-(n - 4096) // 8) - payload
-            sections.append(Section(PAD_SECTION, "padding", bytes(need)))
+            need = max(need, -(-(n - 4096) // 8))
+        if need > payload:
+            sections.append(Section(PAD_SECTION, "padding", bytes(need - payload)))
         lo, hi = splats.bounds()
         header = {
             "format": "gsz",
@@ -324,7 +327,7 @@ class Pipeline:
     @classmethod
     def decode(cls, header: dict[str, Any], sections: list[Section]) -> Splats:
         pipe, n, deg, stage_header = cls.check_header(header, sections)
-        ctx = CodingContext(n=n, sh_degree=deg, header=stage_header)
+        ctx = CodingContext(n=n, sh_degree=deg, header=stage_header, payload=sum(len(s.payload) for s in sections))
         by_stage: dict[str, dict[str, Section]] = {nm: {} for nm in pipe.names}
         for s in sections:
             if s.name == PAD_SECTION and s.codec == "padding":
