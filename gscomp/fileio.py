@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -15,14 +17,56 @@ from .errors import GscompError
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
+STALE_TEMP_AGE = 60.0  # seconds: a temp this old whose writer holds no lock on it is left by a killed run
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, and no sweeping of stale temps
+    fcntl = None
+
+
+def _temp_prefix(dest: Path) -> str:
+    return f".{dest.name[:32]}."  # (cut short: a temp name longer than the file system allows would fail)
+
+
+def _remove_stale_temps(dest: Path) -> None:
+    """Remove the temps of earlier writes to ``dest`` whose process died (SIGKILL, the OOM killer,
+    a power cut: no handler ran), which would otherwise lie hidden next to it, as big as the
+    output. A live writer holds an exclusive lock on its temp from creation to rename, so a temp
+    that can be locked, and is older than STALE_TEMP_AGE, has no writer left."""
+    if fcntl is None:
+        return
+    pattern = re.compile(re.escape(_temp_prefix(dest)) + r"[A-Za-z0-9_]{8}\.tmp")
+    try:
+        names = [e.name for e in os.scandir(dest.parent or ".") if pattern.fullmatch(e.name)]
+    except OSError:
+        return
+    for name in names:
+        tmp = dest.parent / name
+        try:
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < STALE_TEMP_AGE:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(tmp)
+        except OSError:  # locked (a live writer), or gone, or not ours to remove
+            pass
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Iterator[IO[bytes]]:
+def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: bool = True) -> Iterator[IO[bytes]]:
     """Open a temporary file next to ``path`` for binary writing; on success it is fsynced and
     replaces ``path`` (os.replace), on error it is removed and ``path`` is untouched. A missing
     parent directory is an error unless ``make_parents``. A symbolic link is written through,
-    as ``cp`` does: its target is replaced and the link kept."""
+    as ``cp`` does: its target is replaced and the link kept. ``sweep``: first remove the temps
+    that killed writes to ``path`` left (one listing of the folder: a cache writing thousands of
+    small files into one folder turns it off)."""
     path = Path(path)
     # the file replaced: the link's target, so the link (and what else points there) stays
     dest = Path(os.path.realpath(path)) if path.is_symlink() else path
@@ -35,18 +79,23 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False) -> Itera
         raise GscompError(f"{path}: is a directory")
     if dest.exists() and not dest.is_file():  # (a rename would put a file where /dev/null was)
         raise GscompError(f"{path}: not a regular file (a pipe, device or socket); give a file name")
-    try:  # (the name cut short: a temp name longer than the file system allows would fail)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:32]}.", suffix=".tmp", dir=parent)
+    if sweep:
+        _remove_stale_temps(dest)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=parent)
     except OSError as e:
         raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
     try:
+        if fcntl is not None:  # held until the rename: the temp has a live writer (see above)
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # a file replaced keeps its mode (a private 0600 output stays private); a new one gets FILE_MODE
         os.fchmod(fd, stat.S_IMODE(dest.stat().st_mode) if dest.is_file() else FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, dest)
+            os.replace(tmp, dest)  # (before the close, which drops the lock)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -78,9 +127,7 @@ def run_folder(path: Path) -> Iterator[Path]:
     exclusive lock on the folder itself (no lock file; the kernel drops it if the process dies):
     a second run into the same folder would interleave its files with this one's."""
     path.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: unlocked
+    if fcntl is None:  # not POSIX: unlocked
         yield path
         return
     try:

@@ -1093,6 +1093,51 @@ def test_atomic_open_writes_through_a_symlink(tmp_path):
     assert fifo.exists() and not fifo.is_file() and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 
 
+def test_a_killed_writers_temp_is_removed_by_the_next_write(tmp_path):
+    """SIGKILL (the OOM killer, a power cut) runs no handler: the hidden temp of a half-written
+    output stayed next to it, as big as the output, for good. The next write to that name removes
+    it, once it is a minute old and no live writer holds its lock; a live writer's temp, a fresh
+    one and files that only look alike are kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "scene.ply"
+    code = ("import sys, time; from gscomp.fileio import atomic_open\n"
+            "with atomic_open(sys.argv[1]) as f:\n f.write(b'x' * 1000); f.flush(); print('ok', flush=True); time.sleep(60)")
+    old = time.time() - 120
+
+    def writer(known=()):
+        p = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline() == "ok\n"
+        (tmp,) = [q for q in tmp_path.iterdir() if q.name.startswith(".scene.ply.") and q not in known]
+        os.utime(tmp, (old, old))
+        return p, tmp
+
+    live, live_tmp = writer()
+    try:
+        dead, dead_tmp = writer([live_tmp])
+        dead.send_signal(signal.SIGKILL)
+        dead.wait()
+        look_alike = [tmp_path / ".scene.ply.mine.tmp", tmp_path / ".scene.ply.abcd1234.tmp.bak",
+                      tmp_path / ".other.ply.abcd1234.tmp"]
+        for q in look_alike:
+            q.write_bytes(b"user")
+            os.utime(q, (old, old))
+        fresh = tmp_path / ".scene.ply.zzzz9999.tmp"
+        fresh.write_bytes(b"young")
+        with atomic_open(out) as f:
+            f.write(b"done")
+        assert out.read_bytes() == b"done"
+        assert not dead_tmp.exists()
+        assert live_tmp.exists() and fresh.exists() and all(q.exists() for q in look_alike)
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_output_names_ending_in_a_slash_are_refused(tmp_path, random_splats, capsys):
     """`decode a.gsz out.ply/` wrote a file out.ply: the slash said a folder was meant."""
     from gscomp.cli import main

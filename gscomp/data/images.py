@@ -159,7 +159,7 @@ def save_png_atomic(path: Path, arr: np.ndarray) -> None:
     """Write a PNG via a temp file + rename so concurrent loaders never see a partial file.
     Cache failures (read-only home, full disk) only cost speed, so they are ignored."""
     try:
-        with atomic_open(path, make_parents=True) as f:
+        with atomic_open(path, make_parents=True, sweep=False) as f:
             Image.fromarray(arr).save(f, format="PNG", compress_level=1)
     except (OSError, GscompError):  # (atomic_open says a failed write as a GscompError)
         pass
