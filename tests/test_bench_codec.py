@@ -14,11 +14,16 @@ from gscomp.io import save_splats
 from gscomp.stages.importance import sphere_cameras
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_codec", ROOT / "tools" / "bench_codec.py")
+def _tool(name: str):
+    """tools/NAME.py as a module (the tools are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _bench():
+    return _tool("bench_codec")
 
 
 def test_bench_codec_scores_from_the_inputs_cameras(tmp_path, random_splats, capsys):
@@ -53,9 +58,7 @@ def test_bench_codec_scores_from_the_inputs_cameras(tmp_path, random_splats, cap
 def test_bench_memory_reports_each_flow(capsys):
     """`tools/bench_memory.py`: a child process per flow, each with its peak memory, and a failed
     flow reported with its error line and exit status 1."""
-    spec = importlib.util.spec_from_file_location("bench_memory", ROOT / "tools" / "bench_memory.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _tool("bench_memory")
     assert mod.main(["--n", "3000", "--sh", "1", "--presets", "high"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 3000 and report["baseline"]["maxrss_bytes"] > 50e6
@@ -106,9 +109,7 @@ def test_bench_codec_reports_bad_inputs_and_blank_views_as_errors(tmp_path, rand
 def test_bench_rd_plot_names_every_run_in_a_legend(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
-    spec = importlib.util.spec_from_file_location("bench_rd", ROOT / "tools" / "bench_rd.py")
-    rd = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rd)
+    rd = _tool("bench_rd")
     seen = {}
     import matplotlib.figure
 
@@ -138,9 +139,7 @@ def test_bench_rd_checks_its_folder_first_and_prints_json_without_matplotlib(tmp
     monkeypatch.setenv("GSCOMP_SHARED_DATA", str(tmp_path / "none"))  # every scene skipped: nothing runs
     monkeypatch.syspath_prepend(str(ROOT / "tools"))
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
-    spec = importlib.util.spec_from_file_location("bench_rd", ROOT / "tools" / "bench_rd.py")
-    rd = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rd)
+    rd = _tool("bench_rd")
     out = tmp_path / "rd"
     assert rd.main(["--scenes", "lego", "--out", str(out)]) == 0
     captured = capsys.readouterr()
@@ -175,3 +174,14 @@ def test_bench_codec_keeps_the_other_presets_when_one_fails(tmp_path, random_spl
     high, low = json.loads(capsys.readouterr().out)["inputs"][0]["results"]
     assert high["codec"] == "gsz:high" and high["bytes"] > 0
     assert low == {"codec": "gsz:low", "error": "simulated failure"}
+
+
+def test_bench_rd_and_bench_train_read_scene_lists_alike(capsys):
+    """`--scenes` was a space list in bench_rd and a comma list in bench_train: each refused the
+    other's form with words about something else. Both now take either."""
+    for name in ("bench_rd", "bench_train"):
+        mod = _tool(name)
+        for scenes in (["lego,nosuch"], ["lego", "nosuch"], ["lego,", "nosuch"]):
+            with pytest.raises(SystemExit) as e:
+                mod.main(["--scenes", *scenes])
+            assert e.value.code == 2 and "unknown scene(s) ['nosuch']" in capsys.readouterr().err, (name, scenes)

@@ -108,7 +108,8 @@ def earlier(db: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenes", nargs="+", default=["lego", "sodacan"], choices=sorted(SCENES))
+    ap.add_argument("--scenes", nargs="+", default=["lego", "sodacan"],
+                    help="scenes, by spaces or commas (as bench_train): " + ", ".join(sorted(SCENES)))
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--out", type=Path, default=Path("bench_rd_out"))
     ap.add_argument("--pipeline", default="c3dgs", help="pipeline preset for the compressed runs")
@@ -118,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for the compressed runs")
     a = ap.parse_args(argv)
+    a.scenes = [s.strip() for arg in a.scenes for s in arg.split(",") if s.strip()]
+    bad = [s for s in a.scenes if s not in SCENES]
+    if bad or not a.scenes:
+        ap.error(f"unknown scene(s) {bad}; choose from {sorted(SCENES)}" if bad else "--scenes names no scene")
     for flag in ("steps", "jobs", "threads"):
         if getattr(a, flag) < 1:
             ap.error(f"--{flag} must be at least 1")

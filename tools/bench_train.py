@@ -64,7 +64,8 @@ def bench_scene(name: str, steps: int | None, extra: list[str], out_root: Path, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--scenes", default="lego,sodacan", help="comma-separated: " + ",".join(SCENES))
+    ap.add_argument("--scenes", nargs="+", default=["lego,sodacan"],
+                    help="scenes, by spaces or commas (as bench_rd): " + ", ".join(SCENES))
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     ap.add_argument("--set", action="append", default=[], help="extra Hydra override (repeatable)")
     ap.add_argument("--out", default=None, help="keep outputs here (default: a temp dir)")
@@ -72,12 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         ap.error("--steps must be at least 1")
-    names = [s.strip() for s in args.scenes.split(",") if s.strip()]
+    names = [s.strip() for arg in args.scenes for s in arg.split(",") if s.strip()]
     bad = [s for s in names if s not in SCENES]
     if bad:
         ap.error(f"unknown scene(s) {bad}; choose from {list(SCENES)}")
     if not names:
-        ap.error(f"--scenes names no scene; choose from {list(SCENES)} (a comma list: lego,sodacan)")
+        ap.error(f"--scenes names no scene; choose from {list(SCENES)} (e.g. lego sodacan)")
     import torch
 
     results = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "scenes": []}
