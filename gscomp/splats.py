@@ -64,6 +64,13 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
+def first_nonfinite_row(t: torch.Tensor) -> int | None:
+    """The first row (Gaussian) of ``t`` holding an inf or NaN, or None when all are finite."""
+    if not t.numel() or all_finite(t):
+        return None
+    return int((~torch.isfinite(t.reshape(len(t), -1))).any(1).nonzero()[0, 0])
+
+
 @dataclass
 class Splats:
     means: torch.Tensor
@@ -180,8 +187,7 @@ class Splats:
                 raise GscompError(f"{what}: {name} is on {t.device} but means is on {self.means.device}")
             if t.is_meta:  # (shapes only, no data: every use would fail deep inside torch)
                 raise GscompError(f"{what}: {name} is a meta tensor (no data)")
-            if values and t.numel() and not all_finite(t):
-                bad = int((~torch.isfinite(t.reshape(n, -1))).any(1).nonzero()[0, 0]) if n else 0
+            if values and (bad := first_nonfinite_row(t)) is not None:
                 raise GscompError(f"{what}: {name} has non-finite values (first at Gaussian {bad})")
         return self
 

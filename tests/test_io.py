@@ -286,7 +286,7 @@ def test_ply_non_finite_values(tmp_path, random_splats, bad, column):
     rows[3, [n for n, _ in _std_props()].index(column)] = bad
     write_raw_ply(tmp_path / "nan.ply", _std_props(), rows)
     if column == "opacity" and math.isinf(bad):  # alpha exactly 1 or 0, as converters write it
-        with pytest.warns(Note, match=r"nan.ply: 1 opacity logits are infinite \(alpha exactly 0 or 1, as some "
+        with pytest.warns(Note, match=r"nan.ply: 1 opacity logit is infinite \(alpha exactly 0 or 1, as some "
                                       r"converters write them\): read as \+-30"):
             r = read_ply(tmp_path / "nan.ply")
         assert float(r.opacities[3]) == math.copysign(30.0, bad) and torch.equal(r.opacities[:3], s.opacities[:3])
@@ -309,6 +309,22 @@ def test_ply_double_beyond_float32_is_named(tmp_path, random_splats):
     rows[2, 1] = 0.25  # doubles within range: read (rounded to float32)
     write_raw_ply(tmp_path / "d.ply", [(n, "double") for n, _ in _std_props()], rows, fmt="ascii")
     assert float(read_ply(tmp_path / "d.ply").means[2, 1]) == 0.25
+
+
+def test_api_float64_beyond_float32_is_named(tmp_path, random_splats):
+    """The same through the API: a float64 Splats holding a finite 1e300 was refused by the
+    encoder as "non-finite values"; a real NaN is still named as such."""
+    from gscomp.codec import encode_gsz
+    from gscomp.commands.compress import compose_pipeline
+
+    s = random_splats(5, sh_degree=0, dtype=torch.float64)
+    s.means[2, 1] = 1e300
+    with pytest.raises(GscompError, match=r"input splats: means has values beyond float32's range \(first at Gaussian 2\)"):
+        encode_gsz(s, tmp_path / "a.gsz", compose_pipeline([]))
+    s.means[2, 1] = float("nan")
+    with pytest.raises(GscompError, match=r"input splats: means has non-finite values \(first at Gaussian 2\)"):
+        encode_gsz(s, tmp_path / "a.gsz", compose_pipeline([]))
+    assert not (tmp_path / "a.gsz").exists()
 
 
 # ----------------------------------------------------------------------------- SPZ

@@ -82,7 +82,8 @@ def build_splats(
 
     opacities = np.asarray(opacities)
     if (inf := np.isinf(opacities)).any():  # (NaN stays an error below)
-        warnings.warn(f"{path}: {int(inf.sum()):,} opacity logits are infinite (alpha exactly 0 or 1, as some "
+        k = int(inf.sum())
+        warnings.warn(f"{path}: {k:,} opacity logit{' is' if k == 1 else 's are'} infinite (alpha exactly 0 or 1, as some "
                       f"converters write them): read as +-{OPACITY_LOGIT_MAX:g}", Note, stacklevel=3)
         opacities = np.where(inf, np.copysign(OPACITY_LOGIT_MAX, opacities), opacities)
     s = Splats(

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import FormatError, GscompError, Note
-from ..splats import FIELDS, OPACITY_LOGIT_MAX, Splats, all_finite, num_sh_rest, take_rows
+from ..splats import FIELDS, OPACITY_LOGIT_MAX, Splats, first_nonfinite_row, num_sh_rest, take_rows
 from . import importance, posthoc  # noqa: F401  (register the post-hoc stage types)
 from .base import STAGES, CodingContext, Section, Stage, build_stage
 
@@ -235,10 +235,13 @@ class Pipeline:
         beside the reordered copy (0.25 KB per Gaussian at SH 3)."""
         if not isinstance(splats, Splats):
             raise GscompError(f"encode: expected a Splats, got {type(splats).__name__}")
-        splats.validate("input splats", values=False)  # (tensors of the right shapes, before .detach())
+        splats.validate("input splats")  # (shapes and finite values, in the caller's dtype and device)
         given = splats if consume else None
+        wide = splats.means.dtype != torch.float32
         splats = splats.detach().to("cpu", torch.float32)
-        splats.validate("input splats")
+        for name, t in splats.items() if wide else ():  # (float64 values beyond float32's range became inf)
+            if (bad := first_nonfinite_row(t)) is not None:
+                raise GscompError(f"input splats: {name} has values beyond float32's range (first at Gaussian {bad})")
         if (far := int((splats.opacities.abs() > OPACITY_LOGIT_MAX).sum())):
             warnings.warn(f"{far:,} opacity logits beyond +-{OPACITY_LOGIT_MAX:g} are coded as +-{OPACITY_LOGIT_MAX:g} "
                           "(the same render)", Note, stacklevel=2)
@@ -354,8 +357,7 @@ class Pipeline:
             out[f] = t.to(torch.float32).contiguous()
             # every value must be a finite float32: a file whose steps, codebooks or weights make
             # inf or NaN (only a crafted one: the encoder refuses such input) is invalid (spec §1)
-            if out[f].numel() and not all_finite(out[f]):
-                bad = int((~torch.isfinite(out[f].reshape(n, -1))).any(1).nonzero()[0, 0])
+            if (bad := first_nonfinite_row(out[f])) is not None:
                 raise FormatError(f"decoded {f} has non-finite values (first at Gaussian {bad})")
         return Splats(**out)
 
