@@ -26,7 +26,15 @@ except ImportError:  # not POSIX: no locks, and no sweeping of stale temps
 
 
 def _temp_prefix(dest: Path) -> str:
-    return f".{dest.name[:32]}."  # (cut short: a temp name longer than the file system allows would fail)
+    # (the name cut short: a temp name longer than the file system allows would fail; "gscomp-"
+    # marks it as ours, so the sweep below never takes a user's own .NAME.something.tmp)
+    return f".{dest.name[:32]}.gscomp-"
+
+
+def _open_for_lock(path: Path | str) -> int:
+    """An fd to flock ``path`` with: read-write, since NFS emulates flock with locks that need a
+    file open for writing; non-blocking, since opening a FIFO of that name would wait for a writer."""
+    return os.open(path, os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
 
 
 def _remove_stale_temps(dest: Path) -> None:
@@ -36,7 +44,7 @@ def _remove_stale_temps(dest: Path) -> None:
     that can be locked, and is older than STALE_TEMP_AGE, has no writer left."""
     if fcntl is None:
         return
-    pattern = re.compile(re.escape(_temp_prefix(dest)) + r"[A-Za-z0-9_]{8}\.tmp")
+    pattern = re.compile(re.escape(_temp_prefix(dest)) + r"[a-z0-9_]{8}\.tmp")
     try:
         names = [e.name for e in os.scandir(dest.parent or ".") if pattern.fullmatch(e.name)]
     except OSError:
@@ -44,7 +52,7 @@ def _remove_stale_temps(dest: Path) -> None:
     for name in names:
         tmp = dest.parent / name
         try:
-            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = _open_for_lock(tmp)
         except OSError:
             continue
         try:
@@ -85,17 +93,19 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: b
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=parent)
     except OSError as e:
         raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
+    lock = None
     try:
-        if fcntl is not None:  # held until the rename: the temp has a live writer (see above)
+        if fcntl is not None:  # on an fd of its own, held past the close and the rename: the temp has a live writer
             with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock = _open_for_lock(tmp)
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # a file replaced keeps its mode (a private 0600 output stays private); a new one gets FILE_MODE
         os.fchmod(fd, stat.S_IMODE(dest.stat().st_mode) if dest.is_file() else FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-            os.replace(tmp, dest)  # (before the close, which drops the lock)
+        os.replace(tmp, dest)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -105,6 +115,9 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: b
         if isinstance(os_err, OSError):
             raise GscompError(f"cannot write {path}: {os_err.strerror or os_err}") from None
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, make_parents: bool = False) -> None:

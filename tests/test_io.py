@@ -1113,7 +1113,7 @@ def test_a_killed_writers_temp_is_removed_by_the_next_write(tmp_path):
     """SIGKILL (the OOM killer, a power cut) runs no handler: the hidden temp of a half-written
     output stayed next to it, as big as the output, for good. The next write to that name removes
     it, once it is a minute old and no live writer holds its lock; a live writer's temp, a fresh
-    one and files that only look alike are kept."""
+    one, a FIFO of that name (without waiting on it) and files that only look alike are kept."""
     import os
     import signal
     import subprocess
@@ -1128,7 +1128,7 @@ def test_a_killed_writers_temp_is_removed_by_the_next_write(tmp_path):
     def writer(known=()):
         p = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline() == "ok\n"
-        (tmp,) = [q for q in tmp_path.iterdir() if q.name.startswith(".scene.ply.") and q not in known]
+        (tmp,) = [q for q in tmp_path.iterdir() if q.name.startswith(".scene.ply.gscomp-") and q not in known]
         os.utime(tmp, (old, old))
         return p, tmp
 
@@ -1137,18 +1137,21 @@ def test_a_killed_writers_temp_is_removed_by_the_next_write(tmp_path):
         dead, dead_tmp = writer([live_tmp])
         dead.send_signal(signal.SIGKILL)
         dead.wait()
-        look_alike = [tmp_path / ".scene.ply.mine.tmp", tmp_path / ".scene.ply.abcd1234.tmp.bak",
-                      tmp_path / ".other.ply.abcd1234.tmp"]
+        look_alike = [tmp_path / ".scene.ply.backup_1.tmp", tmp_path / ".scene.ply.gscomp-abcd1234.tmp.bak",
+                      tmp_path / ".other.ply.gscomp-abcd1234.tmp"]
         for q in look_alike:
             q.write_bytes(b"user")
             os.utime(q, (old, old))
-        fresh = tmp_path / ".scene.ply.zzzz9999.tmp"
+        fresh = tmp_path / ".scene.ply.gscomp-zzzz9999.tmp"
         fresh.write_bytes(b"young")
+        fifo = tmp_path / ".scene.ply.gscomp-fifo0000.tmp"  # (opening it to lock it waited for a writer)
+        os.mkfifo(fifo)
+        os.utime(fifo, (old, old))
         with atomic_open(out) as f:
             f.write(b"done")
         assert out.read_bytes() == b"done"
         assert not dead_tmp.exists()
-        assert live_tmp.exists() and fresh.exists() and all(q.exists() for q in look_alike)
+        assert live_tmp.exists() and fresh.exists() and fifo.exists() and all(q.exists() for q in look_alike)
     finally:
         live.kill()
         live.wait()
