@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     a.scenes = [s.strip() for arg in a.scenes for s in arg.split(",") if s.strip()]
     bad = [s for s in a.scenes if s not in SCENES]
     if bad or not a.scenes:
-        ap.error(f"unknown scene(s) {bad}; choose from {sorted(SCENES)}" if bad else "--scenes names no scene")
+        ap.error(f"{f'unknown scene(s) {bad}' if bad else '--scenes names no scene'}; choose from {sorted(SCENES)}")
     for flag in ("steps", "jobs", "threads"):
         if getattr(a, flag) < 1:
             ap.error(f"--{flag} must be at least 1")
