@@ -206,34 +206,45 @@ def test_both_decoders_refuse_a_file_that_decodes_to_infinities(random_splats, t
             SPEC.decode(path)
 
 
-def test_colorfield_decode_work_is_bounded_by_the_file_size(random_splats, tmp_path):
+def test_colorfield_decode_work_is_bounded_by_the_file_size(random_splats, tmp_path, monkeypatch):
     """Decoding runs the MLP once per Gaussian, and a 165 KB crafted file (1M constant Gaussians,
-    an MLP 1024 wide) took 136 s. A file must now hold n x P / 2048 payload bytes: the writer pads
-    the rare real file below it (here 20k identical Gaussians through a 20k-parameter MLP), and
-    without that padding the decoder refuses it before any work."""
+    an MLP 1024 wide) took 136 s. Now n x P <= 2^32 + 2048 x payload bytes: the writer pads the
+    rare real file beyond it, and without that padding both decoders (and `info`) refuse it before
+    any work, unless GSCOMP_NO_WORK_LIMIT is set. The 2^32 is lowered here to 2^28 so that 20k
+    identical Gaussians through a 20k-parameter MLP cross it; with 2^32 they need no padding."""
     from gscomp import FormatError
-    from gscomp.codec import decode_bytes
+    from gscomp.codec import decode_bytes, gsz_info
     from gscomp.codec.container import pack_gsz, unpack_gsz
     from gscomp.splats import FIELDS
-    from gscomp.stages.colorfield import MLP_WORK_PER_BYTE
+    from gscomp.stages import colorfield
 
-    n = 20000
+    n, free = 20000, 1 << 28
     one = random_splats(1, sh_degree=1)
     s = one.replace(**{f: getattr(one, f).expand(n, *getattr(one, f).shape[1:]).clone() for f in FIELDS})
     path = tmp_path / "a.gsz"
-    encode_gsz(s, path, {"name": "x", "sh_degree": None, "stages": {
+    pipeline = {"name": "x", "sh_degree": None, "stages": {
         "positions": {"type": "positions", "bits": 16},
         "colorfield": {"type": "colorfield", "n_levels": 6, "log2_hashmap_size": 10, "base_resolution": 4,
                        "max_resolution": 32, "mlp_width": 128, "fit_steps": 2},
-        "attributes": {"type": "attributes", "fields": ["quats", "scales", "opacities"]}}})
+        "attributes": {"type": "attributes", "fields": ["quats", "scales", "opacities"]}}}
+    encode_gsz(s, path, pipeline)
+    header, sections = unpack_gsz(path.read_bytes())
+    assert sections[-1].name != "_pad/zeros"  # (n x P = 394M: inside 2^32)
+    monkeypatch.setattr(colorfield, "MLP_WORK_FREE", free)
+    monkeypatch.setattr(SPEC, "MLP_WORK_FREE", free)
+    encode_gsz(s, path, pipeline)
     header, sections = unpack_gsz(path.read_bytes())
     mlp = next(x for x in sections if x.name == "colorfield/colorfield.mlp")
-    least = -(-n * (len(mlp.payload) // 2) // MLP_WORK_PER_BYTE)
+    least = -(-(n * (len(mlp.payload) // 2) - free) // colorfield.MLP_WORK_PER_BYTE)
     assert sum(len(x.payload) for x in sections) == least and sections[-1].name == "_pad/zeros"
     assert len(decode_bytes(path.read_bytes())) == n
-    with pytest.raises(FormatError, match=f"colorfield: {n} Gaussians through an MLP of 19724 parameters need a file "
-                                          f"of at least {least} payload bytes"):
-        decode_bytes(pack_gsz(header, sections[:-1]))
-    path.write_bytes(pack_gsz(header, sections[:-1]))
-    with pytest.raises(SPEC.FormatError, match="colorfield: n x MLP parameters over 2048 x the payload bytes"):
+    unpadded = pack_gsz(header, sections[:-1])
+    path.write_bytes(unpadded)
+    words = f"stage 'colorfield': decoding {n} Gaussians takes work for a file of at least {least} payload bytes"
+    for read in (decode_bytes, lambda data: gsz_info(path)):
+        with pytest.raises(FormatError, match=words):
+            read(unpadded)
+    with pytest.raises(SPEC.FormatError, match="colorfield: n x MLP parameters over 2.32 . 2048 x the payload bytes"):
         SPEC.decode(path)
+    monkeypatch.setenv("GSCOMP_NO_WORK_LIMIT", "1")
+    assert len(decode_bytes(unpadded)) == n

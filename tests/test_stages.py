@@ -386,6 +386,43 @@ def test_colorfield_roundtrip_and_unused_rows_dropped():
 
 
 
+def test_colorfield_in_map_coordinates_and_float16_overflow(tmp_path):
+    """The field's box was rounded to float16, so a scene in map coordinates (UTM, 10^5-10^6 m)
+    got an infinite box and decoded to NaN colours. Values float16 cannot hold (R-VQ codebooks,
+    MLP weights: the file's storage) are refused when encoding, not written as infinities."""
+    from gscomp.codec import decode_gsz, encode_gsz
+    from gscomp.stages.pipeline import Pipeline
+
+    s = _smooth_splats(2000)
+    cfg = {"name": "x", "sh_degree": None, "stages": {
+        "positions": {"type": "positions", "bits": 18},
+        "colorfield": {"type": "colorfield", "n_levels": 6, "log2_hashmap_size": 11, "base_resolution": 4,
+                       "max_resolution": 32, "mlp_width": 32, "grid_lr": 0.03, "fit_steps": 100},
+        "attributes": {"type": "attributes", "fields": ["quats", "scales", "opacities"]}}}
+    err = []
+    for offset in ([0.0, 0.0, 0.0], [3e5, 2e5, 100.0]):  # (at the origin; on a 200 m city block in UTM)
+        scene = s.replace(means=s.means * 100 + torch.tensor(offset))
+        encode_gsz(scene, tmp_path / "a.gsz", cfg)
+        d = decode_gsz(tmp_path / "a.gsz")
+        src = torch.cdist(d.means.double(), scene.means.double()).argmin(1)  # (decoded: in Morton order)
+        err.append(float((d.sh0 - s.sh0[src]).abs().mean()))
+    assert err[1] < 1.5 * err[0] < 0.3 * float(s.sh0.abs().mean()), err
+    pipe = Pipeline.from_config(cfg)
+    field = pipe.stages[pipe.names.index("colorfield")]
+    field.fit(s)
+    with torch.no_grad():
+        field.model.mlp.layers[-1].bias[0] = 7e4  # (a diverged training run: finite in float32)
+    with pytest.raises(GscompError, match="colorfield: MLP weights beyond float16's range"):
+        encode_gsz(s, tmp_path / "b.gsz", pipe)
+    big = s.replace(scales=s.scales.clone())
+    big.scales[:40] = 7e4
+    with pytest.raises(GscompError, match="rvq: codebook values beyond float16's range"):
+        encode_gsz(big, tmp_path / "c.gsz", {"name": "x", "sh_degree": None, "stages": {
+            "positions": {"type": "positions", "bits": 16}, "rvq": {"type": "rvq"},
+            "attributes": {"type": "attributes", "fields": ["opacities", "sh0", "shN"]}}})
+    assert not any(tmp_path.glob("[bc].gsz"))
+
+
 def test_colorfield_shN_only_leaves_dc_to_the_gaussians():
     """targets=[shN]: the field predicts only view-dependent SH; sh0 is not owned (another stage codes it)."""
     from gscomp.stages.colorfield import ColorField

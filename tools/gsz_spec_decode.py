@@ -738,6 +738,9 @@ def colorfield_geometry(L, T, b, M):
     return levels, off
 
 
+MLP_WORK_FREE = 2 ** 32  # (spec section 5: the colour field's bound on n x MLP parameters)
+
+
 def decode_colorfield(stage, sections, n, ctx, sh_degree):
     f32 = np.float32
     targets = list(stage.get("targets", ["sh0", "shN"]))  # (absent in older files: the full colour)
@@ -770,7 +773,8 @@ def decode_colorfield(stage, sections, n, ctx, sh_degree):
     need(codec == "float16", "colorfield: unexpected mlp codec " + codec)
     nparam = sum(dims[i] * dims[i + 1] + dims[i + 1] for i in range(len(dims) - 1))
     allp = read_f16(payload, nparam, "colorfield.mlp")
-    need(n * nparam <= 2048 * ctx["payload"], "colorfield: n x MLP parameters over 2048 x the payload bytes")
+    need(n * nparam <= MLP_WORK_FREE + 2048 * ctx["payload"],
+         "colorfield: n x MLP parameters over 2^32 + 2048 x the payload bytes")
     layers = []
     p = 0
     for i in range(len(dims) - 1):

@@ -63,9 +63,6 @@ class CodingContext:
     # encoder only: what an earlier stage learned that later ones may use to choose their symbols
     # but that is not in the file (e.g. the importance stage's per-field render sensitivities)
     hints: dict[str, Any] = field(default_factory=dict)
-    # decoder only: the file's total payload bytes, which bound the work a stage may be asked to do
-    # (see Stage.min_payload); None while encoding
-    payload: int | None = None
 
 
 class Stage:
@@ -127,7 +124,8 @@ class Stage:
         """The total payload bytes a file must hold for this stage to decode n Gaussians from
         ``sections`` (its own, local names): a stage whose decoding work grows faster than its
         bytes (an MLP run per Gaussian) bounds that work by the file's size, so that a small
-        crafted file cannot ask for hours. The writer pads up to it; the stage's decode refuses less."""
+        crafted file cannot ask for hours. The writer pads up to it; readers refuse less before
+        decoding anything (`gscomp info` too), unless GSCOMP_NO_WORK_LIMIT is set."""
         return 0
 
 

@@ -29,11 +29,19 @@ from .masking import _at_step
 
 MAX_TABLE = 1 << 26  # hash-grid values (256 MiB as float32); the paper's 16 x 2 x 2^19 is 2^24
 # Decoding runs the MLP once per Gaussian: n x P multiply-adds for P parameters. Both n and P can
-# be large in a small file (n: constant streams; P: 2 bytes each), so a file must hold at least
-# n x P / MLP_WORK_PER_BYTE payload bytes (spec §5; the writer pads): a few seconds per MB at
-# worst. Real files are far inside: the c3dgs preset (P = 3,597) needs 1.8 bytes per Gaussian,
-# the paper's 64-wide MLP 4.6, and trained files hold about 11 (lego, sodacan).
+# be large in a small file (n: constant streams; P: 2 bytes each): a 165 KB crafted file asked for
+# 80G (136 s). So n x P <= MLP_WORK_FREE + MLP_WORK_PER_BYTE x payload bytes (spec §5; the writer
+# pads): at most ~10 s plus a few seconds per MB. Real files are far inside: 2^32 alone covers the
+# c3dgs preset's MLP (P = 3,597) up to 1.2M Gaussians, and a 128-wide one (P = 27k) up to 160k;
+# beyond, the preset needs 1.8 bytes per Gaussian, the paper's 64-wide MLP 4.6, 128 wide 13, and
+# trained files hold about 11 (lego, sodacan).
+MLP_WORK_FREE = 1 << 32
 MLP_WORK_PER_BYTE = 2048
+
+
+def _half_if_finite(x: torch.Tensor) -> torch.Tensor:
+    h = x.half().float()
+    return torch.where(torch.isfinite(h), h, x)
 
 
 class ColorFieldModel(torch.nn.Module):
@@ -103,9 +111,10 @@ class ColorField(Stage):
             lo, hi = torch.zeros(3), torch.ones(3)
         else:
             lo, hi = torch.quantile(m[:200_000], 0.01, 0), torch.quantile(m[:200_000], 0.99, 0)
-        # float16-representable so the stored box is exactly the one used in training
-        self.center = ((lo + hi) / 2).half().float()
-        self.half = ((hi - lo) / 2 * 1.1).clamp_min(1e-3).half().float()
+        # rounded to float16 (as since the first files; the file stores float32) where that is finite:
+        # a scene in map coordinates (UTM: 10^5-10^6 m) made the box infinite
+        self.center = _half_if_finite((lo + hi) / 2)
+        self.half = _half_if_finite(((hi - lo) / 2 * 1.1).clamp_min(1e-3))
 
     def predict(self, means: torch.Tensor) -> torch.Tensor:
         """Training path: (N,3) means -> (N, n_out) SH coefficients (differentiable w.r.t. the field)."""
@@ -233,9 +242,11 @@ class ColorField(Stage):
         n_out = self.n_out or mlp.layers[-1].out_features
         meta = struct.pack("<6f", *self.center.tolist(), *self.half.tolist())
         meta += struct.pack("<I", n_out) + struct.pack(f"<{2 * grid.n_levels}f", *[v for lh in lo_hi for v in lh])
-        weights = b"".join(
-            t.detach().cpu().to(torch.float16).numpy().tobytes() for lin in mlp.layers for t in (lin.weight, lin.bias)
-        )
+        weights16 = [t.detach().cpu().to(torch.float16) for lin in mlp.layers for t in (lin.weight, lin.bias)]
+        if not all(bool(torch.isfinite(t).all()) for t in weights16):
+            raise GscompError("colorfield: MLP weights beyond float16's range (+-65504), which the file stores them "
+                              "in (the field's training diverged?)")
+        weights = b"".join(t.numpy().tobytes() for t in weights16)
         return [
             Section("colorfield.meta", "raw", meta),
             Section("colorfield.mlp", "float16", weights),
@@ -244,12 +255,13 @@ class ColorField(Stage):
 
     def min_payload(self, n: int, sections: list[Section]) -> int:
         mlp = next((s for s in sections if s.name == "colorfield.mlp"), None)
-        return 0 if mlp is None else -(-n * (len(mlp.payload) // 2) // MLP_WORK_PER_BYTE)
+        work = 0 if mlp is None else n * (len(mlp.payload) // 2)
+        return max(0, -(-(work - MLP_WORK_FREE) // MLP_WORK_PER_BYTE))
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
         p = self.params
         grid = HashGrid(p["n_levels"], p["n_features_per_level"], p["log2_hashmap_size"], p["base_resolution"],
-                        max_resolution=p["max_resolution"])
+                        max_resolution=p["max_resolution"], init=False)
         if "colorfield.meta" not in sections:
             raise FormatError("colorfield: missing metadata section")
         meta = sections["colorfield.meta"].payload
@@ -267,10 +279,6 @@ class ColorField(Stage):
         need = sum((a * b + b) * 2 for a, b in zip(dims[:-1], dims[1:]))
         if len(raw) != need:
             raise FormatError(f"colorfield: MLP section has {len(raw)} bytes, expected {need}")
-        least = self.min_payload(ctx.n, [sections["colorfield.mlp"]])
-        if ctx.payload is not None and ctx.payload < least:
-            raise FormatError(f"colorfield: {ctx.n} Gaussians through an MLP of {need // 2} parameters need a file "
-                              f"of at least {least} payload bytes, not {ctx.payload}")
         flat = torch.from_numpy(np.frombuffer(raw, dtype="<f2").astype(np.float32))
         weights, off = [], 0
         for a, b in zip(dims[:-1], dims[1:]):
@@ -283,7 +291,7 @@ class ColorField(Stage):
         used = grid.used_rows(u)
         n_sym = int(used.sum()) * grid.n_features
         sym = torch.from_numpy(np.asarray(decode_symbols(sections["colorfield.grid"].payload, n_sym), dtype=np.int64))
-        table = torch.zeros_like(grid.params.detach())
+        table = grid.params.detach()  # (zeros)
         pos = 0
         for level in range(grid.n_levels):
             a, b = grid.offsets[level], grid.offsets[level] + grid.sizes[level]

@@ -43,6 +43,7 @@ class HashGrid(nn.Module):
         per_level_scale: float | None = None,
         max_resolution: int | None = None,
         seed: int = 0,
+        init: bool = True,
     ):
         super().__init__()
         if per_level_scale is None:
@@ -74,8 +75,11 @@ class HashGrid(nn.Module):
             self.offsets.append(off)
             self.dense.append(res**3 <= size)
             off += size
-        g = torch.Generator().manual_seed(seed)
-        self.params = nn.Parameter((torch.rand(off, self.n_features, generator=g) * 2 - 1) * 1e-4)
+        if init:
+            g = torch.Generator().manual_seed(seed)
+            self.params = nn.Parameter((torch.rand(off, self.n_features, generator=g) * 2 - 1) * 1e-4)
+        else:  # (a decoder's table: zeros, filled with the coded rows; pages never written cost nothing)
+            self.params = nn.Parameter(torch.zeros(off, self.n_features), requires_grad=False)
 
     @property
     def n_output_dims(self) -> int:

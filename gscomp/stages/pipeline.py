@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 import pkgutil
 import warnings
 from typing import Any, Sequence
@@ -38,6 +39,22 @@ def max_n_for_payload(payload_bytes: int) -> int:
     payload byte (real data costs far more than 1 bit per Gaussian; the writer pads the rare
     degenerate file, e.g. thousands of identical Gaussians, with a padding section)."""
     return min(MAX_N, 4096 + 8 * payload_bytes)
+
+
+# Set to decode a file that breaks a stage's work bound (Stage.min_payload), as PIL's
+# MAX_IMAGE_PIXELS can be lifted: for a trusted file whose scene asks for that much work.
+NO_WORK_LIMIT = "GSCOMP_NO_WORK_LIMIT"
+
+
+def _by_stage(pipe: "Pipeline", sections: list[Section]) -> dict[str, dict[str, Section]]:
+    """Each stage's sections under their local names (the padding section belongs to none)."""
+    out: dict[str, dict[str, Section]] = {nm: {} for nm in pipe.names}
+    for s in sections:
+        if s.name == PAD_SECTION and s.codec == "padding":
+            continue
+        stage_name, _, local = s.name.partition("/")
+        out[stage_name][local] = Section(local, s.codec, s.payload)
+    return out
 
 
 def _discover_stages() -> None:
@@ -325,18 +342,19 @@ class Pipeline:
             stage_name, _, local = s.name.partition("/")
             if not (s.name == PAD_SECTION and s.codec == "padding") and (stage_name not in pipe.names or not local):
                 raise FormatError(f"section {s.name!r} belongs to no stage of the pipeline")
+        by_stage = _by_stage(pipe, sections)
+        for nm, st in zip(pipe.names, pipe.stages):
+            least = st.min_payload(n, list(by_stage[nm].values()))
+            if payload < least and not os.environ.get(NO_WORK_LIMIT):
+                raise FormatError(f"stage {nm!r}: decoding {n} Gaussians takes work for a file of at least {least} "
+                                  f"payload bytes, not {payload} (a crafted file? {NO_WORK_LIMIT}=1 decodes it anyway)")
         return pipe, n, deg, stage_header
 
     @classmethod
     def decode(cls, header: dict[str, Any], sections: list[Section]) -> Splats:
         pipe, n, deg, stage_header = cls.check_header(header, sections)
-        ctx = CodingContext(n=n, sh_degree=deg, header=stage_header, payload=sum(len(s.payload) for s in sections))
-        by_stage: dict[str, dict[str, Section]] = {nm: {} for nm in pipe.names}
-        for s in sections:
-            if s.name == PAD_SECTION and s.codec == "padding":
-                continue
-            stage_name, _, local = s.name.partition("/")
-            by_stage[stage_name][local] = Section(local, s.codec, s.payload)
+        ctx = CodingContext(n=n, sh_degree=deg, header=stage_header)
+        by_stage = _by_stage(pipe, sections)
         for nm, st in zip(pipe.names, pipe.stages):
             try:
                 ctx.attrs.update(_owned(nm, st, st.decode(by_stage[nm], ctx)))

@@ -262,6 +262,9 @@ class RVQ(Stage):
         if not self.vq_scale.initialised:
             self.bake(splats)
         cs, cr = self._codebooks16()
+        if not (torch.isfinite(cs).all() and torch.isfinite(cr).all()):
+            raise GscompError("rvq: codebook values beyond float16's range (+-65504), which the file stores them in "
+                              "(log-scales that large?)")
         idx_s = self.vq_scale.indices(splats.scales.detach().cpu(), cs)
         idx_r = self.vq_rot.indices(canonical_quats(splats.quats.detach().cpu()), cr)
         books = cs.half().numpy().tobytes() + cr.half().numpy().tobytes()
