@@ -33,8 +33,13 @@ def _temp_prefix(dest: Path) -> str:
 
 def _open_for_lock(path: Path | str) -> int:
     """An fd to flock ``path`` with: read-write, since NFS emulates flock with locks that need a
-    file open for writing; non-blocking, since opening a FIFO of that name would wait for a writer."""
-    return os.open(path, os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    file open for writing, else read-only (a temp that keeps a read-only output's mode, or
+    another user's); non-blocking, since opening a FIFO of that name would wait for a writer."""
+    flags = os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        return os.open(path, os.O_RDWR | flags)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | flags)
 
 
 def _remove_stale_temps(dest: Path) -> None:
@@ -94,6 +99,7 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: b
     except OSError as e:
         raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
     lock = None
+    f = None
     try:
         if fcntl is not None:  # on an fd of its own, held past the close and the rename: the temp has a live writer
             with contextlib.suppress(OSError):
@@ -107,6 +113,9 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: b
             os.fsync(f.fileno())
         os.replace(tmp, dest)
     except BaseException as e:
+        if f is None:  # (failed before the file object took the fd over)
+            with contextlib.suppress(OSError):
+                os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         # disk full, name too long, ... (torch.save's writer says "unexpected pos", the

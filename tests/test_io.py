@@ -1157,6 +1157,46 @@ def test_a_killed_writers_temp_is_removed_by_the_next_write(tmp_path):
         live.wait()
 
 
+def test_atomic_open_edge_cases_of_the_sweep_and_its_fds(tmp_path, monkeypatch):
+    """A stale temp that keeps a read-only output's mode (0444) could not be opened read-write
+    to lock it, so no ordinary user's write removed it; and a failing fchmod leaked the temp's fd."""
+    import os
+    import time
+
+    from gscomp import fileio
+
+    out = tmp_path / "ro.ply"
+    stale = tmp_path / ".ro.ply.gscomp-abcd1234.tmp"
+    stale.write_bytes(b"half")
+    os.chmod(stale, 0o444)
+    os.utime(stale, (time.time() - 120,) * 2)
+    real_open = os.open
+
+    def refuse_rw(path, flags, *a):  # (as for a non-root user: tests may run as root)
+        if str(path) == str(stale) and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(os, "open", refuse_rw)
+    with fileio.atomic_open(out) as f:
+        f.write(b"x")
+    assert out.read_bytes() == b"x" and not stale.exists()
+    monkeypatch.undo()
+
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def fail(*a):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", fail)
+    for _ in range(3):
+        with pytest.raises(GscompError, match="cannot write"):
+            with fileio.atomic_open(tmp_path / "b.ply") as f:
+                f.write(b"x")
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ro.ply"]
+
+
 def test_output_names_ending_in_a_slash_are_refused(tmp_path, random_splats, capsys):
     """`decode a.gsz out.ply/` wrote a file out.ply: the slash said a folder was meant."""
     from gscomp.cli import main

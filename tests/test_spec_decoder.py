@@ -218,6 +218,7 @@ def test_colorfield_decode_work_is_bounded_by_the_file_size(random_splats, tmp_p
     from gscomp.splats import FIELDS
     from gscomp.stages import colorfield
 
+    monkeypatch.delenv("GSCOMP_NO_WORK_LIMIT", raising=False)
     n, free = 20000, 1 << 28
     one = random_splats(1, sh_degree=1)
     s = one.replace(**{f: getattr(one, f).expand(n, *getattr(one, f).shape[1:]).clone() for f in FIELDS})
@@ -246,5 +247,9 @@ def test_colorfield_decode_work_is_bounded_by_the_file_size(random_splats, tmp_p
             read(unpadded)
     with pytest.raises(SPEC.FormatError, match="colorfield: n x MLP parameters over 2.32 . 2048 x the payload bytes"):
         SPEC.decode(path)
+    for value in ("0", "no", "true"):  # (only the documented =1 lifts it)
+        monkeypatch.setenv("GSCOMP_NO_WORK_LIMIT", value)
+        with pytest.raises(FormatError, match=words):
+            decode_bytes(unpadded)
     monkeypatch.setenv("GSCOMP_NO_WORK_LIMIT", "1")
     assert len(decode_bytes(unpadded)) == n

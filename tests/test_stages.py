@@ -414,6 +414,13 @@ def test_colorfield_in_map_coordinates_and_float16_overflow(tmp_path):
         field.model.mlp.layers[-1].bias[0] = 7e4  # (a diverged training run: finite in float32)
     with pytest.raises(GscompError, match="colorfield: MLP weights beyond float16's range"):
         encode_gsz(s, tmp_path / "b.gsz", pipe)
+    with torch.no_grad():  # weights float16 holds, features it need not: the MLP's output overflows
+        for lin in field.model.mlp.layers:
+            lin.weight.fill_(6e4)
+            lin.bias.fill_(6e4)
+        field.model.grid.params.mul_(1e24)
+    with pytest.raises(GscompError, match="stage 'colorfield' would decode sh0 to non-finite values"):
+        encode_gsz(s, tmp_path / "b.gsz", pipe)
     big = s.replace(scales=s.scales.clone())
     big.scales[:40] = 7e4
     with pytest.raises(GscompError, match="rvq: codebook values beyond float16's range"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -78,8 +79,10 @@ class HashGrid(nn.Module):
         if init:
             g = torch.Generator().manual_seed(seed)
             self.params = nn.Parameter((torch.rand(off, self.n_features, generator=g) * 2 - 1) * 1e-4)
-        else:  # (a decoder's table: zeros, filled with the coded rows; pages never written cost nothing)
-            self.params = nn.Parameter(torch.zeros(off, self.n_features), requires_grad=False)
+        else:  # (a decoder's table: zeros, filled with the coded rows; numpy's zeros come from calloc,
+            # so pages no row is written to cost no memory, where torch.zeros writes them all)
+            self.params = nn.Parameter(torch.from_numpy(np.zeros((off, self.n_features), np.float32)),
+                                       requires_grad=False)
 
     @property
     def n_output_dims(self) -> int:

@@ -294,7 +294,13 @@ class Pipeline:
                 if not isinstance(s, Section) or not isinstance(s.name, str) or not s.name:
                     raise GscompError(f"stage {nm!r} returned {s!r:.80}: encode must return Sections with non-empty names")
             if i + 1 < len(self.stages):  # only later stages read ctx.attrs: skip it for the last
-                ctx.attrs.update(_owned(nm, st, st.decode({s.name: s for s in secs}, ctx)))  # what the decoder sees
+                decoded = _owned(nm, st, st.decode({s.name: s for s in secs}, ctx))  # what the decoder sees
+                for f in FIELDS:  # (a file the decoder would refuse: finite stored values, e.g. an
+                    # MLP's weights, can still compute an infinity)
+                    if f in decoded and (bad := first_nonfinite_row(decoded[f])) is not None:
+                        raise GscompError(f"stage {nm!r} would decode {f} to non-finite values (first at "
+                                          f"Gaussian {bad}), which no file may hold")
+                ctx.attrs.update(decoded)
             sections += [Section(f"{nm}/{s.name}", s.codec, s.payload) for s in secs]
             need = max(need, st.min_payload(n, secs))
         payload = sum(len(s.payload) for s in sections)
@@ -345,7 +351,7 @@ class Pipeline:
         by_stage = _by_stage(pipe, sections)
         for nm, st in zip(pipe.names, pipe.stages):
             least = st.min_payload(n, list(by_stage[nm].values()))
-            if payload < least and not os.environ.get(NO_WORK_LIMIT):
+            if payload < least and os.environ.get(NO_WORK_LIMIT) != "1":
                 raise FormatError(f"stage {nm!r}: decoding {n} Gaussians takes work for a file of at least {least} "
                                   f"payload bytes, not {payload} (a crafted file? {NO_WORK_LIMIT}=1 decodes it anyway)")
         return pipe, n, deg, stage_header
