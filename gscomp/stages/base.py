@@ -125,7 +125,7 @@ class Stage:
         ``sections`` (its own, local names): a stage whose decoding work grows faster than its
         bytes (an MLP run per Gaussian) bounds that work by the file's size, so that a small
         crafted file cannot ask for hours. The writer pads up to it; readers refuse less before
-        decoding anything (`gscomp info` too), unless GSCOMP_NO_WORK_LIMIT is set."""
+        decoding anything (`gscomp info` too), unless GSCOMP_NO_WORK_LIMIT=1."""
         return 0
 
 

@@ -31,7 +31,8 @@ from . import importance, posthoc  # noqa: F401  (register the post-hoc stage ty
 from .base import STAGES, CodingContext, Section, Stage, build_stage
 
 MAX_N = 1 << 28
-PAD_SECTION = "_pad/zeros"  # codec "padding": zero bytes that keep n <= 4096 + 8 * payload bytes (and Stage.min_payload)
+# codec "padding": zero bytes that keep n <= 4096 + 8 * payload bytes, and the stages' min_payload
+PAD_SECTION = "_pad/zeros"
 
 
 def max_n_for_payload(payload_bytes: int) -> int:
@@ -41,7 +42,7 @@ def max_n_for_payload(payload_bytes: int) -> int:
     return min(MAX_N, 4096 + 8 * payload_bytes)
 
 
-# Set to decode a file that breaks a stage's work bound (Stage.min_payload), as PIL's
+# Set to 1 to decode a file that breaks a stage's work bound (Stage.min_payload), as PIL's
 # MAX_IMAGE_PIXELS can be lifted: for a trusted file whose scene asks for that much work.
 NO_WORK_LIMIT = "GSCOMP_NO_WORK_LIMIT"
 
