@@ -133,6 +133,8 @@ def test_scoring_warning_thresholds():
     seen = np.linspace(1, 2, 100)
     assert scoring_warning(seen, 0.78, 16) is None and scoring_warning(seen, 0.78, 0) is None
     assert scoring_warning(np.zeros(0), 0.78, 16) is None
+    # a scene smaller than the near plane: the sphere views saw nothing, which went unsaid
+    assert "the views around the scene see none of its Gaussians" in scoring_warning(np.zeros(50), 0.78, 0)
     part = seen.copy()
     part[:24] = 0  # 24% unseen: under the bar; 26%: over it
     assert scoring_warning(part, 0.78, 16) is None

@@ -185,6 +185,10 @@ def scoring_warning(imp: np.ndarray, quantile: float, given_views: int) -> str |
     ``given_views``: the number of given cameras scored from, 0 for the sphere."""
     if not imp.size:
         return None
+    if not given_views and not (imp > 0).any():  # (given views that see nothing: the next message)
+        return ("the views around the scene see none of its Gaussians, so every one keeps the finest step; the "
+                "renderer culls what is nearer than 0.01 units to a camera, so a scene this small (a few "
+                "hundredths of a unit) needs scaling up first")
     if given_views:
         unseen = float((imp == 0).mean())
         if unseen > UNSEEN_WARN:
