@@ -382,6 +382,35 @@ def test_blender_lego():
     assert c.fy * p1[1] / p1[2] < c.fy * p0[1] / p0[2]
 
 
+def test_blender_initial_box_follows_cameras_outside_the_unit_frame():
+    """The random initial cloud was always [-1.3, 1.3]^3, NeRF-synthetic's frame: lego exported
+    x1000 (and moved by 5e5) trained to 9 dB against 20 dB. Cameras around the origin at lego's
+    distance keep that box; others get it scaled and moved to what they look at."""
+    import copy
+
+    from gscomp.data.blender import init_box
+    from gscomp.stages.importance import sphere_cameras
+
+    points = torch.randn(500, 3, generator=torch.Generator().manual_seed(0)).clamp(-1.5, 1.5)
+    cams = sphere_cameras(points, 12)  # (looking at the points' median from all around)
+    target = points.double().median(0).values
+    centres = torch.stack([c.center.double() for c in cams])
+    radius = float(centres.norm(dim=1).median())
+    assert 2 < radius < 8
+    assert init_box(cams) == ([-1.3] * 3, [1.3] * 3)
+    for scale, offset in ((1000.0, 5e5), (1000.0, 0.0), (0.01, 0.0)):
+        moved = []
+        for c in cams:
+            m = c.camera_to_world.double().clone()
+            m[:3, 3] = m[:3, 3] * scale + offset
+            moved.append(copy.copy(c))
+            moved[-1].world_to_camera = torch.linalg.inv(m).to(c.world_to_camera.dtype)
+        lo, hi = (torch.tensor(v, dtype=torch.float64) for v in init_box(moved))
+        half = 1.3 * scale * radius / 4.03
+        assert torch.allclose((lo + hi) / 2, target * scale + offset, atol=1e-3 * scale), (scale, offset)
+        assert torch.allclose((hi - lo) / 2, torch.full((3,), half, dtype=torch.float64), rtol=0.05), (scale, offset)
+
+
 def test_blender_bad_json(tmp_path):
     import shutil
 

@@ -3,7 +3,8 @@
 ``transform_matrix`` is camera-to-world in the OpenGL/Blender convention (x right, y up, z back);
 flipping its y and z columns gives OpenCV. Focal length from ``camera_angle_x`` (horizontal field
 of view), principal point at the image centre. These scenes have no SfM points, so the initial
-cloud is random (uniform in [-1.3, 1.3]^3, 100k points by default, as in the 3DGS reference).
+cloud is random (uniform in [-1.3, 1.3]^3, 100k points by default, as in the 3DGS reference; the
+box is scaled and moved to the cameras when they are not around the origin as there: `init_box`).
 """
 from __future__ import annotations
 
@@ -63,6 +64,29 @@ def random_points(num_points: int, lo, hi, seed: int) -> tuple[torch.Tensor, tor
     lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
     pts = lo + (hi - lo) * torch.rand(int(num_points), 3, generator=g)
     return pts, torch.rand(int(num_points), 3, generator=g)
+
+
+UNIT_BOX = 1.3  # the 3DGS reference's random cloud: [-1.3, 1.3]^3, for cameras ~4 units around the origin
+LEGO_RADIUS = 4.03  # NeRF-synthetic's camera distance from the origin, which that box is made for
+
+
+def init_box(cams: list[Camera]) -> tuple[list[float], list[float]]:
+    """The box of the random initial cloud: the reference's [-1.3, 1.3]^3 when the cameras stand
+    around it as in NeRF-synthetic, else the same box scaled and moved to the cameras (a scene
+    exported in other units, or away from the origin: the fixed box trained to a blank model)."""
+    if not cams:
+        return [-UNIT_BOX] * 3, [UNIT_BOX] * 3
+    c2w = torch.stack([c.camera_to_world.double() for c in cams])
+    centres, axes = c2w[:, :3, 3], c2w[:, :3, 2]  # (OpenCV: +z looks forward)
+    # the point nearest to every optical axis (least squares), which the cameras look at
+    proj = torch.eye(3, dtype=torch.float64) - axes[:, :, None] * axes[:, None, :]
+    a, b = proj.sum(0), (proj @ centres[:, :, None]).sum(0)[:, 0]
+    mid = torch.linalg.solve(a, b) if float(torch.linalg.det(a)) > 1e-9 * len(cams) ** 3 else centres.mean(0)
+    radius = float((centres - mid).norm(dim=1).median())
+    if float(mid.norm()) <= 0.5 * radius and UNIT_BOX < radius <= 20 * LEGO_RADIUS:
+        return [-UNIT_BOX] * 3, [UNIT_BOX] * 3
+    half = UNIT_BOX * max(radius, 1e-6) / LEGO_RADIUS
+    return (mid - half).tolist(), (mid + half).tolist()
 
 
 def _frames(root: Path, split: str) -> tuple[list[tuple[str, Path, torch.Tensor]], float] | None:
@@ -135,6 +159,7 @@ def load_blender(path: str | os.PathLike, *, downscale: float = 1, background=(1
         test_cams = _load_views(test[0], test[1], test_split, downscale, background, threads)
     elif not with_test:
         test_cams = []
-    pts, cols = random_points(num_points, [-1.3] * 3, [1.3] * 3, seed)
+    lo, hi = init_box(train_cams)
+    pts, cols = random_points(num_points, lo, hi, seed)
     meta = {"source": "blender", "root": str(root), "test_split": test_split if test is not None else "holdout"}
     return train_cams, test_cams, pts, cols, meta
