@@ -336,7 +336,9 @@ def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
         # far from the origin (map coordinates) the 24 bits leave few for the fraction, and a tiny
         # scene gets no more than 12: positions then move by a good part of the Gaussians' size
         step = 1.0 / (1 << frac)
-        size = float(np.median(np.exp(a["scales"].max(1).astype(np.float64))))
+        every = max(1, n // 65536)  # (a median needs no more, as posthoc.coarse_grid_warning's)
+        with np.errstate(over="ignore"):  # (a log-scale past 709: an infinite size, which the median copes with)
+            size = float(np.median(np.exp(a["scales"][::every].max(1).astype(np.float64))))
         if step > SPZ_STEP_NOTE * size:
             notes.append(f"SPZ's 24-bit fixed-point positions have a step of {step:g} here, {step / size:.2g}x the "
                          f"median Gaussian's size (a scene far from the origin, or a tiny one): .ply or .gsz keep them")
