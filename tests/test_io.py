@@ -257,6 +257,31 @@ def test_ply_wrong_f_rest_counts(tmp_path, n_rest, msg):
         read_ply(tmp_path / "r.ply")
 
 
+def test_ply_mip_splatting_filter_3d_is_fused(tmp_path, random_splats):
+    # Mip-Splatting's save_ply appends filter_3D (a std. dev.); its renderer draws each Gaussian with
+    # scales sqrt(s^2 + f^2) and opacity alpha * sqrt(prod s^2 / prod(s^2 + f^2)): read as that
+    s = random_splats(6, sh_degree=0)
+    rows = inria_rows(s)
+    filt = np.array([0, 0.01, 0.5, 0, 2.0, 1e-4], np.float32)
+    write_raw_ply(tmp_path / "mip.ply", _std_props() + [("filter_3D", "float")], np.concatenate([rows, filt[:, None]], 1))
+    with pytest.warns(Note, match=r"mip.ply: Mip-Splatting's 3D filter \(filter_3D\) of 4 Gaussians is fused"):
+        r = read_ply(tmp_path / "mip.ply")
+    sc = s.scales.double().exp()
+    f = torch.from_numpy(filt).double()[:, None]
+    want_s = (sc ** 2 + f ** 2).sqrt()
+    want_a = torch.sigmoid(s.opacities.double()) * ((sc ** 2).prod(1) / (sc ** 2 + f ** 2).prod(1)).sqrt()
+    torch.testing.assert_close(r.scales.double().exp(), want_s, rtol=1e-5, atol=0)
+    torch.testing.assert_close(torch.sigmoid(r.opacities.double()), want_a, rtol=1e-5, atol=1e-7)
+    zero = torch.from_numpy(filt == 0)  # rows without a filter: exactly as written
+    assert torch.equal(r.scales[zero], s.scales[zero]) and torch.equal(r.opacities[zero], s.opacities[zero])
+    assert torch.equal(r.means, s.means) and torch.equal(r.sh0, s.sh0)
+    # an all-zero filter changes nothing and says nothing
+    write_raw_ply(tmp_path / "z.ply", _std_props() + [("filter_3D", "float")], np.concatenate([rows, 0 * filt[:, None]], 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(s, read_ply(tmp_path / "z.ply"))
+
+
 def test_ply_sh_degree_4_is_read_as_degree_3(tmp_path):
     # 72 f_rest (24 per channel, channel-major): the first 15 of each channel, as SPZ's reader
     props = _std_props()[:9] + [(f"f_rest_{i}", "float") for i in range(72)] + _std_props()[9:]
@@ -355,6 +380,19 @@ def test_spz_round_trip_bounded_error(tmp_path, version, degree):
     # 12 fractional bits -> half a step is 2^-13; SH buckets are 8/128 (5 bits) and 16/128 (4 bits)
     _check_lossy(s, r, pos_tol=2 ** -13 + 1e-6, quat_dot_min=0.9995 if version >= 3 else 0.995,
                  sh_tols=(4.5 / 128, 8.5 / 128))
+
+
+@pytest.mark.parametrize("version", [2, 4])
+def test_spz_antialiased_flag_is_named(version):
+    # flag 0x1: made for a renderer with opacity compensation, which gscomp does not have: said, values kept
+    s = well_formed(20, 1, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = decode_spz(encode_spz(s, version=version), "p.spz")
+    with pytest.warns(Note, match=r"aa.spz: flagged antialiased .* gscomp renders it without that, and what it "
+                                  r"writes is not flagged"):
+        r = decode_spz(encode_spz(s, version=version, antialiased=True), "aa.spz")
+    assert_same(plain, r)
 
 
 @pytest.mark.parametrize("n", [0, 1])

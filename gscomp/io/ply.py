@@ -6,7 +6,8 @@ Layout (one ``vertex`` element, binary little-endian float32 when written by us)
 ``opacity`` is a logit, ``scale_*`` are log scales and ``rot_*`` is a wxyz quaternion.
 
 Reading goes through plyfile (binary of either endianness, or ASCII) and whole-column numpy
-operations, so 1M Gaussians load in about a second. Extra properties are ignored. A PLY whose
+operations, so 1M Gaussians load in about a second. Extra properties are ignored, but for
+Mip-Splatting's ``filter_3D``, which is fused into scales and opacities. A PLY whose
 header has a ``chunk`` element is a PlayCanvas compressed PLY and is decoded by
 `gscomp.io.compressed_ply` instead.
 """
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import numpy as np
 from plyfile import PlyData, PlyListProperty
 
-from ..errors import FormatError, GscompError, one_line
+from ..errors import FormatError, GscompError, Note, one_line
 from ..splats import Splats
 from .common import atomic_open, read_error, build_splats, degree_for_rest, note_degree4, splats_numpy
 
@@ -149,10 +151,42 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
     sh0 = cols[:, 3:6]
     opac = cols[:, 6]
     scales = cols[:, 7:10]
+    if "filter_3D" in props:
+        if isinstance(props["filter_3D"], PlyListProperty):
+            raise FormatError(f"{path}: property 'filter_3D' in element 'vertex' is a list, expected a scalar")
+        scales, opac = fuse_filter_3d(path, scales, opac, np.asarray(data["filter_3D"], np.float64))
     quats = cols[:, 10:14]
     # channel-major f_rest (c*K + k) -> (N, K, 3) (of degree 4's K = 24, the first 15 were kept)
     shN = cols[:, 14:].reshape(n, 3, kk).transpose(0, 2, 1)
     return build_splats(path, means, quats, scales, opac, sh0, shN)
+
+
+def fuse_filter_3d(path, log_scales: np.ndarray, opac: np.ndarray, filt: np.ndarray):
+    """Mip-Splatting's PLYs (and Gaussian Opacity Fields') carry a 3D smoothing filter per Gaussian,
+    ``filter_3D`` (a standard deviation f), that its renderer applies to every Gaussian: scales
+    sqrt(s^2 + f^2) and opacity alpha * sqrt(prod s^2 / prod (s^2 + f^2)). Its ``save_fused_ply``
+    bakes that in for ordinary viewers; so does this (rows with f = 0 stay bit-exact), with a note,
+    since read as they are the Gaussians would render up to many times too thin and too opaque."""
+    hit = filt != 0
+    if not np.isfinite(filt).all():
+        i = int(np.flatnonzero(~np.isfinite(filt))[0])
+        raise FormatError(f"{path}: property 'filter_3D' of Gaussian {i} is {filt[i]:g}")
+    if not hit.any():
+        return log_scales, opac
+    ls = log_scales[hit].astype(np.float64)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # (non-finite inputs: refused later)
+        fused = 0.5 * np.logaddexp(2 * ls, 2 * np.log(np.abs(filt[hit]))[:, None])  # log sqrt(s^2 + f^2)
+        log_coef = (ls - fused).sum(1)  # log sqrt(prod s^2 / prod (s^2 + f^2)) <= 0
+        o = opac[hit].astype(np.float64)
+        log_a = -np.logaddexp(0.0, -o) + log_coef  # log alpha
+        logit = log_a - np.log(-np.expm1(log_a))
+    log_scales, opac = log_scales.copy(), opac.copy()
+    log_scales[hit] = fused
+    opac[hit] = np.where(np.isnan(o), o, logit)
+    k = int(hit.sum())
+    warnings.warn(f"{path}: Mip-Splatting's 3D filter (filter_3D) of {k:,} Gaussian{'' if k == 1 else 's'} is fused into "
+                  "scales and opacities, as its save_fused_ply does", Note, stacklevel=4)
+    return log_scales, opac
 
 
 def ply_property_names(sh_degree: int) -> list[str]:

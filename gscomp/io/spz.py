@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, GscompError
+from ..errors import FormatError, GscompError, Note
 from ..splats import Splats
 from .common import (LossySaveWarning, atomic_write_bytes, build_splats, clamped_rows, flip_yz, logit, normalize_quats,
                      note_degree4, read_bytes, sigmoid, splats_numpy, to_u8)
@@ -216,6 +216,10 @@ def _unpack_smallest_three(r: np.ndarray) -> np.ndarray:
 
 def _unpack(a: dict, h: dict, name, convert: bool) -> Splats:
     n, version, deg = h["n"], h["version"], h["deg"]
+    if h["flags"] & FLAG_ANTIALIASED:  # (gscomp has no such mode: the values are read as they are)
+        warnings.warn(f"{name}: flagged antialiased (made for renderers that scale each Gaussian's opacity by its "
+                      "2D filter's coverage, as gsplat's antialiased mode); gscomp renders it without that, "
+                      "and what it writes is not flagged", Note, stacklevel=4)
     if version == 1:
         means = a["positions"].view("<f2").reshape(n, 3).astype(np.float64)
     else:
