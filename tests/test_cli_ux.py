@@ -192,6 +192,10 @@ def test_decode_notes_what_the_format_drops(gsz, tmp_path, capsys):
     assert code == 0 and err == ("note: SPZ's 8-bit ranges clamp values of 1 of 100 Gaussians "
                                  "(log-scale outside [-10.03, 5.97] 1)\n")
     assert cli(["decode", gsz, tmp_path / "y.ply"], capsys)[::2] == (0, "")
+    # a name ending in .compressed.ply asks for PlayCanvas's layout (a plain float PLY before)
+    assert cli(["decode", gsz, tmp_path / "y.compressed.ply"], capsys)[::2] == (0, "")
+    head = (tmp_path / "y.compressed.ply").read_bytes()[:200]
+    assert b"element chunk 1\n" in head and b"property float x" not in head
 
 
 def test_sog_meta_json_counts_its_textures():

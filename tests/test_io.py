@@ -171,7 +171,10 @@ def test_ply_tolerates_extra_properties_ascii_and_other_order(tmp_path, random_s
     rows2 = np.concatenate([rows[:, perm], np.full((4, 1), 7, np.float32)], 1)
     props2 = [props[i] for i in perm] + [("confidence", "float")]
     write_raw_ply(tmp_path / "x.ply", props2, rows2, fmt="ascii", extra_header="comment hello\n")
-    assert_same(s, read_ply(tmp_path / "x.ply"))
+    with warnings.catch_warnings(record=True) as caught:  # (plyfile's unclosed text wrapper gave a ResourceWarning)
+        warnings.simplefilter("always")
+        assert_same(s, read_ply(tmp_path / "x.ply"))
+    assert not caught, [str(w.message) for w in caught]
 
 
 def test_ply_reads_fast_enough(tmp_path, random_splats):
@@ -236,6 +239,17 @@ def test_ply_malformed_inputs(tmp_path, random_splats):
     with pytest.raises(FormatError) as e:
         read_ply(tmp_path / "badheader.ply")
     one_line_error(e)
+    # the header's end named (plyfile's own message was about decoding body bytes as ASCII)
+    write_raw_ply(tmp_path / "trail.ply", _std_props(), inria_rows(s))
+    (tmp_path / "trail.ply").write_bytes((tmp_path / "trail.ply").read_bytes().replace(b"end_header\n", b"end_header \n", 1))
+    with pytest.raises(FormatError) as e:
+        read_ply(tmp_path / "trail.ply")
+    assert one_line_error(e).endswith("trail.ply: malformed PLY header: its 'end_header' line has more on it than "
+                                      "'end_header' (trailing spaces?)")
+    (tmp_path / "noend.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\n")
+    with pytest.raises(FormatError) as e:
+        read_ply(tmp_path / "noend.ply")
+    assert one_line_error(e).endswith("noend.ply: malformed PLY header: no 'end_header' line")
 
     props = [p for p in _std_props() if p[0] != "scale_1"]
     rows = np.delete(inria_rows(s), [n for n, _ in _std_props()].index("scale_1"), 1)
@@ -797,6 +811,53 @@ def _compressed_ply_bytes(chunks: np.ndarray, packed: np.ndarray, sh: np.ndarray
     if sh is not None:
         body += sh.astype(np.uint8).tobytes()
     return h.encode() + body
+
+
+@pytest.mark.parametrize("n,degree", [(0, 0), (1, 3), (257, 1), (700, 3)])
+def test_compressed_ply_writer_round_trip(tmp_path, n, degree):
+    # `OUT.compressed.ply` is PlayCanvas's layout: Gaussians in Morton order, each value within half
+    # a step of its chunk's range (11/10/11-bit positions and log-scales, 8-bit colour in the chunk's
+    # colour range, 8-bit alpha, 10-bit smallest-three rotations, uchar SH over [-4, 4])
+    s = well_formed(n, degree, seed=n)
+    p = tmp_path / "o.compressed.ply"
+    save_splats(p, s)
+    head = p.read_bytes()[:3000]
+    assert b"element chunk %d\n" % ((n + 255) // 256) in head and b"property uint packed_rotation" in head
+    assert (b"element sh" in head) == (degree > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Note)  # (alpha 255 reads as an infinite logit, with a note)
+        r = load_splats(p)
+    assert len(r) == n and r.sh_degree == degree
+    if not n:
+        return
+    from gscomp.io.compressed_ply import chunk_order
+    from gscomp.splats import SH_C0
+
+    t = s[torch.from_numpy(chunk_order(s.means.numpy()))]  # the source in the written order
+    ci = torch.arange(n) // 256
+
+    def half_steps(v: torch.Tensor, bits) -> torch.Tensor:
+        v = v.double()
+        lo = torch.stack([v[ci == c].min(0).values for c in range(int(ci[-1]) + 1)])[ci]
+        hi = torch.stack([v[ci == c].max(0).values for c in range(int(ci[-1]) + 1)])[ci]
+        return (hi - lo) / (2 * (2 ** torch.tensor(bits, dtype=torch.float64) - 1)) + 1e-5 * (1 + v.abs())
+
+    assert ((r.means - t.means).abs() <= half_steps(t.means, [11, 10, 11])).all()
+    assert ((r.scales - t.scales).abs() <= half_steps(t.scales, [11, 10, 11])).all()
+    rgb = 0.5 + SH_C0 * t.sh0[:, 0].double()
+    assert ((r.sh0[:, 0].double() - t.sh0[:, 0]).abs() * SH_C0 <= half_steps(rgb, [8, 8, 8])).all()
+    assert (torch.sigmoid(r.opacities) - torch.sigmoid(t.opacities)).abs().max() <= 0.5 / 255 + 1e-6
+    assert quat_dot(r.quats, t.quats).min() >= 0.99999
+    if degree:
+        assert (r.shN - t.shN).abs().max() <= 8 / 256 + 1e-6
+
+
+def test_compressed_ply_writer_clamps_sh_with_a_note(tmp_path):
+    s = well_formed(10, 1, seed=3)
+    s.shN[2, 0, 0] = 5.0
+    with pytest.warns(LossySaveWarning, match=r"c.compressed.ply: 1 Gaussian has SH coefficients beyond the sh element's "
+                                              r"range \+-4, clamped"):
+        save_splats(tmp_path / "c.compressed.ply", s)
 
 
 @pytest.mark.parametrize("chunk_color", [True, False])

@@ -1,4 +1,5 @@
-"""`gscomp decode IN.gsz OUT.ply|.spz|.splat`: decode a .gsz to a standard splat file."""
+"""`gscomp decode IN.gsz OUT.ply|.compressed.ply|.spz|.splat`: decode a .gsz to a standard splat file
+(a name ending in .compressed.ply gets PlayCanvas's compressed layout, any other .ply INRIA's)."""
 from __future__ import annotations
 
 import sys
@@ -10,7 +11,7 @@ from ..errors import GscompError
 from ..fileio import input_file, output_file
 from .common import file_args, usage_error, wants_help
 
-USAGE = "usage: gscomp decode IN.gsz OUT.ply|OUT.spz|OUT.splat"
+USAGE = "usage: gscomp decode IN.gsz OUT.ply|OUT.compressed.ply|OUT.spz|OUT.splat"
 
 
 def run(argv: list[str]) -> int:
@@ -22,7 +23,7 @@ def run(argv: list[str]) -> int:
         raise usage_error(USAGE, opts)
     src, dst = input_file(args[0]), output_file(args[1])
     if dst.suffix.lower() not in (".ply", ".spz", ".splat"):
-        raise GscompError(f"output must end in .ply, .spz or .splat, got {dst.name!r}")
+        raise GscompError(f"output must end in .ply (.compressed.ply), .spz or .splat, got {dst.name!r}")
     from .. import native
     from ..codec import decode_gsz
     from ..io import LossySaveWarning, save_splats

@@ -4,7 +4,8 @@ Read: INRIA `.ply` and PlayCanvas compressed `.ply` (told apart by the header's 
 Niantic `.spz` (versions 1-4), antimatter15 `.splat`, mkkellogg `.ksplat`, PlayCanvas SOG v2
 (`meta.json`, a directory holding it, or a zipped `.sog`) and gscomp's own `.gsz` (via
 `gscomp.codec`).
-Write: `.ply` (INRIA, lossless), `.spz` (version 3 by default) and `.splat` (lossy).
+Write: `.ply` (INRIA, lossless), `.spz` (version 3 by default), `.splat` and PlayCanvas
+`.compressed.ply` (chosen by that ending; lossy).
 
 Every reader returns `Splats` in the INRIA PLY convention (RDF axes: x right, y down,
 z forward; log scales, logit opacities, wxyz quaternions). SPZ is the only format stored in
@@ -107,11 +108,16 @@ def stored_size(path: str | os.PathLike) -> int:
 
 
 def save_splats(path: str | os.PathLike, splats: Splats) -> None:
-    """Write ``splats`` to ``path`` atomically, the format chosen by the extension. `.ply` and
-    `.spz` keep SH degrees 0-3; `.splat` records hold the DC colour only, so higher degrees are
+    """Write ``splats`` to ``path`` atomically, the format chosen by the extension (a name ending in
+    `.compressed.ply` is PlayCanvas's compressed layout, any other `.ply` INRIA's). `.ply`,
+    `.compressed.ply` and `.spz` keep SH degrees 0-3; `.splat` records hold the DC colour only, so higher degrees are
     dropped there with a `LossySaveWarning`, as are values past SPZ's fixed 8-bit ranges."""
     ext = Path(path).suffix.lower()
-    if ext == ".ply":
+    if Path(path).name.lower().endswith(".compressed.ply"):  # PlayCanvas / SuperSplat's layout, by name
+        from .compressed_ply import write_compressed_ply
+
+        write_compressed_ply(path, splats)
+    elif ext == ".ply":
         write_ply(path, splats)
     elif ext == ".spz":
         from .spz import write_spz

@@ -1,4 +1,4 @@
-"""PlayCanvas / SuperSplat "compressed PLY" reader.
+"""PlayCanvas / SuperSplat "compressed PLY" reader and writer.
 
 Layout (binary little-endian PLY):
 - ``chunk`` element, one row per 256 Gaussians: float ``min_x min_y min_z max_x max_y max_z``,
@@ -11,18 +11,21 @@ Layout (binary little-endian PLY):
   ``packed_color`` (RGBA8 from the top byte: colour = 0.5 + C0*f_dc, alpha = sigmoid(opacity)).
 - optional ``sh`` element: uchar ``f_rest_0..`` (9, 24 or 45, INRIA channel-major order),
   value = (n - 0.5) * 8 with n = (b + 0.5)/256 except n(0) = 0 and n(255) = 1.
-Coordinates are those of the INRIA PLY (no axis change).
+Coordinates are those of the INRIA PLY (no axis change). The writer (`write_compressed_ply`,
+``OUT.compressed.ply``) puts the Gaussians in Morton order, so each chunk of 256 is a small box,
+and writes the colour range.
 """
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 from plyfile import PlyData, PlyListProperty
 
 from ..errors import FormatError
 from ..splats import SH_C0, Splats
-from .common import build_splats, degree_for_rest, logit
+from .common import LossySaveWarning, atomic_open, build_splats, degree_for_rest, logit, normalize_quats, splats_numpy
 
 CHUNK_SIZE = 256
 CHUNK_PROPS = ("min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
@@ -123,4 +126,99 @@ def splats_from_plydata(ply: PlyData, path) -> Splats:
     return build_splats(path, means, quats, scales, opacities, sh0, shN)
 
 
-__all__ = ["read_compressed_ply", "splats_from_plydata"]
+# ---------------------------------------------------------------------------- writing
+SUFFIX = ".compressed.ply"  # the name that asks for this layout (a plain .ply is INRIA's)
+SH_RANGE = 4.0  # the sh element's uchar covers (n - 0.5) * 8: [-4, 4]
+
+
+def chunk_order(means: np.ndarray) -> np.ndarray:
+    """Indices of the Gaussians in the order they are written: Morton order of their positions on
+    a 2^16 grid of the bounding box (stable), so that the 256 of a chunk lie close together and
+    its min/max box gives the 11/10/11-bit positions fine steps."""
+    from ..codec.quant import morton_encode
+
+    n = len(means)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    m = means.astype(np.float64)
+    lo, hi = m.min(0), m.max(0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    q = np.clip(np.floor((m - lo) / span * 65535.0), 0, 65535).astype(np.int64)
+    return np.argsort(morton_encode(q), kind="stable")
+
+
+def _chunk_range(v: np.ndarray, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-chunk min and max of each column of v (rows in write order; the last chunk may be short)."""
+    pad = n_chunks * CHUNK_SIZE - len(v)
+    lo = np.concatenate([v, np.repeat(v[-1:], pad, 0)]).reshape(n_chunks, CHUNK_SIZE, -1)
+    return lo.min(1), lo.max(1)
+
+
+def _to_unorm(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
+    """v in [lo, hi] (per row) -> round((v - lo) / (hi - lo) * (2^bits - 1)) as uint32 (0 when hi == lo)."""
+    top = (1 << bits) - 1
+    d = hi - lo
+    t = np.where(d > 0, (v - lo) / np.where(d > 0, d, 1.0), 0.0)
+    return np.clip(np.floor(t * top + 0.5), 0, top).astype(np.uint32)
+
+
+def encode_compressed_ply(splats: Splats, name="<compressed.ply>") -> bytes:
+    """The bytes of a PlayCanvas compressed PLY of ``splats`` (see the module docstring)."""
+    a = splats_numpy(splats)
+    order = chunk_order(a["means"])
+    n, k = len(order), a["shN"].shape[1]
+    n_chunks = (n + CHUNK_SIZE - 1) // CHUNK_SIZE
+    ci = np.arange(n) // CHUNK_SIZE
+    means = a["means"][order].astype(np.float64)
+    scales = a["scales"][order].astype(np.float64)
+    rgb = 0.5 + SH_C0 * a["sh0"][order, 0, :].astype(np.float64)
+    chunks = np.zeros((n_chunks, 18), np.float32)
+    packed = np.zeros((n, 4), np.uint32)
+    if n:
+        cols = []
+        for j, (v, bits) in enumerate(((means, (11, 10, 11)), (scales, (11, 10, 11)), (rgb, (8, 8, 8)))):
+            lo, hi = _chunk_range(v, n_chunks)
+            lo, hi = lo.astype(np.float32), hi.astype(np.float32)  # as stored: the reader lerps these
+            chunks[:, 6 * j:6 * j + 3], chunks[:, 6 * j + 3:6 * j + 6] = lo, hi
+            cols.append([_to_unorm(v[:, c], lo[ci, c].astype(np.float64), hi[ci, c].astype(np.float64), b)
+                         for c, b in enumerate(bits)])
+        (px, py, pz), (sx, sy, sz), (cr, cg, cb) = cols
+        packed[:, 0] = (px << np.uint32(21)) | (py << np.uint32(11)) | pz
+        packed[:, 2] = (sx << np.uint32(21)) | (sy << np.uint32(11)) | sz
+        alpha = 1.0 / (1.0 + np.exp(-a["opacities"][order].astype(np.float64)))
+        ca = np.clip(np.floor(alpha * 255.0 + 0.5), 0, 255).astype(np.uint32)
+        packed[:, 3] = (cr << np.uint32(24)) | (cg << np.uint32(16)) | (cb << np.uint32(8)) | ca
+        q = normalize_quats(a["quats"][order])  # wxyz
+        which = np.argmax(np.abs(q), 1)
+        q *= np.where(q[np.arange(n), which] < 0, -1.0, 1.0)[:, None]  # largest positive: the same rotation
+        other = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])[which]
+        small = q[np.arange(n)[:, None], other]  # (n, 3), each in [-1/sqrt2, 1/sqrt2]
+        u = np.clip(np.floor((small / np.sqrt(2.0) + 0.5) * 1023.0 + 0.5), 0, 1023).astype(np.uint32)
+        packed[:, 1] = (which.astype(np.uint32) << np.uint32(30)) | (u[:, 0] << np.uint32(20)) | (u[:, 1] << np.uint32(10)) | u[:, 2]
+    # chunk columns: position box, scale box, colour range (the reader's CHUNK_PROPS + COLOR_PROPS order)
+    header = ["ply", "format binary_little_endian 1.0", f"element chunk {n_chunks}"]
+    header += [f"property float {p}" for p in CHUNK_PROPS + COLOR_PROPS]
+    header += [f"element vertex {n}"] + [f"property uint {p}" for p in VERTEX_PROPS]
+    body = [chunks.astype("<f4").tobytes(), packed.astype("<u4").tobytes()]
+    if k:
+        sh = a["shN"][order].transpose(0, 2, 1).reshape(n, 3 * k).astype(np.float64)  # channel-major f_rest
+        clipped = int((np.abs(sh) > SH_RANGE + 4.0 / 256).any(1).sum())
+        if clipped:
+            warnings.warn(f"{name}: {clipped:,} Gaussian{' has' if clipped == 1 else 's have'} SH coefficients beyond "
+                          f"the sh element's range +-{SH_RANGE:g}, clamped", LossySaveWarning, stacklevel=3)
+        b = np.clip(np.floor((sh / 8.0 + 0.5) * 256.0), 0, 255).astype(np.uint8)
+        header += [f"element sh {n}"] + [f"property uchar f_rest_{i}" for i in range(3 * k)]
+        body.append(b.tobytes())
+    header.append("end_header\n")
+    return "\n".join(header).encode("ascii") + b"".join(body)
+
+
+def write_compressed_ply(path: str | os.PathLike, splats: Splats) -> None:
+    """Write ``splats`` as a PlayCanvas compressed PLY, atomically (Gaussians in `chunk_order`)."""
+    data = encode_compressed_ply(splats, os.path.basename(os.fspath(path)))
+    with atomic_open(path) as f:
+        f.write(data)
+
+
+__all__ = ["SUFFIX", "chunk_order", "encode_compressed_ply", "read_compressed_ply", "splats_from_plydata",
+           "write_compressed_ply"]

@@ -43,7 +43,24 @@ def read_plydata(path: str | os.PathLike) -> PlyData:
     except (GscompError, MemoryError):
         raise
     except Exception as e:  # plyfile raises several exception types for malformed input
-        raise FormatError(f"{path}: malformed PLY ({one_line(e)})") from None
+        hint = _header_problem(path)
+        raise FormatError(f"{path}: malformed PLY header: {hint}" if hint else f"{path}: malformed PLY ({one_line(e)})") from None
+
+
+def _header_problem(path) -> str | None:
+    """What is wrong with the header's end, when that is what plyfile tripped on (its own message
+    is then about decoding body bytes as header text)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return None
+    for line in head.split(b"\n"):
+        if line.rstrip(b"\r") == b"end_header":
+            return None
+        if line.strip() == b"end_header":
+            return "its 'end_header' line has more on it than 'end_header' (trailing spaces?)"
+    return "no 'end_header' line" + (" in its first MB" if len(head) == 1 << 20 else "")
 
 
 def _read_plydata(path) -> PlyData:
@@ -70,7 +87,9 @@ def _read_plydata(path) -> PlyData:
                                   f"more than the {max(size - f.tell(), 0)} bytes left can hold")
         if ply.text:
             f.seek(0)
-            return PlyData.read(f, mmap=False)
+            with warnings.catch_warnings():  # plyfile drops the text wrapper it puts around f unclosed
+                warnings.simplefilter("ignore", ResourceWarning)
+                return PlyData.read(f, mmap=False)
         for elt in ply:
             if any(isinstance(p, PlyListProperty) for p in elt.properties):
                 elt._read(f, False, ply.byte_order, False)
