@@ -182,6 +182,16 @@ def test_names_with_brackets_are_printed_as_they_are(tmp_path, capsys):
         assert code == 0 and out.splitlines()[0].startswith(str(tmp_path / first)), err
     assert "pipeline '[/b]'" in out
 
+def test_info_on_another_splat_file_says_what_it_reads(tmp_path, capsys):
+    p = tmp_path / "s.ply"
+    p.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
+    code, out, err = cli(["info", p], capsys)
+    assert (code, out) == (2, "") and err == (f"error: {p}: a ply file, not a .gsz: info reads .gsz files "
+                                              f"(gscomp compress {p} OUT.gsz makes one)\n")
+    (tmp_path / "s.gsz").write_bytes(p.read_bytes())  # by its name a .gsz: the container's own error
+    assert cli(["info", tmp_path / "s.gsz"], capsys)[::2] == (2, f"error: {tmp_path / 's.gsz'}: not a .gsz file (bad magic)\n")
+
+
 def test_decode_notes_what_the_format_drops(gsz, tmp_path, capsys):
     """.ply keeps everything; .splat drops SH above degree 0 and clamps DC colours to [0, 1]; SPZ
     clamps to its fixed 8-bit ranges (this real scene has one log-scale below -10)."""

@@ -257,6 +257,12 @@ def test_ply_malformed_inputs(tmp_path, random_splats):
     with pytest.raises(FormatError) as e:
         read_ply(tmp_path / "x.ply")
     assert one_line_error(e).endswith("x.ply: missing property 'scale_1' in element 'vertex'")
+    props = [p for p in _std_props() if p[0] != "scale_2"]  # 2D Gaussian Splatting's surfels
+    write_raw_ply(tmp_path / "2d.ply", props, np.delete(inria_rows(s), [n for n, _ in _std_props()].index("scale_2"), 1))
+    with pytest.raises(FormatError) as e:
+        read_ply(tmp_path / "2d.ply")
+    assert one_line_error(e).endswith("2d.ply: missing property 'scale_2' in element 'vertex' (two scales: a 2D "
+                                      "Gaussian Splatting file, which gscomp does not read)")
 
     with pytest.raises(GscompError, match="no such file"):
         load_splats(tmp_path / "missing.ply")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from ..errors import GscompError
 from ..fileio import input_file
 from .common import file_args, stdout_console, usage_error, wants_help
 
@@ -19,8 +20,20 @@ def run(argv: list[str]) -> int:
     if opts or len(rest) != 1:
         raise usage_error(USAGE, opts)
     from ..codec import gsz_info
+    from ..io import FormatError, detect_format
 
-    info = gsz_info(input_file(rest[0]))
+    src = input_file(rest[0])
+    try:
+        info = gsz_info(src)
+    except FormatError as err:  # another splat file: say what info reads, and how to get one
+        try:
+            fmt = detect_format(src)
+        except GscompError:
+            fmt = "gsz"
+        if fmt == "gsz" or "not a .gsz file" not in str(err):
+            raise
+        raise GscompError(f"{src}: a {fmt} file, not a .gsz: info reads .gsz files "
+                          f"(gscomp compress {src} OUT.gsz makes one)") from None
     if as_json:
         print(json.dumps(info, indent=2))
         return 0

@@ -127,7 +127,9 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
     props = {p.name: p for p in vertex.properties}
     for name in REQUIRED:
         if name not in props:
-            raise FormatError(f"{path}: missing property '{name}' in element 'vertex'")
+            flat = name == "scale_2" and "scale_1" in props  # 2DGS: surfels, two scales
+            raise FormatError(f"{path}: missing property '{name}' in element 'vertex'"
+                              + (" (two scales: a 2D Gaussian Splatting file, which gscomp does not read)" if flat else ""))
     rest_idx = sorted(int(m.group(1)) for n in props if (m := _REST.match(n)))
     n_rest = len(rest_idx)
     if rest_idx != list(range(n_rest)):
