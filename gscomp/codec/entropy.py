@@ -1158,7 +1158,8 @@ def decode_symbols_many(streams: list, n, what: str = "symbol stream", *, scales
     def other(i):
         v = _decode_one(streams[i], counts[i], what)
         if scales is not None:
-            out[:, i] = v.astype(np.float64) * scales[i]
+            with np.errstate(over="ignore"):  # (a crafted step can overflow float32: refused after decoding)
+                out[:, i] = v.astype(np.float64) * scales[i]
         return v
 
     for i in const:
