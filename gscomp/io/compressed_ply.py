@@ -127,7 +127,6 @@ def splats_from_plydata(ply: PlyData, path) -> Splats:
 
 
 # ---------------------------------------------------------------------------- writing
-SUFFIX = ".compressed.ply"  # the name that asks for this layout (a plain .ply is INRIA's)
 SH_RANGE = 4.0  # the sh element's uchar covers (n - 0.5) * 8: [-4, 4]
 
 
@@ -185,7 +184,8 @@ def encode_compressed_ply(splats: Splats, name="<compressed.ply>") -> bytes:
         (px, py, pz), (sx, sy, sz), (cr, cg, cb) = cols
         packed[:, 0] = (px << np.uint32(21)) | (py << np.uint32(11)) | pz
         packed[:, 2] = (sx << np.uint32(21)) | (sy << np.uint32(11)) | sz
-        alpha = 1.0 / (1.0 + np.exp(-a["opacities"][order].astype(np.float64)))
+        with np.errstate(over="ignore"):  # (a logit of -1e30: alpha 0)
+            alpha = 1.0 / (1.0 + np.exp(-a["opacities"][order].astype(np.float64)))
         ca = np.clip(np.floor(alpha * 255.0 + 0.5), 0, 255).astype(np.uint32)
         packed[:, 3] = (cr << np.uint32(24)) | (cg << np.uint32(16)) | (cb << np.uint32(8)) | ca
         q = normalize_quats(a["quats"][order])  # wxyz
@@ -220,5 +220,5 @@ def write_compressed_ply(path: str | os.PathLike, splats: Splats) -> None:
         f.write(data)
 
 
-__all__ = ["SUFFIX", "chunk_order", "encode_compressed_ply", "read_compressed_ply", "splats_from_plydata",
+__all__ = ["chunk_order", "encode_compressed_ply", "read_compressed_ply", "splats_from_plydata",
            "write_compressed_ply"]
