@@ -25,7 +25,8 @@ from plyfile import PlyData, PlyListProperty
 
 from ..errors import FormatError
 from ..splats import SH_C0, Splats
-from .common import LossySaveWarning, atomic_open, build_splats, degree_for_rest, logit, normalize_quats, splats_numpy
+from .common import (LossySaveWarning, atomic_open, build_splats, degree_for_rest, logit, normalize_quats, sigmoid,
+                     splats_numpy, to_u8)
 
 CHUNK_SIZE = 256
 CHUNK_PROPS = ("min_x", "min_y", "min_z", "max_x", "max_y", "max_z",
@@ -185,8 +186,7 @@ def encode_compressed_ply(splats: Splats, name="<compressed.ply>") -> bytes:
         packed[:, 0] = (px << np.uint32(21)) | (py << np.uint32(11)) | pz
         packed[:, 2] = (sx << np.uint32(21)) | (sy << np.uint32(11)) | sz
         with np.errstate(over="ignore"):  # (a logit of -1e30: alpha 0)
-            alpha = 1.0 / (1.0 + np.exp(-a["opacities"][order].astype(np.float64)))
-        ca = np.clip(np.floor(alpha * 255.0 + 0.5), 0, 255).astype(np.uint32)
+            ca = to_u8(sigmoid(a["opacities"][order]) * 255.0).astype(np.uint32)
         packed[:, 3] = (cr << np.uint32(24)) | (cg << np.uint32(16)) | (cb << np.uint32(8)) | ca
         q = normalize_quats(a["quats"][order])  # wxyz
         which = np.argmax(np.abs(q), 1)
