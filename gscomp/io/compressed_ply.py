@@ -150,8 +150,8 @@ def chunk_order(means: np.ndarray) -> np.ndarray:
 def _chunk_range(v: np.ndarray, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-chunk min and max of each column of v (rows in write order; the last chunk may be short)."""
     pad = n_chunks * CHUNK_SIZE - len(v)
-    lo = np.concatenate([v, np.repeat(v[-1:], pad, 0)]).reshape(n_chunks, CHUNK_SIZE, -1)
-    return lo.min(1), lo.max(1)
+    padded = np.concatenate([v, np.repeat(v[-1:], pad, 0)]).reshape(n_chunks, CHUNK_SIZE, -1)
+    return padded.min(1), padded.max(1)
 
 
 def _to_unorm(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:

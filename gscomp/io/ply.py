@@ -203,7 +203,7 @@ def fuse_filter_3d(path, log_scales: np.ndarray, opac: np.ndarray, filt: np.ndar
         logit = log_a - np.log(-np.expm1(log_a))
     log_scales, opac = log_scales.copy(), opac.copy()
     log_scales[hit] = fused
-    opac[hit] = np.where(np.isnan(o), o, logit)
+    opac[hit] = logit  # (a NaN logit stays NaN: refused by build_splats)
     k = int(hit.sum())
     warnings.warn(f"{path}: Mip-Splatting's 3D filter (filter_3D) of {k:,} Gaussian{'' if k == 1 else 's'} is fused into "
                   "scales and opacities, as its save_fused_ply does", Note, stacklevel=4)
