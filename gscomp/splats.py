@@ -9,6 +9,11 @@ either edge:
 - ``opacities`` (N,)   float32 opacity **logits** (opacity = sigmoid(logit))
 - ``sh0``       (N, 1, 3) float32 degree-0 SH coefficients (the ``f_dc_*`` of the PLY)
 - ``shN``       (N, K, 3) float32 higher-order SH, K = (d+1)^2 - 1 for degree d in 0..3
+
+and one flag, ``antialiased``: the scene was made for gsplat's "antialiased" render mode (each
+Gaussian's opacity scaled by how much of its screen footprint is its own rather than the 0.3 px^2
+low-pass filter; Mip-Splatting's 2D filter, SPZ's antialiased flag). `gscomp.render` honours it,
+and the `.gsz` and SPZ formats keep it.
 """
 from __future__ import annotations
 
@@ -79,6 +84,7 @@ class Splats:
     opacities: torch.Tensor
     sh0: torch.Tensor
     shN: torch.Tensor
+    antialiased: bool = False
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -97,7 +103,7 @@ class Splats:
 
     def map(self, fn) -> "Splats":
         """Apply ``fn`` to every tensor (e.g. ``lambda t: t.detach()``)."""
-        return Splats(**{k: fn(v) for k, v in self.items()})
+        return replace(self, **{k: fn(v) for k, v in self.items()})
 
     def to(self, *args, **kwargs) -> "Splats":
         return self.map(lambda t: t.to(*args, **kwargs))
@@ -143,7 +149,12 @@ class Splats:
 
     @staticmethod
     def cat(parts: list["Splats"]) -> "Splats":
-        return Splats(**{f: torch.cat([getattr(p, f) for p in parts], 0) for f in FIELDS})
+        """Concatenate scenes; they must agree on `antialiased` (one render mode per scene)."""
+        modes = {bool(p.antialiased) for p in parts}
+        if len(modes) > 1:
+            raise GscompError("Splats.cat: the parts mix antialiased and classic scenes (one render mode per scene)")
+        return Splats(**{f: torch.cat([getattr(p, f) for p in parts], 0) for f in FIELDS},
+                      antialiased=modes.pop() if modes else False)
 
     def with_sh_degree(self, degree: int) -> "Splats":
         """Drop (or zero-pad) higher-order SH to reach ``degree`` (0..3)."""
@@ -177,6 +188,8 @@ class Splats:
         if self.shN.ndim != 3 or self.shN.shape[0] != n or self.shN.shape[2] != 3:
             raise GscompError(f"{what}: shN has shape {tuple(self.shN.shape)}, expected ({n}, K, 3)")
         sh_degree_from_rest(int(self.shN.shape[1]))
+        if not isinstance(self.antialiased, (bool, np.bool_)):
+            raise GscompError(f"{what}: antialiased is {self.antialiased!r}, expected True or False")
         dtype = self.means.dtype
         for name, t in self.items():
             if not t.is_floating_point():

@@ -270,6 +270,27 @@ def test_empty_cameras_value_is_rejected(tmp_path, capsys):
     assert code == 2 and err.startswith("error: --cameras needs a path") and not out.exists()
 
 
+def test_render_mode_option_marks_what_the_input_cannot_say(tmp_path, capsys, random_splats):
+    """A .ply from gsplat's antialiased training cannot say so: --render-mode antialiased makes
+    the .gsz carry the mode (and `info` name it); classic takes it off (a Mip-Splatting .ply's)."""
+    from gscomp.codec import decode_gsz
+    from gscomp.io import save_splats
+
+    save_splats(tmp_path / "s.ply", random_splats(50, sh_degree=1))
+    save_splats(tmp_path / "m.ply", random_splats(50, sh_degree=1).replace(antialiased=True))
+    for src, mode, want in (("s.ply", None, False), ("s.ply", "antialiased", True), ("m.ply", None, True),
+                            ("m.ply", "classic", False)):
+        out = tmp_path / f"{src}.{mode}.gsz"
+        code, _, err = cli(["compress", tmp_path / src, out] + ([f"--render-mode={mode}"] if mode else []), capsys)
+        assert code == 0, err
+        assert decode_gsz(out).antialiased is want
+        code, text, _ = cli(["info", out], capsys)
+        assert ("antialiased render mode" in text) is want
+    code, _, err = cli(["compress", tmp_path / "s.ply", tmp_path / "x.gsz", "--render-mode", "mip"], capsys)
+    assert code == 2 and err == "error: --render-mode 'mip': expected antialiased or classic\n"
+    assert not (tmp_path / "x.gsz").exists()
+
+
 def test_empty_input_is_noted_and_round_trips(tmp_path, capsys):
     """A 0-byte .splat is a valid empty scene: compressed (N = 0 round trips), with a note."""
     from gscomp.io import load_splats

@@ -355,7 +355,8 @@ def test_info(tmp_path, random_splats):
     header, sections = unpack_gsz((tmp_path / "a.gsz").read_bytes())
     for change, msg in [({"n": -1}, "bad Gaussian count -1"), ({"n": [1]}, "bad Gaussian count"),
                         ({"sh_degree": "1"}, "bad SH degree"), ({"pipeline": "low"}, "no pipeline description"),
-                        ({"n": 10**6}, "header claims 1000000 Gaussians")]:
+                        ({"n": 10**6}, "header claims 1000000 Gaussians"),
+                        ({"antialiased": 1}, "bad antialiased 1 in the header")]:
         (tmp_path / "b.gsz").write_bytes(pack_gsz({**header, **change}, sections))
         with pytest.raises(FormatError, match=msg):
             gsz_info(tmp_path / "b.gsz")
@@ -365,6 +366,25 @@ def test_info(tmp_path, random_splats):
     data[20:24] = zlib.crc32(bytes(data[:20]) + bytes(data[24:])).to_bytes(4, "little")
     with pytest.raises(FormatError, match="not valid JSON"):
         unpack_gsz(bytes(data))
+
+
+@pytest.mark.parametrize("pipeline", ["lossless-ish", "low"])
+def test_antialiased_flag_round_trips_in_the_header(tmp_path, random_splats, pipeline):
+    """`Splats.antialiased` is the header's optional "antialiased": true, in a file of version 1.1;
+    a classic scene's file has no such key and stays 1.0 (the bytes earlier writers made)."""
+    s = random_splats(200, sh_degree=1)
+    encode_gsz(s, tmp_path / "c.gsz", preset(pipeline))
+    encode_gsz(s.replace(antialiased=True), tmp_path / "a.gsz", preset(pipeline))
+    hc, sc = unpack_gsz((tmp_path / "c.gsz").read_bytes())
+    ha, sa = unpack_gsz((tmp_path / "a.gsz").read_bytes())
+    assert "antialiased" not in hc and ha["antialiased"] is True
+    assert gsz_info(tmp_path / "c.gsz")["version"] == "1.0" and not gsz_info(tmp_path / "c.gsz")["antialiased"]
+    assert gsz_info(tmp_path / "a.gsz")["version"] == "1.1" and gsz_info(tmp_path / "a.gsz")["antialiased"]
+    assert [x.payload for x in sa] == [x.payload for x in sc]  # the same coded values
+    c, a = decode_gsz(tmp_path / "c.gsz"), decode_gsz(tmp_path / "a.gsz")
+    assert not c.antialiased and a.antialiased
+    for f, t in c.items():
+        assert torch.equal(t, getattr(a, f)), f
 
 
 # ----------------------------------------------------------------------------- real data

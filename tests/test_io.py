@@ -28,6 +28,7 @@ FIX = "fixtures"
 
 # ----------------------------------------------------------------------------- helpers
 def assert_same(a: Splats, b: Splats) -> None:
+    assert a.antialiased == b.antialiased
     for k, v in a.items():
         w = getattr(b, k)
         assert v.shape == w.shape, k
@@ -284,8 +285,10 @@ def test_ply_mip_splatting_filter_3d_is_fused(tmp_path, random_splats):
     rows = inria_rows(s)
     filt = np.array([0, 0.01, 0.5, 0, 2.0, 1e-4], np.float32)
     write_raw_ply(tmp_path / "mip.ply", _std_props() + [("filter_3D", "float")], np.concatenate([rows, filt[:, None]], 1))
-    with pytest.warns(Note, match=r"mip.ply: Mip-Splatting's 3D filter \(filter_3D\) of 4 Gaussians is fused"):
+    with pytest.warns(Note, match=r"mip.ply: Mip-Splatting's 3D filter \(filter_3D\) of 4 Gaussians is fused .* renders "
+                                  r"antialiased"):
         r = read_ply(tmp_path / "mip.ply")
+    assert r.antialiased  # its 2D filter is the antialiased mode's opacity factor
     sc = s.scales.double().exp()
     f = torch.from_numpy(filt).double()[:, None]
     want_s = (sc ** 2 + f ** 2).sqrt()
@@ -295,11 +298,25 @@ def test_ply_mip_splatting_filter_3d_is_fused(tmp_path, random_splats):
     zero = torch.from_numpy(filt == 0)  # rows without a filter: exactly as written
     assert torch.equal(r.scales[zero], s.scales[zero]) and torch.equal(r.opacities[zero], s.opacities[zero])
     assert torch.equal(r.means, s.means) and torch.equal(r.sh0, s.sh0)
-    # an all-zero filter changes nothing and says nothing
+    # an all-zero filter changes no value and says nothing (a Mip-Splatting scene all the same)
     write_raw_ply(tmp_path / "z.ply", _std_props() + [("filter_3D", "float")], np.concatenate([rows, 0 * filt[:, None]], 1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert_same(s, read_ply(tmp_path / "z.ply"))
+        assert_same(s.replace(antialiased=True), read_ply(tmp_path / "z.ply"))
+
+
+def test_ply_keeps_the_antialiased_mode_in_a_comment(tmp_path, random_splats):
+    # INRIA PLY has no field for it: gscomp's writer adds a header comment and its reader honours it;
+    # a classic scene's file has no comment (the same bytes as before the flag existed)
+    s = random_splats(5, sh_degree=1)
+    write_ply(tmp_path / "c.ply", s)
+    write_ply(tmp_path / "a.ply", s.replace(antialiased=True))
+    head = (tmp_path / "a.ply").read_bytes()[:200]
+    assert b"comment gscomp: antialiased" in head and b"comment" not in (tmp_path / "c.ply").read_bytes()[:200]
+    assert_same(s, read_ply(tmp_path / "c.ply"))
+    assert_same(s.replace(antialiased=True), read_ply(tmp_path / "a.ply"))
+    body = (tmp_path / "c.ply").read_bytes().split(b"end_header\n", 1)[1]
+    assert (tmp_path / "a.ply").read_bytes().split(b"end_header\n", 1)[1] == body
 
 
 def test_ply_sh_degree_4_is_read_as_degree_3(tmp_path):
@@ -403,16 +420,23 @@ def test_spz_round_trip_bounded_error(tmp_path, version, degree):
 
 
 @pytest.mark.parametrize("version", [2, 4])
-def test_spz_antialiased_flag_is_named(version):
-    # flag 0x1: made for a renderer with opacity compensation, which gscomp does not have: said, values kept
+def test_spz_antialiased_flag_round_trips(version):
+    # flag 0x1 (made for gsplat's antialiased mode) is Splats.antialiased, read and written; the values
+    # are the same either way
     s = well_formed(20, 1, seed=2)
+    flag_at = 14 if version == 4 else None  # v4: uncompressed header, flags at byte 14
+
+    def flags(data: bytes) -> int:
+        return data[flag_at] if flag_at else gzip.decompress(data)[14]
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plain = decode_spz(encode_spz(s, version=version), "p.spz")
-    with pytest.warns(Note, match=r"aa.spz: flagged antialiased .* gscomp renders it without that, and what it "
-                                  r"writes is not flagged"):
         r = decode_spz(encode_spz(s, version=version, antialiased=True), "aa.spz")
-    assert_same(plain, r)
+    assert not plain.antialiased and r.antialiased
+    assert_same(plain.replace(antialiased=True), r)
+    assert flags(encode_spz(r, version=version)) & 1  # the flag follows the scene
+    assert not flags(encode_spz(r, version=version, antialiased=False)) & 1
 
 
 @pytest.mark.parametrize("n", [0, 1])
@@ -1445,3 +1469,28 @@ def test_cli_error_lines_are_cut_to_a_terminal_length(tmp_path, capsys):
     assert cli_main(["compress", str(d), str(tmp_path / "o.gsz")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip()) <= ERROR_MAX + 7 and err.count("\n") == 1
+
+
+def test_formats_without_an_antialiased_flag_say_so(tmp_path, random_splats):
+    s = random_splats(20, sh_degree=0).replace(antialiased=True)
+    for name in ("a.splat", "a.compressed.ply"):
+        with pytest.warns(LossySaveWarning, match=f"{name}: the scene is made for the antialiased render mode, which "
+                                                  "this format cannot say"):
+            save_splats(tmp_path / name, s)
+        assert not load_splats(tmp_path / name).antialiased
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("a.spz", "a.ply"):
+            save_splats(tmp_path / name, s)
+            assert load_splats(tmp_path / name).antialiased, name
+        save_splats(tmp_path / "c.splat", s.replace(antialiased=False))
+
+
+def test_splats_keep_their_render_mode(random_splats):
+    s = random_splats(10, sh_degree=1).replace(antialiased=True)
+    for t in (s[2:5], s[3], s.detach(), s.to(torch.float64), s.with_sh_degree(0), Splats.cat([s, s])):
+        assert t.antialiased
+    with pytest.raises(GscompError, match="mix antialiased and classic"):
+        Splats.cat([s, s.replace(antialiased=False)])
+    with pytest.raises(GscompError, match="antialiased is 'yes', expected True or False"):
+        s.replace(antialiased="yes").validate()

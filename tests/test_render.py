@@ -2,6 +2,7 @@
 a float64 gradcheck through the cpu backend, and the gsplat backend (CUDA only)."""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -99,8 +100,23 @@ CASES = [
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind,cam,deg,bg", CASES)
 def test_forward_and_gradients_match_torch(kind, cam, deg, bg, dtype):
-    splats = scene(kind, 3, seed=deg + 10 * len(cam), dtype=dtype)
-    cameras = cams(cam)
+    check_matches_torch(scene(kind, 3, seed=deg + 10 * len(cam), dtype=dtype), cams(cam), deg, bg, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind,cam,deg,bg", [CASES[0], CASES[2], CASES[3]])
+def test_antialiased_mode_matches_torch(kind, cam, deg, bg, dtype):
+    """gsplat's antialiased mode (opacity x sqrt(det cov2d / det(cov2d + 0.3 I))): the native
+    kernels (the factor taken from the conics, through autograd) against the reference's
+    determinants, forward and every gradient; and it really is another image."""
+    splats = scene(kind, 3, seed=deg + 10 * len(cam), dtype=dtype).replace(antialiased=True)
+    out = check_matches_torch(splats, cams(cam), deg, bg, dtype)
+    classic = render(splats, cams(cam), sh_degree=deg, background=bg, backend="cpu", antialiased=False)
+    assert (out.colors.detach() - classic.colors).abs().max() > 0.05
+    assert (out.alphas.detach() <= classic.alphas + 1e-6).all()  # the factor is at most 1
+
+
+def check_matches_torch(splats, cameras, deg, bg, dtype):
     ref, gref = run(splats, cameras, "torch", deg, bg)
     out, gout = run(splats, cameras, "cpu", deg, bg)
     assert out.colors.shape == ref.colors.shape == (len(cameras), cameras[0].height, cameras[0].width, 3)
@@ -118,6 +134,25 @@ def test_forward_and_gradients_match_torch(kind, cam, deg, bg, dtype):
         if not (name == "shN" and deg == 0):
             assert g.abs().max() > 0, name  # every input actually receives gradient in these scenes
         assert rel_err(gout[name], g) < gtol, (name, rel_err(gout[name], g))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_antialiased_factor_at_a_gaussians_centre(backend):
+    """An isotropic Gaussian of screen variance v px^2 facing the camera: its centre's alpha is
+    sigmoid(l) v / (v + 0.3) in antialiased mode (det ratio (v / (v + 0.3))^2), sigmoid(l) classic;
+    the splats' flag picks the mode and the argument overrides it."""
+    cam = Camera.look_at([0, 0, -2], [0, 0, 0], [0, -1, 0], 60, 32, 32)  # Gaussian centre = pixel (16, 16)'s corner
+    cam.cx, cam.cy = 16.5, 16.5  # the centre of pixel (16, 16)
+    sigma = 0.3 * 2 / cam.fx  # 0.3 px at depth 2
+    s = Splats.empty(0, 1, dtype=torch.float64).replace(scales=torch.full((1, 3), math.log(sigma), dtype=torch.float64),
+                                                         sh0=torch.full((1, 1, 3), 1.0, dtype=torch.float64))
+    v = 0.09
+    flat = render(s, cam, backend=backend).alphas[0, 16, 16].item()
+    assert flat == pytest.approx(0.5, rel=1e-9)
+    aa = render(s.replace(antialiased=True), cam, backend=backend).alphas[0, 16, 16].item()
+    assert aa == pytest.approx(0.5 * v / (v + 0.3), rel=1e-6)
+    assert render(s.replace(antialiased=True), cam, backend=backend, antialiased=False).alphas[0, 16, 16].item() == flat
 
 
 def test_culled_gaussians_have_no_gradient_and_zero_radius():
@@ -221,9 +256,10 @@ def test_larger_scene_matches_torch_forward():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat backend needs CUDA")
-def test_gsplat_backend_matches_cpu():
+@pytest.mark.parametrize("antialiased", [False, True])
+def test_gsplat_backend_matches_cpu(antialiased):
     pytest.importorskip("gsplat")
-    splats = scene("plain", 3, seed=2, n=300, dtype=torch.float32)
+    splats = scene("plain", 3, seed=2, n=300, dtype=torch.float32).replace(antialiased=antialiased)
     cameras = cams("multi")
     bg = (0.1, 0.2, 0.3)
     ref = render(splats, cameras, background=bg, backend="cpu")
@@ -291,15 +327,19 @@ def test_auto_backend_renders_cpu_data_on_the_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("kind,cam,deg,bg", [("plain", "square", 0, (0.0, 0.0, 0.0)), ("hard", "odd", 0, (0.3, 0.6, 0.9)),
-                                             ("opaque", "square", 1, (1.0, 0.5, 0.0))])
+                                             ("opaque", "square", 1, (1.0, 0.5, 0.0)),
+                                             ("antialiased", "odd", 0, (0.3, 0.6, 0.9))])
 def test_fisher_diagonal_matches_brute_force_jacobian(kind, cam, deg, bg):
     """`fisher_cpu` (the importance stage's exact scores) equals diag(J^T J) from the full Jacobian of
     the rendered colours, float64: culled, sub-pixel, huge, needle and zero-quaternion Gaussians
     ("hard"); clamped alpha and early termination ("opaque"). At SH degree > 0 a mean also moves its
-    colour through the view direction, which fisher_cpu leaves out: means are compared at SH 0 only."""
+    colour through the view direction, which fisher_cpu leaves out: means are compared at SH 0 only.
+    In antialiased mode the opacity factor's own dependence on the footprint is left out too: there
+    only the opacities and sh0 are compared."""
     from gscomp.render.cpu import fisher_cpu
 
-    s = scene("hard" if kind == "hard" else "plain", deg, seed=11, n=60)
+    s = scene("hard" if kind in ("hard", "antialiased") else "plain", deg, seed=11, n=60)
+    s = s.replace(antialiased=kind == "antialiased")
     if kind == "opaque":
         s = s.replace(opacities=s.opacities.abs() * 3 + 3.0, scales=s.scales + 0.8)  # alpha clamped at 0.99
     camera = cams(cam)[0]
@@ -313,13 +353,16 @@ def test_fisher_diagonal_matches_brute_force_jacobian(kind, cam, deg, bg):
 
     jac = torch.autograd.functional.jacobian(colours, tuple(getattr(s, f) for f in names))
     for f, j in zip(names, jac):
-        if f == "means" and deg > 0:
+        if (f == "means" and deg > 0) or (kind == "antialiased" and f in ("means", "quats", "scales")):
             continue
         ref = (j ** 2).sum(0)
         assert got[f].shape == ref.shape and ref.abs().max() > 0, f
         assert rel_err(got[f], ref) < 1e-9, f
-    if kind == "hard":
+    if kind in ("hard", "antialiased"):
         assert (got["scales"][12:20] == 0).all()  # off-screen: no information
+    if kind == "antialiased":  # the mode really changed the values
+        classic = fisher_cpu(s, camera, deg, bgt, antialiased=False)
+        assert not torch.allclose(classic["opacities"], got["opacities"])
 
 
 _FISHER_HASH = """

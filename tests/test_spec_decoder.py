@@ -185,6 +185,23 @@ def test_spec_decoder_refuses_zstd_frames_of_the_wrong_size_before_inflating_the
     assert SPEC.zstd_exact(zstandard.ZstdCompressor().compress(b"abc"), 3, "x") == b"abc"
 
 
+def test_both_decoders_read_the_antialiased_flag(random_splats, tmp_path):
+    """Format 1.1's optional header flag: the same fields either way; a value other than true or
+    false makes the file invalid for both."""
+    from gscomp import FormatError
+    from gscomp.codec.container import pack_gsz, unpack_gsz
+
+    path = tmp_path / "a.gsz"
+    encode_gsz(random_splats(200, sh_degree=1).replace(antialiased=True), path, compose_pipeline(["pipeline=high"]))
+    assert _same_bits(path, "antialiased") == [] and decode_gsz(path).antialiased
+    header, sections = unpack_gsz(path.read_bytes())
+    path.write_bytes(pack_gsz({**header, "antialiased": "true"}, sections))
+    with pytest.raises(FormatError, match="bad antialiased 'true' in the header"):
+        decode_gsz(path)
+    with pytest.raises(SPEC.FormatError, match="bad antialiased"):
+        SPEC.decode(path)
+
+
 def test_both_decoders_refuse_a_file_that_decodes_to_infinities(random_splats, tmp_path):
     """Spec §1: every decoded value is a finite float32 (here a scale step of 1e300 under valid
     checksums); the spec decoder returned the infinities."""

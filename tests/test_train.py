@@ -494,3 +494,33 @@ def test_resuming_with_other_settings_says_which(scene, tmp_path, capsys):
         Trainer(c, out_dir=tmp_path / "r", scene=scene).setup()
         err = capsys.readouterr().err
         assert (said is None and "differ" not in err) or (said in err and "ckpt_000010.pt with settings" in err), (over, err)
+
+
+def test_training_in_the_antialiased_mode(scene, tmp_path, monkeypatch):
+    """train.antialiased=true: every training render uses the mode (gsplat's antialiased
+    training), and the model, its .ply and its checkpoints keep it; a resume in the other mode is
+    refused with the reason."""
+    import sys
+
+    from gscomp.errors import GscompError
+    from gscomp.io import load_splats
+    from gscomp.train.trainer import read_checkpoint
+
+    modes = []
+    R = sys.modules["gscomp.render"]  # (the trainer imports render from it at each use)
+    real = R.render
+
+    def spy(splats, *a, **k):
+        modes.append(bool(splats.antialiased if k.get("antialiased") is None else k["antialiased"]))
+        return real(splats, *a, **k)
+
+    monkeypatch.setattr(R, "render", spy)
+    cfg = make_cfg(steps=20, ckpt_every=10, antialiased=True)
+    state, _ = train(cfg, out_dir=tmp_path, scene=scene)
+    assert modes and all(modes)
+    assert state.splats().antialiased and load_splats(tmp_path / "point_cloud.ply").antialiased
+    assert read_checkpoint(tmp_path / "checkpoints" / "ckpt_000010.pt")[1].antialiased
+    c = make_cfg(steps=20, antialiased=False)
+    c.resume = str(tmp_path / "checkpoints" / "ckpt_000010.pt")
+    with pytest.raises(GscompError, match="trained in the antialiased render mode"):
+        Trainer(c, out_dir=tmp_path / "r", scene=scene).setup()

@@ -919,6 +919,7 @@ def decode(path):
     need(n <= 4096 + 8 * sum(len(d) for d, _ in sections.values()), "n fails the sanity rule")
     sh_degree = header["sh_degree"]
     need(sh_degree in (0, 1, 2, 3), "bad sh_degree")
+    need(isinstance(header.get("antialiased", False), bool), "bad antialiased")  # (1.1: a flag for the renderer; it changes no decoded value)
     stages = header["pipeline"]["stages"]
     ctx = {"payload": sum(len(d) for d, _ in sections.values())}
     out = {}

@@ -95,6 +95,7 @@ def gsz_info(path: str | os.PathLike) -> dict[str, Any]:
         path=str(path),
         version=f"{major}.{minor}",
         sh_degree=header.get("sh_degree"),
+        antialiased=header.get("antialiased", False),
         total_bytes=total,
         header_bytes=total - sum(stats["sections"].values()),
         bits_per_gaussian=(8.0 * total / n if n else None),  # (None: no Gaussians)

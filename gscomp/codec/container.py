@@ -31,7 +31,7 @@ from ..stages.base import Section
 
 MAGIC = b"\x89GSZ\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # 1.1 added the header's optional "antialiased"; a file without it is written as 1.0
 PREAMBLE = struct.Struct("<8sHHIII")  # 24 bytes
 MAX_HEADER = 16 << 20
 MAX_SECTIONS = 4096
@@ -60,7 +60,10 @@ def pack_gsz(header: dict[str, Any], sections: list[Section]) -> bytes:
         table += bytes([len(s.name)]) + s.name.encode() + bytes([len(s.codec)]) + s.codec.encode()
         table += struct.pack("<QQI", offset, len(payload), zlib.crc32(payload))
         offset += len(payload)
-    pre = PREAMBLE.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, len(hjson), len(sections), 0)[:20]
+    # The lowest minor that has every header key used, so files that need nothing new stay 1.0
+    # (byte-identical to those of earlier writers) and older readers see what they may lack.
+    minor = 1 if "antialiased" in header else 0
+    pre = PREAMBLE.pack(MAGIC, VERSION_MAJOR, minor, len(hjson), len(sections), 0)[:20]
     crc = zlib.crc32(pre + hjson + bytes(table))
     out = bytearray(pre + struct.pack("<I", crc) + hjson + table)
     for s in sections:

@@ -14,15 +14,18 @@ from ..errors import GscompError
 from ..fileio import check_regular, output_file
 from .common import split_args, stdout_console, usage_error, wants_help
 
-USAGE = "usage: gscomp compress IN OUT.gsz [--cameras PATH] [--config-dir DIR] [pipeline=PRESET] [pipeline.KEY=VALUE ...]"
+USAGE = ("usage: gscomp compress IN OUT.gsz [--cameras PATH] [--render-mode MODE] [--config-dir DIR] [pipeline=PRESET] "
+         "[pipeline.KEY=VALUE ...]")
 HELP = f"""{USAGE}
        gscomp compress data=KIND data.path=DIR pipeline=PRESET out=OUT [key=value ...]
 
 The first form compresses a splat file IN: a .ply, .spz, .splat, .ksplat, PlayCanvas
 compressed.ply or SOG (its folder, meta.json or .sog). PRESET: lossless-ish, high (default),
 medium, low, compact (configs/pipeline/). --cameras PATH: the views `compact` ranks Gaussians
-from (cameras.json, a COLMAP model or a capture folder). --config-dir DIR: presets of your
-own, DIR/pipeline/NAME.yaml for pipeline=NAME (as in every Hydra verb).
+from (cameras.json, a COLMAP model or a capture folder). --render-mode antialiased|classic: the
+mode the scene was made for, where IN cannot say (a .ply from gsplat's antialiased training); by
+default IN's own (SPZ's flag; Mip-Splatting's .ply are antialiased). --config-dir DIR: presets of
+your own, DIR/pipeline/NAME.yaml for pipeline=NAME (as in every Hydra verb).
 The second form trains from images with the pipeline's stages, then compresses (the same as
 `gscomp train-and-compress`); `gscomp compress data=KIND --help` lists its config."""
 
@@ -110,7 +113,10 @@ def run(argv: list[str]) -> int:
     from ..hydra_app import take_config_dir
 
     hydra_argv = argv  # train-and-compress: run_hydra takes --config-dir itself
-    argv, cameras = _take_cameras(argv)
+    argv, cameras = _take_value(argv, "--cameras", "a path: cameras.json, a COLMAP model or a capture folder")
+    argv, mode = _take_value(argv, "--render-mode", "antialiased or classic")
+    if mode not in (None, "antialiased", "classic"):
+        raise GscompError(f"--render-mode {mode!r}: expected antialiased or classic")
     argv, config_dir = take_config_dir(argv)
     pos, opts, overrides = split_args(argv)
     if pos:
@@ -121,6 +127,8 @@ def run(argv: list[str]) -> int:
     elif overrides:
         if cameras is not None:
             raise GscompError("--cameras is for compressing a splat file: gscomp compress IN OUT.gsz --cameras PATH")
+        if mode is not None:
+            raise GscompError("--render-mode is for compressing a splat file (training takes train.antialiased=true)")
         try:  # lazily: train-and-compress pulls in the trainer
             from . import train_compress
         except ModuleNotFoundError as e:
@@ -152,6 +160,8 @@ def run(argv: list[str]) -> int:
             print(f"note: {name} {st.posthoc_note}", file=sys.stderr)
     state = _cameras_state(pipe, src, cameras)
     splats = load_splats(src)
+    if mode is not None:
+        splats = splats.replace(antialiased=mode == "antialiased")
     src_bytes = stored_size(src)  # (of what was read: not re-measured after a long encode)
     if not len(splats):  # a valid, empty scene: its .gsz decodes to an empty one
         print(f"note: {src.name} holds no Gaussians", file=sys.stderr)
@@ -166,24 +176,24 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-def _take_cameras(argv: list[str]) -> tuple[list[str], str | None]:
-    """Split ``--cameras PATH`` / ``--cameras=PATH`` off the arguments."""
-    rest, cameras, i = [], None, 0
+def _take_value(argv: list[str], flag: str, need: str) -> tuple[list[str], str | None]:
+    """Split ``FLAG VALUE`` / ``FLAG=VALUE`` off the arguments; ``need`` says what VALUE is."""
+    rest, value, i = [], None, 0
     while i < len(argv):
         a = argv[i]
-        if a == "--cameras" or a.startswith("--cameras="):
-            if cameras is not None:
-                raise GscompError("--cameras given twice")
-            if a == "--cameras":
-                cameras, i = (argv[i + 1] if i + 1 < len(argv) else ""), i + 1
+        if a == flag or a.startswith(flag + "="):
+            if value is not None:
+                raise GscompError(f"{flag} given twice")
+            if a == flag:
+                value, i = (argv[i + 1] if i + 1 < len(argv) else ""), i + 1
             else:
-                cameras = a.split("=", 1)[1]
-            if not cameras:  # missing, or empty (`--cameras=` would look for a COLMAP model under ".")
-                raise GscompError("--cameras needs a path: cameras.json, a COLMAP model or a capture folder")
+                value = a.split("=", 1)[1]
+            if not value:  # missing, or empty (`--cameras=` would look for a COLMAP model under ".")
+                raise GscompError(f"{flag} needs {need}")
         else:
             rest.append(a)
         i += 1
-    return rest, cameras
+    return rest, value
 
 
 def _cameras_state(pipe, src: Path, cameras: str | None):

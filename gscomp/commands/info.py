@@ -44,7 +44,8 @@ def run(argv: list[str]) -> int:
     c = stdout_console()
     pipe = info.get("pipeline") or {}
     c.print(f"[b]{e(str(info['path']))}[/b]: .gsz version {info['version']}, {n:,} Gaussians, SH degree {info['sh_degree']}, "
-            f"pipeline {e(repr(pipe.get('name', '?')))} ({e(', '.join(str(s.get('type', '?')) for s in pipe.get('stages', [])))})")
+            + ("antialiased render mode, " if info.get("antialiased") else "")
+            + f"pipeline {e(repr(pipe.get('name', '?')))} ({e(', '.join(str(s.get('type', '?')) for s in pipe.get('stages', [])))})")
     t = Table()
     for col in ("section", "codec", "bytes", "bits/Gaussian"):
         t.add_column(col, justify="right" if col in ("bytes", "bits/Gaussian") else "left")

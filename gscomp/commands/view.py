@@ -92,6 +92,9 @@ def run(argv: list[str]) -> int:
         if compare is not None:
             what += f", compare with {compare.name}"
         print(f"gscomp view: {what} at http://{host}:{viewer.port}/  (Ctrl-C to stop)", flush=True)
+        if any(v is not None and v.splats.antialiased for v in (main, compare)):
+            print("note: a scene made for the antialiased render mode: the browser's splats draw it in the classic "
+                  "mode; the exact render shows it as it is", file=sys.stderr, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

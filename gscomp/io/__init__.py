@@ -111,9 +111,15 @@ def save_splats(path: str | os.PathLike, splats: Splats) -> None:
     """Write ``splats`` to ``path`` atomically, the format chosen by the extension (a name ending in
     `.compressed.ply` is PlayCanvas's compressed layout, any other `.ply` INRIA's). `.ply`,
     `.compressed.ply` and `.spz` keep SH degrees 0-3; `.splat` records hold the DC colour only, so higher degrees are
-    dropped there with a `LossySaveWarning`, as are values past SPZ's fixed 8-bit ranges."""
+    dropped there with a `LossySaveWarning`, as are values past SPZ's fixed 8-bit ranges. `.ply` and `.spz`
+    keep `Splats.antialiased`; `.splat` and `.compressed.ply` cannot, which a `LossySaveWarning` says."""
     ext = Path(path).suffix.lower()
-    if Path(path).name.lower().endswith(".compressed.ply"):  # PlayCanvas / SuperSplat's layout, by name
+    compressed = Path(path).name.lower().endswith(".compressed.ply")
+    if splats.antialiased and (compressed or ext == ".splat"):
+        warnings.warn(f"{Path(path).name}: the scene is made for the antialiased render mode, which this format cannot "
+                      "say (.ply, .spz and .gsz keep it): viewers will draw it in the classic mode",
+                      LossySaveWarning, stacklevel=2)
+    if compressed:  # PlayCanvas / SuperSplat's layout, by name
         from .compressed_ply import write_compressed_ply
 
         write_compressed_ply(path, splats)

@@ -70,6 +70,7 @@ def build_splats(
     opacities: np.ndarray,
     sh0: np.ndarray,
     shN: np.ndarray,
+    antialiased: bool = False,
 ) -> Splats:
     """Assemble float32 tensors into a Splats and validate it; any problem (NaN, inf, bad
     shape) becomes a one-line FormatError naming the file."""
@@ -93,6 +94,7 @@ def build_splats(
         opacities=t(opacities).reshape(-1),
         sh0=t(sh0).reshape(-1, 1, 3),
         shN=t(shN),  # already (N, K, 3): K cannot be inferred by reshape when N == 0
+        antialiased=bool(antialiased),
     )
     try:
         s.validate(str(path))

@@ -7,7 +7,9 @@ Layout (one ``vertex`` element, binary little-endian float32 when written by us)
 
 Reading goes through plyfile (binary of either endianness, or ASCII) and whole-column numpy
 operations, so 1M Gaussians load in about a second. Extra properties are ignored, but for
-Mip-Splatting's ``filter_3D``, which is fused into scales and opacities. A PLY whose
+Mip-Splatting's ``filter_3D``, which is fused into scales and opacities (and marks the scene
+antialiased, as is a header comment ``gscomp: antialiased``, which the writer puts in for such
+scenes: the format has no field for it). A PLY whose
 header has a ``chunk`` element is a PlayCanvas compressed PLY and is decoded by
 `gscomp.io.compressed_ply` instead.
 """
@@ -172,6 +174,9 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
     sh0 = cols[:, 3:6]
     opac = cols[:, 6]
     scales = cols[:, 7:10]
+    # Mip-Splatting (whose files carry filter_3D) renders with its 2D filter's opacity factor: the
+    # antialiased mode; gscomp's own files say so in a comment (the format has no field for it)
+    aa = "filter_3D" in props or any(c.strip().startswith(AA_COMMENT) for c in ply.comments)
     if "filter_3D" in props:
         if isinstance(props["filter_3D"], PlyListProperty):
             raise FormatError(f"{path}: property 'filter_3D' in element 'vertex' is a list, expected a scalar")
@@ -179,7 +184,7 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
     quats = cols[:, 10:14]
     # channel-major f_rest (c*K + k) -> (N, K, 3) (of degree 4's K = 24, the first 15 were kept)
     shN = cols[:, 14:].reshape(n, 3, kk).transpose(0, 2, 1)
-    return build_splats(path, means, quats, scales, opac, sh0, shN)
+    return build_splats(path, means, quats, scales, opac, sh0, shN, antialiased=aa)
 
 
 def fuse_filter_3d(path, log_scales: np.ndarray, opac: np.ndarray, filt: np.ndarray):
@@ -206,7 +211,8 @@ def fuse_filter_3d(path, log_scales: np.ndarray, opac: np.ndarray, filt: np.ndar
     opac[hit] = logit  # (a NaN logit stays NaN: refused by build_splats)
     k = int(hit.sum())
     warnings.warn(f"{path}: Mip-Splatting's 3D filter (filter_3D) of {k:,} Gaussian{'' if k == 1 else 's'} is fused into "
-                  "scales and opacities, as its save_fused_ply does", Note, stacklevel=4)
+                  "scales and opacities, as its save_fused_ply does (and, as its 2D filter asks, the scene renders "
+                  "antialiased)", Note, stacklevel=4)
     return log_scales, opac
 
 
@@ -222,7 +228,10 @@ def write_ply(path: str | os.PathLike, splats: Splats) -> None:
     a = splats_numpy(splats)
     n, k = a["shN"].shape[0], a["shN"].shape[1]
     names = ply_property_names(splats.sh_degree)
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+    header = ["ply", "format binary_little_endian 1.0"]
+    if splats.antialiased:
+        header.append(f"comment {AA_COMMENT} (render with gsplat's rasterize_mode=\"antialiased\")")
+    header.append(f"element vertex {n}")
     header += [f"property float {name}" for name in names]
     header.append("end_header\n")
     # Rows go out in blocks through one reused buffer: a (n, 62) float32 copy of a 3M-Gaussian
@@ -247,6 +256,7 @@ def write_ply(path: str | os.PathLike, splats: Splats) -> None:
 
 
 WRITE_BLOCK = 32 << 20  # bytes of rows per write (see write_ply)
+AA_COMMENT = "gscomp: antialiased"  # the header comment that marks a scene made for the antialiased mode
 
 
 __all__ = ["read_ply", "write_ply", "read_plydata", "ply_property_names"]

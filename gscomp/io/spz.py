@@ -19,6 +19,7 @@ rotations, sh; empty ones are omitted), each one zstd frame.
 Axes: SPZ stores RUB (y up, z back); gscomp and the INRIA PLY use RDF. `read_spz` converts
 to RDF and `write_spz` converts back (negate y and z, see `common.flip_yz`) unless
 ``convert=False``. SH degree 4 files are read as degree 3 (the first 15 coefficients), with a note.
+The header's antialiased flag (flags & 1) is `Splats.antialiased`, read and written.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, GscompError, Note
+from ..errors import FormatError, GscompError
 from ..splats import Splats
 from .common import (LossySaveWarning, atomic_write_bytes, build_splats, clamped_rows, flip_yz, logit, normalize_quats,
                      note_degree4, read_bytes, sigmoid, splats_numpy, to_u8)
@@ -216,10 +217,6 @@ def _unpack_smallest_three(r: np.ndarray) -> np.ndarray:
 
 def _unpack(a: dict, h: dict, name, convert: bool) -> Splats:
     n, version, deg = h["n"], h["version"], h["deg"]
-    if h["flags"] & FLAG_ANTIALIASED:  # (gscomp has no such mode: the values are read as they are)
-        warnings.warn(f"{name}: flagged antialiased (made for renderers that scale each Gaussian's opacity by its "
-                      "2D filter's coverage, as gsplat's antialiased mode); gscomp renders it without that, "
-                      "and what it writes is not flagged", Note, stacklevel=4)
     if version == 1:
         means = a["positions"].view("<f2").reshape(n, 3).astype(np.float64)
     else:
@@ -246,7 +243,7 @@ def _unpack(a: dict, h: dict, name, convert: bool) -> Splats:
         shN = shN[:, :15]
     if convert:
         means, quats, shN = flip_yz(means, quats, shN)
-    return build_splats(name, means, quats, scales, opac, sh0, shN)
+    return build_splats(name, means, quats, scales, opac, sh0, shN, antialiased=bool(h["flags"] & FLAG_ANTIALIASED))
 
 
 # ---------------------------------------------------------------------------- writing
@@ -312,11 +309,12 @@ def _gzip(data: bytes, level: int = 6) -> bytes:
 
 
 def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
-               sh_bits: tuple[int, int] = (5, 4), antialiased: bool = False,
+               sh_bits: tuple[int, int] = (5, 4), antialiased: bool | None = None,
                notes: list[str] | None = None) -> bytes:
     """Encode Splats as SPZ bytes. ``sh_bits`` are the precisions kept for SH band 1 and for
     higher bands (the reference encoder's defaults 5 and 4; 8 keeps everything). ``notes``, a
-    list, receives a line on what SPZ's fixed ranges clamped, if anything."""
+    list, receives a line on what SPZ's fixed ranges clamped, if anything. ``antialiased``
+    (default: the splats' flag) sets the header's antialiased flag."""
     if version not in (2, 3, 4):
         raise GscompError(f"SPZ version {version} cannot be written (use 2, 3 or 4)")
     if not all(1 <= b <= 8 for b in sh_bits):
@@ -374,7 +372,7 @@ def encode_spz(splats: Splats, *, version: int = 3, convert: bool = True,
 
     streams = [positions, alphas, colors, scales, rotations, sh]
     blobs = [np.ascontiguousarray(s).tobytes() for s in streams]
-    flags = FLAG_ANTIALIASED if antialiased else 0
+    flags = FLAG_ANTIALIASED if (splats.antialiased if antialiased is None else antialiased) else 0
     if version < 4:
         header = struct.pack("<IIIBBBB", MAGIC, version, n, deg, frac, flags, 0)
         return _gzip(header + b"".join(blobs))

@@ -1,4 +1,4 @@
-"""The one render API: `render(splats, cameras, *, sh_degree, background, backend)`.
+"""The one render API: `render(splats, cameras, *, sh_degree, background, backend, antialiased)`.
 
 Semantics (standard 3DGS; every backend implements exactly these):
 
@@ -14,6 +14,10 @@ Semantics (standard 3DGS; every backend implements exactly these):
 - Compositing: front to back by camera z; alpha = min(0.99, sigmoid(opacity) exp(power)), skipped when
   power > 0 or alpha < 1/255; stops before the Gaussian that would take transmittance below 1e-4.
   colour += T_final * background. Depth is the expected depth sum(w z) / alpha (0 where alpha = 0).
+- Antialiased mode (``antialiased=True``, by default the splats' own flag; gsplat's
+  ``rasterize_mode="antialiased"``): each Gaussian's opacity is multiplied by
+  sqrt(max(0, det(cov2d) / det(cov2d + 0.3 I))), the share of its dilated footprint that is its own,
+  so a Gaussian far smaller than a pixel fades instead of growing to the filter's size.
 
 Returns ``RenderOutput(colors (C,H,W,3), alphas (C,H,W), depths (C,H,W), info)`` where
 ``info["means2d"]`` (C,N,2) is the differentiable screen position (retain its grad for
@@ -73,8 +77,10 @@ def render(
     sh_degree: int | None = None,
     background=None,
     backend: str = "auto",
+    antialiased: bool | None = None,
 ) -> RenderOutput:
     splats.validate("render", values=False)  # (the native kernels trust the shapes)
+    antialiased = bool(splats.antialiased if antialiased is None else antialiased)
     if isinstance(cameras, Camera):
         cameras = [cameras]
     cameras = list(cameras)
@@ -95,14 +101,14 @@ def render(
     if backend == "torch":
         from .torch_ref import render_torch
 
-        return RenderOutput(*render_torch(splats, cameras, sh_degree, background))
+        return RenderOutput(*render_torch(splats, cameras, sh_degree, background, antialiased))
     if backend == "cpu":
         from .cpu import render_cpu
 
-        return RenderOutput(*render_cpu(splats, cameras, sh_degree, background))
+        return RenderOutput(*render_cpu(splats, cameras, sh_degree, background, antialiased))
     from .gsplat_backend import render_gsplat
 
-    return RenderOutput(*render_gsplat(splats, cameras, sh_degree, background))
+    return RenderOutput(*render_gsplat(splats, cameras, sh_degree, background, antialiased))
 
 
 class _CallableModule(types.ModuleType):

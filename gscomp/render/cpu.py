@@ -62,7 +62,19 @@ class _Project(torch.autograd.Function):
         return (*grads, None, None, None, None)
 
 
+def aa_factor(conics: torch.Tensor) -> torch.Tensor:
+    """The antialiased mode's opacity factor sqrt(det(cov2d) / det(cov2d + 0.3 I)) from the
+    conics (a, b, c) = inverse of the dilated covariance: the ratio is 1 - 0.3 (a + c) + 0.09 (a c - b^2).
+    Plain IEEE ops (no fused or vectorised transcendentals), so its bits are the same on every CPU;
+    floored at 1e-30 before the root as in the reference."""
+    a, b, c = conics.unbind(-1)
+    ratio = 1.0 - 0.3 * (a + c) + 0.09 * (a * c - b * b)
+    return torch.sqrt(torch.clamp(ratio, min=1e-30))
+
+
 class _Rasterize(torch.autograd.Function):
+    """``opac`` is (N,) shared by every camera, or (C, N) per camera (antialiased mode)."""
+
     @staticmethod
     def forward(ctx, means2d, conics, colors, opac, depths, background, radii, width, height):
         ext = native.load()
@@ -70,7 +82,8 @@ class _Rasterize(torch.autograd.Function):
         opac = opac.contiguous()
         outs, aux = [], []
         for c in range(means2d.shape[0]):
-            o = ext.rasterize_forward(means2d[c].contiguous(), conics[c].contiguous(), colors[c].contiguous(), opac,
+            o = ext.rasterize_forward(means2d[c].contiguous(), conics[c].contiguous(), colors[c].contiguous(),
+                                      opac[c] if opac.dim() == 2 else opac,
                                       depths[c].contiguous(), radii[c].contiguous(), bg, width, height)
             outs.append(o[:3])
             aux.append(o[2:])  # depth image, T_final, n_contrib, tile offsets, ids
@@ -89,18 +102,22 @@ class _Rasterize(torch.autograd.Function):
             va = v_alpha[c].contiguous() if v_alpha is not None else means2d.new_zeros(H, W)
             vd = v_depth[c].contiguous() if v_depth is not None else means2d.new_zeros(H, W)
             rs.append(ext.rasterize_backward(means2d[c].contiguous(), conics[c].contiguous(), colors[c].contiguous(),
-                                             opac, depths[c].contiguous(), radii[c].contiguous(), bg, W, H,
-                                             *ctx.aux[c], vi, va, vd))
-        # Per camera: means2d, conics, colours, depths; summed over cameras: opacity, background.
+                                             opac[c] if opac.dim() == 2 else opac, depths[c].contiguous(),
+                                             radii[c].contiguous(), bg, W, H, *ctx.aux[c], vi, va, vd))
+        # Per camera: means2d, conics, colours, depths (and per-camera opacities); summed over
+        # cameras: shared opacities, background.
         v = [_stack([r[i] for r in rs]) for i in (0, 1, 2)]
         v_depths = _stack([r[4] for r in rs])
         v_opac, v_bg = rs[0][3], rs[0][5]
         for r in rs[1:]:
             v_opac, v_bg = v_opac + r[3], v_bg + r[5]
+        if opac.dim() == 2:
+            v_opac = _stack([r[3] for r in rs])
         return (*v, v_opac, v_depths, v_bg, None, None, None)
 
 
-def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background: torch.Tensor):
+def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background: torch.Tensor,
+               antialiased: bool = False):
     if splats.means.device.type != "cpu":
         raise GscompError(f"the cpu render backend needs CPU tensors, got {splats.means.device}")
     dtype = splats.means.dtype
@@ -114,12 +131,15 @@ def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background
         splats.means, splats.quats, splats.scales, splats.sh0, splats.shN, sh_degree, viewmats, campos, intr
     )
     opac = torch.sigmoid(splats.opacities)
+    if antialiased:  # (C, N): the factor depends on each camera's footprint
+        opac = opac * aa_factor(conics)
     img, alpha, depth = _Rasterize.apply(means2d, conics, colors, opac, depths, background.to(dtype), radii, W, H)
     return img, alpha, depth, {"means2d": means2d, "radii": radii.to(torch.int64)}
 
 
 def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch.Tensor,
-               work: dict | None = None, sums: dict | None = None) -> dict[str, torch.Tensor]:
+               work: dict | None = None, sums: dict | None = None, antialiased: bool | None = None,
+               ) -> dict[str, torch.Tensor]:
     """Diagonal of J^T J, J = d(rendered colours of ``camera``)/d(parameters), for the fields means,
     quats, scales, opacities (logits) and sh0, each shaped like the field: for every parameter the
     sum over pixels and channels of its squared derivative, in float64 (each value computed in the
@@ -128,7 +148,10 @@ def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch
     through the SH view direction (zero at SH degree 0).
     ``sums``: float64 tensors shaped like the fields, which this camera's values are added into and
     which are returned (many views sum up with no extra pass); ``work``: a dict kept across the calls
-    for many views of the same splats (it keeps their opacities and reuses scratch buffers)."""
+    for many views of the same splats (it keeps their opacities and reuses scratch buffers).
+    ``antialiased`` (default: the splats' flag): the view renders in that mode, and the opacity
+    logits' values take its factor k into account (d alpha / d logit = k o (1 - o)); k's own
+    dependence on the covariance is left out of the means', quats' and scales' values."""
     from .sh import C0
 
     ext = native.load()
@@ -145,7 +168,11 @@ def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch
     opac = work["opac"]
     bg = background.to(dtype).contiguous()
     scratch, rows = (work.setdefault(k, torch.empty(0, dtype=dtype)) for k in ("scratch", "rows"))
-    ext.fisher_raster(means2d, conics, colors, opac, depths, radii, bg, W, H, scratch, rows)
+    aa = bool(splats.antialiased if antialiased is None else antialiased)
+    k = aa_factor(conics) if aa else None
+    ext.fisher_raster(means2d, conics, colors, opac * k if aa else opac, depths, radii, bg, W, H, scratch, rows)
+    if aa:  # rows[:, 15] sums (d colour / d alpha)^2; d alpha / d logit gains the factor k
+        rows[:, 15] *= k * k
     fields = ("means", "quats", "scales", "opacities", "sh0")
     if sums is None:
         sums = {f: torch.zeros(getattr(splats, f).shape, dtype=torch.float64) for f in fields}

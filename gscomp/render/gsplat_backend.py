@@ -14,7 +14,8 @@ from ..errors import GscompError
 from ..splats import Splats
 
 
-def render_gsplat(splats: Splats, cameras: list[Camera], sh_degree: int, background: torch.Tensor):
+def render_gsplat(splats: Splats, cameras: list[Camera], sh_degree: int, background: torch.Tensor,
+                  antialiased: bool = False):
     if not torch.cuda.is_available():
         raise GscompError("the gsplat render backend needs a CUDA GPU; use backend='cpu'")
     try:
@@ -48,7 +49,7 @@ def render_gsplat(splats: Splats, cameras: list[Camera], sh_degree: int, backgro
         tile_size=16,
         backgrounds=background.to(device=dev, dtype=dtype).reshape(1, 3).expand(C, 3),
         render_mode="RGB+ED",
-        rasterize_mode="classic",
+        rasterize_mode="antialiased" if antialiased else "classic",
     )
     radii = meta["radii"]
     if radii.dim() == 3:  # gsplat >= 1.5 returns per-axis radii (C, N, 2)

@@ -19,13 +19,15 @@ NEAR = 0.01
 ALPHA_MIN = 1.0 / 255.0
 ALPHA_MAX = 0.99
 T_MIN = 1e-4
+EPS2D = 0.3  # px^2 low-pass dilation
 
 
 def project(splats: Splats, cam: Camera, sh_degree: int):
     """Per-Gaussian screen-space quantities for one camera.
 
     Returns means2d (N,2), conics (N,3) = (a, b, c) of the inverse 2D covariance, colors (N,3),
-    depths (N,), radii (N,) int (0 = culled), tile rectangles (N,4) int (x0, y0, x1, y1), half-open.
+    depths (N,), radii (N,) int (0 = culled), tile rectangles (N,4) int (x0, y0, x1, y1), half-open,
+    and the antialiased mode's opacity factor sqrt(det(cov2d) / det(cov2d + 0.3 I)) (N,).
     """
     dtype = splats.means.dtype
     w2c = cam.world_to_camera.to(dtype)
@@ -50,13 +52,15 @@ def project(splats: Splats, cam: Camera, sh_degree: int):
     ).reshape(-1, 2, 3)
     T = J @ R
     cov2 = T @ cov3 @ T.transpose(-1, -2)
-    a = cov2[:, 0, 0] + 0.3
+    a = cov2[:, 0, 0] + EPS2D
     b = cov2[:, 0, 1]
-    c = cov2[:, 1, 1] + 0.3
+    c = cov2[:, 1, 1] + EPS2D
     det = a * c - b * b
     valid = valid & (det > 0)
     det_s = torch.where(valid, det, torch.ones_like(det))
     conics = torch.stack([c / det_s, -b / det_s, a / det_s], -1)
+    det_raw = cov2[:, 0, 0] * cov2[:, 1, 1] - b * b
+    comp = aa_factor(det_raw / det_s)
 
     mid = 0.5 * (a + c)
     lam = mid + torch.sqrt(torch.clamp(mid * mid - det, min=0.1))
@@ -85,13 +89,22 @@ def project(splats: Splats, cam: Camera, sh_degree: int):
     dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     coeffs = torch.cat([splats.sh0, splats.shN], 1)
     colors = torch.clamp_min(eval_sh(coeffs, dirs, sh_degree) + 0.5, 0.0)
-    return means2d, conics, colors, z, radii, rect
+    return means2d, conics, colors, z, radii, rect, comp
 
 
-def render_one(splats: Splats, cam: Camera, sh_degree: int, background: torch.Tensor, proj=None):
+def aa_factor(ratio: torch.Tensor) -> torch.Tensor:
+    """sqrt of det(cov2d) / det(cov2d + 0.3 I), floored at 1e-30 before the root (a footprint the
+    filter swamps, or rounding below 0, gets ~0 and a finite gradient, as in every backend)."""
+    return torch.sqrt(torch.clamp(ratio, min=1e-30))
+
+
+def render_one(splats: Splats, cam: Camera, sh_degree: int, background: torch.Tensor, proj=None,
+               antialiased: bool = False):
     """One camera; ``proj`` is this camera's `project` output when the caller already has it."""
-    means2d, conics, colors, depths, radii, rect = project(splats, cam, sh_degree) if proj is None else proj
+    means2d, conics, colors, depths, radii, rect, comp = project(splats, cam, sh_degree) if proj is None else proj
     opac = torch.sigmoid(splats.opacities)
+    if antialiased:
+        opac = opac * comp
     W, H = cam.width, cam.height
     dtype = splats.means.dtype
     live = torch.nonzero(radii > 0).squeeze(1)
@@ -145,11 +158,12 @@ def render_one(splats: Splats, cam: Camera, sh_degree: int, background: torch.Te
     return out_c, out_a, out_d, means2d, radii
 
 
-def render_torch(splats: Splats, cameras: list[Camera], sh_degree: int, background: torch.Tensor):
+def render_torch(splats: Splats, cameras: list[Camera], sh_degree: int, background: torch.Tensor,
+                 antialiased: bool = False):
     # info["means2d"] must be the tensor the compositing reads, or retain_grad() on it sees nothing.
     projs = [project(splats, cam, sh_degree) for cam in cameras]
     means2d = torch.stack([p[0] for p in projs])
-    outs = [render_one(splats, cam, sh_degree, background, (means2d[i], *projs[i][1:]))
+    outs = [render_one(splats, cam, sh_degree, background, (means2d[i], *projs[i][1:]), antialiased)
             for i, cam in enumerate(cameras)]
     images = [torch.stack([o[k] for o in outs]) for k in range(3)]
     leaves = [t for _, t in splats.items() if t.requires_grad]

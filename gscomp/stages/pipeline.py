@@ -318,6 +318,8 @@ class Pipeline:
             "pipeline": self.describe(),
             "stage_header": ctx.header,
         }
+        if splats.antialiased:  # (absent = classic: files of classic scenes are as before, version 1.0)
+            header["antialiased"] = True
         self._last_ctx = ctx
         return header, sections
 
@@ -342,6 +344,8 @@ class Pipeline:
         stage_header = header.get("stage_header", {})
         if not isinstance(stage_header, dict):
             raise FormatError("bad stage_header in the header")
+        if not isinstance(header.get("antialiased", False), bool):
+            raise FormatError(f"bad antialiased {header['antialiased']!r} in the header (true or false)"[:200])
         payload = sum(len(s.payload) for s in sections)
         if n > max_n_for_payload(payload):
             raise FormatError(f"header claims {n} Gaussians but the file holds only {payload} payload bytes")
@@ -384,7 +388,7 @@ class Pipeline:
             # inf or NaN (only a crafted one: the encoder refuses such input) is invalid (spec §1)
             if (bad := first_nonfinite_row(out[f])) is not None:
                 raise FormatError(f"decoded {f} has non-finite values (first at Gaussian {bad})")
-        return Splats(**out)
+        return Splats(**out, antialiased=header.get("antialiased", False))
 
 
 __all__ = ["Pipeline"]

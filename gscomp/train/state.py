@@ -42,6 +42,7 @@ class TrainState:
         self.buffers: dict[str, torch.Tensor] = {}  # per-Gaussian, not optimized (e.g. grad stats)
         self.modules = nn.ModuleDict()  # global trainable modules added by stages
         self.base_lrs: dict[str, float] = {}
+        self.antialiased = bool(splats.antialiased)  # the render mode trained for (`Splats.antialiased`)
         splats = splats.to(self.device)
         for name in FIELDS:
             if name not in lrs:
@@ -93,7 +94,7 @@ class TrainState:
     # ---------------------------------------------------------------- views
     def splats(self) -> Splats:
         """The six fields as a `Splats` of the live parameters (differentiable, no copy)."""
-        return Splats(**{f: self.params[f] for f in FIELDS})
+        return Splats(**{f: self.params[f] for f in FIELDS}, antialiased=self.antialiased)
 
     def zero_grad(self) -> None:
         for opt in self.optimizers.values():
@@ -169,6 +170,7 @@ class TrainState:
             opt_states[name] = opt.state_dict()
         return {
             "step": self.step,
+            "antialiased": self.antialiased,
             "gaussian_keys": list(self.gaussian_keys),
             "params": {k: v.detach().cpu() for k, v in self.params.items()},
             "buffers": {k: v.cpu() for k, v in self.buffers.items()},
@@ -179,6 +181,10 @@ class TrainState:
     def load_state_dict(self, sd: dict) -> None:
         """Restore a checkpoint into this state. Stages must already be attached (so the same
         parameter names and modules exist); tensor shapes are taken from the checkpoint."""
+        if bool(sd.get("antialiased", False)) != self.antialiased:
+            mode = "antialiased" if sd.get("antialiased") else "classic"
+            raise GscompError(f"the checkpoint was trained in the {mode} render mode, this run asks for the other "
+                              f"(train.antialiased={str(self.antialiased).lower()})")
         missing = set(self.params) ^ set(sd["params"])
         if missing:
             raise GscompError(f"checkpoint parameters do not match this run: {sorted(missing)} (trained with another "

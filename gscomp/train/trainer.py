@@ -212,7 +212,7 @@ def read_checkpoint(path: Path) -> tuple[dict, Splats]:
         params = ckpt["state"]["params"]
         if not all(isinstance(params[f], torch.Tensor) for f in FIELDS):
             raise TypeError("parameters are not tensors")
-        splats = Splats(**{f: params[f].float() for f in FIELDS})
+        splats = Splats(**{f: params[f].float() for f in FIELDS}, antialiased=bool(ckpt["state"].get("antialiased", False)))
     except Exception as e:
         raise GscompError(f"{path}: not a gscomp training checkpoint ({type(e).__name__}: {one_line(e, 200)})") from None
     return ckpt, splats.validate(str(path))
@@ -385,6 +385,7 @@ class Trainer:
             splats = init_splats(scene, int(t.sh_degree), opacity=float(init.opacity),
                                  max_points=None if mp is None else int(mp), random_points=int(init.random_points),
                                  seed=seed)
+        splats = splats.replace(antialiased=bool(t.get("antialiased", False)))
         self._remove_earlier_coding()
         self.extent = float(scene.extent) * float(t.get("extent_mult", 1.0))
         state = TrainState(splats, self._lrs(self.extent), cfg=self.cfg, scene=scene, max_steps=steps,
