@@ -123,7 +123,7 @@ def test_cameras_of_another_frame_are_flagged(tmp_path, random_splats, capsys):
     assert "warning" not in capsys.readouterr().err
     assert main(["compress", str(lone), str(tmp_path / "b.gsz"), "--cameras", str(tmp_path / "far.json"), *base]) == 0
     err = capsys.readouterr().err
-    assert "% of the Gaussians are not seen from any of the 4 given views" in err
+    assert "% of the drawable Gaussians are not seen from any of the 4 given views" in err
     assert "same coordinate frame" in err and (tmp_path / "b.gsz").exists()
 
 
@@ -139,7 +139,17 @@ def test_scoring_warning_thresholds():
     part[:24] = 0  # 24% unseen: under the bar; 26%: over it
     assert scoring_warning(part, 0.78, 16) is None
     part[:26] = 0
-    assert "26% of the Gaussians are not seen" in scoring_warning(part, 0.78, 16)
+    assert "26% of the drawable Gaussians are not seen" in scoring_warning(part, 0.78, 16)
+    # Gaussians too transparent to be drawn score 0 from any camera: no sign of wrong cameras (after
+    # a short training run most of a model can be such; the warning blamed the cameras for them)
+    drawable = np.ones(100, bool)
+    drawable[:26] = False
+    assert scoring_warning(part, 0.78, 16, drawable) is None
+    drawable[:10] = True  # 10 of 84 drawable unseen: 12%
+    assert scoring_warning(part, 0.78, 16, drawable) is None
+    drawable[:26] = True
+    drawable[26:60] = False  # 26 of 66 drawable unseen: 39%
+    assert "39% of the drawable Gaussians are not seen" in scoring_warning(part, 0.78, 16, drawable)
     # sphere views: the quantile is 0 when most score 0; the reference falls back to the seen ones
     mostly = seen.copy()
     mostly[:90] = 0

@@ -178,11 +178,16 @@ def _snap(x: np.ndarray) -> np.ndarray:
     return np.ldexp(np.round(mant * 256) / 256, ex)
 
 
-def scoring_warning(imp: np.ndarray, quantile: float, given_views: int) -> str | None:
+def scoring_warning(imp: np.ndarray, quantile: float, given_views: int,
+                    drawable: np.ndarray | None = None) -> str | None:
     """What looks wrong with the views the scores came from, or None. Sphere views: many Gaussians
     barely show (a scene seen from inside). Given cameras: many Gaussians score exactly 0, outside
     every view (cameras of another scene or coordinate frame, or too few views of a large one).
-    ``given_views``: the number of given cameras scored from, 0 for the sphere."""
+    ``given_views``: the number of given cameras scored from, 0 for the sphere. ``drawable``: the
+    Gaussians opaque enough to be drawn at all; the others score 0 from any view, and are no sign
+    of wrong cameras (a briefly trained model holds many)."""
+    if drawable is not None:
+        imp = imp[drawable]
     if not imp.size:
         return None
     if not given_views and not (imp > 0).any():  # (given views that see nothing: the next message)
@@ -192,7 +197,7 @@ def scoring_warning(imp: np.ndarray, quantile: float, given_views: int) -> str |
     if given_views:
         unseen = float((imp == 0).mean())
         if unseen > UNSEEN_WARN:
-            return (f"{100 * unseen:.0f}% of the Gaussians are not seen from any of the {given_views} given views; check that the "
+            return (f"{100 * unseen:.0f}% of the drawable Gaussians are not seen from any of the {given_views} given views; check that the "
                     "cameras belong to this scene (same coordinate frame), or use more of them "
                     "(pipeline.stages.importance.views=N)")
         return None
@@ -287,7 +292,9 @@ class Importance(Stage):
             imp = snapped_scores(splats, p["views"], steps, p["pos_bits"], self._cams, report, sens,
                                  p.get("pos_core", CORE_DEFAULT))
             cls = classes_of_scores(imp, p["quantile"], p["levels"])
-            warning = scoring_warning(imp, p["quantile"], len(self._cams or []))
+            # opacity below 1/255 (a logit below -ln 254) is never drawn: alpha = opacity x G <= opacity
+            drawable = as_np32(splats.opacities) >= -math.log(254.0)
+            warning = scoring_warning(imp, p["quantile"], len(self._cams or []), drawable)
             if warning:
                 print(f"warning: importance: {warning}", file=sys.stderr)
         ctx.hints[SENSITIVITY_KEY] = sens  # per-field render sensitivity, for the trellis (`posthoc`)
