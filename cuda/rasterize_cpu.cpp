@@ -196,6 +196,7 @@ struct ProjLocal {
   S tx, ty;     // clamped tangent * z
   bool clamp_x, clamp_y;
   S a, b, c, det;
+  S det_raw;    // det of cov2 before the 0.3 px^2 dilation (the antialiased mode's factor)
 };
 
 template <typename S>
@@ -241,6 +242,7 @@ inline bool project_one(const S* mean, const S* quat, const S* lscale, const S* 
   L.b = c01;
   L.c = c11 + S(0.3);
   L.det = L.a * L.c - L.b * L.b;
+  L.det_raw = c00 * c11 - c01 * c01;
   return L.det > S(0);
 }
 
@@ -257,7 +259,7 @@ template <typename S>
 void project_forward_impl(const S* means, const S* quats, const S* scales, const S* sh0, const S* shN, int64_t N,
                           int64_t KN,
                           int sh_degree, const S* viewmat, const S* campos, const Intrinsics& K, S* means2d,
-                          S* conics, S* colors, S* depths, int32_t* radii) {
+                          S* conics, S* colors, S* depths, int32_t* radii, S* aa) {
   const int tx = K.tiles_x(), ty = K.tiles_y();
   const int nb = (sh_degree + 1) * (sh_degree + 1);
   const S fx = S(K.fx), fy = S(K.fy), cx = S(K.cx), cy = S(K.cy);
@@ -271,6 +273,7 @@ void project_forward_impl(const S* means, const S* quats, const S* scales, const
     means2d[2 * n + 1] = fy * L.p[1] / zs + cy;
     depths[n] = z;
     radii[n] = 0;
+    if (aa) aa[n] = S(1);
     conics[3 * n] = conics[3 * n + 1] = conics[3 * n + 2] = S(0);
     colors[3 * n] = colors[3 * n + 1] = colors[3 * n + 2] = S(0);
     if (!ok) continue;
@@ -284,6 +287,9 @@ void project_forward_impl(const S* means, const S* quats, const S* scales, const
     tile_rect<S>(means2d[2 * n], means2d[2 * n + 1], r, tx, ty, rect);
     if ((rect[2] - rect[0]) * (rect[3] - rect[1]) <= 0) continue;
     radii[n] = (int32_t)std::min<int64_t>(r, INT32_MAX);  // absurdly large Gaussians stay visible
+    // antialiased mode: sqrt(det cov2 / det(cov2 + 0.3 I)), from the undilated cov2 (what is left
+    // of it after the dilation is added loses the digits a sub-pixel Gaussian's factor is made of)
+    if (aa) aa[n] = std::sqrt(std::max(L.det_raw / det, S(1e-30)));
     conics[3 * n] = L.c / det;
     conics[3 * n + 1] = -L.b / det;
     conics[3 * n + 2] = L.a / det;
@@ -1465,7 +1471,7 @@ int64_t check_sh(const torch::Tensor& sh0, const torch::Tensor& shN, int64_t N, 
 std::vector<torch::Tensor> project_forward(torch::Tensor means, torch::Tensor quats, torch::Tensor scales,
                                            torch::Tensor sh0, torch::Tensor shN, int64_t sh_degree,
                                            torch::Tensor viewmat, torch::Tensor campos, double fx, double fy,
-                                           double cx, double cy, int64_t W, int64_t H) {
+                                           double cx, double cy, int64_t W, int64_t H, bool antialiased) {
   auto dt = means.scalar_type();
   for (auto* p : {&means, &quats, &scales, &sh0, &shN, &viewmat, &campos}) check(*p, "input", dt);
   const int64_t N = check_geom(means, quats, scales), KN = check_sh(sh0, shN, N, sh_degree);
@@ -1473,15 +1479,17 @@ std::vector<torch::Tensor> project_forward(torch::Tensor means, torch::Tensor qu
   auto means2d = torch::empty({N, 2}, opts), conics = torch::empty({N, 3}, opts);
   auto colors = torch::empty({N, 3}, opts), depths = torch::empty({N}, opts);
   auto radii = torch::empty({N}, opts.dtype(torch::kInt32));
+  auto aa = torch::empty({antialiased ? N : 0}, opts);
   Intrinsics K = make_k(fx, fy, cx, cy, W, H);
   AT_DISPATCH_FLOATING_TYPES(dt, "project_forward", [&] {
     project_forward_impl<scalar_t>(means.data_ptr<scalar_t>(), quats.data_ptr<scalar_t>(), scales.data_ptr<scalar_t>(),
                                    sh0.data_ptr<scalar_t>(), shN.data_ptr<scalar_t>(), N, KN, (int)sh_degree,
                                    viewmat.data_ptr<scalar_t>(), campos.data_ptr<scalar_t>(), K,
                                    means2d.data_ptr<scalar_t>(), conics.data_ptr<scalar_t>(),
-                                   colors.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(), radii.data_ptr<int32_t>());
+                                   colors.data_ptr<scalar_t>(), depths.data_ptr<scalar_t>(), radii.data_ptr<int32_t>(),
+                                   antialiased ? aa.data_ptr<scalar_t>() : nullptr);
   });
-  return {means2d, conics, colors, depths, radii};
+  return {means2d, conics, colors, depths, radii, aa};
 }
 
 // Adds into v_means, v_quats, v_scales, v_sh0, v_shN (so several cameras add up); with overwrite

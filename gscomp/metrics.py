@@ -131,6 +131,7 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
         "lpips": round(float(np.mean(ls)), 5) if ls else UNAVAILABLE,
         **({} if ls else {"lpips_note": why}),
         "n_views": len(cams),
+        "render_mode": "antialiased" if splats.antialiased else "classic",  # (the scores depend on it)
     }
 
 

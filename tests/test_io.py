@@ -315,6 +315,14 @@ def test_ply_keeps_the_antialiased_mode_in_a_comment(tmp_path, random_splats):
     assert b"comment gscomp: antialiased" in head and b"comment" not in (tmp_path / "c.ply").read_bytes()[:200]
     assert_same(s, read_ply(tmp_path / "c.ply"))
     assert_same(s.replace(antialiased=True), read_ply(tmp_path / "a.ply"))
+    # the exact comment, wherever the header has it (plyfile files one after an element line under
+    # that element); look-alikes are not it
+    data = (tmp_path / "c.ply").read_bytes()
+    for comment, want in (("gscomp: antialiased", True), ("gscomp: antialiased=false", False),
+                          ("gscomp: antialiasedness unknown", False), ("this scene is not antialiased", False)):
+        for at in (b"format binary_little_endian 1.0\n", b"property float rot_3\n"):
+            (tmp_path / "x.ply").write_bytes(data.replace(at, at + f"comment {comment}\n".encode(), 1))
+            assert read_ply(tmp_path / "x.ply").antialiased is want, (comment, at)
     body = (tmp_path / "c.ply").read_bytes().split(b"end_header\n", 1)[1]
     assert (tmp_path / "a.ply").read_bytes().split(b"end_header\n", 1)[1] == body
 

@@ -137,22 +137,28 @@ def check_matches_torch(splats, cameras, deg, bg, dtype):
     return out
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
-def test_antialiased_factor_at_a_gaussians_centre(backend):
+def test_antialiased_factor_at_a_gaussians_centre(backend, dtype):
     """An isotropic Gaussian of screen variance v px^2 facing the camera: its centre's alpha is
     sigmoid(l) v / (v + 0.3) in antialiased mode (det ratio (v / (v + 0.3))^2), sigmoid(l) classic;
-    the splats' flag picks the mode and the argument overrides it."""
+    the splats' flag picks the mode and the argument overrides it. Sub-pixel ones too, in float32
+    as well as the reference: the factor comes from the undilated covariance (taken from the
+    conics, 1 - 0.3 tr + 0.09 det lost three digits to cancellation at 0.05 px)."""
     cam = Camera.look_at([0, 0, -2], [0, 0, 0], [0, -1, 0], 60, 32, 32)  # Gaussian centre = pixel (16, 16)'s corner
     cam.cx, cam.cy = 16.5, 16.5  # the centre of pixel (16, 16)
-    sigma = 0.3 * 2 / cam.fx  # 0.3 px at depth 2
-    s = Splats.empty(0, 1, dtype=torch.float64).replace(scales=torch.full((1, 3), math.log(sigma), dtype=torch.float64),
-                                                         sh0=torch.full((1, 1, 3), 1.0, dtype=torch.float64))
-    v = 0.09
-    flat = render(s, cam, backend=backend).alphas[0, 16, 16].item()
-    assert flat == pytest.approx(0.5, rel=1e-9)
-    aa = render(s.replace(antialiased=True), cam, backend=backend).alphas[0, 16, 16].item()
-    assert aa == pytest.approx(0.5 * v / (v + 0.3), rel=1e-6)
-    assert render(s.replace(antialiased=True), cam, backend=backend, antialiased=False).alphas[0, 16, 16].item() == flat
+    for px in (0.3, 0.05):
+        sigma = px * 2 / cam.fx  # px pixels at depth 2
+        s = Splats.empty(0, 1, dtype=dtype).replace(scales=torch.full((1, 3), math.log(sigma), dtype=dtype),
+                                                    opacities=torch.full((1,), 20.0, dtype=dtype),
+                                                    sh0=torch.full((1, 1, 3), 1.0, dtype=dtype))
+        v = px * px
+        flat = render(s, cam, backend=backend).alphas[0, 16, 16].item()
+        assert flat == pytest.approx(0.99)  # (alpha's clamp)
+        aa = render(s.replace(antialiased=True), cam, backend=backend).alphas[0, 16, 16].item()
+        want = v / (v + 0.3) / (1 + math.exp(-20.0))
+        assert aa == pytest.approx(want, rel=2e-5 if dtype == torch.float32 else 1e-9), px
+        assert render(s.replace(antialiased=True), cam, backend=backend, antialiased=False).alphas[0, 16, 16].item() == flat
 
 
 def test_culled_gaussians_have_no_gradient_and_zero_radius():

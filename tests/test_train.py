@@ -516,11 +516,11 @@ def test_training_in_the_antialiased_mode(scene, tmp_path, monkeypatch):
 
     monkeypatch.setattr(R, "render", spy)
     cfg = make_cfg(steps=20, ckpt_every=10, antialiased=True)
-    state, _ = train(cfg, out_dir=tmp_path, scene=scene)
-    assert modes and all(modes)
+    state, metrics = train(cfg, out_dir=tmp_path, scene=scene)
+    assert modes and all(modes) and metrics["render_mode"] == "antialiased"
     assert state.splats().antialiased and load_splats(tmp_path / "point_cloud.ply").antialiased
     assert read_checkpoint(tmp_path / "checkpoints" / "ckpt_000010.pt")[1].antialiased
     c = make_cfg(steps=20, antialiased=False)
     c.resume = str(tmp_path / "checkpoints" / "ckpt_000010.pt")
-    with pytest.raises(GscompError, match="trained in the antialiased render mode"):
+    with pytest.raises(GscompError, match="trained in the antialiased render mode: resume it with train.antialiased=true"):
         Trainer(c, out_dir=tmp_path / "r", scene=scene).setup()

@@ -133,7 +133,7 @@ def stage_times(n: int, res: int, reps: int = 3) -> dict:
         out[name] = round((time.process_time() - c0) / reps * 1e3, 2)
         return r
 
-    m2, con, col, dep, rad = t("project_cpu_ms", lambda: ext.project_forward(s.means, s.quats, s.scales, s.sh0, s.shN, 3, vm, cp, *k))
+    m2, con, col, dep, rad = t("project_cpu_ms", lambda: ext.project_forward(s.means, s.quats, s.scales, s.sh0, s.shN, 3, vm, cp, *k, False)[:5])
     fo = t("rasterize_cpu_ms", lambda: ext.rasterize_forward(m2, con, col, opac, dep, rad, bg, res, res))
     gi, ga, gd = torch.ones(res, res, 3), torch.ones(res, res), torch.ones(res, res)
     t("rasterize_backward_cpu_ms",

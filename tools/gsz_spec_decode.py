@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent `.gsz` decoder (format 1.0), written from docs/gsz-format.md alone.
+"""An independent `.gsz` decoder (format 1.1), written from docs/gsz-format.md alone.
 
 It was written clean-room: by someone who read only the specification (never gscomp's code) and
 used `gscomp compress` / `gscomp decode` as a black box to check the result. It shares no code with
@@ -14,7 +14,7 @@ symbols-dedup/v1, f32-planes/v1, symbols-classed/v1 (shN too) incl. sort_scales,
 dependent (trellis) quantization), and the trained-pipeline stages `masking` (no section),
 `rvq` (float16 codebooks + per-stage index streams, optional importance `depths`) and
 `colorfield` (hash-grid + MLP evaluated at the decoded means in float32, one rounding per op).
-Not supported: section 6 entropy models (no format-1.0 stage writes them).
+Not supported: section 6 entropy models (no stage of format 1.x writes them).
 
 decode(path) -> dict with float32 arrays:
   means (N,3), quats (N,4) wxyz, scales (N,3) log, opacities (N,) logit,

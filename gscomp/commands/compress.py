@@ -24,8 +24,9 @@ compressed.ply or SOG (its folder, meta.json or .sog). PRESET: lossless-ish, hig
 medium, low, compact (configs/pipeline/). --cameras PATH: the views `compact` ranks Gaussians
 from (cameras.json, a COLMAP model or a capture folder). --render-mode antialiased|classic: the
 mode the scene was made for, where IN cannot say (a .ply from gsplat's antialiased training); by
-default IN's own (SPZ's flag; Mip-Splatting's .ply are antialiased). --config-dir DIR: presets of
-your own, DIR/pipeline/NAME.yaml for pipeline=NAME (as in every Hydra verb).
+default IN's own (a .gsz's, SPZ's flag, gscomp's .ply comment; Mip-Splatting's .ply are
+antialiased). --config-dir DIR: presets of your own, DIR/pipeline/NAME.yaml for pipeline=NAME (as
+in every Hydra verb).
 The second form trains from images with the pipeline's stages, then compresses (the same as
 `gscomp train-and-compress`); `gscomp compress data=KIND --help` lists its config."""
 

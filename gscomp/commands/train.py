@@ -22,8 +22,8 @@ def print_metrics(metrics: dict, title: str = "result", out=None) -> None:
     from rich.table import Table
 
     table = Table(title=escape(title))
-    for key in ("psnr", "ssim", "lpips", "n_gaussians", "train_seconds", "ply_bytes", "split"):
-        if key in metrics:
+    for key in ("psnr", "ssim", "lpips", "n_gaussians", "train_seconds", "ply_bytes", "split", "render_mode"):
+        if key in metrics and not (key == "render_mode" and metrics[key] == "classic"):
             v = metrics[key]
             note = f" ({metrics['lpips_note']})" if key == "lpips" and metrics.get("lpips_note") else ""
             table.add_row(key, escape((f"{v:.4f}" if isinstance(v, float) else str(v)) + note))

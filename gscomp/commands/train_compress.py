@@ -76,6 +76,7 @@ def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
         **{k: m[k] for k in ("lpips", "lpips_note") if k in m},
         "split": "test" if scene.test else "train",
         "sh_degree": decoded.sh_degree,  # what PSNR/SSIM were rendered at (as the trained model's)
+        "render_mode": m["render_mode"],
         **view_sizes(cams),
         "sections": stats.get("sections", {}),
         "header_bytes": stats.get("header_bytes"),  # (the sections plus this are the file)

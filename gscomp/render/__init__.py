@@ -16,8 +16,9 @@ Semantics (standard 3DGS; every backend implements exactly these):
   colour += T_final * background. Depth is the expected depth sum(w z) / alpha (0 where alpha = 0).
 - Antialiased mode (``antialiased=True``, by default the splats' own flag; gsplat's
   ``rasterize_mode="antialiased"``): each Gaussian's opacity is multiplied by
-  sqrt(max(0, det(cov2d) / det(cov2d + 0.3 I))), the share of its dilated footprint that is its own,
-  so a Gaussian far smaller than a pixel fades instead of growing to the filter's size.
+  sqrt(det(cov2d) / det(cov2d + 0.3 I)) (the ratio floored at 1e-30), the share of its dilated
+  footprint that is its own, so a Gaussian far smaller than a pixel fades instead of growing to the
+  filter's size.
 
 Returns ``RenderOutput(colors (C,H,W,3), alphas (C,H,W), depths (C,H,W), info)`` where
 ``info["means2d"]`` (C,N,2) is the differentiable screen position (retain its grad for

@@ -31,19 +31,19 @@ def _stack(ts: list[torch.Tensor]) -> torch.Tensor:
 
 class _Project(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means, quats, scales, sh0, shN, sh_degree, viewmats, campos, intr):
+    def forward(ctx, means, quats, scales, sh0, shN, sh_degree, viewmats, campos, intr, antialiased):
         ext = native.load()
         means, quats, scales, sh0, shN = (t.contiguous() for t in (means, quats, scales, sh0, shN))
-        outs = [ext.project_forward(means, quats, scales, sh0, shN, sh_degree, v, p, *k)
+        outs = [ext.project_forward(means, quats, scales, sh0, shN, sh_degree, v, p, *k, antialiased)
                 for v, p, k in zip(viewmats, campos, intr)]
-        means2d, conics, colors, depths, radii = (_stack([o[i] for o in outs]) for i in range(5))
+        means2d, conics, colors, depths, radii, aa = (_stack([o[i] for o in outs]) for i in range(6))
         ctx.save_for_backward(means, quats, scales, sh0, shN, conics, radii)
         ctx.sh_degree, ctx.viewmats, ctx.campos, ctx.intr = sh_degree, viewmats, campos, intr
-        ctx.mark_non_differentiable(radii)
-        return means2d, conics, colors, depths, radii
+        ctx.mark_non_differentiable(radii, aa)  # (aa's gradient goes through the conics: _AAFactor)
+        return means2d, conics, colors, depths, radii, aa
 
     @staticmethod
-    def backward(ctx, v_means2d, v_conics, v_colors, v_depths, _v_radii):
+    def backward(ctx, v_means2d, v_conics, v_colors, v_depths, _v_radii, _v_aa):
         ext = native.load()
         means, quats, scales, sh0, shN, conics, radii = ctx.saved_tensors
         # Uninitialised: the first camera's kernel call writes every entry, later ones add.
@@ -59,17 +59,26 @@ class _Project(torch.autograd.Function):
                 pick(v_means2d, c, 2), pick(v_conics, c, 3), pick(v_colors, c, 3), pick(v_depths, c),
                 c == 0, *grads,
             )
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None, None, None)
 
 
-def aa_factor(conics: torch.Tensor) -> torch.Tensor:
-    """The antialiased mode's opacity factor sqrt(det(cov2d) / det(cov2d + 0.3 I)) from the
-    conics (a, b, c) = inverse of the dilated covariance: the ratio is 1 - 0.3 (a + c) + 0.09 (a c - b^2).
-    Plain IEEE ops (no fused or vectorised transcendentals), so its bits are the same on every CPU;
-    floored at 1e-30 before the root as in the reference."""
-    a, b, c = conics.unbind(-1)
-    ratio = 1.0 - 0.3 * (a + c) + 0.09 * (a * c - b * b)
-    return torch.sqrt(torch.clamp(ratio, min=1e-30))
+class _AAFactor(torch.autograd.Function):
+    """The antialiased mode's opacity factor k = sqrt(det(cov2d) / det(cov2d + 0.3 I)) as the
+    kernel computed it (from the undilated covariance), differentiable through the conics
+    (a, b, c), the inverse of the dilated covariance, of which k^2 = 1 - 0.3 (a + c) + 0.09 (a c - b^2)
+    exactly: dk = (d k^2) / 2k. Where the ratio hit its floor (1e-30) k is constant."""
+
+    @staticmethod
+    def forward(ctx, conics, k):
+        ctx.save_for_backward(conics, k)
+        return k.clone()
+
+    @staticmethod
+    def backward(ctx, v):
+        conics, k = ctx.saved_tensors
+        a, b, c = conics.unbind(-1)
+        s = torch.where(k > 2e-15, v * 0.5 / k, torch.zeros_like(k))
+        return torch.stack([s * (0.09 * c - 0.3), s * (-0.18 * b), s * (0.09 * a - 0.3)], -1), None
 
 
 class _Rasterize(torch.autograd.Function):
@@ -127,12 +136,13 @@ def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background
     viewmats, campos, intr = _cam_arrays(cameras, dtype)
     # sh0 and shN go in separately (the kernel reads the first (sh_degree + 1)^2 coefficients), so
     # no concatenated copy is made and their gradients need no split afterwards.
-    means2d, conics, colors, depths, radii = _Project.apply(
-        splats.means, splats.quats, splats.scales, splats.sh0, splats.shN, sh_degree, viewmats, campos, intr
+    means2d, conics, colors, depths, radii, aa = _Project.apply(
+        splats.means, splats.quats, splats.scales, splats.sh0, splats.shN, sh_degree, viewmats, campos, intr,
+        antialiased,
     )
     opac = torch.sigmoid(splats.opacities)
     if antialiased:  # (C, N): the factor depends on each camera's footprint
-        opac = opac * aa_factor(conics)
+        opac = opac * _AAFactor.apply(conics, aa)
     img, alpha, depth = _Rasterize.apply(means2d, conics, colors, opac, depths, background.to(dtype), radii, W, H)
     return img, alpha, depth, {"means2d": means2d, "radii": radii.to(torch.int64)}
 
@@ -160,16 +170,15 @@ def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch
     W, H = camera.width, camera.height
     means, quats, scales, sh0, shN = (t.detach().contiguous() for t in
                                       (splats.means, splats.quats, splats.scales, splats.sh0, splats.shN))
-    means2d, conics, colors, depths, radii = ext.project_forward(means, quats, scales, sh0, shN, sh_degree,
-                                                                 viewmat, campos, *intr)
+    aa = bool(splats.antialiased if antialiased is None else antialiased)
+    means2d, conics, colors, depths, radii, k = ext.project_forward(means, quats, scales, sh0, shN, sh_degree,
+                                                                    viewmat, campos, *intr, aa)
     work = {} if work is None else work
     if "opac" not in work:  # not torch.sigmoid: its bits vary by CPU
         work["opac"] = ext.sigmoid_scalar(splats.opacities.detach().contiguous())
     opac = work["opac"]
     bg = background.to(dtype).contiguous()
     scratch, rows = (work.setdefault(k, torch.empty(0, dtype=dtype)) for k in ("scratch", "rows"))
-    aa = bool(splats.antialiased if antialiased is None else antialiased)
-    k = aa_factor(conics) if aa else None
     ext.fisher_raster(means2d, conics, colors, opac * k if aa else opac, depths, radii, bg, W, H, scratch, rows)
     if aa:  # rows[:, 15] sums (d colour / d alpha)^2; d alpha / d logit gains the factor k
         rows[:, 15] *= k * k

@@ -345,7 +345,7 @@ class Pipeline:
         if not isinstance(stage_header, dict):
             raise FormatError("bad stage_header in the header")
         if not isinstance(header.get("antialiased", False), bool):
-            raise FormatError(f"bad antialiased {header['antialiased']!r} in the header (true or false)"[:200])
+            raise FormatError(f"bad antialiased {json.dumps(header['antialiased'])} in the header (true or false)"[:200])
         payload = sum(len(s.payload) for s in sections)
         if n > max_n_for_payload(payload):
             raise FormatError(f"header claims {n} Gaussians but the file holds only {payload} payload bytes")

@@ -182,9 +182,10 @@ class TrainState:
         """Restore a checkpoint into this state. Stages must already be attached (so the same
         parameter names and modules exist); tensor shapes are taken from the checkpoint."""
         if bool(sd.get("antialiased", False)) != self.antialiased:
-            mode = "antialiased" if sd.get("antialiased") else "classic"
-            raise GscompError(f"the checkpoint was trained in the {mode} render mode, this run asks for the other "
-                              f"(train.antialiased={str(self.antialiased).lower()})")
+            was = bool(sd.get("antialiased", False))
+            raise GscompError(f"the checkpoint was trained in the {'antialiased' if was else 'classic'} render mode: "
+                              f"resume it with train.antialiased={str(was).lower()} (this run has "
+                              f"{str(self.antialiased).lower()})")
         missing = set(self.params) ^ set(sd["params"])
         if missing:
             raise GscompError(f"checkpoint parameters do not match this run: {sorted(missing)} (trained with another "
