@@ -176,10 +176,10 @@ def splats_from_inria_plydata(ply: PlyData, path) -> Splats:
     scales = cols[:, 7:10]
     # Mip-Splatting (whose files carry filter_3D) renders with its 2D filter's opacity factor: the
     # antialiased mode (whose 0.3 px^2 filter is gsplat's; Mip-Splatting's own is 0.1); gscomp's own
-    # files say so in a comment (the format has no field for it)
+    # files say so in a comment (the format has no field for it), which plyfile files under the
+    # element when it follows an element line
     aa = "filter_3D" in props or any(c.strip() == AA_COMMENT or c.strip().startswith(AA_COMMENT + " ")
-                                     for c in [*ply.comments, *vertex.comments])  # (plyfile files a comment
-    # that follows an element line under that element)
+                                     for c in [*ply.comments, *vertex.comments])
     if "filter_3D" in props:
         if isinstance(props["filter_3D"], PlyListProperty):
             raise FormatError(f"{path}: property 'filter_3D' in element 'vertex' is a list, expected a scalar")
