@@ -47,25 +47,33 @@ def output_dir(cfg) -> Path:
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
-def take_config_dir(argv: list[str]) -> tuple[list[str], Path | None]:
-    """Split ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``) off the arguments; DIR comes
-    back checked (`check_config_dir`), or None."""
+def take_option(argv: list[str], flags: tuple[str, ...], need: str) -> tuple[list[str], str | None]:
+    """Split ``FLAG VALUE`` / ``FLAG=VALUE`` (FLAG any of ``flags``, named as the first in errors)
+    off the arguments: (the rest, VALUE or None). ``need`` says what VALUE is."""
     rest, found, i = [], None, 0
     while i < len(argv):
         a = argv[i]
         flag, eq, value = a.partition("=")
-        if flag in CONFIG_DIR_FLAGS:
+        if flag in flags:
             if found is not None:
-                raise GscompError("--config-dir given twice")
+                raise GscompError(f"{flags[0]} given twice")
             if not eq:
                 value = argv[i + 1] if i + 1 < len(argv) else ""
                 i += 1
-            if not value:
-                raise GscompError("--config-dir needs a folder: --config-dir DIR (DIR/pipeline/NAME.yaml is pipeline=NAME)")
-            found = Path(value).expanduser()
+            if not value:  # missing, or empty (`--cameras=` would look for a COLMAP model under ".")
+                raise GscompError(f"{flags[0]} needs {need}")
+            found = value
         else:
             rest.append(a)
         i += 1
+    return rest, found
+
+
+def take_config_dir(argv: list[str]) -> tuple[list[str], Path | None]:
+    """Split ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``) off the arguments; DIR comes
+    back checked (`check_config_dir`), or None."""
+    rest, found = take_option(argv, CONFIG_DIR_FLAGS, "a folder: --config-dir DIR (DIR/pipeline/NAME.yaml is pipeline=NAME)")
+    found = None if found is None else Path(found).expanduser()
     if found is not None and any(a.partition("=")[0].lstrip("+~") == "hydra.searchpath" for a in rest):
         raise GscompError("give --config-dir or hydra.searchpath=..., not both")
     return rest, None if found is None else check_config_dir(found)

@@ -111,11 +111,11 @@ def compose_pipeline(overrides: list[str], config_dir: Path | None = None) -> di
 
 
 def run(argv: list[str]) -> int:
-    from ..hydra_app import take_config_dir
+    from ..hydra_app import take_config_dir, take_option
 
     hydra_argv = argv  # train-and-compress: run_hydra takes --config-dir itself
-    argv, cameras = _take_value(argv, "--cameras", "a path: cameras.json, a COLMAP model or a capture folder")
-    argv, mode = _take_value(argv, "--render-mode", "antialiased or classic")
+    argv, cameras = take_option(argv, ("--cameras",), "a path: cameras.json, a COLMAP model or a capture folder")
+    argv, mode = take_option(argv, ("--render-mode",), "antialiased or classic")
     if mode not in (None, "antialiased", "classic"):
         raise GscompError(f"--render-mode {mode!r}: expected antialiased or classic")
     argv, config_dir = take_config_dir(argv)
@@ -175,26 +175,6 @@ def run(argv: list[str]) -> int:
     dt = time.perf_counter() - t0
     print_stats(stats, src, src_bytes, dt)
     return 0
-
-
-def _take_value(argv: list[str], flag: str, need: str) -> tuple[list[str], str | None]:
-    """Split ``FLAG VALUE`` / ``FLAG=VALUE`` off the arguments; ``need`` says what VALUE is."""
-    rest, value, i = [], None, 0
-    while i < len(argv):
-        a = argv[i]
-        if a == flag or a.startswith(flag + "="):
-            if value is not None:
-                raise GscompError(f"{flag} given twice")
-            if a == flag:
-                value, i = (argv[i + 1] if i + 1 < len(argv) else ""), i + 1
-            else:
-                value = a.split("=", 1)[1]
-            if not value:  # missing, or empty (`--cameras=` would look for a COLMAP model under ".")
-                raise GscompError(f"{flag} needs {need}")
-        else:
-            rest.append(a)
-        i += 1
-    return rest, value
 
 
 def _cameras_state(pipe, src: Path, cameras: str | None):
