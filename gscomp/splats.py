@@ -12,8 +12,8 @@ either edge:
 
 and one flag, ``antialiased``: the scene was made for gsplat's "antialiased" render mode (each
 Gaussian's opacity scaled by how much of its screen footprint is its own rather than the 0.3 px^2
-low-pass filter; gsplat's form of Mip-Splatting's 2D filter, SPZ's antialiased flag). `gscomp.render` honours it,
-and the `.gsz` and SPZ formats keep it.
+low-pass filter; gsplat's form of Mip-Splatting's 2D filter, SPZ's antialiased flag). `gscomp.render`
+honours it; `.gsz`, SPZ and gscomp's `.ply` (a header comment) keep it.
 """
 from __future__ import annotations
 

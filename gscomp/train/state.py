@@ -181,8 +181,8 @@ class TrainState:
     def load_state_dict(self, sd: dict) -> None:
         """Restore a checkpoint into this state. Stages must already be attached (so the same
         parameter names and modules exist); tensor shapes are taken from the checkpoint."""
-        if bool(sd.get("antialiased", False)) != self.antialiased:
-            was = bool(sd.get("antialiased", False))
+        was = bool(sd.get("antialiased", False))
+        if was != self.antialiased:
             raise GscompError(f"the checkpoint was trained in the {'antialiased' if was else 'classic'} render mode: "
                               f"resume it with train.antialiased={str(was).lower()} (this run has "
                               f"{str(self.antialiased).lower()})")
