@@ -21,13 +21,13 @@ class Camera:
     cy: float
     width: int
     height: int
-    world_to_camera: torch.Tensor  # (4, 4) float32
+    world_to_camera: torch.Tensor  # (4, 4) float64 (float32 would put a camera 5e6 units out 0.3 units off)
     image: torch.Tensor | None = None  # (H, W, 3) float32 in [0, 1]
     alpha: torch.Tensor | None = None  # (H, W) float32 in [0, 1], when the source has one
     name: str = ""
 
     def __post_init__(self):
-        w2c = torch.as_tensor(self.world_to_camera, dtype=torch.float32)
+        w2c = torch.as_tensor(self.world_to_camera, dtype=torch.float64)
         if tuple(w2c.shape) != (4, 4):
             raise GscompError(f"camera {self.name!r}: world_to_camera must be 4x4, got {tuple(w2c.shape)}")
         if not bool(torch.isfinite(w2c).all()):
@@ -50,31 +50,25 @@ class Camera:
 
     @property
     def camera_to_world(self) -> torch.Tensor:
-        """Inverse of the affine world-to-camera matrix, from its 3x3 cofactors in Python floats
-        (float64, no fused multiply-adds) rather than LAPACK, whose last bits depend on the CPU:
-        the camera centre sets the SH view directions that encoder decisions are made from."""
-        m = self.world_to_camera.double().tolist()
-        if m[3] != [0.0, 0.0, 0.0, 1.0]:  # not affine (never from our loaders)
-            return torch.linalg.inv(self.world_to_camera)
-        r0, r1, r2 = (row[:3] for row in m[:3])
-        t = [row[3] for row in m[:3]]
-
-        def cross(a, b):
-            return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
-
-        cols = [cross(r1, r2), cross(r2, r0), cross(r0, r1)]  # columns of adj(A)
-        det = r0[0] * cols[0][0] + r0[1] * cols[0][1] + r0[2] * cols[0][2]
-        if det == 0.0:
-            return torch.linalg.inv(self.world_to_camera)
-        inv = [[cols[j][i] / det for j in range(3)] for i in range(3)]  # A^-1 = adj(A) / det
-        c = [-(inv[i][0] * t[0] + inv[i][1] * t[1] + inv[i][2] * t[2]) for i in range(3)]
-        out = [inv[i] + [c[i]] for i in range(3)] + [[0.0, 0.0, 0.0, 1.0]]
-        return torch.tensor(out, dtype=torch.float64).to(self.world_to_camera.dtype)
+        """(4, 4) float64 inverse of the world-to-camera matrix (`affine_inverse`)."""
+        return affine_inverse(self.world_to_camera)
 
     @property
     def center(self) -> torch.Tensor:
-        """Camera position in world coordinates."""
+        """Camera position in world coordinates (float64)."""
         return self.camera_to_world[:3, 3]
+
+    def moved_origin(self, origin: torch.Tensor) -> "Camera":
+        """The same view in coordinates whose origin is the world point ``origin`` (3,): x' = x - origin,
+        so the translation becomes t + R origin (in Python floats: the same bits on every CPU).
+        The image and alpha are shared, not copied."""
+        m = self.world_to_camera.tolist()
+        o = [float(v) for v in origin]
+        w2c = [row[:] for row in m]
+        for i in range(3):
+            w2c[i][3] = m[i][3] + (m[i][0] * o[0] + m[i][1] * o[1] + m[i][2] * o[2])
+        return Camera(self.fx, self.fy, self.cx, self.cy, self.width, self.height,
+                      torch.tensor(w2c, dtype=torch.float64), self.image, self.alpha, self.name)
 
     def scaled(self, factor: float) -> "Camera":
         """Same camera with the image plane resized by ``factor`` (e.g. 0.5 halves the resolution).
@@ -106,7 +100,30 @@ class Camera:
         w2c[:3, :3] = R
         w2c[:3, 3] = -R @ eye
         fx = 0.5 * width / torch.tan(torch.deg2rad(torch.tensor(fov_x_deg / 2.0, dtype=torch.float64)))
-        return Camera(float(fx), float(fx), width / 2.0, height / 2.0, width, height, w2c.float(), name=name)
+        return Camera(float(fx), float(fx), width / 2.0, height / 2.0, width, height, w2c, name=name)
+
+
+def affine_inverse(matrix) -> torch.Tensor:
+    """(4, 4) float64 inverse of an affine 4x4 matrix from its 3x3 cofactors in Python floats (no
+    fused multiply-adds) rather than LAPACK, whose last bits depend on the CPU: camera centres set
+    the SH view directions that encoder decisions are made from. Not affine, or singular: LAPACK."""
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    rows = m.tolist()
+    if rows[3] != [0.0, 0.0, 0.0, 1.0]:  # (never from our loaders)
+        return torch.linalg.inv(m)
+    r0, r1, r2 = (row[:3] for row in rows[:3])
+    t = [row[3] for row in rows[:3]]
+
+    def cross(a, b):
+        return [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+
+    cols = [cross(r1, r2), cross(r2, r0), cross(r0, r1)]  # columns of adj(A)
+    det = r0[0] * cols[0][0] + r0[1] * cols[0][1] + r0[2] * cols[0][2]
+    if det == 0.0:
+        return torch.linalg.inv(m)
+    inv = [[cols[j][i] / det for j in range(3)] for i in range(3)]  # A^-1 = adj(A) / det
+    c = [-(inv[i][0] * t[0] + inv[i][1] * t[1] + inv[i][2] * t[2]) for i in range(3)]
+    return torch.tensor([inv[i] + [c[i]] for i in range(3)] + [[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
 @dataclass

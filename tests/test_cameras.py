@@ -44,8 +44,8 @@ def test_inria_cameras_json_convention(tmp_path):
     (tmp_path / "cameras.json").write_text(json.dumps([entry]))
     (c,) = load_cameras(tmp_path / "cameras.json")
     assert (c.cx, c.cy) == (32.0, 24.0)
-    assert torch.allclose(c.camera_to_world[:3, 3], torch.tensor([1.0, 2.0, 3.0]))
-    assert torch.allclose(c.camera_to_world[:3, :3], torch.tensor(rot))
+    assert torch.allclose(c.camera_to_world[:3, 3], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
+    assert torch.allclose(c.camera_to_world[:3, :3], torch.tensor(rot, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("text, msg", [

@@ -367,7 +367,7 @@ def test_blender_lego():
         assert (c.width, c.height) == (200, 200) and c.alpha is not None
         # OpenCV convention: the model at the origin is in front of the camera, near the image
         # centre, and covered by the alpha mask there.
-        p = c.world_to_camera[:3, :3] @ torch.zeros(3) + c.world_to_camera[:3, 3]
+        p = c.world_to_camera[:3, :3] @ torch.zeros(3, dtype=torch.float64) + c.world_to_camera[:3, 3]
         assert p[2] > 2
         u, v = c.fx * p[0] / p[2] + c.cx, c.fy * p[1] / p[2] + c.cy
         assert abs(u - 100) < 10 and abs(v - 100) < 10
@@ -378,7 +378,7 @@ def test_blender_lego():
     # the up axis: +z world is up, i.e. projects upwards (smaller v) in the image
     c = scene.train[0]
     p0 = c.world_to_camera[:3, 3]
-    p1 = c.world_to_camera[:3, :3] @ torch.tensor([0, 0, 0.5]) + p0
+    p1 = c.world_to_camera[:3, :3] @ torch.tensor([0, 0, 0.5], dtype=torch.float64) + p0
     assert c.fy * p1[1] / p1[2] < c.fy * p0[1] / p0[2]
 
 
@@ -503,6 +503,26 @@ def test_ngp_distortion_and_missing_frames(tmp_path, capsys):
     assert len(half.train) == 2 and len(half.test) == 2
     assert half.test[0].width == round(scene.train[0].width / 2)
     assert pattern_error(half.test[0]) < 0.008
+
+
+def test_far_from_the_origin_keeps_poses_and_warns(tmp_path, capsys):
+    """A georeferenced capture (1e5 units out) keeps its camera centres to float64 (float32 poses put
+    them 4 mm off there), and the loader says that float32 training cannot be fine there."""
+    write_ngp(tmp_path / "s", missing=())
+    meta = json.loads((tmp_path / "s" / "transforms.json").read_text())
+    near = load_scene("ngp", str(tmp_path / "s"), test_every=0, num_points=100)
+    assert "recentre" not in capsys.readouterr().err
+    off = np.array([123456.789, -98765.4321, 5432.1])
+    for fr in meta["frames"]:
+        m = np.array(fr["transform_matrix"])
+        m[:3, 3] += off
+        fr["transform_matrix"] = m.tolist()
+    (tmp_path / "s" / "transforms.json").write_text(json.dumps(meta))
+    far = load_scene("ngp", str(tmp_path / "s"), test_every=0, num_points=100)
+    err = capsys.readouterr().err
+    assert "1.23e+05 units from the coordinate origin" in err and "recentre the capture" in err
+    for a, b in zip(near.train, far.train):
+        assert (b.center - a.center - torch.from_numpy(off)).abs().max() < 1e-9
 
 
 def test_ngp_angle_fallback_rgba_and_fisheye(tmp_path):

@@ -108,7 +108,9 @@ def test_prepare_scales_into_float16_range(random_splats):
     a = prepare(sp)
     _, r = scene_center_radius(sp)
     assert a.factor == pytest.approx(TARGET_RADIUS / r)
-    np.testing.assert_allclose(a.centers, sp.means.numpy() * a.factor, rtol=1e-5)
+    c, _ = scene_center_radius(sp)
+    np.testing.assert_allclose(a.origin, c)
+    np.testing.assert_allclose(a.centers, (sp.means.double().numpy() - c) * a.factor, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(a.covariances, covariances(sp) * a.factor**2, rtol=1e-4, atol=1e-9)
     assert a.node_scale == pytest.approx(1 / a.factor)
     half = a.covariances.astype(np.float16)
@@ -117,6 +119,20 @@ def test_prepare_scales_into_float16_range(random_splats):
     assert np.median(np.abs(np.diagonal(half, axis1=1, axis2=2))) > 6.1e-5
     assert a.rgbs.shape == (500, 3) and a.opacities.shape == (500, 1)
     assert a.rgbs.min() >= 0 and a.rgbs.max() <= 1
+
+
+def test_prepare_far_from_the_origin(random_splats):
+    """A georeferenced scene (1e5 units out) reaches the browser relative to its centre (the node's
+    position), so float32 keeps it as sharp as the same scene at the origin; SH colours too."""
+    sp = random_splats(300, sh_degree=1, seed=2)
+    sp = sp.replace(means=torch.round(sp.means * 64) / 64)  # (exact at both places in float32)
+    off = torch.tensor([131584.0, -131584.0, 196608.0])  # in [2^17, 2^18): float32 steps of 1/64
+    far = sp.replace(means=sp.means + off)
+    a, b = prepare(sp), prepare(far)
+    np.testing.assert_allclose(b.origin, a.origin + off.double().numpy())
+    np.testing.assert_allclose(b.centers, a.centers, atol=1e-5)
+    eye = np.array([0.3, 0.2, 5.0])
+    np.testing.assert_allclose(colors_view(far, eye + off.double().numpy()), colors_view(sp, eye), atol=1e-6)
 
 
 def test_prepare_clamps_enormous_splats():
@@ -147,7 +163,7 @@ def test_initial_camera_frames_the_scene(random_splats, up):
     upv = {"-y": (0, -1, 0), "+y": (0, 1, 0), "+z": (0, 0, 1), "-z": (0, 0, -1), "+x": (1, 0, 0)}[up]
     assert np.dot(eye - look, upv) > 0  # seen from a bit above
     cam = Camera.look_at(eye, look, upv, 60.0, 400, 400)
-    p = sp.means @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
+    p = sp.means.double() @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
     uv = p[:, :2] / p[:, 2:] * cam.fx + 200
     inside = ((uv >= 0) & (uv < 400)).all(1) & (p[:, 2] > 0)
     assert float(inside.float().mean()) > 0.95

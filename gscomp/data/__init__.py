@@ -22,8 +22,10 @@ Conventions shared by all loaders:
 from __future__ import annotations
 
 import math
+import sys
 from typing import Sequence, TypeVar
 
+import numpy as np
 import torch
 
 from ..camera import Camera, Scene, camera_extent
@@ -157,11 +159,35 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
     bad_points = int((~torch.isfinite(points).all(1)).sum())
     if bad_points:
         raise FormatError(f"{kind} scene {path}: {bad_points} of {len(points)} initial points have non-finite positions")
+    extent = camera_extent(train)
+    warning = far_origin_warning(train, extent)
+    if warning:
+        print(f"warning: {kind} scene {path}: {warning}", file=sys.stderr)
     return Scene(train=train, test=test, points=points.float().contiguous(),
-                 colors=colors.float().clamp(0, 1).contiguous(), extent=camera_extent(train),
+                 colors=colors.float().clamp(0, 1).contiguous(), extent=extent,
                  background=scene_bg, meta=meta)
+
+
+# Gaussians train in float32. Its step at the scene must stay below the position updates: they
+# start at 1.6e-4 x extent per step (`train.lr.means`) and end 100x smaller.
+FAR_STEP = 1e-5
+
+
+def far_origin_warning(cams: Sequence[Camera], extent: float) -> str | None:
+    """A capture so far from its coordinate origin (georeferenced: UTM, ECEF) that float32 positions
+    there step by more than FAR_STEP of the scene's extent, or None. Rendering copes (`render`
+    works relative to the camera); training and float32 files do not."""
+    centre = torch.stack([c.center for c in cams]).mean(0)
+    reach = float(centre.abs().max())
+    step = float(np.spacing(np.float32(reach))) if math.isfinite(reach) else math.inf
+    if step <= FAR_STEP * extent:
+        return None
+    return (f"its cameras are {reach:.3g} units from the coordinate origin, where float32 positions (what "
+            f"Gaussians train in and .ply files hold) step by {step:.2g}, {step / extent:.1e} of the scene's extent: "
+            "training will lose its fine position updates; recentre the capture first (e.g. COLMAP's "
+            "model_transformer, or subtract the mean camera centre)")
 
 
 from .synthetic import synthetic_gt  # noqa: E402  (public helper for tests and demos)
 
-__all__ = ["load_scene", "KINDS", "split", "subsample", "synthetic_gt"]
+__all__ = ["load_scene", "KINDS", "far_origin_warning", "split", "subsample", "synthetic_gt"]

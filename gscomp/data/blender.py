@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..camera import Camera
+from ..camera import Camera, affine_inverse
 from ..errors import FormatError, GscompError, check_int, one_line
 from .images import find_image, image_size, open_image, parallel_map, to_tensors
 
@@ -48,10 +48,12 @@ def c2w_opengl_to_w2c(matrix, where: str) -> torch.Tensor:
         raise FormatError(f"{where}: transform_matrix must be a finite 4x4 matrix, got shape {m.shape}")
     c2w = m @ OPENGL_TO_OPENCV
     try:
-        w2c = np.linalg.inv(c2w)
-    except np.linalg.LinAlgError:
+        w2c = affine_inverse(c2w)
+    except torch.linalg.LinAlgError:
         raise FormatError(f"{where}: transform_matrix is singular") from None
-    return torch.from_numpy(w2c).float()
+    if not bool(torch.isfinite(w2c).all()):
+        raise FormatError(f"{where}: transform_matrix is singular")
+    return w2c
 
 
 MAX_POINTS = 50_000_000  # random initial points (Blender / NGP scenes)

@@ -134,7 +134,7 @@ def _camera(fx, fy, cx, cy, w, h, w2c: np.ndarray, name: str, where: str) -> Cam
     r = w2c[:3, :3]
     if not np.allclose(r @ r.T, np.eye(3), atol=1e-3):
         raise FormatError(f"{where}: the rotation is not orthonormal")
-    return Camera(fx, fy, cx, cy, w, h, torch.from_numpy(w2c).float(), name=name)
+    return Camera(fx, fy, cx, cy, w, h, torch.from_numpy(w2c), name=name)
 
 
 def save_cameras_json(path: str | Path, cams: list[Camera]) -> None:

@@ -340,7 +340,7 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
     specs = {cid: camera_spec(c) for cid, c in rec.cameras.items()}
     jobs = []  # everything the workers need, as plain Python (see camera_spec)
     for im in regs:
-        jobs.append((im.name, specs[im.camera_id], torch.from_numpy(world_to_camera(im)).float()))
+        jobs.append((im.name, specs[im.camera_id], torch.from_numpy(world_to_camera(im))))
 
     def one(job):
         name, spec, w2c = job

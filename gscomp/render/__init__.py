@@ -2,7 +2,9 @@
 
 Semantics (standard 3DGS; every backend implements exactly these):
 
-- Projection: p = R @ mean + t (world_to_camera); Gaussians with z <= 0.01 are culled.
+- Projection: p = R @ mean + t (world_to_camera); Gaussians with z <= 0.01 are culled. Every
+  backend works in coordinates centred on the first camera (`view_frame`), so a scene far from
+  the origin (georeferenced: 1e5-1e7 units out) renders as precisely as one near it.
   Covariance R_q diag(exp(s))^2 R_q^T with the quaternion normalised (zero quaternion = identity).
   EWA: cov2d = J W cov3 W^T J^T with the tangent clamped to 1.3x the field of view (per side, for an
   off-centre principal point), plus 0.3 px^2 low-pass dilation; det <= 0 culls. Pixel (i, j) has its
@@ -98,6 +100,7 @@ def render(
     if background.numel() != 3:
         raise GscompError(f"render: background must hold 3 values (RGB), got {background.numel()}")
     background = background.reshape(3)
+    splats, cameras = view_frame(splats, cameras)
     backend = resolve_backend(backend, splats.device)  # auto: CPU data renders on the CPU
     if backend == "torch":
         from .torch_ref import render_torch
@@ -112,6 +115,22 @@ def render(
     return RenderOutput(*render_gsplat(splats, cameras, sh_degree, background, antialiased))
 
 
+def view_frame(splats: Splats, cameras: list[Camera]) -> tuple[Splats, list[Camera]]:
+    """The splats and cameras moved so that the first camera's centre, as the splats' dtype holds
+    it, is the origin. In world coordinates, p = R mean + t cancels two terms of the size of the
+    distance to the origin: for a scene 5e6 units out float32 keeps 0.5 units of them, and the
+    render falls apart. Relative to the camera, a visible Gaussian's mean - origin is exact (or
+    nearly: both are floats of that dtype and close together) and t + R origin is computed in
+    float64. The means' gradient passes through unchanged."""
+    dtype = splats.means.dtype
+    origin = cameras[0].center.to(dtype)
+    if not bool(torch.isfinite(origin).all()) or not bool(origin.any()):  # (beyond the dtype: left as is)
+        return splats, cameras
+    means = splats.means - origin.to(splats.device)
+    origin = origin.double()
+    return splats.replace(means=means), [c.moved_origin(origin) for c in cameras]
+
+
 class _CallableModule(types.ModuleType):
     """This subpackage, callable as `render` (so ``gscomp.render(splats, cameras)`` works)."""
 
@@ -121,4 +140,4 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["render", "RenderOutput", "BACKENDS", "resolve_backend"]
+__all__ = ["render", "RenderOutput", "BACKENDS", "resolve_backend", "view_frame"]

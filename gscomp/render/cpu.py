@@ -17,7 +17,7 @@ from .. import native
 
 
 def _cam_arrays(cameras: list[Camera], dtype):
-    # Same casts as the reference (float32 pose matrices cast to the splats' dtype).
+    # Same casts as the reference (float64 pose matrices cast to the splats' dtype).
     viewmats = [c.world_to_camera.to(dtype).contiguous() for c in cameras]
     campos = [c.camera_to_world.to(dtype)[:3, 3].contiguous() for c in cameras]
     intr = [(c.fx, c.fy, c.cx, c.cy, c.width, c.height) for c in cameras]
@@ -162,9 +162,11 @@ def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch
     ``antialiased`` (default: the splats' flag): the view renders in that mode, and the opacity
     logits' values take its factor k into account (d alpha / d logit = k o (1 - o)); k's own
     dependence on the covariance is left out of the means', quats' and scales' values."""
+    from . import view_frame
     from .sh import C0
 
     ext = native.load()
+    splats, (camera,) = view_frame(splats, [camera])  # (as `render`)
     dtype = splats.means.dtype
     (viewmat,), (campos,), (intr,) = _cam_arrays([camera], dtype)
     W, H = camera.width, camera.height

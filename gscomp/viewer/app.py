@@ -123,6 +123,7 @@ class Viewer:
         self._lock = threading.Lock()
         # One scale for both scenes so switching between them does not move anything.
         self.factor = normalisation_factor(main.splats)
+        self.origin = scene_center_radius(main.splats)[0]
 
         # viser prints its own banner regardless of verbose=False; the command prints one URL line.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -148,7 +149,7 @@ class Viewer:
     # ------------------------------------------------------------------ scene nodes
     def _add_node(self, key: str, visible: bool) -> None:
         self.shown[key] = most_visible(self.files[key].splats, self.max_splats)
-        arrays = prepare(self.shown[key], factor=self.factor)
+        arrays = prepare(self.shown[key], factor=self.factor, origin=self.origin)
         self.nodes[key] = self.server.scene.add_gaussian_splats(
             f"/splats/{key}",
             centers=arrays.centers,
@@ -156,6 +157,7 @@ class Viewer:
             rgbs=arrays.rgbs,
             opacities=arrays.opacities,
             scale=arrays.node_scale,
+            position=tuple(arrays.origin),
             visible=visible,
         )
 

@@ -51,8 +51,9 @@ def colors_view(splats: Splats, eye, sh_degree: int | None = None) -> np.ndarray
     degree = splats.sh_degree if sh_degree is None else min(int(sh_degree), splats.sh_degree)
     if degree == 0:
         return colors_dc(splats)
-    eye_t = torch.as_tensor(np.asarray(eye, dtype=np.float32)).reshape(1, 3)
-    d = splats.means.float() - eye_t
+    # (the difference in float64: a scene far from the origin, georeferenced, keeps its directions)
+    eye_t = torch.as_tensor(np.asarray(eye, dtype=np.float64)).reshape(1, 3)
+    d = (splats.means.double() - eye_t).float()
     d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     coeffs = torch.cat([splats.sh0, splats.shN], 1).float()
     rgb = eval_sh(coeffs, d, degree) + 0.5
@@ -85,14 +86,17 @@ def scene_center_radius(splats: Splats) -> tuple[np.ndarray, float]:
 
 @dataclass
 class SplatArrays:
-    """Arrays ready for ``scene.add_gaussian_splats(..., scale=1/factor)``: positions and
-    covariances are multiplied by ``factor`` (and by factor^2) so float16 keeps their precision."""
+    """Arrays ready for ``scene.add_gaussian_splats(..., scale=1/factor, position=origin)``:
+    positions are taken relative to ``origin`` (float32 in the browser would blur a scene far from
+    the world origin) and, with the covariances, multiplied by ``factor`` (and by factor^2) so
+    float16 keeps their precision."""
 
-    centers: np.ndarray  # (N,3) float32, scaled
+    centers: np.ndarray  # (N,3) float32, (means - origin) * factor
     covariances: np.ndarray  # (N,3,3) float32, scaled by factor^2 and clamped to float16 range
     rgbs: np.ndarray  # (N,3) float32 in [0,1]
     opacities: np.ndarray  # (N,1) float32 in [0,1]
     factor: float
+    origin: np.ndarray  # (3,) float64, world
 
     @property
     def node_scale(self) -> float:
@@ -105,11 +109,15 @@ def normalisation_factor(splats: Splats) -> float:
     return TARGET_RADIUS / radius
 
 
-def prepare(splats: Splats, *, factor: float | None = None, eye=None, sh_degree: int | None = None) -> SplatArrays:
-    """All viser arrays for ``splats``; DC colour, or SH baked for camera position ``eye``."""
+def prepare(splats: Splats, *, factor: float | None = None, origin=None, eye=None,
+            sh_degree: int | None = None) -> SplatArrays:
+    """All viser arrays for ``splats``; DC colour, or SH baked for camera position ``eye``.
+    ``factor`` and ``origin`` default to the scene's own (`normalisation_factor`, the centre of
+    `scene_center_radius`)."""
     splats = splats.detach().to("cpu")
     if factor is None:
         factor = normalisation_factor(splats)
+    origin = scene_center_radius(splats)[0] if origin is None else np.asarray(origin, np.float64).reshape(3)
     cov = covariances(splats) * np.float32(factor * factor)
     # A variance beyond float16's range would become inf and the client would draw garbage;
     # such a splat is hundreds of scene radii wide anyway, so shrinking it is invisible.
@@ -119,11 +127,12 @@ def prepare(splats: Splats, *, factor: float | None = None, eye=None, sh_degree:
         cov[big] *= s[:, None, None].astype(np.float32)
     rgbs = colors_dc(splats) if eye is None else colors_view(splats, eye, sh_degree)
     return SplatArrays(
-        centers=(splats.means.float().numpy() * np.float32(factor)).astype(np.float32),
+        centers=((splats.means.double().numpy() - origin) * factor).astype(np.float32),
         covariances=cov.astype(np.float32),
         rgbs=rgbs.astype(np.float32),
         opacities=opacities(splats),
         factor=float(factor),
+        origin=origin,
     )
 
 
@@ -180,7 +189,7 @@ def camera_from_viser(position, wxyz, fov_y: float, width: int, height: int):
     w2c[:3, :3] = r_c2w.T
     w2c[:3, 3] = -(r_c2w.T @ t)
     fy = 0.5 * height / math.tan(fov_y / 2)
-    return Camera(fy, fy, width / 2.0, height / 2.0, width, height, w2c.float())
+    return Camera(fy, fy, width / 2.0, height / 2.0, width, height, w2c)
 
 
 __all__ = [
