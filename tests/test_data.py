@@ -525,6 +525,46 @@ def test_far_from_the_origin_keeps_poses_and_warns(tmp_path, capsys):
         assert (b.center - a.center - torch.from_numpy(off)).abs().max() < 1e-9
 
 
+def test_capture_variants_of_other_tools(tmp_path, capsys):
+    """Each of these was read silently wrong (qa31_L): a fisheye with zero coefficients as a pinhole;
+    camera_angle_x in degrees; nerfstudio's k4 (an r^8 term) as FULL_OPENCV's denominator term;
+    nerfstudio's SfM points (ply_file_path) ignored for a random cube the scene was outside."""
+    from plyfile import PlyData, PlyElement
+
+    from gscomp.data.colmap import is_distorted, pinhole_of
+    from gscomp.data.ngp import camera_spec
+
+    for model, params in (("OPENCV_FISHEYE", [300, 300, 320, 240, 0, 0, 0, 0]),
+                          ("SIMPLE_RADIAL_FISHEYE", [300, 320, 240, 0]), ("RADIAL_FISHEYE", [300, 320, 240, 0, 0])):
+        cam = pycolmap.Camera(model=model, width=640, height=480, params=params)
+        assert is_distorted(cam), model
+        assert pinhole_of(cam)[4:] != (640, 480), model  # (undistorted: another size)
+    assert not is_distorted(pycolmap.Camera(model="OPENCV", width=64, height=48, params=[50, 50, 32, 24, 0, 0, 0, 0]))
+
+    with pytest.raises(FormatError, match=r"camera_angle_x must be a number in \(0, pi\) radians, got 39.6"):
+        camera_spec({"camera_angle_x": 39.6}, (400, 400), "t")
+    assert camera_spec({"fl_x": 50, "k1": 0.1, "k4": 0.02}, (64, 48), "t")[0] == "OPENCV"
+    model, *_, params = camera_spec({"fl_x": 50, "k1": 0.1, "k3": 0.01, "k4": 0.02}, (64, 48), "t")
+    assert model == "FULL_OPENCV" and params[8:] == (0.01, 0.0, 0.0, 0.0)
+    assert camera_spec({"fl_x": 50, "k4": 0.02, "camera_model": "OPENCV_FISHEYE"}, (64, 48), "t")[3][-1] == 0.02
+
+    write_ngp(tmp_path / "s", missing=())
+    meta = json.loads((tmp_path / "s" / "transforms.json").read_text())
+    meta["k4"] = 0.001
+    pts = np.array([(5.0, 6.0, 7.0, 255, 0, 0), (5.5, 6.0, 7.0, 0, 255, 0)],
+                   dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    PlyData([PlyElement.describe(pts, "vertex")]).write(str(tmp_path / "s" / "sparse_pc.ply"))
+    meta["ply_file_path"] = "sparse_pc.ply"
+    (tmp_path / "s" / "transforms.json").write_text(json.dumps(meta))
+    scene = load_scene("ngp", str(tmp_path / "s"), test_every=0)
+    assert "6 of 6 frames have k4" in capsys.readouterr().err
+    assert scene.points.tolist() == [[5.0, 6.0, 7.0], [5.5, 6.0, 7.0]]
+    assert scene.colors.tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    (tmp_path / "s" / "sparse_pc.ply").write_text("not a ply")
+    with pytest.raises(FormatError, match="ply_file_path .* is not a point-cloud .ply"):
+        load_scene("ngp", str(tmp_path / "s"), test_every=0)
+
+
 def test_ngp_angle_fallback_rgba_and_fisheye(tmp_path):
     """No fl_x/w/h: focal from camera_angle_x and size from the file; RGBA keeps alpha; then the
     same scene declared as an OpenCV fisheye is undistorted through COLMAP's fisheye model."""
@@ -675,6 +715,9 @@ def test_open_image_modes(tmp_path):
         a = np.asarray(open_image(tmp_path / name)).astype(np.float64)
         assert a.shape == (48, 64, 4 if name.startswith("rgba") else 3), name
         assert np.abs(a[..., :3] - want[..., None]).max() <= 1, name  # float TIFF was all black
+    # a dark 16-bit frame (every value below 256 of 65535) is still 16-bit: it was read 257x too bright
+    Image.fromarray(np.full((48, 64), 200, np.uint16)).save(tmp_path / "dark16.png")
+    assert np.asarray(open_image(tmp_path / "dark16.png")).max() == 1  # 200 / 65535 * 255 = 0.78
     Image.fromarray((g * 2).astype(np.float32)).save(tmp_path / "hdr.tif")
     with pytest.raises(GscompError, match=r"cannot read image .*hdr.tif: .*values outside \[0, 1\] \(HDR or depth\?\)"):
         open_image(tmp_path / "hdr.tif")

@@ -193,9 +193,12 @@ def read_model(model_dir: Path):
 
 # ---------------------------------------------------------------------------------- undistortion
 def is_distorted(pcam) -> bool:
-    """True unless the model is pinhole or every distortion parameter is exactly zero."""
+    """True unless the model is pinhole or a perspective one whose distortion parameters are all
+    exactly zero (a fisheye with zero coefficients is still equidistant, r = f theta: distorted)."""
     if pcam.model.name in PINHOLE_MODELS:
         return False
+    if "FISHEYE" in pcam.model.name:
+        return True
     params = np.asarray(pcam.params, dtype=np.float64)
     return bool(np.any(params[list(pcam.extra_params_idxs())] != 0))
 

@@ -34,7 +34,10 @@ def _to_uint8_mode(im: Image.Image) -> Image.Image:
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if a.max() > 255 else 255.0
+        # 16-bit files are 16-bit whatever their values (a dark frame may stay below 256: scaling
+        # by its own maximum made it 257x too bright); a 32-bit "I" image says nothing: its values
+        # decide
+        top = 65535.0 if im.mode != "I" or a.max() > 255 else 255.0
         return Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     if im.mode == "F":  # 32-bit float greyscale (TIFF): PIL's convert would clip 0..1 to black
         a = np.asarray(im, dtype=np.float64)

@@ -4,13 +4,16 @@
 - Intrinsics per frame or global: ``fl_x``/``fl_y``/``cx``/``cy``/``w``/``h``, falling back to
   ``camera_angle_x``/``camera_angle_y`` and the image centre; ``w``/``h`` default to the file's size
   (and when they disagree with the file, the intrinsics are rescaled to it).
-- Distortion ``k1 k2 p1 p2`` (+ ``k3 k4`` -> FULL_OPENCV, or ``is_fisheye`` or nerfstudio's
-  ``camera_model: OPENCV_FISHEYE`` -> OPENCV_FISHEYE; other non-perspective models are refused):
-  images are undistorted with COLMAP's undistorter exactly as for COLMAP scenes (same cache).
+- Distortion ``k1 k2 p1 p2`` (+ ``k3``, the r^6 term -> FULL_OPENCV, or ``is_fisheye`` or nerfstudio's
+  ``camera_model: OPENCV_FISHEYE`` -> OPENCV_FISHEYE with ``k1..k4``; other non-perspective models are
+  refused): images are undistorted with COLMAP's undistorter exactly as for COLMAP scenes (same
+  cache). A perspective ``k4`` (nerfstudio's r^8 term, from Metashape) has no COLMAP model: it is
+  left out, with a warning.
 - Frames whose image file is missing are skipped with one warning that counts them.
-- No SfM points: the initial cloud is random in instant-ngp's unit cube mapped back to the JSON's
-  coordinates, ``(box - offset) / scale`` with ngp's defaults scale 0.33, offset 0.5 (i.e. about
-  [-1.5, 1.5]^3). ``aabb_scale`` (how far ngp lets the background extend) is kept in ``meta``.
+- Initial points: nerfstudio's ``ply_file_path`` (its SfM points, in the frames' coordinates) when
+  given; else random in instant-ngp's unit cube mapped back to the JSON's coordinates,
+  ``(box - offset) / scale`` with ngp's defaults scale 0.33, offset 0.5 (i.e. about [-1.5, 1.5]^3).
+  ``aabb_scale`` (how far ngp lets the background extend) is kept in ``meta``.
 """
 from __future__ import annotations
 
@@ -58,6 +61,9 @@ def camera_spec(p: dict, size: tuple[int, int], where: str) -> tuple[str, int, i
         raise FormatError(f"{where}: w and h must be at least 1 pixel, got {w:g} x {h:g}")
     fx, fy = _num(p, "fl_x", where), _num(p, "fl_y", where)
     ax, ay = _num(p, "camera_angle_x", where), _num(p, "camera_angle_y", where)
+    for key, a in (("camera_angle_x", ax), ("camera_angle_y", ay)):
+        if a is not None and not 0 < a < math.pi:  # (degrees would give a silently wrong focal length)
+            raise FormatError(f"{where}: {key} must be a number in (0, pi) radians, got {a:g}")
     if fx is None and ax is not None:
         fx = 0.5 * w / math.tan(0.5 * ax)
     if fy is None and ay is not None:
@@ -76,11 +82,44 @@ def camera_spec(p: dict, size: tuple[int, int], where: str) -> tuple[str, int, i
                           f"(supported: {', '.join(PERSPECTIVE_MODELS)}, OPENCV_FISHEYE)"[:300])
     if p.get("is_fisheye") or named == "OPENCV_FISHEYE":
         model, params = "OPENCV_FISHEYE", [fx, fy, cx, cy, k["k1"], k["k2"], k["k3"], k["k4"]]
-    elif k["k3"] or k["k4"]:
-        model, params = "FULL_OPENCV", [fx, fy, cx, cy, k["k1"], k["k2"], k["p1"], k["p2"], k["k3"], k["k4"], 0, 0]
+    elif k["k3"]:  # (k4, nerfstudio's r^8 term, has no COLMAP model: `load_ngp` warns that it is left out)
+        model, params = "FULL_OPENCV", [fx, fy, cx, cy, k["k1"], k["k2"], k["p1"], k["p2"], k["k3"], 0, 0, 0]
     else:
         model, params = "OPENCV", [fx, fy, cx, cy, k["k1"], k["k2"], k["p1"], k["p2"]]
     return model, int(round(w)), int(round(h)), tuple(float(v) for v in params)
+
+
+MAX_PLY_POINTS = 50_000_000
+
+
+def read_point_cloud(path: Path, where: str):
+    """(points (M, 3), colours (M, 3) in [0, 1]) float32 torch tensors of a point-cloud .ply
+    (x y z, and red green blue as uint8 or floats in [0, 1]; grey without them)."""
+    import torch
+    from plyfile import PlyData
+
+    try:
+        if os.path.getsize(path) > 64 * MAX_PLY_POINTS:
+            raise FormatError(f"{where}: ply_file_path {path} is too large for a point cloud")
+        with open(path, "rb") as f:
+            v = PlyData.read(f)["vertex"]
+        xyz = np.stack([np.asarray(v[c], dtype=np.float64) for c in "xyz"], 1)
+        if all(c in v.data.dtype.names for c in ("red", "green", "blue")):
+            rgb = np.stack([np.asarray(v[c]) for c in ("red", "green", "blue")], 1)
+            rgb = rgb.astype(np.float64) / (255.0 if rgb.dtype.kind in "ui" else 1.0)
+        else:
+            rgb = np.full_like(xyz, 0.5)
+    except FormatError:
+        raise
+    except FileNotFoundError:
+        raise GscompError(f"{where}: ply_file_path {path} not found") from None
+    except Exception as e:  # (plyfile raises many types for broken files)
+        raise FormatError(f"{where}: ply_file_path {path} is not a point-cloud .ply with a vertex element "
+                          f"and x, y, z ({type(e).__name__})") from None
+    keep = np.isfinite(xyz).all(1)
+    if not keep.any():
+        raise FormatError(f"{where}: ply_file_path {path} holds no finite points")
+    return (torch.from_numpy(xyz[keep]).float(), torch.from_numpy(np.clip(np.nan_to_num(rgb[keep]), 0, 1)).float())
 
 
 def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
@@ -116,6 +155,12 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         items.append((str(fr["file_path"]), img, c2w_opengl_to_w2c(fr["transform_matrix"], where), intr, where))
     if missing:
         print(f"warning: {missing} of {len(frames)} frames skipped: image file missing", file=sys.stderr)
+    with_k4 = sum(1 for _, _, _, intr, where in items if _num(intr, "k4", where)
+                  and not (intr.get("is_fisheye") or intr.get("camera_model") == "OPENCV_FISHEYE"))
+    if with_k4:
+        print(f"warning: {with_k4} of {len(items)} frames have k4 (nerfstudio's r^8 distortion term), which no COLMAP "
+              "camera model holds: it is left out, so their images stay slightly distorted towards the corners",
+              file=sys.stderr)
     if not items:
         raise GscompError(f"{jpath}: none of the {len(frames)} frames has an image file")
     items.sort(key=lambda it: it[0])
@@ -141,8 +186,12 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         off = np.broadcast_to(np.asarray(off, dtype=np.float64), (3,))
     except (TypeError, ValueError):
         raise FormatError(f"{jpath}: offset must be three numbers, got {off!r}") from None
-    lo, hi = (0.0 - off) / scale, (1.0 - off) / scale
-    pts, cols = random_points(num_points, lo, hi, seed)
+    ply = meta_json.get("ply_file_path")
+    if ply is not None:  # nerfstudio's SfM points (sparse_pc.ply), in the frames' coordinates
+        pts, cols = read_point_cloud(root / str(ply), str(jpath))
+    else:
+        lo, hi = (0.0 - off) / scale, (1.0 - off) / scale
+        pts, cols = random_points(num_points, lo, hi, seed)
     meta = {"source": "ngp", "transforms": str(jpath), "aabb_scale": meta_json.get("aabb_scale", 1),
             "skipped_frames": missing}
     return cams, pts, cols, meta
