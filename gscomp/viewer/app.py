@@ -123,14 +123,13 @@ class Viewer:
         self._lock = threading.Lock()
         # One scale for both scenes so switching between them does not move anything.
         self.factor = normalisation_factor(main.splats)
-        self.origin = scene_center_radius(main.splats)[0]
+        self.origin, radius = scene_center_radius(main.splats)  # (positions go out relative to it)
 
         # viser prints its own banner regardless of verbose=False; the command prints one URL line.
         with contextlib.redirect_stdout(io.StringIO()):
             self.server = viser.ViserServer(host=host, port=port, label="gscomp view", verbose=False)
         self.server.scene.set_up_direction(up)
         eye, look = initial_camera(main.splats, up, FOV_DEG)
-        _, radius = scene_center_radius(main.splats)
         cam = self.server.initial_camera
         cam.fov = math.radians(FOV_DEG)
         cam.near = radius * 1e-3
