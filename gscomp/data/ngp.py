@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, GscompError
+from ..errors import FormatError, GscompError, one_line
 from .blender import c2w_opengl_to_w2c, random_points, read_json
 from .images import find_image, image_size, parallel_map, to_tensors
 
@@ -89,33 +89,27 @@ def camera_spec(p: dict, size: tuple[int, int], where: str) -> tuple[str, int, i
     return model, int(round(w)), int(round(h)), tuple(float(v) for v in params)
 
 
-MAX_PLY_POINTS = 50_000_000
-
-
 def read_point_cloud(path: Path, where: str):
     """(points (M, 3), colours (M, 3) in [0, 1]) float32 torch tensors of a point-cloud .ply
     (x y z, and red green blue as uint8 or floats in [0, 1]; grey without them)."""
     import torch
-    from plyfile import PlyData
 
+    from ..io.ply import read_plydata  # (counts checked against the file's size before allocating)
+
+    if not path.is_file():
+        raise GscompError(f"{where}: ply_file_path {path} not found")
     try:
-        if os.path.getsize(path) > 64 * MAX_PLY_POINTS:
-            raise FormatError(f"{where}: ply_file_path {path} is too large for a point cloud")
-        with open(path, "rb") as f:
-            v = PlyData.read(f)["vertex"]
+        v = read_plydata(path)["vertex"]
         xyz = np.stack([np.asarray(v[c], dtype=np.float64) for c in "xyz"], 1)
         if all(c in v.data.dtype.names for c in ("red", "green", "blue")):
             rgb = np.stack([np.asarray(v[c]) for c in ("red", "green", "blue")], 1)
             rgb = rgb.astype(np.float64) / (255.0 if rgb.dtype.kind in "ui" else 1.0)
         else:
             rgb = np.full_like(xyz, 0.5)
-    except FormatError:
-        raise
-    except FileNotFoundError:
-        raise GscompError(f"{where}: ply_file_path {path} not found") from None
-    except Exception as e:  # (plyfile raises many types for broken files)
+    except Exception as e:  # (read_plydata's one-line errors, or no vertex element / x, y, z)
+        detail = one_line(e) if isinstance(e, GscompError) else type(e).__name__
         raise FormatError(f"{where}: ply_file_path {path} is not a point-cloud .ply with a vertex element "
-                          f"and x, y, z ({type(e).__name__})") from None
+                          f"and x, y, z ({detail})") from None
     keep = np.isfinite(xyz).all(1)
     if not keep.any():
         raise FormatError(f"{where}: ply_file_path {path} holds no finite points")
