@@ -18,6 +18,11 @@ class FormatError(GscompError):
     """A file is malformed, truncated, corrupt or of an unsupported kind."""
 
 
+class LayoutError(GscompError):
+    """A scene folder does not hold the layout of the scene kind asked for (`load_scene` adds a
+    hint naming the kind that would load it)."""
+
+
 class Note(UserWarning):
     """Something about the user's data that is no error but changes what they get (a value
     clamped, a field dropped): a warning to library users, one ``note: ...`` line in the CLI."""

@@ -734,3 +734,143 @@ def test_image_cache_write_failures_are_ignored(tmp_path):
     (tmp_path / "d.png").mkdir()  # (a GscompError from atomic_open, as a read-only cache's as non-root)
     save_png_atomic(tmp_path / "d.png", np.zeros((4, 4, 3), np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png", "file"]
+
+
+def test_damaged_jpeg_and_exif_rotation(tmp_path, capsys):
+    """A JPEG with bytes overwritten mid-scan decodes without an error (PIL drops libjpeg's
+    "Corrupt JPEG data"), 60% flat grey, and was trained on silently; EXIF-rotated photos trained
+    on the stored pixels with no word (qa31_L S5, S8)."""
+    import io
+
+    from gscomp.data.images import jpeg_damage, open_image, rotation_note
+
+    rng = np.random.default_rng(0)
+    a = (rng.random((96, 128, 3)) * 255).astype(np.uint8)
+    streams = []
+    for kw in ({}, {"progressive": True}, {"restart_marker_blocks": 2}, {"progressive": True, "restart_marker_blocks": 2}):
+        b = io.BytesIO()
+        Image.fromarray(a).save(b, "JPEG", quality=90, **kw)
+        streams.append(b.getvalue())
+        assert jpeg_damage(b.getvalue()) is None and jpeg_damage(b.getvalue() + b"trailer") is None, kw
+    assert "truncated" in jpeg_damage(streams[0][: len(streams[0]) // 2])
+    hits = 0
+    for k in range(40):
+        d = bytearray(streams[k % 4])
+        at = int(rng.integers(len(d) // 4, len(d) // 2))
+        d[at:at + 1500] = rng.integers(0, 256, 1500, dtype=np.uint8).tobytes()
+        hits += jpeg_damage(bytes(d)) is not None
+    assert hits >= 38, hits
+    for seed in range(20):  # (some damage PIL refuses outright: "broken data stream")
+        d = bytearray(streams[0])
+        d[len(d) // 3:len(d) // 3 + 1500] = np.random.default_rng(seed).integers(0, 256, 1500, dtype=np.uint8).tobytes()
+        (tmp_path / "bad.jpg").write_bytes(bytes(d))
+        try:
+            assert np.asarray(open_image(tmp_path / "bad.jpg")).shape == (96, 128, 3)
+            break
+        except GscompError as e:
+            assert "broken data stream" in str(e)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: image ") and "bad.jpg is damaged" in err and err.count("\n") == 1
+    (tmp_path / "good.jpg").write_bytes(streams[1])
+    open_image(tmp_path / "good.jpg")
+    assert capsys.readouterr().err == ""
+
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.fromarray(a).save(tmp_path / "turned.jpg", exif=exif)
+    assert rotation_note([tmp_path / "good.jpg"]) is None
+    note = rotation_note([tmp_path / "good.jpg", tmp_path / "turned.jpg"])
+    assert note.startswith("1 of 2 images carry an EXIF Orientation tag") and "3, rotated 180 degrees" in note
+
+    # a COLMAP scene whose photos are stored landscape, tagged to show portrait, posed as portrait
+    write_colmap_text(tmp_path / "c", "PINHOLE", MODELS["PINHOLE"], n_images=2)
+    for p in (tmp_path / "c" / "images").iterdir():
+        exif[0x0112] = 6
+        Image.open(p).transpose(Image.Transpose.ROTATE_90).save(p, exif=exif)
+    with pytest.raises(GscompError, match=r"img_01.png: image is 72x96 but its camera is 96x72 \(different aspect "
+                                          r"ratio\); its EXIF Orientation tag 6 shows it rotated 90 degrees"):
+        load_scene("colmap", str(tmp_path / "c"), test_every=0)
+
+
+def test_messages_that_name_the_cause(tmp_path, capsys):
+    """Inputs that failed with a message naming the wrong thing, or loaded with none (qa31_L U1-U3,
+    M1, M3, M4, S7, S9): each now gets a line that says what is wrong and what to do."""
+    import shutil
+
+    write_colmap_text(tmp_path / "c", "PINHOLE", MODELS["PINHOLE"], n_images=2)
+    sp = tmp_path / "c" / "sparse" / "0"
+    good = {f: (sp / f).read_text() for f in ("cameras.txt", "images.txt")}
+    cases = [("images.txt", good["images.txt"].replace("img_02.png", "my photo 02.png"),
+              r"images.txt:3: image name 'my photo 02.png' has spaces, .* use the binary model"),
+             ("cameras.txt", "\ufeff" + good["cameras.txt"], r"cameras.txt starts with a UTF-8 byte-order mark"),
+             ("images.txt", good["images.txt"].replace(" 1 img_02", " 7 img_02"),
+              r"images.txt:3: image 'img_02.png' uses camera 7, which cameras.txt does not define")]
+    for f, text, msg in cases:
+        (sp / f).write_text(text, encoding="utf-8")
+        with pytest.raises(FormatError, match=msg):
+            load_scene("colmap", str(tmp_path / "c"), test_every=0)
+        (sp / f).write_text(good[f])
+    # the same missing camera in a binary model (pycolmap said "Rig with ID 1 does not exist")
+    (tmp_path / "b" / "sparse" / "0").mkdir(parents=True)
+    pycolmap.Reconstruction(str(sp)).write_binary(str(tmp_path / "b" / "sparse" / "0"))
+    (tmp_path / "b" / "images").symlink_to(tmp_path / "c" / "images")
+    cbin = tmp_path / "b" / "sparse" / "0" / "cameras.bin"
+    data = bytearray(cbin.read_bytes())
+    data[8:12] = (9).to_bytes(4, "little")
+    cbin.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=r"images.bin: image 'img_0\d.png' uses camera 1, which cameras.bin does not define"):
+        load_scene("colmap", str(tmp_path / "b"), test_every=0)
+
+    # several models: sparse/0 is used, and the note names the others with their sizes
+    shutil.copytree(sp, tmp_path / "c" / "sparse" / "1")
+    load_scene("colmap", str(tmp_path / "c"), test_every=0)
+    err = capsys.readouterr().err
+    assert "sparse/ holds 2 models (0: 2 images, 1: 2 images); using sparse/0" in err
+    # a distorted camera says that its images were undistorted
+    write_colmap_text(tmp_path / "d", "OPENCV", MODELS["OPENCV"], n_images=1)
+    load_scene("colmap", str(tmp_path / "d"), test_every=0)
+    assert "note: colmap scene" in (err := capsys.readouterr().err) and "1 images undistorted to pinhole" in err
+
+    # a folder of another kind: the error names the kind that loads it
+    write_ngp(tmp_path / "n", missing=())
+    with pytest.raises(GscompError, match=r"no transforms_train.json in .*; it holds a transforms.json .*: data=ngp"):
+        load_scene("blender", str(tmp_path / "n"))
+    with pytest.raises(GscompError, match=r"no transforms.json in .*; it looks like a COLMAP scene: data=colmap"):
+        load_scene("ngp", str(tmp_path / "c"))
+    with pytest.raises(GscompError, match=r"no transforms.json in .*; it looks like a Blender .*: data=blender"):
+        load_scene("ngp", str(shared("fixtures/lego_tiny")))
+    (tmp_path / "ns" / "colmap").mkdir(parents=True)
+    shutil.copytree(tmp_path / "c" / "sparse", tmp_path / "ns" / "colmap" / "sparse")
+    with pytest.raises(GscompError, match=r"no COLMAP model under .*; it holds a COLMAP model in colmap/sparse/0: "
+                                          r"data=colmap data.path=.*/ns/colmap \+data.images=../images"):
+        load_scene("colmap", str(tmp_path / "ns"))
+    meta = json.loads((tmp_path / "n" / "transforms.json").read_text())
+    (tmp_path / "n" / "transforms_train.json").write_text(json.dumps(meta))
+    with pytest.raises(GscompError, match=r"needs 'camera_angle_x' .*; with instant-ngp intrinsics it loads as "
+                                          r"data=ngp data.path=.*transforms_train.json"):
+        load_scene("blender", str(tmp_path / "n"))
+    (tmp_path / "n" / "transforms_train.json").unlink()
+
+    # nerfstudio keys that are not applied are named; a principal point on the border is flagged
+    meta["mask_path"] = "masks"
+    meta["train_filenames"] = ["images/f_00.png"]
+    del meta["w"], meta["h"], meta["k1"], meta["k2"], meta["p1"], meta["p2"]
+    meta["cx"] = meta["cy"] = 2.0
+    (tmp_path / "n" / "transforms.json").write_text(json.dumps(meta))
+    load_scene("ngp", str(tmp_path / "n"), test_every=0)
+    err = capsys.readouterr().err
+    assert "mask_path, train_filenames ignored (masks are not applied" in err
+    assert "6 of 6 views have their principal point on the image border (e.g. view 'images/f_00.png': (2, 2) in 96x72)" in err
+
+    # a Blender-format scene on black without alpha, trained against the default white background
+    root = tmp_path / "bl"
+    shutil.copytree(shared("fixtures/lego_tiny"), root)
+    for p in list(root.rglob("*.png")):
+        rgba = np.asarray(Image.open(p).convert("RGBA")).astype(np.float32)
+        Image.fromarray((rgba[..., :3] * rgba[..., 3:] / 255 + 0.5).astype(np.uint8)).save(p)
+    load_scene("blender", str(root), num_points=100)
+    err = capsys.readouterr().err
+    assert "no alpha and stand on a plain backdrop of colour [0, 0, 0], but renders use data.background=[1.0, 1.0, 1.0]" in err
+    load_scene("blender", str(root), num_points=100, background=(0, 0, 0))
+    load_scene("blender", str(shared("fixtures/lego_tiny")), num_points=100)  # RGBA: composited, no issue
+    assert "warning" not in capsys.readouterr().err

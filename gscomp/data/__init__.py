@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..camera import Camera, Scene, camera_extent
-from ..errors import FormatError, GscompError, check_int
+from ..errors import FormatError, GscompError, LayoutError, check_int
 
 KINDS = ("colmap", "blender", "ngp", "synthetic")
 OPTIONS = {  # loader-specific keyword arguments accepted by load_scene(**kw)
@@ -121,6 +121,45 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
     if kind != "synthetic" and path is None:
         raise GscompError(f"a path is needed to load a {kind} scene")
 
+    try:
+        cams, explicit_test, points, colors, meta, scene_bg = _load(kind, path, downscale, bg, max_images,
+                                                                   test_every, kw)
+    except LayoutError as e:
+        hint = layout_hint(path, kind)
+        raise LayoutError(f"{e}{hint}") from None
+
+    if explicit_test is not None:
+        train, test = cams, explicit_test
+    else:
+        train, test = split(cams, test_every)
+    if not train:
+        raise GscompError(f"{kind} scene {path}: no training images")
+    _check_views(train + test, f"{kind} scene {path}")
+    bad_points = int((~torch.isfinite(points).all(1)).sum())
+    if bad_points:
+        raise FormatError(f"{kind} scene {path}: {bad_points} of {len(points)} initial points have non-finite positions")
+    extent = camera_extent(train)
+    notes = [n for n in meta.pop("notes", []) if n]
+    if meta.get("undistorted_images"):
+        c = train[0]
+        notes.append(f"{meta['undistorted_images']} images undistorted to pinhole with COLMAP's undistorter "
+                     f"(e.g. view {c.name!r}: {c.width}x{c.height} pixels)")
+    for n in notes:
+        print(f"note: {kind} scene {path}: {n}", file=sys.stderr)
+    warnings = [far_origin_warning(train, extent), edge_principal_point_warning(train + test)]
+    if kind == "blender" and scene_bg is not None:
+        warnings.append(backdrop_warning(train, scene_bg))
+    for w in warnings:
+        if w:
+            print(f"warning: {kind} scene {path}: {w}", file=sys.stderr)
+    return Scene(train=train, test=test, points=points.float().contiguous(),
+                 colors=colors.float().clamp(0, 1).contiguous(), extent=extent,
+                 background=scene_bg, meta=meta)
+
+
+def _load(kind, path, downscale, bg, max_images, test_every, kw):
+    """Run the loader of ``kind``: (cameras, explicit test cameras or None, points, colours, meta,
+    the background renders use)."""
     explicit_test: list[Camera] | None = None
     if kind == "colmap":
         from .colmap import load_colmap
@@ -148,24 +187,63 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
         cams, points, colors, meta = load_synthetic(downscale=downscale, background=bg,
                                                     max_images=max_images, **kw)
         scene_bg = bg or (0.0, 0.0, 0.0)
+    return cams, explicit_test, points, colors, meta, scene_bg
 
-    if explicit_test is not None:
-        train, test = cams, explicit_test
-    else:
-        train, test = split(cams, test_every)
-    if not train:
-        raise GscompError(f"{kind} scene {path}: no training images")
-    _check_views(train + test, f"{kind} scene {path}")
-    bad_points = int((~torch.isfinite(points).all(1)).sum())
-    if bad_points:
-        raise FormatError(f"{kind} scene {path}: {bad_points} of {len(points)} initial points have non-finite positions")
-    extent = camera_extent(train)
-    warning = far_origin_warning(train, extent)
-    if warning:
-        print(f"warning: {kind} scene {path}: {warning}", file=sys.stderr)
-    return Scene(train=train, test=test, points=points.float().contiguous(),
-                 colors=colors.float().clamp(0, 1).contiguous(), extent=extent,
-                 background=scene_bg, meta=meta)
+
+EDGE = 0.05  # a principal point this close to the border (of the side) is no lens's centre
+
+
+def edge_principal_point_warning(cams: Sequence[Camera]) -> str | None:
+    """Views whose principal point sits on the border of the image, or None. Real lenses put it
+    near the centre; on the border it nearly always means intrinsics written for a larger image
+    (e.g. an instant-ngp file without w/h whose images were shrunk afterwards)."""
+    bad = [c for c in cams if min(c.cx, c.width - c.cx) < EDGE * c.width or min(c.cy, c.height - c.cy) < EDGE * c.height]
+    if not bad:
+        return None
+    c = bad[0]
+    return (f"{len(bad)} of {len(cams)} views have their principal point on the image border (e.g. view "
+            f"{c.name!r}: ({c.cx:g}, {c.cy:g}) in {c.width}x{c.height}): intrinsics written for another image "
+            "size? (instant-ngp: give w and h)")
+
+
+def backdrop_warning(cams: Sequence[Camera], bg) -> str | None:
+    """Blender-format images without alpha that stand on a plain backdrop of another colour than
+    the render background, or None: training against the wrong one costs many dB (the renders
+    must paint the backdrop with Gaussians). RGBA images are composited over ``bg``: no issue."""
+    if not cams or any(c.alpha is not None for c in cams):
+        return None
+    ring = torch.cat([torch.cat([c.image[:2].reshape(-1, 3), c.image[-2:].reshape(-1, 3),
+                                 c.image[:, :2].reshape(-1, 3), c.image[:, -2:].reshape(-1, 3)]) for c in cams])
+    colour = ring.median(0).values
+    plain = float(((ring - colour).abs().amax(1) < 0.1).float().mean())
+    far = float((colour - torch.as_tensor(bg, dtype=torch.float32)).abs().max())
+    if plain < 0.8 or far < 0.25:
+        return None
+    rgb = ", ".join(f"{v:.2g}" for v in colour.tolist())
+    return (f"its images have no alpha and stand on a plain backdrop of colour [{rgb}], but renders use "
+            f"data.background={list(bg)}: set data.background=[{rgb}]")
+
+
+def layout_hint(path, kind: str) -> str:
+    """'; it looks like ...' naming the kind (and options) that would load ``path``, or ''."""
+    from pathlib import Path
+
+    root = Path(path)
+    if root.is_file():
+        root = root.parent
+    has = lambda *p: root.joinpath(*p).exists()  # noqa: E731
+    model = lambda d: any(has(*d, f"cameras{e}") for e in (".bin", ".txt"))  # noqa: E731
+    if kind == "blender" and has("transforms_train.json"):  # (intrinsics as fl_x/fl_y, not camera_angle_x)
+        return f"; with instant-ngp intrinsics it loads as data=ngp data.path={root / 'transforms_train.json'}"
+    if kind != "blender" and has("transforms_train.json"):
+        return "; it looks like a Blender (NeRF-synthetic) scene: data=blender"
+    if kind != "ngp" and has("transforms.json"):
+        return "; it holds a transforms.json (instant-ngp or nerfstudio): data=ngp"
+    if kind != "colmap" and (model(("sparse", "0")) or model(("sparse",)) or model(())):
+        return "; it looks like a COLMAP scene: data=colmap"
+    if model(("colmap", "sparse", "0")):  # nerfstudio's processed layout
+        return f"; it holds a COLMAP model in colmap/sparse/0: data=colmap data.path={root / 'colmap'} +data.images=../images"
+    return ""
 
 
 # Gaussians train in float32. Its step at the scene must stay below the position updates: they

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..camera import Camera, affine_inverse
-from ..errors import FormatError, GscompError, check_int, one_line
-from .images import find_image, image_size, open_image, parallel_map, to_tensors
+from ..errors import FormatError, GscompError, LayoutError, check_int, one_line
+from .images import find_image, image_size, open_image, parallel_map, rotation_note, to_tensors
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -96,8 +96,10 @@ def _frames(root: Path, split: str) -> tuple[list[tuple[str, Path, torch.Tensor]
     if not path.is_file():
         return None
     meta = read_json(path)
-    if "camera_angle_x" not in meta or not isinstance(meta.get("frames"), list):
+    if not isinstance(meta.get("frames"), list):
         raise FormatError(f"{path}: needs 'camera_angle_x' and a 'frames' list")
+    if "camera_angle_x" not in meta:
+        raise LayoutError(f"{path}: needs 'camera_angle_x' and a 'frames' list")
     fov = meta["camera_angle_x"]
     if not isinstance(fov, (int, float)) or isinstance(fov, bool) or not 1e-3 < fov < math.pi - 1e-3:
         raise FormatError(f"{path}: camera_angle_x must be a number in (0, pi) radians, got {fov!r}"[:300])
@@ -146,7 +148,7 @@ def load_blender(path: str | os.PathLike, *, downscale: float = 1, background=(1
         root = root.parent  # a transforms_*.json file was given
     train = _frames(root, "train")
     if train is None:
-        raise GscompError(f"no transforms_train.json in {root}")
+        raise LayoutError(f"no transforms_train.json in {root}")
     if not train[0]:
         raise FormatError(f"{root / 'transforms_train.json'} lists no frames")
     test, test_split = None, ""
@@ -163,5 +165,6 @@ def load_blender(path: str | os.PathLike, *, downscale: float = 1, background=(1
         test_cams = []
     lo, hi = init_box(train_cams)
     pts, cols = random_points(num_points, lo, hi, seed)
-    meta = {"source": "blender", "root": str(root), "test_split": test_split if test is not None else "holdout"}
+    meta = {"source": "blender", "root": str(root), "test_split": test_split if test is not None else "holdout",
+            "notes": [rotation_note([fr[1] for fr in train[0] + (test[0] if test is not None else [])])]}
     return train_cams, test_cams, pts, cols, meta

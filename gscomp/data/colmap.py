@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ..camera import Camera
-from ..errors import FormatError, GscompError
+from ..errors import FormatError, GscompError, LayoutError
 from .images import (cache_key, cache_root, file_stamp, image_size, load_cached_png, open_image,
-                     parallel_map, resize, save_png_atomic, to_tensors)
+                     parallel_map, resize, rotation_note, save_png_atomic, to_tensors)
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 # Perspective models COLMAP's undistorter maps to a pinhole camera. Others (spherical ones, or
@@ -59,13 +59,45 @@ def _pycolmap():
 
 
 # ---------------------------------------------------------------------------------- model lookup
+def _is_model(d: Path) -> bool:
+    return any(all((d / f"{n}{ext}").is_file() for n in ("cameras", "images", "points3D")) for ext in (".bin", ".txt"))
+
+
 def find_model_dir(root: Path) -> Path:
     for cand in (root / "sparse" / "0", root / "sparse", root):
-        for ext in (".bin", ".txt"):
-            if all((cand / f"{n}{ext}").is_file() for n in ("cameras", "images", "points3D")):
-                return cand
-    raise GscompError(
+        if _is_model(cand):
+            return cand
+    raise LayoutError(
         f"no COLMAP model under {root}: expected cameras/images/points3D .bin or .txt in sparse/0, sparse or the folder itself")
+
+
+def _image_count(d: Path) -> int:
+    """Images a model registers, from its images file (cheap: no parsing of the records)."""
+    import struct
+
+    try:
+        if (d / "images.bin").is_file():
+            with open(d / "images.bin", "rb") as f:
+                return struct.unpack("<Q", f.read(8))[0]
+        with open(d / "images.txt", "rb") as f:
+            return sum(1 for line in f if line.strip() and not line.startswith(b"#")) // 2
+    except (OSError, struct.error):
+        return 0
+
+
+def other_models_note(root: Path, model_dir: Path) -> str | None:
+    """When ``sparse/`` holds several models (COLMAP's mapper splits a capture it cannot connect),
+    a note naming them with their image counts; None when there is one. ``sparse/0`` is not
+    always the largest."""
+    if model_dir != root / "sparse" / "0":
+        return None
+    models = sorted((d for d in (root / "sparse").iterdir() if d.is_dir() and d.name.isdigit() and _is_model(d)),
+                    key=lambda d: int(d.name))
+    if len(models) < 2:
+        return None
+    counts = ", ".join(f"{d.name}: {_image_count(d)} images" for d in models)
+    return (f"sparse/ holds {len(models)} models ({counts}); using sparse/0: to use another, "
+            f"data.path={root}/sparse/N +data.images=../../images")
 
 
 def _check_text_models(model_dir: Path) -> None:
@@ -75,33 +107,49 @@ def _check_text_models(model_dir: Path) -> None:
         return
     pycolmap = _pycolmap()
     known = set(pycolmap.CameraModelId.__members__)
+    ids = set()
     for lineno, line in enumerate(txt.read_text(errors="replace").splitlines(), 1):
+        if lineno == 1 and line.startswith("\ufeff"):
+            raise FormatError(f"{txt} starts with a UTF-8 byte-order mark (saved by a Windows editor?), which "
+                              "COLMAP's reader cannot skip: save it as UTF-8 without BOM")
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
+        ids.add(parts[0])
         if len(parts) >= 2 and (parts[1] not in known or parts[1] not in SUPPORTED_MODELS):
             raise FormatError(f"{txt}:{lineno}: unsupported camera model {parts[1]!r} "
                               f"(supported: {', '.join(SUPPORTED_MODELS)})")
         if len(parts) < 5:
             raise FormatError(f"{txt}:{lineno}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...'")
-    _check_images_txt(model_dir / "images.txt")
+    _check_images_txt(model_dir / "images.txt", ids)
 
 
-def _check_images_txt(txt: Path) -> None:
+def _check_images_txt(txt: Path, camera_ids: set[str] | None = None) -> None:
     """images.txt is two lines per image, the second (the POINTS2D) possibly empty, and COLMAP's
     reader takes whatever line follows an image as its points: a hand-written file without the
     empty lines silently lost every other image, and one ending on an image line its last one.
-    Walk it the way COLMAP does and name the first line that breaks the layout."""
+    Walk it the way COLMAP does and name the first line that breaks the layout, a name with
+    spaces (the reader stops at the first one) or a camera that cameras.txt lacks."""
     if not txt.is_file():
         return
     with open(txt, "rb") as f:
         lines = iter(enumerate(f, 1))
         for lineno, raw in lines:
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raise FormatError(f"{txt} starts with a UTF-8 byte-order mark (saved by a Windows editor?), which "
+                                  "COLMAP's reader cannot skip: save it as UTF-8 without BOM")
             parts = raw.split()
             if not parts or parts[0].startswith(b"#"):
                 continue
             if len(parts) < 10:
                 raise FormatError(f"{txt}:{lineno}: expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME'")
+            if len(parts) > 10:
+                name = b" ".join(parts[9:]).decode(errors="replace")
+                raise FormatError(f"{txt}:{lineno}: image name {name!r} has spaces, which COLMAP's text format "
+                                  "cannot hold: use the binary model (colmap model_converter --output_type BIN)")
+            if camera_ids is not None and parts[8].decode(errors="replace") not in camera_ids:
+                raise FormatError(f"{txt}:{lineno}: image {parts[9].decode(errors='replace')!r} uses camera "
+                                  f"{parts[8].decode(errors='replace')}, which cameras.txt does not define")
             try:
                 q = [float(v) for v in parts[1:5]]
             except ValueError:
@@ -153,8 +201,11 @@ def _check_binary_models(model_dir: Path) -> None:
             raise FormatError(f"COLMAP model {model_dir}: a record runs past the end of its file (truncated?)")
         return pos + n
 
+    cameras = set()
+
     def camera(data, pos):
-        _, model = struct.unpack_from("<ii", data, pos)
+        cid, model = struct.unpack_from("<ii", data, pos)
+        cameras.add(cid)
         if not 0 <= model < len(_NUM_PARAMS):
             raise FormatError(f"{model_dir / 'cameras.bin'}: unknown camera model id {model}")
         return need(data, pos, 24 + 8 * _NUM_PARAMS[model])
@@ -164,10 +215,14 @@ def _check_binary_models(model_dir: Path) -> None:
         if not sum(v * v for v in q) > 1e-12:
             (iid,) = struct.unpack_from("<I", data, pos)
             raise FormatError(f"{model_dir / 'images.bin'}: image {iid} has rotation quaternion {q} (not a rotation)")
+        (cid,) = struct.unpack_from("<i", data, pos + 60)
         pos += 64
         end = data.find(b"\0", pos)
         if end < 0:
             raise FormatError(f"{model_dir / 'images.bin'}: image name without its terminator (truncated?)")
+        if (model_dir / "cameras.bin").is_file() and cid not in cameras:
+            raise FormatError(f"{model_dir / 'images.bin'}: image {data[pos:end].decode(errors='replace')!r} uses "
+                              f"camera {cid}, which cameras.bin does not define")
         (n2d,) = struct.unpack_from("<Q", data, need(data, end + 1, 8) - 8)
         return need(data, end + 9, 24 * n2d)
 
@@ -247,9 +302,24 @@ def match_camera_to_image(spec, size: tuple[int, int], what: str):
     if (pcam.width, pcam.height) != (w, h):
         if abs(w / pcam.width - h / pcam.height) > 0.01 * max(w / pcam.width, h / pcam.height) + 1.5 / min(w, h):
             raise GscompError(f"{what}: image is {w}x{h} but its camera is {pcam.width}x{pcam.height} "
-                              f"(different aspect ratio)")
+                              f"(different aspect ratio){_turned(what)}")
         pcam.rescale(int(w), int(h))
     return pcam
+
+
+def _turned(path: str) -> str:
+    """The EXIF rotation of an image whose size does not fit its camera, as a hint ('' if none)."""
+    from PIL import Image
+
+    from .images import ORIENTATIONS, exif_orientation
+
+    try:
+        with Image.open(path) as im:
+            o = exif_orientation(im)
+    except Exception:
+        return ""
+    return "" if o == 1 else (f"; its EXIF Orientation tag {o} shows it {ORIENTATIONS[o]}, but gscomp and COLMAP use "
+                              "the pixels as stored: compute the poses from the stored pictures")
 
 
 def load_view(src: Path, pcam, scale: float, name: str) -> tuple[np.ndarray, Camera]:
@@ -362,5 +432,6 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
     cols = np.array([rec.points3D[i].color for i in ids], dtype=np.float32).reshape(-1, 3) / 255.0
     distorted = sum(is_distorted(rec.cameras[im.camera_id]) for im in regs)  # main thread only
     meta = {"source": "colmap", "model_dir": str(model_dir), "image_dir": str(image_dir),
-            "undistorted_images": int(distorted)}
+            "undistorted_images": int(distorted),
+            "notes": [other_models_note(root, model_dir), rotation_note([image_dir / im.name for im in regs])]}
     return cams, torch.from_numpy(pts), torch.from_numpy(cols), meta

@@ -9,7 +9,9 @@ pick up the colour of invisible pixels.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -48,14 +50,85 @@ def _to_uint8_mode(im: Image.Image) -> Image.Image:
     return im.convert("RGBA" if has_alpha else "RGB")
 
 
+# Markers that may follow a JPEG scan's entropy-coded data (ITU T.81 table B.1): tables, restart
+# interval, the next scan, comments, application data, DNL, the end of the image.
+_AFTER_SCAN = frozenset([0xC4, 0xCC, 0xDA, 0xDB, 0xDC, 0xDD, 0xD9, 0xFE, *range(0xE0, 0xF0)])
+
+
+def jpeg_damage(data: bytes) -> str | None:
+    """Why a JPEG stream is damaged, or None if its marker structure is sound.
+
+    libjpeg decodes a stream with bytes overwritten mid-scan without an error: it reports "Corrupt
+    JPEG data", PIL drops that report, and the rest of the picture comes out flat grey. The damage
+    nearly always shows in the structure: inside a scan a 0xFF byte may only be followed by 0x00
+    (stuffing) or the next restart marker in sequence, and the scan must end in a marker that can
+    follow one. Trailing bytes after the end marker (some cameras append data) are fine."""
+    b = np.frombuffer(data, np.uint8)
+    n, i = len(b), 2
+    if n < 4 or b[0] != 0xFF or b[1] != 0xD8:
+        return "no JPEG start marker"
+    while True:
+        if i >= n:
+            return "no end-of-image marker (truncated?)"
+        if b[i] != 0xFF:
+            return f"a segment ends at byte {i} without a marker after it"
+        while i < n and b[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            return "no end-of-image marker (truncated?)"
+        m = int(b[i])
+        i += 1
+        if m == 0xD9:
+            return None
+        if m == 0x01 or 0xD0 <= m <= 0xD7:
+            continue
+        if i + 2 > n:
+            return "truncated in a segment header"
+        i += (int(b[i]) << 8) | int(b[i + 1])
+        if m != 0xDA:
+            continue
+        # entropy-coded data: find the first 0xFF that is neither stuffing nor a restart marker
+        ffs = np.flatnonzero(b[i:n - 1] == 0xFF) + i
+        nxt = b[ffs + 1]
+        rst = (nxt >= 0xD0) & (nxt <= 0xD7)
+        end = np.flatnonzero((nxt != 0x00) & (nxt != 0xFF) & ~rst)
+        stop = int(ffs[end[0]]) if len(end) else n
+        seq = nxt[rst & (ffs < stop)].astype(np.int64) - 0xD0
+        if len(seq) and ((seq != np.arange(len(seq)) % 8).any()):
+            k = int(np.flatnonzero(seq != np.arange(len(seq)) % 8)[0])
+            return f"restart marker {k} of a scan is out of sequence"
+        if stop >= n - 1:
+            return "no end-of-image marker (truncated?)"
+        if int(b[stop + 1]) not in _AFTER_SCAN:
+            return f"invalid marker 0xFF{int(b[stop + 1]):02X} in the compressed data at byte {stop}"
+        i = stop
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF Orientation tag (1 = as stored; 3 = rotated 180 degrees; 6/8 = 90 degrees)."""
+    try:
+        o = int(im.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block says nothing about the pixels
+        return 1
+    return o if 1 <= o <= 8 else 1
+
+
+ORIENTATIONS = {2: "mirrored", 3: "rotated 180 degrees", 4: "mirrored vertically",
+                5: "mirrored and rotated 90 degrees", 6: "rotated 90 degrees",
+                7: "mirrored and rotated 90 degrees", 8: "rotated 90 degrees"}
+
+
 def open_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Image.Image:
     """Decode an image file to an RGB/RGBA PIL image, optionally resized to ``size`` (w, h).
 
     For JPEGs, ``draft`` lets libjpeg decode directly at 1/2, 1/4 or 1/8 scale when that still is
     at least ``size``: decoding then costs a fraction of a full decode, and BOX finishes the job.
+    A JPEG with damaged data (`jpeg_damage`) is decoded anyway, with a warning that names it.
     """
     try:
-        with Image.open(path) as im:
+        data = Path(path).read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            damage = jpeg_damage(data) if im.format == "JPEG" else None
             if size is not None and im.format == "JPEG":
                 im.draft("RGB", size)
             im.load()
@@ -64,6 +137,9 @@ def open_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
         raise GscompError(f"image file not found: {path}") from None
     except Exception as e:  # PIL raises many types for corrupt or unknown files
         raise GscompError(f"cannot read image {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if damage:
+        print(f"warning: image {path} is damaged ({damage}): part of it decodes as flat grey and "
+              "is trained on as it is; re-export the file or leave it out", file=sys.stderr)
     if size is not None and im.size != tuple(size):
         im = resize(im, size)
     return im
@@ -78,6 +154,29 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise GscompError(f"image file not found: {path}") from None
     except Exception as e:
         raise GscompError(f"cannot read image {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+
+
+def rotation_note(paths: Sequence[Path]) -> str | None:
+    """A note when images carry an EXIF Orientation other than 1, else None.
+
+    gscomp, like COLMAP, uses the pixels as stored; photo viewers show them turned. Poses computed
+    from the turned pictures do not fit the stored pixels (90 degrees shows up as a wrong aspect
+    ratio; 180 degrees and mirroring train silently on the wrong picture)."""
+    turned = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                o = exif_orientation(im)
+        except Exception:  # unreadable files get their own error when they are decoded
+            continue
+        if o != 1:
+            turned.append((p, o))
+    if not turned:
+        return None
+    p, o = turned[0]
+    return (f"{len(turned)} of {len(paths)} images carry an EXIF Orientation tag (e.g. {p}: {o}, "
+            f"{ORIENTATIONS[o]}); gscomp, like COLMAP, trains on the pixels as stored, which photo viewers "
+            "show turned: the poses must be of the stored pictures")
 
 
 def resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, GscompError, one_line
+from ..errors import FormatError, GscompError, LayoutError, one_line
 from .blender import c2w_opengl_to_w2c, random_points, read_json
-from .images import find_image, image_size, parallel_map, to_tensors
+from .images import find_image, image_size, parallel_map, rotation_note, to_tensors
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",
                   "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye", "camera_model")
@@ -116,19 +116,27 @@ def read_point_cloud(path: Path, where: str):
     return (torch.from_numpy(xyz[keep]).float(), torch.from_numpy(np.clip(np.nan_to_num(rgb[keep]), 0, 1)).float())
 
 
+# nerfstudio keys this loader does not apply, and what that means
+IGNORED_KEYS = {
+    "mask_path": "masks are not applied: masked-out pixels are trained on",
+    "depth_file_path": "depth is not used",
+    "train_filenames": "the test views are every data.test_every-th view, not nerfstudio's split",
+}
+
+
 def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
              max_images: int | None = None, num_points: int = 100_000, seed: int = 0,
              threads: int | None = None):
     """Return (cameras with images sorted by file name, points, colours, meta)."""
     from . import subsample
-    from .colmap import _pycolmap, load_view, match_camera_to_image
+    from .colmap import _pycolmap, is_distorted, load_view, match_camera_to_image
 
     p = Path(path)
     if not p.exists():
         raise GscompError(f"instant-ngp scene not found: {p}")
     jpath = p if p.is_file() else p / "transforms.json"
     if not jpath.is_file():
-        raise GscompError(f"no transforms.json in {p}")
+        raise LayoutError(f"no transforms.json in {p}")
     root = jpath.parent
     meta_json = read_json(jpath)
     frames = meta_json.get("frames")
@@ -155,15 +163,22 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         print(f"warning: {with_k4} of {len(items)} frames have k4 (nerfstudio's r^8 distortion term), which no COLMAP "
               "camera model holds: it is left out, so their images stay slightly distorted towards the corners",
               file=sys.stderr)
+    ignored = [k for k in IGNORED_KEYS if k in meta_json or any(isinstance(f, dict) and k in f for f in frames)]
+    if ignored:
+        print(f"warning: {jpath}: {', '.join(ignored)} ignored ({'; '.join(IGNORED_KEYS[k] for k in ignored)})",
+              file=sys.stderr)
     if not items:
         raise GscompError(f"{jpath}: none of the {len(frames)} frames has an image file")
     items.sort(key=lambda it: it[0])
     items = subsample(items, max_images)
 
+    distorted = []
+
     def one(it):
         name, img, w2c, intr, where = it
         size = image_size(img)
         pcam = match_camera_to_image(camera_spec(intr, size, where), size, str(img))
+        distorted.append(is_distorted(pcam))
         arr, cam = load_view(img, pcam, 1.0 / downscale, name)
         cam.world_to_camera = w2c
         cam.image, cam.alpha = to_tensors(arr, background)
@@ -187,5 +202,6 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         lo, hi = (0.0 - off) / scale, (1.0 - off) / scale
         pts, cols = random_points(num_points, lo, hi, seed)
     meta = {"source": "ngp", "transforms": str(jpath), "aabb_scale": meta_json.get("aabb_scale", 1),
-            "skipped_frames": missing}
+            "skipped_frames": missing, "undistorted_images": sum(distorted),
+            "notes": [rotation_note([it[1] for it in items])]}
     return cams, pts, cols, meta
