@@ -5,7 +5,7 @@ position to its SH coefficients (sh0 + shN of the trained degree). Compact-3DGS 
 view-dependent colour directly; we predict ordinary SH so a decoded `.gsz` is a standard `.ply`.
 
 Positions are normalised by a box (robust 1%-99% quantiles of the means, x1.1) and contracted
-outside it (Mip-NeRF 360 style) into [0,1]^3. The box is stored in the file.
+outside it (Mip-NeRF 360's contraction, with the inf-norm: `contract_unit`) into [0,1]^3. The box is stored in the file.
 
 Coding: the decoder knows the decoded positions (``ctx.attrs["means"]``) and therefore which table
 rows any Gaussian reads; only those rows are coded (``bits``-bit per-level uniform quantization,

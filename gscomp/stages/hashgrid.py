@@ -320,8 +320,11 @@ MLP_BLOCK_VALUES = 1 << 22  # float32 values per activation block of `mlp_exact`
 
 def contract_unit(p: torch.Tensor, center: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
     """World points -> [0,1]^3: normalise by the box (center, half size) so the box becomes [-1,1]^3,
-    then contract the outside Mip-NeRF-360 style (inf-norm: x -> (2 - 1/|x|) x/|x|) into [-2,2]^3,
-    then map to [0,1]^3. Element-wise only (deterministic)."""
+    then contract the outside with Mip-NeRF 360's formula x -> (2 - 1/|x|) x/|x| into [-2,2]^3, and
+    map to [0,1]^3. Mip-NeRF 360 and the Compact-3DGS reference take |x| as the L2 norm (a ball);
+    this is the inf-norm, so the box maps onto the whole cube the grid covers (the ball leaves its
+    corners unused) and no square root enters a value the decoder must reproduce bit for bit.
+    Element-wise only (deterministic)."""
     x = (p - center) / half
     m = x.abs().amax(-1, keepdim=True)
     far = m > 1

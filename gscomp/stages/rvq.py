@@ -2,7 +2,14 @@
 
 Pure module: R codebooks of K codes each; stage r quantizes what the earlier stages left over.
 Forward value is the sum of the chosen codes; gradients reach the codebooks through that sum and
-the input through a straight-through identity (Compact-3DGS trains learnable codebooks this way)."""
+the input through a straight-through identity, and Adam trains the codebooks with the rest.
+
+Where this differs from the Compact-3DGS reference (which uses vector-quantize-pytorch's
+ResidualVQ): there the codebooks follow an exponential moving average of their assigned vectors
+(decay 0.8, k-means initialised), not the optimizer, and the quantized values are the activated
+scales (exp of the log-scales) and normalized quaternions. Here they are the log-scales (the
+value the renderer's gradients act on, and whose errors are relative ones, as in the other
+coders) and sign-canonical quaternions (w >= 0: q and -q are one rotation)."""
 from __future__ import annotations
 
 import struct
