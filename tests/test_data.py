@@ -874,3 +874,26 @@ def test_messages_that_name_the_cause(tmp_path, capsys):
     load_scene("blender", str(root), num_points=100, background=(0, 0, 0))
     load_scene("blender", str(shared("fixtures/lego_tiny")), num_points=100)  # RGBA: composited, no issue
     assert "warning" not in capsys.readouterr().err
+
+
+def test_ngp_cameras_need_no_images(tmp_path):
+    """`compress --cameras` on an instant-ngp capture refused when the image files were gone, though
+    transforms.json has every intrinsic and w/h (qa31_L M5): poses and pinhole cameras come from
+    the JSON alone, the same as the loader makes with the images."""
+    from gscomp.data.cameras import load_cameras
+
+    write_ngp(tmp_path / "s", missing=())
+    with_images = load_cameras(tmp_path / "s")
+    loaded = load_scene("ngp", str(tmp_path / "s"), test_every=0)
+    for d in (tmp_path / "s" / "images").iterdir():
+        d.unlink()
+    without = load_cameras(tmp_path / "s" / "transforms.json")
+    assert [c.name for c in without] == [c.name for c in with_images] == [c.name for c in loaded.train]
+    for a, b in zip(without, loaded.train):
+        assert (a.fx, a.fy, a.cx, a.cy, a.width, a.height) == (b.fx, b.fy, b.cx, b.cy, b.width, b.height)
+        assert torch.equal(a.world_to_camera, b.world_to_camera)
+    meta = json.loads((tmp_path / "s" / "transforms.json").read_text())
+    del meta["w"], meta["h"]
+    (tmp_path / "s" / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(GscompError, match="no frame has w/h or an image file to take its size from"):
+        load_cameras(tmp_path / "s")

@@ -4,7 +4,9 @@
                                     ``point_cloud/``, and what `gscomp train` writes; any name but
                                     transforms*.json), a COLMAP model (``sparse/0``, ``sparse`` or
                                     the folder with cameras/images/points3D .bin or .txt), or a
-                                    Blender / instant-ngp capture (transforms*.json and its images)
+                                    Blender capture (transforms*.json and its images) or an
+                                    instant-ngp one (transforms.json; images only for frames
+                                    without w/h)
     save_cameras_json(path, cams)   INRIA ``cameras.json``
     find_cameras_json(ply)          the ``cameras.json`` of a trained model, next to the .ply or
                                     two folders up (``MODEL/point_cloud/iteration_N/point_cloud.ply``)
@@ -72,12 +74,15 @@ def _is_capture(d: Path) -> bool:
 
 
 def _from_capture(d: Path, max_views: int | None) -> list[Camera]:
-    if (d / "transforms_train.json").is_file() or (d / "transforms.json").is_file():
+    if (d / "transforms_train.json").is_file():
         from . import load_scene  # images are read only for their sizes' sake: load just the views kept
 
-        kind = "blender" if (d / "transforms_train.json").is_file() else "ngp"
-        scene = load_scene(kind, str(d), test_every=0, max_images=max_views)
+        scene = load_scene("blender", str(d), test_every=0, max_images=max_views)
         return [c.scaled(1.0) for c in scene.train]  # (drops the images)
+    if (d / "transforms.json").is_file():
+        from .ngp import ngp_cameras  # (sizes from w/h: the images need not be there)
+
+        return ngp_cameras(d)
     return _colmap(d)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..camera import Camera
 from ..errors import FormatError, GscompError, LayoutError, one_line
 from .blender import c2w_opengl_to_w2c, random_points, read_json
 from .images import find_image, image_size, parallel_map, rotation_note, to_tensors
@@ -124,6 +125,55 @@ IGNORED_KEYS = {
 }
 
 
+def read_frames(path) -> tuple[Path, dict, list[tuple[str, Path | None, torch.Tensor, dict, str]]]:
+    """(transforms.json path, its JSON, frames as (file_path, image file or None if missing,
+    world-to-camera, merged global + frame intrinsics, 'where' for messages))."""
+    p = Path(path)
+    if not p.exists():
+        raise GscompError(f"instant-ngp scene not found: {p}")
+    jpath = p if p.is_file() else p / "transforms.json"
+    if not jpath.is_file():
+        raise LayoutError(f"no transforms.json in {p}")
+    meta_json = read_json(jpath)
+    frames = meta_json.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise FormatError(f"{jpath}: needs a non-empty 'frames' list")
+    glob = {k: meta_json[k] for k in INTRINSIC_KEYS if k in meta_json}
+    out = []
+    for i, fr in enumerate(frames):
+        where = f"{jpath} frame {i}"
+        if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
+            raise FormatError(f"{where}: needs 'file_path' and 'transform_matrix'")
+        intr = {**glob, **{k: fr[k] for k in INTRINSIC_KEYS if k in fr}}
+        out.append((str(fr["file_path"]), find_image(jpath.parent, str(fr["file_path"])),
+                    c2w_opengl_to_w2c(fr["transform_matrix"], where), intr, where))
+    return jpath, meta_json, out
+
+
+def ngp_cameras(path) -> list[Camera]:
+    """The views of a transforms.json as the pinhole cameras `load_ngp` makes of them, without
+    decoding an image: sizes come from w/h, else from the image file's header (a frame with
+    neither is left out, as `load_ngp` leaves out frames without images). For `compress
+    --cameras`, which needs only poses and intrinsics."""
+    from .colmap import match_camera_to_image, pinhole_of
+
+    jpath, _, frames = read_frames(path)
+    cams = []
+    for name, img, w2c, intr, where in frames:
+        w, h = _num(intr, "w", where), _num(intr, "h", where)
+        if w is None or h is None:
+            if img is None:
+                continue
+            w, h = image_size(img)
+        size = (int(round(w)), int(round(h)))
+        pcam = match_camera_to_image(camera_spec(intr, size, where), size, where)
+        fx, fy, cx, cy, pw, ph = pinhole_of(pcam)
+        cams.append(Camera(fx, fy, cx, cy, pw, ph, w2c, name=name))
+    if not cams:
+        raise GscompError(f"{jpath}: no frame has w/h or an image file to take its size from")
+    return cams
+
+
 def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
              max_images: int | None = None, num_points: int = 100_000, seed: int = 0,
              threads: int | None = None):
@@ -131,30 +181,10 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
     from . import subsample
     from .colmap import _pycolmap, is_distorted, load_view, match_camera_to_image
 
-    p = Path(path)
-    if not p.exists():
-        raise GscompError(f"instant-ngp scene not found: {p}")
-    jpath = p if p.is_file() else p / "transforms.json"
-    if not jpath.is_file():
-        raise LayoutError(f"no transforms.json in {p}")
+    jpath, meta_json, frames = read_frames(path)
     root = jpath.parent
-    meta_json = read_json(jpath)
-    frames = meta_json.get("frames")
-    if not isinstance(frames, list) or not frames:
-        raise FormatError(f"{jpath}: needs a non-empty 'frames' list")
-    glob = {k: meta_json[k] for k in INTRINSIC_KEYS if k in meta_json}
-
-    items, missing = [], 0
-    for i, fr in enumerate(frames):
-        where = f"{jpath} frame {i}"
-        if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
-            raise FormatError(f"{where}: needs 'file_path' and 'transform_matrix'")
-        img = find_image(root, str(fr["file_path"]))
-        if img is None:
-            missing += 1
-            continue
-        intr = {**glob, **{k: fr[k] for k in INTRINSIC_KEYS if k in fr}}
-        items.append((str(fr["file_path"]), img, c2w_opengl_to_w2c(fr["transform_matrix"], where), intr, where))
+    items = [f for f in frames if f[1] is not None]
+    missing = len(frames) - len(items)
     if missing:
         print(f"warning: {missing} of {len(frames)} frames skipped: image file missing", file=sys.stderr)
     with_k4 = sum(1 for _, _, _, intr, where in items if _num(intr, "k4", where)
@@ -163,7 +193,7 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         print(f"warning: {with_k4} of {len(items)} frames have k4 (nerfstudio's r^8 distortion term), which no COLMAP "
               "camera model holds: it is left out, so their images stay slightly distorted towards the corners",
               file=sys.stderr)
-    ignored = [k for k in IGNORED_KEYS if k in meta_json or any(isinstance(f, dict) and k in f for f in frames)]
+    ignored = [k for k in IGNORED_KEYS if k in meta_json or any(k in f for f in meta_json["frames"])]
     if ignored:
         print(f"warning: {jpath}: {', '.join(ignored)} ignored ({'; '.join(IGNORED_KEYS[k] for k in ignored)})",
               file=sys.stderr)
