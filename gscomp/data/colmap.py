@@ -100,6 +100,15 @@ def other_models_note(root: Path, model_dir: Path) -> str | None:
             f"data.path={root}/sparse/N +data.images=../../images")
 
 
+def _refuse_bom(txt: Path) -> None:
+    """COLMAP's text reader takes a UTF-8 byte-order mark for part of the first line (a comment
+    then reads as a camera or image): say so instead of its confusing error."""
+    with open(txt, "rb") as f:
+        if f.read(3) == b"\xef\xbb\xbf":
+            raise FormatError(f"{txt} starts with a UTF-8 byte-order mark (saved by a Windows editor?), which "
+                              "COLMAP's reader cannot skip: save it as UTF-8 without BOM")
+
+
 def _check_text_models(model_dir: Path) -> None:
     """pycolmap only says 'Camera model does not exist'; name the model and the line instead."""
     txt = model_dir / "cameras.txt"
@@ -108,10 +117,8 @@ def _check_text_models(model_dir: Path) -> None:
     pycolmap = _pycolmap()
     known = set(pycolmap.CameraModelId.__members__)
     ids = set()
+    _refuse_bom(txt)
     for lineno, line in enumerate(txt.read_text(errors="replace").splitlines(), 1):
-        if lineno == 1 and line.startswith("\ufeff"):
-            raise FormatError(f"{txt} starts with a UTF-8 byte-order mark (saved by a Windows editor?), which "
-                              "COLMAP's reader cannot skip: save it as UTF-8 without BOM")
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
@@ -132,12 +139,10 @@ def _check_images_txt(txt: Path, camera_ids: set[str] | None = None) -> None:
     spaces (the reader stops at the first one) or a camera that cameras.txt lacks."""
     if not txt.is_file():
         return
+    _refuse_bom(txt)
     with open(txt, "rb") as f:
         lines = iter(enumerate(f, 1))
         for lineno, raw in lines:
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raise FormatError(f"{txt} starts with a UTF-8 byte-order mark (saved by a Windows editor?), which "
-                                  "COLMAP's reader cannot skip: save it as UTF-8 without BOM")
             parts = raw.split()
             if not parts or parts[0].startswith(b"#"):
                 continue
