@@ -1,11 +1,15 @@
 """Image-quality metrics for evaluation: PSNR, SSIM (as the 3DGS reference evaluates it, so the
-numbers compare with published ones), LPIPS only when the `lpips` package and its weights are already
-on this machine (never downloaded), and side-by-side renders.
+numbers compare with published ones), LPIPS (VGG by default, as the 3DGS reference) only when the
+`lpips` package and its weights are already on this machine (never downloaded), and side-by-side
+renders. Scores are taken on the float renders clamped to [0, 1] (the 3DGS reference scores the
+8-bit PNGs it saved: 0.002-0.01 dB apart on the scenes measured).
 """
 from __future__ import annotations
 
+import json
 import math
 import resource
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +19,8 @@ import torch
 from .fileio import atomic_open
 
 UNAVAILABLE = "unavailable"
+LPIPS_NETS = {"vgg": "vgg16", "alex": "alexnet"}  # lpips' backbone -> torchvision's weight file prefix
+EMPTY_ALPHA = 1.0 / 255.0  # a view whose render nowhere reaches this opacity shows nothing of the model
 
 
 def psnr(img: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float:
@@ -41,11 +47,15 @@ def _np(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def lpips_model():
-    """(an LPIPS(alex) network, None) if the `lpips` package and the AlexNet weights are present
-    locally, else (None, why not). Never downloads (torch hub is pointed at the existing cache only)."""
-    from .errors import one_line
+def lpips_model(net: str = "vgg"):
+    """(an LPIPS network with the ``net`` backbone, None) if the `lpips` package and the backbone's
+    torchvision weights are present locally, else (None, why not). Never downloads (torch hub is
+    pointed at the existing cache only). VGG is what the 3DGS reference's metrics.py reports
+    (AlexNet's values are lower: the two do not compare)."""
+    from .errors import GscompError, one_line
 
+    if net not in LPIPS_NETS:
+        raise GscompError(f"lpips_net must be one of {', '.join(LPIPS_NETS)}, got {net!r}")
     try:
         import lpips
     except ModuleNotFoundError as e:
@@ -55,12 +65,27 @@ def lpips_model():
     except Exception as e:  # a broken torchvision next to it, typically
         return None, f"importing lpips failed ({one_line(e)})"
     hub = Path(torch.hub.get_dir()) / "checkpoints"
-    if not any(hub.glob("alexnet-*.pth")):
-        return None, f"no AlexNet weights (alexnet-*.pth) in {hub}; gscomp never downloads them"
+    prefix = LPIPS_NETS[net]
+    if not any(hub.glob(f"{prefix}-*.pth")):
+        return None, f"no {net} weights ({prefix}-*.pth) in {hub}; gscomp never downloads them"
     try:
-        return lpips.LPIPS(net="alex", verbose=False).eval(), None
+        return lpips.LPIPS(net=net, verbose=False).eval(), None
     except Exception as e:
-        return None, f"LPIPS(alex) could not be built ({one_line(e)})"
+        return None, f"LPIPS({net}) could not be built ({one_line(e)})"
+
+
+def json_text(metrics: dict) -> str:
+    """``metrics`` as indented JSON that every parser reads: a non-finite float (the PSNR of a
+    render identical to its image is inf) becomes null."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(metrics), indent=2, allow_nan=False) + "\n"
 
 
 def view_sizes(cameras: Sequence) -> dict:
@@ -97,9 +122,11 @@ def save_side_by_side(path: Path, img: torch.Tensor, gt: torch.Tensor) -> None:
 @torch.no_grad()
 def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, background=(0.0, 0.0, 0.0),
              backend: str = "auto", device: torch.device | str = "cpu", out_dir: Path | None = None,
-             n_renders: int = 4, use_lpips: bool = True) -> dict:
+             n_renders: int = 4, use_lpips: bool = True, lpips_net: str = "vgg") -> dict:
     """Render ``splats`` from every camera that has an image and average PSNR / SSIM (/ LPIPS)
-    over the views. Writes ``out_dir/NAME.png`` (render | ground truth) for the first ``n_renders``."""
+    over the views (``per_view``: each view's). Writes ``out_dir/NAME.png`` (render | ground
+    truth) for the first ``n_renders``. Warns when views show nothing of the model (a model of
+    another scene, or of another frame: the scores would read as a very bad model)."""
     from .errors import GscompError
     from .render import render
 
@@ -109,30 +136,42 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
     splats = splats.to(device)
     sh = splats.sh_degree if sh_degree is None else min(int(sh_degree), splats.sh_degree)
     bg = torch.as_tensor(background, dtype=torch.float32, device=device)
-    net, why = lpips_model() if use_lpips else (None, "not asked for")
+    net, why = lpips_model(lpips_net) if use_lpips else (None, "not asked for")
     if out_dir is not None:  # an earlier run's renders (other views, more of them) would read as this one's
         for old in Path(out_dir).glob("[0-9][0-9][0-9]_*.png"):
             old.unlink(missing_ok=True)
-    ps, ss, ls = [], [], []
+    ps, ss, ls, views, empty = [], [], [], [], []
     for i, cam in enumerate(cams):
-        img = render(splats, cam, sh_degree=sh, background=bg, backend=backend).colors[0].clamp(0, 1).cpu()
+        out = render(splats, cam, sh_degree=sh, background=bg, backend=backend)
+        img = out.colors[0].clamp(0, 1).cpu()
         gt = cam.image.cpu()
+        name = Path(cam.name).stem if cam.name else f"view_{i:03d}"
         ps.append(psnr(img, gt))
         ss.append(ssim(img, gt))
+        views.append({"view": name, "psnr": round(ps[-1], 4), "ssim": round(ss[-1], 5)})
         if net is not None:
             to = lambda x: x.permute(2, 0, 1)[None] * 2 - 1  # noqa: E731  (LPIPS wants [-1, 1] NCHW)
             ls.append(float(net(to(img), to(gt))))
+            views[-1]["lpips"] = round(ls[-1], 5)
+        if not float(out.alphas.max()) >= EMPTY_ALPHA:
+            empty.append(name)
         if out_dir is not None and i < n_renders:
-            name = Path(cam.name).stem if cam.name else f"view_{i:03d}"
             save_side_by_side(Path(out_dir) / f"{i:03d}_{name}.png", img, gt)
+    if empty:
+        shown = ", ".join(empty[:4]) + (f" and {len(empty) - 4} more" if len(empty) > 4 else "")
+        print(f"warning: {len(empty)} of {len(cams)} views show nothing of the model ({shown}): is it a model of this "
+              "scene, in its frame (the data.* settings it was trained with)?", file=sys.stderr)
     return {
         "psnr": round(float(np.mean(ps)), 4),
         "ssim": round(float(np.mean(ss)), 5),
         "lpips": round(float(np.mean(ls)), 5) if ls else UNAVAILABLE,
         **({} if ls else {"lpips_note": why}),
+        "lpips_net": lpips_net,
         "n_views": len(cams),
+        **({"empty_views": len(empty)} if empty else {}),
         "render_mode": "antialiased" if splats.antialiased else "classic",  # (the scores depend on it)
+        "per_view": views,
     }
 
 
-__all__ = ["psnr", "ssim", "evaluate", "lpips_model", "save_side_by_side", "peak_rss_mb", "UNAVAILABLE"]
+__all__ = ["psnr", "ssim", "evaluate", "json_text", "lpips_model", "save_side_by_side", "peak_rss_mb", "UNAVAILABLE"]

@@ -2,7 +2,9 @@
 scoring (the orbit alone flatters `compact` on scenes seen from inside)."""
 import importlib.util
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -174,6 +176,39 @@ def test_bench_codec_keeps_the_other_presets_when_one_fails(tmp_path, random_spl
     high, low = json.loads(capsys.readouterr().out)["inputs"][0]["results"]
     assert high["codec"] == "gsz:high" and high["bytes"] > 0
     assert low == {"codec": "gsz:low", "error": "simulated failure"}
+
+
+def test_bench_rd_gives_data_settings_to_both_runs(tmp_path, monkeypatch, capsys):
+    """Extra overrides reached only the compressed run: with data.downscale=2 a 64x64 c3dgs run was
+    compared with a 128x128 vanilla run. Now pipeline.* overrides go to the compressed runs and the
+    others to both, and a compressed run pairs only with a vanilla run of the same settings."""
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    rd = _tool("bench_rd")
+    cmds = []
+
+    def fake_run(cmd, **kw):
+        cmds.append(cmd)
+        out = Path(next(a for a in cmd if a.startswith("out="))[4:])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"ply_bytes": 1000, "psnr": 30.0, "ssim": 0.9, "n_gaussians": 9}))
+        (out / "report.json").write_text(json.dumps({"gsz_bytes": 40, "psnr": 29.8, "ssim": 0.9, "n_gaussians": 9,
+                                                     "sections": {}, "trained": {"psnr": 30.0}}))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    monkeypatch.setattr(rd.subprocess, "run", fake_run)
+    out = tmp_path / "rd"
+    assert rd.main(["--scenes", "synthetic", "--steps", "5", "--out", str(out), "data.downscale=2",
+                    "pipeline.stages.masking.lambda_mask=0.001"]) == 0
+    van, comp = (c[3:] for c in cmds)  # (python -m gscomp VERB ...)
+    assert van[0] == "train" and "data.downscale=2" in van and not any("pipeline" in a for a in van)
+    assert comp[0] == "compress" and {"data.downscale=2", "pipeline.stages.masking.lambda_mask=0.001"} <= set(comp)
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary[0]["ratio_vs_ply"] == 25.0
+    # a variant with other settings and no vanilla run of them: no ratio against the old vanilla
+    assert rd.main(["--scenes", "synthetic", "--steps", "5", "--out", str(out), "--no-vanilla", "--variant", "v2",
+                    "data.downscale=4"]) == 0
+    summary = {s["method"]: s for s in json.loads(capsys.readouterr().out)["summary"]}
+    assert summary["c3dgs"]["ratio_vs_ply"] == 25.0 and "same steps and settings" in summary["v2"]["note"]
 
 
 def test_bench_rd_and_bench_train_read_scene_lists_alike(capsys):

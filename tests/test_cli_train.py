@@ -53,6 +53,20 @@ def test_eval_on_ply(trained, tmp_path, capsys):
     assert list((tmp_path / "renders").glob("*.png"))
 
 
+def test_eval_names_data_settings_other_than_the_training_runs(trained, tmp_path, capsys):
+    """Eval with other data.* than the run that trained the model scores other test views (views
+    it trained on, with data.max_images left out) with no word; the run's config.yaml says so now."""
+    ply = trained / "point_cloud.ply"
+    args = ["eval", str(ply), "data=synthetic", "data.resolution=32", f"out={tmp_path / 'a'}"]
+    assert main([*args, "data.n_views=6"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*args, "data.n_views=9"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the run that trained this model" in err and "data.n_views=9 here, 6 there" in err
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert len(m["per_view"]) == m["n_views"]
+
+
 def test_eval_on_checkpoint_and_missing_model(trained, tmp_path, capsys):
     code = main(["train", *TINY, "train.steps=12", "train.ckpt_every=10", f"out={tmp_path / 'r'}"])
     assert code == 0

@@ -701,7 +701,8 @@ def test_a_stage_of_ones_own_from_the_command_line(random_splats, tmp_path):
 def test_a_first_native_build_is_not_counted_as_coding_time(random_splats, tmp_path, monkeypatch, capsys):
     """compress and decode reported the first-ever compile (15-40 s) as encode/decode time
     ("encoded in 28.06 s (5,444 Gaussians/s)" for a 0.2 s encode). A build is simulated here by
-    a 1.5 s first load of each extension."""
+    a 3 s first load of each extension (1.5 s was too close: the 0.2 s encode took over 1.5 s on a
+    machine busy with other work)."""
     import re
     import time
 
@@ -714,14 +715,14 @@ def test_a_first_native_build_is_not_counted_as_coding_time(random_splats, tmp_p
     def load(kind="raster"):
         if kind not in slow:
             slow.add(kind)
-            time.sleep(1.5)
+            time.sleep(3.0)
         return real(kind)
     monkeypatch.setattr(native, "load", load)
     src = tmp_path / "s.ply"
     save_splats(src, random_splats(300, sh_degree=1))
     code, out, err = cli(["compress", src, tmp_path / "a.gsz", "pipeline=compact"], capsys)
     assert code == 0, err
-    assert {"rans", "raster"} <= slow and float(re.search(r"encoded in ([\d.]+) s", out).group(1)) < 1.5, out
+    assert {"rans", "raster"} <= slow and float(re.search(r"encoded in ([\d.]+) s", out).group(1)) < 3.0, out
     slow.clear()
     code, out, err = cli(["decode", tmp_path / "a.gsz", tmp_path / "a.ply"], capsys)
-    assert code == 0 and "rans" in slow and float(re.search(r"in ([\d.]+) s", out).group(1)) < 1.5, out
+    assert code == 0 and "rans" in slow and float(re.search(r"in ([\d.]+) s", out).group(1)) < 3.0, out

@@ -13,6 +13,7 @@ from gscomp.stages.base import Stage
 from gscomp.train import DefaultStrategy, TrainState, init_splats
 from gscomp.train.losses import photometric_loss, ssim as ssim_loss
 from gscomp.train.trainer import Trainer, TrainInterrupted, latest_checkpoint, train
+from gscomp.errors import GscompError
 
 try:  # the native rasterizer when it is built, else the (slower) pure-PyTorch reference
     from gscomp.render.cpu import render_cpu  # noqa: F401
@@ -159,8 +160,45 @@ def test_lpips_unavailable_says_why(monkeypatch, tmp_path):
     bare = types.ModuleType("lpips")  # importable, but no weights in the hub cache
     monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (bare if name == "lpips"
                                                                        else real_import(name, *a, **k)))
-    assert M.lpips_model() == (None, f"no AlexNet weights (alexnet-*.pth) in {tmp_path / 'checkpoints'}; "
+    assert M.lpips_model() == (None, f"no vgg weights (vgg16-*.pth) in {tmp_path / 'checkpoints'}; "
                                      "gscomp never downloads them")
+    assert M.lpips_model("alex") == (None, f"no alex weights (alexnet-*.pth) in {tmp_path / 'checkpoints'}; "
+                                           "gscomp never downloads them")
+    with pytest.raises(GscompError, match="lpips_net must be one of vgg, alex"):
+        M.lpips_model("squeeze")
+
+
+def test_metrics_json_is_strict_json_and_scores_every_view():
+    """An identical render has PSNR inf, which json.dumps wrote as `Infinity` (not JSON: strict
+    parsers refused metrics.json); it is null now. Every view's scores are kept (the saved renders
+    are only the first n_renders views)."""
+    import json
+    from gscomp.metrics import evaluate, json_text
+
+    text = json_text({"psnr": float("inf"), "per_view": [{"psnr": float("nan"), "ssim": 1.0}], "n": 3})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON {c}")) == \
+        {"psnr": None, "per_view": [{"psnr": None, "ssim": 1.0}], "n": 3}
+    sc = tiny_scene(n_views=3, size=16)
+    cams = sc.train + sc.test
+    out = evaluate(_gt_splats(), cams, sh_degree=0, backend=BACKEND)
+    assert [v["view"] for v in out["per_view"]] == [c.name for c in cams] and out["n_views"] == len(cams)
+    assert out["psnr"] == pytest.approx(np.mean([v["psnr"] for v in out["per_view"]]), abs=1e-3)
+    assert out["lpips_net"] == "vgg" and "empty_views" not in out
+
+
+def test_evaluate_warns_about_views_that_show_nothing(capsys):
+    """A model of another scene (or frame) scored 4 dB with no word: views that show none of it
+    are named."""
+    from gscomp.metrics import evaluate
+
+    sp = _gt_splats()
+    far = sp.replace(means=sp.means + 1000.0)
+    sc = tiny_scene(n_views=2, size=16)
+    out = evaluate(far, sc.train + sc.test, sh_degree=0, backend=BACKEND)
+    assert out["empty_views"] == 2
+    assert "warning: 2 of 2 views show nothing of the model" in capsys.readouterr().err
+    evaluate(sp, sc.train + sc.test, sh_degree=0, backend=BACKEND)
+    assert "warning" not in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------- state

@@ -29,10 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import SCENES  # noqa: E402  (same scenes and overrides as the training benchmark)
 
 
-def run_one(scene: str, method: str, overrides: list[str], steps: int, out: Path, threads: int) -> dict:
-    """One CLI run; returns its record (size, PSNR, SSIM, #Gaussians, seconds)."""
+def is_pipeline_override(o: str) -> bool:
+    """pipeline=..., pipeline.x=..., +pipeline.x=..., ~pipeline.x: for the compressed runs only."""
+    return o.lstrip("+~").split("=", 1)[0].split(".", 1)[0] == "pipeline"
+
+
+def run_one(scene: str, method: str, overrides: list[str], steps: int, out: Path, threads: int,
+            settings: list[str]) -> dict:
+    """One CLI run; returns its record (size, PSNR, SSIM, #Gaussians, seconds). ``settings``: the
+    overrides both the vanilla and the compressed runs get (data.*, seed=, train.*), kept in the
+    record: a compressed run is only compared with a vanilla run of the same settings."""
     run_dir = out / f"{scene}_{method}"
-    common = SCENES[scene] + [f"train.steps={steps}", f"out={run_dir}", "progress=false"]
+    common = SCENES[scene] + [f"train.steps={steps}", *settings, f"out={run_dir}", "progress=false"]
     if method == "vanilla":
         cmd = ["train", *common]
     else:
@@ -41,7 +49,8 @@ def run_one(scene: str, method: str, overrides: list[str], steps: int, out: Path
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "gscomp", *cmd], capture_output=True, text=True, env=env)
     secs = time.perf_counter() - t0
-    rec = {"scene": scene, "method": method, "steps": steps, "seconds": round(secs, 1), "cmd": "gscomp " + " ".join(cmd)}
+    rec = {"scene": scene, "method": method, "steps": steps, "settings": settings, "seconds": round(secs, 1),
+           "cmd": "gscomp " + " ".join(cmd)}
     if r.returncode != 0:
         rec["error"] = (r.stderr or r.stdout)[-1500:]
         return rec
@@ -117,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-vanilla", action="store_true", help="reuse an earlier vanilla run in --out")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    ap.add_argument("overrides", nargs="*", help="extra key=value overrides for the compressed runs")
+    ap.add_argument("overrides", nargs="*", help="extra key=value overrides: pipeline.* ones for the compressed runs, "
+                    "the others (data.*, seed=N, train.*) for the vanilla runs too")
     a = ap.parse_args(argv)
     a.scenes = [s.strip() for arg in a.scenes for s in arg.split(",") if s.strip()]
     bad = [s for s in a.scenes if s not in SCENES]
@@ -138,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from gscomp.errors import GscompError
 
     try:  # a bad preset or override fails now, not after the vanilla runs
-        compose_pipeline([f"pipeline={a.pipeline}", *(o for o in a.overrides if o.startswith("pipeline."))])
+        compose_pipeline([f"pipeline={a.pipeline}", *(o for o in a.overrides if is_pipeline_override(o))])
     except GscompError as e:
         ap.error(str(e))
     try:
@@ -146,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         ap.error(f"cannot create --out {a.out}: {e.strerror or e}")
     method = a.variant or a.pipeline
+    settings = [o for o in a.overrides if not is_pipeline_override(o)]
+    coding = [o for o in a.overrides if is_pipeline_override(o)]
     jobs, skipped = [], []
     for scene in a.scenes:
         if scene != "synthetic" and not (SHARED / "scenes" / scene).exists():
@@ -153,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if not a.no_vanilla:
             jobs.append((scene, "vanilla", []))
-        jobs.append((scene, method, [f"pipeline={a.pipeline}", *a.overrides]))
+        jobs.append((scene, method, [f"pipeline={a.pipeline}", *coding]))
     with ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
-        records = list(pool.map(lambda j: run_one(j[0], j[1], j[2], a.steps, a.out, a.threads), jobs))
+        records = list(pool.map(lambda j: run_one(j[0], j[1], j[2], a.steps, a.out, a.threads, settings), jobs))
     failed = any("error" in r for r in records)
     # merge with earlier records in the same folder (other variants, reused vanilla runs)
     # read again now: another run into the same --out may have added its records meanwhile
@@ -170,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in records:
         if r["method"] == "vanilla" or "bytes" not in r:
             continue
-        # only a vanilla run of the same scene and step budget is a fair reference
+        # only a vanilla run of the same scene, step budget and settings is a fair reference
         van = next((v for v in records if v["scene"] == r["scene"] and v["method"] == "vanilla" and "bytes" in v
-                    and v.get("steps") == r.get("steps")), None)
+                    and v.get("steps") == r.get("steps") and v.get("settings", []) == r.get("settings", [])), None)
         scene = r["scene"]
         if van is None:
             summary.append({"scene": scene, "method": r["method"], "steps": r.get("steps"),
-                            "note": "no vanilla run of this scene with the same steps in --out"})
+                            "note": "no vanilla run of this scene with the same steps and settings in --out"})
             continue
         ratio = van["bytes"] / r["bytes"]
         dpsnr = r["psnr"] - van["psnr"]

@@ -6,7 +6,7 @@ folder ``eval_<model name>`` next to MODEL).
 """
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 from ..errors import GscompError, check_int
@@ -33,11 +33,47 @@ def load_model(path: Path):
     return splats, splats.sh_degree
 
 
+# the data settings that decide which views are test views and what their images look like
+VIEW_KEYS = ("kind", "path", "downscale", "test_every", "max_images", "background", "n_views", "resolution", "seed")
+
+
+def training_mismatch(model: Path, data) -> str | None:
+    """A warning when ``model`` sits in a training run's folder (its config.yaml has ``train`` and
+    ``data``) whose data settings differ from ``data``: the test views are then not that run's
+    (e.g. without its data.max_images, views it trained on become test views). None otherwise.
+    Paths compare only when both are absolute (a relative one was relative to that run's folder)."""
+    from omegaconf import OmegaConf
+
+    try:
+        run = OmegaConf.to_container(OmegaConf.load(model.parent / "config.yaml"))
+        here = OmegaConf.to_container(data, resolve=True)
+    except Exception:  # no run config (or not one we can read): nothing to compare with
+        return None
+    if not (isinstance(run, dict) and isinstance(run.get("train"), dict) and isinstance(run.get("data"), dict)):
+        return None
+    then = run["data"]
+    diff = []
+    for k in VIEW_KEYS:
+        if k not in then or k not in here:
+            continue
+        a, b = then[k], here[k]
+        if k == "path":
+            if not (a and b and Path(str(a)).is_absolute() and Path(str(b)).is_absolute()):
+                continue
+            a, b = str(Path(str(a)).resolve()), str(Path(str(b)).resolve())
+        if a != b:
+            diff.append(f"data.{k}={b} here, {then[k]} there")
+    if not diff:
+        return None
+    return (f"the run that trained this model ({model.parent / 'config.yaml'}) had other data settings "
+            f"({'; '.join(diff)}): these test views are not that run's; give its data.* settings to compare")
+
+
 def task(cfg) -> int:
     from omegaconf import OmegaConf
 
     from ..io import stored_size
-    from ..metrics import evaluate, peak_rss_mb, view_sizes
+    from ..metrics import LPIPS_NETS, evaluate, json_text, peak_rss_mb, view_sizes
     from ..train.trainer import atomic_write_text, load_scene_from_config, resolve_device, resolve_render_backend
     from .train import print_metrics
 
@@ -49,6 +85,12 @@ def task(cfg) -> int:
     check_int("n_renders", cfg.n_renders, 0, 10_000)
     model = Path(str(cfg.model)).expanduser()
     splats, degree = load_model(model)
+    lpips_net = str(cfg.get("lpips_net", "vgg"))
+    if lpips_net not in LPIPS_NETS:
+        raise GscompError(f"lpips_net must be one of {', '.join(LPIPS_NETS)}, got {lpips_net!r}")
+    mismatch = training_mismatch(model, cfg.data)
+    if mismatch:
+        print(f"warning: {mismatch}", file=sys.stderr)
     sh = degree if sh is None else min(int(sh), splats.sh_degree)
     device = resolve_device(str(cfg.device), str(cfg.render.backend))
     backend = resolve_render_backend(str(cfg.render.backend), device)
@@ -65,13 +107,14 @@ def task(cfg) -> int:
         # an earlier eval's metrics beside this one's renders would read as this model's if it stops
         (out / "metrics.json").unlink(missing_ok=True)
         metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
-                           backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders))
+                           backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders),
+                           lpips_net=lpips_net)
         metrics.update({"model": str(model), "split": split, "sh_degree": sh, **view_sizes(cams),
                         "n_gaussians": len(splats),
                         "model_bytes": stored_size(model),
                         "peak_rss_mb": peak_rss_mb()})
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(out / "metrics.json", json_text(metrics))
     print_metrics(metrics, f"gscomp eval {model.name}", out)
     return 0
 

@@ -26,6 +26,8 @@ def print_metrics(metrics: dict, title: str = "result", out=None) -> None:
         if key in metrics and not (key == "render_mode" and metrics[key] == "classic"):
             v = metrics[key]
             note = f" ({metrics['lpips_note']})" if key == "lpips" and metrics.get("lpips_note") else ""
+            if key == "lpips" and metrics.get("lpips_net"):
+                key = f"lpips ({metrics['lpips_net']})"
             table.add_row(key, escape((f"{v:.4f}" if isinstance(v, float) else str(v)) + note))
     if out is not None:
         table.add_row("output", escape(str(out)))

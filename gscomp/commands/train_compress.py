@@ -9,7 +9,6 @@ the test views, bytes per section, the trainer's own metrics) and the trainer's 
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ def compress_trained(cfg, out: Path) -> dict:
 def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
     from ..codec import decode_gsz, encode_gsz
     from ..io import save_splats
-    from ..metrics import evaluate, view_sizes
+    from ..metrics import evaluate, json_text, view_sizes
     from .compress import encode_progress
 
     trainer = state.trainer
@@ -73,7 +72,7 @@ def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
         "n_gaussians": len(decoded),
         "psnr": m["psnr"],
         "ssim": m["ssim"],
-        **{k: m[k] for k in ("lpips", "lpips_note") if k in m},
+        **{k: m[k] for k in ("lpips", "lpips_note", "lpips_net", "n_views", "empty_views") if k in m},
         "split": "test" if scene.test else "train",
         "sh_degree": decoded.sh_degree,  # what PSNR/SSIM were rendered at (as the trained model's)
         "render_mode": m["render_mode"],
@@ -86,8 +85,9 @@ def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
         "encode_seconds": round(t_enc, 3),
         "decode_seconds": round(t_dec, 3),
         "trained": {k: train_metrics.get(k) for k in ("psnr", "ssim", "n_gaussians", "ply_bytes")},
+        "per_view": m["per_view"],  # (of the decoded scene; renders_decoded/ holds the first n_renders)
     }
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.json", json_text(report))
     return report
 
 

@@ -690,7 +690,7 @@ class Trainer:
         """Write point_cloud.ply, evaluate on the test views, write renders and metrics.json."""
         from ..data.cameras import save_cameras_json
         from ..io import save_splats
-        from ..metrics import evaluate, view_sizes
+        from ..metrics import evaluate, json_text, view_sizes
 
         t = self.cfg.train
         splats = self.final_splats()
@@ -722,7 +722,7 @@ class Trainer:
         metrics["peak_rss_mb"] = peak_rss_mb()
         if self.resumed_from is not None:
             metrics["resumed_from"] = str(self.resumed_from)
-        atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(self.out / "metrics.json", json_text(metrics))
         return metrics
 
 
