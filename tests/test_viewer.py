@@ -305,6 +305,33 @@ def test_viewer_serves_the_client_and_renders_exact(random_splats):
         v.close()
 
 
+@pytest.mark.parametrize("unit", [1e4, 1e-3])
+def test_exact_mode_for_scenes_in_any_unit(random_splats, unit):
+    """Exact mode went white for a scene in millimetres (the browser's near plane, radius x 1e-3,
+    lay beyond the plane 1 unit in front of the camera that viser draws its image on), and cut the
+    front off a scene of a few centimetres (the renderer's near plane is 0.01 units)."""
+    pytest.importorskip("viser")
+    import viser.transforms as tf
+    from gscomp.viewer.app import Viewer
+
+    sp = random_splats(300, sh_degree=0, seed=2)
+    big = sp.replace(means=sp.means * unit, scales=sp.scales + math.log(unit))
+    shots = []
+    for s in (sp, big):
+        v = Viewer(ViewFile(Path("mem.ply"), s, 1234), port=0)
+        try:
+            near, far = v.server.initial_camera.near, v.server.initial_camera.far
+            assert near < 1.0 < far
+            eye, look = initial_camera(s)
+            c2w = Camera.look_at(eye, look, (0, -1, 0), 60.0, 64, 48).camera_to_world.double().numpy()
+            shots.append(v.render_view(s, c2w[:3, 3], tf.SO3.from_matrix(c2w[:3, :3]).wxyz, math.radians(50), 64, 48)[0])
+        finally:
+            v.close()
+    drawn = [(np.abs(img.astype(int) - 255).max(-1) > 30).mean() for img in shots]
+    assert drawn[0] > 0.05 and abs(drawn[1] - drawn[0]) < 0.01  # the same picture at every unit
+    assert np.abs(shots[0].astype(int) - shots[1].astype(int)).mean() < 2
+
+
 def test_most_visible_keeps_the_biggest_opaque_splats(random_splats):
     from gscomp.viewer.prepare import most_visible
 

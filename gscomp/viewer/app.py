@@ -27,8 +27,8 @@ from ..errors import GscompError
 from ..splats import Splats
 from .load import ViewFile
 from .prepare import (
-    camera_from_viser, colors_dc, colors_view, initial_camera, most_visible, normalisation_factor, prepare,
-    scene_center_radius,
+    camera_from_viser, clip_planes, colors_dc, colors_view, exact_scale, initial_camera, most_visible,
+    normalisation_factor, prepare, scene_center_radius,
 )
 
 FOV_DEG = 60.0
@@ -124,6 +124,8 @@ class Viewer:
         # One scale for both scenes so switching between them does not move anything.
         self.factor = normalisation_factor(main.splats)
         self.origin, radius = scene_center_radius(main.splats)  # (positions go out relative to it)
+        self.exact_scale = exact_scale(radius)
+        self._scaled: tuple[Splats, Splats] | None = None  # (splats, exact_scale times them), the last one
 
         # viser prints its own banner regardless of verbose=False; the command prints one URL line.
         with contextlib.redirect_stdout(io.StringIO()):
@@ -132,8 +134,7 @@ class Viewer:
         eye, look = initial_camera(main.splats, up, FOV_DEG)
         cam = self.server.initial_camera
         cam.fov = math.radians(FOV_DEG)
-        cam.near = radius * 1e-3
-        cam.far = radius * 1e3
+        cam.near, cam.far = clip_planes(radius)
         cam.position = tuple(eye)
         cam.look_at = tuple(look)
 
@@ -277,6 +278,11 @@ class Viewer:
 
         s = min(1.0, self.exact_max_side / max(width, height, 1))
         w, h = max(8, round(width * s)), max(8, round(height * s))
+        k = self.exact_scale
+        if k != 1.0:  # a small scene: rendered scaled up, so that the near plane does not cut into it
+            if self._scaled is None or self._scaled[0] is not splats:
+                self._scaled = (splats, splats.replace(means=splats.means * k, scales=splats.scales + math.log(k)))
+            splats, position = self._scaled[1], np.asarray(position, np.float64) * k
         cam = camera_from_viser(position, wxyz, fov_y, w, h)
         t0 = time.perf_counter()
         with torch.no_grad():

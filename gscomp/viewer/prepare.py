@@ -84,6 +84,20 @@ def scene_center_radius(splats: Splats) -> tuple[np.ndarray, float]:
     return center, radius
 
 
+def clip_planes(radius: float) -> tuple[float, float]:
+    """(near, far) of the browser's camera: 1e-3 and 1e3 times the scene's radius, but never
+    beyond 1 unit on either side: viser draws exact mode's image on a plane 1 unit in front of the
+    camera, which near > 1 (a scene in millimetres) or far < 1 clipped away (a white canvas)."""
+    return min(radius * 1e-3, 0.5), max(radius * 1e3, 2.0)
+
+
+def exact_scale(radius: float) -> float:
+    """Factor exact mode scales a small scene (radius below 1) and the camera by before rendering:
+    the image is the same (projection is scale-free), but the renderer's fixed near plane (0.01
+    units, as the 3DGS reference) no longer cuts into a scene of a few centimetres."""
+    return 1.0 / radius if radius < 1.0 else 1.0
+
+
 @dataclass
 class SplatArrays:
     """Arrays ready for ``scene.add_gaussian_splats(..., scale=1/factor, position=origin)``:
@@ -194,6 +208,6 @@ def camera_from_viser(position, wxyz, fov_y: float, width: int, height: int):
 
 __all__ = [
     "SplatArrays", "prepare", "covariances", "colors_dc", "colors_view", "opacities",
-    "scene_center_radius", "normalisation_factor", "initial_camera", "up_vector",
+    "scene_center_radius", "clip_planes", "exact_scale", "normalisation_factor", "initial_camera", "up_vector",
     "camera_from_viser", "most_visible", "UP_AXES",
 ]
