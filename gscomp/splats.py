@@ -127,6 +127,11 @@ class Splats:
     def replace(self, **changes) -> "Splats":
         return replace(self, **changes)
 
+    def same_as(self, other: "Splats") -> bool:
+        """The same Gaussians bit for bit (every field's shape, dtype and values; the render mode)."""
+        return self.antialiased == other.antialiased and all(
+            a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for (_, a), (_, b) in zip(self.items(), other.items()))
+
     @property
     def device(self) -> torch.device:
         return self.means.device

@@ -78,12 +78,23 @@ def test_eval_on_checkpoint_and_missing_model(trained, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_resume_latest(tmp_path):
+def test_resume_latest(tmp_path, capsys):
+    """The last step is checkpointed too (it was not: resume=true redid steps 10..20 of a finished
+    run, or, with no checkpoint at all, retrained it from scratch over its model): a finished run
+    trains further, and one that kept no checkpoint is refused."""
     out = tmp_path / "r"
     assert main(["train", *TINY, "train.steps=20", "train.ckpt_every=10", f"out={out}"]) == 0
-    assert main(["train", *TINY, "train.steps=20", f"out={out}", "resume=true"]) == 0
+    assert main(["train", *TINY, "train.steps=30", "train.ckpt_every=10", f"out={out}", "resume=true"]) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["resumed_from"].endswith("ckpt_000010.pt")
+    assert m["resumed_from"].endswith("ckpt_000020.pt") and m["steps"] == 30
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["ckpt_000020.pt", "ckpt_000030.pt"]
+    done = tmp_path / "d"  # (TINY trains with train=fast: ckpt_every 0)
+    assert main(["train", *TINY, "train.steps=10", f"out={done}"]) == 0
+    ply = (done / "point_cloud.ply").read_bytes()
+    capsys.readouterr()
+    assert main(["train", *TINY, "train.steps=20", f"out={done}", "resume=true"]) == 2
+    assert "holds a finished run (point_cloud.ply) and no checkpoint" in capsys.readouterr().err
+    assert (done / "point_cloud.ply").read_bytes() == ply
 
 
 def test_resume_checks_its_checkpoint(tmp_path, capsys):

@@ -726,3 +726,41 @@ def test_a_first_native_build_is_not_counted_as_coding_time(random_splats, tmp_p
     slow.clear()
     code, out, err = cli(["decode", tmp_path / "a.gsz", tmp_path / "a.ply"], capsys)
     assert code == 0 and "rans" in slow and float(re.search(r"in ([\d.]+) s", out).group(1)) < 3.0, out
+
+
+def test_hints_name_a_command_that_runs_from_the_users_shell(monkeypatch, tmp_path):
+    """The demo ended with "view with: gscomp view ...", which a fresh shell (venv not activated)
+    answered with "command not found": hints now name the path gscomp was started by."""
+    import sys as _sys
+
+    from gscomp.commands.common import own_command
+
+    script = tmp_path / "venv" / "bin" / "gscomp"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(_sys, "argv", [str(script), "demo"])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert own_command() == str(script)
+    monkeypatch.setenv("PATH", str(script.parent))
+    assert own_command() == "gscomp"
+    monkeypatch.setattr(_sys, "argv", ["/somewhere/gscomp/__main__.py"])
+    assert own_command() == f"{_sys.executable} -m gscomp"
+
+
+def test_tables_are_not_cut_short_in_a_pipe(capsys):
+    """`gscomp info x.gsz | cat` cut section names to 80 columns ("colorfield/colorfield.m…" twice,
+    for .meta and .mlp)."""
+    from rich.table import Table
+
+    from gscomp.commands.common import stdout_console
+
+    t = Table()
+    t.add_column("section")
+    t.add_column("bytes")
+    names = [f"colorfield/colorfield.{'x' * 60}.{end}" for end in ("meta", "mlp")]
+    for name in names:
+        t.add_row(name, "7,194")
+    stdout_console().print(t)
+    out = capsys.readouterr().out
+    assert all(name in out for name in names) and "…" not in out

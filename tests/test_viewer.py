@@ -419,6 +419,20 @@ def test_port_search_and_a_broken_sibling_source(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("note: not comparing with x.ply")
     _write_ply(tmp_path / "x.ply", Splats.cat([one(), one(mean=(1, 0, 0))]))
     assert load_compare(main, None).name == "x.ply"
+    # train-and-compress output: scene.ply is scene.gsz decoded (the "original" toggle showed the
+    # decoded scene twice); the original is point_cloud.ply, which report.json marks
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_ply(run / "point_cloud.ply", Splats.cat([one(), one(mean=(1, 0, 0))]))
+    assert cli_main(["compress", str(run / "point_cloud.ply"), str(run / "scene.gsz"), "pipeline=low"]) == 0
+    assert cli_main(["decode", str(run / "scene.gsz"), str(run / "scene.ply")]) == 0
+    coded = load_view_file(run / "scene.gsz")
+    capsys.readouterr()
+    assert load_compare(coded, None) is None  # no report.json: scene.ply, which is this file decoded
+    assert "note: not comparing with scene.ply: it is scene.gsz decoded" in capsys.readouterr().err
+    (run / "report.json").write_text('{"pipeline": "low", "gsz_bytes": 1}')
+    assert find_source(run / "scene.gsz") == run / "point_cloud.ply"
+    assert load_compare(coded, None).name == "point_cloud.ply"
     with pytest.raises(GscompError):
         load_compare(main, str(tmp_path / "missing.ply"))
 

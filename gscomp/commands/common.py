@@ -1,6 +1,8 @@
 """Argument and output helpers shared by the verbs (not a verb itself)."""
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,6 +16,19 @@ HYDRA_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "
                       "--config-dir", "-cd", "--experimental-rerun"}
 # `--info` takes a value only when one of these follows (Hydra: nargs="?", const="all").
 HYDRA_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def own_command() -> str:
+    """How to run this gscomp again from the user's shell, for the hints commands print: `gscomp`
+    when that is this installation on PATH, else the path it was started by (a virtual environment
+    that is not activated: `.venv/bin/gscomp`), else `python -m gscomp` with this interpreter."""
+    script = sys.argv[0] if sys.argv else ""
+    if Path(script).name != "gscomp":
+        return f"{sys.executable} -m gscomp"
+    found = shutil.which("gscomp")
+    if found and Path(found).resolve() == Path(script).resolve():
+        return "gscomp"
+    return script if os.sep in script else "gscomp"
 
 
 def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -80,7 +95,8 @@ def usage_error(usage: str, opts: list[str] = ()) -> GscompError:
 
 def stdout_console():
     """A rich console on stdout. Where stdout is a file or a pipe, rich would wrap at 80 columns
-    and split a message (or a table's title) over lines; there each message stays one line."""
+    and split a message (or a table's title) over lines, and cut a table's cells short ("…");
+    there each message stays one line and tables get 200 columns."""
     from rich.console import Console
 
     class _Console(Console):
@@ -91,7 +107,9 @@ def stdout_console():
             raise BrokenPipeError
 
     console = _Console(file=sys.stdout)
-    console.soft_wrap = not console.is_terminal
+    if not console.is_terminal:
+        console.soft_wrap = True
+        console.width = max(console.width, 200)
     return console
 
 

@@ -14,6 +14,7 @@ from ..hydra_app import output_dir, run_hydra
 
 
 def task(cfg) -> int:
+    from .common import own_command
     from .train_compress import compress_trained, print_report
 
     with run_folder(output_dir(cfg)) as out:
@@ -24,7 +25,7 @@ def task(cfg) -> int:
         print(f"trained model {ply_bytes / 1e6:.2f} MB (.ply) -> {report['gsz_bytes'] / 1e6:.3f} MB (.gsz): "
               f"{ply_bytes / report['gsz_bytes']:.1f}x smaller; decoded PSNR {report['psnr']:.2f} dB "
               f"(before coding {report['trained']['psnr']:.2f} dB)")
-    print(f"outputs in {out}: scene.gsz, scene.ply (decoded), report.json  —  view with: gscomp view {out / 'scene.gsz'}")
+    print(f"outputs in {out}: scene.gsz, scene.ply (decoded), report.json  —  view with: {own_command()} view {out / 'scene.gsz'}")
     return 0
 
 

@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--up", default="-y", choices=list(UP_AXES),
                    help="world up direction (default -y: COLMAP/3DGS captures; +z for Blender scenes)")
     p.add_argument("--compare", metavar="PATH",
-                   help="second file to toggle against (default for X.gsz: X.ply next to it, if present)")
+                   help="second file to toggle against (default for X.gsz: point_cloud.ply in a train-and-compress "
+                        "folder, else X.ply, X.spz or X.splat next to it, if present)")
     p.add_argument("--exact", action="store_true", help="start in exact mode (server-side gscomp render)")
     p.add_argument("--exact-max-side", type=int, default=512, help="exact-mode image size cap in pixels")
     p.add_argument("--max-splats", type=int, default=0, metavar="N",
@@ -122,10 +123,15 @@ def load_compare(main, compare: str | None):
     if sibling is None:
         return None
     try:
-        return load_view_file(sibling)
+        other = load_view_file(sibling)
     except GscompError as e:
         print(f"note: not comparing with {sibling.name} ({e})", file=sys.stderr)
         return None
+    if other.splats.same_as(main.splats):
+        print(f"note: not comparing with {sibling.name}: it is {main.name} decoded (give the original with "
+              "--compare PATH)", file=sys.stderr)
+        return None
+    return other
 
 
 def _check_host(host: str) -> int:

@@ -8,7 +8,7 @@ when the run would not reach ``sh_degree`` otherwise);
 or logging through ``callbacks`` (callables ``cb(state, logs)`` run after every step).
 
 Outputs in the run folder: ``config.yaml`` (resolved), ``checkpoints/ckpt_STEP.pt`` (every
-``train.ckpt_every`` steps and on Ctrl-C), ``point_cloud.ply``, ``metrics.json``, ``renders/*.png``.
+``train.ckpt_every`` steps, the last one included, and on Ctrl-C), ``point_cloud.ply``, ``metrics.json``, ``renders/*.png``.
 """
 from __future__ import annotations
 
@@ -466,6 +466,11 @@ class Trainer:
             return None
         if r is True or str(r).lower() == "true":
             p = latest_checkpoint(self.out)
+            if p is None and (self.out / "point_cloud.ply").is_file():
+                # a finished run that kept no checkpoint: starting afresh would replace its model
+                raise GscompError(f"resume=true: {self.out} holds a finished run (point_cloud.ply) and no checkpoint to "
+                                  f"continue (one is written every train.ckpt_every steps); without resume a new run "
+                                  f"replaces it")
             if p is None:
                 print(f"gscomp: no checkpoint in {self.out / CKPT_DIR}; starting from scratch")
             return p
@@ -609,7 +614,8 @@ class Trainer:
                                         "test_psnr": round(logs["test_psnr"], 3)})
                     for cb in self.callbacks:
                         cb(state, logs)
-                    if ckpt_every and state.step % ckpt_every == 0 and state.step < state.max_steps:
+                    # (the last step too: `resume` then trains a finished run further, train.steps=MORE)
+                    if ckpt_every and state.step % ckpt_every == 0:
                         self.save_checkpoint()
         except KeyboardInterrupt:
             raise self.interrupted() from None
