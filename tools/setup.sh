@@ -26,6 +26,8 @@ else
 fi
 if [ ! -x .venv/bin/python ]; then
   echo "gscomp setup: creating .venv with $($PY --version)"
+  ver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  [ "$ver" = "3.11" ] || echo "gscomp setup: note: gscomp is tested on Python 3.11, not $ver (PYTHON=/path/to/python3.11 picks one)" >&2
   "$PY" -m venv .venv
 fi
 PIP=".venv/bin/python -m pip"
