@@ -74,18 +74,21 @@ def lpips_model(net: str = "vgg"):
         return None, f"LPIPS({net}) could not be built ({one_line(e)})"
 
 
+def finite(o):
+    """``o`` with every non-finite float as None, through dicts, lists and tuples: JSON has no
+    Infinity (the PSNR of a render identical to its image) and many readers refuse it."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite(v) for v in o]
+    return o
+
+
 def json_text(metrics: dict) -> str:
-    """``metrics`` as indented JSON that every parser reads: a non-finite float (the PSNR of a
-    render identical to its image is inf) becomes null."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(metrics), indent=2, allow_nan=False) + "\n"
+    """``metrics`` as indented JSON that every parser reads (`finite`)."""
+    return json.dumps(finite(metrics), indent=2, allow_nan=False) + "\n"
 
 
 def view_sizes(cameras: Sequence) -> dict:
@@ -174,4 +177,4 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
     }
 
 
-__all__ = ["psnr", "ssim", "evaluate", "json_text", "lpips_model", "save_side_by_side", "peak_rss_mb", "UNAVAILABLE"]
+__all__ = ["psnr", "ssim", "evaluate", "finite", "json_text", "lpips_model", "save_side_by_side", "peak_rss_mb", "UNAVAILABLE"]

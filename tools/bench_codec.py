@@ -36,6 +36,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from gscomp.metrics import finite  # noqa: E402  (JSON has no Infinity: non-finite numbers as null)
 SHARED = Path(os.environ.get("GSCOMP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 DEFAULT_INPUTS = ["splats/biker.compressed.ply", "splats/playbot/0_0"]
 
@@ -418,18 +419,6 @@ def main(argv=None) -> int:
 def one_line(e: BaseException) -> str:
     """An error's first line (its type when it has no message), for an ``error`` entry."""
     return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
-
-
-def finite(o):
-    """``o`` with every non-finite float as None: JSON has no Infinity (a PSNR of identical renders)
-    and many readers refuse it."""
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: finite(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [finite(v) for v in o]
-    return o
 
 
 def bench_input(args, rel: str, src: Path, cam_path: Path | None, peers: set) -> dict:
