@@ -739,12 +739,13 @@ def test_hints_name_a_command_that_runs_from_the_users_shell(monkeypatch, tmp_pa
     script.parent.mkdir(parents=True)
     script.write_text("#!/bin/sh\n")
     script.chmod(0o755)
-    monkeypatch.setattr(_sys, "argv", [str(script), "demo"])
+    monkeypatch.setattr(_sys, "argv", ["gscomp demo"])  # (what a Hydra app's task sees)
+    monkeypatch.setattr(_sys, "orig_argv", [_sys.executable, str(script), "demo"])
     monkeypatch.setenv("PATH", "/nonexistent")
     assert own_command() == str(script)
     monkeypatch.setenv("PATH", str(script.parent))
     assert own_command() == "gscomp"
-    monkeypatch.setattr(_sys, "argv", ["/somewhere/gscomp/__main__.py"])
+    monkeypatch.setattr(_sys, "orig_argv", [_sys.executable, "-m", "gscomp", "demo"])
     assert own_command() == f"{_sys.executable} -m gscomp"
 
 

@@ -21,8 +21,11 @@ HYDRA_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "s
 def own_command() -> str:
     """How to run this gscomp again from the user's shell, for the hints commands print: `gscomp`
     when that is this installation on PATH, else the path it was started by (a virtual environment
-    that is not activated: `.venv/bin/gscomp`), else `python -m gscomp` with this interpreter."""
-    script = sys.argv[0] if sys.argv else ""
+    that is not activated: `.venv/bin/gscomp`), else `python -m gscomp` with this interpreter.
+    From the interpreter's own command line (a Hydra app's sys.argv names the verb instead): a
+    console script runs as `PYTHON SCRIPT ARGS...`."""
+    args = getattr(sys, "orig_argv", [])
+    script = args[1] if len(args) > 1 else ""
     if Path(script).name != "gscomp":
         return f"{sys.executable} -m gscomp"
     found = shutil.which("gscomp")
