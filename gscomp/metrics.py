@@ -91,6 +91,16 @@ def json_text(metrics: dict) -> str:
     return json.dumps(finite(metrics), indent=2, allow_nan=False) + "\n"
 
 
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is the report.json of a gscomp train-and-compress run (not a user's own
+    file of that name)."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"gsz_bytes", "pipeline"} <= report.keys()
+
+
 def view_sizes(cameras: Sequence) -> dict:
     """``resolution`` [w, h] of the views (the commonest size when they differ) and, only when they
     differ, ``resolutions``: {"WxH": number of views} (captures with mixed image sizes)."""
@@ -177,4 +187,4 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
     }
 
 
-__all__ = ["psnr", "ssim", "evaluate", "finite", "json_text", "lpips_model", "save_side_by_side", "peak_rss_mb", "UNAVAILABLE"]
+__all__ = ["psnr", "ssim", "evaluate", "finite", "is_report", "json_text", "lpips_model", "save_side_by_side", "peak_rss_mb", "UNAVAILABLE"]

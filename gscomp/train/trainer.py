@@ -431,11 +431,9 @@ class Trainer:
         (fresh or resumed), would read as its coding: it goes (train-and-compress writes it anew
         at its end; plain train never does). Only a folder whose report.json is a gscomp report:
         a user's own files of those names elsewhere are not ours to remove."""
-        try:
-            report = json.loads((self.out / "report.json").read_text())
-        except (OSError, ValueError):
-            return
-        if not (isinstance(report, dict) and {"gsz_bytes", "pipeline"} <= report.keys()):
+        from ..metrics import is_report
+
+        if not is_report(self.out / "report.json"):
             return
         coded = [self.out / n for n in CODED_OUTPUTS if (self.out / n).is_file()]
         for old in coded:

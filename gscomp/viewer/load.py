@@ -90,24 +90,15 @@ def find_source(path: Path) -> Path | None:
     with the same stem."""
     if path.suffix.lower() != ".gsz":
         return None
+    from ..metrics import is_report
+
     trained = path.with_name("point_cloud.ply")
-    if trained.is_file() and _is_report(path.with_name("report.json")):
+    if trained.is_file() and is_report(path.with_name("report.json")):
         return trained
     for cand in (path.with_suffix(".ply"), path.with_suffix(".spz"), path.with_suffix(".splat")):
         if cand.is_file():
             return cand
     return None
-
-
-def _is_report(path: Path) -> bool:
-    """Whether ``path`` is the report.json of a train-and-compress run."""
-    import json
-
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(report, dict) and {"gsz_bytes", "pipeline"} <= report.keys()
 
 
 def bits_rows(info: dict, n: int) -> list[tuple[str, float]]:
