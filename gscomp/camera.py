@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import GscompError
+from .errors import GscompError, check_number
 
 
 @dataclass
@@ -27,7 +27,8 @@ class Camera:
     name: str = ""
 
     def __post_init__(self):
-        w2c = torch.as_tensor(self.world_to_camera, dtype=torch.float64)
+        # a copy: a caller's float64 matrix reused for the next pose must not move this camera
+        w2c = torch.as_tensor(self.world_to_camera, dtype=torch.float64).detach().clone()
         if tuple(w2c.shape) != (4, 4):
             raise GscompError(f"camera {self.name!r}: world_to_camera must be 4x4, got {tuple(w2c.shape)}")
         if not bool(torch.isfinite(w2c).all()):
@@ -84,6 +85,11 @@ class Camera:
     def look_at(eye, target, up, fov_x_deg: float, width: int, height: int, name: str = "") -> "Camera":
         """A pinhole camera at ``eye`` looking at ``target``; ``up`` is the world up direction."""
         eye, target, up = (torch.as_tensor(v, dtype=torch.float64) for v in (eye, target, up))
+        for what, v in (("eye", eye), ("target", target), ("up", up)):
+            if tuple(v.shape) != (3,) or not bool(torch.isfinite(v).all()):
+                raise GscompError(f"look_at: {what} must be 3 finite numbers, got {v.tolist()}")
+        fov_x_deg = check_number("look_at: fov_x_deg", float(fov_x_deg) if hasattr(fov_x_deg, "__float__") else fov_x_deg,
+                                 0, 180, lo_open=True, hi_open=True)
         z = target - eye
         if not float(z.norm()) > 0:
             raise GscompError("look_at: eye and target are the same point")

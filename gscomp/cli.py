@@ -57,8 +57,9 @@ def _out_of_memory(e: BaseException) -> bool:
 
 def _notes_as_lines() -> None:
     """`errors.Note` warnings print as one ``note: ...`` line (not Python's "file:line: Note: ..."
-    and the source line under it); other warnings as Python prints them."""
-    from .errors import Note
+    and the source line under it), `errors.DataWarning` as one ``warning: ...`` line; other
+    warnings as Python prints them."""
+    from .errors import DataWarning, Note
 
     default = warnings.showwarning
     if getattr(default, "gscomp_notes", False):  # (main() run again in one process: wrap once)
@@ -67,6 +68,8 @@ def _notes_as_lines() -> None:
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, Note):
             print(f"note: {message}", file=sys.stderr)
+        elif issubclass(category, DataWarning):
+            print(f"warning: {message}", file=sys.stderr)
         else:
             default(message, category, filename, lineno, file, line)
     show.gscomp_notes = True

@@ -28,6 +28,12 @@ class Note(UserWarning):
     clamped, a field dropped): a warning to library users, one ``note: ...`` line in the CLI."""
 
 
+class DataWarning(UserWarning):
+    """Something that looks wrong with the user's data or settings, so that the result is likely
+    poor (views that show nothing of a model, damaged images, a grid too coarse for the scene):
+    a warning to library users, one ``warning: ...`` line in the CLI."""
+
+
 def one_line(e: BaseException, limit: int | None = None) -> str:
     """An exception's message squeezed onto one line (its type name when it has none), cut to
     ``limit`` characters."""

@@ -178,6 +178,13 @@ def output_file(arg: str) -> Path:
     return Path(arg)
 
 
+def check_not_input(src: Path, dst: Path) -> None:
+    """Refuse an output that is the input itself, by another name or through a symlink: the
+    atomic write would replace it (a hard link is safe: the rename gives OUT a new file)."""
+    if dst.exists() and src.resolve() == dst.resolve():
+        raise GscompError("input and output are the same file")
+
+
 def input_file(path: str | os.PathLike) -> Path:
     """``path`` as an existing file, else a one-line error saying what it is instead."""
     p = Path(path)

@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -117,15 +118,35 @@ def searchpath_override(config_dir: Path) -> str:
     return "hydra.searchpath=[" + quote_value("file://" + str(config_dir)) + "]"  # (not as_uri: Hydra does not undo %-escapes)
 
 
+@contextlib.contextmanager
+def own_hydra(version_base: str | None = "1.3"):
+    """Hydra initialised on gscomp's configs for the ``with`` block, and the caller's own Hydra
+    state (a running ``@hydra.main`` app, an ``initialize()`` of theirs, their version base) put
+    back after it, untouched: library calls that compose a config must not reset the user's."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.singleton import Singleton
+    from hydra.version import VersionBase
+
+    own = (GlobalHydra, VersionBase)  # (initialize_config_dir refuses an initialised GlobalHydra)
+    saved = {k: Singleton._instances.pop(k) for k in own if k in Singleton._instances}
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=version_base):
+            yield
+    finally:
+        for k in own:
+            Singleton._instances.pop(k, None)
+        Singleton._instances.update(saved)
+
+
 def compose(config_name: str, overrides: list[str] | None = None):
     """Compose a config from Python (tests, notebooks, other verbs) without running an app."""
     from hydra import compose as _compose
-    from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        with own_hydra():
             return _compose(config_name=config_name, overrides=list(overrides or []))
     except (HydraException, OmegaConfBaseException) as e:
         raise config_error(e) from None
@@ -321,4 +342,4 @@ def _run_app(config_name: str, task_fn: Callable, argv: list[str], prog: str) ->
     return max(codes) if codes else 0
 
 
-__all__ = ["run_hydra", "compose", "output_dir", "take_config_dir", "check_config_dir", "searchpath_override", "CONFIG_DIR"]
+__all__ = ["run_hydra", "compose", "own_hydra", "output_dir", "take_config_dir", "check_config_dir", "searchpath_override", "CONFIG_DIR"]

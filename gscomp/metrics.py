@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import math
 import resource
-import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from .errors import DataWarning
 from .fileio import atomic_open
 
 UNAVAILABLE = "unavailable"
@@ -172,8 +173,8 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
             save_side_by_side(Path(out_dir) / f"{i:03d}_{name}.png", img, gt)
     if empty:
         shown = ", ".join(empty[:4]) + (f" and {len(empty) - 4} more" if len(empty) > 4 else "")
-        print(f"warning: {len(empty)} of {len(cams)} views show nothing of the model ({shown}): is it a model of this "
-              "scene, in its frame (the data.* settings it was trained with)?", file=sys.stderr)
+        warnings.warn(f"{len(empty)} of {len(cams)} views show nothing of the model ({shown}): is it a model of this "
+                      "scene, in its frame (the data.* settings it was trained with)?", DataWarning, stacklevel=2)
     return {
         "psnr": round(float(np.mean(ps)), 4),
         "ssim": round(float(np.mean(ss)), 5),

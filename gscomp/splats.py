@@ -76,8 +76,13 @@ def first_nonfinite_row(t: torch.Tensor) -> int | None:
     return int((~torch.isfinite(t.reshape(len(t), -1))).any(1).nonzero()[0, 0])
 
 
-@dataclass
+@dataclass(eq=False)  # (== of tensors is elementwise: compare scenes with same_as)
 class Splats:
+    """A scene of N Gaussians: six tensor fields in the INRIA 3DGS conventions and the render
+    mode flag, as listed in this module's docstring (``help(gscomp.splats)``). Every loader,
+    the renderer, the trainer and the codecs take and give this type. Compare two with
+    `same_as`, change fields with `replace`, check them with `validate`."""
+
     means: torch.Tensor
     quats: torch.Tensor
     scales: torch.Tensor
@@ -140,8 +145,10 @@ class Splats:
     @staticmethod
     def empty(sh_degree: int = 3, n: int = 0, dtype=torch.float32) -> "Splats":
         """``n`` Gaussians at the origin (identity rotation, zeros elsewhere) of degree ``sh_degree``."""
-        if not 0 <= sh_degree <= 3:
-            raise GscompError(f"sh_degree must be in 0..3, got {sh_degree} (Splats.empty(sh_degree, n))")
+        if isinstance(sh_degree, bool) or not isinstance(sh_degree, (int, np.integer)) or not 0 <= sh_degree <= 3:
+            raise GscompError(f"sh_degree must be an integer in 0..3, got {sh_degree!r} (Splats.empty(sh_degree, n))")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise GscompError(f"n must be an integer >= 0, got {n!r} (Splats.empty(sh_degree, n))")
         k = num_sh_rest(sh_degree)
         return Splats(
             means=torch.zeros(n, 3, dtype=dtype),
@@ -154,10 +161,19 @@ class Splats:
 
     @staticmethod
     def cat(parts: list["Splats"]) -> "Splats":
-        """Concatenate scenes; they must agree on `antialiased` (one render mode per scene)."""
+        """Concatenate scenes; they must agree on `antialiased` (one render mode per scene), SH
+        degree (`with_sh_degree` brings one to another's) and dtype."""
+        parts = list(parts)
+        if not parts or not all(isinstance(p, Splats) for p in parts):
+            raise GscompError("Splats.cat takes a non-empty list of Splats")
         modes = {bool(p.antialiased) for p in parts}
         if len(modes) > 1:
             raise GscompError("Splats.cat: the parts mix antialiased and classic scenes (one render mode per scene)")
+        if len(degrees := {p.sh_degree for p in parts}) > 1:
+            raise GscompError(f"Splats.cat: the parts have SH degrees {sorted(degrees)}; bring them to one with "
+                              "with_sh_degree(d) first")
+        if len(dtypes := {p.means.dtype for p in parts}) > 1:
+            raise GscompError(f"Splats.cat: the parts mix dtypes {sorted(map(str, dtypes))}")
         return Splats(**{f: torch.cat([getattr(p, f) for p in parts], 0) for f in FIELDS},
                       antialiased=modes.pop() if modes else False)
 

@@ -34,3 +34,26 @@ def random_splats():
         )
 
     return make
+
+
+@pytest.fixture
+def said():
+    """gscomp's notes and warnings (`errors.Note`, `errors.DataWarning`) raised by library calls,
+    as the lines the CLI prints for them: ``said.text()`` gives "note: ..." / "warning: ..."
+    lines of those since the last call."""
+    import warnings
+
+    from gscomp.errors import DataWarning, Note
+
+    class Said:
+        def text(self) -> str:
+            lines = "".join(f"{'note' if issubclass(w.category, Note) else 'warning'}: {w.message}\n"
+                            for w in self.seen if issubclass(w.category, (Note, DataWarning)))
+            self.seen.clear()
+            return lines
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        s = Said()
+        s.seen = seen
+        yield s

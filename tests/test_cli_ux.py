@@ -208,6 +208,18 @@ def test_decode_notes_what_the_format_drops(gsz, tmp_path, capsys):
     assert b"element chunk 1\n" in head and b"property float x" not in head
 
 
+def test_library_warnings_are_one_warning_line(tmp_path, capsys):
+    """A `DataWarning` raised inside a verb (a grid far coarser than the Gaussians) prints as one
+    `warning: ...` line, as a Note prints as one `note: ...` line."""
+    from gscomp.io import load_splats, save_splats
+
+    sp = load_splats(shared("fixtures/pc_short.ply"))
+    sp.means[50:] += 1e6
+    save_splats(tmp_path / "far.ply", sp)
+    code, _, err = cli(["compress", tmp_path / "far.ply", tmp_path / "far.gsz", "pipeline=high"], capsys)
+    assert code == 0 and err.count("\n") == 1 and err.startswith("warning: positions: the 16-bit grid's step is "), err
+
+
 def test_sog_meta_json_counts_its_textures():
     from gscomp.io import stored_size
 
@@ -289,6 +301,36 @@ def test_render_mode_option_marks_what_the_input_cannot_say(tmp_path, capsys, ra
     code, _, err = cli(["compress", tmp_path / "s.ply", tmp_path / "x.gsz", "--render-mode", "mip"], capsys)
     assert code == 2 and err == "error: --render-mode 'mip': expected antialiased or classic\n"
     assert not (tmp_path / "x.gsz").exists()
+
+
+def test_decode_says_what_other_viewers_will_not_see(tmp_path, capsys, random_splats):
+    """An antialiased scene decoded to .ply (its mode a header comment only gscomp reads) and an
+    empty scene (valid files that many viewers refuse) came out without a word (qa34_C)."""
+    from gscomp.codec import encode_gsz
+
+    encode_gsz(random_splats(1, sh_degree=0).replace(antialiased=True), tmp_path / "aa.gsz", "high")
+    code, out, err = cli(["decode", tmp_path / "aa.gsz", tmp_path / "aa.ply"], capsys)
+    assert code == 0 and out.startswith("decoded 1 Gaussian (SH 0)") and err.startswith(
+        "note: the scene is made for the antialiased render mode, which this .ply records in a header comment"), err
+    encode_gsz(random_splats(0, sh_degree=0), tmp_path / "e.gsz", "high")
+    code, out, err = cli(["decode", tmp_path / "e.gsz", tmp_path / "e.spz"], capsys)
+    assert code == 0 and "decoded 0 Gaussians" in out and err == (
+        "note: the scene holds no Gaussians; e.spz is valid, but many viewers refuse an empty file\n")
+
+
+def test_decode_never_writes_over_its_input(tmp_path, capsys, gsz):
+    """OUT a symlink to IN: the atomic write went through the link and replaced the .gsz with the
+    .ply (qa34_C). A hard link is safe (the rename gives OUT a new file) and stays allowed."""
+    shutil.copy(gsz, tmp_path / "in.gsz")
+    (tmp_path / "alias.ply").symlink_to("in.gsz")
+    code, _, err = cli(["decode", tmp_path / "in.gsz", tmp_path / "alias.ply"], capsys)
+    assert code == 2 and err == "error: input and output are the same file\n"
+    assert (tmp_path / "in.gsz").read_bytes() == gsz.read_bytes()
+    os.link(tmp_path / "in.gsz", tmp_path / "hard.ply")
+    assert cli(["decode", tmp_path / "in.gsz", tmp_path / "hard.ply"], capsys)[0] == 0
+    assert (tmp_path / "in.gsz").read_bytes() == gsz.read_bytes()
+    code, _, err = cli(["decode", tmp_path / "in.gsz", ".ply"], capsys)
+    assert code == 2 and err.endswith("got '.ply'\n"), err
 
 
 def test_empty_input_is_noted_and_round_trips(tmp_path, capsys):

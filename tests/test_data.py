@@ -482,10 +482,10 @@ def write_ngp(root, n_frames: int = 6, missing=(2, 5)):
     return truth
 
 
-def test_ngp_distortion_and_missing_frames(tmp_path, capsys):
+def test_ngp_distortion_and_missing_frames(tmp_path, said):
     truth = write_ngp(tmp_path / "s")
     scene = load_scene("ngp", str(tmp_path / "s"), test_every=0, num_points=1000)
-    err = capsys.readouterr().err
+    err = said.text()
     assert err.count("warning:") == 1 and "2 of 6 frames skipped: image file missing" in err
     check_cameras(scene)
     assert [c.name for c in scene.train] == ["images/f_00.png", "images/f_01.png", "images/f_03.png",
@@ -499,19 +499,19 @@ def test_ngp_distortion_and_missing_frames(tmp_path, capsys):
     assert float(scene.points.abs().max()) <= 0.5 / 0.33 + 1e-4
     # every 2nd view held out; downscale 2 halves the undistorted size
     half = load_scene("ngp", str(tmp_path / "s"), test_every=2, downscale=2)
-    capsys.readouterr()
+    said.text()
     assert len(half.train) == 2 and len(half.test) == 2
     assert half.test[0].width == round(scene.train[0].width / 2)
     assert pattern_error(half.test[0]) < 0.008
 
 
-def test_far_from_the_origin_keeps_poses_and_warns(tmp_path, capsys):
+def test_far_from_the_origin_keeps_poses_and_warns(tmp_path, said):
     """A georeferenced capture (1e5 units out) keeps its camera centres to float64 (float32 poses put
     them 4 mm off there), and the loader says that float32 training cannot be fine there."""
     write_ngp(tmp_path / "s", missing=())
     meta = json.loads((tmp_path / "s" / "transforms.json").read_text())
     near = load_scene("ngp", str(tmp_path / "s"), test_every=0, num_points=100)
-    assert "recentre" not in capsys.readouterr().err
+    assert "recentre" not in said.text()
     off = np.array([123456.789, -98765.4321, 5432.1])
     for fr in meta["frames"]:
         m = np.array(fr["transform_matrix"])
@@ -519,13 +519,13 @@ def test_far_from_the_origin_keeps_poses_and_warns(tmp_path, capsys):
         fr["transform_matrix"] = m.tolist()
     (tmp_path / "s" / "transforms.json").write_text(json.dumps(meta))
     far = load_scene("ngp", str(tmp_path / "s"), test_every=0, num_points=100)
-    err = capsys.readouterr().err
+    err = said.text()
     assert "1.23e+05 units from the coordinate origin" in err and "recentre the capture" in err
     for a, b in zip(near.train, far.train):
         assert (b.center - a.center - torch.from_numpy(off)).abs().max() < 1e-9
 
 
-def test_capture_variants_of_other_tools(tmp_path, capsys):
+def test_capture_variants_of_other_tools(tmp_path, said):
     """Each of these was read silently wrong (qa31_L): a fisheye with zero coefficients as a pinhole;
     camera_angle_x in degrees; nerfstudio's k4 (an r^8 term) as FULL_OPENCV's denominator term;
     nerfstudio's SfM points (ply_file_path) ignored for a random cube the scene was outside."""
@@ -557,7 +557,7 @@ def test_capture_variants_of_other_tools(tmp_path, capsys):
     meta["ply_file_path"] = "sparse_pc.ply"
     (tmp_path / "s" / "transforms.json").write_text(json.dumps(meta))
     scene = load_scene("ngp", str(tmp_path / "s"), test_every=0)
-    assert "6 of 6 frames have k4" in capsys.readouterr().err
+    assert "6 of 6 frames have k4" in said.text()
     assert scene.points.tolist() == [[5.0, 6.0, 7.0], [5.5, 6.0, 7.0]]
     assert scene.colors.tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
     (tmp_path / "s" / "sparse_pc.ply").write_text("not a ply")
@@ -736,7 +736,7 @@ def test_image_cache_write_failures_are_ignored(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png", "file"]
 
 
-def test_damaged_jpeg_and_exif_rotation(tmp_path, capsys):
+def test_damaged_jpeg_and_exif_rotation(tmp_path, said):
     """A JPEG with bytes overwritten mid-scan decodes without an error (PIL drops libjpeg's
     "Corrupt JPEG data"), 60% flat grey, and was trained on silently; EXIF-rotated photos trained
     on the stored pixels with no word (qa31_L S5, S8)."""
@@ -769,11 +769,11 @@ def test_damaged_jpeg_and_exif_rotation(tmp_path, capsys):
             break
         except GscompError as e:
             assert "broken data stream" in str(e)
-    err = capsys.readouterr().err
+    err = said.text()
     assert err.startswith("warning: image ") and "bad.jpg is damaged" in err and err.count("\n") == 1
     (tmp_path / "good.jpg").write_bytes(streams[1])
     open_image(tmp_path / "good.jpg")
-    assert capsys.readouterr().err == ""
+    assert said.text() == ""
 
     exif = Image.Exif()
     exif[0x0112] = 3
@@ -792,7 +792,7 @@ def test_damaged_jpeg_and_exif_rotation(tmp_path, capsys):
         load_scene("colmap", str(tmp_path / "c"), test_every=0)
 
 
-def test_messages_that_name_the_cause(tmp_path, capsys):
+def test_messages_that_name_the_cause(tmp_path, said):
     """Inputs that failed with a message naming the wrong thing, or loaded with none (qa31_L U1-U3,
     M1, M3, M4, S7, S9): each now gets a line that says what is wrong and what to do."""
     import shutil
@@ -824,12 +824,12 @@ def test_messages_that_name_the_cause(tmp_path, capsys):
     # several models: sparse/0 is used, and the note names the others with their sizes
     shutil.copytree(sp, tmp_path / "c" / "sparse" / "1")
     load_scene("colmap", str(tmp_path / "c"), test_every=0)
-    err = capsys.readouterr().err
+    err = said.text()
     assert "sparse/ holds 2 models (0: 2 images, 1: 2 images); using sparse/0" in err
     # a distorted camera says that its images were undistorted
     write_colmap_text(tmp_path / "d", "OPENCV", MODELS["OPENCV"], n_images=1)
     load_scene("colmap", str(tmp_path / "d"), test_every=0)
-    assert "note: colmap scene" in (err := capsys.readouterr().err) and "1 images undistorted to pinhole" in err
+    assert "note: colmap scene" in (err := said.text()) and "1 images undistorted to pinhole" in err
 
     # a folder of another kind: the error names the kind that loads it
     write_ngp(tmp_path / "n", missing=())
@@ -858,7 +858,7 @@ def test_messages_that_name_the_cause(tmp_path, capsys):
     meta["cx"] = meta["cy"] = 2.0
     (tmp_path / "n" / "transforms.json").write_text(json.dumps(meta))
     load_scene("ngp", str(tmp_path / "n"), test_every=0)
-    err = capsys.readouterr().err
+    err = said.text()
     assert "mask_path, train_filenames ignored (masks are not applied" in err
     assert "6 of 6 views have their principal point on the image border (e.g. view 'images/f_00.png': (2, 2) in 96x72)" in err
 
@@ -869,11 +869,11 @@ def test_messages_that_name_the_cause(tmp_path, capsys):
         rgba = np.asarray(Image.open(p).convert("RGBA")).astype(np.float32)
         Image.fromarray((rgba[..., :3] * rgba[..., 3:] / 255 + 0.5).astype(np.uint8)).save(p)
     load_scene("blender", str(root), num_points=100)
-    err = capsys.readouterr().err
+    err = said.text()
     assert "no alpha and stand on a plain backdrop of colour [0, 0, 0], but renders use data.background=[1.0, 1.0, 1.0]" in err
     load_scene("blender", str(root), num_points=100, background=(0, 0, 0))
     load_scene("blender", str(shared("fixtures/lego_tiny")), num_points=100)  # RGBA: composited, no issue
-    assert "warning" not in capsys.readouterr().err
+    assert "warning" not in said.text()
 
 
 def test_ngp_cameras_need_no_images(tmp_path):

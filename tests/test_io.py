@@ -728,7 +728,10 @@ def test_splat_clamps_scales_float32_cannot_hold(tmp_path):
         warnings.simplefilter("always")
         save_splats(tmp_path / "a.splat", s.replace(scales=scales))
     said = [str(w.message) for w in caught if issubclass(w.category, LossySaveWarning)]
-    assert "a.splat: .splat's float32 scales clamp the scale of 1 of 4 Gaussians (log-scale above 88.7)" in said
+    # ... and one of -120 underflowed to a scale of 0, which splat-transform reads as log-scale -inf
+    assert "a.splat: .splat's float32 scales clamp the scale of 2 of 4 Gaussians (log-scale outside [-87.3, 88.7])" in said
+    rec = np.frombuffer((tmp_path / "a.splat").read_bytes(), np.float32).reshape(4, 8)
+    assert rec[1, 5] == np.finfo(np.float32).tiny  # (the record's scales: floats 3-5)
     r = load_splats(tmp_path / "a.splat")
     assert torch.isfinite(r.scales).all() and float(r.scales[0, 0]) > 88 and float(r.scales[1, 2]) < -60
     assert torch.allclose(r.scales[2:], scales[2:], atol=1e-5)

@@ -483,7 +483,7 @@ def test_splats_integer_index_keeps_one_row():
     assert len(s[np.int64(-1)]) == 1 and len(list(s)) == 5
     with pytest.raises(IndexError):
         s[5]
-    with pytest.raises(GscompError, match="sh_degree must be in 0..3"):
+    with pytest.raises(GscompError, match="sh_degree must be an integer in 0..3"):
         Splats.empty(100)
 
 

@@ -186,7 +186,7 @@ def test_metrics_json_is_strict_json_and_scores_every_view():
     assert out["lpips_net"] == "vgg" and "empty_views" not in out
 
 
-def test_evaluate_warns_about_views_that_show_nothing(capsys):
+def test_evaluate_warns_about_views_that_show_nothing(said):
     """A model of another scene (or frame) scored 4 dB with no word: views that show none of it
     are named."""
     from gscomp.metrics import evaluate
@@ -196,9 +196,9 @@ def test_evaluate_warns_about_views_that_show_nothing(capsys):
     sc = tiny_scene(n_views=2, size=16)
     out = evaluate(far, sc.train + sc.test, sh_degree=0, backend=BACKEND)
     assert out["empty_views"] == 2
-    assert "warning: 2 of 2 views show nothing of the model" in capsys.readouterr().err
+    assert "warning: 2 of 2 views show nothing of the model" in said.text()
     evaluate(sp, sc.train + sc.test, sh_degree=0, backend=BACKEND)
-    assert "warning" not in capsys.readouterr().err
+    assert "warning" not in said.text()
 
 
 # ------------------------------------------------------------------------- state
@@ -496,7 +496,7 @@ def test_sh_interval_shortens_only_runs_that_would_not_reach_the_degree():
         assert sh_schedule(steps - 1, sh_interval(300, 3, steps), 3) == 3  # the last step trains degree 3
 
 
-def test_short_runs_train_the_sh_degree_they_are_evaluated_at(scene, tmp_path, capsys):
+def test_short_runs_train_the_sh_degree_they_are_evaluated_at(scene, tmp_path, said):
     """A run shorter than sh_degree x sh_degree_interval used to stop below train.sh_degree and be
     evaluated (and, with a colour field, coded) at the full degree, untrained bands included."""
     cfg = make_cfg(steps=40, sh_degree=2, sh_degree_interval=300)
@@ -504,34 +504,34 @@ def test_short_runs_train_the_sh_degree_they_are_evaluated_at(scene, tmp_path, c
     _, metrics = train(cfg, callbacks=[lambda s, logs: degrees.append(logs["sh_degree"])], out_dir=tmp_path, scene=scene)
     assert degrees[0] == 0 and degrees[-1] == 2 and degrees.count(2) >= 10, degrees
     assert metrics["sh_degree"] == 2
-    assert "note: the SH degree rises every 13 steps, not every train.sh_degree_interval=300" in capsys.readouterr().err
+    assert "note: the SH degree rises every 13 steps, not every train.sh_degree_interval=300" in said.text()
 
 
-def test_a_run_too_short_to_densify_says_so(scene, tmp_path, capsys):
+def test_a_run_too_short_to_densify_says_so(scene, tmp_path, said):
     """refine_every is in steps, refine_start/stop in fractions of the run: a run of 200 steps or
     fewer (at the defaults) never densifies, and kept its initial points without a word."""
     t = Trainer(make_cfg(steps=40), out_dir=tmp_path, scene=scene)
     t.setup()
     assert t.strategy.refine_steps() == []
-    assert "note: no densification in 40 steps (train.strategy.refine_every=100" in capsys.readouterr().err
+    assert "note: no densification in 40 steps (train.strategy.refine_every=100" in said.text()
     t = Trainer(make_cfg(steps=40, **{"strategy.refine_every": 5}), out_dir=tmp_path, scene=scene)
     t.setup()
-    assert t.strategy.refine_steps() == [5, 10, 15] and "densification" not in capsys.readouterr().err
+    assert t.strategy.refine_steps() == [5, 10, 15] and "densification" not in said.text()
 
 
-def test_resuming_with_other_settings_says_which(scene, tmp_path, capsys):
+def test_resuming_with_other_settings_says_which(scene, tmp_path, said):
     """resume=PATH with another seed, resolution or learning rate was silent, and config.yaml then
     records only the new values, misdescribing the steps before the checkpoint."""
     cfg = make_cfg(steps=20, ckpt_every=10)
     Trainer(cfg, out_dir=tmp_path, scene=scene).fit()
     ck = tmp_path / "checkpoints" / "ckpt_000010.pt"
-    capsys.readouterr()
-    for over, said in (({}, None), ({"steps": 30}, None), ({"lr.means": 0.01}, "train.lr.means 0.00016 -> 0.01")):
+    said.text()
+    for over, named in (({}, None), ({"steps": 30}, None), ({"lr.means": 0.01}, "train.lr.means 0.00016 -> 0.01")):
         c = make_cfg(**{"steps": 20, **over})
         c.resume = str(ck)
         Trainer(c, out_dir=tmp_path / "r", scene=scene).setup()
-        err = capsys.readouterr().err
-        assert (said is None and "differ" not in err) or (said in err and "ckpt_000010.pt with settings" in err), (over, err)
+        err = said.text()
+        assert (named is None and "differ" not in err) or (named in err and "ckpt_000010.pt with settings" in err), (over, err)
 
 
 def test_training_in_the_antialiased_mode(scene, tmp_path, monkeypatch):

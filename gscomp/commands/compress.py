@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
-from ..fileio import check_regular, output_file
+from ..fileio import check_not_input, check_regular, output_file
 from .common import split_args, stdout_console, usage_error, wants_help
 
 USAGE = ("usage: gscomp compress IN OUT.gsz [--cameras PATH] [--render-mode MODE] [--config-dir DIR] [pipeline=PRESET] "
@@ -67,11 +67,10 @@ def encode_progress(enabled: bool | None = None):
 def compose_pipeline(overrides: list[str], config_dir: Path | None = None) -> dict:
     """Compose ``pipeline`` from configs/pipeline/*.yaml (and ``config_dir``/pipeline/*.yaml, a
     checked `take_config_dir` folder of one's own) with Hydra; returns a plain dict."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra import compose
     from omegaconf import OmegaConf
 
-    from ..hydra_app import CONFIG_DIR, searchpath_override
+    from ..hydra_app import CONFIG_DIR, own_hydra, searchpath_override
 
     dirs = [CONFIG_DIR, *([config_dir] if config_dir is not None else [])]
 
@@ -95,10 +94,8 @@ def compose_pipeline(overrides: list[str], config_dir: Path | None = None) -> di
         ov.insert(0, "+pipeline=default")
     if config_dir is not None:
         ov.append(searchpath_override(config_dir))
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        with own_hydra(version_base=None):
             cfg = compose(overrides=ov)
         out = OmegaConf.to_container(cfg.get("pipeline"), resolve=True)  # (resolving can fail too)
     except Exception as e:  # Hydra/OmegaConf errors
@@ -148,8 +145,7 @@ def run(argv: list[str]) -> int:
     check_regular(src)
     if dst.suffix.lower() != ".gsz":
         raise GscompError(f"output must end in .gsz, got {dst.name!r}")
-    if dst.exists() and src.resolve() == dst.resolve():
-        raise GscompError("input and output are the same file")
+    check_not_input(src, dst)
     cfg = compose_pipeline(overrides, config_dir)
     from ..codec import encode_gsz
     from ..io import load_splats, stored_size

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import GscompError
-from ..fileio import input_file, output_file
+from ..fileio import check_not_input, input_file, output_file
 from .common import file_args, usage_error, wants_help
 
 USAGE = "usage: gscomp decode IN.gsz OUT.ply|OUT.compressed.ply|OUT.spz|OUT.splat"
@@ -23,7 +23,8 @@ def run(argv: list[str]) -> int:
         raise usage_error(USAGE, opts)
     src, dst = input_file(args[0]), output_file(args[1])
     if dst.suffix.lower() not in (".ply", ".spz", ".splat"):
-        raise GscompError(f"output must end in .ply (.compressed.ply), .spz or .splat, got {dst.name!r}")
+        raise GscompError(f"output must end in .ply (.compressed.ply), .spz or .splat, got {args[1]!r}")
+    check_not_input(src, dst)
     from .. import native
     from ..codec import decode_gsz
     from ..io import LossySaveWarning, save_splats
@@ -35,7 +36,14 @@ def run(argv: list[str]) -> int:
     with warnings.catch_warnings(record=True) as caught:  # said below, after the summary line
         warnings.simplefilter("always", LossySaveWarning)
         save_splats(dst, splats)
-    print(f"decoded {len(splats):,} Gaussians (SH {splats.sh_degree}) in {dt:.2f} s -> {dst}")
+    n = len(splats)
+    print(f"decoded {n:,} Gaussian{'' if n == 1 else 's'} (SH {splats.sh_degree}) in {dt:.2f} s -> {dst}")
+    if not n:
+        print(f"note: the scene holds no Gaussians; {dst.name} is valid, but many viewers refuse an empty file",
+              file=sys.stderr)
+    if splats.antialiased and dst.suffix.lower() == ".ply" and not dst.name.lower().endswith(".compressed.ply"):
+        print("note: the scene is made for the antialiased render mode, which this .ply records in a header comment "
+              "that only gscomp reads: other viewers draw it in the classic mode", file=sys.stderr)
     for w in caught:  # what the output format could not hold (.ply keeps everything)
         if issubclass(w.category, LossySaveWarning):
             print(f"note: {str(w.message).removeprefix(dst.name + ': ')}", file=sys.stderr)

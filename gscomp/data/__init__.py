@@ -22,14 +22,14 @@ Conventions shared by all loaders:
 from __future__ import annotations
 
 import math
-import sys
+import warnings
 from typing import Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from ..camera import Camera, Scene, camera_extent
-from ..errors import FormatError, GscompError, LayoutError, check_int
+from ..errors import DataWarning, FormatError, GscompError, LayoutError, Note, check_int
 
 KINDS = ("colmap", "blender", "ngp", "synthetic")
 OPTIONS = {  # loader-specific keyword arguments accepted by load_scene(**kw)
@@ -145,13 +145,13 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
         notes.append(f"{meta['undistorted_images']} images undistorted to pinhole with COLMAP's undistorter "
                      f"(e.g. view {c.name!r}: {c.width}x{c.height} pixels)")
     for n in notes:
-        print(f"note: {kind} scene {path}: {n}", file=sys.stderr)
-    warnings = [far_origin_warning(train, extent), edge_principal_point_warning(train + test)]
+        warnings.warn(f"{kind} scene {path}: {n}", Note, stacklevel=2)
+    cautions = [far_origin_warning(train, extent), edge_principal_point_warning(train + test)]
     if kind == "blender" and scene_bg is not None:
-        warnings.append(backdrop_warning(train, scene_bg))
-    for w in warnings:
+        cautions.append(backdrop_warning(train, scene_bg))
+    for w in cautions:
         if w:
-            print(f"warning: {kind} scene {path}: {w}", file=sys.stderr)
+            warnings.warn(f"{kind} scene {path}: {w}", DataWarning, stacklevel=2)
     return Scene(train=train, test=test, points=points.float().contiguous(),
                  colors=colors.float().clamp(0, 1).contiguous(), extent=extent,
                  background=scene_bg, meta=meta)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import GscompError
+from ..errors import DataWarning, GscompError
 from ..fileio import atomic_open
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".webp", ".bmp", ".tif", ".tiff", ".exr")
@@ -138,8 +138,8 @@ def open_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     except Exception as e:  # PIL raises many types for corrupt or unknown files
         raise GscompError(f"cannot read image {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
     if damage:
-        print(f"warning: image {path} is damaged ({damage}): part of it decodes as flat grey and "
-              "is trained on as it is; re-export the file or leave it out", file=sys.stderr)
+        warnings.warn(f"image {path} is damaged ({damage}): part of it decodes as flat grey and "
+                      "is trained on as it is; re-export the file or leave it out", DataWarning, stacklevel=2)
     if size is not None and im.size != tuple(size):
         im = resize(im, size)
     return im

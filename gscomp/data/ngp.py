@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import os
-import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..camera import Camera
-from ..errors import FormatError, GscompError, LayoutError, one_line
+from ..errors import DataWarning, FormatError, GscompError, LayoutError, one_line
 from .blender import c2w_opengl_to_w2c, random_points, read_json
 from .images import find_image, image_size, parallel_map, rotation_note, to_tensors
 
@@ -186,17 +186,17 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
     items = [f for f in frames if f[1] is not None]
     missing = len(frames) - len(items)
     if missing:
-        print(f"warning: {missing} of {len(frames)} frames skipped: image file missing", file=sys.stderr)
+        warnings.warn(f"{missing} of {len(frames)} frames skipped: image file missing", DataWarning, stacklevel=2)
     with_k4 = sum(1 for _, _, _, intr, where in items if _num(intr, "k4", where)
                   and not (intr.get("is_fisheye") or intr.get("camera_model") == "OPENCV_FISHEYE"))
     if with_k4:
-        print(f"warning: {with_k4} of {len(items)} frames have k4 (nerfstudio's r^8 distortion term), which no COLMAP "
-              "camera model holds: it is left out, so their images stay slightly distorted towards the corners",
-              file=sys.stderr)
+        warnings.warn(f"{with_k4} of {len(items)} frames have k4 (nerfstudio's r^8 distortion term), which no COLMAP "
+                      "camera model holds: it is left out, so their images stay slightly distorted towards the corners",
+                      DataWarning, stacklevel=2)
     ignored = [k for k in IGNORED_KEYS if k in meta_json or any(k in f for f in meta_json["frames"])]
     if ignored:
-        print(f"warning: {jpath}: {', '.join(ignored)} ignored ({'; '.join(IGNORED_KEYS[k] for k in ignored)})",
-              file=sys.stderr)
+        warnings.warn(f"{jpath}: {', '.join(ignored)} ignored ({'; '.join(IGNORED_KEYS[k] for k in ignored)})",
+                      DataWarning, stacklevel=2)
     if not items:
         raise GscompError(f"{jpath}: none of the {len(frames)} frames has an image file")
     items.sort(key=lambda it: it[0])

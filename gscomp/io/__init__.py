@@ -25,7 +25,7 @@ from .common import LossySaveWarning
 from .ply import read_ply, write_ply
 
 READ_EXTS = (".ply", ".spz", ".splat", ".ksplat", ".sog", ".json", ".gsz")
-WRITE_EXTS = (".ply", ".spz", ".splat")
+WRITE_EXTS = (".ply", ".compressed.ply", ".spz", ".splat")
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -112,7 +112,10 @@ def save_splats(path: str | os.PathLike, splats: Splats) -> None:
     `.compressed.ply` is PlayCanvas's compressed layout, any other `.ply` INRIA's). `.ply`,
     `.compressed.ply` and `.spz` keep SH degrees 0-3; `.splat` records hold the DC colour only, so higher degrees are
     dropped there with a `LossySaveWarning`, as are values past SPZ's fixed 8-bit ranges. `.ply` and `.spz`
-    keep `Splats.antialiased`; `.splat` and `.compressed.ply` cannot, which a `LossySaveWarning` says."""
+    keep `Splats.antialiased`; `.splat` and `.compressed.ply` cannot, which a `LossySaveWarning` says.
+    `.compressed.ply` stores the Gaussians in its own order (chunks of 256 in Morton order), so
+    compare fields with a file read back, not index by index with ``splats``. `.spz` keeps SH rest
+    at SPZ's default precision (5 bits in band 1, 4 in bands 2-3, as Niantic's encoder)."""
     ext = Path(path).suffix.lower()
     compressed = Path(path).name.lower().endswith(".compressed.ply")
     if splats.antialiased and (compressed or ext == ".splat"):

@@ -47,19 +47,20 @@ def decode_splat(data: bytes, name="<splat>") -> Splats:
 
 def encode_splat(splats: Splats, notes: list[str] | None = None) -> bytes:
     """32-byte records; ``notes``, a list, receives a line on the DC colours clamped to [0, 1] and
-    one on scales clamped to float32's largest."""
+    one on scales clamped to float32's range."""
     a = splats_numpy(splats)
     n = len(splats)
     rec = np.zeros(n, RECORD)
     rec["pos"] = a["means"]
-    # linear float32 scales: exp of a log-scale above about 88.7 is inf, which no reader takes
-    # back; clamped to float32's largest instead, with a note (a scale that underflows to 0 reads
-    # back as the readers' smallest, as in other tools' files)
-    top = float(np.finfo(np.float32).max)
+    # linear float32 scales: exp of a log-scale above about 88.7 is inf, and below about -87.3
+    # (-103 with subnormals) 0, whose log other readers take as -inf (splat-transform): clamped to
+    # float32's largest and smallest normal instead, with a note
+    top, tiny = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
     scale = np.exp(a["scales"].astype(np.float64))
-    if notes is not None and n and (cut := int((scale > top).any(1).sum())):
-        notes.append(f".splat's float32 scales clamp the scale of {cut:,} of {n:,} Gaussians (log-scale above {np.log(top):.1f})")
-    rec["scale"] = np.minimum(scale, top)
+    if notes is not None and n and (cut := int(((scale > top) | (scale < tiny)).any(1).sum())):
+        notes.append(f".splat's float32 scales clamp the scale of {cut:,} of {n:,} Gaussians (log-scale outside "
+                     f"[{np.log(tiny):.1f}, {np.log(top):.1f}])")
+    rec["scale"] = np.clip(scale, tiny, top)
     rgb = (0.5 + SH_C0 * a["sh0"][:, 0].astype(np.float64)) * 255.0
     if notes is not None and n and (cut := int(clamped_rows(rgb).sum())):
         notes.append(f".splat's 8-bit colours clamp the DC colour of {cut:,} of {n:,} Gaussians to [0, 1]")

@@ -38,7 +38,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from ..camera import Camera
-from ..errors import GscompError
+from ..errors import GscompError, check_int
 from ..splats import Splats
 
 
@@ -82,21 +82,44 @@ def render(
     backend: str = "auto",
     antialiased: bool | None = None,
 ) -> RenderOutput:
+    """Render ``splats`` from one camera or a list of cameras of one image size (standard 3DGS;
+    the exact semantics are in this module's docstring).
+
+    Returns ``RenderOutput(colors (C,H,W,3), alphas (C,H,W), depths (C,H,W), info)`` in the
+    splats' dtype (float32 or float64) and device; ``info["means2d"]`` (C,N,2) is the
+    differentiable screen position, ``info["radii"]`` (C,N) int64 the pixel radii (0: not drawn).
+    Gradients flow to every field of the splats and to ``background``.
+
+    ``sh_degree``: at most the splats' own (default). ``background``: 3 RGB values (default
+    black). ``backend``: ``auto`` (gsplat for splats on a CUDA device when installed, else
+    ``cpu``), ``cpu`` (native kernels), ``torch`` (reference) or ``gsplat``. ``antialiased``:
+    the Mip-Splatting-style mode, by default the splats' own flag. Values are not checked for
+    NaN here (too slow per training step): a Gaussian whose geometry or opacity is NaN is not
+    drawn, one whose colour is NaN gives NaN pixels; `Splats.validate` checks them."""
     splats.validate("render", values=False)  # (the native kernels trust the shapes)
+    if splats.means.dtype not in (torch.float32, torch.float64):
+        raise GscompError(f"render: splats must be float32 or float64, got {splats.means.dtype}")
     antialiased = bool(splats.antialiased if antialiased is None else antialiased)
     if isinstance(cameras, Camera):
         cameras = [cameras]
+    if isinstance(cameras, (str, bytes)) or not isinstance(cameras, Sequence) and not hasattr(cameras, "__iter__"):
+        raise GscompError(f"render: cameras must be a Camera or a list of them, got {type(cameras).__name__}")
     cameras = list(cameras)
     if not cameras:
         raise GscompError("render: no cameras given")
+    if (bad := next((c for c in cameras if not isinstance(c, Camera)), None)) is not None:
+        raise GscompError(f"render: cameras must be gscomp.Camera objects, got a {type(bad).__name__}")
     if any((c.width, c.height) != (cameras[0].width, cameras[0].height) for c in cameras):
         raise GscompError("render: all cameras in one call must have the same image size")  # (every backend)
-    sh_degree = splats.sh_degree if sh_degree is None else int(sh_degree)
+    sh_degree = splats.sh_degree if sh_degree is None else check_int("render: sh_degree", sh_degree, 0, 3)
     if not 0 <= sh_degree <= splats.sh_degree:
         raise GscompError(f"render: sh_degree {sh_degree} is outside 0..{splats.sh_degree} (the splats' degree)")
     if background is None:
         background = torch.zeros(3, dtype=splats.means.dtype, device=splats.device)
-    background = torch.as_tensor(background, dtype=splats.means.dtype, device=splats.device)
+    try:
+        background = torch.as_tensor(background, dtype=splats.means.dtype, device=splats.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise GscompError(f"render: background must be 3 numbers (RGB), got {background!r:.80}") from None
     if background.numel() != 3:
         raise GscompError(f"render: background must hold 3 values (RGB), got {background.numel()}")
     background = background.reshape(3)
@@ -134,8 +157,12 @@ def view_frame(splats: Splats, cameras: list[Camera]) -> tuple[Splats, list[Came
 class _CallableModule(types.ModuleType):
     """This subpackage, callable as `render` (so ``gscomp.render(splats, cameras)`` works)."""
 
-    def __call__(self, *args, **kwargs) -> RenderOutput:
-        return render(*args, **kwargs)
+    def __call__(self, splats: Splats, cameras: Camera | Sequence[Camera], *, sh_degree: int | None = None,
+                 background=None, backend: str = "auto", antialiased: bool | None = None) -> RenderOutput:
+        return render(splats, cameras, sh_degree=sh_degree, background=background, backend=backend,
+                      antialiased=antialiased)
+
+    __call__.__doc__ = render.__doc__
 
 
 sys.modules[__name__].__class__ = _CallableModule

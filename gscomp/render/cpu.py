@@ -9,6 +9,7 @@ whose ``.grad`` is the screen-space positional gradient used for densification.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..camera import Camera
 from ..errors import GscompError
@@ -43,6 +44,7 @@ class _Project(torch.autograd.Function):
         return means2d, conics, colors, depths, radii, aa
 
     @staticmethod
+    @once_differentiable  # (native kernels: no graph for second derivatives; says so if asked)
     def backward(ctx, v_means2d, v_conics, v_colors, v_depths, _v_radii, _v_aa):
         ext = native.load()
         means, quats, scales, sh0, shN, conics, radii = ctx.saved_tensors
@@ -101,6 +103,7 @@ class _Rasterize(torch.autograd.Function):
         return tuple(_stack([o[i] for o in outs]) for i in range(3))
 
     @staticmethod
+    @once_differentiable  # (native kernels: no graph for second derivatives; says so if asked)
     def backward(ctx, v_img, v_alpha, v_depth):
         ext = native.load()
         means2d, conics, colors, opac, depths, bg, radii = ctx.saved_tensors

@@ -10,7 +10,7 @@ and `rvq` with ``depths`` (fewer residual stages). Byte layout: docs/gsz-format.
 from __future__ import annotations
 
 import math
-import sys
+import warnings
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ import torch
 from ..codec import entropy as E
 from ..codec import quant as Q
 from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core
-from ..errors import FormatError, GscompError, check_int, check_number
+from ..errors import DataWarning, FormatError, GscompError, check_int, check_number
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
 
 
@@ -296,7 +296,7 @@ class Importance(Stage):
             drawable = as_np32(splats.opacities) >= -math.log(254.0)
             warning = scoring_warning(imp, p["quantile"], len(self._cams or []), drawable)
             if warning:
-                print(f"warning: importance: {warning}", file=sys.stderr)
+                warnings.warn(f"importance: {warning}", DataWarning, stacklevel=2)
         ctx.hints[SENSITIVITY_KEY] = sens  # per-field render sensitivity, for the trellis (`posthoc`)
         return [Section("classes", "symbols/v1", E.encode_symbols(cls, allow_ctx=True))]
 

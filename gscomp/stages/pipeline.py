@@ -15,6 +15,7 @@ stages condition on exactly what the decoder will see. Section names are namespa
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import json
@@ -137,6 +138,14 @@ def _check_permutation(perm: torch.Tensor, n: int, kind: str) -> None:
 
 
 class Pipeline:
+    """An ordered list of named stages in which every `Splats` field has exactly one owner: what a
+    `.gsz` is coded by, and described in its header (so the decoder rebuilds it from the file).
+
+    Build one with `Pipeline.preset` (a Hydra preset of configs/pipeline/, with overrides) or
+    `Pipeline.from_config` (a mapping of the same shape); `gscomp.codec.encode_gsz` codes with it.
+    ``sh_degree``: None keeps the input's SH degree, 0..3 reduces (or zero-pads) to that degree.
+    Encoding does not change the pipeline, so one may serve several threads at once."""
+
     def __init__(self, stages: list[Stage], names: list[str] | None = None, name: str = "custom",
                  sh_degree: int | None = None):
         self.stages = list(stages)
@@ -177,6 +186,9 @@ class Pipeline:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(cls, cfg: dict) -> "Pipeline":
+        """A pipeline from a config mapping ``{name, sh_degree, stages: {stage name: {type:
+        stage type, param: value, ...}}}`` (a composed Hydra config or a plain dict), in the
+        stages' order; a stage given as None is left out."""
         cfg = _plain(cfg)
         if not isinstance(cfg, dict):
             raise GscompError("pipeline config must be a mapping with name, sh_degree and stages")
@@ -205,10 +217,19 @@ class Pipeline:
         from ..commands.compress import compose_pipeline  # (Hydra composes the presets)
         from ..hydra_app import check_config_dir
 
+        if not isinstance(name, str):
+            raise GscompError(f"preset: the name must be a string, got {name!r:.80}")
+        if isinstance(overrides, str):
+            overrides = [overrides]  # (one override, not a sequence of one-character ones)
+        if not all(isinstance(o, str) for o in overrides):
+            raise GscompError(f"preset: overrides must be strings key=value, got {list(overrides)!r:.120}")
+
         cdir = None if config_dir is None else check_config_dir(config_dir)
         return cls.from_config(compose_pipeline([f"pipeline={name}", *overrides], cdir))
 
     def describe(self) -> dict[str, Any]:
+        """What the `.gsz` header stores of this pipeline: name, sh_degree and each stage's type
+        and params (`from_description` rebuilds it)."""
         return {
             "name": self.name,
             "sh_degree": self.sh_degree,
@@ -250,7 +271,11 @@ class Pipeline:
         """``consume``: the caller hands ``splats`` over and does not use it again (`gscomp
         compress`). Each reordered field then replaces its field in ``splats`` as soon as it is
         made, so the scene in its input order is freed field by field instead of staying alive
-        beside the reordered copy (0.25 KB per Gaussian at SH 3)."""
+        beside the reordered copy (0.25 KB per Gaussian at SH 3).
+
+        The pipeline itself is not changed: stages keep what one encode hands from `bake` to
+        `encode` on themselves, so each call works on its own shallow copies of them (one Pipeline
+        may encode in several threads at once)."""
         if not isinstance(splats, Splats):
             raise GscompError(f"encode: expected a Splats, got {type(splats).__name__}")
         splats.validate("input splats")  # (shapes and finite values, in the caller's dtype and device)
@@ -268,9 +293,10 @@ class Pipeline:
             splats = splats.with_sh_degree(self.sh_degree)
         deg = splats.sh_degree
         self.check_input(deg)
-        for st in self.stages:
+        stages = [copy.copy(st) for st in self.stages]
+        for st in stages:
             splats = st.bake(splats, state)
-        for st in self.stages:
+        for st in stages:
             perm = st.reorder(splats)
             if perm is None:
                 continue
@@ -287,14 +313,14 @@ class Pipeline:
         ctx = CodingContext(n=n, sh_degree=deg, progress=progress)
         sections: list[Section] = []
         need = 0  # payload bytes the file must hold (the writer pads up to it)
-        for i, (nm, st) in enumerate(zip(self.names, self.stages)):
+        for i, (nm, st) in enumerate(zip(self.names, stages)):
             if progress is not None:
-                progress(f"encoding: {nm}", i, len(self.stages))
+                progress(f"encoding: {nm}", i, len(stages))
             secs = st.encode(splats, ctx)
             for s in secs:  # (the container checks the characters; an empty name the decoder refuses)
                 if not isinstance(s, Section) or not isinstance(s.name, str) or not s.name:
                     raise GscompError(f"stage {nm!r} returned {s!r:.80}: encode must return Sections with non-empty names")
-            if i + 1 < len(self.stages):  # only later stages read ctx.attrs: skip it for the last
+            if i + 1 < len(stages):  # only later stages read ctx.attrs: skip it for the last
                 decoded = _owned(nm, st, st.decode({s.name: s for s in secs}, ctx))  # what the decoder sees
                 for f in FIELDS:  # (a file the decoder would refuse: finite stored values, e.g. an
                     # MLP's weights, can still compute an infinity)
@@ -320,7 +346,6 @@ class Pipeline:
         }
         if splats.antialiased:  # (absent = classic: files of classic scenes are as before, version 1.0)
             header["antialiased"] = True
-        self._last_ctx = ctx
         return header, sections
 
     @classmethod
@@ -363,6 +388,8 @@ class Pipeline:
 
     @classmethod
     def decode(cls, header: dict[str, Any], sections: list[Section]) -> Splats:
+        """The `Splats` of a read header and its sections (`gscomp.codec.decode_gsz` reads them
+        from a file), by the pipeline the header describes."""
         pipe, n, deg, stage_header = cls.check_header(header, sections)
         ctx = CodingContext(n=n, sh_degree=deg, header=stage_header)
         by_stage = _by_stage(pipe, sections)

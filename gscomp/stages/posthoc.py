@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import struct
-import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,7 +28,7 @@ import torch
 from ..codec import entropy as E
 from ..codec import quant as Q
 from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core
-from ..errors import FormatError, GscompError, check_bool, check_int, check_number
+from ..errors import DataWarning, FormatError, GscompError, check_bool, check_int, check_number
 from ..splats import FIELDS, num_sh_rest
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
 from .importance import CLASS_KEY, NEEDS_IMPORTANCE, SENSITIVITY_KEY, classes_of, shN_steps
@@ -144,7 +144,7 @@ class Positions(Stage):
         ctx.hints[CORE_KEY] = grid.in_core(means)  # for the attributes stage (encoder only)
         warning = coarse_grid_warning(grid, means, as_np32(splats.scales))
         if warning:
-            print(f"warning: positions: {warning}", file=sys.stderr)
+            warnings.warn(f"positions: {warning}", DataWarning, stacklevel=2)
         # v1: the box grid (its bounds); v2: core box and tail lengths (PosGrid.pack)
         head = grid.pack() if grid.tails else struct.pack("<6f", *grid.lo.tolist(), *grid.hi.tolist())
         v = "v2" if grid.tails else "v1"

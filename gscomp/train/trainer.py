@@ -17,6 +17,7 @@ import math
 import random
 import signal
 import sys
+import warnings
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import GscompError, check_bool, check_int, check_number, check_schedule, one_line
+from ..errors import GscompError, Note, check_bool, check_int, check_number, check_schedule, one_line
 from ..fileio import atomic_open
 from ..fileio import atomic_write_text as _atomic_write_text
 from ..splats import FIELDS, Splats, num_sh_rest, rgb_to_sh0
@@ -378,8 +379,8 @@ class Trainer:
             for old in stale:
                 old.unlink(missing_ok=True)
             if stale:
-                print(f"note: removed {len(stale)} checkpoint{'s' if len(stale) > 1 else ''} of an earlier run from "
-                      f"{self.out / CKPT_DIR} (this run starts afresh; resume=true continues one)", file=sys.stderr)
+                warnings.warn(f"removed {len(stale)} checkpoint{'s' if len(stale) > 1 else ''} of an earlier run from "
+                              f"{self.out / CKPT_DIR} (this run starts afresh; resume=true continues one)", Note)
             init = t.init
             mp = init.get("max_points")
             splats = init_splats(scene, int(t.sh_degree), opacity=float(init.opacity),
@@ -394,15 +395,15 @@ class Trainer:
         every = sh_interval(int(t.sh_degree_interval), int(t.sh_degree), steps)
         if every != int(t.sh_degree_interval):
             rises = f"rises every {every} steps" if every else "is trained from the first step"
-            print(f"note: the SH degree {rises}, not every train.sh_degree_interval={int(t.sh_degree_interval)}, "
-                  f"so that {steps} steps reach train.sh_degree={int(t.sh_degree)}", file=sys.stderr)
+            warnings.warn(f"the SH degree {rises}, not every train.sh_degree_interval={int(t.sh_degree_interval)}, "
+                          f"so that {steps} steps reach train.sh_degree={int(t.sh_degree)}", Note)
         self.strategy = build_strategy(OmegaConf.to_container(t.strategy, resolve=True))
         self.strategy.initialize(state)
         if steps and not self.strategy.refine_steps():  # (refine_every is in steps, start/stop fractions)
             st = self.strategy
-            print(f"note: no densification in {steps} steps (train.strategy.refine_every={st.refine_every} steps, "
-                  f"between refine_start={st.refine_start} and refine_stop={st.refine_stop}): the model keeps its "
-                  f"{state.n:,} initial Gaussians", file=sys.stderr)
+            warnings.warn(f"no densification in {steps} steps (train.strategy.refine_every={st.refine_every} steps, "
+                          f"between refine_start={st.refine_start} and refine_stop={st.refine_stop}): the model keeps "
+                          f"its {state.n:,} initial Gaussians", Note)
         for stage in self.stages:
             stage.attach(state)
         self._order_gen = torch.Generator().manual_seed(seed)
@@ -438,7 +439,7 @@ class Trainer:
         coded = [self.out / n for n in CODED_OUTPUTS if (self.out / n).is_file()]
         for old in coded:
             old.unlink(missing_ok=True)
-        print(f"note: removed {', '.join(p.name for p in coded)} of an earlier run from {self.out}", file=sys.stderr)
+        warnings.warn(f"removed {', '.join(p.name for p in coded)} of an earlier run from {self.out}", Note)
 
     def _check_resume(self, ckpt: dict, path: Path, steps: int) -> None:
         """A checkpoint continues only the scene it was trained on (its camera order indexes that
@@ -456,7 +457,7 @@ class Trainer:
         changed = _changed_settings(ckpt.get("cfg") or {}, OmegaConf.to_container(self.cfg, resolve=True))
         if changed:  # allowed (e.g. a lower learning rate from here on), but config.yaml records only the new ones
             shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
-            print(f"note: resuming {path.name} with settings that differ from its run's: {shown}", file=sys.stderr)
+            warnings.warn(f"resuming {path.name} with settings that differ from its run's: {shown}", Note)
 
     def _resume_path(self) -> Path | None:
         r = self.cfg.get("resume")
@@ -470,7 +471,7 @@ class Trainer:
                                   f"continue (one is written every train.ckpt_every steps); without resume a new run "
                                   f"replaces it")
             if p is None:
-                print(f"gscomp: no checkpoint in {self.out / CKPT_DIR}; starting from scratch")
+                warnings.warn(f"resume=true: no checkpoint in {self.out / CKPT_DIR}; starting from scratch", Note)
             return p
         p = Path(str(r)).expanduser()
         if p.is_dir():
@@ -736,7 +737,9 @@ def train(cfg: Any, stages: Sequence | None = None, callbacks: Sequence[Callable
 
     ``stages``: compression stages (see `gscomp.stages.base.Stage`); ``callbacks``: callables
     ``cb(state, logs)`` run after each step. Returns the final `TrainState` and the metrics dict
-    (also written to ``OUT/metrics.json``)."""
+    (also written to ``OUT/metrics.json``). Like the reference trainers, it seeds torch's and
+    Python's global random generators with ``cfg.seed`` (densification draws from them), so a
+    caller's own random streams restart there."""
     trainer = Trainer(cfg, stages=stages, callbacks=callbacks, out_dir=out_dir, scene=scene)
     trainer.setup()
     trainer.fit()
