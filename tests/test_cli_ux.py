@@ -450,7 +450,7 @@ def test_an_error_names_a_stage_not_called_by_its_type():
     from gscomp import GscompError
     from gscomp.stages.pipeline import Pipeline
 
-    with pytest.raises(GscompError, match=r"^stage 'rvq2': bad parameters for stage 'rvq': .*n_stage"):
+    with pytest.raises(GscompError, match=r"^stage 'rvq2': stage type 'rvq' has no parameter 'n_stage' \(its parameters: n_stages, "):
         Pipeline.preset("medium", ["+pipeline.stages.rvq2={type: rvq, n_stage: 3}"])
 
 
@@ -725,7 +725,7 @@ def test_a_stage_of_ones_own_from_the_command_line(random_splats, tmp_path):
     s = random_splats(300, sh_degree=1)
     save_splats(tmp_path / "in.ply", s)
     gscomp = [sys.executable, "-m", "gscomp"]
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     args = ["compress", str(tmp_path / "in.ply"), str(tmp_path / "o.gsz"), "--config-dir", str(tmp_path / "cfg"), "pipeline=halfop"]
     r = subprocess.run(gscomp + args, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown stage type 'half_opacities'" in r.stderr and "GSCOMP_STAGES" in r.stderr
@@ -735,9 +735,34 @@ def test_a_stage_of_ones_own_from_the_command_line(random_splats, tmp_path):
         assert r.returncode == 0, r.stderr
     d = load_splats(tmp_path / "d.ply")
     assert torch.equal(torch.sort(d.opacities).values, torch.sort(s.opacities.half().float()).values)
+    del env["GSCOMP_STAGES"]  # the file is fine: the stage is what is missing, and that is said
+    r = subprocess.run(gscomp + ["decode", str(tmp_path / "o.gsz"), str(tmp_path / "e.ply")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path / 'o.gsz'}: this file uses stage type "
+                                                     "'half_opacities', which is not installed here"), r.stderr
     env["GSCOMP_STAGES"] = "mine.nothere"
     r = subprocess.run(gscomp + ["info", str(tmp_path / "o.gsz")], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "GSCOMP_STAGES: cannot import 'mine.nothere'" in r.stderr
+
+
+def test_a_pipeline_file_given_the_wrong_way_says_the_right_way(tmp_path, capsys):
+    """pipeline=PATH.yaml, or --config-dir pointing at the pipeline/ folder itself, said only
+    "unknown preset" (or Hydra's "Could not find 'pipeline/NAME'" in train-and-compress)."""
+    (tmp_path / "cfg" / "pipeline").mkdir(parents=True)
+    mine = tmp_path / "cfg" / "pipeline" / "mine.yaml"
+    mine.write_text((ROOT / "configs" / "pipeline" / "medium.yaml").read_text().replace("name: medium", "name: mine"))
+    ply = shared("fixtures/pc_short.ply")
+    for extra, hint in (([f"pipeline={mine}"], "pipeline= takes a preset's name: for a file of your own, --config-dir DIR "
+                                              "pipeline=NAME with the file at DIR/pipeline/NAME.yaml"),
+                        (["--config-dir", tmp_path / "cfg" / "pipeline", "pipeline=mine"],
+                         f"--config-dir takes the folder that holds pipeline/: --config-dir {tmp_path / 'cfg'} finds "
+                         "pipeline/mine.yaml")):
+        code, _, err = cli(["compress", ply, tmp_path / "o.gsz", *extra], capsys)
+        assert code == 2 and err.startswith("error: unknown pipeline preset") and err.rstrip().endswith(hint), err
+        code, _, err = cli(["compress", "data=synthetic", f"out={tmp_path / 'run'}", *extra], capsys)
+        assert code == 2 and err.rstrip().endswith(hint), err
+    assert not (tmp_path / "o.gsz").exists() and not (tmp_path / "run").exists()
+    assert cli(["compress", ply, tmp_path / "o.gsz", "--config-dir", tmp_path / "cfg", "pipeline=mine"], capsys)[0] == 0
 
 
 def test_a_first_native_build_is_not_counted_as_coding_time(random_splats, tmp_path, monkeypatch, capsys):

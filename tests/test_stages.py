@@ -615,6 +615,59 @@ def test_pipeline_holds_stages_to_their_contract(random_splats):
         Pipeline([st, Attributes()], ["positions", "attributes"])
 
 
+def test_a_pipeline_of_ones_own_is_checked_before_any_work(random_splats, said):
+    """What qa34_A's own pipelines and stages got past the checks: a file no decoder reads (a
+    param called name; a decode of the wrong shape), a failure after the encode (a stage name the
+    container refuses), an order lost without a word (a second reordering stage), and sections
+    nothing used."""
+    from gscomp.stages.importance import Importance
+    from gscomp.stages.pipeline import Pipeline
+    from gscomp.stages.posthoc import Attributes, Positions
+
+    splats = random_splats(64, sh_degree=0, seed=5)
+
+    class Named(Attributes):
+        def __init__(self, name="mine", **kw):
+            super().__init__(**kw)
+            self.params["name"] = name
+
+    with pytest.raises(GscompError, match="a parameter may not be called name"):
+        Pipeline([Positions(), Named()], ["positions", "attributes"])
+    with pytest.raises(GscompError, match="bad stage name 'my pos': use 1-64 letters, digits"):
+        Pipeline([Positions(), Attributes()], ["my pos", "attributes"])
+
+    class Sorting(Attributes):
+        def reorder(self, s):
+            return torch.argsort(s.opacities)
+
+    with pytest.raises(GscompError, match="stages 'sort', 'positions' each reorder the Gaussians"):
+        Pipeline([Sorting(fields=["quats"]), Positions(), Attributes(fields=["scales", "opacities", "sh0"])],
+                 ["sort", "positions", "attributes"])
+
+    class Flat(Positions):  # decodes means as (n * 3,)
+        def decode(self, sections, ctx):
+            return {"means": super().decode(sections, ctx)["means"].reshape(-1)}
+
+    with pytest.raises(GscompError, match=r"stage 'positions' decodes means of shape \(192,\), not \(64, 3\)"):
+        Pipeline([Flat(), Attributes()], ["positions", "attributes"]).encode(splats)
+    # a stage added after the ones that need it: the order rule is named
+    with pytest.raises(GscompError, match="stages run in the order they are listed"):
+        Pipeline([Positions(adaptive=True), Attributes(), Importance()], ["positions", "attributes", "importance"])
+    # classes nothing uses, scores for another grid: notes
+    said.text()
+    Pipeline([Importance(views=2, pos_bits=14), Positions(bits=16), Attributes()],
+             ["importance", "positions", "attributes"]).encode(splats)
+    notes = said.text()
+    assert "note: stage 'importance' (importance) hands on importance_class, which no stage after it uses" in notes
+    assert "importance.pos_bits=14 but positions.bits=16" in notes
+    Pipeline.preset("compact").encode(splats)
+    assert "hands on" not in said.text()
+    with pytest.raises(GscompError, match="stage type 'positions' has no parameter 'bitz' \\(its parameters: bits, adaptive"):
+        Pipeline.from_config({"stages": {"positions": {"type": "positions", "bitz": 3}, "attributes": {"type": "attributes"}}})
+    with pytest.raises(GscompError, match="attributes.fields must be a list of names .* got 'quats'"):
+        Attributes(fields="quats")
+
+
 def test_post_hoc_c3dgs_on_empty_and_tiny_scenes(tmp_path, random_splats):
     """The trained stages fitted post-hoc (R-VQ k-means, colour-field distillation) on N = 0, 1, 5."""
     from gscomp.codec import decode_gsz, encode_gsz

@@ -64,15 +64,33 @@ def encode_progress(enabled: bool | None = None):
         yield update
 
 
+def check_preset(name: str, config_dir: Path | None) -> None:
+    """Refuse a ``pipeline=NAME`` that names no preset of configs/pipeline/ or of
+    ``config_dir``/pipeline/, saying how to give a file of one's own when that was meant."""
+    from ..hydra_app import CONFIG_DIR
+
+    dirs = [CONFIG_DIR, *([config_dir] if config_dir is not None else [])]
+    if any((d / "pipeline" / f"{name}.yaml").is_file() for d in dirs):
+        return
+    known = ", ".join(sorted({p.stem for d in dirs for p in (d / "pipeline").glob("*.yaml")}))
+    hint = ""
+    if "/" in name or name.endswith((".yaml", ".yml")):
+        hint = ("; pipeline= takes a preset's name: for a file of your own, --config-dir DIR pipeline=NAME with the "
+                "file at DIR/pipeline/NAME.yaml")
+    elif config_dir is not None and (config_dir / f"{name}.yaml").is_file():
+        hint = (f"; --config-dir takes the folder that holds pipeline/: --config-dir {config_dir.parent} "
+                f"finds {config_dir.name}/{name}.yaml" if config_dir.name == "pipeline" else
+                f"; --config-dir takes the folder that holds pipeline/{name}.yaml, not {name}.yaml itself")
+    raise GscompError(f"unknown pipeline preset {name!r} (available: {known}){hint}")
+
+
 def compose_pipeline(overrides: list[str], config_dir: Path | None = None) -> dict:
     """Compose ``pipeline`` from configs/pipeline/*.yaml (and ``config_dir``/pipeline/*.yaml, a
     checked `take_config_dir` folder of one's own) with Hydra; returns a plain dict."""
     from hydra import compose
     from omegaconf import OmegaConf
 
-    from ..hydra_app import CONFIG_DIR, own_hydra, searchpath_override
-
-    dirs = [CONFIG_DIR, *([config_dir] if config_dir is not None else [])]
+    from ..hydra_app import own_hydra, searchpath_override
 
     ov = []
     chosen = False
@@ -84,9 +102,7 @@ def compose_pipeline(overrides: list[str], config_dir: Path | None = None) -> di
             raise GscompError(f"unknown override {o!r}: post-hoc compress only takes pipeline=... and pipeline.KEY=VALUE")
         if key == "pipeline":  # no primary config, so selecting the group is an append
             name = o.split("=", 1)[1]
-            if not any((d / "pipeline" / f"{name}.yaml").is_file() for d in dirs):
-                known = ", ".join(sorted({p.stem for d in dirs for p in (d / "pipeline").glob("*.yaml")}))
-                raise GscompError(f"unknown pipeline preset {name!r} (available: {known})")
+            check_preset(name, config_dir)
             o = "+pipeline=" + name
             chosen = True
         ov.append(o)

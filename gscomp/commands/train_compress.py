@@ -36,6 +36,7 @@ def compress_trained(cfg, out: Path) -> dict:
     pipe = Pipeline.from_config(pipe_cfg)
     # what the pipeline cannot code is refused before training, not after
     pipe.check_input(check_int("train.sh_degree", cfg.train.get("sh_degree", 3), 0, 3, floats=True), "train.sh_degree is")
+    pipe.coding_notes()
     state, train_metrics = train(cfg, stages=pipe.stages, out_dir=out)
     trainer = state.trainer
     try:
@@ -130,8 +131,15 @@ def run(argv: list[str], prog: str = "gscomp train-and-compress") -> int:
         raise GscompError(f"train-and-compress trains from images and takes only key=value overrides "
                           f"(data=KIND data.path=DIR pipeline=PRESET out=OUT); to compress a splat file: "
                           f"gscomp compress {pos[0]} OUT.gsz")
+    from ..hydra_app import take_config_dir
     from ..train import TrainInterrupted
+    from .compress import check_preset
 
+    config_dir = take_config_dir(argv)[1]
+    for o in argv:  # (Hydra would say "Could not find 'pipeline/NAME'"; a sweep's list is Hydra's)
+        key, eq, value = o.partition("=")
+        if eq and key.lstrip("+") == "pipeline" and value not in ("", "null") and not any(c in value for c in ",[]()"):
+            check_preset(value, config_dir)
     try:
         return run_hydra("train", task, argv, prog=prog)
     except TrainInterrupted as e:

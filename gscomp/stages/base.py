@@ -31,6 +31,8 @@ positions (hash-grid field, context model) sees the same quantized positions as 
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -208,4 +210,10 @@ def build_stage(desc: dict[str, Any]) -> Stage:
     try:
         return STAGES[kind](**desc)
     except (TypeError, ValueError, OverflowError) as e:  # unknown keys, or a value of the wrong kind
+        known = [p.name for p in inspect.signature(STAGES[kind].__init__).parameters.values()
+                 if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(desc) - set(known))
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(STAGES[kind].__init__).parameters.values()):
+            raise GscompError(f"stage type {kind!r} has no parameter {', '.join(map(repr, unknown))} (its parameters: "
+                              f"{', '.join(known)})") from None
         raise GscompError(f"bad parameters for stage {kind!r}: {e}") from None

@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import pkgutil
+import re
 import warnings
 from typing import Any, Sequence
 
@@ -28,8 +29,9 @@ import torch
 
 from ..errors import FormatError, GscompError, Note
 from ..splats import FIELDS, OPACITY_LOGIT_MAX, Splats, first_nonfinite_row, num_sh_rest, take_rows
+from ..codec.posgrid import CORE_DEFAULT
 from . import importance, posthoc  # noqa: F401  (register the post-hoc stage types)
-from .base import STAGES, CodingContext, Section, Stage, build_stage
+from .base import PLUGIN_ENV, PLUGIN_GROUP, STAGES, CodingContext, Section, Stage, build_stage, load_stage_plugins
 
 MAX_N = 1 << 28
 # codec "padding": zero bytes that keep n <= 4096 + 8 * payload bytes, and the stages' min_payload
@@ -90,7 +92,19 @@ def _build_for_decoding(desc: dict[str, Any]) -> Stage:
     """`_build` for a .gsz header: a value of an encoder-only param (`Stage.encoder_params`) that
     today's checks refuse, written by an older gscomp with a wider range, plays no part in
     decoding and does not make the file unreadable; nor does a param this stage type does not
-    know (the spec: a decoder ignores all but its own). They are kept as written in ``params``."""
+    know (the spec: a decoder ignores all but its own). They are kept as written in ``params``.
+    A stage type not installed here is said as such: the file need not be damaged."""
+    kind = desc.get("type")
+    if isinstance(kind, str) and kind not in STAGES:
+        _discover_stages()
+        try:
+            load_stage_plugins()
+        except GscompError as e:  # (a GSCOMP_STAGES module that does not import)
+            raise FormatError(str(e)) from None
+        if kind not in STAGES:
+            raise FormatError(f"this file uses stage type {kind!r}, which is not installed here (a stage of "
+                              f"someone's own: name its module in {PLUGIN_ENV}, or install its package with a "
+                              f"{PLUGIN_GROUP!r} entry point)"[:300])
     try:
         return _build(desc)
     except GscompError:
@@ -127,6 +141,15 @@ def _owned(nm: str, st: Stage, decoded: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+def field_shapes(n: int, sh_degree: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each decoded Splats field."""
+    return {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3),
+            "shN": (n, num_sh_rest(sh_degree), 3)}
+
+
+STAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
 def _check_permutation(perm: torch.Tensor, n: int, kind: str) -> None:
     """A stage's reorder must return each index 0..n-1 exactly once (else Gaussians vanish or repeat)."""
     perm = torch.as_tensor(perm)
@@ -149,6 +172,7 @@ class Pipeline:
     def __init__(self, stages: list[Stage], names: list[str] | None = None, name: str = "custom",
                  sh_degree: int | None = None):
         self.stages = list(stages)
+        self._noted = False  # (coding_notes said)
         self.names = list(names) if names is not None else [s.type for s in self.stages]
         self.name = name
         if sh_degree is not None and not (isinstance(sh_degree, int) and not isinstance(sh_degree, bool)
@@ -158,8 +182,11 @@ class Pipeline:
         if len(self.names) != len(self.stages) or len(set(self.names)) != len(self.names):
             raise GscompError(f"pipeline stage names must be unique, got {self.names}")
         for nm, st in zip(self.names, self.stages):
-            if not nm or "/" in nm:
-                raise GscompError(f"bad stage name {nm!r}")
+            if not isinstance(nm, str) or not STAGE_NAME_RE.match(nm):  # (a section's name starts with it)
+                raise GscompError(f"bad stage name {nm!r}: use 1-64 letters, digits, '_', '.' or '-'"[:200])
+            if (reserved := sorted({"name", "type"} & set(st.params))):
+                raise GscompError(f"stage {nm!r}: a parameter may not be called {' or '.join(reserved)} (the header "
+                                  "names each stage and its type with these keys)")
             try:  # what goes into the header, checked now rather than after a whole encode
                 json.dumps(st.describe(), allow_nan=False)
             except (TypeError, ValueError) as e:
@@ -167,11 +194,21 @@ class Pipeline:
                                   f"lists, dicts): {e}") from None
         self._check_owners()
         have: set[str] = set()  # what the stages before each one hand on through ctx.attrs
-        for st in self.stages:
+        for i, st in enumerate(self.stages):
             for key, msg in st.needs().items():
                 if key not in have:
+                    if any(key in (*later.owns, *later.provides) for later in self.stages[i + 1:]):
+                        msg += " (stages run in the order they are listed; one added by an override or after a " \
+                               "defaults: preset comes last)"
                     raise GscompError(msg)
             have.update((*st.owns, *st.provides))
+        # The file keeps one order, that of the last stage that reorders (`positions` codes its
+        # Morton order and the decoder rebuilds it without a permutation): a second reordering
+        # stage either loses its order or breaks that coding.
+        sorting = [nm for nm, st in zip(self.names, self.stages) if type(st).reorder is not Stage.reorder]
+        if len(sorting) > 1:
+            raise GscompError(f"stages {', '.join(map(repr, sorting))} each reorder the Gaussians, but a .gsz keeps one "
+                              "order: a stage that sorts them (a grid sort) must own and code means itself")
 
     def check_input(self, sh_degree: int, source: str = "the input has SH degree") -> None:
         """Before any work: this pipeline can code splats of SH degree ``sh_degree`` (reduced or
@@ -293,6 +330,7 @@ class Pipeline:
             splats = splats.with_sh_degree(self.sh_degree)
         deg = splats.sh_degree
         self.check_input(deg)
+        self.coding_notes()
         stages = [copy.copy(st) for st in self.stages]
         for st in stages:
             splats = st.bake(splats, state)
@@ -324,6 +362,9 @@ class Pipeline:
                 decoded = _owned(nm, st, st.decode({s.name: s for s in secs}, ctx))  # what the decoder sees
                 for f in FIELDS:  # (a file the decoder would refuse: finite stored values, e.g. an
                     # MLP's weights, can still compute an infinity)
+                    if f in decoded and tuple(decoded[f].shape) != (want := field_shapes(n, deg)[f]):
+                        raise GscompError(f"stage {nm!r} decodes {f} of shape {tuple(decoded[f].shape)}, not {want}: "
+                                          "the decoder would refuse the file")
                     if f in decoded and (bad := first_nonfinite_row(decoded[f])) is not None:
                         raise GscompError(f"stage {nm!r} would decode {f} to non-finite values (first at "
                                           f"Gaussian {bad}), which no file may hold")
@@ -346,7 +387,39 @@ class Pipeline:
         }
         if splats.antialiased:  # (absent = classic: files of classic scenes are as before, version 1.0)
             header["antialiased"] = True
+        try:  # the checks a reader makes before decoding (a stage of one's own can fail them)
+            Pipeline.check_header(json.loads(json.dumps(header)), sections)
+        except FormatError as e:
+            raise GscompError(f"this pipeline would write a file that no decoder reads: {e}") from None
         return header, sections
+
+    def coding_notes(self) -> None:
+        """Notes on a pipeline of one's own that codes what nothing uses, or scores for other
+        steps than it codes with (the presets tie them by interpolation); once per pipeline, so
+        train-and-compress says them before training and not again when it encodes."""
+        if self._noted:
+            return
+        self._noted = True
+        for i, (nm, st) in enumerate(zip(self.names, self.stages)):
+            if st.provides and not any(k in later.needs() for later in self.stages[i + 1:] for k in st.provides):
+                warnings.warn(f"stage {nm!r} ({st.type}) hands on {', '.join(st.provides)}, which no stage after it "
+                              "uses: its sections cost bytes for nothing", Note, stacklevel=3)
+        imp = next((st for st in self.stages if st.type == "importance"), None)
+        if imp is None:
+            return
+        pos = next((st for st in self.stages if st.type == "positions"), None)
+        att = next((st for st in self.stages if st.type == "attributes"), None)
+        core = CORE_DEFAULT  # (stored only when changed)
+        pairs = [("pos_bits", imp.params.get("pos_bits"), pos, "bits", pos and pos.params.get("bits")),
+                 ("pos_core", imp.params.get("pos_core", core), pos, "core", pos and pos.params.get("core", core))]
+        for f, field in (("quat", "quats"), ("scale", "scales"), ("opacity", "opacities"), ("sh0", "sh0"), ("shN", "shN")):
+            if att is not None and field in att.owns:  # (another stage's steps, e.g. R-VQ's, are its own)
+                pairs.append((f"{f}_step", imp.params.get(f"{f}_step"), att, f"{f}_step", att.params.get(f"{f}_step")))
+        differ = [f"importance.{a}={x} but {other.type}.{b}={y}" for a, x, other, b, y in pairs
+                  if other is not None and x is not None and y is not None and x != y]
+        if differ:
+            warnings.warn(f"{'; '.join(differ)}: the importance scores weigh errors of other steps than those "
+                          "coded (the presets set them equal: ${pipeline.stages.positions.bits}, ...)", Note, stacklevel=3)
 
     @classmethod
     def check_header(cls, header: dict[str, Any], sections: list[Section]) -> tuple["Pipeline", int, int, dict]:
@@ -402,8 +475,7 @@ class Pipeline:
                 raise FormatError(f"stage {nm!r} could not decode its sections: {type(e).__name__}: {e}") from None
         if deg == 0 and "shN" not in ctx.attrs:
             ctx.attrs["shN"] = torch.zeros(n, 0, 3)
-        k = num_sh_rest(deg)
-        shapes = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "sh0": (n, 1, 3), "shN": (n, k, 3)}
+        shapes = field_shapes(n, deg)
         out = {}
         for f in FIELDS:
             t = ctx.attrs.get(f)

@@ -267,6 +267,8 @@ class Attributes(Stage):
         size_quantile: float = 0.5,
         dependent_quant: bool = False,
     ):
+        if isinstance(fields, str) or not isinstance(fields, (list, tuple)):
+            raise GscompError(f"attributes.fields must be a list of names from {list(ATTR_FIELDS)}, got {fields!r}")
         fields = [str(f) for f in fields]
         bad = [f for f in fields if f not in ATTR_FIELDS]
         if bad or len(set(fields)) != len(fields):
