@@ -133,14 +133,33 @@ SH_RANGE = 4.0  # the sh element's uchar covers (n - 0.5) * 8: [-4, 4]
 
 def chunk_order(means: np.ndarray) -> np.ndarray:
     """Indices of the Gaussians in the order they are written: Morton order of their positions on
-    a 2^16 grid of the bounding box (stable), so that the 256 of a chunk lie close together and
-    its min/max box gives the 11/10/11-bit positions fine steps."""
-    from ..codec.quant import morton_encode
+    a 2^16 grid of their bounding box (stable), so that the 256 of a chunk lie close together and
+    its min/max box gives the 11/10/11-bit positions fine steps. In an unbounded scene (a far
+    background around a core, `gscomp.codec.posgrid.core_bounds`) the core comes first and the
+    background after it, each in its own Morton order: interleaved, a chunk holding one far
+    Gaussian gave its core neighbours steps of its own size (6% of them moved more than their
+    size in a 1%-background test)."""
+    from ..codec.posgrid import core_bounds
 
     n = len(means)
     if n == 0:
         return np.zeros(0, np.int64)
-    m = means.astype(np.float64)
+    m = np.asarray(means, np.float32)
+    bounds = core_bounds(m)
+    if bounds is None:
+        return _morton_order(m)
+    far = np.flatnonzero(~((m >= bounds[0]) & (m <= bounds[1])).all(1))
+    near = np.setdiff1d(np.arange(n), far)
+    return np.concatenate([near[_morton_order(m[near])], far[_morton_order(m[far])]])
+
+
+def _morton_order(m: np.ndarray) -> np.ndarray:
+    """Stable Morton order of positions on a 2^16 grid of their bounding box."""
+    from ..codec.quant import morton_encode
+
+    if not len(m):
+        return np.zeros(0, np.int64)
+    m = m.astype(np.float64)
     lo, hi = m.min(0), m.max(0)
     span = np.where(hi > lo, hi - lo, 1.0)
     q = np.clip(np.floor((m - lo) / span * 65535.0), 0, 65535).astype(np.int64)
