@@ -31,7 +31,8 @@ verbs:
   compress data=... pipeline=c3dgs out=OUT     train-and-compress from images
   train-and-compress data=... pipeline=c3dgs out=OUT   the same
   decode  IN.gsz OUT.ply|.spz|.splat           decode a .gsz to a standard splat file
-                                               (OUT.compressed.ply: PlayCanvas's compressed PLY)
+                                               (OUT.compressed.ply: PlayCanvas's compressed PLY); IN
+                                               may be any file compress reads: a format converter
   info    IN.gsz [--json]                      header, counts, bytes per section and per attribute
   view    FILE                                 interactive viewer for .gsz/.ply/.spz/.splat/.ksplat/SOG
 

@@ -272,8 +272,10 @@ def test_eval_without_model_is_an_error(capsys):
 def test_directory_input_is_named_as_such(tmp_path, capsys):
     d = tmp_path / "adir.gsz"
     d.mkdir()
-    for args in (["info", d], ["decode", d, tmp_path / "out.ply"]):
-        assert cli(args, capsys)[::2] == (2, f"error: {d}: is a directory\n")
+    assert cli(["info", d], capsys)[::2] == (2, f"error: {d}: is a directory\n")
+    # decode reads SOG folders too (it converts any splat file)
+    assert cli(["decode", d, tmp_path / "out.ply"], capsys)[::2] == (
+        2, f"error: {d}: directory has no meta.json (expected a SOG scene)\n")
 
 
 def test_empty_cameras_value_is_rejected(tmp_path, capsys):
@@ -316,6 +318,17 @@ def test_decode_says_what_other_viewers_will_not_see(tmp_path, capsys, random_sp
     code, out, err = cli(["decode", tmp_path / "e.gsz", tmp_path / "e.spz"], capsys)
     assert code == 0 and "decoded 0 Gaussians" in out and err == (
         "note: the scene holds no Gaussians; e.spz is valid, but many viewers refuse an empty file\n")
+
+
+def test_decode_converts_any_splat_file(tmp_path, capsys):
+    """decode took only .gsz: converting .spz/.splat/SOG to .ply took a Python script (qa34_C)."""
+    from gscomp.io import load_splats
+
+    src = shared("fixtures/compressed_sh.ply")
+    code, out, err = cli(["decode", src, tmp_path / "a.spz"], capsys)
+    assert code == 0 and out.startswith(f"decoded {len(load_splats(src)):,} Gaussians"), err
+    code, _, err = cli(["decode", tmp_path / "a.spz", tmp_path / "a.ply"], capsys)
+    assert code == 0 and load_splats(tmp_path / "a.ply").same_as(load_splats(tmp_path / "a.spz")), err
 
 
 def test_decode_never_writes_over_its_input(tmp_path, capsys, gsz):

@@ -1,5 +1,7 @@
-"""`gscomp decode IN.gsz OUT.ply|.compressed.ply|.spz|.splat`: decode a .gsz to a standard splat file
-(a name ending in .compressed.ply gets PlayCanvas's compressed layout, any other .ply INRIA's)."""
+"""`gscomp decode IN OUT.ply|.compressed.ply|.spz|.splat`: decode a .gsz to a standard splat file
+(a name ending in .compressed.ply gets PlayCanvas's compressed layout, any other .ply INRIA's).
+IN may also be any splat file gscomp reads (.spz, .splat, .ksplat, compressed.ply, SOG, .ply):
+the same verb converts between formats."""
 from __future__ import annotations
 
 import sys
@@ -11,7 +13,8 @@ from ..errors import GscompError
 from ..fileio import check_not_input, input_file, output_file
 from .common import file_args, usage_error, wants_help
 
-USAGE = "usage: gscomp decode IN.gsz OUT.ply|OUT.compressed.ply|OUT.spz|OUT.splat"
+USAGE = ("usage: gscomp decode IN OUT.ply|OUT.compressed.ply|OUT.spz|OUT.splat\n"
+         "  IN: a .gsz, or any splat file gscomp reads (.ply, .spz, .splat, .ksplat, compressed.ply, SOG)")
 
 
 def run(argv: list[str]) -> int:
@@ -21,17 +24,18 @@ def run(argv: list[str]) -> int:
     args, opts = file_args(argv)
     if opts or len(args) != 2:
         raise usage_error(USAGE, opts)
-    src, dst = input_file(args[0]), output_file(args[1])
+    src = Path(args[0])
+    src = src if src.is_dir() else input_file(src)  # (a SOG scene may be a folder)
+    dst = output_file(args[1])
     if dst.suffix.lower() not in (".ply", ".spz", ".splat"):
         raise GscompError(f"output must end in .ply (.compressed.ply), .spz or .splat, got {args[1]!r}")
     check_not_input(src, dst)
     from .. import native
-    from ..codec import decode_gsz
-    from ..io import LossySaveWarning, save_splats
+    from ..io import LossySaveWarning, load_splats, save_splats
 
     native.warm("rans")  # (a first build is not decode time)
     t0 = time.perf_counter()
-    splats = decode_gsz(src)  # fully decoded and validated before anything is written
+    splats = load_splats(src)  # fully decoded and validated before anything is written
     dt = time.perf_counter() - t0
     with warnings.catch_warnings(record=True) as caught:  # said below, after the summary line
         warnings.simplefilter("always", LossySaveWarning)
