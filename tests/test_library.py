@@ -133,3 +133,16 @@ def test_presets_leave_the_callers_hydra_alone(tmp_path):
         assert gscomp_compose("train", ["train.steps=7"]).train.steps == 7
         assert GlobalHydra.instance().is_initialized() and compose("config").lr == 0.1
     assert not GlobalHydra.instance().is_initialized()
+
+
+def test_one_pipeline_codes_each_scene_as_a_fresh_one_would(random_splats):
+    """Post-hoc c3dgs fits its colour field and R-VQ codebooks to the scene it codes; they were
+    kept on the pipeline's stages, so its next scene was coded with the first one's."""
+    ov = ["+pipeline.stages.colorfield.fit_steps=20", "pipeline.stages.importance.views=2",
+          "pipeline.stages.rvq.kmeans_iters=2"]
+    pipe = Pipeline.preset("c3dgs", ov)
+    a, b = random_splats(300, sh_degree=3, seed=1), random_splats(400, sh_degree=3, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encode_bytes(a, pipe)
+        assert encode_bytes(b, pipe) == encode_bytes(b, Pipeline.preset("c3dgs", ov))

@@ -332,7 +332,9 @@ class Pipeline:
         self.check_input(deg)
         self.coding_notes()
         stages = [copy.copy(st) for st in self.stages]
-        for st in stages:
+        for i, (nm, st) in enumerate(zip(self.names, stages)):
+            if progress is not None:  # (a post-hoc colour field fits itself here: a minute on a big scene)
+                progress(f"preparing: {nm}", i, len(stages))
             splats = st.bake(splats, state)
         for st in stages:
             perm = st.reorder(splats)

@@ -12,6 +12,8 @@ value the renderer's gradients act on, and whose errors are relative ones, as in
 coders) and sign-canonical quaternions (w >= 0: q and -q are one rotation)."""
 from __future__ import annotations
 
+import copy
+
 import struct
 
 import numpy as np
@@ -256,8 +258,11 @@ class RVQ(Stage):
     # ---------------------------------------------------------------- coding side
     def bake(self, splats: Splats, state=None) -> Splats:
         """Raw values go on to `encode`, which assigns codes exactly as training did; only make sure
-        codebooks exist (post-hoc use: fit them now by k-means)."""
+        codebooks exist (post-hoc use: fit them now by k-means, into codebooks of this encode's own:
+        `Pipeline.encode` bakes a shallow copy of the stage, and fitting the shared ones in place
+        gave the next scene coded with the same pipeline this scene's codebooks)."""
         if not self.vq_scale.initialised and len(splats):
+            self.vq_scale, self.vq_rot = copy.deepcopy(self.vq_scale), copy.deepcopy(self.vq_rot)
             self._init(splats)
         return splats
 
