@@ -467,6 +467,14 @@ def test_an_error_names_a_stage_not_called_by_its_type():
         Pipeline.preset("medium", ["+pipeline.stages.rvq2={type: rvq, n_stage: 3}"])
 
 
+def test_a_pipeline_of_lower_sh_degree_than_training_is_noted(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = cli(["compress", *TINY_TC, "pipeline=medium", "pipeline.sh_degree=1", "train.sh_degree=2",
+                        "train.steps=2", f"out={run}"], capsys)
+    assert code == 0 and ("note: pipeline.sh_degree=1 codes SH degree 1, but training goes to train.sh_degree=2: the "
+                          "higher bands are trained and then dropped") in err, err
+
+
 def test_refused_before_training_with_an_integral_float_sh_degree(tmp_path, capsys):
     run = tmp_path / "run"
     code, _, err = cli(["compress", *TINY_TC, "pipeline=c3dgs", "~pipeline.stages.colorfield", "train.sh_degree=3.0",

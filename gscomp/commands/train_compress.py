@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from ..errors import GscompError, check_int
+from ..errors import GscompError, Note, check_int
 from ..fileio import atomic_write_text, run_folder
 from ..hydra_app import config_error, output_dir, run_hydra
 from .common import split_args, stdout_console
@@ -35,8 +36,13 @@ def compress_trained(cfg, out: Path) -> dict:
         raise config_error(e, "bad pipeline config: ") from None
     pipe = Pipeline.from_config(pipe_cfg)
     # what the pipeline cannot code is refused before training, not after
-    pipe.check_input(check_int("train.sh_degree", cfg.train.get("sh_degree", 3), 0, 3, floats=True), "train.sh_degree is")
+    trained = check_int("train.sh_degree", cfg.train.get("sh_degree", 3), 0, 3, floats=True)
+    pipe.check_input(trained, "train.sh_degree is")
     pipe.coding_notes()
+    if pipe.sh_degree is not None and pipe.sh_degree < trained:
+        warnings.warn(f"pipeline.sh_degree={pipe.sh_degree} codes SH degree {pipe.sh_degree}, but training goes to "
+                      f"train.sh_degree={trained}: the higher bands are trained and then dropped (train.sh_degree="
+                      f"{pipe.sh_degree} trains what is kept)", Note)
     state, train_metrics = train(cfg, stages=pipe.stages, out_dir=out)
     trainer = state.trainer
     try:
