@@ -75,6 +75,10 @@ def _notes_as_lines() -> None:
             default(message, category, filename, lineno, file, line)
     show.gscomp_notes = True
     warnings.showwarning = show
+    # every time, not once per place in the code: the jobs of a sweep run in this one process,
+    # and each must say its own (Python's default shows a repeated message once)
+    warnings.filterwarnings("always", category=Note)
+    warnings.filterwarnings("always", category=DataWarning)
 
 
 ERROR_MAX = 1000  # characters of an error line

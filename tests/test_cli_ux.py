@@ -208,6 +208,14 @@ def test_decode_notes_what_the_format_drops(gsz, tmp_path, capsys):
     assert b"element chunk 1\n" in head and b"property float x" not in head
 
 
+def test_each_job_of_a_sweep_says_its_notes(tmp_path, capsys):
+    """Notes are Python warnings, which by default show a repeated message once per process: the
+    second job of a sweep (same message, another seed) said nothing."""
+    code, _, err = cli(["train", "-m", "data=synthetic", "data.n_views=4", "data.resolution=24", "train.steps=5",
+                        "seed=0,1", "progress=false", f"out={tmp_path / 'sw'}"], capsys)
+    assert code == 0 and err.count("note: no densification in 5 steps") == 2, err
+
+
 def test_library_warnings_are_one_warning_line(tmp_path, capsys):
     """A `DataWarning` raised inside a verb (a grid far coarser than the Gaussians) prints as one
     `warning: ...` line, as a Note prints as one `note: ...` line."""
