@@ -56,7 +56,7 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(e)
 
 
-def _notes_as_lines() -> None:
+def notes_as_lines() -> None:
     """`errors.Note` warnings print as one ``note: ...`` line (not Python's "file:line: Note: ..."
     and the source line under it), `errors.DataWarning` as one ``warning: ...`` line; other
     warnings as Python prints them."""
@@ -185,7 +185,7 @@ def _main(argv: list[str]) -> int:
         logging.raiseExceptions = False
     from . import signals
 
-    _notes_as_lines()
+    notes_as_lines()
     signals.install()  # SIGTERM / SIGHUP: as Ctrl-C (temp files removed, training checkpointed)
     try:
         import importlib

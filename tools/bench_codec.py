@@ -366,6 +366,9 @@ def check_args(ap: argparse.ArgumentParser, args) -> None:
 
 
 def main(argv=None) -> int:
+    from gscomp.cli import notes_as_lines
+
+    notes_as_lines()  # gscomp's notes and warnings as the CLI prints them (one line each)
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--inputs", nargs="*", default=DEFAULT_INPUTS)
     ap.add_argument("--presets", nargs="+", default=["lossless-ish", "high", "medium", "low", "compact"])

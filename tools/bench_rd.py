@@ -116,6 +116,9 @@ def earlier(db: Path) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gscomp.cli import notes_as_lines
+
+    notes_as_lines()  # gscomp's notes and warnings as the CLI prints them (one line each)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", nargs="+", default=["lego", "sodacan"],
                     help="scenes, by spaces or commas (as bench_train): " + ", ".join(sorted(SCENES)))

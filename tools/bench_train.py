@@ -63,6 +63,9 @@ def bench_scene(name: str, steps: int | None, extra: list[str], out_root: Path, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gscomp.cli import notes_as_lines
+
+    notes_as_lines()  # gscomp's notes and warnings as the CLI prints them (one line each)
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--scenes", nargs="+", default=["lego,sodacan"],
                     help="scenes, by spaces or commas (as bench_rd): " + ", ".join(SCENES))
