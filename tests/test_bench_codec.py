@@ -220,3 +220,18 @@ def test_bench_rd_and_bench_train_read_scene_lists_alike(capsys):
             with pytest.raises(SystemExit) as e:
                 mod.main(["--scenes", *scenes])
             assert e.value.code == 2 and "unknown scene(s) ['nosuch']" in capsys.readouterr().err, (name, scenes)
+
+
+def test_bench_codec_set_overrides_every_preset(capsys):
+    """The README's box-grid numbers (positions.core=0) took a wrapper script: --set passes a
+    pipeline override to the gscomp runs, and the report records it."""
+    bench = _bench()
+    run = ["--inputs", "--synthetic", "800:0", "--presets", "high", "--peers", "none"]
+    assert bench.main(run) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert bench.main([*run, "--set", "pipeline.stages.positions.bits=10"]) == 0
+    coarse = json.loads(capsys.readouterr().out)
+    assert plain["overrides"] == [] and coarse["overrides"] == ["pipeline.stages.positions.bits=10"]
+    assert coarse["inputs"][0]["results"][0]["bytes"] < plain["inputs"][0]["results"][0]["bytes"]
+    with pytest.raises(SystemExit):  # checked before any run
+        bench.main([*run, "--set", "pipeline.stages.nope.x=1"])

@@ -139,14 +139,14 @@ def size_of(p: Path) -> int:
 
 
 def bench_preset(splats, preset: str, views: Views | None, tmp: Path, src: Path | None = None,
-                 cameras: str | None = None) -> dict:
+                 cameras: str | None = None, overrides: list[str] = ()) -> dict:
     """``src``/``cameras``: as `gscomp compress SRC OUT --cameras CAMERAS` (a found cameras.json
-    when None): the views `compact`'s importance stage scores from."""
+    when None): the views `compact`'s importance stage scores from. ``overrides``: `--set`."""
     from gscomp.codec import decode_gsz, encode_gsz
     from gscomp.commands.compress import _cameras_state, compose_pipeline
     from gscomp.stages.pipeline import Pipeline
 
-    cfg = compose_pipeline([f"pipeline={preset}"])
+    cfg = compose_pipeline([f"pipeline={preset}", *overrides])
     pipe = Pipeline.from_config(cfg)
     ranks = any(st.type == "importance" for st in pipe.stages)
     state = _cameras_state(pipe, src, cameras) if src is not None and ranks else None
@@ -336,9 +336,9 @@ def check_args(ap: argparse.ArgumentParser, args) -> None:
         ap.error("--st-timeout must be at least 1 (seconds)")
     for preset in args.presets:
         try:
-            compose_pipeline([f"pipeline={preset}"])
+            compose_pipeline([f"pipeline={preset}", *args.set])
         except GscompError as e:
-            ap.error(f"--presets: {e}")
+            ap.error(f"--presets/--set: {e}")
     unknown = set(filter(None, args.peers.split(","))) - set(PEERS)
     if unknown:
         ap.error(f"--peers: unknown {sorted(unknown)} (known: {', '.join(PEERS)})")
@@ -386,18 +386,22 @@ def main(argv=None) -> int:
     ap.add_argument("--background", default=None, metavar="SHARE:REACH",
                     help="add a synthetic far background to every input (e.g. 0.05:300: 5%% more Gaussians at "
                          "3..300 times its radius), the way an unbounded capture looks")
+    ap.add_argument("--set", action="append", default=[], metavar="pipeline.KEY=VALUE",
+                    help="an override for every gscomp preset run, as gscomp compress takes it (repeatable; e.g. "
+                         "pipeline.stages.positions.core=0: the box grid)")
     args = ap.parse_args(argv)
     check_args(ap, args)
     from gscomp.data.cameras import find_cameras_json
     from gscomp.errors import GscompError
 
     torch.manual_seed(0)
-    report = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "res": args.res, "views": args.views, "inputs": []}
+    report = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "res": args.res, "views": args.views,
+              "overrides": args.set, "inputs": []}
     peers = set(filter(None, args.peers.split(",")))
     for n, deg in args.synthetic:  # throughput only (no PSNR)
         splats = synthetic_splats(n, deg)
         with tempfile.TemporaryDirectory() as td:
-            res = [bench_preset(splats, p, None, Path(td)) for p in args.presets]
+            res = [bench_preset(splats, p, None, Path(td), overrides=args.set) for p in args.presets]
         report["inputs"].append({"input": f"synthetic:{n}:{deg}", "n": n, "sh_degree": deg, "results": res})
         print(json.dumps(report["inputs"][-1]), file=sys.stderr)
     for i, rel in enumerate(args.inputs):
@@ -456,7 +460,7 @@ def _bench_scene(args, rel: str, src: Path, splats, cam_path: Path | None, peers
             # preset that fails (e.g. its cameras) is its own error, the others still run
             try:
                 entry["results"].append(bench_preset(splats, preset, views, tmp, src if cam_path else None,
-                                                     str(cam_path) if cam_path else None))
+                                                     str(cam_path) if cam_path else None, args.set))
             except (GscompError, OSError, ValueError) as e:
                 entry["results"].append({"codec": f"gsz:{preset}", "error": one_line(e)})
             print(json.dumps(finite(entry["results"][-1])), file=sys.stderr)
