@@ -52,7 +52,7 @@ def _encode(splats, pipeline, state, progress, consume: bool, cameras):
     if cameras is not None:
         if state is not None:
             raise GscompError("give the importance stage's views as cameras= or in state, not both")
-        state = SimpleNamespace(cameras=_cameras(cameras, pipe))
+        state = SimpleNamespace(cameras=importance_cameras(cameras, pipe))
     elif state is not None and isinstance(state, (list, tuple, dict, str, os.PathLike)):
         raise GscompError(f"state is the trainer's TrainState, not a {type(state).__name__}; give the importance "
                           "stage's views as cameras=[Camera, ...] or cameras=PATH")
@@ -60,9 +60,10 @@ def _encode(splats, pipeline, state, progress, consume: bool, cameras):
     return pack_gsz(header, sections), header, sections, pipe
 
 
-def _cameras(cameras, pipe) -> list:
+def importance_cameras(cameras, pipe) -> list:
     """The views for the pipeline's importance stage: Camera objects, or a path (cameras.json, a
-    COLMAP model or a capture folder) read as `gscomp compress --cameras` reads it."""
+    COLMAP model or a capture folder) read as `gscomp compress --cameras` reads it (at most the
+    stage's ``views`` of them)."""
     from ..camera import Camera
 
     imp = [st for st in pipe.stages if st.type == "importance"]

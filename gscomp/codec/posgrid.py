@@ -61,6 +61,11 @@ def box_bounds(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cols.min(1), cols.max(1)
 
 
+def in_box(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Which of the (n, 3) positions lie within [lo, hi] on every axis."""
+    return ((x >= lo) & (x <= hi)).all(1)
+
+
 def check_core(name: str, v) -> float:
     """A `core` setting checked: 0 (always the box grid) or a number of median distances in
     0.5..1000, else a one-line error naming ``name``."""
@@ -121,7 +126,7 @@ class PosGrid:
         x = np.asarray(x, np.float32)
         if not self.tails:
             return np.ones(len(x), bool)
-        return ((x >= self.lo) & (x <= self.hi)).all(1)
+        return in_box(x, self.lo, self.hi)
 
     @property
     def index_bits(self) -> int:

@@ -195,7 +195,8 @@ def _cameras_state(pipe, src: Path, cameras: str | None):
     an importance stage (the cameras are then not needed) or without cameras (sphere views)."""
     from types import SimpleNamespace
 
-    from ..data.cameras import find_cameras_json, load_cameras
+    from ..codec import importance_cameras
+    from ..data.cameras import find_cameras_json
 
     imp = [s for s in pipe.stages if s.type == "importance"]
     if not imp:
@@ -207,7 +208,7 @@ def _cameras_state(pipe, src: Path, cameras: str | None):
         if found is None:
             return None
         cameras = str(found)
-    cams = load_cameras(cameras, max_views=imp[0].params["views"])
+    cams = importance_cameras(cameras, pipe)
     print(f"importance: scoring from {len(cams)} views of {cameras}", file=sys.stderr)
     return SimpleNamespace(cameras=cams)
 

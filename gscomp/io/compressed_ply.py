@@ -139,7 +139,7 @@ def chunk_order(means: np.ndarray) -> np.ndarray:
     background after it, each in its own Morton order: interleaved, a chunk holding one far
     Gaussian gave its core neighbours steps of its own size (6% of them moved more than their
     size in a 1%-background test)."""
-    from ..codec.posgrid import core_bounds
+    from ..codec.posgrid import core_bounds, in_box
 
     n = len(means)
     if n == 0:
@@ -148,7 +148,7 @@ def chunk_order(means: np.ndarray) -> np.ndarray:
     bounds = core_bounds(m)
     if bounds is None:
         return _morton_order(m)
-    far = np.flatnonzero(~((m >= bounds[0]) & (m <= bounds[1])).all(1))
+    far = np.flatnonzero(~in_box(m, *bounds))
     near = np.setdiff1d(np.arange(n), far)
     return np.concatenate([near[_morton_order(m[near])], far[_morton_order(m[far])]])
 

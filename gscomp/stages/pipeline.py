@@ -351,6 +351,7 @@ class Pipeline:
         if n > MAX_N:
             raise GscompError(f"{n} Gaussians exceed the .gsz limit of {MAX_N}")
         ctx = CodingContext(n=n, sh_degree=deg, progress=progress)
+        shapes = field_shapes(n, deg)  # (what the decoder will check)
         sections: list[Section] = []
         need = 0  # payload bytes the file must hold (the writer pads up to it)
         for i, (nm, st) in enumerate(zip(self.names, stages)):
@@ -364,8 +365,8 @@ class Pipeline:
                 decoded = _owned(nm, st, st.decode({s.name: s for s in secs}, ctx))  # what the decoder sees
                 for f in FIELDS:  # (a file the decoder would refuse: finite stored values, e.g. an
                     # MLP's weights, can still compute an infinity)
-                    if f in decoded and tuple(decoded[f].shape) != (want := field_shapes(n, deg)[f]):
-                        raise GscompError(f"stage {nm!r} decodes {f} of shape {tuple(decoded[f].shape)}, not {want}: "
+                    if f in decoded and tuple(decoded[f].shape) != shapes[f]:
+                        raise GscompError(f"stage {nm!r} decodes {f} of shape {tuple(decoded[f].shape)}, not {shapes[f]}: "
                                           "the decoder would refuse the file")
                     if f in decoded and (bad := first_nonfinite_row(decoded[f])) is not None:
                         raise GscompError(f"stage {nm!r} would decode {f} to non-finite values (first at "
