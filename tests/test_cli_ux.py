@@ -769,6 +769,15 @@ def test_a_stage_of_ones_own_from_the_command_line(random_splats, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith(f"error: {tmp_path / 'o.gsz'}: this file uses stage type "
                                                      "'half_opacities', which is not installed here"), r.stderr
+    # info still shows the sizes (the container is sound), and says the file cannot be decoded here
+    r = subprocess.run(gscomp + ["info", str(tmp_path / "o.gsz")], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "halfop/opacities" in r.stdout and r.stderr.startswith("note: ") \
+        and "'half_opacities', which is not installed here" in r.stderr and "cannot be decoded here" in r.stderr, r
+    r = subprocess.run(gscomp + ["info", "--json", str(tmp_path / "o.gsz")], env=env, capture_output=True, text=True,
+                       timeout=120)
+    info = json.loads(r.stdout)
+    assert info["decodable"] is False and info["missing_stage_type"] == "half_opacities" and info["n"] == 300
+    assert info["sections"]["halfop/opacities"] == 600 and info["bytes_per_attribute"]["opacities"] == 600
     env["GSCOMP_STAGES"] = "mine.nothere"
     r = subprocess.run(gscomp + ["info", str(tmp_path / "o.gsz")], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "GSCOMP_STAGES: cannot import 'mine.nothere'" in r.stderr

@@ -28,7 +28,7 @@ _FIELD_OF = {"classes": "importance", "means": "means", "quats": "quats", "scale
 
 def _section_stats(header: dict[str, Any], sections, pipe) -> dict[str, Any]:
     n = int(header.get("n", 0))
-    owners = {nm: "+".join(st.owns) for nm, st in zip(pipe.names, pipe.stages)}
+    owners = {nm: "+".join(st.owns) for nm, st in zip(pipe.names, pipe.stages)} if pipe is not None else {}
     per_section = {s.name: len(s.payload) for s in sections}
     per_attr: dict[str, int] = {}
     for s in sections:
@@ -137,14 +137,23 @@ def decode_gsz(path: str | os.PathLike):
 
 
 def gsz_info(path: str | os.PathLike) -> dict[str, Any]:
-    """Header and size breakdown of a `.gsz` (validates checksums, does not decode payloads)."""
-    from ..stages.pipeline import Pipeline
+    """Header and size breakdown of a `.gsz` (validates checksums, does not decode payloads).
+    A file naming a stage type not installed here still gets its sizes, with ``decodable`` False,
+    ``missing_stage_type`` and a `Note`; any other damage raises `FormatError`."""
+    from ..stages.pipeline import Pipeline, StageNotInstalled, check_header_counts
 
     header, sections = read_gsz(path)
+    missing = None
     try:  # the same header checks as decoding, so info never reports what decode would refuse
-        pipe = Pipeline.check_header(header, sections)[0]
+        try:
+            pipe = Pipeline.check_header(header, sections)[0]
+        except StageNotInstalled as e:
+            pipe, missing, why = None, e.kind, str(e)
+            check_header_counts(header, sections)
     except FormatError as e:
         raise FormatError(f"{path}: {e}") from None
+    if missing is not None:
+        warnings.warn(Note(f"{path}: {why}; its sizes are shown, but it cannot be decoded here"), stacklevel=2)
     total = Path(path).stat().st_size
     with open(path, "rb") as f:  # the file's own version (read_gsz accepted its major)
         major, minor = struct.unpack("<HH", f.read(12)[8:12])
@@ -161,7 +170,10 @@ def gsz_info(path: str | os.PathLike) -> dict[str, Any]:
         bounds=header.get("bounds"),
         pipeline=header.get("pipeline"),
         codecs={s.name: s.codec for s in sections},
+        decodable=missing is None,
     )
+    if missing is not None:
+        stats["missing_stage_type"] = missing
     return stats
 
 

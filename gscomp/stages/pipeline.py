@@ -88,6 +88,17 @@ def _build(desc: dict[str, Any], name: str | None = None) -> Stage:
         raise GscompError(f"stage {name!r}: {e}") from None
 
 
+class StageNotInstalled(FormatError):
+    """A .gsz names a stage type this installation does not have: the file need not be damaged
+    (`gscomp info` still shows its sizes), but it cannot be decoded here."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        super().__init__(f"this file uses stage type {kind!r}, which is not installed here (a stage of "
+                         f"someone's own: name its module in {PLUGIN_ENV}, or install its package with a "
+                         f"{PLUGIN_GROUP!r} entry point)"[:300])
+
+
 def _build_for_decoding(desc: dict[str, Any]) -> Stage:
     """`_build` for a .gsz header: a value of an encoder-only param (`Stage.encoder_params`) that
     today's checks refuse, written by an older gscomp with a wider range, plays no part in
@@ -102,9 +113,7 @@ def _build_for_decoding(desc: dict[str, Any]) -> Stage:
         except GscompError as e:  # (a GSCOMP_STAGES module that does not import)
             raise FormatError(str(e)) from None
         if kind not in STAGES:
-            raise FormatError(f"this file uses stage type {kind!r}, which is not installed here (a stage of "
-                              f"someone's own: name its module in {PLUGIN_ENV}, or install its package with a "
-                              f"{PLUGIN_GROUP!r} entry point)"[:300])
+            raise StageNotInstalled(kind)
     try:
         return _build(desc)
     except GscompError:
@@ -118,6 +127,24 @@ def _build_for_decoding(desc: dict[str, Any]) -> Stage:
         st = _build({k: v for k, v in desc.items() if k not in skip})  # (an error here is a decoder param's)
         st.params.update({k: desc[k] for k in skip})
         return st
+
+
+def check_header_counts(header: dict[str, Any], sections: list[Section]) -> tuple[int, int, dict[str, Any]]:
+    """The checks of `Pipeline.check_header` that need no stage type: (n, SH degree, pipeline
+    description), n within what the payload bytes can hold."""
+    n = header.get("n")
+    deg = header.get("sh_degree")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_N:
+        raise FormatError(f"bad Gaussian count {n!r} in the header"[:200])
+    if not isinstance(deg, int) or isinstance(deg, bool) or not 0 <= deg <= 3:
+        raise FormatError(f"bad SH degree {deg!r} in the header"[:200])
+    desc = header.get("pipeline")
+    if not isinstance(desc, dict) or not isinstance(desc.get("stages"), list):
+        raise FormatError("the header has no pipeline description")
+    payload = sum(len(s.payload) for s in sections)
+    if n > max_n_for_payload(payload):
+        raise FormatError(f"header claims {n} Gaussians but the file holds only {payload} payload bytes")
+    return n, deg, desc
 
 
 def _plain(obj):
@@ -428,15 +455,7 @@ class Pipeline:
     def check_header(cls, header: dict[str, Any], sections: list[Section]) -> tuple["Pipeline", int, int, dict]:
         """Validate a read header against its sections without decoding any payload (what `gscomp
         info` trusts, and where decoding starts): (pipeline, n, SH degree, stage header)."""
-        n = header.get("n")
-        deg = header.get("sh_degree")
-        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_N:
-            raise FormatError(f"bad Gaussian count {n!r} in the header"[:200])
-        if not isinstance(deg, int) or isinstance(deg, bool) or not 0 <= deg <= 3:
-            raise FormatError(f"bad SH degree {deg!r} in the header"[:200])
-        desc = header.get("pipeline")
-        if not isinstance(desc, dict) or not isinstance(desc.get("stages"), list):
-            raise FormatError("the header has no pipeline description")
+        n, deg, desc = check_header_counts(header, sections)
         pipe = cls.from_description(desc)
         try:
             pipe._check_owners(deg)
@@ -447,14 +466,12 @@ class Pipeline:
             raise FormatError("bad stage_header in the header")
         if not isinstance(header.get("antialiased", False), bool):
             raise FormatError(f"bad antialiased {json.dumps(header['antialiased'])} in the header (true or false)"[:200])
-        payload = sum(len(s.payload) for s in sections)
-        if n > max_n_for_payload(payload):
-            raise FormatError(f"header claims {n} Gaussians but the file holds only {payload} payload bytes")
         for s in sections:
             stage_name, _, local = s.name.partition("/")
             if not (s.name == PAD_SECTION and s.codec == "padding") and (stage_name not in pipe.names or not local):
                 raise FormatError(f"section {s.name!r} belongs to no stage of the pipeline")
         by_stage = _by_stage(pipe, sections)
+        payload = sum(len(s.payload) for s in sections)
         for nm, st in zip(pipe.names, pipe.stages):
             least = st.min_payload(n, list(by_stage[nm].values()))
             if payload < least and os.environ.get(NO_WORK_LIMIT) != "1":
