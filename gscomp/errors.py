@@ -86,3 +86,15 @@ def check_schedule(name: str, v: Any, *, allow_none: bool = False) -> int | floa
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (isinstance(v, float) and v > 1):
         raise GscompError(f"{name} must be a step (an integer >= 0) or a fraction of the run in [0, 1], got {v!r}")
     return v
+
+
+def at_step(value: int | float | None, max_steps: int) -> int:
+    """A schedule value (see `check_schedule`) as a step of a run of ``max_steps``: a float is a
+    fraction of the run, an int an absolute step; None is step 0."""
+    if value is None:
+        return 0
+    if isinstance(value, float):
+        if not 0.0 <= value <= 1.0:
+            raise GscompError(f"schedule fraction {value} is outside [0, 1] (use an int for an absolute step)")
+        return int(round(value * max_steps))
+    return int(value)

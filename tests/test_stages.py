@@ -276,7 +276,7 @@ def _roundtrip(stage, splats):
 
 
 def test_rvq_stage_roundtrip():
-    from gscomp.stages.rvq import RVQ, canonical_quats
+    from gscomp.stages.rvq import RVQ, unit_quats_w_nonneg
 
     s = _smooth_splats(3000)
     stage = RVQ(n_stages=4, codebook_size=32, kmeans_iters=5)
@@ -287,7 +287,7 @@ def test_rvq_stage_roundtrip():
     idx = stage.vq_scale.indices(s.scales, cs)
     assert torch.equal(out["scales"], ResidualVQ.lookup(idx, cs))
     assert float((out["scales"] - s.scales).abs().mean()) < 0.1
-    assert float((out["quats"] - canonical_quats(s.quats)).abs().mean()) < 0.1
+    assert float((out["quats"] - unit_quats_w_nonneg(s.quats)).abs().mean()) < 0.1
     assert sum(len(x.payload) for x in sections) < 3000 * 28 / 4  # vs 28 raw float bytes per Gaussian
 
 
@@ -526,6 +526,35 @@ def test_each_stage_reduces_file_bytes(tmp_path):
     masked, dec = _gsz_bytes(tmp_path, st.splats().detach(), {"masking": m.describe(),
                              "attributes": {"type": "attributes"}}, state=st, name="mask")
     assert len(dec) == 4000 and masked < posthoc
+
+
+def test_rvq_and_colorfield_sections_checked_by_codec(random_splats):
+    """A section of the right name with another codec, or a missing one, is refused with a one-line
+    FormatError naming it (rvq and the colour field read theirs unchecked: a renamed codec decoded,
+    which the spec's decoder refuses, and a missing colour-field section said KeyError)."""
+    from gscomp.codec import decode_bytes, encode_bytes
+    from gscomp.codec.container import pack_gsz, unpack_gsz
+    from gscomp.errors import FormatError
+    from gscomp.stages import Section
+
+    s = random_splats(400, sh_degree=1)
+    cfgs = {"rvq": {"rvq": {"type": "rvq", "n_stages": 2, "codebook_size": 16, "kmeans_iters": 2},
+                    "attributes": {"type": "attributes", "fields": ["opacities", "sh0", "shN"]}},
+            "colorfield": {"colorfield": {"type": "colorfield", "n_levels": 4, "log2_hashmap_size": 8,
+                                          "base_resolution": 4, "max_resolution": 16, "mlp_width": 8,
+                                          "fit_steps": 5},
+                           "attributes": {"type": "attributes", "fields": ["quats", "scales", "opacities"]}}}
+    for stage, stages in cfgs.items():
+        data = encode_bytes(s, {"name": "t", "sh_degree": None,
+                                "stages": {"positions": {"type": "positions", "bits": 12}, **stages}})
+        header, secs = unpack_gsz(data)
+        assert len(decode_bytes(data)) == 400
+        for sec in [x for x in secs if x.name.startswith(stage + "/")]:
+            renamed = [Section(x.name, "bogus" if x is sec else x.codec, x.payload) for x in secs]
+            with pytest.raises(FormatError, match=f"section '{sec.name.split('/', 1)[1]}' has codec 'bogus'"):
+                decode_bytes(pack_gsz(header, renamed))
+            with pytest.raises(FormatError, match=f"missing section '{sec.name.split('/', 1)[1]}'"):
+                decode_bytes(pack_gsz(header, [x for x in secs if x is not sec]))
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -239,14 +239,14 @@ def test_missing_file_and_bad_options(tmp_path, capsys):
     assert "missing.ply" in capsys.readouterr().err
 
 
-def test_bits_rows_formats():
-    assert bits_rows({"bits_per_gaussian": {"means": 12.5, "sh": 3}}, 10) == [("means", 12.5), ("sh", 3.0)]
-    assert bits_rows({"sections": [{"name": "pos", "bytes": 100}, {"name": "x"}]}, 100) == [("pos", 8.0)]
-    assert bits_rows({"attributes": {"rot": {"bytes": 50}, "sh": 25}}, 100) == [("rot", 4.0), ("sh", 2.0)]
-    assert bits_rows({}, 10) == []
-    # what gscomp.codec.gsz_info reports: a total plus a per-attribute dict
-    info = {"bits_per_gaussian": 20.0, "bits_per_gaussian_per_attribute": {"means": 12.0, "shN": 8.0}}
-    assert bits_rows(info, 10) == [("means", 12.0), ("shN", 8.0)]
+def test_bits_rows_of_gsz_info(random_splats, tmp_path):
+    from gscomp.codec import encode_gsz, gsz_info
+
+    encode_gsz(random_splats(200, sh_degree=1), tmp_path / "a.gsz", "medium")
+    rows = dict(bits_rows(gsz_info(tmp_path / "a.gsz")))
+    assert set(rows) >= {"means", "quats", "scales", "opacities", "sh0", "shN"} and all(v > 0 for v in rows.values())
+    # a scene of no Gaussians has no bits per Gaussian: no rows
+    assert bits_rows({"bits_per_gaussian_per_attribute": {"means": None}}) == []
 
 
 # ---------------------------------------------------------------------- runner and server

@@ -87,10 +87,6 @@ class Reader:
         return self.bytes(self.remaining())
 
 
-def bitlen(u):
-    return u.bit_length()
-
-
 # --------------------------------------------------------------------------------
 # section 3: rANS stream
 class RansDecoder:
@@ -340,7 +336,7 @@ def read_tailed_grid(rd, bits):
     return core, tails, sizes, B
 
 
-def tailed_coords(q, core, tails, sizes, bits):
+def tailed_coords(q, core, tails, bits):
     """Grid coordinates (float64, indices or cell centres) -> float32 positions, per the v2 rule."""
     J = float((1 << bits) - 1)
     out = np.empty(q.shape, np.float64)
@@ -396,7 +392,7 @@ def decode_positions(stage, sections, n, ctx):
         q = u.astype(np.float64) * np.exp2(e)[:, None] + (np.exp2(e)[:, None] - 1.0) / 2.0
         if codec.endswith("/v2"):
             need(np.all((u << e[:, None]) < sizes[None, :]), "positions: grid index out of range")
-            return {"means": tailed_coords(q, core, tails, sizes, bits)}
+            return {"means": tailed_coords(q, core, tails, bits)}
         return {"means": positions_coords(q, bounds, bits)}
     payload, codec = sections["means"]
     need(codec in ("morton-delta/v1", "morton-delta/v2"), "positions: unexpected codec " + codec)
@@ -413,7 +409,7 @@ def decode_positions(stage, sections, n, ctx):
     q = deinterleave(M, B).astype(np.int64)
     if codec.endswith("/v2"):
         need(np.all(q < sizes[None, :]), "positions: grid index out of range")
-        return {"means": tailed_coords(q.astype(np.float64), core, tails, sizes, bits)}
+        return {"means": tailed_coords(q.astype(np.float64), core, tails, bits)}
     return {"means": positions_coords(q.astype(np.float64), bounds, bits)}
 
 

@@ -19,10 +19,10 @@ from ..errors import FormatError, GscompError, Note
 from ..fileio import atomic_write_bytes, input_file
 from .container import pack_gsz, read_gsz, unpack_gsz
 
+SPLAT_EXTS = (".ply", ".spz", ".splat", ".ksplat", ".sog")  # (what encode_gsz refuses to name a .gsz)
 # bits/Gaussian are reported per Splats field: a section counts toward the field it is named after,
 # else toward the fields its stage owns ("scales+quats" for rvq's codebooks and indices), else toward
 # "importance" (the classes) or "other"
-SPLAT_EXTS = (".ply", ".spz", ".splat", ".ksplat", ".sog")  # (what encode_gsz refuses to name a .gsz)
 _FIELD_OF = {"classes": "importance", "means": "means", "quats": "quats", "scales": "scales", "opacities": "opacities", "sh0": "sh0", "shN": "shN"}
 
 

@@ -31,7 +31,8 @@ from ..stages.base import Section
 
 MAGIC = b"\x89GSZ\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # 1.1 added the header's optional "antialiased"; a file without it is written as 1.0
+MINOR_OF_KEY = {"antialiased": 1}  # optional header key -> the minor version that added it
+VERSION_MINOR = max(MINOR_OF_KEY.values())  # a file that uses none of them is written as 1.0
 PREAMBLE = struct.Struct("<8sHHIII")  # 24 bytes
 MAX_HEADER = 16 << 20
 MAX_SECTIONS = 4096
@@ -62,7 +63,7 @@ def pack_gsz(header: dict[str, Any], sections: list[Section]) -> bytes:
         offset += len(payload)
     # The lowest minor that has every header key used, so files that need nothing new stay 1.0
     # (byte-identical to those of earlier writers) and older readers see what they may lack.
-    minor = 1 if "antialiased" in header else 0
+    minor = max([0] + [m for k, m in MINOR_OF_KEY.items() if k in header])
     pre = PREAMBLE.pack(MAGIC, VERSION_MAJOR, minor, len(hjson), len(sections), 0)[:20]
     crc = zlib.crc32(pre + hjson + bytes(table))
     out = bytearray(pre + struct.pack("<I", crc) + hjson + table)

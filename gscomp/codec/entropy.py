@@ -1251,7 +1251,7 @@ def decode_bernoulli(data, p1, n: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- Gaussian conditional
-SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64
+SCALE_LEVELS = 64  # log-spaced from 0.11 to 64 (_LOG_SCALE_MIN/_MAX below)
 MEAN_FRAC = 16  # means snapped to multiples of 1/16 (coarser costs rate at small scales)
 TAIL = 8.0  # residual support is [-R, R] with R = ceil(TAIL * scale) + 1; beyond: escape
 
@@ -1351,7 +1351,7 @@ def table_crc(keys) -> int:
     return crc
 
 
-def _gauss_groups(n: int, frac: np.ndarray, sidx: np.ndarray):
+def _gauss_groups(frac: np.ndarray, sidx: np.ndarray):
     key = sidx * MEAN_FRAC + frac
     order = np.argsort(key, kind="stable")
     counts = np.bincount(key, minlength=SCALE_LEVELS * MEAN_FRAC)
@@ -1380,7 +1380,7 @@ def encode_gaussian(x, means, scales) -> bytes:
     if not (x.size == base.size == sidx.size):
         raise GscompError("encode_gaussian: symbols, means and scales must have the same length")
     res = x - base
-    order, counts = _gauss_groups(x.size, frac, sidx)
+    order, counts = _gauss_groups(frac, sidx)
     groups, esc_pos = [], []
     for idx, w, R in _iter_groups(order, counts):
         r = res[idx]
@@ -1398,7 +1398,7 @@ def decode_gaussian(data, means, scales) -> np.ndarray:
     n = base.size
     r = Reader(data, "Gaussian stream")
     crc = r.u32()
-    order, counts = _gauss_groups(n, frac, sidx)
+    order, counts = _gauss_groups(frac, sidx)
     if crc != table_crc(np.flatnonzero(counts)):
         raise FormatError("Gaussian stream: table CRC mismatch (different model parameters or probability tables)")
     n_esc = r.varint(n)

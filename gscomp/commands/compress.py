@@ -32,11 +32,11 @@ The second form trains from images with the pipeline's stages, then compresses (
 
 
 @contextlib.contextmanager
-def encode_progress(enabled: bool | None = None):
+def encode_progress(enabled: bool = True):
     """A progress bar on stderr (stage, then views rendered by the importance stage) for
     ``encode_gsz(progress=...)``. When stderr is not a terminal: plain lines for an encode that
     takes more than a few seconds (`gscomp.ticker`); ``enabled=False``: nothing."""
-    if enabled is False:
+    if not enabled:
         yield None
         return
     if not sys.stderr.isatty():

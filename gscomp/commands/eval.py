@@ -74,7 +74,8 @@ def task(cfg) -> int:
 
     from ..io import stored_size
     from ..metrics import LPIPS_NETS, evaluate, json_text, peak_rss_mb, view_sizes
-    from ..train.trainer import atomic_write_text, load_scene_from_config, resolve_device, resolve_render_backend
+    from ..fileio import atomic_write_text
+    from ..train.trainer import load_scene_from_config, resolve_device, resolve_render_backend
     from .train import print_metrics
 
     if not cfg.get("model"):
@@ -113,8 +114,8 @@ def task(cfg) -> int:
                         "n_gaussians": len(splats),
                         "model_bytes": stored_size(model),
                         "peak_rss_mb": peak_rss_mb()})
-        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        atomic_write_text(out / "metrics.json", json_text(metrics))
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), make_parents=True)
+        atomic_write_text(out / "metrics.json", json_text(metrics), make_parents=True)
     print_metrics(metrics, f"gscomp eval {model.name}", out)
     return 0
 

@@ -61,7 +61,7 @@ def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
     gsz = out / "scene.gsz"
     t1 = time.perf_counter()
     # raw parameters (not the rendered transform): each stage's bake/encode applies its own coding
-    with encode_progress(None if cfg.get("progress", True) else False) as progress:
+    with encode_progress(bool(cfg.get("progress", True))) as progress:
         stats = encode_gsz(state.splats().detach().to("cpu"), gsz, pipe, state=state, progress=progress)
     t_enc = time.perf_counter() - t1
     t2 = time.perf_counter()

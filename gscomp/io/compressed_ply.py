@@ -35,12 +35,6 @@ COLOR_PROPS = ("min_r", "min_g", "min_b", "max_r", "max_g", "max_b")
 VERTEX_PROPS = ("packed_position", "packed_rotation", "packed_scale", "packed_color")
 
 
-def read_compressed_ply(path: str | os.PathLike) -> Splats:
-    from .ply import read_plydata
-
-    return splats_from_plydata(read_plydata(path), path)
-
-
 def _column(element, name: str, path) -> np.ndarray:
     prop = {p.name: p for p in element.properties}.get(name)
     if prop is None:
@@ -239,5 +233,5 @@ def write_compressed_ply(path: str | os.PathLike, splats: Splats) -> None:
         f.write(data)
 
 
-__all__ = ["chunk_order", "encode_compressed_ply", "read_compressed_ply", "splats_from_plydata",
+__all__ = ["chunk_order", "encode_compressed_ply", "splats_from_plydata",
            "write_compressed_ply"]

@@ -59,7 +59,7 @@ class CodingContext:
     n: int  # number of Gaussians being coded (after bake and pruning)
     sh_degree: int  # SH degree being coded
     attrs: dict[str, torch.Tensor] = field(default_factory=dict)  # fields decoded so far
-    header: dict[str, Any] = field(default_factory=dict)  # scene-level header values (e.g. bounds)
+    header: dict[str, Any] = field(default_factory=dict)  # the file's stage_header: reserved for values stages share; {} today
     # encoder only: progress(what, done, total) for slow work (a progress bar in the CLI), or None
     progress: Callable[[str, int, int], None] | None = None
     # encoder only: what an earlier stage learned that later ones may use to choose their symbols

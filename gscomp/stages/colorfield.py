@@ -20,12 +20,11 @@ import struct
 import numpy as np
 import torch
 
-from ..errors import FormatError, GscompError, check_int, check_number, check_schedule
+from ..errors import FormatError, GscompError, at_step, check_int, check_number, check_schedule
 from ..splats import Splats, num_sh_rest
-from .base import CodingContext, Section, Stage, register
+from .base import CodingContext, Section, Stage, need_section, register
 from .hashgrid import HashGrid, TinyMLP, contract_unit, has_tcnn, mlp_exact
 from .rvq import decode_symbols, encode_symbols
-from .masking import _at_step
 
 MAX_TABLE = 1 << 26  # hash-grid values (256 MiB as float32); the paper's 16 x 2 x 2^19 is 2^24
 # Decoding runs the MLP once per Gaussian: n x P multiply-adds for P parameters. Both n and P can
@@ -161,7 +160,7 @@ class ColorField(Stage):
         self._box = state.add_module("colorfield_box", box, 0.0)
         state.add_module("colorfield_grid", self.model.grid, float(self.params["grid_lr"]))
         state.add_module("colorfield_mlp", self.model.mlp, float(self.params["mlp_lr"]))
-        self._start = _at_step(self.params["start"], state.max_steps)
+        self._start = at_step(self.params["start"], state.max_steps)
         backend = self.params["backend"]
         if backend == "tcnn" or (backend == "auto" and state.device.type == "cuda" and has_tcnn()):
             from .hashgrid import TcnnHashGrid
@@ -262,9 +261,7 @@ class ColorField(Stage):
         p = self.params
         grid = HashGrid(p["n_levels"], p["n_features_per_level"], p["log2_hashmap_size"], p["base_resolution"],
                         max_resolution=p["max_resolution"], init=False)
-        if "colorfield.meta" not in sections:
-            raise FormatError("colorfield: missing metadata section")
-        meta = sections["colorfield.meta"].payload
+        meta = need_section(sections, "colorfield.meta", "raw").payload
         if len(meta) != 28 + 8 * grid.n_levels:  # (short, or with bytes after: both refused)
             raise FormatError(f"colorfield: metadata section of {len(meta)} bytes, expected {28 + 8 * grid.n_levels}")
         center = torch.tensor(struct.unpack_from("<3f", meta, 0))
@@ -275,7 +272,7 @@ class ColorField(Stage):
             raise FormatError(f"colorfield: bad output size {n_out}")
         width, layers = int(p["mlp_width"]), int(p["mlp_layers"])
         dims = [grid.n_output_dims] + [width] * layers + [n_out]
-        raw = sections["colorfield.mlp"].payload
+        raw = need_section(sections, "colorfield.mlp", "float16").payload
         need = sum((a * b + b) * 2 for a, b in zip(dims[:-1], dims[1:]))
         if len(raw) != need:
             raise FormatError(f"colorfield: MLP section has {len(raw)} bytes, expected {need}")
@@ -290,7 +287,7 @@ class ColorField(Stage):
         u = contract_unit(means, center, half)
         used = grid.used_rows(u)
         n_sym = int(used.sum()) * grid.n_features
-        sym = torch.from_numpy(np.asarray(decode_symbols(sections["colorfield.grid"].payload, n_sym), dtype=np.int64))
+        sym = torch.from_numpy(np.asarray(decode_symbols(need_section(sections, "colorfield.grid", "symbols").payload, n_sym), dtype=np.int64))
         table = grid.params.detach()  # (zeros)
         pos = 0
         for level in range(grid.n_levels):

@@ -98,17 +98,6 @@ class HashGrid(nn.Module):
         }
 
     # ------------------------------------------------------------------ indexing
-    def corner_index(self, level: int, corners: torch.Tensor) -> torch.Tensor:
-        """(..., 3) int64 integer grid coordinates -> (...,) int64 row in the flat table."""
-        size = self.sizes[level]
-        if self.dense[level]:
-            r = self.resolutions[level]
-            idx = corners[..., 0] + corners[..., 1] * r + corners[..., 2] * (r * r)
-        else:
-            idx = (corners[..., 0] * PRIMES[0]) ^ (corners[..., 1] * PRIMES[1]) ^ (corners[..., 2] * PRIMES[2])
-            idx = idx & 0xFFFFFFFF  # tcnn hashes in uint32 arithmetic
-        return idx % size + self.offsets[level]
-
     _OFFS = [(i, j, k) for k in (0, 1) for j in (0, 1) for i in (0, 1)]  # fixed blending order
 
     def _level_tensors(self, device) -> dict[str, torch.Tensor]:
@@ -121,7 +110,9 @@ class HashGrid(nn.Module):
 
     def _corners(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,3) in [0,1] -> rows (N, L, 8) int64 and trilinear weights (N, L, 8), all levels at once.
-        Same formulas as `corner_index`, vectorised over levels; each axis has only two corner
+        A corner (x, y, z) of a level of resolution r is row x + y r + z r^2 of a dense level, else
+        tiny-cuda-nn's spatial hash (x p0 ^ y p1 ^ z p2) & 0xFFFFFFFF (PRIMES), modulo the level's
+        size, plus its offset in the flat table; vectorised over levels: each axis has only two corner
         coordinates, so the 8 corners are a broadcast (z, y, x) of per-axis pairs (x fastest, the
         `_OFFS` order)."""
         t = self._level_tensors(x.device)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import check_int, check_number, check_schedule
+from ..errors import at_step, check_int, check_number, check_schedule
 from ..splats import Splats
 from .base import Stage, register
 
@@ -37,15 +37,6 @@ def apply_mask(splats: Splats, m: torch.Tensor) -> Splats:
     return splats.replace(opacities=opacities, scales=scales)
 
 
-def _at_step(value, max_steps: int) -> int:
-    """Schedule value: float in [0,1] = fraction of the run, int = absolute step (as the trainer)."""
-    if value is None:
-        return max_steps + 1
-    if isinstance(value, float) and value <= 1.0:
-        return int(round(value * max_steps))
-    return int(value)
-
-
 @register
 class Masking(Stage):
     type = "masking"
@@ -66,7 +57,6 @@ class Masking(Stage):
         super().__init__(lambda_mask=lambda_mask, threshold=threshold, lr=lr, prune_every=prune_every,
                          prune_until=prune_until, start=start, init=init)
         self.state = None
-        self.n_pruned = 0
 
     # ---------------------------------------------------------------- training side
     def attach(self, state) -> None:
@@ -74,9 +64,9 @@ class Masking(Stage):
         if "mask" not in state.params:
             state.add_gaussian_param("mask", torch.full((state.n, 1), float(self.params["init"])),
                                      float(self.params["lr"]))
-        self._start = _at_step(self.params["start"], state.max_steps)
+        self._start = at_step(self.params["start"], state.max_steps)
         until = self.params["prune_until"]
-        self._until = state.max_steps if until is None else _at_step(until, state.max_steps)
+        self._until = state.max_steps if until is None else at_step(until, state.max_steps)
 
     def _logits(self) -> torch.Tensor | None:
         if self.state is None or "mask" not in self.state.params:
@@ -107,7 +97,6 @@ class Masking(Stage):
             return
         keep = self.keep_mask()
         if keep is not None and not bool(keep.all()) and bool(keep.any()):
-            self.n_pruned += int((~keep).sum())
             state.prune(keep)
 
     # ---------------------------------------------------------------- coding side

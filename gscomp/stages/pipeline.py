@@ -16,11 +16,9 @@ stages condition on exactly what the decoder will see. Section names are namespa
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 import json
 import os
-import pkgutil
 import re
 import warnings
 from typing import Any, Sequence
@@ -30,7 +28,6 @@ import torch
 from ..errors import FormatError, GscompError, Note
 from ..splats import FIELDS, OPACITY_LOGIT_MAX, Splats, first_nonfinite_row, num_sh_rest, take_rows
 from ..codec.posgrid import CORE_DEFAULT
-from . import importance, posthoc  # noqa: F401  (register the post-hoc stage types)
 from .base import PLUGIN_ENV, PLUGIN_GROUP, STAGES, CodingContext, Section, Stage, build_stage, load_stage_plugins
 
 MAX_N = 1 << 28
@@ -61,25 +58,9 @@ def _by_stage(pipe: "Pipeline", sections: list[Section]) -> dict[str, dict[str, 
     return out
 
 
-def _discover_stages() -> None:
-    """Import every module in gscomp.stages so their @register decorators run (stage types added
-    by other modules become usable in configs and decodable from files without a central list)."""
-    import gscomp.stages as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name in ("base", "pipeline"):
-            continue
-        try:
-            importlib.import_module(f"gscomp.stages.{info.name}")
-        except Exception:  # a broken optional module must not break other pipelines
-            continue
-
-
 def _build(desc: dict[str, Any], name: str | None = None) -> Stage:
     """The stage ``desc`` describes; an error about it names the stage when its name is not its
     type (two `rvq` stages, `rvq2` added beside `rvq`)."""
-    if desc.get("type") not in STAGES:
-        _discover_stages()
     try:
         return build_stage(desc)
     except GscompError as e:
@@ -107,7 +88,6 @@ def _build_for_decoding(desc: dict[str, Any]) -> Stage:
     A stage type not installed here is said as such: the file need not be damaged."""
     kind = desc.get("type")
     if isinstance(kind, str) and kind not in STAGES:
-        _discover_stages()
         try:
             load_stage_plugins()
         except GscompError as e:  # (a GSCOMP_STAGES module that does not import)

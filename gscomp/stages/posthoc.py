@@ -290,8 +290,8 @@ class Attributes(Stage):
             extra["sort_scales"] = True
         size_levels = {str(k): v for k, v in dict(size_levels or {}).items() if v}
         for k, v in size_levels.items():
-            if k not in SIZED or not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SIZE_LEVELS):
-                raise GscompError(f"attributes.size_levels maps fields of {list(SIZED)} to integers in 0..{MAX_SIZE_LEVELS}")
+            if k not in ATTR_FIELDS or not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SIZE_LEVELS):
+                raise GscompError(f"attributes.size_levels maps fields of {list(ATTR_FIELDS)} to integers in 0..{MAX_SIZE_LEVELS}")
         if size_levels:
             if not sort_scales:
                 raise GscompError("attributes.size_levels needs sort_scales (steps follow the decoded largest scale)")
@@ -318,15 +318,15 @@ class Attributes(Stage):
     def needs(self) -> dict[str, str]:
         return {CLASS_KEY: NEEDS_IMPORTANCE.format("attributes.adaptive")} if self.params.get("adaptive") else {}
 
-    def _grid(self, f: str) -> float:
+    def _grid_step(self, f: str) -> float:
         """Grid step of f's classed symbols: with dependent quantization the symbols are its
         reconstruction indices on a grid of half the step (each of its two quantizers has the step)."""
         return self.steps[f] / 2 if self.params.get("dependent_quant") else self.steps[f]
 
     def _col_steps(self, f: str, w: int, grid: bool = True) -> np.ndarray:
         """(w,) float64 step of each column of f: shN's by band (coefficient-major, 3 channels
-        each), the field's step otherwise; ``grid``: the grid step of its classed symbols (_grid)."""
-        step = self._grid(f) if grid else self.steps[f]
+        each), the field's step otherwise; ``grid``: the grid step of its classed symbols (_grid_step)."""
+        step = self._grid_step(f) if grid else self.steps[f]
         if f != "shN":
             return np.full(w, step)
         return np.repeat(shN_steps(step, float(self.params["shN_band_gain"]), w // 3), 3)
@@ -357,7 +357,7 @@ class Attributes(Stage):
             sorted_q, sorted_s = sort_axes(as_np32(splats.quats), as_np32(splats.scales))
         sized = None
         if sort and self.params.get("size_levels"):  # from the scale symbols the decoder will see
-            st = Q.class_steps(self._grid("scales"), cls)
+            st = Q.class_steps(self._grid_step("scales"), cls)
             s0dq = None  # (reconstruction indices, levels) of the largest scale: the scales reuse them
             if self.params.get("dependent_quant"):
                 try:
@@ -386,13 +386,13 @@ class Attributes(Stage):
                 out.append(Section(f, "f32-planes/v1", _pack_streams(streams)))
                 continue
             zstd = f == "shN" and bool(self.params["shN_zstd"])
-            if cls is not None and f in CLASSED and not zstd:
+            if cls is not None and not zstd:
                 dedup = self._shN_dedup(x) if f == "shN" else None
                 if dedup is not None:  # SH from a palette (e.g. SOG): its codebook beats classed steps
                     out.append(Section(f, "symbols-dedup/v1", dedup))
                 else:
                     try:
-                        payload = self._encode_classed(f, x, step, cls, sort, sized, sens.get(f))
+                        payload = self._encode_classed(f, x, cls, sort, sized, sens.get(f))
                     except GscompError as e:  # (the trellis's message names no field)
                         raise GscompError(f"{f}: {e}") from None
                     out.append(Section(f, "symbols-classed/v1", payload))
@@ -449,9 +449,9 @@ class Attributes(Stage):
             step = self.steps[f]
             # shN is classed unless the encoder kept it plain (shN_zstd) or as a palette (dedup)
             classed = f != "shN" or (f in sections and sections[f].codec == "symbols-classed/v1")
-            if cls is not None and f in CLASSED and step != 0 and classed:
+            if cls is not None and step != 0 and classed:
                 payload = need_section(sections, f, "symbols-classed/v1").payload
-                x, sym = self._decode_classed(f, payload, n, w, step, cls, scale_sym, sized, sort)
+                x, sym = self._decode_classed(f, payload, n, w, cls, scale_sym, sized, sort)
                 if f == "scales":
                     scale_sym = sym
             elif step == 0:
@@ -491,7 +491,7 @@ class Attributes(Stage):
         with its footprint (~ size^2), to its position much less; the importance class mostly sees
         positions for small Gaussians, so their other attributes can be coarser (steps ~ 1/size).
         Computed by the encoder only and stored as integers, so the decoder repeats no float maths."""
-        st = self._grid("scales")
+        st = self._grid_step("scales")
         ref = float(np.quantile(log_s1, float(self.params["size_quantile"]))) if len(log_s1) else 0.0
         lim = float(1 << 30)
         return [int(np.clip(math.floor((ref - k * math.log(2.0)) / st), -lim, lim)) for k in range(1, MAX_SIZE_LEVELS + 1)]
@@ -505,16 +505,16 @@ class Attributes(Stage):
             extra += m <= t
         return extra
 
-    def _encode_classed(self, f: str, x: np.ndarray, step: float, cls: np.ndarray, sort: bool = False,
+    def _encode_classed(self, f: str, x: np.ndarray, cls: np.ndarray, sort: bool = False,
                         sized: tuple | None = None, sens: np.ndarray | None = None) -> bytes:
-        """Rows of class c are quantized with step * 2^c; every column of every class is its own
+        """Rows of class c are quantized with the field's step * 2^c; every column of every class is its own
         stream (kept in Morton order, so the Morton-neighbour delta still applies inside a class).
         Fields of size_levels with ``sized`` = (thresholds, scale symbols): class c + the size level.
         With dependent_quant each stream is trellis-quantized on the half-step grid: ``sym`` holds
         the reconstruction indices (what the decoder rebuilds), ``code`` the coded levels."""
         head = b""
         dq = bool(self.params.get("dependent_quant"))
-        step = self._grid(f)
+        step = self._grid_step(f)
         lv = int(self.params.get("size_levels", {}).get(f, 0))
         if f == "scales" and sort and ((lv and sized is not None) or dq):
             lv = lv if sized is not None else 0
@@ -664,13 +664,13 @@ class Attributes(Stage):
             out[:, j] = out[:, j - 1] - g * sg
         return out.astype(np.float32), s0[:, None]  # later stages only read the largest scale's symbol
 
-    def _decode_classed(self, f: str, payload, n: int, w: int, step: float, cls: np.ndarray,
+    def _decode_classed(self, f: str, payload, n: int, w: int, cls: np.ndarray,
                         scale_sym: np.ndarray | None = None, sized: bool = False,
                         sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
         r = E.Reader(payload, f)
         gd = r.u8()
         dq = bool(self.params.get("dependent_quant"))
-        step = self._grid(f)
+        step = self._grid_step(f)
         lv = int(self.params.get("size_levels", {}).get(f, 0))
         if f == "scales" and sort and ((lv and sized) or dq):
             if gd != 2:
@@ -792,8 +792,6 @@ def _shN_pass_cols(n: int) -> int:
 
 
 MAX_SIZE_LEVELS = 4
-SIZED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step may also follow the decoded size
-CLASSED = ("quats", "scales", "opacities", "sh0", "shN")  # attributes whose step follows the importance class
 
 
 def sort_axes(quats: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -948,4 +946,4 @@ def _cost(sym: np.ndarray) -> float:
     return sum(E._entropy_bits(np.diff(sym[:, j], prepend=0)) for j in range(sym.shape[1]))
 
 
-__all__ = ["ATTR_FIELDS", "FIELDS", "Attributes", "Importance", "Positions"]
+__all__ = ["ATTR_FIELDS", "Attributes", "Positions"]

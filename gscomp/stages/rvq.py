@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import FormatError, GscompError, check_int, check_number, check_schedule
+from ..errors import FormatError, GscompError, at_step, check_int, check_number, check_schedule
 from ..splats import Splats
-from .base import CodingContext, Section, Stage, register
-from .masking import _at_step
+from .base import CodingContext, Section, Stage, need_section, register
 
 # bounds of the params (a decoder allocates R x K codes from its header before reading them)
 MAX_STAGES, MAX_CODEBOOK = 16, 4096
@@ -173,7 +172,7 @@ def unpack_blobs(data: bytes, expect: int) -> list[bytes]:
 
 
 # ============================================================================ the stage
-def canonical_quats(q: torch.Tensor) -> torch.Tensor:
+def unit_quats_w_nonneg(q: torch.Tensor) -> torch.Tensor:
     """Unit quaternion with w >= 0 (q and -q are the same rotation; one sign halves what VQ must cover)."""
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     sign = torch.where(q[:, :1] < 0, -1.0, 1.0).to(q)
@@ -225,7 +224,7 @@ class RVQ(Stage):
 
     def attach(self, state) -> None:
         self.state = state
-        self._start = _at_step(self.params["start"], state.max_steps)
+        self._start = at_step(self.params["start"], state.max_steps)
         lr = float(self.params["lr"])
         self.vq_scale = state.add_module("rvq_scale", self.vq_scale, lr)
         self.vq_rot = state.add_module("rvq_rot", self.vq_rot, lr)
@@ -233,7 +232,7 @@ class RVQ(Stage):
     def _init(self, splats: Splats) -> None:
         it = int(self.params["kmeans_iters"])
         self.vq_scale.init_kmeans(splats.scales.detach(), iters=it)
-        self.vq_rot.init_kmeans(canonical_quats(splats.quats.detach()), iters=it)
+        self.vq_rot.init_kmeans(unit_quats_w_nonneg(splats.quats.detach()), iters=it)
 
     def _active(self, step: int) -> bool:
         return step >= self._start or step < 0
@@ -244,8 +243,8 @@ class RVQ(Stage):
         if not self.vq_scale.initialised:
             self._init(splats)
         s, _ = self.vq_scale(splats.scales)
-        r, _ = self.vq_rot(canonical_quats(splats.quats))
-        self._last = (splats.scales, s, canonical_quats(splats.quats), r)
+        r, _ = self.vq_rot(unit_quats_w_nonneg(splats.quats))
+        self._last = (splats.scales, s, unit_quats_w_nonneg(splats.quats), r)
         return splats.replace(scales=s, quats=r)
 
     def loss(self, splats: Splats, step: int, state) -> torch.Tensor | None:
@@ -278,7 +277,7 @@ class RVQ(Stage):
             raise GscompError("rvq: codebook values beyond float16's range (+-65504), which the file stores them in "
                               "(log-scales that large?)")
         idx_s = self.vq_scale.indices(splats.scales.detach().cpu(), cs)
-        idx_r = self.vq_rot.indices(canonical_quats(splats.quats.detach().cpu()), cr)
+        idx_r = self.vq_rot.indices(unit_quats_w_nonneg(splats.quats.detach().cpu()), cr)
         books = cs.half().numpy().tobytes() + cr.half().numpy().tobytes()
         depth = self._depth(ctx)
         streams = [encode_symbols(idx[:, r].numpy() if depth is None else idx[depth > r, r].numpy())
@@ -287,11 +286,8 @@ class RVQ(Stage):
 
     def decode(self, sections: dict[str, Section], ctx: CodingContext) -> dict[str, torch.Tensor]:
         r, k = int(self.params["n_stages"]), int(self.params["codebook_size"])
-        try:
-            books = sections["rvq.codebooks"].payload
-            blobs = unpack_blobs(sections["rvq.indices"].payload, 2 * r)
-        except KeyError as e:
-            raise FormatError(f"rvq: missing section {e}") from None
+        books = need_section(sections, "rvq.codebooks", "float16").payload
+        blobs = unpack_blobs(need_section(sections, "rvq.indices", "symbols").payload, 2 * r)
         if len(books) != r * k * 7 * 2:
             raise FormatError(f"rvq: codebook section has {len(books)} bytes, expected {r * k * 14}")
         flat = torch.from_numpy(np.frombuffer(books, dtype="<f2").astype(np.float32))

@@ -6,7 +6,6 @@ reference's evaluation does, so numbers compare with published ones.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -72,10 +71,4 @@ def photometric_loss(img: torch.Tensor, gt: torch.Tensor, ssim_lambda: float = 0
     return loss
 
 
-def psnr(img: torch.Tensor, gt: torch.Tensor) -> float:
-    """PSNR in dB for images in [0, 1] (clamped), infinite for identical images."""
-    mse = float(((img.detach().clamp(0, 1) - gt.detach()) ** 2).mean())
-    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
-
-
-__all__ = ["ssim", "l1", "photometric_loss", "psnr"]
+__all__ = ["ssim", "l1", "photometric_loss"]

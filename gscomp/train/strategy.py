@@ -17,20 +17,9 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..errors import GscompError
+from ..errors import GscompError, at_step
 from ..splats import quat_to_rotmat
 from .state import TrainState
-
-
-def at_step(value: int | float | None, max_steps: int) -> int:
-    """Config schedule value -> step: floats are fractions of the run, ints absolute steps."""
-    if value is None:
-        return 0
-    if isinstance(value, float):
-        if not 0.0 <= value <= 1.0:
-            raise GscompError(f"schedule fraction {value} is outside [0, 1] (use an int for an absolute step)")
-        return int(round(value * max_steps))
-    return int(value)
 
 
 @dataclass

@@ -28,10 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import GscompError, Note, check_bool, check_int, check_number, check_schedule, one_line
 from ..fileio import atomic_open
-from ..fileio import atomic_write_text as _atomic_write_text
+from ..fileio import atomic_write_text
 from ..splats import FIELDS, Splats, num_sh_rest, rgb_to_sh0
 from ..signals import raise_stop, stop_signals
-from .losses import photometric_loss, psnr
+from ..metrics import psnr
+from .losses import photometric_loss
 from .state import TrainState
 from .strategy import build_strategy
 
@@ -312,10 +313,6 @@ def atomic_torch_save(obj, path: Path) -> None:
         torch.save(obj, f)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_text(path, text, make_parents=True)
-
-
 def _image_on_background(cam, scene_bg, bg: torch.Tensor, device) -> torch.Tensor:
     """Ground truth recomposited on ``bg``: loaders composite RGBA images on the scene background and
     keep alpha, so the premultiplied colour is image - scene_bg (1 - alpha)."""
@@ -388,7 +385,7 @@ class Trainer:
                                  seed=seed)
         splats = splats.replace(antialiased=bool(t.get("antialiased", False)))
         self._remove_earlier_coding()
-        self.extent = float(scene.extent) * float(t.get("extent_mult", 1.0))
+        self.extent = float(scene.extent)
         state = TrainState(splats, self._lrs(self.extent), cfg=self.cfg, scene=scene, max_steps=steps,
                            device=self.device)
         self.state = state
@@ -579,7 +576,7 @@ class Trainer:
             self.setup()
         state, t = self.state, self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+        atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True), make_parents=True)
         self._restart_log()
         ckpt_every = int(t.get("ckpt_every", 0) or 0)
         log_every = max(1, int(t.get("log_every", 10)))
@@ -652,13 +649,12 @@ class Trainer:
     def quick_eval(self) -> float:
         """Mean PSNR on the test views (train views if none) of the current model; cheap enough to
         run during training (``train.eval_every``), progress goes to ``OUT/progress.jsonl``."""
-        from ..metrics import psnr as psnr_np
         from ..render import render
 
         splats = rendered_splats(self.state, self.stages, self.state.step)
         bg = self.scene.background if self.scene.background is not None else (0.0, 0.0, 0.0)
         sh = self.sh_degree_at(self.state.step)
-        vals = [psnr_np(render(splats, c, sh_degree=sh, background=bg, backend=self.backend).colors[0], c.image)
+        vals = [psnr(render(splats, c, sh_degree=sh, background=bg, backend=self.backend).colors[0], c.image)
                 for c in (self.scene.test or self.scene.train)]
         return float(sum(vals) / len(vals))
 
@@ -681,7 +677,7 @@ class Trainer:
                     keep.append(line + "\n")
             except (ValueError, KeyError, TypeError):
                 pass
-        atomic_write_text(log, "".join(keep))
+        atomic_write_text(log, "".join(keep), make_parents=True)
 
     def _log_line(self, rec: dict) -> None:
         with open(self.out / "progress.jsonl", "a") as f:
@@ -727,7 +723,7 @@ class Trainer:
         metrics["peak_rss_mb"] = peak_rss_mb()
         if self.resumed_from is not None:
             metrics["resumed_from"] = str(self.resumed_from)
-        atomic_write_text(self.out / "metrics.json", json_text(metrics))
+        atomic_write_text(self.out / "metrics.json", json_text(metrics), make_parents=True)
         return metrics
 
 

@@ -60,15 +60,7 @@ def load_view_file(path: str | Path) -> ViewFile:
         raise GscompError(f"{p} is a directory, not a splat file")
     from ..io import load_splats, stored_size
 
-    try:
-        splats = load_splats(p)
-    except GscompError:
-        raise
-    except Exception as e:  # a reader bug or an exotic corruption: still one line, never a traceback
-        raise FormatError(f"{p}: cannot read splats ({type(e).__name__}: {e})") from e
-    if not isinstance(splats, Splats):
-        raise FormatError(f"{p}: reader returned {type(splats).__name__}, not Splats")
-    splats = splats.detach().map(lambda t: t.to("cpu", torch.float32)).validate(str(p))
+    splats = load_splats(p).detach().map(lambda t: t.to("cpu", torch.float32)).validate(str(p))
     if len(splats) == 0:
         raise FormatError(f"{p}: contains no Gaussians")
     size = stored_size(p)
@@ -78,9 +70,8 @@ def load_view_file(path: str | Path) -> ViewFile:
         from ..codec import gsz_info
 
         info = gsz_info(p)
-        bits = bits_rows(info, len(splats))
-        pipe = info.get("pipeline")
-        pipeline = str(pipe.get("name", "")) if isinstance(pipe, dict) else str(pipe or "")
+        bits = bits_rows(info)
+        pipeline = str(info["pipeline"].get("name", ""))
     return ViewFile(p, splats, size, bits, pipeline)
 
 
@@ -101,40 +92,9 @@ def find_source(path: Path) -> Path | None:
     return None
 
 
-def bits_rows(info: dict, n: int) -> list[tuple[str, float]]:
-    """(attribute, bits per Gaussian) rows from a `gsz_info` dict.
-
-    Uses ``bits_per_gaussian_per_attribute`` ({attr: bits}, what `gsz_info` reports) when present,
-    else converts per-attribute or per-section byte counts (``bytes_per_attribute``,
-    ``attributes`` or ``sections``: {name: bytes} or lists of ``{"name", "bytes"}``) with ``n``.
-    """
-    for key in ("bits_per_gaussian_per_attribute", "bits_per_gaussian"):
-        bpg = info.get(key)
-        if isinstance(bpg, dict):
-            return [(str(k), float(v)) for k, v in bpg.items() if _is_num(v)]
-    for key in ("bytes_per_attribute", "attributes", "sections"):
-        val = info.get(key)
-        rows: list[tuple[str, float]] = []
-        if isinstance(val, dict):
-            for k, v in val.items():
-                b = v.get("bits_per_gaussian") if isinstance(v, dict) else None
-                if _is_num(b):
-                    rows.append((str(k), float(b)))
-                    continue
-                nbytes = v.get("bytes") if isinstance(v, dict) else v
-                if _is_num(nbytes):
-                    rows.append((str(k), 8.0 * float(nbytes) / max(n, 1)))
-        elif isinstance(val, list):
-            for item in val:
-                if isinstance(item, dict) and "name" in item:
-                    b = item.get("bits_per_gaussian")
-                    if _is_num(b):
-                        rows.append((str(item["name"]), float(b)))
-                    elif _is_num(item.get("bytes")):
-                        rows.append((str(item["name"]), 8.0 * float(item["bytes"]) / max(n, 1)))
-        if rows:
-            return rows
-    return []
+def bits_rows(info: dict) -> list[tuple[str, float]]:
+    """(attribute, bits per Gaussian) rows of a `gsz_info` dict (none for a scene of no Gaussians)."""
+    return [(str(k), float(v)) for k, v in info["bits_per_gaussian_per_attribute"].items() if _is_num(v)]
 
 
 def _is_num(v) -> bool:
