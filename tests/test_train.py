@@ -1,5 +1,6 @@
 """Trainer, TrainState, densification strategy, losses and metrics on tiny synthetic scenes."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from gscomp.stages.base import Stage
 from gscomp.train import DefaultStrategy, TrainState, init_splats
 from gscomp.train.losses import photometric_loss, ssim as ssim_loss
 from gscomp.train.trainer import Trainer, TrainInterrupted, latest_checkpoint, train
-from gscomp.errors import GscompError
+from gscomp.errors import GscompError, Note
 
 try:  # the native rasterizer when it is built, else the (slower) pure-PyTorch reference
     from gscomp.render.cpu import render_cpu  # noqa: F401
@@ -305,8 +306,12 @@ def test_strategy_grad_accumulation_and_cap():
     assert float(st.buffers["grad2d"][0]) == 0 and float(st.buffers["count"][0]) == 0
     with torch.no_grad():
         st.params["scales"][:] = math.log(1e-4)
-    strat.refine(st, 1, 1.0)
-    assert st.n <= strat.max_gaussians
+    with pytest.warns(Note, match=r"densification reached train.strategy.max_gaussians=.*raise it") as said:
+        strat.refine(st, 1, 1.0)
+    assert st.n <= strat.max_gaussians and len(said) == 1
+    with warnings.catch_warnings():  # said once per run
+        warnings.simplefilter("error")
+        strat.refine(st, 2, 1.0)
 
 
 def test_opacity_reset():

@@ -17,6 +17,9 @@ USAGE = ("usage: gscomp decode IN OUT.ply|OUT.compressed.ply|OUT.spz|OUT.splat\n
          "  IN: a .gsz, or any splat file gscomp reads (.ply, .spz, .splat, .ksplat, compressed.ply, SOG)")
 
 
+BIG_WRITE = 1_000_000  # Gaussians: above this, a line says the output is being written
+
+
 def run(argv: list[str]) -> int:
     if wants_help(argv):
         print(USAGE)
@@ -37,11 +40,16 @@ def run(argv: list[str]) -> int:
     t0 = time.perf_counter()
     splats = load_splats(src)  # fully decoded and validated before anything is written
     dt = time.perf_counter() - t0
+    n = len(splats)
+    if n >= BIG_WRITE:  # (writing .spz or .compressed.ply takes ~5 s per million Gaussians: not in silence)
+        print(f"decoded {n:,} Gaussians in {dt:.2f} s; writing {dst.name} ...", file=sys.stderr, flush=True)
+    t1 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:  # said below, after the summary line
         warnings.simplefilter("always", LossySaveWarning)
         save_splats(dst, splats)
-    n = len(splats)
-    print(f"decoded {n:,} Gaussian{'' if n == 1 else 's'} (SH {splats.sh_degree}) in {dt:.2f} s -> {dst}")
+    wt = time.perf_counter() - t1
+    print(f"decoded {n:,} Gaussian{'' if n == 1 else 's'} (SH {splats.sh_degree}) in {dt:.2f} s, written in {wt:.2f} s "
+          f"-> {dst}")
     if not n:
         print(f"note: the scene holds no Gaussians; {dst.name} is valid, but many viewers refuse an empty file",
               file=sys.stderr)

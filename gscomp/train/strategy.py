@@ -13,11 +13,12 @@ so one preset scales to any ``train.steps``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, fields
 
 import torch
 
-from ..errors import GscompError, at_step
+from ..errors import GscompError, Note, at_step
 from ..splats import quat_to_rotmat
 from .state import TrainState
 
@@ -58,6 +59,7 @@ class DefaultStrategy:
         state.add_gaussian_buffer("grad2d", torch.zeros(n, device=state.device))
         state.add_gaussian_buffer("count", torch.zeros(n, device=state.device))
         self.last_refine: dict[str, int] = {}
+        self._capped = False
 
     def _refines_at(self, step: int) -> bool:
         return (0 < step < self._stop and step >= self._start and step % self.refine_every == 0
@@ -109,7 +111,13 @@ class DefaultStrategy:
         split = high & ~small
         if self.max_gaussians is not None:
             room = max(0, int(self.max_gaussians) - state.n)
+            wanted = int((clone | split).sum())
             clone, split = self._cap(grads, clone, split, room)
+            if wanted > room and not getattr(self, "_capped", False):  # said once: growth stops short of what the scene asks
+                self._capped = True
+                warnings.warn(f"step {step}: densification reached train.strategy.max_gaussians={int(self.max_gaussians):,} "
+                              f"({wanted:,} Gaussians wanted to grow, room for {room:,}); raise it "
+                              "(train.strategy.max_gaussians=N, or null for no cap) for a larger model", Note)
         n_clone, n_split = int(clone.sum()), int(split.sum())
         if n_clone:
             state.grow(clone.nonzero().squeeze(1))
