@@ -897,3 +897,26 @@ def test_ngp_cameras_need_no_images(tmp_path):
     (tmp_path / "s" / "transforms.json").write_text(json.dumps(meta))
     with pytest.raises(GscompError, match="no frame has w/h or an image file to take its size from"):
         load_cameras(tmp_path / "s")
+
+
+def test_images_too_large_for_memory_refused_before_loading(tmp_path, monkeypatch):
+    """Full-resolution photos were decoded for minutes into float32 tensors far beyond the machine's
+    memory, and the OOM killer ended the run with no message (qa35_A: 32 views of 10 MP took 11.4 GB).
+    Now one line says so before any image is decoded, and which data.downscale fits."""
+    import gscomp.data.images as I
+
+    write_colmap_text(tmp_path, "PINHOLE", MODELS["PINHOLE"], with_half=True)  # 3 images of 96x72, and images_2
+    need = 3 * 96 * 72 * I.BYTES_PER_PIXEL
+    monkeypatch.setattr(I, "available_memory", lambda: need + 1000)  # half of it holds a quarter of the pixels
+    import gscomp.data.colmap as C
+
+    monkeypatch.setattr(C, "load_view", lambda *a, **k: pytest.fail("an image was decoded"))
+    with pytest.raises(GscompError, match=r"its 3 images \(up to 96x72 pixels\) take 0\.0 GB as float32 tensors, more "
+                                          r"than half .*data\.downscale=2 .*GSCOMP_NO_MEMORY_CHECK=1") as e:
+        load_scene("colmap", str(tmp_path))
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    monkeypatch.setattr(I, "available_memory", lambda: need + 1000)
+    assert len(load_scene("colmap", str(tmp_path), downscale=2, test_every=0).train) == 3  # (images_2: fits)
+    monkeypatch.setenv("GSCOMP_NO_MEMORY_CHECK", "1")
+    assert len(load_scene("colmap", str(tmp_path), test_every=0).train) == 3

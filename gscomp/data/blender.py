@@ -18,7 +18,7 @@ import torch
 
 from ..camera import Camera, affine_inverse
 from ..errors import FormatError, GscompError, LayoutError, check_int, one_line
-from .images import find_image, image_size, open_image, parallel_map, rotation_note, to_tensors
+from .images import check_image_memory, find_image, image_size, open_image, parallel_map, rotation_note, to_tensors
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -157,7 +157,10 @@ def load_blender(path: str | os.PathLike, *, downscale: float = 1, background=(1
             test = _frames(root, test_split)
             if test is not None:
                 break
-    train_cams = _load_views(subsample(train[0], max_images), train[1], "train", downscale, background, threads)
+    train_frames = subsample(train[0], max_images)
+    check_image_memory([(fr[1], 1.0 / downscale) for fr in train_frames + (test[0] if test is not None else [])],
+                       f"Blender scene {root}", downscale)
+    train_cams = _load_views(train_frames, train[1], "train", downscale, background, threads)
     test_cams = None
     if test is not None:
         test_cams = _load_views(test[0], test[1], test_split, downscale, background, threads)

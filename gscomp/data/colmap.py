@@ -21,7 +21,7 @@ import torch
 
 from ..camera import Camera
 from ..errors import FormatError, GscompError, LayoutError
-from .images import (cache_key, cache_root, file_stamp, image_size, load_cached_png, open_image,
+from .images import (cache_key, cache_root, check_image_memory, file_stamp, image_size, load_cached_png, open_image,
                      parallel_map, resize, rotation_note, save_png_atomic, to_tensors)
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
@@ -431,6 +431,7 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
         cam.image, cam.alpha = to_tensors(arr, background)
         return cam
 
+    check_image_memory([(image_dir / name, scale) for name, _, _ in jobs], f"COLMAP scene {root}", downscale)
     cams = parallel_map(one, jobs, threads)
     ids = sorted(rec.points3D)
     pts = np.array([rec.points3D[i].xyz for i in ids], dtype=np.float32).reshape(-1, 3)

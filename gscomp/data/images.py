@@ -156,6 +156,52 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise GscompError(f"cannot read image {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
 
 
+NO_MEMORY_CHECK = "GSCOMP_NO_MEMORY_CHECK"  # =1: load images that look too large for this machine anyway
+BYTES_PER_PIXEL = 16  # float32 RGB (12 B) + an alpha plane (4 B) when the image has one: the worst case
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can give a process now (Linux MemAvailable; else the physical memory),
+    or None when neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_image_memory(images: Sequence[tuple[str | os.PathLike, float]], what: str, downscale: float) -> None:
+    """Refuse, before decoding any, images whose float32 tensors would take more than half the
+    memory available (training needs the rest): such a run would otherwise decode for minutes and
+    then be killed by the OOM killer with no message. ``images``: (path, scale applied) pairs;
+    ``downscale``: the data.downscale they are loaded with (the advice multiplies it)."""
+    if not images or os.environ.get(NO_MEMORY_CHECK) == "1":
+        return
+    avail = available_memory()
+    if avail is None:
+        return
+    found = [(image_size(p), scale) for p, scale in images if Path(p).is_file()]  # (the loader names missing ones)
+    need = sum(w * h * scale * scale for (w, h), scale in found) * BYTES_PER_PIXEL
+    if need <= avail / 2:
+        return
+    k = 2
+    while need / (k * k) > avail / 2:
+        k += 1
+    (w, h), scale = max(found, key=lambda f: f[0][0] * f[0][1] * f[1] * f[1])
+    w, h = round(w * scale), round(h * scale)  # as loaded
+    gb = lambda b: f"{b / 1e9:.1f} GB"  # noqa: E731
+    raise GscompError(f"{what}: its {len(images)} images (up to {w}x{h} pixels) take {gb(need)} as float32 tensors, more "
+                      f"than half the {gb(avail)} this machine has available: train on smaller images, e.g. "
+                      f"data.downscale={k * float(downscale):g} ({gb(need / (k * k))}), or on fewer "
+                      f"(data.max_images=N); {NO_MEMORY_CHECK}=1 loads them anyway")
+
+
 def rotation_note(paths: Sequence[Path]) -> str | None:
     """A note when images carry an EXIF Orientation other than 1, else None.
 
