@@ -952,6 +952,16 @@ def test_compressed_ply_malformed(tmp_path):
         load_splats(p)
     p.write_text(head + verts + "property uint packed_color\nelement sh 2\nend_header\n" + body + "0 0 0 7\n" * 2 + "\n" * 2)
     assert load_splats(p).sh_degree == 0
+    # sh values are bytes: a float column (no writer makes one) was read through the byte formula
+    sh9 = "element sh 2\n" + "".join(f"property float f_rest_{i}\n" for i in range(9))
+    p.write_text(head + verts + "property uint packed_color\n" + sh9 + "end_header\n" + body + "0 0 0 7\n" * 2
+                 + (" ".join(["0.3"] * 9) + "\n") * 2)
+    with pytest.raises(FormatError, match="property 'f_rest_0' of the sh element must hold bytes 0..255"):
+        load_splats(p)
+    # the byte table is the layout's formula (0 and 255 the range's ends, else the bucket centre)
+    from gscomp.io.compressed_ply import SH_OF_BYTE
+
+    assert SH_OF_BYTE[0] == -4.0 and SH_OF_BYTE[255] == 4.0 and SH_OF_BYTE[128] == np.float32((128.5 / 256 - 0.5) * 8)
 
 
 def test_compressed_sh_fixture():

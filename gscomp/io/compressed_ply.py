@@ -52,6 +52,28 @@ def _packed(element, name: str, path) -> np.ndarray:
     return col.astype(np.uint32)
 
 
+def _sh_of_byte() -> np.ndarray:
+    """float32 SH value of each byte of the sh element: 0 and 255 are the range's ends, the others
+    their bucket's centre ((b + 0.5) / 256), on [-4, 4]. A table: the 45 columns of millions of
+    Gaussians went through float64 temporaries (1.6 KB per Gaussian to read a file)."""
+    b = np.arange(256, dtype=np.float64)
+    u = np.where(b == 0, 0.0, np.where(b == 255, 1.0, (b + 0.5) / 256.0))
+    return ((u - 0.5) * 8.0).astype(np.float32)
+
+
+SH_OF_BYTE = _sh_of_byte()
+
+
+def _packed_u8(element, name: str, path) -> np.ndarray:
+    """An sh column as uint8 (the layout's uchar; a wider integer column must hold bytes)."""
+    col = _column(element, name, path)
+    if col.dtype != np.uint8:
+        if col.dtype.kind not in "ui" or (len(col) and (col.min() < 0 or col.max() > 255)):
+            raise FormatError(f"{path}: property '{name}' of the sh element must hold bytes 0..255 ({col.dtype})")
+        col = col.astype(np.uint8)
+    return col
+
+
 def _unorm(v: np.ndarray, shift: int, bits: int) -> np.ndarray:
     return ((v >> np.uint32(shift)) & np.uint32((1 << bits) - 1)).astype(np.float64) / ((1 << bits) - 1)
 
@@ -115,14 +137,14 @@ def splats_from_plydata(ply: PlyData, path) -> Splats:
             raise FormatError(f"{path}: {n_rest} sh properties is not a multiple of 3 (expected 9, 24 or 45)")
         k = n_rest // 3
         degree_for_rest(path, k)
-        b = np.stack([_column(sh, f"f_rest_{i}", path) for i in range(n_rest)], 1).astype(np.float64)
-        u = np.where(b == 0, 0.0, np.where(b == 255, 1.0, (b + 0.5) / 256.0))
-        shN = ((u - 0.5) * 8.0).reshape(n, 3, k).transpose(0, 2, 1)  # channel-major -> (N, K, 3)
+        b = np.stack([_packed_u8(sh, f"f_rest_{i}", path) for i in range(n_rest)], 1)
+        shN = SH_OF_BYTE[b].reshape(n, 3, k).transpose(0, 2, 1)  # channel-major -> (N, K, 3)
     return build_splats(path, means, quats, scales, opacities, sh0, shN)
 
 
 # ---------------------------------------------------------------------------- writing
 SH_RANGE = 4.0  # the sh element's uchar covers (n - 0.5) * 8: [-4, 4]
+SH_ROWS = 1 << 16  # rows of SH rest quantized at a time
 
 
 def chunk_order(means: np.ndarray) -> np.ndarray:
@@ -214,12 +236,15 @@ def encode_compressed_ply(splats: Splats, name="<compressed.ply>") -> bytes:
     header += [f"element vertex {n}"] + [f"property uint {p}" for p in VERTEX_PROPS]
     body = [chunks.astype("<f4").tobytes(), packed.astype("<u4").tobytes()]
     if k:
-        sh = a["shN"][order].transpose(0, 2, 1).reshape(n, 3 * k).astype(np.float64)  # channel-major f_rest
-        clipped = int((np.abs(sh) > SH_RANGE + 4.0 / 256).any(1).sum())
+        b = np.empty((n, 3 * k), np.uint8)
+        clipped = 0
+        for r in range(0, n, SH_ROWS):  # a block at a time: float64 of every row took ~1 KB per Gaussian
+            sh = a["shN"][order[r:r + SH_ROWS]].transpose(0, 2, 1).reshape(-1, 3 * k).astype(np.float64)  # channel-major
+            clipped += int((np.abs(sh) > SH_RANGE + 4.0 / 256).any(1).sum())
+            b[r:r + SH_ROWS] = np.clip(np.floor((sh / 8.0 + 0.5) * 256.0), 0, 255)
         if clipped:
             warnings.warn(f"{name}: {clipped:,} Gaussian{' has' if clipped == 1 else 's have'} SH coefficients beyond "
                           f"the sh element's range +-{SH_RANGE:g}, clamped", LossySaveWarning, stacklevel=3)
-        b = np.clip(np.floor((sh / 8.0 + 0.5) * 256.0), 0, 255).astype(np.uint8)
         header += [f"element sh {n}"] + [f"property uchar f_rest_{i}" for i in range(3 * k)]
         body.append(b.tobytes())
     header.append("end_header\n")
