@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +19,7 @@ import torch
 
 from .errors import DataWarning
 from .fileio import atomic_open
+from .ticker import Ticker
 
 UNAVAILABLE = "unavailable"
 LPIPS_NETS = {"vgg": "vgg16", "alex": "alexnet"}  # lpips' backbone -> torchvision's weight file prefix
@@ -136,11 +138,13 @@ def save_side_by_side(path: Path, img: torch.Tensor, gt: torch.Tensor) -> None:
 @torch.no_grad()
 def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, background=(0.0, 0.0, 0.0),
              backend: str = "auto", device: torch.device | str = "cpu", out_dir: Path | None = None,
-             n_renders: int = 4, use_lpips: bool = True, lpips_net: str = "vgg") -> dict:
+             n_renders: int = 4, use_lpips: bool = True, lpips_net: str = "vgg", progress: bool = False) -> dict:
     """Render ``splats`` from every camera that has an image and average PSNR / SSIM (/ LPIPS)
     over the views (``per_view``: each view's). Writes ``out_dir/NAME.png`` (render | ground
     truth) for the first ``n_renders``. Warns when views show nothing of the model (a model of
-    another scene, or of another frame: the scores would read as a very bad model)."""
+    another scene, or of another frame: the scores would read as a very bad model). ``progress``:
+    a line on stderr for a scoring that takes more than a few seconds (large models or images), every
+    10 s on a terminal, 30 s in a log."""
     from .errors import GscompError
     from .render import render
 
@@ -155,7 +159,10 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
         for old in Path(out_dir).glob("[0-9][0-9][0-9]_*.png"):
             old.unlink(missing_ok=True)
     ps, ss, ls, views, empty = [], [], [], [], []
+    tick = Ticker(first=5.0, every=10.0 if sys.stderr.isatty() else 30.0) if progress else None
     for i, cam in enumerate(cams):
+        if tick is not None and tick.due():
+            print(f"evaluating: view {i + 1} of {len(cams)} ({tick.elapsed():.0f} s)", file=sys.stderr, flush=True)
         out = render(splats, cam, sh_degree=sh, background=bg, backend=backend)
         img = out.colors[0].clamp(0, 1).cpu()
         gt = cam.image.cpu()

@@ -202,6 +202,22 @@ def test_evaluate_warns_about_views_that_show_nothing(said):
     assert "warning" not in said.text()
 
 
+def test_evaluate_progress_lines(capsys, monkeypatch):
+    """Scoring a 3M model took 36 s with no output, 177 s at 10 MP views (qa35_A): with progress, a
+    long scoring says which view it is at; without (the library's default), nothing."""
+    import gscomp.metrics as M
+    from gscomp.ticker import Ticker
+
+    monkeypatch.setattr(M, "Ticker", lambda first, every: Ticker(first=0.0, every=0.0))  # every call is due
+    sp = _gt_splats()
+    sc = tiny_scene(n_views=3, size=16)
+    M.evaluate(sp, sc.train + sc.test, sh_degree=0, backend=BACKEND)
+    assert capsys.readouterr().err == ""
+    M.evaluate(sp, sc.train + sc.test, sh_degree=0, backend=BACKEND, progress=True)
+    err = capsys.readouterr().err
+    assert "evaluating: view 1 of 3 (" in err and "evaluating: view 3 of 3 (" in err, err
+
+
 # ------------------------------------------------------------------------- state
 def _state(n=50, sh=1):
     sc = tiny_scene(n_views=2, size=16)

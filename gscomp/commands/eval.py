@@ -109,7 +109,7 @@ def task(cfg) -> int:
         (out / "metrics.json").unlink(missing_ok=True)
         metrics = evaluate(splats, cams, sh_degree=sh, background=bg,
                            backend=backend, device=device, out_dir=out / "renders", n_renders=int(cfg.n_renders),
-                           lpips_net=lpips_net)
+                           lpips_net=lpips_net, progress=True)
         metrics.update({"model": str(model), "split": split, "sh_degree": sh, **view_sizes(cams),
                         "n_gaussians": len(splats),
                         "model_bytes": stored_size(model),

@@ -72,7 +72,8 @@ def _code_and_report(cfg, out: Path, pipe, state, train_metrics: dict) -> dict:
     cams = scene.test or scene.train
     bg = scene.background if scene.background is not None else (0.0, 0.0, 0.0)
     m = evaluate(decoded, cams, sh_degree=decoded.sh_degree, background=bg, backend=trainer.backend,
-                 device=trainer.device, out_dir=out / "renders_decoded", n_renders=int(cfg.train.get("n_renders", 4)))
+                 device=trainer.device, out_dir=out / "renders_decoded", n_renders=int(cfg.train.get("n_renders", 4)),
+                 progress=bool(cfg.get("progress", True)))
     report = {
         "pipeline": pipe.name,
         "gsz_bytes": gsz.stat().st_size,

@@ -702,7 +702,8 @@ class Trainer:
         cams = self.scene.test or self.scene.train
         bg = self.scene.background if self.scene.background is not None else (0.0, 0.0, 0.0)
         metrics = evaluate(splats, cams, sh_degree=int(t.sh_degree), background=bg, backend=self.backend,
-                           device=self.device, out_dir=self.out / "renders", n_renders=int(t.get("n_renders", 4)))
+                           device=self.device, out_dir=self.out / "renders", n_renders=int(t.get("n_renders", 4)),
+                           progress=bool(self.cfg.get("progress", True)))
         metrics.update({
             "split": "test" if self.scene.test else "train",
             "sh_degree": int(t.sh_degree),  # (always reached: `sh_interval`)
