@@ -78,8 +78,10 @@ def build_splats(
         a = np.ascontiguousarray(a, dtype=np.float32)
         # Tensors own their memory: a view of a file's bytes is read-only, and a column viewing a
         # reader's matrix of all columns kept the whole matrix alive (the INRIA reader's opacity
-        # column held its 59 columns: +0.67 GB with a 3M-Gaussian SH-3 scene)
-        return torch.from_numpy(a if a.flags.owndata and a.flags.writeable else a.copy())
+        # column held its 59 columns: +0.67 GB with a 3M-Gaussian SH-3 scene). A reshaped view of
+        # the whole of an array that owns its data keeps nothing more alive.
+        whole = a.flags.owndata or (isinstance(a.base, np.ndarray) and a.base.flags.owndata and a.base.nbytes == a.nbytes)
+        return torch.from_numpy(a if whole and a.flags.writeable else a.copy())
 
     opacities = np.asarray(opacities)
     if (inf := np.isinf(opacities)).any():  # (NaN stays an error below)
