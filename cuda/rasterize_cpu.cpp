@@ -941,19 +941,25 @@ void rasterize_forward_impl(const FwdArgs<S>& args) {
 
 // Per-intersection rows into per-Gaussian sums: add(n, j) for every list entry j of Gaussian n.
 // Each thread owns a range of Gaussian ids and walks the whole list in order, so every sum is taken
-// in list order whatever the thread count (deterministic), without atomics.
+// in list order whatever the thread count (deterministic), without atomics. [j0, j1): a run of
+// tiles (fisher_raster_impl); the two-argument form takes them all.
 template <typename F>
-void reduce_rows(const Binning& B, F add) {
+void reduce_rows(const Binning& B, int64_t j0, int64_t j1, F add) {
   const int32_t* ids = B.ids;
 #pragma omp parallel
   {
     int64_t n0, n1;
     thread_share(B.n, &n0, &n1);
-    for (int64_t j = 0; j < B.count; ++j) {
+    for (int64_t j = j0; j < j1; ++j) {
       const int32_t n = ids[j];
       if (n >= n0 && n < n1) add(n, j);
     }
   }
+}
+
+template <typename F>
+void reduce_rows(const Binning& B, F add) {
+  reduce_rows(B, 0, B.count, add);
 }
 
 // Per-intersection gradient row: means2d (2), conic (3), colour (3), opacity, depth.
@@ -1162,7 +1168,8 @@ struct FisherArgs {
   const Intrinsics* K;
   const S *bg, *T_final;
   const int32_t* n_contrib;
-  S* rows;  // per-intersection rows (FROW each)
+  S* rows;       // per-intersection rows (FROW each) of intersections [row0, row0 + rows held)
+  int64_t row0;  // the first intersection whose row ``rows`` holds
 };
 
 template <typename S>
@@ -1200,12 +1207,13 @@ GS_INLINE void fisher_tile(const FisherArgs<S>& args, int t) {
       maxlast = std::max(maxlast, args.n_contrib[pix]);
     }
   const int64_t beg = B.offsets[t];
-  std::fill(&rows[(size_t)(beg + maxlast) * FROW], &rows[(size_t)B.offsets[t + 1] * FROW], S(0));
+  const int64_t r0 = args.row0;
+  std::fill(&rows[(size_t)(beg + maxlast - r0) * FROW], &rows[(size_t)(B.offsets[t + 1] - r0) * FROW], S(0));
   for (int64_t jj = maxlast - 1; jj >= 0; --jj) {
     const int64_t j = beg + jj;
     if (jj >= 8) __builtin_prefetch(&recs[B.ids[j - 8]]);  // records are visited in depth order
     const GRec<S>& g = recs[B.ids[j]];
-    S* row = &rows[(size_t)j * FROW];
+    S* row = &rows[(size_t)(j - r0) * FROW];
     const int gy0 = std::max(g.by0, y0), gy1 = std::min(g.by1, y1 - 1);
     // The 5x5 block is a combination of the moments M_ij = sum w dx^i dy^j (i + j in 2..4,
     // w = g alpha^2): lane sums of w dx^i per row, times the row's dy^j once per row (as the
@@ -1289,13 +1297,17 @@ __attribute__((target("avx"))) void fisher_tile_avx(const FisherArgs<float>& arg
 
 // Per-Gaussian rows (N, FROW), reduced from the intersections in list order (thread-count free).
 // Each tile is composited front to back (``fwd``: its pixels' T_final and n_contrib) and at once
-// walked back, while its records are still in cache.
+// walked back, while its records are still in cache. Tiles go in runs of consecutive tiles whose
+// intersections fit ``rows`` (``max_rows`` rows; a tile of more is a run of its own, see
+// fisher_rows_needed), each run reduced before the next: the same sums in the same order, in a
+// buffer that no longer grows with the whole view's screen coverage (17 floats per intersection
+// took GBs on scenes of large Gaussians or with cameras inside them).
 template <typename S>
-void fisher_raster_impl(const FwdArgs<S>& fwd, S* rows, S* out) {
+void fisher_raster_impl(const FwdArgs<S>& fwd, S* rows, int64_t max_rows, S* out) {
   const Binning& B = *fwd.B;
   const Intrinsics& K = *fwd.K;
   const int ntiles = K.tiles_x() * K.tiles_y();
-  const FisherArgs<S> args{fwd.recs, &B, &K, fwd.bg, fwd.T_final, fwd.n_contrib, rows};
+  FisherArgs<S> args{fwd.recs, &B, &K, fwd.bg, fwd.T_final, fwd.n_contrib, rows, 0};
   void (*ftile)(const FwdArgs<S>&, int) = forward_tile_base<S>;
   void (*tile)(const FisherArgs<S>&, int) = fisher_tile_base<S>;
 #if GS_AVX_DISPATCH
@@ -1305,15 +1317,28 @@ void fisher_raster_impl(const FwdArgs<S>& fwd, S* rows, S* out) {
       tile = fisher_tile_avx;
     }
 #endif
+  for (int t0 = 0; t0 < ntiles;) {
+    int t1 = t0 + 1;
+    while (t1 < ntiles && B.offsets[t1 + 1] - B.offsets[t0] <= max_rows) ++t1;
+    args.row0 = B.offsets[t0];
 #pragma omp parallel for schedule(dynamic, 1)
-  for (int t = 0; t < ntiles; ++t) {
-    ftile(fwd, t);
-    tile(args, t);
+    for (int t = t0; t < t1; ++t) {
+      ftile(fwd, t);
+      tile(args, t);
+    }
+    reduce_rows(B, B.offsets[t0], B.offsets[t1], [&](int32_t n, int64_t j) {
+      const S* row = &rows[(size_t)(j - args.row0) * FROW];
+      for (int k = 0; k < FROW; ++k) out[FROW * n + k] += row[k];
+    });
+    t0 = t1;
   }
-  reduce_rows(B, [&](int32_t n, int64_t j) {
-    const S* row = &rows[(size_t)j * FROW];
-    for (int k = 0; k < FROW; ++k) out[FROW * n + k] += row[k];
-  });
+}
+
+// Rows fisher_raster_impl needs for runs of at most ``max_rows`` (more where one tile has more).
+inline int64_t fisher_rows_needed(const Binning& B, int ntiles, int64_t max_rows) {
+  int64_t need = std::min(B.count, max_rows);
+  for (int t = 0; t < ntiles; ++t) need = std::max(need, B.offsets[t + 1] - B.offsets[t]);
+  return need;
 }
 
 template <typename S>
@@ -1586,12 +1611,14 @@ std::vector<torch::Tensor> rasterize_backward(torch::Tensor means2d, torch::Tens
 
 // Fisher rows of one camera (see fisher_tile) into ``out``, resized to (N, 17): bins the Gaussians,
 // composites each tile front to back (each pixel's final transmittance and last contributor) and
-// walks it back. ``work`` is resized to hold the records and the per-intersection rows. Both have
+// walks it back. ``work`` is resized to hold the records and the per-intersection rows of a run of
+// tiles (at most ``max_rows`` rows, or one tile's if more: fisher_raster_impl). Both have
 // the input dtype; a caller scoring many views passes the same two each time, so their pages are
 // not faulted in and zeroed again for every view (large blocks come from mmap every time).
 void fisher_raster(torch::Tensor means2d, torch::Tensor conics, torch::Tensor colors, torch::Tensor opac,
                    torch::Tensor depths, torch::Tensor radii, torch::Tensor bg, int64_t W, int64_t H,
-                   torch::Tensor work, torch::Tensor out) {
+                   torch::Tensor work, torch::Tensor out, int64_t max_rows) {
+  TORCH_CHECK(max_rows >= 1, "max_rows must be >= 1");
   auto dt = means2d.scalar_type();
   for (auto* p : {&means2d, &conics, &colors, &opac, &depths, &bg}) check(*p, "input", dt);
   check(radii, "radii", torch::kInt32);
@@ -1612,13 +1639,14 @@ void fisher_raster(torch::Tensor means2d, torch::Tensor conics, torch::Tensor co
     std::tie(offsets, ids) = bin_tiles<S>(means2d.data_ptr<S>(), depths.data_ptr<S>(), radii.data_ptr<int32_t>(), N, K);
     const Binning B = view_binning(offsets, ids, N);
     const int64_t nrec = N * (int64_t)(sizeof(GRec<S>) / sizeof(S));
-    work.resize_({nrec + B.count * FROW});
+    const int64_t nrows = fisher_rows_needed(B, K.tiles_x() * K.tiles_y(), max_rows);
+    work.resize_({nrec + nrows * FROW});
     GRec<S>* recs = reinterpret_cast<GRec<S>*>(work.data_ptr<S>());  // torch's buffers are 64-byte aligned
     fill_records<S>(means2d.data_ptr<S>(), conics.data_ptr<S>(), colors.data_ptr<S>(), opac.data_ptr<S>(),
                     depths.data_ptr<S>(), radii.data_ptr<int32_t>(), N, recs);
     const FwdArgs<S> fwd{recs, &B, &K, bg.data_ptr<S>(), color.data_ptr<S>(), alpha.data_ptr<S>(),
                          depth.data_ptr<S>(), T_final.data_ptr<S>(), n_contrib.data_ptr<int32_t>()};
-    fisher_raster_impl<S>(fwd, work.data_ptr<S>() + nrec, out.data_ptr<S>());
+    fisher_raster_impl<S>(fwd, work.data_ptr<S>() + nrec, nrows, out.data_ptr<S>());
   });
 }
 

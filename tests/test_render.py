@@ -434,6 +434,22 @@ def test_fisher_float32_close_and_deterministic(monkeypatch):
         assert rel_err(a[f].double(), ref[f]) < 1e-3, f
 
 
+def test_fisher_rows_in_runs_of_tiles_same_bits(monkeypatch):
+    """The per-intersection rows are held a run of tiles at a time (their whole view took GBs on
+    scenes of large Gaussians, qa35_A): runs of any size, down to one tile each, give the same bits."""
+    import gscomp.render.cpu as C
+
+    s = scene("plain", 0, seed=12, n=400).map(lambda t: t.float())
+    camera = cams("odd")[0]
+    bg = torch.zeros(3)
+    whole = C.fisher_cpu(s, camera, 0, bg)
+    for rows in (1, 37, 500):
+        monkeypatch.setattr(C, "FISHER_MAX_ROWS", rows)
+        part = C.fisher_cpu(s, camera, 0, bg)
+        for f in whole:
+            assert torch.equal(whole[f], part[f]), (rows, f)
+
+
 def test_render_api_rejects_bad_input_and_stays_callable():
     """Badly shaped fields are one GscompError before any native kernel reads them (it trusted
     them and read out of bounds); `gscomp.render` stays the callable once its subpackage is

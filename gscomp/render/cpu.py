@@ -150,6 +150,11 @@ def render_cpu(splats: Splats, cameras: list[Camera], sh_degree: int, background
     return img, alpha, depth, {"means2d": means2d, "radii": radii.to(torch.int64)}
 
 
+# Intersections (Gaussian x tile) whose Fisher rows one pass holds at a time: 2^20 x 17 floats = 68 MB
+# in float32 (the whole view's took GBs on scenes of large Gaussians); more passes, the same sums.
+FISHER_MAX_ROWS = 1 << 20
+
+
 def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch.Tensor,
                work: dict | None = None, sums: dict | None = None, antialiased: bool | None = None,
                ) -> dict[str, torch.Tensor]:
@@ -184,7 +189,8 @@ def fisher_cpu(splats: Splats, camera: Camera, sh_degree: int, background: torch
     opac = work["opac"]
     bg = background.to(dtype).contiguous()
     scratch, rows = (work.setdefault(k, torch.empty(0, dtype=dtype)) for k in ("scratch", "rows"))
-    ext.fisher_raster(means2d, conics, colors, opac * k if aa else opac, depths, radii, bg, W, H, scratch, rows)
+    ext.fisher_raster(means2d, conics, colors, opac * k if aa else opac, depths, radii, bg, W, H, scratch, rows,
+                      FISHER_MAX_ROWS)
     if aa:  # rows[:, 15] sums (d colour / d alpha)^2; d alpha / d logit gains the factor k
         rows[:, 15] *= k * k
     fields = ("means", "quats", "scales", "opacities", "sh0")
