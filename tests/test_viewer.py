@@ -239,6 +239,20 @@ def test_missing_file_and_bad_options(tmp_path, capsys):
     assert "missing.ply" in capsys.readouterr().err
 
 
+def test_view_says_it_is_loading_a_large_file(tmp_path, capsys, monkeypatch):
+    """6M Gaussians plus a 6M comparison took ~20 s before the viewer printed anything (qa35_A)."""
+    import gscomp.commands.view as V
+
+    bad = tmp_path / "big.ply"
+    bad.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 9\nend_header\n")
+    assert cli_main(["view", str(bad)]) == 2
+    assert "gscomp view: loading" not in capsys.readouterr().err  # (small: loads at once)
+    monkeypatch.setattr(V, "BIG_LOAD", 10)
+    assert cli_main(["view", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "gscomp view: loading big.ply (0 MB) ..." and err[1].startswith("error: ") and len(err) == 2, err
+
+
 def test_bits_rows_of_gsz_info(random_splats, tmp_path):
     from gscomp.codec import encode_gsz, gsz_info
 

@@ -69,6 +69,7 @@ def run(argv: list[str]) -> int:
 
     # Everything that can fail because of the input happens before the server starts.
     t0 = time.perf_counter()
+    _say_loading(args.file)
     main = load_view_file(args.file)
     compare = load_compare(main, args.compare)
     load_s = time.perf_counter() - t0
@@ -112,16 +113,32 @@ def run(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, old_handlers[1])
 
 
+BIG_LOAD = 100_000_000  # bytes: a file this large takes seconds to load (6M Gaussians: ~10 s), so say so first
+
+
+def _say_loading(path) -> None:
+    from ..io import stored_size
+
+    try:
+        size = stored_size(path)
+    except (OSError, GscompError):  # (loading it says what is wrong)
+        return
+    if size >= BIG_LOAD:
+        print(f"gscomp view: loading {Path(path).name} ({size / 1e6:,.0f} MB) ...", file=sys.stderr, flush=True)
+
+
 def load_compare(main, compare: str | None):
     """The scene to compare with: ``--compare PATH``, else the source a .gsz sits next to (same
     stem), which is only a guess: one that does not load is skipped with a note, not fatal."""
     from ..viewer.load import find_source, load_view_file
 
     if compare:
+        _say_loading(compare)
         return load_view_file(Path(compare))
     sibling = find_source(main.path)
     if sibling is None:
         return None
+    _say_loading(sibling)
     try:
         other = load_view_file(sibling)
     except GscompError as e:
