@@ -109,9 +109,9 @@ def _build_for_decoding(desc: dict[str, Any]) -> Stage:
         return st
 
 
-def check_header_counts(header: dict[str, Any], sections: list[Section]) -> tuple[int, int, dict[str, Any]]:
+def check_header_counts(header: dict[str, Any], sections: list[Section]) -> tuple[int, int, dict[str, Any], int]:
     """The checks of `Pipeline.check_header` that need no stage type: (n, SH degree, pipeline
-    description), n within what the payload bytes can hold."""
+    description, payload bytes), n within what the payload bytes can hold."""
     n = header.get("n")
     deg = header.get("sh_degree")
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_N:
@@ -124,7 +124,7 @@ def check_header_counts(header: dict[str, Any], sections: list[Section]) -> tupl
     payload = sum(len(s.payload) for s in sections)
     if n > max_n_for_payload(payload):
         raise FormatError(f"header claims {n} Gaussians but the file holds only {payload} payload bytes")
-    return n, deg, desc
+    return n, deg, desc, payload
 
 
 def _plain(obj):
@@ -435,7 +435,7 @@ class Pipeline:
     def check_header(cls, header: dict[str, Any], sections: list[Section]) -> tuple["Pipeline", int, int, dict]:
         """Validate a read header against its sections without decoding any payload (what `gscomp
         info` trusts, and where decoding starts): (pipeline, n, SH degree, stage header)."""
-        n, deg, desc = check_header_counts(header, sections)
+        n, deg, desc, payload = check_header_counts(header, sections)
         pipe = cls.from_description(desc)
         try:
             pipe._check_owners(deg)
@@ -451,7 +451,6 @@ class Pipeline:
             if not (s.name == PAD_SECTION and s.codec == "padding") and (stage_name not in pipe.names or not local):
                 raise FormatError(f"section {s.name!r} belongs to no stage of the pipeline")
         by_stage = _by_stage(pipe, sections)
-        payload = sum(len(s.payload) for s in sections)
         for nm, st in zip(pipe.names, pipe.stages):
             least = st.min_payload(n, list(by_stage[nm].values()))
             if payload < least and os.environ.get(NO_WORK_LIMIT) != "1":

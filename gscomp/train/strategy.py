@@ -113,7 +113,7 @@ class DefaultStrategy:
             room = max(0, int(self.max_gaussians) - state.n)
             wanted = int((clone | split).sum())
             clone, split = self._cap(grads, clone, split, room)
-            if wanted > room and not getattr(self, "_capped", False):  # said once: growth stops short of what the scene asks
+            if wanted > room and not self._capped:  # said once: growth stops short of what the scene asks
                 self._capped = True
                 warnings.warn(f"step {step}: densification reached train.strategy.max_gaussians={int(self.max_gaussians):,} "
                               f"({wanted:,} Gaussians wanted to grow, room for {room:,}); raise it "
