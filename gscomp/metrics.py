@@ -148,7 +148,7 @@ def evaluate(splats, cameras: Sequence, *, sh_degree: int | None = None, backgro
     from .errors import GscompError
     from .render import render
 
-    cams = [c for c in cameras if c.image is not None]
+    cams = [c for c in cameras if c.has_image]
     if not cams:
         raise GscompError("no evaluation views with images")
     splats = splats.to(device)

@@ -899,6 +899,48 @@ def test_ngp_cameras_need_no_images(tmp_path):
         load_cameras(tmp_path / "s")
 
 
+def test_loaded_images_stay_8_bit(tmp_path):
+    """Loaders kept every view as float32 tensors, 4x the memory of the pixels (a 300-view capture
+    at 1.6 MP: 5.8 GB, not 1.4 GB), and the trainer kept a float32 copy of each view it had drawn.
+    Cameras now hold the 8-bit photo, and image and alpha are computed from it on each read, with
+    the bits the float32 tensors had (training and scores unchanged)."""
+    from gscomp.camera import Photo
+    from gscomp.train.trainer import Trainer
+
+    s = load_scene("blender", str(shared("fixtures/lego_tiny")), background=(1, 1, 1), num_points=500, seed=3)
+    c = s.train[0]
+    assert isinstance(c._photo, Photo) and c._photo.pixels.dtype == np.uint8 and c._image is None
+    raw = torch.from_numpy(np.asarray(Image.open(shared("fixtures/lego_tiny/train/r_0.png")).convert("RGBA"))
+                           .astype(np.float32)).div_(255.0)  # what the loaders held before
+    a = raw[..., 3:]
+    assert torch.equal(c.alpha, raw[..., 3]) and torch.equal(c.image, raw[..., :3] * a + torch.ones(3) * (1.0 - a))
+    assert c.has_image and c.image.dtype == torch.float32 and c.image.is_contiguous()
+    moved = c.moved_origin(torch.tensor([1.0, 2.0, 3.0]))
+    assert moved._photo is c._photo and torch.equal(moved.image, c.image)  # shared, not copied
+    assert not c.scaled(0.5).has_image and c.scaled(0.5).image is None
+
+    # an alpha of one's own turns the photo's floats into the image
+    d = s.test[0]
+    img = d.image
+    d.alpha = torch.zeros(d.height, d.width)
+    assert d._photo is None and torch.equal(d.image, img) and float(d.alpha.max()) == 0
+    with pytest.raises(GscompError, match="uint8"):
+        Photo(np.zeros((4, 4, 3), np.float32))
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    p = Photo(rgb, (0.2, 0.3, 0.4))
+    assert p.alpha() is None and torch.equal(p.rgb(), torch.from_numpy(rgb.astype(np.float32)) / 255)
+
+    from gscomp.hydra_app import compose
+
+    cfg = compose("train", ["train.steps=2", "render.backend=cpu", "progress=false", "train.n_renders=0",
+                            "train.ckpt_every=0", "device=cpu"])
+    tr = Trainer(cfg, out_dir=tmp_path / "run", scene=s)
+    tr.setup()
+    tr.fit()
+    assert tr.gt == [None] * len(s.train)  # (on the CPU no float32 copies are kept)
+
+
 def test_images_too_large_for_memory_refused_before_loading(tmp_path, monkeypatch):
     """Full-resolution photos were decoded for minutes into float32 tensors far beyond the machine's
     memory, and the OOM killer ended the run with no message (qa35_A: 32 views of 10 MP took 11.4 GB).
@@ -911,7 +953,7 @@ def test_images_too_large_for_memory_refused_before_loading(tmp_path, monkeypatc
     import gscomp.data.colmap as C
 
     monkeypatch.setattr(C, "load_view", lambda *a, **k: pytest.fail("an image was decoded"))
-    with pytest.raises(GscompError, match=r"its 3 images \(up to 96x72 pixels\) take 0\.0 GB as float32 tensors, more "
+    with pytest.raises(GscompError, match=r"its 3 images \(up to 96x72 pixels\) take 0\.0 GB in memory, more "
                                           r"than half .*data\.downscale=2 .*GSCOMP_NO_MEMORY_CHECK=1") as e:
         load_scene("colmap", str(tmp_path))
     assert "\n" not in str(e.value)

@@ -212,8 +212,11 @@ def backdrop_warning(cams: Sequence[Camera], bg) -> str | None:
     must paint the backdrop with Gaussians). RGBA images are composited over ``bg``: no issue."""
     if not cams or any(c.alpha is not None for c in cams):
         return None
-    ring = torch.cat([torch.cat([c.image[:2].reshape(-1, 3), c.image[-2:].reshape(-1, 3),
-                                 c.image[:, :2].reshape(-1, 3), c.image[:, -2:].reshape(-1, 3)]) for c in cams])
+    def border(img):  # the two outermost pixel rows and columns
+        return torch.cat([img[:2].reshape(-1, 3), img[-2:].reshape(-1, 3), img[:, :2].reshape(-1, 3),
+                          img[:, -2:].reshape(-1, 3)])
+
+    ring = torch.cat([border(c.image) for c in cams])
     colour = ring.median(0).values
     plain = float(((ring - colour).abs().amax(1) < 0.1).float().mean())
     far = float((colour - torch.as_tensor(bg, dtype=torch.float32)).abs().max())

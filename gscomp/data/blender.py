@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..camera import Camera, affine_inverse
+from ..camera import Camera, Photo, affine_inverse
 from ..errors import FormatError, GscompError, LayoutError, check_int, one_line
-from .images import check_image_memory, find_image, image_size, open_image, parallel_map, rotation_note, to_tensors
+from .images import check_image_memory, find_image, image_size, open_image, parallel_map, rotation_note
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -125,7 +125,7 @@ def _load_views(frames, fov: float, split: str, downscale: float, background, th
         if downscale != 1:
             cam = cam.scaled(1.0 / downscale)
         arr = np.asarray(open_image(img, size=(cam.width, cam.height)))
-        cam.image, cam.alpha = to_tensors(arr, background)
+        cam.image = Photo(arr, background)
         return cam
 
     return parallel_map(one, frames, threads)

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..camera import Camera
+from ..camera import Camera, Photo
 from ..errors import FormatError, GscompError, LayoutError
 from .images import (cache_key, cache_root, check_image_memory, file_stamp, image_size, load_cached_png, open_image,
-                     parallel_map, resize, rotation_note, save_png_atomic, to_tensors)
+                     parallel_map, resize, rotation_note, save_png_atomic)
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 # Perspective models COLMAP's undistorter maps to a pinhole camera. Others (spherical ones, or
@@ -428,7 +428,7 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
         pcam = match_camera_to_image(spec, image_size(src), str(src))
         arr, cam = load_view(src, pcam, scale, name)
         cam.world_to_camera = w2c
-        cam.image, cam.alpha = to_tensors(arr, background)
+        cam.image = Photo(arr, background)
         return cam
 
     check_image_memory([(image_dir / name, scale) for name, _, _ in jobs], f"COLMAP scene {root}", downscale)

@@ -1,10 +1,10 @@
 """Image helpers shared by the loaders: decode, resize, composite, cache, parallel map.
 
-Images travel as uint8 numpy arrays (H, W, 3 or 4) until the very end, where `to_tensors` turns
-them into the float32 tensors a `Camera` holds. Resizing uses PIL's BOX filter for reductions (an
-exact area average, the right anti-aliasing for integer and fractional downscales) and LANCZOS
-for enlargements; PIL premultiplies RGBA while resampling, so edges of transparent objects do not
-pick up the colour of invisible pixels.
+Images travel as uint8 numpy arrays (H, W, 3 or 4) and stay so in the `Photo` a `Camera` holds
+(its ``image`` and ``alpha`` are computed from them in float32 on each use). Resizing uses PIL's
+BOX filter for reductions (an exact area average, the right anti-aliasing for integer and
+fractional downscales) and LANCZOS for enlargements; PIL premultiplies RGBA while resampling, so
+edges of transparent objects do not pick up the colour of invisible pixels.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..errors import DataWarning, GscompError
@@ -157,7 +156,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 
 NO_MEMORY_CHECK = "GSCOMP_NO_MEMORY_CHECK"  # =1: load images that look too large for this machine anyway
-BYTES_PER_PIXEL = 16  # float32 RGB (12 B) + an alpha plane (4 B) when the image has one: the worst case
+BYTES_PER_PIXEL = 4  # 8-bit RGBA, the worst case (a `Photo` keeps the pixels in 8 bits)
 
 
 def available_memory() -> int | None:
@@ -177,9 +176,9 @@ def available_memory() -> int | None:
 
 
 def check_image_memory(images: Sequence[tuple[str | os.PathLike, float]], what: str, downscale: float) -> None:
-    """Refuse, before decoding any, images whose float32 tensors would take more than half the
-    memory available (training needs the rest): such a run would otherwise decode for minutes and
-    then be killed by the OOM killer with no message. ``images``: (path, scale applied) pairs;
+    """Refuse, before decoding any, images whose pixels would take more than half the memory
+    available (training needs the rest): such a run would otherwise decode for minutes and then be
+    killed by the OOM killer with no message. ``images``: (path, scale applied) pairs;
     ``downscale``: the data.downscale they are loaded with (the advice multiplies it)."""
     if not images or os.environ.get(NO_MEMORY_CHECK) == "1":
         return
@@ -196,7 +195,7 @@ def check_image_memory(images: Sequence[tuple[str | os.PathLike, float]], what: 
     (w, h), scale = max(found, key=lambda f: f[0][0] * f[0][1] * f[1] * f[1])
     w, h = round(w * scale), round(h * scale)  # as loaded
     gb = lambda b: f"{b / 1e9:.1f} GB"  # noqa: E731
-    raise GscompError(f"{what}: its {len(images)} images (up to {w}x{h} pixels) take {gb(need)} as float32 tensors, more "
+    raise GscompError(f"{what}: its {len(images)} images (up to {w}x{h} pixels) take {gb(need)} in memory, more "
                       f"than half the {gb(avail)} this machine has available: train on smaller images, e.g. "
                       f"data.downscale={k * float(downscale):g} ({gb(need / (k * k))}), or on fewer "
                       f"(data.max_images=N); {NO_MEMORY_CHECK}=1 loads them anyway")
@@ -231,21 +230,6 @@ def resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
         return im
     shrinking = w <= im.width and h <= im.height
     return im.resize((w, h), Image.Resampling.BOX if shrinking else Image.Resampling.LANCZOS)
-
-
-def to_tensors(arr: np.ndarray, background) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """uint8 (H, W, 3|4) -> (image (H, W, 3) float32 in [0, 1], alpha (H, W) or None).
-
-    RGBA is composited over ``background`` (straight alpha: rgb * a + bg * (1 - a)); ``None`` means
-    black, i.e. the premultiplied colour.
-    """
-    t = torch.from_numpy(arr.astype(np.float32)).div_(255.0)  # astype copies: tensor owns its data
-    if t.shape[-1] == 3:
-        return t, None
-    rgb, alpha = t[..., :3], t[..., 3]
-    bg = torch.zeros(3) if background is None else torch.as_tensor(background, dtype=torch.float32).reshape(3)
-    rgb = rgb * alpha[..., None] + bg * (1.0 - alpha[..., None])
-    return rgb.contiguous(), alpha.contiguous()
 
 
 def find_image(base: Path, rel: str) -> Path | None:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..camera import Camera
+from ..camera import Camera, Photo
 from ..errors import DataWarning, FormatError, GscompError, LayoutError, one_line
 from .blender import c2w_opengl_to_w2c, random_points, read_json
-from .images import check_image_memory, find_image, image_size, parallel_map, rotation_note, to_tensors
+from .images import check_image_memory, find_image, image_size, parallel_map, rotation_note
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",
                   "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye", "camera_model")
@@ -211,7 +211,7 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         distorted.append(is_distorted(pcam))
         arr, cam = load_view(img, pcam, 1.0 / downscale, name)
         cam.world_to_camera = w2c
-        cam.image, cam.alpha = to_tensors(arr, background)
+        cam.image = Photo(arr, background)
         return cam
 
     check_image_memory([(it[1], 1.0 / downscale) for it in items], f"scene {jpath}", downscale)

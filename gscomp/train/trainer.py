@@ -316,10 +316,10 @@ def atomic_torch_save(obj, path: Path) -> None:
 def _image_on_background(cam, scene_bg, bg: torch.Tensor, device) -> torch.Tensor:
     """Ground truth recomposited on ``bg``: loaders composite RGBA images on the scene background and
     keep alpha, so the premultiplied colour is image - scene_bg (1 - alpha)."""
-    img = cam.image.to(device)
-    if cam.alpha is None or scene_bg is None:
+    img, alpha = cam.image.to(device), cam.alpha
+    if alpha is None or scene_bg is None:
         return img
-    a = cam.alpha.to(device).unsqueeze(-1)
+    a = alpha.to(device).unsqueeze(-1)
     sbg = torch.as_tensor(scene_bg, dtype=img.dtype, device=device)
     return img - sbg * (1 - a) + bg * (1 - a)
 
@@ -512,7 +512,9 @@ class Trainer:
         bg = self._background()
         if t.get("random_background", False):
             gt = _image_on_background(cam, self.scene.background, bg, self.device)
-        else:
+        elif self.device.type == "cpu":  # from the 8-bit photo each step: float32 copies of every
+            gt = cam.image                  # view would take 4x the photos' memory
+        else:  # the float32 copy on the device, made once (no transfer per step)
             if self.gt[i] is None:
                 self.gt[i] = cam.image.to(self.device)
             gt = self.gt[i]
