@@ -7,6 +7,7 @@ of the image and the intrinsics returned with it.
 """
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -939,6 +940,43 @@ def test_loaded_images_stay_8_bit(tmp_path):
     tr.setup()
     tr.fit()
     assert tr.gt == [None] * len(s.train)  # (on the CPU no float32 copies are kept)
+
+
+def test_wide_images_load_at_max_width(tmp_path):
+    """Images over 1600 pixels wide trained at full size (a 12 MP phone capture: 7x the pixels per
+    step of the 3DGS reference, which shrinks such images to 1.6K wide unless told a resolution).
+    They now load at data.max_width (1600) wide, with a note; 0 keeps them."""
+    from gscomp.errors import Note
+    from gscomp.hydra_app import compose
+    from gscomp.train.trainer import load_scene_from_config
+
+    root = tmp_path / "wide"
+    (root / "train").mkdir(parents=True)
+    rgb = np.random.default_rng(1).integers(0, 256, (60, 1700, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(root / "train" / "r_0.png")
+    fov = 1.2
+    (root / "transforms_train.json").write_text(json.dumps({"camera_angle_x": fov, "frames": [
+        {"file_path": "train/r_0", "transform_matrix": np.eye(4).tolist()}]}))
+    with pytest.warns(Note, match=r"1 of 1 images would be over data\.max_width=1600 pixels wide \(e\.g\. 1700x60\): "
+                                  r"they load at 1600 wide.*data\.max_width=0 keeps their size"):
+        c = load_scene("blender", str(root), test_every=0, num_points=10).train[0]
+    assert (c.width, c.height) == (1600, 56) and tuple(c.image.shape) == (56, 1600, 3)
+    assert c.fx == pytest.approx(0.5 * 1700 / math.tan(fov / 2) * 1600 / 1700)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Note)  # no note when nothing is shrunk
+        assert load_scene("blender", str(root), test_every=0, num_points=10, max_width=0).train[0].width == 1700
+        assert load_scene("blender", str(root), test_every=0, num_points=10, downscale=2).train[0].width == 850
+    cfg = compose("train", ["data=blender", f"data.path={root}", "data.test_every=0", "data.max_width=1000"])
+    assert load_scene_from_config(cfg).train[0].width == 1000
+    with pytest.raises(GscompError, match="max_width"):
+        load_scene("blender", str(root), max_width=-1)
+
+    # COLMAP (and instant-ngp) views go through load_view, which caps the undistorted size
+    write_colmap_text(tmp_path / "c", "PINHOLE", MODELS["PINHOLE"])  # 96x72
+    with pytest.warns(Note, match=r"3 of 3 images would be over data\.max_width=64"):
+        s = load_scene("colmap", str(tmp_path / "c"), test_every=0, max_width=64)
+    assert {(c.width, c.height, tuple(c.image.shape)) for c in s.train} == {(64, 48, (48, 64, 3))}
+    assert pattern_error(s.train[0]) < 0.02
 
 
 def test_images_too_large_for_memory_refused_before_loading(tmp_path, monkeypatch):

@@ -34,7 +34,8 @@ def load_model(path: Path):
 
 
 # the data settings that decide which views are test views and what their images look like
-VIEW_KEYS = ("kind", "path", "downscale", "test_every", "max_images", "background", "n_views", "resolution", "seed")
+VIEW_KEYS = ("kind", "path", "downscale", "max_width", "test_every", "max_images", "background", "n_views", "resolution",
+             "seed")
 
 
 def training_mismatch(model: Path, data) -> str | None:

@@ -1,6 +1,7 @@
 """Scene loaders: every source becomes one `gscomp.camera.Scene` in the OpenCV camera convention.
 
-    load_scene(kind, path, *, downscale=1, test_every=8, background=(1, 1, 1), max_images=None, **kw)
+    load_scene(kind, path, *, downscale=1, test_every=8, background=(1, 1, 1), max_images=None,
+               max_width=1600, **kw)
 
 kinds: ``colmap`` (binary/text model; distorted cameras are undistorted with pycolmap),
 ``blender`` (NeRF-synthetic ``transforms_{train,val,test}.json``), ``ngp`` (instant-ngp
@@ -12,7 +13,8 @@ Conventions shared by all loaders:
   (index % test_every == 0) is a test view; ``test_every=0`` means no test views. Blender scenes
   that ship their own test (or else val) split use it instead of the hold-out.
 - ``downscale`` (>= 0.25) divides the resolution; images are area-filtered and intrinsics scaled
-  with `Camera.scaled`, so pixels and cameras always agree.
+  with `Camera.scaled`, so pixels and cameras always agree. Images that would still be over
+  ``max_width`` pixels wide load at that width (the 3DGS reference's 1.6K rule; 0: no cap).
 - Every view must come out with finite intrinsics (positive focal length), a finite rigid pose
   and at least 11 pixels a side, and the initial points must be finite: a scene file that breaks
   this is a one-line `FormatError`, not a run that trains on garbage.
@@ -30,6 +32,7 @@ import torch
 
 from ..camera import Camera, Scene, camera_extent
 from ..errors import DataWarning, FormatError, GscompError, LayoutError, Note, check_int
+from .images import MAX_WIDTH
 
 KINDS = ("colmap", "blender", "ngp", "synthetic")
 OPTIONS = {  # loader-specific keyword arguments accepted by load_scene(**kw)
@@ -96,7 +99,8 @@ def _background(bg) -> tuple[float, float, float] | None:
 
 
 def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every: int = 8,
-               background=(1.0, 1.0, 1.0), max_images: int | None = None, **kw) -> Scene:
+               background=(1.0, 1.0, 1.0), max_images: int | None = None, max_width: int = MAX_WIDTH,
+               **kw) -> Scene:
     """Load a scene of ``kind`` from ``path``; see the module docstring for the shared conventions.
 
     Extra keyword arguments go to the loader: ``threads`` (all file loaders); ``images`` (COLMAP
@@ -114,9 +118,12 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
     test_every = check_int("test_every", test_every, 0, math.inf, floats=True)
     if max_images is not None:
         max_images = check_int("max_images", max_images, 1, math.inf, floats=True)
+    max_width = check_int("max_width", max_width, 0, math.inf, floats=True)
     bad = sorted(set(kw) - set(OPTIONS[kind]))
     if bad:
         raise GscompError(f"{kind} scenes take no option {bad[0]!r} (options: {', '.join(OPTIONS[kind])})")
+    if kind != "synthetic":  # (a synthetic scene is rendered at its resolution)
+        kw["max_width"] = max_width
     bg = _background(background)
     if kind != "synthetic" and path is None:
         raise GscompError(f"a path is needed to load a {kind} scene")

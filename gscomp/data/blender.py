@@ -18,7 +18,7 @@ import torch
 
 from ..camera import Camera, Photo, affine_inverse
 from ..errors import FormatError, GscompError, LayoutError, check_int, one_line
-from .images import check_image_memory, find_image, image_size, open_image, parallel_map, rotation_note
+from .images import capped_scale, check_image_memory, find_image, image_size, open_image, parallel_map, rotation_note
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -116,14 +116,16 @@ def _frames(root: Path, split: str) -> tuple[list[tuple[str, Path, torch.Tensor]
     return out, fov
 
 
-def _load_views(frames, fov: float, split: str, downscale: float, background, threads) -> list[Camera]:
+def _load_views(frames, fov: float, split: str, downscale: float, background, threads,
+                max_width: int) -> list[Camera]:
     def one(fr):
         name, img, w2c = fr
         w, h = image_size(img)
         fx = 0.5 * w / math.tan(0.5 * fov)
         cam = Camera(fx, fx, w / 2.0, h / 2.0, w, h, w2c, name=f"{split}/{Path(name).name}")
-        if downscale != 1:
-            cam = cam.scaled(1.0 / downscale)
+        scale = capped_scale(w, 1.0 / downscale, max_width)
+        if scale != 1:
+            cam = cam.scaled(scale)
         arr = np.asarray(open_image(img, size=(cam.width, cam.height)))
         cam.image = Photo(arr, background)
         return cam
@@ -133,11 +135,12 @@ def _load_views(frames, fov: float, split: str, downscale: float, background, th
 
 def load_blender(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
                  max_images: int | None = None, with_test: bool = True, num_points: int = 100_000,
-                 seed: int = 0, threads: int | None = None):
+                 seed: int = 0, threads: int | None = None, max_width: int = 0):
     """Return (train cameras, test cameras or None (= hold out from train), points, colours, meta).
 
     Test views come from ``transforms_test.json``, else ``transforms_val.json``; when neither
     exists the caller holds out every ``test_every``-th train view. ``with_test=False`` skips them.
+    ``max_width``: images that would load wider are shrunk to it (0: none are).
     """
     from . import subsample
 
@@ -158,16 +161,17 @@ def load_blender(path: str | os.PathLike, *, downscale: float = 1, background=(1
             if test is not None:
                 break
     train_frames = subsample(train[0], max_images)
-    check_image_memory([(fr[1], 1.0 / downscale) for fr in train_frames + (test[0] if test is not None else [])],
-                       f"Blender scene {root}", downscale)
-    train_cams = _load_views(train_frames, train[1], "train", downscale, background, threads)
+    width_note = check_image_memory([(fr[1], 1.0 / downscale)
+                                     for fr in train_frames + (test[0] if test is not None else [])],
+                                    f"Blender scene {root}", downscale, max_width)
+    train_cams = _load_views(train_frames, train[1], "train", downscale, background, threads, max_width)
     test_cams = None
     if test is not None:
-        test_cams = _load_views(test[0], test[1], test_split, downscale, background, threads)
+        test_cams = _load_views(test[0], test[1], test_split, downscale, background, threads, max_width)
     elif not with_test:
         test_cams = []
     lo, hi = init_box(train_cams)
     pts, cols = random_points(num_points, lo, hi, seed)
     meta = {"source": "blender", "root": str(root), "test_split": test_split if test is not None else "holdout",
-            "notes": [rotation_note([fr[1] for fr in train[0] + (test[0] if test is not None else [])])]}
+            "notes": [rotation_note([fr[1] for fr in train[0] + (test[0] if test is not None else [])]), width_note]}
     return train_cams, test_cams, pts, cols, meta

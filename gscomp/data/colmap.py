@@ -21,8 +21,8 @@ import torch
 
 from ..camera import Camera, Photo
 from ..errors import FormatError, GscompError, LayoutError
-from .images import (cache_key, cache_root, check_image_memory, file_stamp, image_size, load_cached_png, open_image,
-                     parallel_map, resize, rotation_note, save_png_atomic)
+from .images import (cache_key, cache_root, capped_scale, check_image_memory, file_stamp, image_size, load_cached_png,
+                     open_image, parallel_map, resize, rotation_note, save_png_atomic)
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
 # Perspective models COLMAP's undistorter maps to a pinhole camera. Others (spherical ones, or
@@ -327,12 +327,14 @@ def _turned(path: str) -> str:
                               "the pixels as stored: compute the poses from the stored pictures")
 
 
-def load_view(src: Path, pcam, scale: float, name: str) -> tuple[np.ndarray, Camera]:
+def load_view(src: Path, pcam, scale: float, name: str, max_width: int = 0) -> tuple[np.ndarray, Camera]:
     """Load ``src`` (taken with pycolmap camera ``pcam``, already sized like the file), undistort when
-    needed, resize by ``scale`` (<1 shrinks). Returns the uint8 image and a pose-less `Camera`
-    (identity world_to_camera) whose intrinsics match the returned pixels exactly."""
+    needed, resize by ``scale`` (<1 shrinks; less where the result would be over ``max_width``
+    pixels wide, `capped_scale`). Returns the uint8 image and a pose-less `Camera` (identity
+    world_to_camera) whose intrinsics match the returned pixels exactly."""
     fx, fy, cx, cy, w, h = pinhole_of(pcam)
     cam = Camera(fx, fy, cx, cy, w, h, torch.eye(4), name=name)
+    scale = capped_scale(w, scale, max_width)
     if scale != 1:
         cam = cam.scaled(scale)
     size = (cam.width, cam.height)
@@ -390,10 +392,12 @@ def world_to_camera(im) -> np.ndarray:
 
 
 def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
-                max_images: int | None = None, images: str = "images", threads: int | None = None):
+                max_images: int | None = None, images: str = "images", threads: int | None = None,
+                max_width: int = 0):
     """Return (cameras with images, sorted by name; points (M,3); colours (M,3) in [0,1]; meta).
 
-    ``images``: image folder name relative to the scene root (default ``images``)."""
+    ``images``: image folder name relative to the scene root (default ``images``); ``max_width``:
+    images that would load wider are shrunk to it (0: none are)."""
     from . import subsample  # late import: the package imports this module
 
     root = Path(path)
@@ -426,12 +430,13 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
         if not src.is_file():
             raise GscompError(f"image {name} of the COLMAP model is missing: {src}")
         pcam = match_camera_to_image(spec, image_size(src), str(src))
-        arr, cam = load_view(src, pcam, scale, name)
+        arr, cam = load_view(src, pcam, scale, name, max_width)
         cam.world_to_camera = w2c
         cam.image = Photo(arr, background)
         return cam
 
-    check_image_memory([(image_dir / name, scale) for name, _, _ in jobs], f"COLMAP scene {root}", downscale)
+    width_note = check_image_memory([(image_dir / name, scale) for name, _, _ in jobs], f"COLMAP scene {root}",
+                                    downscale, max_width)
     cams = parallel_map(one, jobs, threads)
     ids = sorted(rec.points3D)
     pts = np.array([rec.points3D[i].xyz for i in ids], dtype=np.float32).reshape(-1, 3)
@@ -439,5 +444,6 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
     distorted = sum(is_distorted(rec.cameras[im.camera_id]) for im in regs)  # main thread only
     meta = {"source": "colmap", "model_dir": str(model_dir), "image_dir": str(image_dir),
             "undistorted_images": int(distorted),
-            "notes": [other_models_note(root, model_dir), rotation_note([image_dir / im.name for im in regs])]}
+            "notes": [other_models_note(root, model_dir), rotation_note([image_dir / im.name for im in regs]),
+                      width_note]}
     return cams, torch.from_numpy(pts), torch.from_numpy(cols), meta

@@ -175,29 +175,51 @@ def available_memory() -> int | None:
         return None
 
 
-def check_image_memory(images: Sequence[tuple[str | os.PathLike, float]], what: str, downscale: float) -> None:
+MAX_WIDTH = 1600  # data.max_width's default: the 3DGS reference trains wider images at 1.6K wide
+
+
+def capped_scale(width: int, scale: float, max_width: int) -> float:
+    """``scale`` (< 1 shrinks), lowered where an image ``width`` pixels wide would load wider than
+    ``max_width`` (0: no cap), as the 3DGS reference does to images over 1.6K wide unless told a
+    resolution (training time grows with the pixels)."""
+    return max_width / width if max_width and width * scale > max_width else scale
+
+
+def check_image_memory(images: Sequence[tuple[str | os.PathLike, float]], what: str, downscale: float,
+                       max_width: int = 0) -> str | None:
     """Refuse, before decoding any, images whose pixels would take more than half the memory
     available (training needs the rest): such a run would otherwise decode for minutes and then be
-    killed by the OOM killer with no message. ``images``: (path, scale applied) pairs;
-    ``downscale``: the data.downscale they are loaded with (the advice multiplies it)."""
-    if not images or os.environ.get(NO_MEMORY_CHECK) == "1":
-        return
-    avail = available_memory()
-    if avail is None:
-        return
+    killed by the OOM killer with no message. ``images``: (path, scale applied) pairs, the scale
+    before ``max_width``'s cap (`capped_scale`); ``downscale``: the data.downscale they are loaded
+    with (the advice multiplies it). Returns a note when the cap shrinks any image, else None."""
     found = [(image_size(p), scale) for p, scale in images if Path(p).is_file()]  # (the loader names missing ones)
-    need = sum(w * h * scale * scale for (w, h), scale in found) * BYTES_PER_PIXEL
-    if need <= avail / 2:
-        return
+    capped = [(w, h) for (w, h), scale in found if capped_scale(w, scale, max_width) != scale]
+    note = None
+    if capped:
+        w, h = max(capped)
+        at = f" at data.downscale={downscale:g}" if downscale != 1 else ""
+        note = (f"{len(capped)} of {len(found)} images would be over data.max_width={max_width} pixels wide (e.g. "
+                f"{w}x{h}{at}): they load at {max_width} wide, as in the 3DGS reference; data.max_width=0 keeps "
+                "their size")
+    avail = available_memory()
+    if os.environ.get(NO_MEMORY_CHECK) == "1" or avail is None or not found:
+        return note
+
+    def need(k: int) -> float:  # bytes at k times the downscale
+        return sum(w * h * capped_scale(w, scale / k, max_width) ** 2 for (w, h), scale in found) * BYTES_PER_PIXEL
+
+    if need(1) <= avail / 2:
+        return note
     k = 2
-    while need / (k * k) > avail / 2:
+    while need(k) > avail / 2:
         k += 1
-    (w, h), scale = max(found, key=lambda f: f[0][0] * f[0][1] * f[1] * f[1])
+    (w, h), scale = max(found, key=lambda f: f[0][0] * f[0][1] * capped_scale(f[0][0], f[1], max_width) ** 2)
+    scale = capped_scale(w, scale, max_width)
     w, h = round(w * scale), round(h * scale)  # as loaded
     gb = lambda b: f"{b / 1e9:.1f} GB"  # noqa: E731
-    raise GscompError(f"{what}: its {len(images)} images (up to {w}x{h} pixels) take {gb(need)} in memory, more "
+    raise GscompError(f"{what}: its {len(images)} images (up to {w}x{h} pixels) take {gb(need(1))} in memory, more "
                       f"than half the {gb(avail)} this machine has available: train on smaller images, e.g. "
-                      f"data.downscale={k * float(downscale):g} ({gb(need / (k * k))}), or on fewer "
+                      f"data.downscale={k * float(downscale):g} ({gb(need(k))}), or on fewer "
                       f"(data.max_images=N); {NO_MEMORY_CHECK}=1 loads them anyway")
 
 

@@ -176,8 +176,9 @@ def ngp_cameras(path) -> list[Camera]:
 
 def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 1.0, 1.0),
              max_images: int | None = None, num_points: int = 100_000, seed: int = 0,
-             threads: int | None = None):
-    """Return (cameras with images sorted by file name, points, colours, meta)."""
+             threads: int | None = None, max_width: int = 0):
+    """Return (cameras with images sorted by file name, points, colours, meta). ``max_width``:
+    images that would load wider are shrunk to it (0: none are)."""
     from . import subsample
     from .colmap import _pycolmap, is_distorted, load_view, match_camera_to_image
 
@@ -209,12 +210,12 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         size = image_size(img)
         pcam = match_camera_to_image(camera_spec(intr, size, where), size, str(img))
         distorted.append(is_distorted(pcam))
-        arr, cam = load_view(img, pcam, 1.0 / downscale, name)
+        arr, cam = load_view(img, pcam, 1.0 / downscale, name, max_width)
         cam.world_to_camera = w2c
         cam.image = Photo(arr, background)
         return cam
 
-    check_image_memory([(it[1], 1.0 / downscale) for it in items], f"scene {jpath}", downscale)
+    width_note = check_image_memory([(it[1], 1.0 / downscale) for it in items], f"scene {jpath}", downscale, max_width)
     _pycolmap()  # here, not first in a loader thread (`colmap._pycolmap`)
     cams = parallel_map(one, items, threads)
     scale = _num(meta_json, "scale", str(jpath))
@@ -234,5 +235,5 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         pts, cols = random_points(num_points, lo, hi, seed)
     meta = {"source": "ngp", "transforms": str(jpath), "aabb_scale": meta_json.get("aabb_scale", 1),
             "skipped_frames": missing, "undistorted_images": sum(distorted),
-            "notes": [rotation_note([it[1] for it in items])]}
+            "notes": [rotation_note([it[1] for it in items]), width_note]}
     return cams, pts, cols, meta
