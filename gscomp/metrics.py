@@ -36,12 +36,25 @@ def ssim(img: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float
     """SSIM as the 3DGS reference evaluates it (and with it the papers that report 3DGS and
     compression results): 11x11 Gaussian window, sigma 1.5, Wang et al. constants, zero-padded
     'same' filtering, averaged over every pixel and channel. (scikit-image averages over the
-    valid region only, which gives lower values on small images.)"""
-    from .train.losses import ssim as _ssim
+    valid region only, which gives lower values on small images.) In float64, filtered with
+    scipy's 1D correlations: 10x faster than torch's float64 convolutions (5.5-9 s for one 1600x1200
+    view), the same value to 1e-15."""
+    from scipy.ndimage import correlate1d
 
-    a = torch.from_numpy(np.clip(_np(img), 0, 1).astype(np.float64))
-    b = torch.from_numpy(_np(gt).astype(np.float64))
-    return float(_ssim(a, b, same=True))
+    from .train.losses import _gauss_1d
+
+    w = _gauss_1d(11, 1.5, torch.float64, "cpu").numpy()
+
+    def blur(x):  # (H, W, C): along the rows, then the columns; zero padding
+        return correlate1d(correlate1d(x, w, axis=1, mode="constant"), w, axis=0, mode="constant")
+
+    a = np.clip(_np(img), 0, 1).astype(np.float64)
+    b = _np(gt).astype(np.float64)
+    mu_a, mu_b = blur(a), blur(b)
+    ma2, mb2, mab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
+    va, vb, cov = blur(a * a) - ma2, blur(b * b) - mb2, blur(a * b) - mab
+    c1, c2 = 0.01**2, 0.03**2
+    return float((((2 * mab + c1) * (2 * cov + c2)) / ((ma2 + mb2 + c1) * (va + vb + c2))).mean())
 
 
 def _np(x) -> np.ndarray:
