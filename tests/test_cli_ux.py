@@ -5,10 +5,11 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
-from conftest import shared
+from conftest import SHARED, shared
 
 import gscomp
 from gscomp.cli import USAGE, main
@@ -183,14 +184,43 @@ def test_names_with_brackets_are_printed_as_they_are(tmp_path, capsys):
         assert code == 0 and out.splitlines()[0].startswith(str(tmp_path / first)), err
     assert "pipeline '[/b]'" in out
 
-def test_info_on_another_splat_file_says_what_it_reads(tmp_path, capsys):
-    p = tmp_path / "s.ply"
-    p.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
-    code, out, err = cli(["info", p], capsys)
-    assert (code, out) == (2, "") and err == (f"error: {p}: a ply file, not a .gsz: info reads .gsz files "
-                                              f"(gscomp compress {p} OUT.gsz makes one)\n")
-    (tmp_path / "s.gsz").write_bytes(p.read_bytes())  # by its name a .gsz: the container's own error
+def test_info_on_other_splat_files(tmp_path, capsys, random_splats):
+    """info refused every file but a .gsz ("a ply file, not a .gsz"); it now tells any splat file's
+    format, count, SH degree, size on disk and bits per Gaussian, and the box of its means."""
+    from gscomp.io import load_splats, save_splats
+
+    sp = random_splats(300, sh_degree=2)
+    for name, fmt, deg in (("s.ply", "ply", 2), ("s.compressed.ply", "compressed-ply", 2), ("s.spz", "spz", 2),
+                           ("s.splat", "splat", 0)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (.splat drops SH rest)
+            save_splats(tmp_path / name, sp)
+        code, out, err = cli(["info", tmp_path / name, "--json"], capsys)
+        assert code == 0, err
+        info = json.loads(out)
+        size = (tmp_path / name).stat().st_size
+        means = load_splats(tmp_path / name).means.double()
+        assert (info["format"], info["n"], info["sh_degree"], info["total_bytes"]) == (fmt, 300, deg, size)
+        assert info["bits_per_gaussian"] == pytest.approx(8 * size / 300)
+        assert info["bounds"] == [means.min(0).values.tolist(), means.max(0).values.tolist()]
+        code, out, err = cli(["info", tmp_path / name], capsys)
+        assert code == 0 and out.startswith(f"{tmp_path / name}: ") and "300 Gaussians, SH degree" in out
+        assert f"{size:,} bytes ({size / 300:.2f} B" in out and "means within (" in out
+    empty = tmp_path / "e.ply"
+    save_splats(empty, random_splats(0, sh_degree=0))
+    info = json.loads(cli(["info", empty, "--json"], capsys)[1])
+    assert (info["n"], info["bits_per_gaussian"], info["bounds"]) == (0, None, None)
+    assert "0 Gaussians" in cli(["info", empty], capsys)[1]
+    (tmp_path / "bad.ply").write_bytes(b"ply\nformat ascii 1.0\nelement vertex 2\nend_header\n")
+    code, out, err = cli(["info", tmp_path / "bad.ply"], capsys)
+    assert (code, out) == (2, "") and err.startswith(f"error: {tmp_path / 'bad.ply'}") and err.count("\n") == 1
+    (tmp_path / "s.gsz").write_bytes(empty.read_bytes())  # by its name a .gsz: the container's own error
     assert cli(["info", tmp_path / "s.gsz"], capsys)[::2] == (2, f"error: {tmp_path / 's.gsz'}: not a .gsz file (bad magic)\n")
+    sog = SHARED / "splats/playbot/6_0"
+    if sog.is_dir():  # a SOG folder: meta.json and its images
+        info = json.loads(cli(["info", sog, "--json"], capsys)[1])
+        assert info["format"] == "sog" and info["n"] == len(load_splats(sog)) and info["sh_degree"] == 2
+        assert info["total_bytes"] == sum(f.stat().st_size for f in sog.iterdir())
 
 
 def test_decode_notes_what_the_format_drops(gsz, tmp_path, capsys):

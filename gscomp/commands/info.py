@@ -1,13 +1,16 @@
-"""`gscomp info IN.gsz [--json]`: version, counts, bytes per section, bits per Gaussian."""
+"""`gscomp info FILE [--json]`: of a .gsz, its version, counts, bytes per section and bits per
+Gaussian; of any other splat file, its format, count, SH degree and bytes per Gaussian."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ..errors import GscompError
 from ..fileio import input_file
 from .common import file_args, stdout_console, usage_error, wants_help
 
-USAGE = "usage: gscomp info IN.gsz [--json]"
+USAGE = ("usage: gscomp info FILE [--json]   (a .gsz: its sections and bits per attribute; any other splat file gscomp "
+         "reads: its format, count and size)")
 
 
 def run(argv: list[str]) -> int:
@@ -20,20 +23,22 @@ def run(argv: list[str]) -> int:
     if opts or len(rest) != 1:
         raise usage_error(USAGE, opts)
     from ..codec import gsz_info
-    from ..io import FormatError, detect_format
+    from ..io import FormatError, detect_format, splat_file_info
 
+    if Path(rest[0]).is_dir():  # a SOG scene's folder
+        return _show_splat_file(splat_file_info(rest[0]), as_json)
     src = input_file(rest[0])
     try:
         info = gsz_info(src)
-    except FormatError as err:  # another splat file: say what info reads, and how to get one
+    except FormatError as err:  # another splat file
         try:
             fmt = detect_format(src)
         except GscompError:
             fmt = "gsz"
         if fmt == "gsz" or "not a .gsz file" not in str(err):
             raise
-        raise GscompError(f"{src}: a {fmt} file, not a .gsz: info reads .gsz files "
-                          f"(gscomp compress {src} OUT.gsz makes one)") from None
+        return _show_splat_file(splat_file_info(src), as_json)
+    info["format"] = "gsz"
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
@@ -57,3 +62,25 @@ def run(argv: list[str]) -> int:
     per = ", ".join(f"{k} {v:.2f}" for k, v in info["bits_per_gaussian_per_attribute"].items()) if n else "- (no Gaussians)"
     c.print(f"bits per Gaussian by attribute: {per}")
     return 0
+
+
+def _show_splat_file(info: dict, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    from rich.markup import escape as e
+
+    n, total = info["n"], info["total_bytes"]
+    per = f" ({total / n:.2f} B, {info['bits_per_gaussian']:.1f} bits per Gaussian)" if n else ""
+    line = (f"[b]{e(info['path'])}[/b]: {FORMAT_NAMES.get(info['format'], info['format'])}, {n:,} Gaussians, "
+            f"SH degree {info['sh_degree']}, " + ("antialiased render mode, " if info["antialiased"] else "")
+            + f"{total:,} bytes{per}")
+    if info["bounds"] is not None:
+        lo, hi = info["bounds"]
+        line += f"; means within ({', '.join(f'{v:.4g}' for v in lo)}) .. ({', '.join(f'{v:.4g}' for v in hi)})"
+    stdout_console().print(line)
+    return 0
+
+
+FORMAT_NAMES = {"ply": "INRIA .ply", "compressed-ply": "PlayCanvas compressed .ply", "spz": "Niantic SPZ",
+                "splat": "antimatter15 .splat", "ksplat": "mkkellogg .ksplat", "sog": "PlayCanvas SOG"}

@@ -107,6 +107,31 @@ def stored_size(path: str | os.PathLike) -> int:
     return p.stat().st_size + sum(f.stat().st_size for f in files)
 
 
+def splat_file_info(path: str | os.PathLike) -> dict:
+    """What `gscomp info` tells of a splat file other than a `.gsz` (reading the whole scene):
+    ``format`` ('compressed-ply' for PlayCanvas's layout), ``n``, ``sh_degree``, ``antialiased``,
+    ``total_bytes`` on disk (a SOG scene: meta.json and the images it lists), ``bits_per_gaussian``
+    (None without Gaussians) and ``bounds``, the box of the finite means as [min xyz, max xyz]
+    (None without any), as `gscomp.codec.gsz_info` has them."""
+    fmt = detect_format(path)
+    if fmt == "gsz":
+        raise GscompError(f"{path}: a .gsz file: gscomp.codec.gsz_info reads it")
+    splats = load_splats(path)
+    if fmt == "ply":
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        if b"\nelement chunk " in head.split(b"end_header", 1)[0]:
+            fmt = "compressed-ply"
+    n, total = len(splats), stored_size(path)
+    means = splats.means.detach().double()
+    means = means[means.isfinite().all(1)]
+    return {"path": str(path), "format": fmt, "n": n, "sh_degree": splats.sh_degree,
+            "antialiased": bool(splats.antialiased), "total_bytes": total,
+            "bits_per_gaussian": round(8.0 * total / n, 4) if n else None,
+            "bounds": [[v + 0.0 for v in m.tolist()] for m in (means.min(0).values, means.max(0).values)]
+            if len(means) else None}  # (+ 0.0: no -0)
+
+
 def save_splats(path: str | os.PathLike, splats: Splats) -> None:
     """Write ``splats`` to ``path`` atomically, the format chosen by the extension (a name ending in
     `.compressed.ply` is PlayCanvas's compressed layout, any other `.ply` INRIA's). `.ply`,
@@ -144,4 +169,5 @@ def save_splats(path: str | os.PathLike, splats: Splats) -> None:
                           f"(supported: {', '.join(WRITE_EXTS)}; use the codec for .gsz)")
 
 
-__all__ = ["load_splats", "save_splats", "stored_size", "LossySaveWarning", "detect_format", "read_ply", "write_ply", "FormatError"]
+__all__ = ["load_splats", "save_splats", "stored_size", "splat_file_info", "LossySaveWarning", "detect_format", "read_ply", "write_ply",
+           "FormatError"]
