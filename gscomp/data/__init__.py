@@ -219,6 +219,7 @@ def backdrop_warning(cams: Sequence[Camera], bg) -> str | None:
     must paint the backdrop with Gaussians). RGBA images are composited over ``bg``: no issue."""
     if not cams or any(c.alpha is not None for c in cams):
         return None
+
     def border(img):  # the two outermost pixel rows and columns
         return torch.cat([img[:2].reshape(-1, 3), img[-2:].reshape(-1, 3), img[:, :2].reshape(-1, 3),
                           img[:, -2:].reshape(-1, 3)])

@@ -18,7 +18,7 @@ import torch
 
 from ..camera import Camera, Photo, affine_inverse
 from ..errors import FormatError, GscompError, LayoutError, check_int, one_line
-from .images import capped_scale, check_image_memory, find_image, image_size, open_image, parallel_map, rotation_note
+from .images import capped_scale, check_image_sizes, find_image, image_size, open_image, parallel_map, rotation_note
 
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -161,9 +161,9 @@ def load_blender(path: str | os.PathLike, *, downscale: float = 1, background=(1
             if test is not None:
                 break
     train_frames = subsample(train[0], max_images)
-    width_note = check_image_memory([(fr[1], 1.0 / downscale)
-                                     for fr in train_frames + (test[0] if test is not None else [])],
-                                    f"Blender scene {root}", downscale, max_width)
+    width_note = check_image_sizes([(fr[1], 1.0 / downscale)
+                                    for fr in train_frames + (test[0] if test is not None else [])],
+                                   f"Blender scene {root}", downscale, max_width)
     train_cams = _load_views(train_frames, train[1], "train", downscale, background, threads, max_width)
     test_cams = None
     if test is not None:

@@ -21,7 +21,7 @@ import torch
 
 from ..camera import Camera, Photo
 from ..errors import FormatError, GscompError, LayoutError
-from .images import (cache_key, cache_root, capped_scale, check_image_memory, file_stamp, image_size, load_cached_png,
+from .images import (cache_key, cache_root, capped_scale, check_image_sizes, file_stamp, image_size, load_cached_png,
                      open_image, parallel_map, resize, rotation_note, save_png_atomic)
 
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
@@ -435,8 +435,8 @@ def load_colmap(path: str | os.PathLike, *, downscale: float = 1, background=(1.
         cam.image = Photo(arr, background)
         return cam
 
-    width_note = check_image_memory([(image_dir / name, scale) for name, _, _ in jobs], f"COLMAP scene {root}",
-                                    downscale, max_width)
+    width_note = check_image_sizes([(image_dir / name, scale) for name, _, _ in jobs], f"COLMAP scene {root}",
+                                   downscale, max_width)
     cams = parallel_map(one, jobs, threads)
     ids = sorted(rec.points3D)
     pts = np.array([rec.points3D[i].xyz for i in ids], dtype=np.float32).reshape(-1, 3)

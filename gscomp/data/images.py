@@ -185,13 +185,14 @@ def capped_scale(width: int, scale: float, max_width: int) -> float:
     return max_width / width if max_width and width * scale > max_width else scale
 
 
-def check_image_memory(images: Sequence[tuple[str | os.PathLike, float]], what: str, downscale: float,
-                       max_width: int = 0) -> str | None:
-    """Refuse, before decoding any, images whose pixels would take more than half the memory
-    available (training needs the rest): such a run would otherwise decode for minutes and then be
-    killed by the OOM killer with no message. ``images``: (path, scale applied) pairs, the scale
+def check_image_sizes(images: Sequence[tuple[str | os.PathLike, float]], what: str, downscale: float,
+                      max_width: int = 0) -> str | None:
+    """From the images' headers, before any is decoded: refuse images whose pixels would take more
+    than half the memory available (training needs the rest; such a run would otherwise decode for
+    minutes and then be killed by the OOM killer with no message), and return a note when
+    ``max_width`` shrinks any (else None). ``images``: (path, scale applied) pairs, the scale
     before ``max_width``'s cap (`capped_scale`); ``downscale``: the data.downscale they are loaded
-    with (the advice multiplies it). Returns a note when the cap shrinks any image, else None."""
+    with (the advice multiplies it)."""
     found = [(image_size(p), scale) for p, scale in images if Path(p).is_file()]  # (the loader names missing ones)
     capped = [(w, h) for (w, h), scale in found if capped_scale(w, scale, max_width) != scale]
     note = None

@@ -27,7 +27,7 @@ import numpy as np
 from ..camera import Camera, Photo
 from ..errors import DataWarning, FormatError, GscompError, LayoutError, one_line
 from .blender import c2w_opengl_to_w2c, random_points, read_json
-from .images import check_image_memory, find_image, image_size, parallel_map, rotation_note
+from .images import check_image_sizes, find_image, image_size, parallel_map, rotation_note
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x", "camera_angle_y",
                   "k1", "k2", "k3", "k4", "p1", "p2", "is_fisheye", "camera_model")
@@ -215,7 +215,7 @@ def load_ngp(path: str | os.PathLike, *, downscale: float = 1, background=(1.0, 
         cam.image = Photo(arr, background)
         return cam
 
-    width_note = check_image_memory([(it[1], 1.0 / downscale) for it in items], f"scene {jpath}", downscale, max_width)
+    width_note = check_image_sizes([(it[1], 1.0 / downscale) for it in items], f"scene {jpath}", downscale, max_width)
     _pycolmap()  # here, not first in a loader thread (`colmap._pycolmap`)
     cams = parallel_map(one, items, threads)
     scale = _num(meta_json, "scale", str(jpath))
