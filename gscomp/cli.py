@@ -8,7 +8,7 @@ plain arguments; an argument that exists on disk is a path even when it contains
 
 User errors (`GscompError`) print one line `error: ...` and exit with status 2. So do errors of
 the file system (OSError) and running out of memory. Anything else is a bug of ours: one
-`error: internal error ...` line and status 1, with the traceback only when GSCOMP_DEBUG is set.
+`error: internal error ...` line and status 1, with the traceback only when GSCOMP_DEBUG=1.
 """
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ def _main(argv: list[str]) -> int:
     # check for non-finite results themselves and say so in their one-line error)
     warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero|underflow) encountered",
                             RuntimeWarning)
-    if not os.environ.get("GSCOMP_DEBUG"):
+    if os.environ.get("GSCOMP_DEBUG") != "1":
         # Hydra prints --info/--cfg through `logging`, whose handlers print a traceback for each
         # record they fail to write (e.g. to a closed pipe: `... --info | head`); drop them quietly
         logging.raiseExceptions = False
@@ -227,7 +227,7 @@ def _main(argv: list[str]) -> int:
         if _out_of_memory(e):
             print("error: out of memory (the input is larger than this machine can hold, or corrupt)", file=sys.stderr)
             return 2
-        if os.environ.get("GSCOMP_DEBUG"):
+        if os.environ.get("GSCOMP_DEBUG") == "1":
             raise
         print(f"error: internal error ({type(e).__name__}: {one_line(e, 300)}); GSCOMP_DEBUG=1 shows the traceback",
               file=sys.stderr)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -118,25 +119,34 @@ def searchpath_override(config_dir: Path) -> str:
     return "hydra.searchpath=[" + quote_value("file://" + str(config_dir)) + "]"  # (not as_uri: Hydra does not undo %-escapes)
 
 
+# Hydra's state is process-wide: two threads composing at once took each other's (a thread-pool
+# service failed 1-3% of its encodes and was left with gscomp's Hydra state, qa36_A)
+_HYDRA_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
 def own_hydra(version_base: str | None = "1.3"):
     """Hydra initialised on gscomp's configs for the ``with`` block, and the caller's own Hydra
     state (a running ``@hydra.main`` app, an ``initialize()`` of theirs, their version base) put
-    back after it, untouched: library calls that compose a config must not reset the user's."""
+    back after it, untouched: library calls that compose a config must not reset the user's.
+    One thread at a time (a lock): Hydra's state is the process's. A thread of the caller's that
+    uses Hydra while one of gscomp's blocks runs sees gscomp's state, so services that compose
+    configs of their own in other threads should build their `Pipeline`s once, up front."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.singleton import Singleton
     from hydra.version import VersionBase
 
     own = (GlobalHydra, VersionBase)  # (initialize_config_dir refuses an initialised GlobalHydra)
-    saved = {k: Singleton._instances.pop(k) for k in own if k in Singleton._instances}
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=version_base):
-            yield
-    finally:
-        for k in own:
-            Singleton._instances.pop(k, None)
-        Singleton._instances.update(saved)
+    with _HYDRA_LOCK:
+        saved = {k: Singleton._instances.pop(k) for k in own if k in Singleton._instances}
+        try:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=version_base):
+                yield
+        finally:
+            for k in own:
+                Singleton._instances.pop(k, None)
+            Singleton._instances.update(saved)
 
 
 def compose(config_name: str, overrides: list[str] | None = None):

@@ -469,10 +469,34 @@ def test_cli_internal_error_is_one_line(monkeypatch, capsys):
         raise KeyError("deliberately broken")
 
     monkeypatch.setattr(info, "run", boom)
-    monkeypatch.delenv("GSCOMP_DEBUG", raising=False)
-    assert main(["info", "x.gsz"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: internal error (KeyError") and len(err.strip().splitlines()) == 1, err
+    for debug in (None, "0", ""):  # (GSCOMP_DEBUG=0 showed the traceback: any value counted, qa36_A)
+        if debug is None:
+            monkeypatch.delenv("GSCOMP_DEBUG", raising=False)
+        else:
+            monkeypatch.setenv("GSCOMP_DEBUG", debug)
+        assert main(["info", "x.gsz"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: internal error (KeyError") and len(err.strip().splitlines()) == 1, err
+    monkeypatch.setenv("GSCOMP_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(["info", "x.gsz"])
+
+
+def test_bad_rans_backend_and_decode_bytes_of_a_path(tmp_path):
+    """GSCOMP_RANS=bogus was taken as auto in silence, and decode_bytes(a path) raised a bare
+    TypeError that a service catching GscompError missed (qa36_A)."""
+    import subprocess
+    import sys
+
+    from gscomp.codec import decode_bytes
+
+    r = subprocess.run([sys.executable, "-c", "import gscomp.codec.entropy as E; print(E._BACKEND)"],
+                       env={**os.environ, "GSCOMP_RANS": "bogus"}, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "auto", r.stderr
+    assert "GSCOMP_RANS='bogus' is none of auto, native, constriction: auto is used" in r.stderr
+    for bad, msg in ((str(tmp_path / "x.gsz"), "got str \\(decode_gsz reads a path\\)"), (None, "got NoneType$")):
+        with pytest.raises(GscompError, match=msg):
+            decode_bytes(bad)
 
 
 def test_log2_counts_is_the_c_library_log2():

@@ -135,6 +135,42 @@ def test_presets_leave_the_callers_hydra_alone(tmp_path):
     assert not GlobalHydra.instance().is_initialized()
 
 
+def test_presets_compose_in_threads(tmp_path):
+    """Composing a preset swapped Hydra's process-wide state with no lock: two threads at once
+    failed 1-3% of their calls ("bad pipeline config: <class GlobalHydra>") and left Hydra
+    initialised, or the caller's own Hydra replaced (qa36_A). Composing is now one thread at a
+    time, and a built-in preset is composed once (a copy each call)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from gscomp.commands import compress
+
+    (tmp_path / "config.yaml").write_text("lr: 0.1\n")
+    errors, done = [], []
+
+    def work(t):
+        try:
+            for i in range(12):  # distinct overrides: each one composed, none from the cache
+                p = Pipeline.preset("high", f"pipeline.stages.positions.bits={10 + (12 * t + i) % 9}")
+                done.append(p)
+        except Exception as e:  # (reported below)
+            errors.append(repr(e))
+
+    with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(3)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert errors == [] and len(done) == 36
+        assert compose("config").lr == 0.1  # the caller's own Hydra, intact
+    assert not GlobalHydra.instance().is_initialized()
+    a = compress.compose_pipeline(["pipeline=compact"])
+    a["stages"]["importance"]["views"] = 1  # a caller's change does not reach the cached preset
+    assert compress.compose_pipeline(["pipeline=compact"])["stages"]["importance"]["views"] == 16
+    assert ("+pipeline=compact",) in compress._COMPOSED
+
+
 def test_one_pipeline_codes_each_scene_as_a_fresh_one_would(random_splats):
     """Post-hoc c3dgs fits its colour field and R-VQ codebooks to the scene it codes; they were
     kept on the pipeline's stages, so its next scene was coded with the first one's."""

@@ -121,6 +121,9 @@ def decode_bytes(data: bytes, what: str = "file"):
     names it in error messages."""
     from ..stages.pipeline import Pipeline
 
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # (a path: decode_gsz reads files)
+        raise GscompError(f"decode_bytes takes the file's bytes, got {type(data).__name__}"
+                          + (" (decode_gsz reads a path)" if isinstance(data, (str, os.PathLike)) else ""))
     header, sections = unpack_gsz(data, what)
     try:
         return Pipeline.decode(header, sections)

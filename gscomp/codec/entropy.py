@@ -34,6 +34,7 @@ import math
 import os
 import struct
 import sys
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -280,6 +281,9 @@ def unpack_bits(data: bytes | memoryview, widths, count: int) -> np.ndarray:
 # (single core, holds the GIL), which is the fallback when the extension cannot be built and the
 # reference the native coder is tested against. GSCOMP_RANS=native|constriction|auto (default).
 _BACKEND = os.environ.get("GSCOMP_RANS", "auto")
+if _BACKEND not in ("auto", "native", "constriction"):
+    warnings.warn(f"GSCOMP_RANS={_BACKEND!r} is none of auto, native, constriction: auto is used", stacklevel=1)
+    _BACKEND = "auto"
 _native_state: dict = {}
 
 
