@@ -223,6 +223,27 @@ def test_info_on_other_splat_files(tmp_path, capsys, random_splats):
         assert info["total_bytes"] == sum(f.stat().st_size for f in sog.iterdir())
 
 
+def test_compress_and_decode_json(tmp_path, capsys, random_splats):
+    """compress and decode printed a table and a line for people only: a script had to parse them
+    or run info again (qa36_A). --json prints the summary as JSON; notes stay on stderr."""
+    from gscomp.io import save_splats
+
+    src = tmp_path / "s.ply"
+    save_splats(src, random_splats(200, sh_degree=1))
+    code, out, err = cli(["compress", src, tmp_path / "s.gsz", "pipeline=medium", "--json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    size = (tmp_path / "s.gsz").stat().st_size
+    assert (d["n"], d["pipeline"], d["total_bytes"], d["input_bytes"]) == (200, "medium", size, src.stat().st_size)
+    assert d["ratio"] == round(src.stat().st_size / size, 4) and d["seconds"] > 0 and d["output"] == str(tmp_path / "s.gsz")
+    assert sum(d["sections"].values()) + d["header_bytes"] == size
+    code, out, err = cli(["decode", tmp_path / "s.gsz", tmp_path / "d.splat", "--json"], capsys)
+    d = json.loads(out)
+    assert code == 0 and (d["n"], d["sh_degree"], d["output_bytes"]) == (200, 1, (tmp_path / "d.splat").stat().st_size)
+    assert err.startswith("note: .splat keeps SH degree 0 only")
+    assert cli(["decode", tmp_path / "s.gsz", tmp_path / "e.ply", "--jsn"], capsys)[0] == 2
+
+
 def test_decode_notes_what_the_format_drops(gsz, tmp_path, capsys):
     """.ply keeps everything; .splat drops SH above degree 0 and clamps DC colours to [0, 1]; SPZ
     clamps to its fixed 8-bit ranges (this real scene has one log-scale below -10)."""

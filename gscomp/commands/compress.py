@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,8 +16,8 @@ from ..errors import GscompError
 from ..fileio import check_not_input, check_regular, output_file
 from .common import split_args, stdout_console, usage_error, wants_help
 
-USAGE = ("usage: gscomp compress IN OUT.gsz [--cameras PATH] [--render-mode MODE] [--config-dir DIR] [pipeline=PRESET] "
-         "[pipeline.KEY=VALUE ...]")
+USAGE = ("usage: gscomp compress IN OUT.gsz [--cameras PATH] [--render-mode MODE] [--config-dir DIR] [--json] "
+         "[pipeline=PRESET] [pipeline.KEY=VALUE ...]")
 HELP = f"""{USAGE}
        gscomp compress data=KIND data.path=DIR pipeline=PRESET out=OUT [key=value ...]
 
@@ -27,7 +28,7 @@ from (cameras.json, a COLMAP model or a capture folder). --render-mode antialias
 mode the scene was made for, where IN cannot say (a .ply from gsplat's antialiased training); by
 default IN's own (a .gsz's, SPZ's flag, gscomp's .ply comment; Mip-Splatting's .ply are
 antialiased). --config-dir DIR: presets of your own, DIR/pipeline/NAME.yaml for pipeline=NAME (as
-in every Hydra verb).
+in every Hydra verb). --json: the summary as JSON on stdout (sizes per section, ratio, time).
 The second form trains from images with the pipeline's stages, then compresses (the same as
 `gscomp train-and-compress`); `gscomp compress data=KIND --help` lists its config."""
 
@@ -164,6 +165,8 @@ def run(argv: list[str]) -> int:
     if wants_help(opts):
         print(HELP)
         return 0
+    as_json = "--json" in opts
+    opts = [o for o in opts if o != "--json"]
     if opts or len(pos) != 2:
         raise usage_error(USAGE, opts)
     src, dst = Path(pos[0]), output_file(pos[1])
@@ -196,6 +199,12 @@ def run(argv: list[str]) -> int:
     with encode_progress() as progress:
         stats = encode_gsz(splats, dst, pipe, state=state, progress=progress, consume=True)
     dt = time.perf_counter() - t0
+    if as_json:
+        n, total = stats["n"], stats["total_bytes"]
+        print(json.dumps({**stats, "input": str(src), "input_bytes": src_bytes, "output": str(dst),
+                          "ratio": round(src_bytes / total, 4) if n and total else None, "seconds": round(dt, 4),
+                          "gaussians_per_second": round(n / dt) if n and dt > 0 else None}, indent=2))
+        return 0
     print_stats(stats, src, src_bytes, dt)
     return 0
 

@@ -4,6 +4,7 @@ IN may also be any splat file gscomp reads (.spz, .splat, .ksplat, compressed.pl
 the same verb converts between formats."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 import warnings
@@ -13,8 +14,9 @@ from ..errors import GscompError
 from ..fileio import check_not_input, input_file, output_file
 from .common import file_args, usage_error, wants_help
 
-USAGE = ("usage: gscomp decode IN OUT.ply|OUT.compressed.ply|OUT.spz|OUT.splat\n"
-         "  IN: a .gsz, or any splat file gscomp reads (.ply, .spz, .splat, .ksplat, compressed.ply, SOG)")
+USAGE = ("usage: gscomp decode IN OUT.ply|OUT.compressed.ply|OUT.spz|OUT.splat [--json]\n"
+         "  IN: a .gsz, or any splat file gscomp reads (.ply, .spz, .splat, .ksplat, compressed.ply, SOG)\n"
+         "  --json: the summary as JSON on stdout")
 
 
 BIG_WRITE = 1_000_000  # Gaussians: above this, a line says the output is being written
@@ -25,6 +27,8 @@ def run(argv: list[str]) -> int:
         print(USAGE)
         return 0
     args, opts = file_args(argv)
+    as_json = "--json" in opts
+    opts = [o for o in opts if o != "--json"]
     if opts or len(args) != 2:
         raise usage_error(USAGE, opts)
     src = Path(args[0])
@@ -48,8 +52,13 @@ def run(argv: list[str]) -> int:
         warnings.simplefilter("always", LossySaveWarning)
         save_splats(dst, splats)
     wt = time.perf_counter() - t1
-    print(f"decoded {n:,} Gaussian{'' if n == 1 else 's'} (SH {splats.sh_degree}) in {dt:.2f} s, written in {wt:.2f} s "
-          f"-> {dst}")
+    if as_json:
+        print(json.dumps({"input": str(src), "output": str(dst), "n": n, "sh_degree": splats.sh_degree,
+                          "antialiased": bool(splats.antialiased), "output_bytes": dst.stat().st_size,
+                          "decode_seconds": round(dt, 4), "write_seconds": round(wt, 4)}, indent=2))
+    else:
+        print(f"decoded {n:,} Gaussian{'' if n == 1 else 's'} (SH {splats.sh_degree}) in {dt:.2f} s, written in "
+              f"{wt:.2f} s -> {dst}")
     if not n:
         print(f"note: the scene holds no Gaussians; {dst.name} is valid, but many viewers refuse an empty file",
               file=sys.stderr)
