@@ -41,7 +41,7 @@ def ssim(img: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float
     view), the same value to 1e-15."""
     from scipy.ndimage import correlate1d
 
-    from .train.losses import _gauss_1d
+    from .train.losses import C1, C2, _gauss_1d
 
     w = _gauss_1d(11, 1.5, torch.float64, "cpu").numpy()
 
@@ -53,8 +53,7 @@ def ssim(img: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> float
     mu_a, mu_b = blur(a), blur(b)
     ma2, mb2, mab = mu_a * mu_a, mu_b * mu_b, mu_a * mu_b
     va, vb, cov = blur(a * a) - ma2, blur(b * b) - mb2, blur(a * b) - mab
-    c1, c2 = 0.01**2, 0.03**2
-    return float((((2 * mab + c1) * (2 * cov + c2)) / ((ma2 + mb2 + c1) * (va + vb + c2))).mean())
+    return float((((2 * mab + C1) * (2 * cov + C2)) / ((ma2 + mb2 + C1) * (va + vb + C2))).mean())
 
 
 def _np(x) -> np.ndarray:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 _WINDOWS: dict[tuple, torch.Tensor] = {}
+C1, C2 = 0.01**2, 0.03**2  # Wang et al.'s constants for images in [0, 1]
 
 
 def _gauss_1d(size: int, sigma: float, dtype, device) -> torch.Tensor:
@@ -65,8 +66,6 @@ class _NativeSSIM(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         return g * grad, None, None, None
 
-
-C1, C2 = 0.01**2, 0.03**2  # Wang et al.'s constants for images in [0, 1]
 
 
 def ssim(img: torch.Tensor, gt: torch.Tensor, window: int = 11, sigma: float = 1.5,
