@@ -67,7 +67,6 @@ class _NativeSSIM(torch.autograd.Function):
         return g * grad, None, None, None
 
 
-
 def ssim(img: torch.Tensor, gt: torch.Tensor, window: int = 11, sigma: float = 1.5,
          same: bool = False) -> torch.Tensor:
     """Mean SSIM of images shaped (H, W, 3) or (B, H, W, 3) in [0, 1] (Wang et al. 2004 constants,
