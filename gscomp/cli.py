@@ -150,6 +150,7 @@ def _print_only(text: str) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    stdout_closed = sys.stdout is None
     for name in ("stdout", "stderr"):  # closed (`gscomp ... >&-`): Python sets them to None
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))
@@ -165,6 +166,11 @@ def _main(argv: list[str]) -> int:
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
         print(f"error: unknown verb {verb!r}; run `gscomp --help`", file=sys.stderr)
+        return 2
+    if stdout_closed and (verb == "info" or "--json" in rest):  # (their result is what they print; a
+        # file-writing verb without --json still runs, its summary going nowhere)
+        what = "`gscomp info`" if verb == "info" else "--json"
+        print(f"error: stdout is closed, and {what} prints its result there", file=sys.stderr)
         return 2
     try:
         os.getcwd()

@@ -88,9 +88,11 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: b
         parent.mkdir(parents=True, exist_ok=True)
     elif not parent.is_dir():
         raise GscompError(f"{path}: directory {parent} does not exist")
-    if dest.is_dir():
+    # (checked through ``path``, which follows every link: a link to /dev/stdout resolves to
+    # /proc/self/fd/1 and on to a pipe's pseudo-name, which realpath gives as a missing file)
+    if path.is_dir():
         raise GscompError(f"{path}: is a directory")
-    if dest.exists() and not dest.is_file():  # (a rename would put a file where /dev/null was)
+    if path.exists() and not path.is_file():  # (a rename would put a file where /dev/null was)
         raise GscompError(f"{path}: not a regular file (a pipe, device or socket); give a file name")
     if sweep:
         _remove_stale_temps(dest)

@@ -116,8 +116,7 @@ def test_closed_stdout_pipe_is_quiet(gsz, args, tmp_path):
     assert p.wait(timeout=120) == 0 and err == ""
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"], ["info", "GSZ"], ["decode", "GSZ", "OUT"],
-                                  ["train", "--cfg", "job"]])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["decode", "GSZ", "OUT"], ["train", "--cfg", "job"]])
 def test_stdout_closed_or_on_a_full_disk(gsz, args, tmp_path):
     """`>&-` made sys.stdout None: an internal error after the output was written; --help and
     --version on /dev/full printed a traceback."""
@@ -130,6 +129,18 @@ def test_stdout_closed_or_on_a_full_disk(gsz, args, tmp_path):
             r = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=env)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "No space left on device" in r.stderr, r.stderr
         assert r.stderr.startswith("error: cannot write to stdout: "), r.stderr  # (not the output file)
+
+
+@pytest.mark.parametrize("args", [["info", "GSZ"], ["info", "GSZ", "--json"], ["decode", "GSZ", "OUT", "--json"]])
+def test_a_closed_stdout_fails_what_prints_its_result(gsz, args, tmp_path):
+    """`info` and --json print their result: with stdout closed (`>&-`) they exited 0 having
+    shown nothing; now one line and status 2, before any work (no output file written)."""
+    out = tmp_path / "o.ply"
+    argv = [sys.executable, "-m", "gscomp", *({"GSZ": str(gsz), "OUT": str(out)}.get(a, a) for a in args)]
+    r = subprocess.run(["bash", "-c", '"$@" >&-', "-", *argv], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("error: stdout is closed"), r.stderr
+    assert not out.exists()
 
 
 def test_a_removed_current_directory_is_named(gsz, tmp_path):

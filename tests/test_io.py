@@ -1271,6 +1271,17 @@ def test_atomic_open_writes_through_a_symlink(tmp_path):
             with atomic_open(p) as f:
                 f.write(b"x")
     assert fifo.exists() and not fifo.is_file() and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    if os.path.isdir("/proc/self/fd"):  # a link to /dev/stdout on a pipe: realpath gives the pipe's
+        # pseudo-name ('/proc/PID/fd/pipe:[...]'), which said "cannot write ...: No such file or directory"
+        r, w = os.pipe()
+        try:
+            (tmp_path / "out.gsz").symlink_to(f"/proc/self/fd/{w}")
+            with pytest.raises(GscompError, match="not a regular file"):
+                with atomic_open(tmp_path / "out.gsz") as f:
+                    f.write(b"x")
+        finally:
+            os.close(r)
+            os.close(w)
 
 
 def test_a_killed_writers_temp_is_removed_by_the_next_write(tmp_path):
