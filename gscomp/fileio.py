@@ -77,10 +77,17 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: b
     """Open a temporary file next to ``path`` for binary writing; on success it is fsynced and
     replaces ``path`` (os.replace), on error it is removed and ``path`` is untouched. A missing
     parent directory is an error unless ``make_parents``. A symbolic link is written through,
-    as ``cp`` does: its target is replaced and the link kept. ``sweep``: first remove the temps
+    as ``cp`` does: its target is replaced and the link kept; one that leads to no file (dangling,
+    a loop) is refused, as ``cp`` refuses it. ``sweep``: first remove the temps
     that killed writes to ``path`` left (one listing of the folder: a cache writing thousands of
     small files into one folder turns it off)."""
     path = Path(path)
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as e:  # (cp refuses a dangling link too: it could create a file anywhere)
+            raise GscompError(f"{path}: a symbolic link that leads to no file ({e.strerror or e}); it is not written "
+                              "through, as cp does not: remove it or give another name") from None
     # the file replaced: the link's target, so the link (and what else points there) stays
     dest = Path(os.path.realpath(path)) if path.is_symlink() else path
     parent = dest.parent if str(dest.parent) else Path(".")
@@ -194,6 +201,8 @@ def input_file(path: str | os.PathLike) -> Path:
         raise GscompError(f"{p}: is a directory")
     check_regular(p)
     if not p.is_file():
+        if p.is_symlink():  # (dangling, or a loop: "no such file" hid that it is a link)
+            raise GscompError(f"{p}: a symbolic link that leads to no file")
         raise GscompError(f"no such file: {p}")
     return p
 

@@ -93,6 +93,34 @@ def test_header_with_nan_tokens_is_not_json(valid, monkeypatch):
             decode_bytes(data)
 
 
+def test_header_numbers_beyond_float64_are_not_json(valid, monkeypatch):
+    """1e400 is a JSON number that Python reads as inf: `gscomp info --json` printed it back as
+    Infinity (qa37_H M2)."""
+    import gscomp.codec.container as C
+
+    header, sections = unpack_gsz(valid)
+    dumps = json.dumps
+    monkeypatch.setattr(C.json, "dumps", lambda *a, **k: dumps(*a, **k).replace('"x":1.5', '"x":1e400'))
+    data = pack_gsz({**header, "stage_header": {"x": 1.5}}, sections)
+    assert b'"x":1e400' in data
+    with pytest.raises(FormatError, match="header is not valid JSON"):
+        decode_bytes(data)
+
+
+def test_a_count_beyond_this_machines_memory_is_refused_before_decoding(valid, monkeypatch):
+    """A file of a few KB may declare millions of Gaussians (the payload rule allows 8 a byte; a
+    padded file is valid): a count whose Splats alone cannot fit is one error, not the OOM killer."""
+    import gscomp.memory as M
+    from gscomp import GscompError
+
+    monkeypatch.setattr(M, "DECODE_COPIES", 10 ** 7)  # (so that this small file "needs" terabytes)
+    with pytest.raises(GscompError, match=r"^scene\.gsz: 300 Gaussians of SH degree 1 need at least .* GB to decode, "
+                                          r"more than the .* GB this machine has available .*GSCOMP_NO_MEMORY_CHECK=1"):
+        decode_bytes(valid, "scene.gsz")
+    monkeypatch.setenv("GSCOMP_NO_MEMORY_CHECK", "1")
+    assert len(decode_bytes(valid)) == 300
+
+
 def test_an_shN_section_with_sh_degree_0_is_refused(valid):
     """The spec: SH degree 0 has no shN section; one there was ignored."""
     header, sections = unpack_gsz(valid)
@@ -140,6 +168,11 @@ def test_hostile_headers_with_valid_checksums(valid):
     variants.append({**header, "pipeline": st})
     for h in variants:
         expect_format_error(pack_gsz(h, sections))
+    for kind in (["positions"], {"a": 1}):  # (said "unhashable type: 'list'")
+        st = json.loads(json.dumps(header["pipeline"]))
+        st["stages"][0]["type"] = kind
+        with pytest.raises(FormatError, match="a stage's type must be a name, got"):
+            decode_bytes(pack_gsz({**header, "pipeline": st}, sections))
     hostile_payloads(valid, 60, seed=3)
 
 

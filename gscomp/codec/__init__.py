@@ -126,7 +126,7 @@ def decode_bytes(data: bytes, what: str = "file"):
                           + (" (decode_gsz reads a path)" if isinstance(data, (str, os.PathLike)) else ""))
     header, sections = unpack_gsz(data, what)
     try:
-        return Pipeline.decode(header, sections)
+        return Pipeline.decode(header, sections, what)
     except FormatError as e:
         raise FormatError(f"{what}: {e}") from None
 

@@ -19,6 +19,7 @@ All integers little-endian. The reader checks everything before it allocates any
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -76,11 +77,22 @@ def _not_json(token: str):
     raise ValueError(f"{token} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float; one beyond float64 (1e400) would come back as inf, which JSON
+    cannot hold (`info --json` printed it as Infinity)."""
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"{text[:40]} is beyond float64")
+    return v
+
+
 def unpack_gsz(data: bytes | memoryview, what: str = "file") -> tuple[dict[str, Any], list[Section]]:
     """Parse and fully validate `.gsz` bytes; any problem is one FormatError line."""
     data = memoryview(data)
     size = len(data)
     if size < PREAMBLE.size:
+        if not size:
+            raise FormatError(f"{what}: empty file (0 bytes)")
         if bytes(data[: min(size, 8)]) == MAGIC[: min(size, 8)]:
             raise FormatError(f"{what}: truncated .gsz ({size} bytes)")
         raise FormatError(f"{what}: not a .gsz file (too short)")
@@ -117,7 +129,7 @@ def unpack_gsz(data: bytes | memoryview, what: str = "file") -> tuple[dict[str, 
         raise FormatError(f"{what}: header checksum mismatch (corrupt file)")
     try:
         header = json.loads(bytes(data[PREAMBLE.size : PREAMBLE.size + hlen]).decode("utf-8"),
-                            parse_constant=_not_json)  # (NaN and Infinity are Python's, not JSON: `info --json` echoed them)
+                            parse_constant=_not_json, parse_float=_finite)  # (NaN and Infinity are Python's, not JSON: `info --json` echoed them)
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise FormatError(f"{what}: header is not valid JSON") from None
     if not isinstance(header, dict):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import GscompError
 from ..fileio import input_file
 from .common import file_args, stdout_console, usage_error, wants_help
 
@@ -28,16 +27,13 @@ def run(argv: list[str]) -> int:
     if Path(rest[0]).is_dir():  # a SOG scene's folder
         return _show_splat_file(splat_file_info(rest[0]), as_json)
     src = input_file(rest[0])
-    try:
-        info = gsz_info(src)
-    except FormatError as err:  # another splat file
-        try:
-            fmt = detect_format(src)
-        except GscompError:
-            fmt = "gsz"
-        if fmt == "gsz" or "not a .gsz file" not in str(err):
-            raise
+    try:  # by its name, as decode reads it (an empty .ply was "a truncated .gsz")
+        fmt = detect_format(src)
+    except FormatError:  # an unknown extension: a .gsz by another name, or gsz_info says what it is not
+        fmt = "gsz"
+    if fmt != "gsz":
         return _show_splat_file(splat_file_info(src), as_json)
+    info = gsz_info(src)
     info["format"] = "gsz"
     if as_json:
         print(json.dumps(info, indent=2))

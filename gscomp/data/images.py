@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..errors import DataWarning, GscompError
 from ..fileio import atomic_open
+from ..memory import NO_MEMORY_CHECK, available_memory
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".webp", ".bmp", ".tif", ".tiff", ".exr")
 
@@ -155,24 +156,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise GscompError(f"cannot read image {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
 
 
-NO_MEMORY_CHECK = "GSCOMP_NO_MEMORY_CHECK"  # =1: load images that look too large for this machine anyway
 BYTES_PER_PIXEL = 4  # 8-bit RGBA, the worst case (a `Photo` keeps the pixels in 8 bits)
-
-
-def available_memory() -> int | None:
-    """Bytes this machine can give a process now (Linux MemAvailable; else the physical memory),
-    or None when neither can be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 MAX_WIDTH = 1600  # data.max_width's default: the 3DGS reference trains wider images at 1.6K wide

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import FormatError, GscompError, one_line
+from ..memory import check_decode_memory
 from ..splats import Splats
 from .common import build_splats, logit, read_bytes
 
@@ -146,7 +148,9 @@ def _rgba(load: Callable[..., bytes], name: str, path, pixels: int) -> np.ndarra
     except GscompError:
         raise
     except Exception as e:  # PIL raises assorted errors on corrupt images
-        raise FormatError(f"{path}: cannot decode texture {_quote(name)} ({one_line(e, 200)})") from None
+        # (PIL names the buffer it was given, '<_io.BytesIO object at 0x7f...>': an address, not a file)
+        why = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", one_line(e))[:200]
+        raise FormatError(f"{path}: cannot decode texture {_quote(name)} ({why})") from None
 
 
 def _image(load: Callable[..., bytes], name: str, path, count: int, width: int) -> np.ndarray:
@@ -186,6 +190,9 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
         what = "legacy SOG v1 (no 'version')" if version is None else f"SOG version {version}"
         raise FormatError(f"{path}: {what} is not supported (only version 2)"[:300])
     n = _int(meta, path, "count")
+    bands = _get(meta, path, "shN", "bands") if meta.get("shN") else 0
+    # (before any texture is decoded: a few KB of WebP can hold millions of pixels)
+    check_decode_memory(n, bands if bands in (1, 2, 3) else 0, path)
 
     # means: 16-bit unorm per axis split over two textures, log-transformed range
     files = _files(meta, path, "means", 2)

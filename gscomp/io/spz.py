@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError, GscompError
+from ..memory import check_decode_memory
 from ..splats import Splats
 from .common import (LossySaveWarning, atomic_write_bytes, build_splats, clamped_rows, flip_yz, logit, normalize_quats,
                      note_degree4, read_bytes, sigmoid, splats_numpy, to_u8)
@@ -133,6 +134,7 @@ def _check_header(name, magic, version, n, deg, lo, hi):
         raise FormatError(f"{name}: unsupported SH degree {deg}")
     if n > 100_000_000:
         raise FormatError(f"{name}: implausible point count {n}")
+    check_decode_memory(n, deg, name)  # (before inflating: a gzip of zeros declares what it likes)
 
 
 def _parse_legacy(raw: bytes, name):

@@ -201,6 +201,8 @@ def build_stage(desc: dict[str, Any]) -> Stage:
 
     desc = dict(desc)
     kind = desc.pop("type", None)
+    if not isinstance(kind, str):  # (a list said "unhashable type: 'list'")
+        raise GscompError(f"a stage's type must be a name, got {kind!r:.80}")
     if kind not in STAGES:
         load_stage_plugins()
     if kind not in STAGES:

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import FormatError, GscompError, Note
+from ..memory import check_decode_memory
 from ..splats import FIELDS, OPACITY_LOGIT_MAX, Splats, first_nonfinite_row, num_sh_rest, take_rows
 from ..codec.posgrid import CORE_DEFAULT
 from .base import PLUGIN_ENV, PLUGIN_GROUP, STAGES, CodingContext, Section, Stage, build_stage, load_stage_plugins
@@ -97,7 +98,7 @@ def _build_for_decoding(desc: dict[str, Any]) -> Stage:
     try:
         return _build(desc)
     except GscompError:
-        cls = STAGES.get(desc.get("type"))
+        cls = STAGES.get(kind) if isinstance(kind, str) else None
         sig = inspect.signature(cls.__init__).parameters if cls is not None else {}
         open_ended = any(a.kind is inspect.Parameter.VAR_KEYWORD for a in sig.values())
         skip = [k for k in desc if k != "type" and (k in getattr(cls, "encoder_params", ())
@@ -459,10 +460,12 @@ class Pipeline:
         return pipe, n, deg, stage_header
 
     @classmethod
-    def decode(cls, header: dict[str, Any], sections: list[Section]) -> Splats:
+    def decode(cls, header: dict[str, Any], sections: list[Section], what: str = "file") -> Splats:
         """The `Splats` of a read header and its sections (`gscomp.codec.decode_gsz` reads them
-        from a file), by the pipeline the header describes."""
+        from a file), by the pipeline the header describes; ``what`` names the file in the error
+        when this machine's memory cannot hold them."""
         pipe, n, deg, stage_header = cls.check_header(header, sections)
+        check_decode_memory(n, deg, what)
         ctx = CodingContext(n=n, sh_degree=deg, header=stage_header)
         by_stage = _by_stage(pipe, sections)
         for nm, st in zip(pipe.names, pipe.stages):
