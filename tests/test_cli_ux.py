@@ -194,6 +194,11 @@ def test_names_with_brackets_are_printed_as_they_are(tmp_path, capsys):
         code, out, err = cli(["info", tmp_path / f], capsys)
         assert code == 0 and out.splitlines()[0].startswith(str(tmp_path / first)), err
     assert "pipeline '[/b]'" in out
+    header["pipeline"]["name"] = "n" * 1_000_000  # (15 MB took 13 s and printed one 15.7 MB line)
+    (tmp_path / "long.gsz").write_bytes(pack_gsz(header, sections))
+    code, out, _ = cli(["info", tmp_path / "long.gsz"], capsys)
+    assert code == 0 and "pipeline 'nnn" in out and "n\u2026" in out and len(out.splitlines()[0]) < 400
+    assert json.loads(cli(["info", tmp_path / "long.gsz", "--json"], capsys)[1])["pipeline"]["name"] == "n" * 1_000_000
 
 def test_info_on_other_splat_files(tmp_path, capsys, random_splats):
     """info refused every file but a .gsz ("a ply file, not a .gsz"); it now tells any splat file's

@@ -15,7 +15,7 @@ import torch
 
 from conftest import shared
 from gscomp import FormatError, GscompError, Splats
-from gscomp.errors import Note
+from gscomp.errors import DataWarning, Note
 from gscomp.io import LossySaveWarning, detect_format, load_splats, save_splats
 from gscomp.io.common import SH_FLIP_YZ, atomic_open, clamped_rows, flip_yz
 from gscomp.io.ply import ply_property_names, read_ply, write_ply
@@ -599,6 +599,17 @@ def test_spz_malformed(tmp_path):
         decode_spz(v4, "x.spz")
 
 
+def test_spz_bytes_after_its_gzip_stream_are_named():
+    data = encode_spz(well_formed(10, 1), version=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref = decode_spz(data, "x.spz")  # (no warning for a file that ends with its stream)
+    for extra in (b"\x00" * 700, gzip.compress(b"a second member")):
+        with pytest.warns(DataWarning, match=rf"x.spz: {len(extra):,} bytes after the SPZ's gzip stream are ignored"):
+            got = decode_spz(data + extra, "x.spz")
+        assert torch.equal(got.means, ref.means)
+
+
 def test_spz_large_coordinates_and_degree_4():
     s = well_formed(10, 0, seed=4)
     s = s.replace(means=s.means * 1000)  # |x| up to ~10^4: fewer fractional bits are used
@@ -1096,6 +1107,9 @@ def test_sog_malformed(tmp_path):
         (dict(meta, scales=dict(meta["scales"], codebook={"a": 1})), "'scales.codebook' must be 256 numbers"),
         (dict(meta, shN=dict(meta["shN"], bands=1.0)), "'shN.bands' must be a non-negative integer"),
         (dict(meta, shN=dict(meta["shN"], count="12")), "'shN.count' must be a non-negative integer"),
+        (dict(meta, scales=dict(meta["scales"], codebook=["1"] * 256)), "'scales.codebook' must be 256 numbers"),
+        (dict(meta, scales=dict(meta["scales"], codebook=[True] * 256)), "'scales.codebook' must be 256 numbers"),
+        (dict(meta, version=2.0), "SOG version 2.0 is not supported"),  # (numpy and == took these)
     ]
     for bad, msg in wrong:
         (d / "meta.json").write_text(json.dumps(bad))

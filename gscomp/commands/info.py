@@ -44,20 +44,27 @@ def run(argv: list[str]) -> int:
     n = info["n"]
     c = stdout_console()
     pipe = info.get("pipeline") or {}
+    types = ", ".join(str(s.get("type", "?")) for s in pipe.get("stages", []))
     c.print(f"[b]{e(str(info['path']))}[/b]: .gsz version {info['version']}, {n:,} Gaussians, SH degree {info['sh_degree']}, "
             + ("antialiased render mode, " if info.get("antialiased") else "")
-            + f"pipeline {e(repr(pipe.get('name', '?')))} ({e(', '.join(str(s.get('type', '?')) for s in pipe.get('stages', [])))})")
+            + f"pipeline {e(_clip(repr(pipe.get('name', '?'))))} ({e(_clip(types))})")
     t = Table()
     for col in ("section", "codec", "bytes", "bits/Gaussian"):
         t.add_column(col, justify="right" if col in ("bytes", "bits/Gaussian") else "left")
     for name, b in info["sections"].items():
-        t.add_row(e(name), e(info["codecs"][name]), f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
+        t.add_row(e(_clip(name)), e(_clip(info["codecs"][name])), f"{b:,}", f"{8 * b / n:.2f}" if n else "-")
     t.add_row("header+table", "", f"{info['header_bytes']:,}", f"{8 * info['header_bytes'] / n:.2f}" if n else "-")
     t.add_row("[b]total", "", f"[b]{info['total_bytes']:,}", f"[b]{info['bits_per_gaussian']:.2f}" if n else "-")
     c.print(t)
     per = ", ".join(f"{k} {v:.2f}" for k, v in info["bits_per_gaussian_per_attribute"].items()) if n else "- (no Gaussians)"
     c.print(f"bits per Gaussian by attribute: {per}")
     return 0
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    """A header string cut for a terminal: a file's header may hold megabytes of pipeline name
+    (15 MB took rich 13 s to lay out); `--json` gives it whole."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _show_splat_file(info: dict, as_json: bool) -> int:

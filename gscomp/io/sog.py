@@ -107,6 +107,8 @@ def _int(meta: dict, path, *keys) -> int:
 
 def _floats(meta: dict, path, shape: tuple, *keys) -> np.ndarray:
     v = _get(meta, path, *keys)
+    if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        v = None  # (numpy reads "1" and true as numbers)
     try:
         a = np.asarray(v, np.float64)
     except (TypeError, ValueError, OverflowError):
@@ -186,7 +188,7 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
     if not {"means", "scales", "quats"} & set(meta):  # some other JSON (transforms.json, cameras, ...)
         raise FormatError(f"{path}: not a SOG meta.json (none of its means/scales/quats entries)")
     version = meta.get("version")
-    if version != 2:
+    if version != 2 or not isinstance(version, int):  # (2.0 and true compare equal to 2 and 1)
         what = "legacy SOG v1 (no 'version')" if version is None else f"SOG version {version}"
         raise FormatError(f"{path}: {what} is not supported (only version 2)"[:300])
     n = _int(meta, path, "count")

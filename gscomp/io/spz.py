@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, GscompError
+from ..errors import DataWarning, FormatError, GscompError
 from ..memory import check_decode_memory
 from ..splats import Splats
 from .common import (LossySaveWarning, atomic_write_bytes, build_splats, clamped_rows, flip_yz, logit, normalize_quats,
@@ -109,6 +109,9 @@ def _gunzip(data: bytes, name) -> bytes:
             raise EOFError("the stream ends early")
     except (zlib.error, EOFError) as e:
         raise FormatError(f"{name}: corrupt or truncated gzip stream ({e})") from None
+    extra = max(len(d.unused_data), len(d.unconsumed_tail))  # (after the end, zlib keeps what follows in both)
+    if extra:  # (a second gzip member, or bytes appended: read as before, but not in silence)
+        warnings.warn(f"{name}: {extra:,} bytes after the SPZ's gzip stream are ignored", DataWarning, stacklevel=4)
     return b"".join(out)
 
 
