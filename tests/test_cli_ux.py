@@ -351,6 +351,10 @@ def test_directory_input_is_named_as_such(tmp_path, capsys):
     # info and decode read SOG folders too (any splat file)
     for verb in (["info", d], ["decode", d, tmp_path / "out.ply"]):
         assert cli(verb, capsys)[::2] == (2, f"error: {d}: directory has no meta.json (expected a SOG scene)\n")
+    os.mkfifo(d / "meta.json")  # (was "has no meta.json" too)
+    for verb in (["info", d], ["decode", d, tmp_path / "out.ply"]):
+        assert cli(verb, capsys)[::2] == (2, f"error: {d / 'meta.json'}: not a regular file (a pipe, device or socket); "
+                                             "give a file on disk\n")
 
 
 def test_empty_cameras_value_is_rejected(tmp_path, capsys):

@@ -836,6 +836,9 @@ def test_ksplat_malformed(tmp_path):
     with pytest.raises(FormatError, match="too small"):
         load_splats(tmp_path / "a.ksplat")
     data = bytearray(shared(f"{FIX}/splat_transform/minimal.ksplat").read_bytes())
+    (tmp_path / "t.ksplat").write_bytes(bytes(data) + bytes(100_000))
+    with pytest.warns(DataWarning, match=r"t\.ksplat: 100,000 bytes after the last section are ignored"):
+        assert len(load_splats(tmp_path / "t.ksplat")) == 4
     (tmp_path / "b.ksplat").write_bytes(bytes(data[:-20]))
     with pytest.raises(FormatError, match="truncated"):
         load_splats(tmp_path / "b.ksplat")

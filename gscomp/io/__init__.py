@@ -34,6 +34,7 @@ def detect_format(path: str | os.PathLike) -> str:
     if p.is_dir():
         if (p / "meta.json").is_file():
             return "sog"
+        check_regular(p / "meta.json")  # (a FIFO named meta.json: "has no meta.json" was wrong)
         raise GscompError(f"{p}: directory has no meta.json (expected a SOG scene)")
     if not p.exists():
         raise GscompError(f"{p}: no such file")

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 
 import numpy as np
 
-from ..errors import FormatError
+from ..errors import DataWarning, FormatError
 from ..splats import SH_C0, Splats
 from .common import build_splats, logit, read_bytes
 
@@ -138,6 +139,9 @@ def decode_ksplat(data: bytes, name="<ksplat>") -> Splats:
     got = sum(len(p[0]) for p in parts)
     if got != total:
         raise FormatError(f"{name}: header says {total} splats, sections hold {got}")
+    if offset < len(data):  # (read as before, but not in silence: a damaged or concatenated file)
+        warnings.warn(f"{name}: {len(data) - offset:,} bytes after the last section are ignored", DataWarning,
+                      stacklevel=3)
     if not parts:
         return build_splats(name, *(np.zeros((0, d)) for d in (3, 4, 3)), np.zeros(0),
                             np.zeros((0, 3)), np.zeros((0, SH_DIM[degree], 3)))
