@@ -989,12 +989,60 @@ void scatter_rows(py::array_t<int64_t, py::array::c_style> out, py::list rows, p
   }
   int64_t* dst = out.mutable_data();
   py::gil_scoped_release nogil;
+  std::vector<const int64_t*> vp(w);
   for (int64_t c = 0; c < nc; ++c) {
     const int64_t* rp = r[c].data();
     const int64_t len = r[c].size();
+    for (int64_t j = 0; j < w; ++j) vp[j] = v[c * w + j].data();
+    // row by row: each output row written whole (column by column touched a new cache line per value)
+    for (int64_t i = 0; i < len; ++i) {
+      int64_t* row = dst + rp[i] * w;
+      for (int64_t j = 0; j < w; ++j) row[j] = vp[j][i];
+    }
+  }
+}
+
+// scatter_rows and dequantize_classed in one pass, into columns j0.. of a float32 (n, W) out:
+// out[rows[c][i], j0 + j] = float32(cols[c * w + j][i] * ldexp(steps[j], c)), the rows of class c
+// being rows[c]. The same floats as the two calls (the same double product), without their (n, w)
+// int64 array in between. Rows must lie in range and appear once over all classes (checked: then
+// the parallel writes never meet).
+void scatter_dequantize(py::array_t<float, py::array::c_style> out, int64_t j0, py::list rows, py::list cols,
+                        py::array_t<double, py::array::c_style | py::array::forcecast> steps) {
+  if (out.ndim() != 2 || !out.writeable()) throw py::value_error("scatter_dequantize: out must be a writable (n, W) array");
+  const int64_t n = out.shape(0), W = out.shape(1), w = steps.size(), nc = (int64_t)py::len(rows);
+  if (j0 < 0 || j0 + w > W) throw py::value_error("scatter_dequantize: columns out of range");
+  if (nc > 63) throw py::value_error("scatter_dequantize: more than 63 classes");
+  if ((int64_t)py::len(cols) != nc * w) throw py::value_error("scatter_dequantize: need w columns per row list");
+  std::vector<i64arr> r, v;
+  std::vector<uint8_t> seen(n, 0);
+  for (int64_t c = 0; c < nc; ++c) {
+    r.push_back(rows[c].cast<i64arr>());
     for (int64_t j = 0; j < w; ++j) {
-      const int64_t* vp = v[c * w + j].data();
-      for (int64_t i = 0; i < len; ++i) dst[rp[i] * w + j] = vp[i];
+      v.push_back(cols[c * w + j].cast<i64arr>());
+      if (v.back().size() != r.back().size()) throw py::value_error("scatter_dequantize: a column differs from its rows");
+    }
+    const int64_t* rp = r.back().data();
+    for (int64_t i = 0; i < r.back().size(); ++i) {
+      if (rp[i] < 0 || rp[i] >= n || seen[rp[i]]) throw py::value_error("scatter_dequantize: row out of range or repeated");
+      seen[rp[i]] = 1;
+    }
+  }
+  float* dst = out.mutable_data();
+  py::gil_scoped_release nogil;
+  std::vector<double> t(w);
+  std::vector<const int64_t*> vp(w);
+  for (int64_t c = 0; c < nc; ++c) {
+    for (int64_t j = 0; j < w; ++j) {
+      t[j] = std::ldexp(steps.data()[j], (int)c);
+      vp[j] = v[c * w + j].data();
+    }
+    const int64_t* rp = r[c].data();
+    const int64_t len = r[c].size();
+#pragma omp parallel for schedule(static) if (len * w > 262144)
+    for (int64_t i = 0; i < len; ++i) {
+      float* row = dst + rp[i] * W + j0;
+      for (int64_t j = 0; j < w; ++j) row[j] = (float)((double)vp[j][i] * t[j]);
     }
   }
 }
@@ -1014,12 +1062,17 @@ py::array_t<float> dequantize_classed(py::array_t<int64_t, py::array::c_style | 
   py::array_t<float> out({(py::ssize_t)n, (py::ssize_t)w});
   float* dst = out.mutable_data();
   const int64_t* s = sym.data();
-  std::vector<double> col(w);
-  for (int64_t j = 0; j < w; ++j) col[j] = steps.data()[steps.size() == 1 ? 0 : j];
+  // step_j * 2^c for each class c and column j, made once (ldexp per value was most of the time;
+  // the same doubles, so the same floats)
+  std::vector<double> tab(63 * w);
+  for (int k = 0; k < 63; ++k)
+    for (int64_t j = 0; j < w; ++j) tab[k * w + j] = std::ldexp(steps.data()[steps.size() == 1 ? 0 : j], k);
   py::gil_scoped_release nogil;
 #pragma omp parallel for schedule(static) if (n * w > 262144)
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < w; ++j) dst[i * w + j] = (float)((double)s[i * w + j] * std::ldexp(col[j], (int)c[i]));
+  for (int64_t i = 0; i < n; ++i) {
+    const double* t = tab.data() + c[i] * w;
+    for (int64_t j = 0; j < w; ++j) dst[i * w + j] = (float)((double)s[i * w + j] * t[j]);
+  }
   return out;
 }
 
@@ -1778,6 +1831,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("morton_delta_codes", &morton_delta_codes, "sorted Morton codes from delta classes and raw bits");
   m.def("classed_means", &classed_means, "adaptive positions: coarse codes + refinement bits -> float32 (n, 3)");
   m.def("scatter_rows", &scatter_rows, "per-class column streams back into an (n, w) array");
+  m.def("scatter_dequantize", &scatter_dequantize, "scatter_rows then dequantize_classed, into float32 columns");
   m.def("dequantize_classed", &dequantize_classed, "float32(sym * ldexp(step of the column, class of the row))");
   m.def("s3_to_quats", &s3_to_quats, py::arg("s3"), py::arg("step"), py::arg("row_steps") = py::none());
   m.def("quats_to_s3", &quats_to_s3);

@@ -496,6 +496,31 @@ def test_position_and_class_helpers_match_numpy(mod, backend):
     assert np.array_equal(results["auto"][3], (sym * (0.037 * 2.0 ** c)[:, None]).astype(np.float32))
 
 
+def test_scatter_dequantize_is_the_two_calls_it_replaces(mod):
+    """shN's decoder scatters and dequantizes in one native pass: the same float32 bits as
+    scatter_rows then dequantize_classed (its numpy fallback), into columns j0.. of a wider
+    array, in the threaded path too; and it refuses rows that would make its writes meet."""
+    from gscomp.stages.posthoc import _scatter_rows
+
+    rng = np.random.default_rng(3)
+    for n, w, k, j0, wide in ((3000, 3, 4, 0, 3), (120_000, 9, 2, 5, 15)):  # (the second: 60k x 9 per class, threaded)
+        c = rng.integers(0, k, n)
+        rows = [np.flatnonzero(c == i) for i in range(k)]
+        cols = [rng.integers(-3000, 3000, len(r)) for r in rows for _ in range(w)]
+        steps = rng.uniform(0.01, 0.2, w)
+        out = np.full((n, wide), np.nan, np.float32)
+        mod.scatter_dequantize(out, j0, rows, cols, steps)
+        ref = Q.dequantize(_scatter_rows(n, w, rows, cols), np.ldexp(steps[None], c[:, None]))
+        assert np.array_equal(out[:, j0:j0 + w].view(np.int32), ref.astype(np.float32).view(np.int32))
+        assert np.isnan(out[:, :j0]).all() and np.isnan(out[:, j0 + w:]).all()  # the other columns untouched
+    out = np.zeros((4, 2), np.float32)
+    one = [np.zeros(2, np.int64)]
+    for rows, cols, j0 in (([np.array([0, 0])], one * 2, 0), ([np.array([0, 1]), np.array([1])], one * 2 + [one[0][:1]] * 2, 0),
+                           ([np.array([0, 4])], one * 2, 0), ([np.array([0, 1])], one * 2, 1), ([np.array([0, 1])], one, 0)):
+        with pytest.raises(ValueError):
+            mod.scatter_dequantize(out, j0, rows, cols, np.ones(2))
+
+
 def test_loading_modules_leaves_the_build_flags_alone():
     """torch's extension loader appends its own flags to the lists it is given; gscomp must pass
     copies, or every module loaded after the first in a process gets a new build tag and is

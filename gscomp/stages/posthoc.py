@@ -711,11 +711,15 @@ class Attributes(Stage):
         col_steps = self._col_steps("shN", w)
         out = np.empty((n, w), np.float32)
         per_pass = _shN_pass_cols(n)
+        mod = E._rans()
         for j0 in range(0, w, per_pass):
             j1 = min(w, j0 + per_pass)
             pick = [c * w + j for c in range(len(rows)) for j in range(j0, j1)]
             dec = self._decode_streams([streams[i] for i in pick], [len(rows[i // w]) for i in pick], "shN")
-            out[:, j0:j1] = Q.dequantize_classed(_scatter_rows(n, j1 - j0, rows, dec), cls, col_steps[j0:j1])
+            if mod is not None:  # (the same floats, without the int64 (n, w) array in between)
+                mod.scatter_dequantize(out, j0, rows, dec, col_steps[j0:j1])
+            else:
+                out[:, j0:j1] = Q.dequantize_classed(_scatter_rows(n, j1 - j0, rows, dec), cls, col_steps[j0:j1])
         return out
 
 
