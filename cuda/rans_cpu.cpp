@@ -970,30 +970,46 @@ py::array_t<float> classed_means(py::array_t<int64_t, py::array::c_style | py::a
   return out;
 }
 
+// The per-class row lists and column streams of scatter_rows and scatter_dequantize, checked: w
+// columns per class, each as long as its rows, every row in 0..n-1 and in one class at most (so
+// that writes to different rows may run in parallel). Taken with the GIL held.
+struct ClassColumns {
+  std::vector<i64arr> rows, cols;
+};
+static ClassColumns class_columns(py::list rows, py::list cols, int64_t n, int64_t w, const std::string& who) {
+  const int64_t nc = (int64_t)py::len(rows);
+  if ((int64_t)py::len(cols) != nc * w) throw py::value_error(who + ": need w columns per row list");
+  ClassColumns out;
+  std::vector<uint8_t> seen(n, 0);
+  for (int64_t c = 0; c < nc; ++c) {
+    out.rows.push_back(rows[c].cast<i64arr>());
+    const int64_t len = out.rows.back().size();
+    for (int64_t j = 0; j < w; ++j) {
+      out.cols.push_back(cols[c * w + j].cast<i64arr>());
+      if (out.cols.back().size() != len) throw py::value_error(who + ": a column differs from its rows");
+    }
+    const int64_t* rp = out.rows.back().data();
+    for (int64_t i = 0; i < len; ++i) {
+      if (rp[i] < 0 || rp[i] >= n || seen[rp[i]]) throw py::value_error(who + ": row out of range or repeated");
+      seen[rp[i]] = 1;
+    }
+  }
+  return out;
+}
+
 // out[rows[c][i], j] = cols[c * w + j][i] for an (n, w) int64 out: puts per-class column streams
-// back in Gaussian order. Rows must be in range (checked) and cols as long as their rows.
+// back in Gaussian order (rows and columns checked by class_columns).
 void scatter_rows(py::array_t<int64_t, py::array::c_style> out, py::list rows, py::list cols) {
   if (out.ndim() != 2 || !out.writeable()) throw py::value_error("scatter_rows: out must be a writable (n, w) array");
-  const int64_t n = out.shape(0), w = out.shape(1), nc = (int64_t)py::len(rows);
-  if ((int64_t)py::len(cols) != nc * w) throw py::value_error("scatter_rows: need w columns per row list");
-  std::vector<i64arr> r, v;
-  for (int64_t c = 0; c < nc; ++c) {
-    r.push_back(rows[c].cast<i64arr>());
-    for (int64_t j = 0; j < w; ++j) {
-      v.push_back(cols[c * w + j].cast<i64arr>());
-      if (v.back().size() != r.back().size()) throw py::value_error("scatter_rows: a column differs from its rows");
-    }
-    const int64_t* rp = r.back().data();
-    for (int64_t i = 0; i < r.back().size(); ++i)
-      if (rp[i] < 0 || rp[i] >= n) throw py::value_error("scatter_rows: row out of range");
-  }
+  const int64_t n = out.shape(0), w = out.shape(1);
+  const ClassColumns cc = class_columns(rows, cols, n, w, "scatter_rows");
   int64_t* dst = out.mutable_data();
   py::gil_scoped_release nogil;
   std::vector<const int64_t*> vp(w);
-  for (int64_t c = 0; c < nc; ++c) {
-    const int64_t* rp = r[c].data();
-    const int64_t len = r[c].size();
-    for (int64_t j = 0; j < w; ++j) vp[j] = v[c * w + j].data();
+  for (size_t c = 0; c < cc.rows.size(); ++c) {
+    const int64_t* rp = cc.rows[c].data();
+    const int64_t len = cc.rows[c].size();
+    for (int64_t j = 0; j < w; ++j) vp[j] = cc.cols[c * w + j].data();
     // row by row: each output row written whole (column by column touched a new cache line per value)
     for (int64_t i = 0; i < len; ++i) {
       int64_t* row = dst + rp[i] * w;
@@ -1005,40 +1021,26 @@ void scatter_rows(py::array_t<int64_t, py::array::c_style> out, py::list rows, p
 // scatter_rows and dequantize_classed in one pass, into columns j0.. of a float32 (n, W) out:
 // out[rows[c][i], j0 + j] = float32(cols[c * w + j][i] * ldexp(steps[j], c)), the rows of class c
 // being rows[c]. The same floats as the two calls (the same double product), without their (n, w)
-// int64 array in between. Rows must lie in range and appear once over all classes (checked: then
-// the parallel writes never meet).
+// int64 array in between. out must be C-contiguous float32 (pybind11 would write into a converted
+// copy of any other array).
 void scatter_dequantize(py::array_t<float, py::array::c_style> out, int64_t j0, py::list rows, py::list cols,
                         py::array_t<double, py::array::c_style | py::array::forcecast> steps) {
   if (out.ndim() != 2 || !out.writeable()) throw py::value_error("scatter_dequantize: out must be a writable (n, W) array");
-  const int64_t n = out.shape(0), W = out.shape(1), w = steps.size(), nc = (int64_t)py::len(rows);
+  const int64_t n = out.shape(0), W = out.shape(1), w = steps.size();
   if (j0 < 0 || j0 + w > W) throw py::value_error("scatter_dequantize: columns out of range");
-  if (nc > 63) throw py::value_error("scatter_dequantize: more than 63 classes");
-  if ((int64_t)py::len(cols) != nc * w) throw py::value_error("scatter_dequantize: need w columns per row list");
-  std::vector<i64arr> r, v;
-  std::vector<uint8_t> seen(n, 0);
-  for (int64_t c = 0; c < nc; ++c) {
-    r.push_back(rows[c].cast<i64arr>());
-    for (int64_t j = 0; j < w; ++j) {
-      v.push_back(cols[c * w + j].cast<i64arr>());
-      if (v.back().size() != r.back().size()) throw py::value_error("scatter_dequantize: a column differs from its rows");
-    }
-    const int64_t* rp = r.back().data();
-    for (int64_t i = 0; i < r.back().size(); ++i) {
-      if (rp[i] < 0 || rp[i] >= n || seen[rp[i]]) throw py::value_error("scatter_dequantize: row out of range or repeated");
-      seen[rp[i]] = 1;
-    }
-  }
+  if (py::len(rows) > 63) throw py::value_error("scatter_dequantize: more than 63 classes");
+  const ClassColumns cc = class_columns(rows, cols, n, w, "scatter_dequantize");
   float* dst = out.mutable_data();
   py::gil_scoped_release nogil;
   std::vector<double> t(w);
   std::vector<const int64_t*> vp(w);
-  for (int64_t c = 0; c < nc; ++c) {
+  for (size_t c = 0; c < cc.rows.size(); ++c) {
     for (int64_t j = 0; j < w; ++j) {
       t[j] = std::ldexp(steps.data()[j], (int)c);
-      vp[j] = v[c * w + j].data();
+      vp[j] = cc.cols[c * w + j].data();
     }
-    const int64_t* rp = r[c].data();
-    const int64_t len = r[c].size();
+    const int64_t* rp = cc.rows[c].data();
+    const int64_t len = cc.rows[c].size();
 #pragma omp parallel for schedule(static) if (len * w > 262144)
     for (int64_t i = 0; i < len; ++i) {
       float* row = dst + rp[i] * W + j0;
