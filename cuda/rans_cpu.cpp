@@ -1027,7 +1027,7 @@ void scatter_dequantize(py::array_t<float, py::array::c_style> out, int64_t j0, 
                         py::array_t<double, py::array::c_style | py::array::forcecast> steps) {
   if (out.ndim() != 2 || !out.writeable()) throw py::value_error("scatter_dequantize: out must be a writable (n, W) array");
   const int64_t n = out.shape(0), W = out.shape(1), w = steps.size();
-  if (j0 < 0 || j0 + w > W) throw py::value_error("scatter_dequantize: columns out of range");
+  if (j0 < 0 || j0 > W || w > W - j0) throw py::value_error("scatter_dequantize: columns out of range");  // (j0 + w may overflow)
   if (py::len(rows) > 63) throw py::value_error("scatter_dequantize: more than 63 classes");
   const ClassColumns cc = class_columns(rows, cols, n, w, "scatter_dequantize");
   float* dst = out.mutable_data();

@@ -201,10 +201,16 @@ def input_file(path: str | os.PathLike) -> Path:
         raise GscompError(f"{p}: is a directory")
     check_regular(p)
     if not p.is_file():
-        if p.is_symlink():  # (dangling, or a loop: "no such file" hid that it is a link)
-            raise GscompError(f"{p}: a symbolic link that leads to no file")
-        raise GscompError(f"no such file: {p}")
+        raise missing_input(p)
     return p
+
+
+def missing_input(p: Path) -> GscompError:
+    """The error for an input that is not there: a symbolic link that leads nowhere (dangling, a
+    loop) is named as such ("no such file" hid that it is a link)."""
+    if p.is_symlink():
+        return GscompError(f"{p}: a symbolic link that leads to no file")
+    return GscompError(f"no such file: {p}")
 
 
 def check_regular(path: Path) -> None:

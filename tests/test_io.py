@@ -608,6 +608,9 @@ def test_spz_bytes_after_its_gzip_stream_are_named():
         with pytest.warns(DataWarning, match=rf"x.spz: {len(extra):,} bytes after the SPZ's gzip stream are ignored"):
             got = decode_spz(data + extra, "x.spz")
         assert torch.equal(got.means, ref.means)
+    v4 = encode_spz(well_formed(10, 1), version=4)  # (its zstd streams: read in silence, qa38_R F6)
+    with pytest.warns(DataWarning, match=r"x.spz: 700 bytes after the SPZ's last stream are ignored"):
+        assert torch.equal(decode_spz(v4 + bytes(700), "x.spz").means, decode_spz(v4, "x.spz").means)
 
 
 def test_spz_large_coordinates_and_degree_4():
@@ -1112,7 +1115,8 @@ def test_sog_malformed(tmp_path):
         (dict(meta, shN=dict(meta["shN"], count="12")), "'shN.count' must be a non-negative integer"),
         (dict(meta, scales=dict(meta["scales"], codebook=["1"] * 256)), "'scales.codebook' must be 256 numbers"),
         (dict(meta, scales=dict(meta["scales"], codebook=[True] * 256)), "'scales.codebook' must be 256 numbers"),
-        (dict(meta, version=2.0), "SOG version 2.0 is not supported"),  # (numpy and == took these)
+        (dict(meta, version=2.0), "'version' must be the integer 2, got 2.0"),  # (numpy and == took these)
+        (dict(meta, version=True), "'version' must be the integer 2, got True"),
     ]
     for bad, msg in wrong:
         (d / "meta.json").write_text(json.dumps(bad))
@@ -1574,40 +1578,81 @@ def test_compressed_ply_keeps_a_far_background_out_of_the_core_chunks(tmp_path):
 def test_counts_beyond_this_machines_memory_are_refused_before_inflating(tmp_path, monkeypatch):
     """A 126 KB .spz of zeros declaring 2M SH-3 points inflated to 1.5 GB, and 12 KB of WebPs
     under a meta.json count of 4M took 1.6 GB (qa37_H H1, H2): a count whose Splats cannot fit in
-    the memory available is refused from the header, before any inflating or image decoding."""
+    the memory available is refused from the header, before any inflating or image decoding;
+    a file that cannot hold its count is a bomb first, on any machine (qa38_R F3)."""
     import gscomp.memory as M
 
-    monkeypatch.setattr(M, "available_memory", lambda: 1 << 30)  # 1 GB
-    n = 10_000_000  # at SH 3: 2.4 GB of Splats, 4.7 GB at the least to decode
+    monkeypatch.setattr(M, "MIN_CHECKED", 0)
+    monkeypatch.setattr(M, "available_memory", lambda: 1 << 20)  # 1 MB
+    n = 100_000  # SH 3: 23.6 MB of Splats, 29.5 MB at the least to decode
     head = struct.pack("<IIIBBBB", 0x5053474E, 3, n, 3, 12, 0, 0)
-    spz = tmp_path / "bomb.spz"
-    spz.write_bytes(gzip.compress(head))  # (the header alone: the refusal comes before the ratio check)
-    with pytest.raises(GscompError, match=r"10,000,000 Gaussians of SH degree 3 need at least 4\.7 GB to decode, "
-                                          r"more than the 1\.1 GB"):
+    spz = tmp_path / "big.spz"
+    spz.write_bytes(gzip.compress(head + np.random.default_rng(0).bytes(65 * n), 1))  # (holds what it declares)
+    with pytest.raises(GscompError, match=r"big\.spz: 100,000 Gaussians of SH degree 3 need at least 0\.0 GB to decode, "
+                                          r"more than the 0\.0 GB this machine has available"):
         load_splats(spz)
+    bomb = tmp_path / "bomb.spz"
+    bomb.write_bytes(gzip.compress(head))  # (the header alone)
+    with pytest.raises(FormatError, match=r"100,000 points \(6,500,000 bytes of arrays\) cannot come from a \d+-byte file"):
+        load_splats(bomb)
     d = tmp_path / "sog"
     _make_sog(d)
     meta = json.loads((d / "meta.json").read_text())
     (d / "meta.json").write_text(json.dumps(dict(meta, count=n, shN={"bands": 3})))
-    with pytest.raises(GscompError, match=r"SH degree 3 need at least 4\.7 GB"):
+    monkeypatch.setattr(M, "available_memory", lambda: 5 << 20)
+    with pytest.raises(GscompError, match=r"100,000 Gaussians of SH degree 3 need at least"):
         load_splats(d)
     (d / "meta.json").write_text(json.dumps({**{k: v for k, v in meta.items() if k != "shN"}, "count": n}))
-    with pytest.raises(GscompError, match=r"SH degree 0 need at least 1\.1 GB"):
+    assert M.DECODE_FACTOR * M.splats_bytes(n, 0) > 5 << 20
+    with pytest.raises(GscompError, match=r"100,000 Gaussians of SH degree 0 need at least"):
         load_splats(d)
-    monkeypatch.setenv("GSCOMP_NO_MEMORY_CHECK", "1")  # then the reader's own checks
-    with pytest.raises(FormatError, match="decompression bomb"):
-        load_splats(spz)
+    monkeypatch.setenv("GSCOMP_NO_MEMORY_CHECK", "1")  # then the reader goes on (and finds too few pixels)
+    with pytest.raises(FormatError, match="fewer than the 100000|fewer than the 100,000"):
+        load_splats(d)
 
 
-def test_a_ply_header_is_refused_when_not_ended_in_its_first_mb(tmp_path, monkeypatch):
+def test_the_memory_available_counts_a_cgroups_limit(tmp_path):
+    """A container or a Slurm job may allow far less than the machine's free memory (qa38_R F9):
+    the least room over the process's cgroup and its parents, v2 and v1."""
+    from gscomp.memory import _cgroup_room
+
+    root = tmp_path / "cg"
+    (root / "job" / "step").mkdir(parents=True)
+    (root / "job" / "memory.max").write_text("4000\n")
+    (root / "job" / "memory.current").write_text("1000\n")
+    (root / "job" / "step" / "memory.max").write_text("max\n")
+    me = tmp_path / "self"
+    me.write_text("0::/job/step\n")
+    assert _cgroup_room(str(root), str(me)) == 3000
+    (root / "job" / "step" / "memory.max").write_text("2500\n")
+    (root / "job" / "step" / "memory.current").write_text("500\n")
+    assert _cgroup_room(str(root), str(me)) == 2000
+    (root / "memory" / "slurm").mkdir(parents=True)
+    (root / "memory" / "slurm" / "memory.limit_in_bytes").write_text("9000\n")
+    (root / "memory" / "slurm" / "memory.usage_in_bytes").write_text("8000\n")
+    (root / "memory" / "memory.limit_in_bytes").write_text(f"{(1 << 63) - 4096}\n")  # v1's "no limit"
+    me.write_text("4:memory:/slurm\n1:cpu:/\n")
+    assert _cgroup_room(str(root), str(me)) == 1000
+    me.write_text("4:memory:/\n")
+    assert _cgroup_room(str(root), str(me)) is None
+    assert _cgroup_room(str(root), str(tmp_path / "none")) is None
+
+
+def test_a_ply_header_is_refused_when_not_ended_in_its_first_16_mb(tmp_path, monkeypatch, random_splats):
     """plyfile parses a header a character at a time with no end: 64 MB without 'end_header'
-    took 45 s and 0.8 GB before it failed (qa37_H H3). It is now never handed such a file."""
+    took 45 s and 0.8 GB before it failed (qa37_H H3). It is now never handed such a file; a
+    header of a few MB of comments still reads (a 1 MB limit refused one, qa38_R F4)."""
     from plyfile import PlyData
 
+    save_splats(tmp_path / "s.ply", random_splats(5, sh_degree=0))
+    data = (tmp_path / "s.ply").read_bytes()
+    cut = data.index(b"end_header\n")
+    (tmp_path / "long.ply").write_bytes(data[:cut] + b"comment " + b"c" * (3 << 19) + b"\n" + data[cut:])
+    assert torch.equal(load_splats(tmp_path / "long.ply").means, load_splats(tmp_path / "s.ply").means)
     p = tmp_path / "noend.ply"
-    p.write_bytes(b"ply\nformat binary_little_endian 1.0\n" + b"comment " + b"a" * (3 << 20))
+    p.write_bytes(b"ply\nformat binary_little_endian 1.0\n" + b"comment " + b"a" * (17 << 20))
     monkeypatch.setattr(PlyData, "_parse_header", staticmethod(lambda f: pytest.fail("plyfile parsed it")))
-    with pytest.raises(FormatError, match="malformed PLY header: no 'end_header' line in its first MB"):
+    with pytest.raises(FormatError, match="malformed PLY header: no 'end_header' line in its first 16 MB"):
         load_splats(p)
 
 
@@ -1626,7 +1671,7 @@ def test_info_names_the_format_of_an_empty_file(tmp_path, capsys):
     assert main(["info", str(tmp_path / "e.splat")]) == 0 and "0 Gaussians" in capsys.readouterr().out
 
 
-def test_an_input_link_to_no_file_says_so(tmp_path):
+def test_an_input_link_to_no_file_says_so(tmp_path, capsys):
     """A dangling link or a link loop as IN said "no such file", hiding that it is a link."""
     from gscomp.fileio import input_file
 
@@ -1637,3 +1682,9 @@ def test_an_input_link_to_no_file_says_so(tmp_path):
             input_file(tmp_path / p)
     with pytest.raises(GscompError, match="no such file"):
         input_file(tmp_path / "nothing.ply")
+    from gscomp.cli import main
+
+    for verb in (["compress", str(tmp_path / "gone.ply"), str(tmp_path / "o.gsz")],  # (compress said "no such file", qa38_R F5)
+                 ["decode", str(tmp_path / "loop.ply"), str(tmp_path / "o.spz")], ["info", str(tmp_path / "gone.ply")]):
+        assert main(verb) == 2
+        assert capsys.readouterr().err.endswith(".ply: a symbolic link that leads to no file\n")

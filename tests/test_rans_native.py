@@ -516,7 +516,8 @@ def test_scatter_dequantize_is_the_two_calls_it_replaces(mod):
     out = np.zeros((4, 2), np.float32)
     one = [np.zeros(2, np.int64)]
     for rows, cols, j0 in (([np.array([0, 0])], one * 2, 0), ([np.array([0, 1]), np.array([1])], one * 2 + [one[0][:1]] * 2, 0),
-                           ([np.array([0, 4])], one * 2, 0), ([np.array([0, 1])], one * 2, 1), ([np.array([0, 1])], one, 0)):
+                           ([np.array([0, 4])], one * 2, 0), ([np.array([0, 1])], one * 2, 1), ([np.array([0, 1])], one, 0),
+                           ([np.array([0, 1])], one * 2, 2 ** 63 - 1)):  # (j0 + w overflowed past the check)
         with pytest.raises(ValueError):
             mod.scatter_dequantize(out, j0, rows, cols, np.ones(2))
 

@@ -73,8 +73,12 @@ def pack_gsz(header: dict[str, Any], sections: list[Section]) -> bytes:
     return bytes(out)
 
 
+class _BadHeaderValue(ValueError):
+    """A header value Python's json reads but gscomp does not take (its message says why)."""
+
+
 def _not_json(token: str):
-    raise ValueError(f"{token} is not JSON")
+    raise _BadHeaderValue(f"header is not valid JSON ({token} is not JSON)")
 
 
 def _finite(text: str) -> float:
@@ -82,7 +86,7 @@ def _finite(text: str) -> float:
     cannot hold (`info --json` printed it as Infinity)."""
     v = float(text)
     if not math.isfinite(v):
-        raise ValueError(f"{text[:40]} is beyond float64")
+        raise _BadHeaderValue(f"header number {text[:40]} is beyond float64's range")
     return v
 
 
@@ -130,6 +134,8 @@ def unpack_gsz(data: bytes | memoryview, what: str = "file") -> tuple[dict[str, 
     try:
         header = json.loads(bytes(data[PREAMBLE.size : PREAMBLE.size + hlen]).decode("utf-8"),
                             parse_constant=_not_json, parse_float=_finite)  # (NaN and Infinity are Python's, not JSON: `info --json` echoed them)
+    except _BadHeaderValue as e:
+        raise FormatError(f"{what}: {e}") from None
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise FormatError(f"{what}: header is not valid JSON") from None
     if not isinstance(header, dict):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
-from ..fileio import check_not_input, check_regular, output_file
+from ..fileio import check_not_input, check_regular, missing_input, output_file
 from .common import split_args, stdout_console, usage_error, wants_help
 
 USAGE = ("usage: gscomp compress IN OUT.gsz [--cameras PATH] [--render-mode MODE] [--config-dir DIR] [--json] "
@@ -171,7 +171,7 @@ def run(argv: list[str]) -> int:
         raise usage_error(USAGE, opts)
     src, dst = Path(pos[0]), output_file(pos[1])
     if not src.exists():
-        raise GscompError(f"no such file: {src}")
+        raise missing_input(src)
     check_regular(src)
     if dst.suffix.lower() != ".gsz":
         raise GscompError(f"output must end in .gsz, got {dst.name!r}")

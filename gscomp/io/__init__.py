@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import FormatError, GscompError
-from ..fileio import check_regular
+from ..fileio import check_regular, missing_input
 from ..splats import Splats
 from .common import LossySaveWarning
 from .ply import read_ply, write_ply
@@ -37,7 +37,7 @@ def detect_format(path: str | os.PathLike) -> str:
         check_regular(p / "meta.json")  # (a FIFO named meta.json: "has no meta.json" was wrong)
         raise GscompError(f"{p}: directory has no meta.json (expected a SOG scene)")
     if not p.exists():
-        raise GscompError(f"{p}: no such file")
+        raise missing_input(p)
     check_regular(p)
     ext = p.suffix.lower()
     if ext == ".json":

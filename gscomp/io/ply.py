@@ -53,20 +53,27 @@ def read_plydata(path: str | os.PathLike) -> PlyData:
         raise FormatError(f"{path}: malformed PLY ({one_line(e)})") from None
 
 
+HEADER_SCAN = 16 << 20  # a header is a few KB (long comments: a few MB); plyfile takes ~0.7 s a MB to read one
+_END = re.compile(rb"(?:^|\n)end_header\r?(?:\n|$)")
+_END_PADDED = re.compile(rb"(?:^|\n)[ \t]*end_header[ \t\r]*(?:\n|$)")
+
+
 def _header_problem(path) -> str | None:
-    """What is wrong with the header's end, when that is what plyfile tripped on (its own message
-    is then about decoding body bytes as header text)."""
+    """What is wrong with the header's end, found before plyfile reads it (plyfile reads a header
+    a character at a time with no end, and on a bad end its message is about decoding body bytes
+    as header text)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(1 << 20)
+            head = f.read(1 << 20)  # (the first MB, then the rest of the scan only when needed)
+            if not _END.search(head) and len(head) == 1 << 20:
+                head += f.read(HEADER_SCAN - len(head))
     except OSError:
         return None
-    for line in head.split(b"\n"):
-        if line.rstrip(b"\r") == b"end_header":
-            return None
-        if line.strip() == b"end_header":
-            return "its 'end_header' line has more on it than 'end_header' (trailing spaces?)"
-    return "no 'end_header' line" + (" in its first MB" if len(head) == 1 << 20 else "")
+    if _END.search(head):
+        return None
+    if _END_PADDED.search(head):
+        return "its 'end_header' line has more on it than 'end_header' (trailing spaces?)"
+    return "no 'end_header' line" + (f" in its first {HEADER_SCAN >> 20} MB" if len(head) == HEADER_SCAN else "")
 
 
 def _read_plydata(path) -> PlyData:

@@ -188,9 +188,12 @@ def decode_sog(load: Callable[[str], bytes], path) -> Splats:
     if not {"means", "scales", "quats"} & set(meta):  # some other JSON (transforms.json, cameras, ...)
         raise FormatError(f"{path}: not a SOG meta.json (none of its means/scales/quats entries)")
     version = meta.get("version")
-    if version != 2 or not isinstance(version, int):  # (2.0 and true compare equal to 2 and 1)
-        what = "legacy SOG v1 (no 'version')" if version is None else f"SOG version {version}"
-        raise FormatError(f"{path}: {what} is not supported (only version 2)"[:300])
+    if type(version) is not int:  # (2.0 and true compare equal to 2 and 1)
+        if version is None:
+            raise FormatError(f"{path}: legacy SOG v1 (no 'version') is not supported (only version 2)")
+        raise FormatError(f"{path}: meta.json 'version' must be the integer 2, got {version!r}"[:300])
+    if version != 2:
+        raise FormatError(f"{path}: SOG version {version} is not supported (only version 2)"[:300])
     n = _int(meta, path, "count")
     bands = _get(meta, path, "shN", "bands") if meta.get("shN") else 0
     # (before any texture is decoded: a few KB of WebP can hold millions of pixels)

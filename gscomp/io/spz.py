@@ -94,6 +94,7 @@ def _gunzip(data: bytes, name) -> bytes:
             # (inflated piece by piece below, so memory follows the data: only deflate's own limit applies;
             # 64x refused gscomp's own SPZ of 100k identical Gaussians, 543x)
             _check_ratio(name, n, arrays, len(data), DEFLATE_MAX_RATIO)
+            check_decode_memory(n, deg, name)  # (before inflating; after the ratio: a bomb is a bomb on any machine)
             limit = 16 + arrays + (EXTENSION_SLACK if flags & FLAG_EXTENSIONS else 0)
             got, tail = 16, d.unconsumed_tail
             while not d.eof:  # (zlib may hold output back with all input consumed: call until eof)
@@ -124,7 +125,7 @@ DEFLATE_MAX_RATIO = 1032
 
 def _check_ratio(name, n: int, arrays: int, file_size: int, ratio: int = MAX_RATIO) -> None:
     if arrays > ratio * file_size + (1 << 20):
-        raise FormatError(f"{name}: {n} points ({arrays} bytes of arrays) cannot come from a {file_size}-byte "
+        raise FormatError(f"{name}: {n:,} points ({arrays:,} bytes of arrays) cannot come from a {file_size:,}-byte "
                           f"file (over {ratio}x compression: corrupt, or a decompression bomb)")
 
 
@@ -136,8 +137,7 @@ def _check_header(name, magic, version, n, deg, lo, hi):
     if deg >= len(SH_DIM):
         raise FormatError(f"{name}: unsupported SH degree {deg}")
     if n > 100_000_000:
-        raise FormatError(f"{name}: implausible point count {n}")
-    check_decode_memory(n, deg, name)  # (before inflating: a gzip of zeros declares what it likes)
+        raise FormatError(f"{name}: implausible point count {n:,}")
 
 
 def _parse_legacy(raw: bytes, name):
@@ -176,6 +176,7 @@ def _parse_v4(data: bytes, name):
     _check_header(name, magic, version, n, deg, 4, 4)
     sizes = _sizes(n, version, SH_DIM[deg])
     _check_ratio(name, n, sum(sizes), len(data))
+    check_decode_memory(n, deg, name)
     keys = [k for k, s in zip(STREAMS, sizes) if s > 0]
     sizes = [s for s in sizes if s > 0]
     if n_streams != len(sizes):
@@ -199,6 +200,8 @@ def _parse_v4(data: bytes, name):
             raise FormatError(f"{name}: {key} stream decompressed to {len(out)} bytes, expected {size}")
         arrays[key] = np.frombuffer(out, np.uint8)
         o += csize
+    if o < len(data):  # (as after a gzip stream: read, but named)
+        warnings.warn(f"{name}: {len(data) - o:,} bytes after the SPZ's last stream are ignored", DataWarning, stacklevel=4)
     return arrays, dict(version=version, n=n, deg=deg, frac=frac, flags=flags)
 
 
