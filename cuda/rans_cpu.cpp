@@ -1021,8 +1021,7 @@ void scatter_rows(py::array_t<int64_t, py::array::c_style> out, py::list rows, p
 // scatter_rows and dequantize_classed in one pass, into columns j0.. of a float32 (n, W) out:
 // out[rows[c][i], j0 + j] = float32(cols[c * w + j][i] * ldexp(steps[j], c)), the rows of class c
 // being rows[c]. The same floats as the two calls (the same double product), without their (n, w)
-// int64 array in between. out must be C-contiguous float32 (pybind11 would write into a converted
-// copy of any other array).
+// int64 array in between. out must be C-contiguous float32 (another is refused: see the binding).
 void scatter_dequantize(py::array_t<float, py::array::c_style> out, int64_t j0, py::list rows, py::list cols,
                         py::array_t<double, py::array::c_style | py::array::forcecast> steps) {
   if (out.ndim() != 2 || !out.writeable()) throw py::value_error("scatter_dequantize: out must be a writable (n, W) array");
@@ -1832,8 +1831,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("unpack_bits", &unpack_bits);
   m.def("morton_delta_codes", &morton_delta_codes, "sorted Morton codes from delta classes and raw bits");
   m.def("classed_means", &classed_means, "adaptive positions: coarse codes + refinement bits -> float32 (n, 3)");
-  m.def("scatter_rows", &scatter_rows, "per-class column streams back into an (n, w) array");
-  m.def("scatter_dequantize", &scatter_dequantize, "scatter_rows then dequantize_classed, into float32 columns");
+  // (out: noconvert, so that an array of another layout or dtype is refused, not copied and written there)
+  m.def("scatter_rows", &scatter_rows, "per-class column streams back into an (n, w) array", py::arg("out").noconvert(),
+        py::arg("rows"), py::arg("cols"));
+  m.def("scatter_dequantize", &scatter_dequantize, "scatter_rows then dequantize_classed, into float32 columns",
+        py::arg("out").noconvert(), py::arg("j0"), py::arg("rows"), py::arg("cols"), py::arg("steps"));
   m.def("dequantize_classed", &dequantize_classed, "float32(sym * ldexp(step of the column, class of the row))");
   m.def("s3_to_quats", &s3_to_quats, py::arg("s3"), py::arg("step"), py::arg("row_steps") = py::none());
   m.def("quats_to_s3", &quats_to_s3);

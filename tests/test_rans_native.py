@@ -520,6 +520,12 @@ def test_scatter_dequantize_is_the_two_calls_it_replaces(mod):
                            ([np.array([0, 1])], one * 2, 2 ** 63 - 1)):  # (j0 + w overflowed past the check)
         with pytest.raises(ValueError):
             mod.scatter_dequantize(out, j0, rows, cols, np.ones(2))
+    wide = np.zeros((4, 4), np.float32)  # (a view of every other column, or float64: pybind11 wrote into a copy)
+    for bad in (wide[:, ::2], np.zeros((4, 2))):
+        with pytest.raises(TypeError):
+            mod.scatter_dequantize(bad, 0, [np.arange(4)], [np.ones(4, np.int64)] * 2, np.ones(2))
+    with pytest.raises(TypeError):
+        mod.scatter_rows(np.zeros((8, 2), np.int64)[::2], [np.arange(4)], [np.ones(4, np.int64)] * 2)
 
 
 def test_loading_modules_leaves_the_build_flags_alone():
