@@ -82,14 +82,15 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: b
     that killed writes to ``path`` left (one listing of the folder: a cache writing thousands of
     small files into one folder turns it off)."""
     path = Path(path)
+    dest = path
     if path.is_symlink():
         try:
             path.stat()
         except OSError as e:  # (cp refuses a dangling link too: it could create a file anywhere)
             raise GscompError(f"{path}: a symbolic link that leads to no file ({e.strerror or e}); it is not written "
                               "through, as cp does not: remove it or give another name") from None
-    # the file replaced: the link's target, so the link (and what else points there) stays
-    dest = Path(os.path.realpath(path)) if path.is_symlink() else path
+        # the file replaced: the link's target, so the link (and what else points there) stays
+        dest = Path(os.path.realpath(path))
     parent = dest.parent if str(dest.parent) else Path(".")
     if make_parents:
         parent.mkdir(parents=True, exist_ok=True)

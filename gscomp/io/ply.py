@@ -65,11 +65,13 @@ def _header_problem(path) -> str | None:
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 20)  # (the first MB, then the rest of the scan only when needed)
-            if not _END.search(head) and len(head) == 1 << 20:
+            if _END.search(head):
+                return None
+            if len(head) == 1 << 20:
                 head += f.read(HEADER_SCAN - len(head))
+                if _END.search(head, (1 << 20) - 16):  # (from a little before the MB: a line cut there)
+                    return None
     except OSError:
-        return None
-    if _END.search(head):
         return None
     if _END_PADDED.search(head):
         return "its 'end_header' line has more on it than 'end_header' (trailing spaces?)"
