@@ -599,6 +599,21 @@ def test_spz_malformed(tmp_path):
         decode_spz(v4, "x.spz")
 
 
+def test_binary_ply_bytes_after_the_last_element_are_named(tmp_path):
+    """A binary .ply with bytes after its last element (a cut or hand-edited file) is read, with a
+    warning naming them, as the SPZ and .ksplat readers do; one that ends there reads in silence."""
+    path = tmp_path / "a.ply"
+    write_ply(path, well_formed(10, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref = read_ply(path)
+    with open(path, "ab") as f:
+        f.write(b"\x00" * 1234)
+    with pytest.warns(DataWarning, match=r"a.ply: 1,234 bytes after the last element are ignored"):
+        got = read_ply(path)
+    assert torch.equal(got.means, ref.means) and torch.equal(got.shN, ref.shN)
+
+
 def test_spz_bytes_after_its_gzip_stream_are_named():
     data = encode_spz(well_formed(10, 1), version=3)
     with warnings.catch_warnings():

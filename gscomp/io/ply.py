@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 from plyfile import PlyData, PlyListProperty
 
-from ..errors import FormatError, GscompError, Note, one_line
+from ..errors import DataWarning, FormatError, GscompError, Note, one_line
 from ..splats import Splats
 from .common import atomic_open, read_error, build_splats, degree_for_rest, note_degree4, splats_numpy
 
@@ -118,6 +118,10 @@ def _read_plydata(path) -> PlyData:
             if f.readinto(memoryview(data.view(np.uint8))) != need:  # shrunk after the size check
                 raise FormatError(f"{path}: truncated PLY: the file ended inside element '{elt.name}'")
             elt.data = data
+        extra = size - f.tell()
+    if extra > 0:  # (the other readers say so too: a cut or edited file, e.g. a count lowered by hand)
+        warnings.warn(f"{os.path.basename(path)}: {extra:,} bytes after the last element are ignored", DataWarning,
+                      stacklevel=5)
     return ply
 
 
