@@ -89,6 +89,28 @@ def test_bits_and_varints():
     assert np.array_equal(E.read_varints(E.Reader(E.varints(u)), len(u)), u)
 
 
+@pytest.mark.parametrize("short", [True, False])
+def test_varint_lists_short_and_long_paths_agree(monkeypatch, short):
+    """Lists up to SHORT_VARINTS long are read by a plain loop: the same values, the same position
+    after them, and the same errors (truncated list, a value over 9 bytes) as the vectorised path."""
+    if not short:
+        monkeypatch.setattr(E, "SHORT_VARINTS", 0)
+    rng = np.random.default_rng(41)
+    for count in (1, 2, 7, 300, 512):
+        u = (rng.integers(0, 2**63 - 1, count, dtype=np.int64).astype(np.uint64)
+             >> rng.integers(0, 63, count).astype(np.uint64))
+        u[0] = 2**63 - 1  # 9 bytes, the longest allowed
+        data = E.varints(u) + b"\x05tail"
+        r = E.Reader(data)
+        assert np.array_equal(E.read_varints(r, count), u) and r.pos == len(data) - 5
+        with pytest.raises(FormatError, match="truncated varint list"):
+            E.read_varints(E.Reader(data[:len(E.varints(u)) - 1]), count)
+    with pytest.raises(FormatError, match="varint too long"):
+        E.read_varints(E.Reader(b"\x01" + b"\xff" * 9 + b"\x01\x02"), 3)
+    with pytest.raises(FormatError, match="truncated varint list"):
+        E.read_varints(E.Reader(b"\x01\x02\x83"), 3)
+
+
 def test_gaussian_conditional_roundtrip_and_rate():
     rng = np.random.default_rng(5)
     n = 50_000

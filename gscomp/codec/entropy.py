@@ -86,21 +86,31 @@ class Reader:
         return out
 
     def u8(self) -> int:
-        return self.take(1)[0]
+        if self.pos >= len(self.buf):
+            self.take(1)  # (raises: truncated)
+        self.pos += 1
+        return self.buf[self.pos - 1]
 
     def u32(self) -> int:
         return struct.unpack("<I", self.take(4))[0]
 
     def varint(self, limit: int = 1 << 62) -> int:
+        buf, pos, end = self.buf, self.pos, len(self.buf)
         value, shift = 0, 0
-        while True:
-            b = self.u8()
+        while True:  # (byte by byte here: this runs thousands of times per file)
+            if pos >= end:
+                self.pos = pos
+                self.take(1)  # (raises: truncated)
+            b = buf[pos]
+            pos += 1
             value |= (b & 0x7F) << shift
             if b < 0x80:
                 break
             shift += 7
             if shift > 63:
+                self.pos = pos
                 raise FormatError(f"{self.what}: varint too long")
+        self.pos = pos
         if value > limit:
             raise FormatError(f"{self.what}: value {value} exceeds the limit {limit}")
         return value
@@ -177,10 +187,39 @@ def varints(values: np.ndarray) -> bytes:
     return out.tobytes()
 
 
+SHORT_VARINTS = 512  # lists up to this long are read by `_short_varints`
+
+
+def _short_varints(buf: memoryview, pos: int, count: int) -> list[int] | None:
+    """``count`` LEB128 values from buf[pos:], then the position after them; None when the list
+    is truncated or a value is over 9 bytes (`read_varints` then names the fault)."""
+    out, end = [], len(buf)
+    for _ in range(count):
+        value = shift = 0
+        while True:
+            if pos >= end or shift > 56:
+                return None
+            b = buf[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        out.append(value)
+    out.append(pos)
+    return out
+
+
 def read_varints(r: Reader, count: int) -> np.ndarray:
-    """Read ``count`` LEB128 values (each < 2**63) from ``r``; vectorised."""
+    """Read ``count`` LEB128 values (each < 2**63) from ``r``; vectorised (a short list, such as
+    a histogram table, in a plain loop: numpy's per-call costs were most of a small scene's decode)."""
     if count == 0:
         return np.zeros(0, np.uint64)
+    if count <= SHORT_VARINTS:
+        vals = _short_varints(r.buf, r.pos, count)
+        if vals is not None:
+            r.pos = vals.pop()
+            return np.array(vals, np.uint64)
     buf = np.frombuffer(r.buf, np.uint8, offset=r.pos)[: 10 * count]  # a varint has <= 10 bytes
     ends = np.flatnonzero(buf < 0x80)
     if ends.size < count:

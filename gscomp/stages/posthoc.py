@@ -641,11 +641,9 @@ class Attributes(Stage):
         levels = int(cls.max(initial=0)) + 1
         if count < levels:
             raise FormatError(f"scales: has {count} streams, expected at least {levels}")
-        s0 = np.zeros(n, np.int64)
         rows = [np.flatnonzero(cls == c) for c in range(levels)]
         dec = self._decode_streams(streams[:levels], [len(i) for i in rows], "scales")
-        for i, d in zip(rows, dec):  # the largest scale first: it sets each Gaussian's size level
-            s0[i] = d
+        s0 = _scatter_rows(n, 1, rows, dec)[:, 0]  # the largest scale first: it sets each Gaussian's size level
         e = self._size_extra(thr, lv, s0[:, None], cls)
         lvl = cls + e
         nl = int(lvl.max(initial=0)) + 1
@@ -657,11 +655,9 @@ class Attributes(Stage):
         out[:, 0] = s0 * st
         rows = [np.flatnonzero(lvl == c) for c in range(nl)]
         dec = self._decode_streams(streams[levels:], [len(i) for i in rows] * 2, "scales")
+        g = _scatter_rows(n, 2, rows, [dec[j * nl + c] for c in range(nl) for j in (0, 1)])  # (gap streams are gap-major)
         for j in (1, 2):
-            g = np.zeros(n, np.int64)
-            for i, d in zip(rows, dec[(j - 1) * nl:j * nl]):
-                g[i] = d
-            out[:, j] = out[:, j - 1] - g * sg
+            out[:, j] = out[:, j - 1] - g[:, j - 1] * sg
         return out.astype(np.float32), s0[:, None]  # later stages only read the largest scale's symbol
 
     def _decode_classed(self, f: str, payload, n: int, w: int, cls: np.ndarray,
