@@ -599,9 +599,10 @@ def test_spz_malformed(tmp_path):
         decode_spz(v4, "x.spz")
 
 
-def test_binary_ply_bytes_after_the_last_element_are_named(tmp_path):
-    """A binary .ply with bytes after its last element (a cut or hand-edited file) is read, with a
-    warning naming them, as the SPZ and .ksplat readers do; one that ends there reads in silence."""
+def test_ply_data_after_the_last_element_is_named(tmp_path):
+    """A .ply with bytes (binary) or lines (ASCII) after its last element, a cut or hand-edited
+    file, is read with a warning naming them, as the SPZ and .ksplat readers do; one that ends
+    there reads in silence."""
     path = tmp_path / "a.ply"
     write_ply(path, well_formed(10, 1))
     with warnings.catch_warnings():
@@ -612,6 +613,18 @@ def test_binary_ply_bytes_after_the_last_element_are_named(tmp_path):
     with pytest.warns(DataWarning, match=r"a.ply: 1,234 bytes after the last element are ignored"):
         got = read_ply(path)
     assert torch.equal(got.means, ref.means) and torch.equal(got.shN, ref.shN)
+    # ASCII: plyfile reads a record a line and stops after the last; blank lines after it are fine
+    s = well_formed(4, 1)
+    write_raw_ply(path, [(n, "float") for n in ply_property_names(1)], inria_rows(s), fmt="ascii")
+    with open(path, "a") as f:
+        f.write("\n  \n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ref = read_ply(path)
+    with open(path, "a") as f:
+        f.write("1 2 3\n\n4 5 6")
+    with pytest.warns(DataWarning, match=r"a.ply: 2 lines after the last element are ignored"):
+        assert torch.equal(read_ply(path).means, ref.means)
 
 
 def test_spz_bytes_after_its_gzip_stream_are_named():

@@ -101,10 +101,21 @@ def _read_plydata(path) -> PlyData:
                 raise FormatError(f"{path}: truncated PLY: element '{elt.name}' declares {elt.count} records, "
                                   f"more than the {max(size - f.tell(), 0)} bytes left can hold")
         if ply.text:
+            body = f.tell()
             f.seek(0)
             with warnings.catch_warnings():  # plyfile drops the text wrapper it puts around f unclosed
                 warnings.simplefilter("ignore", ResourceWarning)
-                return PlyData.read(f, mmap=False)
+                ply = PlyData.read(f, mmap=False)
+            # plyfile reads a record a line and stops at the last: count the lines with more after it
+            # (on a file of our own: plyfile's text wrapper closes f)
+            records = sum(elt.count for elt in ply)
+            with open(path, "rb") as g:
+                g.seek(body)
+                extra = sum(1 for i, line in enumerate(g) if i >= records and line.strip())
+            if extra:
+                warnings.warn(f"{os.path.basename(path)}: {extra:,} line{'' if extra == 1 else 's'} after the last "
+                              "element are ignored", DataWarning, stacklevel=4)
+            return ply
         for elt in ply:
             if any(isinstance(p, PlyListProperty) for p in elt.properties):
                 elt._read(f, False, ply.byte_order, False)
