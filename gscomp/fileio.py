@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -72,16 +73,10 @@ def _remove_stale_temps(dest: Path) -> None:
             os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: bool = True) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path`` for binary writing; on success it is fsynced and
-    replaces ``path`` (os.replace), on error it is removed and ``path`` is untouched. A missing
-    parent directory is an error unless ``make_parents``. A symbolic link is written through,
-    as ``cp`` does: its target is replaced and the link kept; one that leads to no file (dangling,
-    a loop) is refused, as ``cp`` refuses it. ``sweep``: first remove the temps
-    that killed writes to ``path`` left (one listing of the folder: a cache writing thousands of
-    small files into one folder turns it off)."""
-    path = Path(path)
+def _target(path: Path, make_parents: bool) -> tuple[Path, Path, Path]:
+    """(path, the file a write replaces, its folder), after the checks `atomic_open` makes before
+    writing: a link must lead to a file, the folder must exist (or is made), OUT must be no
+    folder, pipe or device."""
     dest = path
     if path.is_symlink():
         try:
@@ -102,6 +97,39 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: b
         raise GscompError(f"{path}: is a directory")
     if path.exists() and not path.is_file():  # (a rename would put a file where /dev/null was)
         raise GscompError(f"{path}: not a regular file (a pipe, device or socket); give a file name")
+    return path, dest, parent
+
+
+def check_output(path: str | os.PathLike) -> None:
+    """Refuse an output file that `atomic_open` would refuse, before a long job rather than after
+    it: the checks above, a name longer than the file system takes, and a folder that takes no new
+    file (read-only, no permission), found by making and removing an empty temp there."""
+    path, dest, parent = _target(Path(path), False)
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = None
+    if name_max and len(os.fsencode(dest.name)) > name_max:
+        raise GscompError(f"cannot write {path}: {os.strerror(errno.ENAMETOOLONG)}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: bool = True) -> Iterator[IO[bytes]]:
+    """Open a temporary file next to ``path`` for binary writing; on success it is fsynced and
+    replaces ``path`` (os.replace), on error it is removed and ``path`` is untouched. A missing
+    parent directory is an error unless ``make_parents``. A symbolic link is written through,
+    as ``cp`` does: its target is replaced and the link kept; one that leads to no file (dangling,
+    a loop) is refused, as ``cp`` refuses it. ``sweep``: first remove the temps
+    that killed writes to ``path`` left (one listing of the folder: a cache writing thousands of
+    small files into one folder turns it off)."""
+    path, dest, parent = _target(Path(path), make_parents)
     if sweep:
         _remove_stale_temps(dest)
     try:

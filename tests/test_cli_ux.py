@@ -957,3 +957,33 @@ def test_decode_says_it_is_writing_a_large_scene(random_splats, tmp_path, capsys
     code, out, err = cli(["decode", tmp_path / "a.gsz", tmp_path / "b.spz"], capsys)
     assert code == 0 and err.startswith("decoded 50 Gaussians in ") and "writing b.spz ..." in err, err
     assert re.match(r"decoded 50 Gaussians \(SH 1\) in [0-9.]+ s, written in [0-9.]+ s -> ", out), out
+
+
+def test_a_bad_output_is_refused_before_the_input_is_read(tmp_path, capsys, monkeypatch, gsz):
+    """compress and decode check OUT (folder, name, kind) before loading IN, as the write would:
+    not after minutes of encoding. The check leaves nothing in OUT's folder."""
+    import gscomp.io
+
+    def no_load(*a, **k):
+        raise AssertionError("the input was read before the output was checked")
+
+    monkeypatch.setattr(gscomp.io, "load_splats", no_load)
+    (tmp_path / "d.gsz").mkdir()
+    (tmp_path / "d.ply").mkdir()
+    ply = tmp_path / "in.ply"
+    ply.write_bytes(b"ply\n")  # (never read)
+    cases = [(["compress", ply, tmp_path / "missing" / "x.gsz", "pipeline=compact"], "directory .* does not exist"),
+             (["compress", ply, tmp_path / "d.gsz"], "is a directory"),
+             (["compress", ply, tmp_path / ("n" * 300 + ".gsz")], "[Nn]ame too long"),
+             (["decode", gsz, tmp_path / "missing" / "x.ply"], "directory .* does not exist"),
+             (["decode", gsz, tmp_path / "d.ply"], "is a directory"),
+             (["decode", gsz, tmp_path / ("n" * 300 + ".spz")], "[Nn]ame too long")]
+    for args, msg in cases:
+        code, _, err = cli(args, capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and re.search(msg, err), (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.gsz", "d.ply", "in.ply"]
+    monkeypatch.undo()
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    code, _, err = cli(["decode", gsz, ok / "x.ply"], capsys)
+    assert code == 0 and [p.name for p in ok.iterdir()] == ["x.ply"], err

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
-from ..fileio import check_not_input, check_regular, missing_input, output_file
+from ..fileio import check_not_input, check_output, check_regular, missing_input, output_file
 from .common import split_args, stdout_console, usage_error, wants_help
 
 USAGE = ("usage: gscomp compress IN OUT.gsz [--cameras PATH] [--render-mode MODE] [--config-dir DIR] [--json] "
@@ -176,6 +176,7 @@ def run(argv: list[str]) -> int:
     if dst.suffix.lower() != ".gsz":
         raise GscompError(f"output must end in .gsz, got {dst.name!r}")
     check_not_input(src, dst)
+    check_output(dst)  # (now, not after a long encode)
     cfg = compose_pipeline(overrides, config_dir)
     from ..codec import encode_gsz
     from ..io import load_splats, stored_size

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import GscompError
-from ..fileio import check_not_input, input_file, output_file
+from ..fileio import check_not_input, check_output, input_file, output_file
 from .common import file_args, usage_error, wants_help
 
 USAGE = ("usage: gscomp decode IN OUT.ply|OUT.compressed.ply|OUT.spz|OUT.splat [--json]\n"
@@ -37,6 +37,7 @@ def run(argv: list[str]) -> int:
     if dst.suffix.lower() not in (".ply", ".spz", ".splat"):
         raise GscompError(f"output must end in .ply (.compressed.ply), .spz or .splat, got {args[1]!r}")
     check_not_input(src, dst)
+    check_output(dst)  # (now, not after the decode)
     from .. import native
     from ..io import LossySaveWarning, load_splats, save_splats
 
