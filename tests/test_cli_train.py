@@ -95,6 +95,19 @@ def test_resume_latest(tmp_path, capsys):
     assert main(["train", *TINY, "train.steps=20", f"out={done}", "resume=true"]) == 2
     assert "holds a finished run (point_cloud.ply) and no checkpoint" in capsys.readouterr().err
     assert (done / "point_cloud.ply").read_bytes() == ply
+    # a last step that is no multiple of train.ckpt_every is checkpointed too (it was not, qa39_W)
+    odd = tmp_path / "o"
+    assert main(["train", *TINY, "train.steps=25", "train.ckpt_every=10", f"out={odd}"]) == 0
+    assert sorted(p.name for p in (odd / "checkpoints").glob("*.pt")) == ["ckpt_000020.pt", "ckpt_000025.pt"]  # (ckpt_keep 2)
+    # a model trained past the latest checkpoint (resumed, then finished without checkpoints) is not
+    # silently rolled back to it
+    assert main(["train", *TINY, "train.steps=30", "train.ckpt_every=0", f"out={odd}", "resume=true"]) == 0
+    ply = (odd / "point_cloud.ply").read_bytes()
+    capsys.readouterr()
+    assert main(["train", *TINY, "train.steps=40", f"out={odd}", "resume=true"]) == 2
+    err = capsys.readouterr().err
+    assert "trained to step 30" in err and "ckpt_000025.pt, is at step 25" in err and len(err.splitlines()) == 1
+    assert (odd / "point_cloud.ply").read_bytes() == ply
 
 
 def test_resume_checks_its_checkpoint(tmp_path, capsys):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import signal
 import sys
 import warnings
@@ -469,6 +470,8 @@ class Trainer:
                                   f"replaces it")
             if p is None:
                 warnings.warn(f"resume=true: no checkpoint in {self.out / CKPT_DIR}; starting from scratch", Note)
+            else:
+                self._check_not_behind(p)
             return p
         p = Path(str(r)).expanduser()
         if p.is_dir():
@@ -479,6 +482,19 @@ class Trainer:
         if not p.exists():
             raise GscompError(f"resume checkpoint {p} does not exist")
         return p
+
+    def _check_not_behind(self, p: Path) -> None:
+        """resume=true from a checkpoint older than the model the folder holds (a run finished
+        with train.ckpt_every=0 after an interrupted one) would silently drop the steps since."""
+        m = re.fullmatch(r"ckpt_(\d+)\.pt", p.name)
+        try:
+            done = int(json.loads((self.out / "metrics.json").read_text())["steps"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if m and done > int(m.group(1)):
+            raise GscompError(f"resume=true: {self.out} holds a model trained to step {done}, and its latest checkpoint, "
+                              f"{p.name}, is at step {int(m.group(1))}: resuming would drop the steps since; give "
+                              f"resume={p} to go back to it, or train without resume")
 
     # ------------------------------------------------------------------ one step
     def _next_camera(self) -> int:
@@ -613,7 +629,7 @@ class Trainer:
                     for cb in self.callbacks:
                         cb(state, logs)
                     # (the last step too: `resume` then trains a finished run further, train.steps=MORE)
-                    if ckpt_every and state.step % ckpt_every == 0:
+                    if ckpt_every and (state.step % ckpt_every == 0 or state.step == state.max_steps):
                         self.save_checkpoint()
         except KeyboardInterrupt:
             raise self.interrupted() from None
