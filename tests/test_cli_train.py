@@ -281,18 +281,18 @@ def test_eval_of_a_pipeline_checkpoint_applies_its_stages(tmp_path, monkeypatch,
 
 
 def test_a_fresh_run_removes_an_earlier_runs_checkpoints(tmp_path, capsys):
-    """An abandoned run's checkpoint (here at step 20) would outlive a fresh 12-step run in the
-    same folder and be what resume=true continues; the fresh run removes it, and resume says
-    what it continues."""
+    """An abandoned run's checkpoints (here at steps 20 and 30) would outlive a fresh 12-step run
+    in the same folder and be what resume=true continues; the fresh run removes them, and resume
+    says what it continues."""
     out = tmp_path / "r"
     assert main(["train", *TINY, "train.steps=30", "train.ckpt_every=20", f"out={out}"]) == 0
-    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["ckpt_000020.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["ckpt_000020.pt", "ckpt_000030.pt"]
     capsys.readouterr()
     assert main(["train", *TINY, "train.steps=12", "train.ckpt_every=10", f"out={out}"]) == 0
-    assert "note: removed 1 checkpoint of an earlier run" in capsys.readouterr().err
-    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["ckpt_000010.pt"]
+    assert "note: removed 2 checkpoints of an earlier run" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["ckpt_000010.pt", "ckpt_000012.pt"]
     assert main(["train", *TINY, "train.steps=14", f"out={out}", "resume=true"]) == 0
-    assert f"resuming from {out / 'checkpoints' / 'ckpt_000010.pt'} (step 10)" in capsys.readouterr().err
+    assert f"resuming from {out / 'checkpoints' / 'ckpt_000012.pt'} (step 12)" in capsys.readouterr().err
 
 
 def test_a_second_run_into_a_busy_output_folder_is_refused(tmp_path, capsys):
@@ -357,3 +357,24 @@ def test_a_fresh_run_removes_an_earlier_runs_coded_scene(tmp_path, capsys):
     (mine / "scene.ply").write_text("mine")
     assert main(["train", *TINY, "train.steps=2", f"out={mine}"]) == 0
     assert (mine / "report.json").read_text() == '{"notes": "my own"}' and (mine / "scene.ply").read_text() == "mine"
+
+
+def test_added_keys_that_nothing_reads_are_refused(tmp_path, capsys):
+    """Hydra's hint for a mistyped key ("To append to your config use +train.stepz=10") turned the
+    typo into an added key that training, eval and config.yaml took in silence (qa39_W). '+' adds
+    keys only where their reader checks them (pipeline.*, data.*, hydra.*); the hint is not given
+    where it would not help."""
+    out = tmp_path / "r"
+    for verb, extra in (("train", ["+train.stepz=10"]), ("train", ["+seeed=3"]), ("train", ["++train.lr.mean=1"]),
+                        ("train", ["-m", "+train.stepz=1,2"]), ("eval", [str(tmp_path / "m.ply"), "+n_rendrs=0"])):
+        capsys.readouterr()
+        assert main([verb, *TINY, *extra, f"out={out}"]) == 2, extra
+        err = capsys.readouterr().err
+        key = extra[-1].lstrip("+").split("=")[0]
+        assert err.startswith(f"error: {key}: no such setting") and len(err.splitlines()) == 1, err
+    assert main(["train", *TINY, "train.stepz=10", f"out={out}"]) == 2
+    err = capsys.readouterr().err
+    assert "Could not override 'train.stepz'" in err and "+train" not in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+    assert main(["train", *TINY, "+data.pth=3", f"out={out}"]) == 2  # (the loader names it)
+    assert "take no option 'pth'" in capsys.readouterr().err
