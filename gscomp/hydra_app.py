@@ -170,6 +170,10 @@ def config_error(e: BaseException, prefix: str = "") -> GscompError:
     from omegaconf.errors import InterpolationKeyError
 
     lines = [line.strip() for line in str(e).strip().split("\n")]
+    if len(lines) > 1 and lines[1].startswith("To append to your config use +"):
+        key = lines[1].split("+", 1)[1].split("=", 1)[0]
+        if key.split(".")[0] not in OPEN_ROOTS:  # (the hint would add a key nothing reads: `check_additions`)
+            lines[1] = "No such setting (`--cfg job` lists them)."
     msg = " ".join(lines[:2]).strip() or type(e).__name__
     if lines[0].startswith("Ambiguous value"):  # a comma: its list, string and sweep readings
         msg = " ".join(lines[:4])
@@ -236,10 +240,28 @@ def _exists(path: str) -> bool:
         return False
 
 
+# Where '+KEY=VALUE' may add a key: a stage's params and a loader's options are checked by their
+# readers (a typo there is refused by name); anywhere else an added key is read by nothing, so a
+# typo that Hydra's own hint ("To append to your config use +train.step=10") turned into an
+# addition passed in silence, and config.yaml recorded it.
+OPEN_ROOTS = ("pipeline", "data", "hydra")
+
+
+def check_additions(argv: list[str], prog: str) -> None:
+    """Refuse '+KEY=VALUE' / '++KEY=VALUE' overrides outside `OPEN_ROOTS` (one line)."""
+    for a in argv:
+        if a.startswith("+") and "=" in a:
+            key = a.lstrip("+").split("=", 1)[0]
+            if key.split(".")[0].split("@")[0] not in OPEN_ROOTS:
+                raise GscompError(f"{key}: no such setting, so '+' would add a key that nothing reads (only pipeline.*, "
+                                  f"data.* and hydra.* take new keys; `{prog} --cfg job` lists the settings)")
+
+
 def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | None = None) -> int:
     """Run ``task_fn`` as the Hydra app ``config_name`` with command-line ``argv``."""
     prog = prog or f"gscomp {config_name}"
     argv, config_dir = take_config_dir(argv)
+    check_additions(argv, prog)
     argv = _overrides_first([quote_literal_value(a) for a in argv])
     if config_dir is not None:
         argv.insert(0, searchpath_override(config_dir))
