@@ -344,8 +344,8 @@ def test_a_fresh_run_removes_an_earlier_runs_coded_scene(tmp_path, capsys):
     assert (out / "scene.gsz").is_file() and (out / "report.json").is_file()
     capsys.readouterr()
     assert main(["train", *TINY, "train.steps=4", f"out={out}"]) == 0
-    assert "note: removed scene.gsz, scene.ply, report.json of an earlier run" in capsys.readouterr().err
-    assert not any((out / n).exists() for n in ("scene.gsz", "scene.ply", "report.json"))
+    assert "note: removed scene.gsz, scene.ply, report.json, renders_decoded/ of an earlier run" in capsys.readouterr().err
+    assert not any((out / n).exists() for n in ("scene.gsz", "scene.ply", "report.json", "renders_decoded"))  # (qa39_W)
     assert (out / "point_cloud.ply").is_file()
     # a resumed run too; a report.json that is no gscomp report (a user's own) stays
     assert main(["compress", *TINY, "train.steps=4", "train.ckpt_every=2", "pipeline=medium", f"out={out}"]) == 0

@@ -12,6 +12,7 @@ Outputs in the run folder: ``config.yaml`` (resolved), ``checkpoints/ckpt_STEP.p
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -437,7 +438,16 @@ class Trainer:
         coded = [self.out / n for n in CODED_OUTPUTS if (self.out / n).is_file()]
         for old in coded:
             old.unlink(missing_ok=True)
-        warnings.warn(f"removed {', '.join(p.name for p in coded)} of an earlier run from {self.out}", Note)
+        names = [p.name for p in coded]
+        renders = self.out / "renders_decoded"  # (its renders of the decoded scene: ours by their names)
+        pngs = sorted(renders.glob("[0-9][0-9][0-9]_*.png")) if renders.is_dir() else []
+        for old in pngs:
+            old.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            renders.rmdir()  # (only when nothing else is in it)
+        if pngs:
+            names.append("renders_decoded/")
+        warnings.warn(f"removed {', '.join(names)} of an earlier run from {self.out}", Note)
 
     def _check_resume(self, ckpt: dict, path: Path, steps: int) -> None:
         """A checkpoint continues only the scene it was trained on (its camera order indexes that
