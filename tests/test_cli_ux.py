@@ -987,3 +987,19 @@ def test_a_bad_output_is_refused_before_the_input_is_read(tmp_path, capsys, monk
     ok.mkdir()
     code, _, err = cli(["decode", gsz, ok / "x.ply"], capsys)
     assert code == 0 and [p.name for p in ok.iterdir()] == ["x.ply"], err
+
+
+def test_info_on_a_file_of_no_splat_type_says_so(tmp_path, capsys, gsz):
+    """info reads a file of an unknown extension as a .gsz by another name; one that is not (a
+    config.yaml) gets the other verbs' message, not 'not a .gsz file (bad magic)' (qa39_W)."""
+    yml = tmp_path / "config.yaml"
+    yml.write_text("out: x\n")
+    code, _, err = cli(["info", yml], capsys)
+    assert code == 2 and "unrecognised splat file type '.yaml'" in err and len(err.splitlines()) == 1, err
+    other = tmp_path / "scene.bin"
+    other.write_bytes(gsz.read_bytes())
+    code, out, _ = cli(["info", other], capsys)
+    assert code == 0 and ".gsz version" in out
+    other.write_bytes(gsz.read_bytes()[:50])
+    code, _, err = cli(["info", other], capsys)
+    assert code == 2 and "unrecognised" not in err, err

@@ -27,13 +27,19 @@ def run(argv: list[str]) -> int:
     if Path(rest[0]).is_dir():  # a SOG scene's folder
         return _show_splat_file(splat_file_info(rest[0]), as_json)
     src = input_file(rest[0])
+    unknown = None
     try:  # by its name, as decode reads it (an empty .ply was "a truncated .gsz")
         fmt = detect_format(src)
-    except FormatError:  # an unknown extension: a .gsz by another name, or gsz_info says what it is not
-        fmt = "gsz"
+    except FormatError as e:  # an unknown extension: a .gsz by another name, else what the other verbs say
+        fmt, unknown = "gsz", e
     if fmt != "gsz":
         return _show_splat_file(splat_file_info(src), as_json)
-    info = gsz_info(src)
+    try:
+        info = gsz_info(src)
+    except FormatError as e:
+        if unknown is not None and "not a .gsz file" in str(e):  # ("not a .gsz" misled for a .yaml, qa39_W)
+            raise unknown from None
+        raise
     info["format"] = "gsz"
     if as_json:
         print(json.dumps(info, indent=2))

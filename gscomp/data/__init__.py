@@ -121,7 +121,8 @@ def load_scene(kind: str, path: str | None, *, downscale: float = 1, test_every:
     max_width = check_int("max_width", max_width, 0, math.inf, floats=True)
     bad = sorted(set(kw) - set(OPTIONS[kind]))
     if bad:
-        raise GscompError(f"{kind} scenes take no option {bad[0]!r} (options: {', '.join(OPTIONS[kind])})")
+        common = ("background", "max_images", "test_every") + (() if kind == "synthetic" else ("downscale", "max_width", "path"))
+        raise GscompError(f"{kind} scenes take no option {bad[0]!r} (options: {', '.join(sorted(common + OPTIONS[kind]))})")
     if kind != "synthetic":  # (a synthetic scene is rendered at its resolution)
         kw["max_width"] = max_width
     bg = _background(background)
