@@ -402,7 +402,8 @@ class Trainer:
             st = self.strategy
             warnings.warn(f"no densification in {steps} steps (train.strategy.refine_every={st.refine_every} steps, "
                           f"between refine_start={st.refine_start} and refine_stop={st.refine_stop}): the model keeps "
-                          f"its {state.n:,} initial Gaussians", Note)
+                          + (f"the {state.n:,} Gaussians of its checkpoint" if ckpt is not None
+                             else f"its {state.n:,} initial Gaussians"), Note)
         for stage in self.stages:
             stage.attach(state)
         self._order_gen = torch.Generator().manual_seed(seed)
