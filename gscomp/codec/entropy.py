@@ -67,6 +67,27 @@ def _np(x) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- byte helpers
+TRUNCATED, TOO_LONG = -1, -2  # `_varint_at`'s faults
+
+
+def _varint_at(buf: memoryview, pos: int, max_shift: int) -> tuple[int, int]:
+    """The LEB128 value at buf[pos] and the position after it, byte by byte (it runs thousands
+    of times per file: numpy's per-call costs were more than the work); the value is TRUNCATED
+    (position: the end) or TOO_LONG (a byte beyond ``max_shift`` bits) for a fault."""
+    value, shift, end = 0, 0, len(buf)
+    while True:
+        if pos >= end:
+            return TRUNCATED, pos
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift > max_shift:
+            return TOO_LONG, pos
+
+
 class Reader:
     """Bounds-checked cursor over a payload; every failure is a one-line FormatError."""
 
@@ -95,22 +116,11 @@ class Reader:
         return struct.unpack("<I", self.take(4))[0]
 
     def varint(self, limit: int = 1 << 62) -> int:
-        buf, pos, end = self.buf, self.pos, len(self.buf)
-        value, shift = 0, 0
-        while True:  # (byte by byte here: this runs thousands of times per file)
-            if pos >= end:
-                self.pos = pos
-                self.take(1)  # (raises: truncated)
-            b = buf[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-            if shift > 63:
-                self.pos = pos
-                raise FormatError(f"{self.what}: varint too long")
-        self.pos = pos
+        value, self.pos = _varint_at(self.buf, self.pos, 63)
+        if value == TRUNCATED:
+            self.take(1)  # (raises: truncated)
+        if value == TOO_LONG:
+            raise FormatError(f"{self.what}: varint too long")
         if value > limit:
             raise FormatError(f"{self.what}: value {value} exceeds the limit {limit}")
         return value
@@ -193,18 +203,11 @@ SHORT_VARINTS = 512  # lists up to this long are read by `_short_varints`
 def _short_varints(buf: memoryview, pos: int, count: int) -> list[int] | None:
     """``count`` LEB128 values from buf[pos:], then the position after them; None when the list
     is truncated or a value is over 9 bytes (`read_varints` then names the fault)."""
-    out, end = [], len(buf)
+    out = []
     for _ in range(count):
-        value = shift = 0
-        while True:
-            if pos >= end or shift > 56:
-                return None
-            b = buf[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
+        value, pos = _varint_at(buf, pos, 56)
+        if value < 0:
+            return None
         out.append(value)
     out.append(pos)
     return out
