@@ -100,6 +100,14 @@ def _target(path: Path, make_parents: bool) -> tuple[Path, Path, Path]:
     return path, dest, parent
 
 
+def _new_temp(path: Path, dest: Path, parent: Path) -> tuple[int, str]:
+    """An empty temp beside ``dest`` (fd, name), to write OUT into; a one-line error if none can be made."""
+    try:
+        return tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def check_output(path: str | os.PathLike) -> None:
     """Refuse an output file that `atomic_open` would refuse, before a long job rather than after
     it: the checks above, a name longer than the file system takes, and a folder that takes no new
@@ -111,10 +119,7 @@ def check_output(path: str | os.PathLike) -> None:
         name_max = None
     if name_max and len(os.fsencode(dest.name)) > name_max:
         raise GscompError(f"cannot write {path}: {os.strerror(errno.ENAMETOOLONG)}")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
+    fd, tmp = _new_temp(path, dest, parent)
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
@@ -132,10 +137,7 @@ def atomic_open(path: str | os.PathLike, *, make_parents: bool = False, sweep: b
     path, dest, parent = _target(Path(path), make_parents)
     if sweep:
         _remove_stale_temps(dest)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise GscompError(f"cannot write {path}: {e.strerror or e}") from None
+    fd, tmp = _new_temp(path, dest, parent)
     lock = None
     f = None
     try:

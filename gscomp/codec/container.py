@@ -73,6 +73,10 @@ def pack_gsz(header: dict[str, Any], sections: list[Section]) -> bytes:
     return bytes(out)
 
 
+class NotGsz(FormatError):
+    """Bytes that are no .gsz at all (too short for one, another magic), not a damaged one."""
+
+
 class _BadHeaderValue(ValueError):
     """A header value Python's json reads but gscomp does not take (its message says why)."""
 
@@ -99,10 +103,10 @@ def unpack_gsz(data: bytes | memoryview, what: str = "file") -> tuple[dict[str, 
             raise FormatError(f"{what}: empty file (0 bytes)")
         if bytes(data[: min(size, 8)]) == MAGIC[: min(size, 8)]:
             raise FormatError(f"{what}: truncated .gsz ({size} bytes)")
-        raise FormatError(f"{what}: not a .gsz file (too short)")
+        raise NotGsz(f"{what}: not a .gsz file (too short)")
     magic, major, minor, hlen, nsec, crc = PREAMBLE.unpack(data[: PREAMBLE.size])
     if magic != MAGIC:
-        raise FormatError(f"{what}: not a .gsz file (bad magic)")
+        raise NotGsz(f"{what}: not a .gsz file (bad magic)")
     if major != VERSION_MAJOR:
         raise FormatError(f"{what}: unsupported .gsz version {major}.{minor} (this reader: {VERSION_MAJOR}.x)")
     if PREAMBLE.size + hlen > size:

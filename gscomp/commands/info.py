@@ -22,6 +22,7 @@ def run(argv: list[str]) -> int:
     if opts or len(rest) != 1:
         raise usage_error(USAGE, opts)
     from ..codec import gsz_info
+    from ..codec.container import NotGsz
     from ..io import FormatError, detect_format, splat_file_info
 
     if Path(rest[0]).is_dir():  # a SOG scene's folder
@@ -36,8 +37,8 @@ def run(argv: list[str]) -> int:
         return _show_splat_file(splat_file_info(src), as_json)
     try:
         info = gsz_info(src)
-    except FormatError as e:
-        if unknown is not None and "not a .gsz file" in str(e):  # ("not a .gsz" misled for a .yaml, qa39_W)
+    except NotGsz:
+        if unknown is not None:  # ("not a .gsz" misled for a .yaml, qa39_W)
             raise unknown from None
         raise
     info["format"] = "gsz"
