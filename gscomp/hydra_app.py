@@ -10,8 +10,11 @@
   ``error: ...`` (exit 2 for a `GscompError`, or 1 for an internal error) where Hydra would
   print a traceback;
 - config errors (unknown key, bad group option, bad override syntax) of a single run are one
-  ``error: ...`` line and exit status 2; in a multirun they are Hydra's short messages, exit 2,
-  never a traceback wall (unless ``HYDRA_FULL_ERROR=1``);
+  ``error: ...`` line and exit status 2, and so are a sweep's (``-m``; each value of a sweep over
+  a config group is composed before Hydra launches a job, `check_sweep`); with other Hydra flags
+  they are Hydra's short messages, exit 2, never a traceback wall (unless ``HYDRA_FULL_ERROR=1``);
+- a failed sweep whose folder we created and in which no job left anything removes it, with
+  Hydra's ``multirun.yaml``;
 - a single run that fails removes the ``out`` folder (and parents) it created while still empty;
 - ``--config-dir DIR`` adds a folder of one's own configs (``DIR/pipeline/NAME.yaml`` is
   ``pipeline=NAME``) to Hydra's search path, for every verb (`take_config_dir`).
@@ -149,15 +152,16 @@ def own_hydra(version_base: str | None = "1.3"):
             Singleton._instances.update(saved)
 
 
-def compose(config_name: str, overrides: list[str] | None = None):
-    """Compose a config from Python (tests, notebooks, other verbs) without running an app."""
+def compose(config_name: str, overrides: list[str] | None = None, hydra_config: bool = False):
+    """Compose a config from Python (tests, notebooks, other verbs) without running an app
+    (``hydra_config``: with its ``hydra`` node)."""
     from hydra import compose as _compose
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
         with own_hydra():
-            return _compose(config_name=config_name, overrides=list(overrides or []))
+            return _compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=hydra_config)
     except (HydraException, OmegaConfBaseException) as e:
         raise config_error(e) from None
 
@@ -278,6 +282,11 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
                 out.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise GscompError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    elif all(a in SWEEP_FLAGS or not a.startswith("-") for a in argv):
+        # a sweep and nothing else of Hydra's: its config errors are one `error: ...` line too,
+        # before Hydra launches anything or writes out/multirun.yaml
+        sweep_dir = check_sweep(config_name, argv, config_dir)
+        created = _missing_dirs(sweep_dir) if sweep_dir is not None else []
     elif any(a in ("-h", "--help") for a in argv):
         # Hydra's help is headed "<app_name> is powered by Hydra"; by default the app name is this
         # module's (hydra_app): name the verb instead.
@@ -292,12 +301,73 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
     finally:
         if code != 0:
             # a failed run (bad data path, bad value) leaves no empty output folder behind; only
-            # folders it created and that are still empty go (rmdir refuses any other)
+            # folders it created and that are still empty go (rmdir refuses any other). A sweep
+            # folder of ours that holds nothing but Hydra's multirun.yaml (every job failed) is empty.
+            if created and created[0].is_dir() and [p.name for p in created[0].iterdir()] == ["multirun.yaml"]:
+                (created[0] / "multirun.yaml").unlink()
             for d in created:
                 try:
                     d.rmdir()
                 except OSError:
                     break
+
+
+SWEEP_FLAGS = ("-m", "--multirun")
+# Each value of a sweep over a config group (pipeline=a,b,c) is composed, as each may be missing;
+# any other sweep is composed with its first value only (a key's name is what composing checks).
+MAX_SWEEP_CHECKS = 64
+
+
+def check_sweep(config_name: str, argv: list[str], config_dir: Path | None = None) -> Path | None:
+    """A sweep's overrides composed up front, so that an unknown key or a missing group option is
+    one `error: ...` line (Hydra would print its several lines per job and leave multirun.yaml).
+    Only choice and range sweeps are expanded; others (interval, glob, a sweeper plugin's own)
+    are left to Hydra. Returns the sweep's folder (``hydra.sweep.dir``), or None when unknown."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, OverrideType, RangeSweep, Transformer
+    from hydra.errors import HydraException
+
+    overrides = [a for a in argv if a not in SWEEP_FLAGS]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise config_error(e) from None
+    prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
+    fixed, sweeps = [], []  # sweeps: (override text of each value, is it a config group?)
+    intervals = []
+    for o in parsed:
+        if not o.is_sweep_override():
+            fixed.append(o.input_line)
+            continue
+        if not isinstance(o.value(), (ChoiceSweep, RangeSweep)):
+            intervals += [o.input_line] if isinstance(o.value(), IntervalSweep) else []
+            continue
+        try:
+            values = [str(v) for v in o.sweep_iterator(transformer=Transformer.encode)]
+        except HydraException:  # (a glob nested in a choice needs Hydra's config loader)
+            continue
+        key = o.get_key_element()
+        head = prefix.get(o.type, "") + key + "="
+        name = key.split("@")[0]
+        group = "/" in name or any((d / name).is_dir() for d in (CONFIG_DIR, config_dir) if d is not None)
+        if values:
+            sweeps.append(([head + v for v in values], group))
+    firsts = [texts[0] for texts, _ in sweeps]
+    cfg = compose(config_name, fixed + firsts, hydra_config=True)
+    if intervals and str(cfg.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):  # (Hydra: a traceback)
+        raise GscompError(f"{intervals[0]}: an interval is sampled by a sweeper plugin (such as hydra/sweeper=optuna); "
+                          "Hydra's basic sweeper takes a,b,c, choice(...), range(...) and glob(...)")
+    checks = 1
+    for i, (texts, group) in enumerate(sweeps):
+        for text in texts[1:] if group else ():
+            if checks >= MAX_SWEEP_CHECKS:
+                break
+            compose(config_name, fixed + firsts[:i] + [text] + firsts[i + 1:])
+            checks += 1
+    try:
+        return Path(str(cfg.hydra.sweep.dir)).expanduser()
+    except Exception:  # (an interpolation only a running job can resolve)
+        return None
 
 
 def _failed_job(e: Exception) -> Exception:

@@ -65,6 +65,10 @@ def test_eval_names_data_settings_other_than_the_training_runs(trained, tmp_path
     assert "warning: the run that trained this model" in err and "data.n_views=9 here, 6 there" in err
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert len(m["per_view"]) == m["n_views"]
+    # data that does not load: its error alone, no warning about settings that decide nothing
+    assert main(["eval", str(ply), "data=colmap", f"data.path={tmp_path / 'none'}", f"out={tmp_path / 'b'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: data.path") and len(err.splitlines()) == 1, err
 
 
 def test_eval_on_checkpoint_and_missing_model(trained, tmp_path, capsys):
@@ -206,6 +210,26 @@ def test_cfg_job_and_multirun(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]  # (job 0's)
     assert len(err) == 1 and err[0].startswith("error: job 1 (") and "train.steps=-5" in err[0], err
     assert (sweep / "0" / "metrics.json").exists() and not (sweep / "1").exists()
+
+
+def test_a_sweeps_config_errors_are_one_line_and_leave_nothing(tmp_path, capsys):
+    """A sweep (-m) with an unknown key or a missing group option printed Hydra's 6-9 lines (the
+    group's options, its search path) and left out/multirun.yaml; an interval sweep, a traceback."""
+    sweep = tmp_path / "a" / "sweep"
+    for bad, says in ((["train.stepz=5,8"], "error: Could not override 'train.stepz'"),
+                      (["pipeline=compact,nope"], "error: In 'train': Could not find 'pipeline/nope'"),
+                      (["train=fast", "data.nope=1,2"], "error: Could not override 'data.nope'"),
+                      (["train.steps=interval(1,2)"], "error: train.steps=interval(1,2): an interval")):
+        assert main(["train", "-m", *TINY, *bad, f"out={sweep}"]) == 2, bad
+        err = capsys.readouterr().err
+        assert err.startswith(says) and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "a").exists(), bad
+    # every job failing (a value only a job checks): the folder we made goes, multirun.yaml too
+    assert main(["train", "-m", *TINY, "train.steps=-1,-2", f"out={sweep}"]) == 2
+    assert "error: job 0 (" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()  # (a folder that was there stays, with what Hydra wrote)
+    assert main(["train", "-m", *TINY, "train.steps=-1,-2", f"out={tmp_path / 'a'}"]) == 2
+    assert (tmp_path / "a").is_dir()
 
 
 def test_subprocess_bad_key_exit_code(tmp_path):

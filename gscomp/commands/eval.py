@@ -90,9 +90,6 @@ def task(cfg) -> int:
     lpips_net = str(cfg.get("lpips_net", "vgg"))
     if lpips_net not in LPIPS_NETS:
         raise GscompError(f"lpips_net must be one of {', '.join(LPIPS_NETS)}, got {lpips_net!r}")
-    mismatch = training_mismatch(model, cfg.data)
-    if mismatch:
-        print(f"warning: {mismatch}", file=sys.stderr)
     sh = degree if sh is None else min(int(sh), splats.sh_degree)
     device = resolve_device(str(cfg.device), str(cfg.render.backend))
     backend = resolve_render_backend(str(cfg.render.backend), device)
@@ -103,6 +100,9 @@ def task(cfg) -> int:
         raise GscompError(f"split must be test, train or all, got {split!r}")
     if not cams:
         raise GscompError(f"the scene has no {split} views (set data.test_every or split=train)")
+    mismatch = training_mismatch(model, cfg.data)  # (once the data is known to load: an error says it alone)
+    if mismatch:
+        print(f"warning: {mismatch}", file=sys.stderr)
     out = Path(str(cfg.out)).expanduser() if cfg.get("out") else model.parent / f"eval_{model.stem}"
     bg = scene.background if scene.background is not None else (0.0, 0.0, 0.0)
     with run_folder(out):  # (not a folder a training run is writing: its config.yaml was overwritten)
