@@ -357,6 +357,12 @@ def test_directory_input_is_named_as_such(tmp_path, capsys):
     for verb in (["info", d], ["decode", d, tmp_path / "out.ply"]):
         assert cli(verb, capsys)[::2] == (2, f"error: {d / 'meta.json'}: not a regular file (a pipe, device or socket); "
                                              "give a file on disk\n")
+    run = tmp_path / "run"  # a training run's folder (`gscomp eval runs/lego`): its model is named
+    run.mkdir()
+    (run / "point_cloud.ply").write_bytes(b"")
+    for verb in (["eval", run, "data=synthetic"], ["view", run], ["compress", run, tmp_path / "o.gsz"]):
+        assert cli(verb, capsys)[::2] == (2, f"error: {run}: directory has no meta.json (expected a SOG scene); "
+                                             f"to use this run's model, give {run / 'point_cloud.ply'}\n"), verb
 
 
 def test_empty_cameras_value_is_rejected(tmp_path, capsys):

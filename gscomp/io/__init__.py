@@ -35,7 +35,9 @@ def detect_format(path: str | os.PathLike) -> str:
         if (p / "meta.json").is_file():
             return "sog"
         check_regular(p / "meta.json")  # (a FIFO named meta.json: "has no meta.json" was wrong)
-        raise GscompError(f"{p}: directory has no meta.json (expected a SOG scene)")
+        inside = [n for n in ("point_cloud.ply", "scene.gsz") if (p / n).is_file()]  # a gscomp run's folder
+        hint = f"; to use this run's model, give {p / inside[0]}" if inside else ""
+        raise GscompError(f"{p}: directory has no meta.json (expected a SOG scene){hint}")
     if not p.exists():
         raise missing_input(p)
     check_regular(p)

@@ -56,8 +56,6 @@ def load_view_file(path: str | Path) -> ViewFile:
     p = Path(path)
     if not p.exists():
         raise GscompError(f"{p}: no such file or directory")
-    if p.is_dir() and not (p / "meta.json").exists():  # a SOG folder is the one directory input
-        raise GscompError(f"{p} is a directory, not a splat file")
     from ..io import load_splats, stored_size
 
     splats = load_splats(p).detach().map(lambda t: t.to("cpu", torch.float32)).validate(str(p))
