@@ -333,14 +333,14 @@ def check_sweep(config_name: str, argv: list[str], config_dir: Path | None = Non
     except HydraException as e:
         raise config_error(e) from None
     prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
-    fixed, sweeps = [], []  # sweeps: (override text of each value, is it a config group?)
-    intervals = []
+    fixed, sweeps, intervals = [], [], []  # sweeps: (override text of each value, is it a config group?)
     for o in parsed:
         if not o.is_sweep_override():
             fixed.append(o.input_line)
             continue
+        if isinstance(o.value(), IntervalSweep):
+            intervals.append(o.input_line)
         if not isinstance(o.value(), (ChoiceSweep, RangeSweep)):
-            intervals += [o.input_line] if isinstance(o.value(), IntervalSweep) else []
             continue
         try:
             values = [str(v) for v in o.sweep_iterator(transformer=Transformer.encode)]
