@@ -17,7 +17,7 @@ from gscomp.camera import Camera
 from gscomp.cli import main as cli_main
 from gscomp.errors import GscompError
 from gscomp.render import render
-from gscomp.viewer.load import ViewFile, bits_rows, find_source, load_view_file
+from gscomp.viewer.load import ViewFile, bits_rows, find_sources, load_view_file
 from gscomp.viewer.prepare import (
     F16_MAX_VAR, TARGET_RADIUS, camera_from_viser, colors_dc, colors_view, covariances, initial_camera,
     opacities, prepare, scene_center_radius,
@@ -202,9 +202,9 @@ def test_load_view_file_summary(tmp_path, random_splats):
     assert vf.file_bytes == p.stat().st_size
     md = vf.summary_markdown()
     assert "scene.ply" in md and "| Gaussians | 50 |" in md and "| SH degree | 1 |" in md
-    assert find_source(p) is None
+    assert find_sources(p) == []
     gsz = tmp_path / "scene.gsz"
-    assert find_source(gsz) == p  # X.gsz next to X.ply
+    assert find_sources(gsz) == [p]  # X.gsz next to X.ply
 
 
 @pytest.mark.parametrize("name,content", [
@@ -432,8 +432,19 @@ def test_port_search_and_a_broken_sibling_source(tmp_path, capsys):
     capsys.readouterr()
     assert load_compare(main, None) is None
     assert capsys.readouterr().err.startswith("note: not comparing with x.ply")
+    from gscomp.io import save_splats
+
+    save_splats(tmp_path / "x.spz", Splats.cat([one(), one(mean=(1, 0, 0))]))
+    assert load_compare(main, None).name == "x.spz"  # the next one, when x.ply does not load
+    assert capsys.readouterr().err.startswith("note: not comparing with x.ply")
+    assert cli_main(["decode", str(gsz), str(tmp_path / "x.ply")]) == 0
+    capsys.readouterr()
+    assert load_compare(main, None).name == "x.spz"  # ... or is x.gsz decoded (qa40_V)
+    assert "note: not comparing with x.ply: it is x.gsz decoded" in capsys.readouterr().err
     _write_ply(tmp_path / "x.ply", Splats.cat([one(), one(mean=(1, 0, 0))]))
     assert load_compare(main, None).name == "x.ply"
+    assert load_compare(main, str(tmp_path / "x.gsz")) is None  # (it loaded twice, one button per copy)
+    assert capsys.readouterr().err.startswith("note: not comparing x.gsz with itself")
     # train-and-compress output: scene.ply is scene.gsz decoded (the "original" toggle showed the
     # decoded scene twice); the original is point_cloud.ply, which report.json marks
     run = tmp_path / "run"
@@ -446,7 +457,7 @@ def test_port_search_and_a_broken_sibling_source(tmp_path, capsys):
     assert load_compare(coded, None) is None  # no report.json: scene.ply, which is this file decoded
     assert "note: not comparing with scene.ply: it is scene.gsz decoded" in capsys.readouterr().err
     (run / "report.json").write_text('{"pipeline": "low", "gsz_bytes": 1}')
-    assert find_source(run / "scene.gsz") == run / "point_cloud.ply"
+    assert find_sources(run / "scene.gsz") == [run / "point_cloud.ply"]
     assert load_compare(coded, None).name == "point_cloud.ply"
     with pytest.raises(GscompError):
         load_compare(main, str(tmp_path / "missing.ply"))
@@ -491,3 +502,32 @@ def test_a_second_ctrl_c_while_stopping_is_still_a_clean_stop(tmp_path, random_s
         proc.kill()
     err = proc.stderr.read()
     assert rc == 0 and err.strip() == "gscomp view: stopped", (rc, err[-500:])
+
+
+@pytest.mark.parametrize("where", ["loading", "server setup"])
+def test_a_stop_before_serving_is_the_same_clean_stop(tmp_path, random_splats, monkeypatch, capsys, where):
+    """Ctrl-C while the file loads was 'interrupted' (exit 130), and while the server was set up it
+    left viser's own "(viser) Server stopped" on stdout (qa40_V); both are now the clean stop."""
+    import os
+    import signal
+
+    pytest.importorskip("viser")
+    from gscomp.io import save_splats
+    from gscomp.viewer import app, load
+
+    p = tmp_path / "s.ply"
+    save_splats(p, random_splats(20, sh_degree=0))
+    if where == "loading":
+        def stop(*_a, **_k):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(load, "load_view_file", stop)
+    else:
+        real = app.Viewer._add_node
+
+        def add_node(self, *a, **k):  # (the signal comes once viser's server runs)
+            os.kill(os.getpid(), signal.SIGINT)
+            return real(self, *a, **k)
+        monkeypatch.setattr(app.Viewer, "_add_node", add_node)
+    assert cli_main(["view", str(p), "--port", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err == "gscomp view: stopped\n", (out, err)

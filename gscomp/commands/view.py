@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import GscompError
+from .. import signals
 from ..signals import raise_stop
 
 
@@ -67,27 +68,29 @@ def run(argv: list[str]) -> int:
     port = _free_port(args.host, _check_host(args.host), args.port)
     from ..viewer.load import load_view_file
 
-    # Everything that can fail because of the input happens before the server starts.
-    t0 = time.perf_counter()
-    _say_loading(args.file)
-    main = load_view_file(args.file)
-    compare = load_compare(main, args.compare)
-    load_s = time.perf_counter() - t0
-    try:
-        import viser  # noqa: F401
-    except ImportError:
-        raise GscompError("the viewer needs viser: pip install 'gscomp[viewer]' (or pip install viser)") from None
-
-    from ..viewer.app import Viewer
-
-    # Ctrl-C and `kill` (SIGTERM) both stop cleanly. SIGINT is set explicitly because a process
-    # started in the background by a non-interactive shell inherits it as ignored.
+    # Ctrl-C and `kill` (SIGTERM) both stop cleanly, while the files load too. SIGINT is set
+    # explicitly because a process started in the background by a non-interactive shell inherits
+    # it as ignored.
     old_handlers = (signal.signal(signal.SIGINT, signal.default_int_handler),
                     signal.signal(signal.SIGTERM, raise_stop))
     viewer = None
     try:
-        viewer = Viewer(main, compare, host=args.host, port=port, up=args.up, exact=args.exact,
-                        exact_max_side=args.exact_max_side, backend=args.backend, max_splats=args.max_splats)
+        # Everything that can fail because of the input happens before the server starts.
+        t0 = time.perf_counter()
+        _say_loading(args.file)
+        main = load_view_file(args.file)
+        compare = load_compare(main, args.compare)
+        load_s = time.perf_counter() - t0
+        try:
+            import viser  # noqa: F401
+        except ImportError:
+            raise GscompError("the viewer needs viser: pip install 'gscomp[viewer]' (or pip install viser)") from None
+
+        from ..viewer.app import Viewer
+
+        with signals.deferred():  # (a stop while the server is set up acts once `viewer` can close it quietly)
+            viewer = Viewer(main, compare, host=args.host, port=port, up=args.up, exact=args.exact,
+                            exact_max_side=args.exact_max_side, backend=args.backend, max_splats=args.max_splats)
         host = "localhost" if args.host in ("0.0.0.0", "::", "") else args.host
         host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
         what = f"{main.name} ({len(main.splats):,} Gaussians, loaded in {load_s:.1f} s)"
@@ -128,27 +131,37 @@ def _say_loading(path) -> None:
 
 
 def load_compare(main, compare: str | None):
-    """The scene to compare with: ``--compare PATH``, else the source a .gsz sits next to (same
-    stem), which is only a guess: one that does not load is skipped with a note, not fatal."""
-    from ..viewer.load import find_source, load_view_file
+    """The scene to compare with: ``--compare PATH``, else the first source a .gsz sits next to
+    (`find_sources`) that loads and is not the .gsz decoded: a guess, so one that does not fit
+    is skipped with a note, not fatal."""
+    from ..viewer.load import find_sources, load_view_file
 
     if compare:
+        if _same_file(Path(compare), main.path):
+            print(f"note: not comparing {main.name} with itself", file=sys.stderr)
+            return None
         _say_loading(compare)
         return load_view_file(Path(compare))
-    sibling = find_source(main.path)
-    if sibling is None:
-        return None
-    _say_loading(sibling)
+    for sibling in find_sources(main.path):
+        _say_loading(sibling)
+        try:
+            other = load_view_file(sibling)
+        except GscompError as e:
+            print(f"note: not comparing with {sibling.name} ({e})", file=sys.stderr)
+            continue
+        if other.splats.same_as(main.splats):
+            print(f"note: not comparing with {sibling.name}: it is {main.name} decoded (give the original with "
+                  "--compare PATH)", file=sys.stderr)
+            continue
+        return other
+    return None
+
+
+def _same_file(a: Path, b: Path) -> bool:
     try:
-        other = load_view_file(sibling)
-    except GscompError as e:
-        print(f"note: not comparing with {sibling.name} ({e})", file=sys.stderr)
-        return None
-    if other.splats.same_as(main.splats):
-        print(f"note: not comparing with {sibling.name}: it is {main.name} decoded (give the original with "
-              "--compare PATH)", file=sys.stderr)
-        return None
-    return other
+        return a.samefile(b)
+    except OSError:  # (one is missing: loading it says so)
+        return False
 
 
 def _check_host(host: str) -> int:

@@ -73,21 +73,18 @@ def load_view_file(path: str | Path) -> ViewFile:
     return ViewFile(p, splats, size, bits, pipeline)
 
 
-def find_source(path: Path) -> Path | None:
-    """The original a .gsz was made from: in a train-and-compress folder (report.json beside it)
-    the trained model, point_cloud.ply (its scene.ply is the .gsz decoded); else a file next to it
-    with the same stem."""
+def find_sources(path: Path) -> list[Path]:
+    """The files that may be the original a .gsz was made from, most likely first: in a
+    train-and-compress folder (report.json beside it) the trained model, point_cloud.ply (its
+    scene.ply is the .gsz decoded); else the files next to it with the same stem (.ply, .spz, .splat)."""
     if path.suffix.lower() != ".gsz":
-        return None
+        return []
     from ..metrics import is_report
 
     trained = path.with_name("point_cloud.ply")
     if trained.is_file() and is_report(path.with_name("report.json")):
-        return trained
-    for cand in (path.with_suffix(".ply"), path.with_suffix(".spz"), path.with_suffix(".splat")):
-        if cand.is_file():
-            return cand
-    return None
+        return [trained]
+    return [c for c in (path.with_suffix(".ply"), path.with_suffix(".spz"), path.with_suffix(".splat")) if c.is_file()]
 
 
 def bits_rows(info: dict) -> list[tuple[str, float]]:
@@ -111,4 +108,4 @@ def _md_escape(s: str) -> str:
     return s.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
 
 
-__all__ = ["ViewFile", "load_view_file", "find_source", "bits_rows"]
+__all__ = ["ViewFile", "load_view_file", "find_sources", "bits_rows"]
