@@ -164,6 +164,8 @@ def compose(config_name: str, overrides: list[str] | None = None, hydra_config: 
             return _compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=hydra_config)
     except (HydraException, OmegaConfBaseException) as e:
         raise config_error(e) from None
+    except ValueError as e:  # Hydra's checks of an override's value ("Config group override must be a string ...")
+        raise config_error(e) from None
 
 
 def config_error(e: BaseException, prefix: str = "") -> GscompError:
@@ -190,6 +192,17 @@ def config_error(e: BaseException, prefix: str = "") -> GscompError:
         if key and "'pipeline.stages." in lines[0]:  # a copy of a removed stage's param
             msg = f"{key} copies a key that is not there ({lines[0]}): set {key}=VALUE yourself"
     return GscompError(prefix + msg)
+
+
+def _make_out_dir(out: Path) -> list[Path]:
+    """Make the run's (or sweep's) folder, as Hydra would before the job runs, but with a failure
+    as one line (Hydra's is a traceback). Returns the folders made, deepest first."""
+    created = _missing_dirs(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GscompError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    return created
 
 
 def _missing_dirs(path: Path) -> list[Path]:
@@ -251,21 +264,49 @@ def _exists(path: str) -> bool:
 OPEN_ROOTS = ("pipeline", "data", "hydra")
 
 
-def check_additions(argv: list[str], prog: str) -> None:
-    """Refuse '+KEY=VALUE' / '++KEY=VALUE' overrides outside `OPEN_ROOTS` (one line)."""
+def check_additions(config_name: str, argv: list[str], prog: str, config_dir: Path | None = None) -> None:
+    """Refuse '+KEY=VALUE' / '++KEY=VALUE' overrides outside `OPEN_ROOTS` (one line), unless KEY
+    names a config group (``+experiment=short`` from ``--config-dir``) or a setting that is there
+    (``++train.steps=3`` sets it)."""
+    from omegaconf import OmegaConf
+
+    base = None
     for a in argv:
-        if a.startswith("+") and "=" in a:
-            key = a.lstrip("+").split("=", 1)[0]
-            if key.split(".")[0].split("@")[0] not in OPEN_ROOTS:
-                raise GscompError(f"{key}: no such setting, so '+' would add a key that nothing reads (only pipeline.*, "
-                                  f"data.* and hydra.* take new keys; `{prog} --cfg job` lists the settings)")
+        if not (a.startswith("+") and "=" in a):
+            continue
+        key = a.lstrip("+").split("=", 1)[0]
+        name = key.split("@")[0]
+        if name.split(".")[0] in OPEN_ROOTS or _is_group(name, config_dir):
+            continue
+        if base is None:
+            base = _compose_as_given(config_name, [o for o in argv if not o.startswith(("-", "+"))])
+        if OmegaConf.select(base, name, default=_ABSENT) is _ABSENT:
+            raise GscompError(f"{key}: no such setting, so '+' would add a key that nothing reads (only pipeline.*, "
+                              f"data.* and hydra.* take new keys; `{prog} --cfg job` lists the settings)")
+
+
+_ABSENT = object()
+
+
+def _is_group(name: str, config_dir: Path | None) -> bool:
+    """Whether an override's key ``name`` is a config group (``pipeline``, ``hydra/launcher``)."""
+    return "/" in name or any((d / name).is_dir() for d in (CONFIG_DIR, config_dir) if d is not None)
+
+
+def _compose_as_given(config_name: str, overrides: list[str]):
+    """The config with ``overrides``, or without them when they do not compose (a sweep's
+    ``a,b``, a config of one's own): what keys there are, not whether the run is valid."""
+    try:
+        return compose(config_name, overrides)
+    except GscompError:
+        return compose(config_name, [])
 
 
 def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | None = None) -> int:
     """Run ``task_fn`` as the Hydra app ``config_name`` with command-line ``argv``."""
     prog = prog or f"gscomp {config_name}"
     argv, config_dir = take_config_dir(argv)
-    check_additions(argv, prog)
+    check_additions(config_name, argv, prog, config_dir)
     argv = _overrides_first([quote_literal_value(a) for a in argv])
     if config_dir is not None:
         argv.insert(0, searchpath_override(config_dir))
@@ -275,18 +316,17 @@ def run_hydra(config_name: str, task_fn: Callable, argv: list[str], prog: str | 
         # is one `error: ...` line; sweeps and Hydra flags (-m, --cfg, --help) go to Hydra as they are
         cfg = compose(config_name, argv)
         out = cfg.get("out")
-        if out:  # Hydra creates it before the job runs, and reports a failure as a traceback
-            out = Path(str(out)).expanduser()
-            created = _missing_dirs(out)
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise GscompError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+        if out:
+            created = _make_out_dir(Path(str(out)).expanduser())
+            argv.append(f"out={quote_value(str(out))}")  # (the folder made: Hydra's ${now:...} would be later)
     elif all(a in SWEEP_FLAGS or not a.startswith("-") for a in argv):
         # a sweep and nothing else of Hydra's: its config errors are one `error: ...` line too,
         # before Hydra launches anything or writes out/multirun.yaml
         sweep_dir = check_sweep(config_name, argv, config_dir)
-        created = _missing_dirs(sweep_dir) if sweep_dir is not None else []
+        if sweep_dir is not None:
+            created = _make_out_dir(sweep_dir)
+            first_opt = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+            argv.insert(first_opt, f"hydra.sweep.dir={quote_value(str(sweep_dir))}")  # (the folder made, as above)
     elif any(a in ("-h", "--help") for a in argv):
         # Hydra's help is headed "<app_name> is powered by Hydra"; by default the app name is this
         # module's (hydra_app): name the verb instead.
@@ -324,7 +364,7 @@ def check_sweep(config_name: str, argv: list[str], config_dir: Path | None = Non
     Only choice and range sweeps are expanded; others (interval, glob, a sweeper plugin's own)
     are left to Hydra. Returns the sweep's folder (``hydra.sweep.dir``), or None when unknown."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, OverrideType, RangeSweep, Transformer
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep, Transformer
     from hydra.errors import HydraException
 
     overrides = [a for a in argv if a not in SWEEP_FLAGS]
@@ -332,12 +372,13 @@ def check_sweep(config_name: str, argv: list[str], config_dir: Path | None = Non
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
         raise config_error(e) from None
-    prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}
     fixed, sweeps, intervals = [], [], []  # sweeps: (override text of each value, is it a config group?)
     for o in parsed:
         if not o.is_sweep_override():
             fixed.append(o.input_line)
             continue
+        if o.key_or_group == "out":
+            raise GscompError(f"{o.input_line}: a sweep writes job N to out/N, so it takes one out")
         if isinstance(o.value(), IntervalSweep):
             intervals.append(o.input_line)
         if not isinstance(o.value(), (ChoiceSweep, RangeSweep)):
@@ -346,12 +387,9 @@ def check_sweep(config_name: str, argv: list[str], config_dir: Path | None = Non
             values = [str(v) for v in o.sweep_iterator(transformer=Transformer.encode)]
         except HydraException:  # (a glob nested in a choice needs Hydra's config loader)
             continue
-        key = o.get_key_element()
-        head = prefix.get(o.type, "") + key + "="
-        name = key.split("@")[0]
-        group = "/" in name or any((d / name).is_dir() for d in (CONFIG_DIR, config_dir) if d is not None)
+        head = o.get_key_element() + "="  # (with its +, ++ or ~, and @package)
         if values:
-            sweeps.append(([head + v for v in values], group))
+            sweeps.append(([head + v for v in values], _is_group(o.key_or_group, config_dir)))
     firsts = [texts[0] for texts, _ in sweeps]
     cfg = compose(config_name, fixed + firsts, hydra_config=True)
     if intervals and str(cfg.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):  # (Hydra: a traceback)

@@ -1,6 +1,7 @@
 """`gscomp train` / `eval` / `demo` through the real CLI entry (Hydra apps) on tiny scenes."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,12 @@ def test_resume_latest(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trained to step 30" in err and "ckpt_000025.pt, is at step 25" in err and len(err.splitlines()) == 1
     assert (odd / "point_cloud.ply").read_bytes() == ply
+    # ... but a checkpoint written after that model resumes: a fresh run into the folder, stopped
+    # early, leaves the model of the run it replaces beside its own checkpoint (it was refused, qa40_R)
+    st = (odd / "metrics.json").stat()
+    os.utime(odd / "checkpoints" / "ckpt_000025.pt", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert main(["train", *TINY, "train.steps=40", f"out={odd}", "resume=true"]) == 0
+    assert json.loads((odd / "metrics.json").read_text())["resumed_from"].endswith("ckpt_000025.pt")
 
 
 def test_resume_checks_its_checkpoint(tmp_path, capsys):
@@ -230,6 +237,30 @@ def test_a_sweeps_config_errors_are_one_line_and_leave_nothing(tmp_path, capsys)
     (tmp_path / "a").mkdir()  # (a folder that was there stays, with what Hydra wrote)
     assert main(["train", "-m", *TINY, "train.steps=-1,-2", f"out={tmp_path / 'a'}"]) == 2
     assert (tmp_path / "a").is_dir()
+    # a folder that cannot be made was a traceback; `out` swept was written to the first out's folder
+    (tmp_path / "afile").write_text("")
+    capsys.readouterr()
+    for bad, says in ((f"out={tmp_path / 'afile'}", "error: cannot create the output folder"),
+                      ("out=oa,ob", "error: out=oa,ob: a sweep writes job N to out/N, so it takes one out"),
+                      ("pipeline=range(1,3)", "error: Config group override must be a string")):
+        assert main(["train", "-m", *TINY, "train.steps=2,3", bad] + ([] if "out=" in bad else [f"out={sweep}"])) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(says) and len(err.splitlines()) == 1, err
+    # '+'/'++' of a sweep keep their prefix (they were doubled: '++++data.seed=1')
+    assert main(["train", "-m", *TINY, "train.steps=2", "++data.seed=1,2", f"out={sweep}"]) == 0
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+
+
+def test_the_folder_made_is_the_one_written(tmp_path):
+    """The run's folder was made from one composition of the config and written by another, so a
+    ${now:...} in `out` (the default: outputs/train/<date_time>) could name two folders a second
+    apart, leaving an empty one (qa40_R); a sweep's multirun.yaml could land in another one."""
+    assert main(["train", *TINY, f"out={tmp_path / 'r'}_${{now:%f}}"]) == 0
+    [run] = tmp_path.iterdir()
+    assert (run / "metrics.json").is_file()
+    assert main(["train", "-m", *TINY, "train.steps=2,3", f"out={tmp_path / 's'}_${{now:%f}}"]) == 0
+    [sweep] = [p for p in tmp_path.iterdir() if p.name.startswith("s_")]
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
 
 
 def test_subprocess_bad_key_exit_code(tmp_path):
@@ -400,6 +431,20 @@ def test_added_keys_that_nothing_reads_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Could not override 'train.stepz'" in err and "+train" not in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+    # '++' on a setting that is there sets it; '+' of a config group of one's own adds it (both
+    # were refused, qa40_R); a number for a group is one line (it was an internal error)
+    assert main(["train", *TINY, "++train.steps=3", f"out={out}"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 3
+    mine = tmp_path / "cd"
+    (mine / "experiment").mkdir(parents=True)
+    (mine / "experiment" / "short.yaml").write_text("# @package _global_\nseed: 7\n")
+    assert main(["train", "--config-dir", str(mine), *TINY, "+experiment=short", f"out={out}"]) == 0
+    assert "\nseed: 7\n" in (out / "config.yaml").read_text()
+    shutil.rmtree(out)
+    capsys.readouterr()
+    assert main(["train", *TINY, "pipeline=1", f"out={out}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Config group override must be a string") and len(err.splitlines()) == 1, err
     assert main(["train", *TINY, "+data.pth=3", f"out={out}"]) == 2  # (the loader names it)
     err = capsys.readouterr().err  # (naming the options of every loader too: it listed only its own, qa39_W)
     assert "synthetic scenes take no option 'pth' (options: backend, background, max_images, n_views, resolution, seed, test_every)" in err

@@ -114,7 +114,7 @@ def _read_plydata(path) -> PlyData:
                 extra = sum(1 for i, line in enumerate(g) if i >= records and line.strip())
             if extra:
                 warnings.warn(f"{os.path.basename(path)}: {extra:,} line{'' if extra == 1 else 's'} after the last "
-                              "element are ignored", DataWarning, stacklevel=4)
+                              f"element {'is' if extra == 1 else 'are'} ignored", DataWarning, stacklevel=5)
             return ply
         for elt in ply:
             if any(isinstance(p, PlyListProperty) for p in elt.properties):
@@ -131,8 +131,9 @@ def _read_plydata(path) -> PlyData:
             elt.data = data
         extra = size - f.tell()
     if extra > 0:  # (the other readers say so too: a cut or edited file, e.g. a count lowered by hand)
-        warnings.warn(f"{os.path.basename(path)}: {extra:,} bytes after the last element are ignored", DataWarning,
-                      stacklevel=5)
+        # (stacklevel: the caller of load_splats, past _read_plydata, read_plydata and read_ply)
+        warnings.warn(f"{os.path.basename(path)}: {extra:,} byte{'' if extra == 1 else 's'} after the last "
+                      f"element {'is' if extra == 1 else 'are'} ignored", DataWarning, stacklevel=5)
     return ply
 
 

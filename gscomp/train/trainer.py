@@ -496,13 +496,17 @@ class Trainer:
 
     def _check_not_behind(self, p: Path) -> None:
         """resume=true from a checkpoint older than the model the folder holds (a run finished
-        with train.ckpt_every=0 after an interrupted one) would silently drop the steps since."""
+        with train.ckpt_every=0 after an interrupted one) would silently drop the steps since.
+        Only a model written after the checkpoint counts: a fresh run stopped early leaves the
+        model of the run it replaces, whose steps are not this checkpoint's to catch up on."""
         m = re.fullmatch(r"ckpt_(\d+)\.pt", p.name)
+        metrics = self.out / "metrics.json"
         try:
-            done = int(json.loads((self.out / "metrics.json").read_text())["steps"])
+            done = int(json.loads(metrics.read_text())["steps"])
+            later = metrics.stat().st_mtime_ns > p.stat().st_mtime_ns
         except (OSError, ValueError, KeyError, TypeError):
             return
-        if m and done > int(m.group(1)):
+        if m and later and done > int(m.group(1)):
             raise GscompError(f"resume=true: {self.out} holds a model trained to step {done}, and its latest checkpoint, "
                               f"{p.name}, is at step {int(m.group(1))}: resuming would drop the steps since; give "
                               f"resume={p} to go back to it, or train without resume")
