@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import GscompError
 from .. import signals
+from ..errors import GscompError
 from ..signals import raise_stop
 
 
