@@ -9,7 +9,6 @@ from pathlib import Path
 
 from .. import signals
 from ..errors import GscompError
-from ..signals import raise_stop
 
 
 class _ArgParser(argparse.ArgumentParser):
@@ -72,7 +71,7 @@ def run(argv: list[str]) -> int:
     # explicitly because a process started in the background by a non-interactive shell inherits
     # it as ignored.
     old_handlers = (signal.signal(signal.SIGINT, signal.default_int_handler),
-                    signal.signal(signal.SIGTERM, raise_stop))
+                    signal.signal(signal.SIGTERM, signals.raise_stop))
     viewer = None
     try:
         # Everything that can fail because of the input happens before the server starts.
