@@ -625,12 +625,7 @@ def test_ply_data_after_the_last_element_is_named(tmp_path):
         f.write("1 2 3\n\n4 5 6")
     with pytest.warns(DataWarning, match=r"a.ply: 2 lines after the last element are ignored"):
         assert torch.equal(read_ply(path).means, ref.means)
-    with open(path, "a") as f:
-        f.write("\n")
-    with open(path, "r+") as f:  # one line: singular (it said "1 line ... are ignored")
-        text = f.read()
-        f.seek(0)
-        f.write(text.replace("1 2 3\n\n", "").ljust(len(text)))
+    path.write_text(path.read_text().replace("1 2 3\n\n", ""))  # one line: singular (it said "1 line ... are ignored")
     with pytest.warns(DataWarning, match=r"a.ply: 1 line after the last element is ignored") as said:
         load_splats(path)
     assert said[0].filename == __file__  # (the ASCII warning pointed into gscomp.io)
