@@ -162,9 +162,8 @@ def compose(config_name: str, overrides: list[str] | None = None, hydra_config: 
     try:
         with own_hydra():
             return _compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=hydra_config)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise config_error(e) from None
-    except ValueError as e:  # Hydra's checks of an override's value ("Config group override must be a string ...")
+    # (ValueError: Hydra's checks of an override's value, "Config group override must be a string ...")
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise config_error(e) from None
 
 

@@ -113,8 +113,7 @@ def _read_plydata(path) -> PlyData:
                 g.seek(body)
                 extra = sum(1 for i, line in enumerate(g) if i >= records and line.strip())
             if extra:
-                warnings.warn(f"{os.path.basename(path)}: {extra:,} line{'' if extra == 1 else 's'} after the last "
-                              f"element {'is' if extra == 1 else 'are'} ignored", DataWarning, stacklevel=5)
+                warnings.warn(_ignored(path, extra, "line"), DataWarning, stacklevel=5)
             return ply
         for elt in ply:
             if any(isinstance(p, PlyListProperty) for p in elt.properties):
@@ -132,9 +131,14 @@ def _read_plydata(path) -> PlyData:
         extra = size - f.tell()
     if extra > 0:  # (the other readers say so too: a cut or edited file, e.g. a count lowered by hand)
         # (stacklevel: the caller of load_splats, past _read_plydata, read_plydata and read_ply)
-        warnings.warn(f"{os.path.basename(path)}: {extra:,} byte{'' if extra == 1 else 's'} after the last "
-                      f"element {'is' if extra == 1 else 'are'} ignored", DataWarning, stacklevel=5)
+        warnings.warn(_ignored(path, extra, "byte"), DataWarning, stacklevel=5)
     return ply
+
+
+def _ignored(path, n: int, unit: str) -> str:
+    """The warning for ``n`` lines or bytes after a .ply's last element."""
+    return (f"{os.path.basename(path)}: {n:,} {unit}{'' if n == 1 else 's'} after the last element "
+            f"{'is' if n == 1 else 'are'} ignored")
 
 
 def read_ply(path: str | os.PathLike) -> Splats:
