@@ -38,7 +38,7 @@ def test_bench_codec_scores_from_the_inputs_cameras(tmp_path, random_splats, cap
     ply = str(model / "point_cloud.ply")
     bench = _bench()
     args = ["--inputs", ply, ply, "--cameras", "none", "--presets", "medium", "compact", "--peers", "gscomp-spz",
-            "--res", "40", "--views", "2"]
+            "--res", "40", "64", "--views", "2"]
     assert bench.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     plain, own = report["inputs"]  # the second one finds model/cameras.json on its own (auto)
@@ -47,12 +47,15 @@ def test_bench_codec_scores_from_the_inputs_cameras(tmp_path, random_splats, cap
     assert set(by[0]) == set(by[1]) == {"gsz:medium", "gsz:compact", "gscomp-io:spz"}
     for r in by[0].values():
         assert r["psnr_vs_source"] > 20 and "psnr_own_views" not in r
+        # one orbit per size; psnr_vs_source is the first's
+        assert list(r["psnr_vs_source_by_res"]) == ["40", "64"] and r["psnr_vs_source_by_res"]["40"] == r["psnr_vs_source"]
+        assert r["psnr_vs_source_by_res"]["64"] != r["psnr_vs_source"]
     for r in by[1].values():
         assert r["psnr_vs_source"] > 20 and r["psnr_own_views"] > 20
     assert by[0]["gsz:medium"]["bytes"] == by[1]["gsz:medium"]["bytes"]  # no importance stage: same file
     assert by[0]["gsz:medium"]["psnr_vs_source"] == by[1]["gsz:medium"]["psnr_vs_source"]
     assert by[0]["gsz:compact"]["bytes"] != by[1]["gsz:compact"]["bytes"]  # ranked from the given views
-    for bad in (["--inputs", ply, "--cameras", "none", "none"], ["--inputs"], ["--res", "5000"], ["--st-timeout", "0"]):
+    for bad in (["--inputs", ply, "--cameras", "none", "none"], ["--inputs"], ["--res", "40", "5000"], ["--st-timeout", "0"]):
         with pytest.raises(SystemExit):  # (nothing to run, a --res of 100 MP, a timeout that cannot pass)
             bench.main(bad)
 

@@ -1,16 +1,18 @@
 """Codec benchmark: bytes/Gaussian, encode/decode throughput and render PSNR vs the source, per
 preset, with peers side by side (JSON to stdout).
 
-    .venv/bin/python tools/bench_codec.py [--inputs A B] [--presets high medium compact] [--res 256]
+    .venv/bin/python tools/bench_codec.py [--inputs A B] [--presets high medium compact] [--res 256 1024]
         [--views 8] [--peers gaussforge,gscomp-spz,splat-transform,gsplat] [--splat-transform BIN]
         [--gaussforge-formats spz,compressed.ply,sog] [--cameras PATH|auto|none ...]
         [--background SHARE:REACH]
 
 PSNR: both scenes rendered with gscomp.render(backend="cpu") from a fixed orbit of cameras around
 the scene's median point (looking at it from 20 degrees above the horizon, y-down world), colours
-clamped to [0,1], PSNR over all pixels of all views (``psnr_vs_source``). An input with cameras
+clamped to [0,1], PSNR over all pixels of all views (``psnr_vs_source``, at the first ``--res``;
+with more sizes, ``psnr_vs_source_by_res`` has one per size: small Gaussians that hide in small
+views show in large ones). An input with cameras
 (``--cameras``, one entry per input, or a trained model's cameras.json found as `gscomp compress`
-finds it) is also scored from ``--views`` of them, at most ``--res`` px (``psnr_own_views``), and
+finds it) is also scored from ``--views`` of them, at most the first ``--res`` px (``psnr_own_views``), and
 `compact` ranks its Gaussians from them, as `gscomp compress --cameras` does. The orbit flatters
 scenes seen from inside (a room, a floor): read ``psnr_own_views`` for those. Decode timing = best of 3 runs of
 decode_gsz(path) (file read + checks + entropy decode + dequantization); encode timing = best of 2
@@ -113,22 +115,25 @@ class Views:
     """The views a decoded scene is scored from: the fixed orbit (``psnr_vs_source``) and, when the
     input has cameras, ``views`` of them (``psnr_own_views``), each against the source's render."""
 
-    def __init__(self, splats, views: int, res: int, own: list | None = None):
+    def __init__(self, splats, views: int, res: list[int], own: list | None = None):
         from gscomp.errors import GscompError
 
-        self.orbit = orbit_cameras(splats, views, res)
-        self.orbit_ref = render_views(splats, self.orbit)
-        self.own = [c.scaled(min(1.0, res / max(c.width, c.height))) for c in own] if own else []
+        self.orbits = {r: orbit_cameras(splats, views, r) for r in res}  # (the same orbit at each size)
+        self.orbit_refs = {r: render_views(splats, cams) for r, cams in self.orbits.items()}
+        self.own = [c.scaled(min(1.0, res[0] / max(c.width, c.height))) for c in own] if own else []
         self.own_ref = render_views(splats, self.own) if self.own else None
         # blank references would score every codec as perfect (identical blank renders)
-        if not self.orbit_ref.any():
+        if not self.orbit_refs[res[0]].any():
             raise GscompError("the orbit views see nothing of the scene (every pixel is background)")
         if self.own and not self.own_ref.any():
             raise GscompError("the given cameras see nothing of the scene (every pixel is background): "
                               "are they this scene's, in its coordinate frame?")
 
     def quality(self, out) -> dict:
-        q = {"psnr_vs_source": psnr(render_views(out, self.orbit), self.orbit_ref)}
+        by_res = {str(r): psnr(render_views(out, cams), self.orbit_refs[r]) for r, cams in self.orbits.items()}
+        q = {"psnr_vs_source": next(iter(by_res.values()))}
+        if len(by_res) > 1:
+            q["psnr_vs_source_by_res"] = by_res
         if self.own:
             q["psnr_own_views"] = psnr(render_views(out, self.own), self.own_ref)
         return q
@@ -330,8 +335,9 @@ def check_args(ap: argparse.ArgumentParser, args) -> None:
         ap.error("nothing to run: give --inputs or --synthetic")
     if len(args.cameras) > len(args.inputs):
         ap.error("--cameras has more entries than --inputs")
-    if not 16 <= args.res <= 4096 or args.views < 1:
+    if not all(16 <= r <= 4096 for r in args.res) or args.views < 1:
         ap.error("--res must be in 16..4096 and --views at least 1")
+    args.res = list(dict.fromkeys(args.res))  # (each size once, the first first)
     if args.st_timeout < 1:
         ap.error("--st-timeout must be at least 1 (seconds)")
     for preset in args.presets:
@@ -373,7 +379,9 @@ def main(argv=None) -> int:
     ap.add_argument("--inputs", nargs="*", default=DEFAULT_INPUTS)
     ap.add_argument("--presets", nargs="+", default=["lossless-ish", "high", "medium", "low", "compact"])
     ap.add_argument("--synthetic", nargs="*", default=[], help="N:DEGREE random scenes for throughput")
-    ap.add_argument("--res", type=int, default=256)
+    ap.add_argument("--res", type=int, nargs="+", default=[256, 1024],
+                    help="orbit view sizes in px: psnr_vs_source is at the first, psnr_vs_source_by_res at each "
+                         "(a codec tuned on small views can lose at large ones); the own cameras at most the first")
     ap.add_argument("--views", type=int, default=8)
     ap.add_argument("--peers", default="gaussforge,gscomp-spz,splat-transform,gsplat")
     ap.add_argument("--gaussforge-formats", default="spz,compressed.ply,sog",

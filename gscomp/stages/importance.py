@@ -33,9 +33,15 @@ HIDDEN_BELOW, HIDDEN_WARN = 1e-4, 0.2
 # cameras (wrong frame): 58-100%.
 UNSEEN_WARN = 0.25
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # sphere views stand within it
+# The views are rendered this many pixels wide (sphere views) or at most this (given cameras,
+# `max_res`). Small Gaussians that are below a pixel in a small view show in a large one: ranked
+# from 128 px views, `compact` on biker was 1.1 dB above SPZ in 128 px renders but 1.0 dB below at
+# 256 px and 6.5 dB below at 1024 px; ranked from 512 px views (and no size levels), it is 0.0 to
+# +1.3 dB above SPZ at 256-1024 px (configs/pipeline/compact.yaml). Cost: ~1 s more on biker.
+VIEW_RES = 512
 
 
-def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
+def sphere_cameras(means: torch.Tensor, views: int, res: int = VIEW_RES):
     """``views`` pinhole cameras on a Fibonacci sphere around the median point, looking at it from
     2.2x the 90th-percentile radius (an object-centric guess: post-hoc input has no cameras)."""
     from ..camera import Camera
@@ -62,7 +68,7 @@ def sphere_cameras(means: torch.Tensor, views: int, res: int = 128):
     return cams
 
 
-def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, res: int = 128,
+def importance_scores(splats, views: int, steps: dict[str, float], pos_bits: int, res: int = VIEW_RES,
                       cams: list | None = None, progress=None, per_field: dict | None = None,
                       pos_core: float = CORE_DEFAULT) -> np.ndarray:
     """Expected squared render error of each Gaussian when its attributes get quantization errors
@@ -133,11 +139,12 @@ def importance_classes(splats, views: int, quantile: float, levels: int, steps: 
 
 
 def snapped_scores(splats, views: int, steps: dict[str, float], pos_bits: int, cams: list | None = None,
-                   progress=None, per_field: dict | None = None, pos_core: float = CORE_DEFAULT) -> np.ndarray:
+                   progress=None, per_field: dict | None = None, pos_core: float = CORE_DEFAULT,
+                   res: int = VIEW_RES) -> np.ndarray:
     """`importance_scores` (and ``per_field``, the sensitivities the trellis weighs errors by)
     snapped to 8 significant bits."""
-    imp = _snap(importance_scores(splats, views, steps, pos_bits, cams=cams, progress=progress, per_field=per_field,
-                                  pos_core=pos_core))
+    imp = _snap(importance_scores(splats, views, steps, pos_bits, res, cams=cams, progress=progress,
+                                  per_field=per_field, pos_core=pos_core))
     if per_field is not None:
         per_field.update({f: _snap(v) for f, v in per_field.items()})
     return imp
@@ -231,7 +238,7 @@ class Importance(Stage):
     def __init__(self, views: int = 24, probes: int | None = None, quantile: float = 0.8, levels: int = 4,
                  pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
                  opacity_step: float = 0.06, sh0_step: float = 0.03, shN_step: float = 0.0,
-                 shN_band_gain: float = 1.0, cameras: str = "auto", max_res: int = 256,
+                 shN_band_gain: float = 1.0, cameras: str = "auto", max_res: int = VIEW_RES,
                  pos_core: float = CORE_DEFAULT):
         check_int("importance.views", views, 1, 256)
         # `probes` (random probes per view) belongs to the stochastic estimate used before the exact
@@ -265,8 +272,8 @@ class Importance(Stage):
         """Score with the real cameras when there are any: the training views in train-and-compress,
         or ``state.cameras`` (post-hoc `gscomp compress --cameras`, or a trained model's
         cameras.json): up to ``views`` of them evenly spaced, at most ``max_res`` pixels wide.
-        Without cameras a sphere of outside views is a guess that fails for scenes seen from
-        inside (``cameras: train`` then refuses)."""
+        Without cameras a sphere of outside views, ``max_res`` pixels wide, is a guess that fails
+        for scenes seen from inside (``cameras: train`` then refuses)."""
         self._cams = None
         mode = self.params["cameras"]
         scene = getattr(getattr(state, "trainer", None), "scene", None)
@@ -290,7 +297,7 @@ class Importance(Stage):
         cls = np.zeros(0, np.int64)
         if ctx.n:
             imp = snapped_scores(splats, p["views"], steps, p["pos_bits"], self._cams, report, sens,
-                                 p.get("pos_core", CORE_DEFAULT))
+                                 p.get("pos_core", CORE_DEFAULT), p["max_res"])
             cls = classes_of_scores(imp, p["quantile"], p["levels"])
             # opacity below 1/255 (a logit below -ln 254) is never drawn: alpha = opacity x G <= opacity
             drawable = as_np32(splats.opacities) >= -math.log(254.0)

@@ -288,14 +288,16 @@ class Attributes(Stage):
             if not (adaptive and canonical_quats and {"quats", "scales"} <= set(fields)):
                 raise GscompError("attributes.sort_scales needs adaptive, canonical_quats and both quats and scales")
             extra["sort_scales"] = True
-        size_levels = {str(k): v for k, v in dict(size_levels or {}).items() if v}
+        size_levels = {str(k): v for k, v in dict(size_levels or {}).items()}
         for k, v in size_levels.items():
             if k not in ATTR_FIELDS or not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SIZE_LEVELS):
                 raise GscompError(f"attributes.size_levels maps fields of {list(ATTR_FIELDS)} to integers in 0..{MAX_SIZE_LEVELS}")
+        size_levels = {k: v for k, v in size_levels.items() if v}  # (level 0: the class step, as absent)
+        # checked even with no level above 0 (`compact` has them all 0), so a typo is not silent
+        check_number("attributes.size_quantile", size_quantile, 0, 1, lo_open=True, hi_open=True)
         if size_levels:
             if not sort_scales:
                 raise GscompError("attributes.size_levels needs sort_scales (steps follow the decoded largest scale)")
-            check_number("attributes.size_quantile", size_quantile, 0, 1, lo_open=True, hi_open=True)
             extra.update(size_levels=size_levels, size_quantile=float(size_quantile))
         if check_bool("attributes.dependent_quant", dependent_quant):
             if not adaptive:
