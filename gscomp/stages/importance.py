@@ -23,11 +23,13 @@ from .base import CodingContext, Section, Stage, as_np32, need_section, register
 
 
 MAX_LEVELS = 6
-# Sphere views guess an object seen from outside. Measured share of Gaussians scoring below 1e-4
-# of the reference score: 1-9% on biker, playbot and lego (objects), 30% on sodacan (a can on a
-# floor, captured from inside it: from its own cameras `compact` lost 2.2 dB to SPZ), 61% on an
-# object inside a background shell. Above HIDDEN_WARN the encoder says to pass the cameras.
-HIDDEN_BELOW, HIDDEN_WARN = 1e-4, 0.2
+# Sphere views guess an object seen from outside. Measured share of Gaussians scoring below 1e-3
+# of the reference score (16 views of 512 px): 8% on biker and lego (objects), 35% on sodacan (a can
+# on a floor, captured from inside it: from its own cameras an earlier `compact` lost 2.2 dB to
+# SPZ). Below 1e-4 it was 3%, 3% and 19.5%, too close to the line; from 128 px views, 9%, 4% and
+# 34%, and 61% on an object inside a background shell. Above HIDDEN_WARN the encoder says to pass
+# the cameras.
+HIDDEN_BELOW, HIDDEN_WARN = 1e-3, 0.2
 # Given cameras: share of Gaussians scoring exactly 0 (outside every view, or below alpha 1/255).
 # Measured with 16 of a capture's own cameras: 2.0% sodacan, 0.9-1.1% lego; with another scene's
 # cameras (wrong frame): 58-100%.
