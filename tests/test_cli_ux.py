@@ -753,7 +753,8 @@ def test_saturated_opacities_are_clamped_with_a_note(preset, random_splats, tmp_
     assert "note: 3 opacity logits beyond +-30 are coded as +-30 (the same render)\n" in err
     r = load_splats(tmp_path / "a.gsz")
     assert sorted(r.opacities.tolist())[-2:] == pytest.approx([30, 30], abs=0.1)
-    assert float(r.opacities.min()) == pytest.approx(-30, abs=0.1)
+    # (an invisible Gaussian takes compact's coarsest class: within its step, 8 x 0.05)
+    assert float(r.opacities.min()) == pytest.approx(-30, abs=0.4)
     sc = s.scales.clone()
     sc[5, 1] = 1e30
     save_splats(tmp_path / "b.ply", s.replace(scales=sc))
