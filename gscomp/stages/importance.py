@@ -38,8 +38,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)  # sphere views stand within it
 # The views are rendered this many pixels wide (sphere views) or at most this (given cameras,
 # `max_res`). Small Gaussians that are below a pixel in a small view show in a large one: ranked
 # from 128 px views, `compact` on biker was 1.1 dB above SPZ in 128 px renders but 1.0 dB below at
-# 256 px and 6.5 dB below at 1024 px; ranked from 512 px views (and no size levels), it is 0.0 to
-# +1.3 dB above SPZ at 256-1024 px (configs/pipeline/compact.yaml). Cost: ~1 s more on biker.
+# 256 px and 6.5 dB below at 1024 px; ranked from 512 px views (with no size levels and opacity
+# step 0.05), it is 0.1 to 1.6 dB above SPZ at 256-1024 px, at 0.55x its bytes
+# (configs/pipeline/compact.yaml). Cost: ~1 s more on biker.
 VIEW_RES = 512
 
 
