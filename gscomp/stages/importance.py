@@ -132,12 +132,12 @@ def shN_steps(step: float, gain: float, k: int) -> np.ndarray:
 
 def importance_classes(splats, views: int, quantile: float, levels: int, steps: dict[str, float], pos_bits: int,
                        cams: list | None = None, progress=None, per_field: dict | None = None,
-                       pos_core: float = CORE_DEFAULT) -> np.ndarray:
+                       pos_core: float = CORE_DEFAULT, res: int = VIEW_RES) -> np.ndarray:
     """Class c = round(log2 sqrt(I_ref / I)) clipped to [0, levels): for a distortion weighted by I,
     the rate-optimal step goes as 1/sqrt(I) (reverse water-filling); I_ref = the given quantile of
     I. Scores are snapped to 8 significant bits first so tiny float differences in the renderer's
     parallel sums cannot flip a class (deterministic bytes)."""
-    return classes_of_scores(snapped_scores(splats, views, steps, pos_bits, cams, progress, per_field, pos_core),
+    return classes_of_scores(snapped_scores(splats, views, steps, pos_bits, cams, progress, per_field, pos_core, res),
                              quantile, levels)
 
 
