@@ -154,8 +154,8 @@ def test_scoring_warning_thresholds():
     mostly = seen.copy()
     mostly[:90] = 0
     assert "90% of the Gaussians barely show" in scoring_warning(mostly, 0.78, 0)
-    # "barely": under 1e-3 of the reference (from 512 px views, sodacan's can on a floor has 35% of its
-    # Gaussians there and objects 8%; under 1e-4 it was 19.5%, and went unwarned)
+    # "barely": under 1e-3 of the reference (from 1024 px views, sodacan's can on a floor has 32% of
+    # its Gaussians there and objects 7-8%; under 1e-4 it was 17%, and went unwarned)
     faint = seen.copy()
     faint[:30] = 5e-4
     assert "30% of the Gaussians barely show" in scoring_warning(faint, 0.78, 0)

@@ -527,7 +527,7 @@ def test_importance_scores_on_the_training_views(random_splats):
 
 
 def test_importance_sphere_views_are_max_res_wide(tmp_path, random_splats, monkeypatch):
-    """Without cameras the sphere views are ``max_res`` px (512 by default): ranked from small
+    """Without cameras the sphere views are ``max_res`` px (1024 by default): ranked from small
     views, small Gaussians that show in large ones got coarse steps (`compact` on biker: 6.5 dB
     below SPZ at 1024 px from 128 px views)."""
     from gscomp.render import cpu
@@ -538,7 +538,7 @@ def test_importance_sphere_views_are_max_res_wide(tmp_path, random_splats, monke
     src = random_splats(300, sh_degree=0, seed=5)
     cfg = compact(views=2)
     encode_gsz(src, tmp_path / "a.gsz", cfg)
-    assert sizes == [(I.VIEW_RES, I.VIEW_RES)] * 2 and I.VIEW_RES == 512
+    assert sizes == [(I.VIEW_RES, I.VIEW_RES)] * 2 and I.VIEW_RES == 1024
     sizes.clear()
     cfg["stages"]["importance"]["max_res"] = 48
     encode_gsz(src, tmp_path / "b.gsz", cfg)

@@ -24,9 +24,9 @@ from .base import CodingContext, Section, Stage, as_np32, need_section, register
 
 MAX_LEVELS = 6
 # Sphere views guess an object seen from outside. Measured share of Gaussians scoring below 1e-3
-# of the reference score (16 views of 512 px): 8% on biker and lego (objects), 35% on sodacan (a can
-# on a floor, captured from inside it: from its own cameras an earlier `compact` lost 2.2 dB to
-# SPZ). Below 1e-4 it was 3%, 3% and 19.5%, too close to the line; from 128 px views, 9%, 4% and
+# of the reference score (16 views of 1024 px): 7% on biker, 8% on lego (objects), 32% on sodacan
+# (a can on a floor, captured from inside it: from its own cameras an earlier `compact` lost 2.2 dB
+# to SPZ). Below 1e-4 it was 3%, 3% and 17%, too close to the line; from 128 px views, 9%, 4% and
 # 34%, and 61% on an object inside a background shell. Above HIDDEN_WARN the encoder says to pass
 # the cameras.
 HIDDEN_BELOW, HIDDEN_WARN = 1e-3, 0.2
@@ -36,12 +36,13 @@ HIDDEN_BELOW, HIDDEN_WARN = 1e-3, 0.2
 UNSEEN_WARN = 0.25
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # sphere views stand within it
 # The views are rendered this many pixels wide (sphere views) or at most this (given cameras,
-# `max_res`). Small Gaussians that are below a pixel in a small view show in a large one: ranked
-# from 128 px views, `compact` on biker was 1.1 dB above SPZ in 128 px renders but 1.0 dB below at
-# 256 px and 6.5 dB below at 1024 px; ranked from 512 px views (with no size levels and opacity
-# step 0.05), it is 0.1 to 1.6 dB above SPZ at 256-1024 px, at 0.55x its bytes
-# (configs/pipeline/compact.yaml). Cost: ~1 s more on biker.
-VIEW_RES = 512
+# `max_res`). Small Gaussians that are below a pixel in a small view show in a large one, or in a
+# close-up: ranked from 128 px views, `compact` on biker was 1.1 dB above SPZ in 128 px renders
+# but 1.0 dB below at 256 px and 6.5 dB below at 1024 px. With no size levels and opacity step
+# 0.05, ranked from 512 px views it is 0.1 to 1.6 dB above SPZ from the bench orbit at 256-1024 px
+# but 0.7-2.6 dB below in close-ups and zoomed views; from 1024 px views, -1.1 to +0.4 dB there,
+# for 1-2.4% more bytes and 1.5-1.8x the encode time (biker, playbot; README).
+VIEW_RES = 1024
 
 
 def sphere_cameras(means: torch.Tensor, views: int, res: int = VIEW_RES):
