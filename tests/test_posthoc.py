@@ -22,9 +22,10 @@ STEPS = {"quats": 0.0105, "scales": 0.047, "opacities": 0.062, "sh0": 0.027}
 
 
 def compact(views: int = 4, dq: bool = False) -> dict:
-    """The preset; ``dq`` = its dependent quantization (off: the exact half-step error bounds hold)."""
+    """The preset; ``dq`` = its dependent quantization (off: the exact half-step error bounds hold).
+    Without pruning (every Gaussian coded; `prune` has tests of its own)."""
     cfg = compose_pipeline(["pipeline=compact"])  # resolves the ${...} step references
-    cfg["stages"]["importance"].update(views=views)  # fewer renders keep tests fast
+    cfg["stages"]["importance"].update(views=views, prune=0.0)  # fewer renders keep tests fast
     cfg["stages"]["attributes"]["dependent_quant"] = dq
     return cfg
 
@@ -715,3 +716,77 @@ def test_shN_classed_in_column_chunks_same_bytes(tmp_path, random_splats, monkey
     step = compact()["stages"]["attributes"]["shN_step"]
     assert 0 < float(err.max()) <= step * 2 ** 3 + 1e-5  # classes 0..3: at most one step of class 3
     assert float(err.mean()) < 2 * step < 0.2 * float(ref.shN.abs().mean())  # misplaced columns: ~1.1
+
+
+def _pruning(cfg, prune: float) -> dict:
+    cfg["stages"]["importance"].update(prune=prune, max_res=64)
+    return cfg
+
+
+def test_importance_prune_drops_what_barely_shows(tmp_path, random_splats, monkeypatch, said):
+    """``prune`` p: with sphere views, the Gaussians scoring below p times the reference score
+    (taken over all of them) are not coded; the others keep the classes they had."""
+    src = random_splats(500, sh_degree=1, seed=6)
+    scores = np.linspace(1.0, 2.0, 500)
+    scores[1::10] = 1e-5  # 50 of 500 barely show
+    monkeypatch.setattr(I, "snapped_scores", lambda s, *a, **k: scores[: len(s)].copy())
+    encode_gsz(src, tmp_path / "a.gsz", _pruning(compact(views=2), 1e-3))
+    out = decode_gsz(tmp_path / "a.gsz")
+    assert len(out) == 450 and "note: importance: pruned 50 of 500 Gaussians (10.0%)" in said.text()
+    kept = np.flatnonzero(scores > 1e-5)
+    # the kept ones, by their decoded positions and colours (the file keeps its Morton order)
+    key = lambda m: np.lexsort(np.round(m.numpy() / 0.05).T)  # noqa: E731
+    ref = src[torch.from_numpy(kept)]
+    a, b = ref.means[key(ref.means)], out.means[key(out.means)]
+    assert (a - b).abs().max() < 0.05
+    hdr = gsz_info(tmp_path / "a.gsz")["pipeline"]["stages"][0]
+    assert hdr["prune"] == 1e-3
+    # off (0): every Gaussian stays and the header is as before (no `prune` key)
+    encode_gsz(src, tmp_path / "b.gsz", _pruning(compact(views=2), 0.0))
+    assert len(decode_gsz(tmp_path / "b.gsz")) == 500
+    assert "prune" not in gsz_info(tmp_path / "b.gsz")["pipeline"]["stages"][0]
+    # an unbounded scene: its far background (outside the positions' core box) is never pruned
+    src.means[1:100:10] *= 1000.0  # 10 of the 50 that barely show, far out
+    encode_gsz(src, tmp_path / "c.gsz", _pruning(compact(views=2), 1e-3))
+    out = decode_gsz(tmp_path / "c.gsz")
+    assert len(out) == 460 and int((out.means.abs().max(1).values > 50).sum()) == 10
+
+
+def test_importance_prune_keeps_everything_when_unsure(tmp_path, random_splats, monkeypatch, said):
+    """Nothing is pruned from given cameras (16 of a capture's need not see what its others do),
+    nor when so much barely shows from the sphere that the scene is likely seen from inside."""
+    from gscomp.camera import Camera
+
+    src = random_splats(400, sh_degree=0, seed=7)
+    scores = np.linspace(1.0, 2.0, 400)
+    scores[::10] = 0.0
+    monkeypatch.setattr(I, "snapped_scores", lambda s, *a, **k: scores[: len(s)].copy())
+    cams = [Camera.look_at((0.0, 0.0, -3.0 - i), (0.0, 0.0, 0.0), (0.0, -1.0, 0.0), 60.0, 64, 48, name=f"c{i}") for i in range(2)]
+    encode_gsz(src, tmp_path / "a.gsz", _pruning(compact(views=2), 1e-3), cameras=cams)
+    assert len(decode_gsz(tmp_path / "a.gsz")) == 400 and "pruned" not in said.text()
+    scores[: 400 // 4] = 0.0  # a quarter barely shows (and a tenth more): over the 20% bar
+    encode_gsz(src, tmp_path / "b.gsz", _pruning(compact(views=2), 1e-3))
+    assert len(decode_gsz(tmp_path / "b.gsz")) == 400
+    text = said.text()
+    assert "barely show from outside the scene" in text and "nothing was pruned (importance.prune)" in text
+
+
+def test_importance_prune_scores_follow_the_morton_order(tmp_path, random_splats):
+    """Scored before the positions stage reorders (so that pruned Gaussians are never coded), the
+    scores are permuted with the Gaussians: when nothing is pruned the file is the same as one
+    scored after the reorder, but for the header's `prune`."""
+    src = random_splats(300, sh_degree=1, seed=8)
+    src.opacities[:] = -1.0  # (none hidden behind the others, nor outside the views: every one scores > 0)
+    src.means = torch.tanh(src.means) * 0.4  # (distinct depths: ties would be drawn in index order)
+    encode_gsz(src, tmp_path / "a.gsz", _pruning(compact(views=3), 1e-30))
+    encode_gsz(src, tmp_path / "b.gsz", _pruning(compact(views=3), 0.0))
+    (ha, sa), (hb, sb) = (unpack_gsz((tmp_path / f"{x}.gsz").read_bytes()) for x in "ab")
+    assert ha["n"] == hb["n"] == 300
+    assert [(s.name, s.payload) for s in sa] == [(s.name, s.payload) for s in sb]
+    assert ha["pipeline"]["stages"][0].pop("prune") == 1e-30 and ha["pipeline"] == hb["pipeline"]
+
+
+@pytest.mark.parametrize("prune", [-0.1, 1.0, True, "x"])
+def test_bad_importance_prune(prune):
+    with pytest.raises(GscompError, match="importance.prune"):
+        I.Importance(prune=prune)

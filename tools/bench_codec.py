@@ -170,13 +170,15 @@ def bench_preset(splats, preset: str, views: Views | None, tmp: Path, src: Path 
         dec.append(time.perf_counter() - t)
         dec_cpu.append(time.process_time() - c)
     n = len(splats)
+    kept = {"kept_gaussians": stats["n"]} if stats["n"] != n else {}  # (importance.prune)
     return {
         "codec": f"gsz:{preset}",
         "bytes": stats["total_bytes"],
-        "bytes_per_gaussian": stats["total_bytes"] / n,
+        "bytes_per_gaussian": stats["total_bytes"] / n,  # (per input Gaussian; the attributes' bits per kept one)
+        **kept,
         "bits_per_gaussian_per_attribute": {k: round(v, 3) for k, v in stats["bits_per_gaussian_per_attribute"].items()},
         "encode_gaussians_per_s": n / enc,
-        "decode_gaussians_per_s": n / min(dec),
+        "decode_gaussians_per_s": stats["n"] / min(dec),
         # CPU seconds of this process (all threads): robust to other load on a shared machine
         "encode_cpu_s": enc_cpu,
         "decode_cpu_s": min(dec_cpu),

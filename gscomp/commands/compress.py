@@ -196,17 +196,18 @@ def run(argv: list[str]) -> int:
     from .. import native
 
     native.warm("rans", *(["raster"] if any(st.type == "importance" for st in pipe.stages) else []))
+    n_in = len(splats)  # (importance.prune may keep fewer)
     t0 = time.perf_counter()
     with encode_progress() as progress:
         stats = encode_gsz(splats, dst, pipe, state=state, progress=progress, consume=True)
     dt = time.perf_counter() - t0
     if as_json:
         n, total = stats["n"], stats["total_bytes"]
-        print(json.dumps({**stats, "input": str(src), "input_bytes": src_bytes, "output": str(dst),
+        print(json.dumps({**stats, "input": str(src), "input_bytes": src_bytes, "input_gaussians": n_in, "output": str(dst),
                           "ratio": round(src_bytes / total, 4) if n and total else None, "seconds": round(dt, 4),
-                          "gaussians_per_second": round(n / dt) if n and dt > 0 else None}, indent=2))
+                          "gaussians_per_second": round(n_in / dt) if n and dt > 0 else None}, indent=2))
         return 0
-    print_stats(stats, src, src_bytes, dt)
+    print_stats(stats, src, src_bytes, dt, n_in)
     return 0
 
 
@@ -234,12 +235,14 @@ def _cameras_state(pipe, src: Path, cameras: str | None):
     return SimpleNamespace(cameras=cams)
 
 
-def print_stats(stats: dict, src: Path, in_bytes: int, seconds: float) -> None:
+def print_stats(stats: dict, src: Path, in_bytes: int, seconds: float, n_in: int) -> None:
+    """The summary table; ``n_in``: the input's Gaussians (the file may keep fewer: importance.prune)."""
     from rich.markup import escape
     from rich.table import Table
 
     n = stats["n"]
-    t = Table(title=escape(f"{src.name} -> .gsz ({stats['pipeline']}, {n:,} Gaussians, SH {stats['sh_degree']})"))
+    count = f"{n:,} Gaussians" if n == n_in else f"{n:,} of {n_in:,} Gaussians kept"
+    t = Table(title=escape(f"{src.name} -> .gsz ({stats['pipeline']}, {count}, SH {stats['sh_degree']})"))
     t.add_column("section")
     t.add_column("bytes", justify="right")
     t.add_column("bits/Gaussian", justify="right")
@@ -254,5 +257,5 @@ def print_stats(stats: dict, src: Path, in_bytes: int, seconds: float) -> None:
         c.print(f"input {in_bytes:,} bytes -> {total:,} bytes, encoded in {seconds:.2f} s")
         return
     ratio = in_bytes / total if total else 0.0
-    rate = n / seconds if seconds > 0 else 0.0
+    rate = n_in / seconds if seconds > 0 else 0.0  # (input Gaussians: what the user gave)
     c.print(f"input {in_bytes:,} bytes -> {total:,} bytes (ratio {ratio:.2f}x), encoded in {seconds:.2f} s ({rate:,.0f} Gaussians/s)")

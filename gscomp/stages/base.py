@@ -18,6 +18,9 @@ Coding side:
     bake(splats, state)           final splats to code (prune masked, snap to codebooks, colours from
                                   the field); default: ``transform(splats, step=-1)`` (step < 0: after training)
     reorder(splats)               optional permutation of the Gaussians (Morton order, 2D grid sort)
+    reordered(perm)               told of each such permutation (row i is now row perm[i]): a stage
+                                  that keeps per-Gaussian values from its bake permutes them
+    progress                      set before bake: the encode's ``progress(what, done, total)`` or None
     needs() / provides            what it reads from / adds to ``ctx.attrs`` (checked order)
     check_input(sh_degree)        refuse an SH degree it cannot code, before any work
     encode(splats, ctx)           -> list[Section] for the fields in ``owns``
@@ -78,6 +81,7 @@ class Stage:
     # params that steer only training or encoding: a decoder reads none of them, so a .gsz whose
     # header holds a value today's checks refuse (an older gscomp's wider range) still decodes
     encoder_params: ClassVar[tuple[str, ...]] = ()
+    progress: Callable | None = None  # (set on the encode's own copy before bake)
 
     def __init__(self, **params: Any):
         self.params = dict(params)
@@ -115,6 +119,9 @@ class Stage:
 
     def reorder(self, splats: Splats) -> torch.Tensor | None:
         return None
+
+    def reordered(self, perm: torch.Tensor) -> None:
+        pass
 
     def encode(self, splats: Splats, ctx: CodingContext) -> list[Section]:
         return []

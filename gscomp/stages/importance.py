@@ -5,7 +5,9 @@ or a trained model's cameras.json found next to it; else a sphere of outside vie
 how much render error each Gaussian's quantization errors cause; the classes
 go into the file (section ``classes``) and, through ``ctx.attrs``, to the stages that adapt to
 them: `positions`/`attributes` with ``adaptive: true`` (2^c coarser steps, `gscomp.stages.posthoc`)
-and `rvq` with ``depths`` (fewer residual stages). Byte layout: docs/gsz-format.md.
+and `rvq` with ``depths`` (fewer residual stages). With ``prune`` it also leaves out, before
+anything is coded, the Gaussians that barely show from sphere views (`Importance.bake`). Byte
+layout: docs/gsz-format.md.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 from ..codec import entropy as E
 from ..codec import quant as Q
 from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core
-from ..errors import DataWarning, FormatError, GscompError, check_int, check_number
+from ..errors import DataWarning, FormatError, GscompError, Note, check_int, check_number
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
 
 
@@ -163,9 +165,10 @@ def reference_score(imp: np.ndarray, quantile: float) -> float:
     return ref
 
 
-def classes_of_scores(imp: np.ndarray, quantile: float, levels: int) -> np.ndarray:
-    """The classes of snapped scores (`importance_classes`)."""
-    ref = reference_score(imp, quantile)
+def classes_of_scores(imp: np.ndarray, quantile: float, levels: int, ref: float | None = None) -> np.ndarray:
+    """The classes of snapped scores (`importance_classes`); ``ref``: I_ref when it was taken
+    before some Gaussians were pruned (the classes of the others stay as they were)."""
+    ref = reference_score(imp, quantile) if ref is None else ref
     if ref <= 0:
         return np.zeros(len(imp), np.int64)
     # round(0.5 log2(ref / I)) >= c  <=>  I <= ref 2^(1 - 2c): compared against exact powers of two
@@ -237,13 +240,13 @@ class Importance(Stage):
     owns = ()
     provides = (CLASS_KEY,)
     encoder_params = ("views", "probes", "quantile", "pos_bits", "pos_core", "quat_step", "scale_step", "opacity_step",
-                      "sh0_step", "shN_step", "shN_band_gain", "cameras", "max_res")
+                      "sh0_step", "shN_step", "shN_band_gain", "cameras", "max_res", "prune")
 
     def __init__(self, views: int = 24, probes: int | None = None, quantile: float = 0.8, levels: int = 4,
                  pos_bits: int = 14, quat_step: float = 0.01, scale_step: float = 0.05,
                  opacity_step: float = 0.06, sh0_step: float = 0.03, shN_step: float = 0.0,
                  shN_band_gain: float = 1.0, cameras: str = "auto", max_res: int = VIEW_RES,
-                 pos_core: float = CORE_DEFAULT):
+                 pos_core: float = CORE_DEFAULT, prune: float = 0.0):
         check_int("importance.views", views, 1, 256)
         # `probes` (random probes per view) belongs to the stochastic estimate used before the exact
         # Fisher pass; still accepted so that files and configs naming it keep working, and unused
@@ -265,12 +268,16 @@ class Importance(Stage):
             raise GscompError(f"importance.cameras must be auto, train or sphere, got {cameras!r}")
         check_int("importance.max_res", max_res, 16, 4096)
         check_core("importance.pos_core", pos_core)
+        check_number("importance.prune", prune, 0, 1, hi_open=True)
         extra = {} if probes is None else {"probes": probes}
         if pos_core != CORE_DEFAULT:  # only stored when changed: older headers unchanged
             extra["pos_core"] = float(pos_core)
+        if prune:  # (likewise)
+            extra["prune"] = float(prune)
         super().__init__(views=views, **extra, quantile=float(quantile), levels=levels, pos_bits=pos_bits,
                          **{k: float(v) for k, v in steps.items()}, cameras=cameras, max_res=max_res)
         self._cams = None
+        self._scored = None  # (scores, per-field sensitivities, reference, warning) when bake scored
 
     def bake(self, splats, state=None):
         """Score with the real cameras when there are any: the training views in train-and-compress,
@@ -290,22 +297,75 @@ class Importance(Stage):
             pick = np.unique(np.linspace(0, len(cams) - 1, min(views, len(cams))).round().astype(int))
             cams = [cams[i] for i in pick]
             self._cams = [c.scaled(min(1.0, self.params["max_res"] / max(c.width, c.height))) for c in cams]
+        self._scored = None
+        if not self.params.get("prune") or not len(splats):
+            return splats
+        # Pruning: score here, before the Gaussians are coded, and keep the scores for encode
+        # (`reordered` follows the positions stage's Morton order)
+        imp, sens = self._score(splats, self.progress)
+        ref = reference_score(imp, self.params["quantile"])
+        warning = self._warning(splats, imp)
+        # given cameras: 16 of a capture's need not see what its others do; sphere views that most
+        # of the scene hides from: it is likely seen from inside
+        keep = None if self._cams or warning else self._kept(splats, imp, ref)
+        if warning and not self._cams:
+            warning += "; nothing was pruned (importance.prune)"
+        if keep is not None:
+            imp, sens = imp[keep], {f: v[keep] for f, v in sens.items()}
+            splats = splats[torch.from_numpy(keep)]
+        self._scored = (imp, sens, ref, warning)
         return splats
+
+    def _kept(self, splats, imp: np.ndarray, ref: float) -> np.ndarray | None:
+        """Rows that stay (None: all): those scoring at least prune x I_ref, and every one outside
+        the core box (an unbounded scene's far background is not what the sphere views look at)."""
+        p = self.params
+        means = as_np32(splats.means)
+        core = PosGrid.fit(means, p["pos_bits"], p.get("pos_core", CORE_DEFAULT)).in_core(means)
+        keep = np.flatnonzero(~((imp < p["prune"] * ref) & core))
+        dropped = len(imp) - len(keep)
+        if not dropped:
+            return None
+        warnings.warn(f"importance: pruned {dropped:,} of {len(imp):,} Gaussians ({100 * dropped / len(imp):.1f}%) that barely "
+                      f"show from the {p['views']} views around the scene (importance.prune={p['prune']:g})", Note, stacklevel=3)
+        return keep
+
+    def reordered(self, perm: torch.Tensor) -> None:
+        if self._scored is not None:
+            imp, sens, ref, warning = self._scored
+            p = np.asarray(perm, np.int64)
+            self._scored = (imp[p], {f: v[p] for f, v in sens.items()}, ref, warning)
+
+    def _steps(self) -> dict[str, float]:
+        p = self.params
+        return {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"],
+                "shN": p.get("shN_step", 0.0), "shN_band_gain": p.get("shN_band_gain", 1.0)}
+
+    def _score(self, splats, progress=None) -> tuple[np.ndarray, dict]:
+        """(snapped scores, per-field sensitivities) from this encode's views."""
+        p = self.params
+        report = (lambda d, t: progress("importance: rendering views", d, t)) if progress else None
+        sens: dict = {}
+        imp = snapped_scores(splats, p["views"], self._steps(), p["pos_bits"], self._cams, report, sens,
+                             p.get("pos_core", CORE_DEFAULT), p["max_res"])
+        return imp, sens
+
+    def _warning(self, splats, imp: np.ndarray) -> str | None:
+        # opacity below 1/255 (a logit below -ln 254) is never drawn: alpha = opacity x G <= opacity
+        drawable = as_np32(splats.opacities) >= -math.log(254.0)
+        return scoring_warning(imp, self.params["quantile"], len(self._cams or []), drawable)
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         p = self.params
-        steps = {"quats": p["quat_step"], "scales": p["scale_step"], "opacities": p["opacity_step"], "sh0": p["sh0_step"],
-                 "shN": p.get("shN_step", 0.0), "shN_band_gain": p.get("shN_band_gain", 1.0)}
-        report = (lambda d, t: ctx.progress("importance: rendering views", d, t)) if ctx.progress else None
         sens: dict = {}
         cls = np.zeros(0, np.int64)
         if ctx.n:
-            imp = snapped_scores(splats, p["views"], steps, p["pos_bits"], self._cams, report, sens,
-                                 p.get("pos_core", CORE_DEFAULT), p["max_res"])
-            cls = classes_of_scores(imp, p["quantile"], p["levels"])
-            # opacity below 1/255 (a logit below -ln 254) is never drawn: alpha = opacity x G <= opacity
-            drawable = as_np32(splats.opacities) >= -math.log(254.0)
-            warning = scoring_warning(imp, p["quantile"], len(self._cams or []), drawable)
+            if self._scored is not None and len(self._scored[0]) == ctx.n:  # scored in bake (prune)
+                imp, sens, ref, warning = self._scored
+            else:
+                imp, sens = self._score(splats, ctx.progress)
+                ref, warning = reference_score(imp, p["quantile"]), self._warning(splats, imp)
+            cls = classes_of_scores(imp, p["quantile"], p["levels"], ref)
             if warning:
                 warnings.warn(f"importance: {warning}", DataWarning, stacklevel=2)
         ctx.hints[SENSITIVITY_KEY] = sens  # per-field render sensitivity, for the trellis (`posthoc`)

@@ -343,12 +343,18 @@ class Pipeline:
         for i, (nm, st) in enumerate(zip(self.names, stages)):
             if progress is not None:  # (a post-hoc colour field fits itself here: a minute on a big scene)
                 progress(f"preparing: {nm}", i, len(stages))
+            st.progress = progress
             splats = st.bake(splats, state)
+            if given is not None and len(splats) != len(given):  # (pruned: let go of the input's fields)
+                for f in FIELDS:
+                    setattr(given, f, getattr(splats, f))
         for st in stages:
             perm = st.reorder(splats)
             if perm is None:
                 continue
             _check_permutation(perm, len(splats), st.type)
+            for other in stages:
+                other.reordered(perm)
             splats = splats.replace()  # changed field by field below: a bake may return an object held elsewhere
             for f in FIELDS:
                 new = take_rows(getattr(splats, f), perm)
