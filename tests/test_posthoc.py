@@ -723,13 +723,20 @@ def _pruning(cfg, prune: float) -> dict:
     return cfg
 
 
+def _fake_scores(monkeypatch, src, scores):
+    """The importance scores of ``src``'s rows, whatever order they are scored in (by position)."""
+    by_row = {}
+    monkeypatch.setattr(I, "snapped_scores", lambda s, *a, **k: np.array([by_row[r] for r in map(tuple, s.means.tolist())]))
+    return lambda: by_row.update(zip(map(tuple, src.means.tolist()), scores))
+
+
 def test_importance_prune_drops_what_barely_shows(tmp_path, random_splats, monkeypatch, said):
     """``prune`` p: with sphere views, the Gaussians scoring below p times the reference score
     (taken over all of them) are not coded; the others keep the classes they had."""
     src = random_splats(500, sh_degree=1, seed=6)
     scores = np.linspace(1.0, 2.0, 500)
     scores[1::10] = 1e-5  # 50 of 500 barely show
-    monkeypatch.setattr(I, "snapped_scores", lambda s, *a, **k: scores[: len(s)].copy())
+    _fake_scores(monkeypatch, src, scores)()
     encode_gsz(src, tmp_path / "a.gsz", _pruning(compact(views=2), 1e-3))
     out = decode_gsz(tmp_path / "a.gsz")
     assert len(out) == 450 and "note: importance: pruned 50 of 500 Gaussians (10.0%)" in said.text()
@@ -747,6 +754,7 @@ def test_importance_prune_drops_what_barely_shows(tmp_path, random_splats, monke
     assert "prune" not in gsz_info(tmp_path / "b.gsz")["pipeline"]["stages"][0]
     # an unbounded scene: its far background (outside the positions' core box) is never pruned
     src.means[1:100:10] *= 1000.0  # 10 of the 50 that barely show, far out
+    _fake_scores(monkeypatch, src, scores)()
     encode_gsz(src, tmp_path / "c.gsz", _pruning(compact(views=2), 1e-3))
     out = decode_gsz(tmp_path / "c.gsz")
     assert len(out) == 460 and int((out.means.abs().max(1).values > 50).sum()) == 10
@@ -760,11 +768,13 @@ def test_importance_prune_keeps_everything_when_unsure(tmp_path, random_splats, 
     src = random_splats(400, sh_degree=0, seed=7)
     scores = np.linspace(1.0, 2.0, 400)
     scores[::10] = 0.0
-    monkeypatch.setattr(I, "snapped_scores", lambda s, *a, **k: scores[: len(s)].copy())
+    update = _fake_scores(monkeypatch, src, scores)
+    update()
     cams = [Camera.look_at((0.0, 0.0, -3.0 - i), (0.0, 0.0, 0.0), (0.0, -1.0, 0.0), 60.0, 64, 48, name=f"c{i}") for i in range(2)]
     encode_gsz(src, tmp_path / "a.gsz", _pruning(compact(views=2), 1e-3), cameras=cams)
     assert len(decode_gsz(tmp_path / "a.gsz")) == 400 and "pruned" not in said.text()
     scores[: 400 // 4] = 0.0  # a quarter barely shows (and a tenth more): over the 20% bar
+    update()
     encode_gsz(src, tmp_path / "b.gsz", _pruning(compact(views=2), 1e-3))
     assert len(decode_gsz(tmp_path / "b.gsz")) == 400
     text = said.text()
@@ -772,9 +782,9 @@ def test_importance_prune_keeps_everything_when_unsure(tmp_path, random_splats, 
 
 
 def test_importance_prune_scores_follow_the_morton_order(tmp_path, random_splats):
-    """Scored before the positions stage reorders (so that pruned Gaussians are never coded), the
-    scores are permuted with the Gaussians: when nothing is pruned the file is the same as one
-    scored after the reorder, but for the header's `prune`."""
+    """Scored in bake (so that pruned Gaussians are never coded), in the order the positions stage
+    codes them in: when nothing is pruned the file is the same as one scored in encode, but for
+    the header's `prune`."""
     src = random_splats(300, sh_degree=1, seed=8)
     src.opacities[:] = -1.0  # (none hidden behind the others, nor outside the views: every one scores > 0)
     src.means = torch.tanh(src.means) * 0.4  # (distinct depths: ties would be drawn in index order)
@@ -784,6 +794,37 @@ def test_importance_prune_scores_follow_the_morton_order(tmp_path, random_splats
     assert ha["n"] == hb["n"] == 300
     assert [(s.name, s.payload) for s in sa] == [(s.name, s.payload) for s in sb]
     assert ha["pipeline"]["stages"][0].pop("prune") == 1e-30 and ha["pipeline"] == hb["pipeline"]
+
+
+def test_importance_prune_classes_follow_the_kept_gaussians(tmp_path, random_splats, monkeypatch):
+    """After pruning, the positions stage orders the kept Gaussians on their own grid (the pruned
+    outliers no longer stretch it): each Gaussian's class in the file is still the one of its own
+    score, with the reference taken over all of them."""
+    from gscomp.codec import entropy as E
+
+    src = random_splats(400, sh_degree=0, seed=9)
+    rng = np.random.default_rng(9)
+    scores = 10.0 ** rng.uniform(-2.5, 0, 400)
+    far = torch.argsort(src.means.abs().max(1).values)[-20:].numpy()  # the outermost 20
+    scores[far] = 1e-7
+    _fake_scores(monkeypatch, src, scores)()
+    perms = []
+    told = I.Importance.reordered
+    monkeypatch.setattr(I.Importance, "reordered", lambda self, perm: perms.append(np.asarray(perm)) or told(self, perm))
+    cfg = _pruning(compact(views=2), 1e-3)
+    encode_gsz(src, tmp_path / "a.gsz", cfg)
+    header, sections = unpack_gsz((tmp_path / "a.gsz").read_bytes())
+    out = decode_gsz(tmp_path / "a.gsz")
+    assert len(out) == 380
+    got = E.decode_symbols(next(s for s in sections if s.name == "importance/classes").payload, 380)
+    match = torch.cdist(out.means, src.means).argmin(1).numpy()  # decoded row -> source row
+    assert len(set(match.tolist())) == 380 and not set(match.tolist()) & set(far.tolist())
+    imp = cfg["stages"]["importance"]
+    want = I.classes_of_scores(scores[match], imp["quantile"], imp["levels"], I.reference_score(scores, imp["quantile"]))
+    assert len(set(want.tolist())) == 4 and np.array_equal(got, want)
+    # (the positions stage did reorder what the importance stage handed it, in Morton order of the
+    # grid of all 400)
+    assert len(perms) == 1 and not np.array_equal(perms[0], np.arange(380))
 
 
 @pytest.mark.parametrize("prune", [-0.1, 1.0, True, "x"])

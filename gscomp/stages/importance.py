@@ -19,7 +19,7 @@ import torch
 
 from ..codec import entropy as E
 from ..codec import quant as Q
-from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core
+from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core, morton_order
 from ..errors import DataWarning, FormatError, GscompError, Note, check_int, check_number
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
 
@@ -300,8 +300,12 @@ class Importance(Stage):
         self._scored = None
         if not self.params.get("prune") or not len(splats):
             return splats
-        # Pruning: score here, before the Gaussians are coded, and keep the scores for encode
-        # (`reordered` follows the positions stage's Morton order)
+        # Pruning: score here, before the Gaussians are coded, and keep the scores for encode. In
+        # the order the positions stage will code them in (Morton): the renders of a scene in
+        # that order are faster (a randomly ordered 300k scene took 1.2x as long) and, when
+        # nothing is pruned, the same as encode's (`reordered` follows what order remains)
+        p = self.params
+        splats = splats[torch.from_numpy(morton_order(as_np32(splats.means), p["pos_bits"], p.get("pos_core", CORE_DEFAULT)))]
         imp, sens = self._score(splats, self.progress)
         ref = reference_score(imp, self.params["quantile"])
         warning = self._warning(splats, imp)

@@ -345,7 +345,7 @@ class Pipeline:
                 progress(f"preparing: {nm}", i, len(stages))
             st.progress = progress
             splats = st.bake(splats, state)
-            if given is not None and len(splats) != len(given):  # (pruned: let go of the input's fields)
+            if given is not None:  # (a bake that prunes or reorders: the input's fields are let go)
                 for f in FIELDS:
                     setattr(given, f, getattr(splats, f))
         for st in stages:

@@ -27,7 +27,7 @@ import torch
 
 from ..codec import entropy as E
 from ..codec import quant as Q
-from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core
+from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core, morton_order
 from ..errors import DataWarning, FormatError, GscompError, check_bool, check_int, check_number
 from ..splats import FIELDS, num_sh_rest
 from .base import CodingContext, Section, Stage, as_np32, need_section, register
@@ -134,9 +134,7 @@ class Positions(Stage):
         return grid, grid.quantize(means)
 
     def reorder(self, splats) -> torch.Tensor | None:
-        _, q = self._grid(as_np32(splats.means))
-        order = np.argsort(Q.morton_encode(q), kind="stable")
-        return torch.from_numpy(order)
+        return torch.from_numpy(morton_order(as_np32(splats.means), self.bits, self.core))
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         means = as_np32(splats.means)
