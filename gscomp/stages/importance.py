@@ -305,20 +305,22 @@ class Importance(Stage):
         # that order are faster (a randomly ordered 300k scene took 1.2x as long) and, when
         # nothing is pruned, the same as encode's (`reordered` follows what order remains)
         p = self.params
-        splats = splats[torch.from_numpy(morton_order(as_np32(splats.means), p["pos_bits"], p.get("pos_core", CORE_DEFAULT)))]
-        imp, sens = self._score(splats, self.progress)
+        order = morton_order(as_np32(splats.means), p["pos_bits"], p.get("pos_core", CORE_DEFAULT))
+        ordered = splats[torch.from_numpy(order)]
+        imp, sens = self._score(ordered, self.progress)
         ref = reference_score(imp, self.params["quantile"])
-        warning = self._warning(splats, imp)
+        warning = self._warning(ordered, imp)
         # given cameras: 16 of a capture's need not see what its others do; sphere views that most
         # of the scene hides from: it is likely seen from inside
-        keep = None if self._cams or warning else self._kept(splats, imp, ref)
+        keep = None if self._cams or warning else self._kept(ordered, imp, ref)
         if warning and not self._cams:
             warning += "; nothing was pruned (importance.prune)"
         if keep is not None:
             imp, sens = imp[keep], {f: v[keep] for f, v in sens.items()}
-            splats = splats[torch.from_numpy(keep)]
+            ordered = None  # (let go of it first: the input and one copy at a time)
+            ordered = splats[torch.from_numpy(order[keep])]
         self._scored = (imp, sens, ref, warning)
-        return splats
+        return ordered
 
     def _kept(self, splats, imp: np.ndarray, ref: float) -> np.ndarray | None:
         """Rows that stay (None: all): those scoring at least prune x I_ref, and every one outside
