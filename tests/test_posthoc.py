@@ -827,6 +827,23 @@ def test_importance_prune_classes_follow_the_kept_gaussians(tmp_path, random_spl
     assert len(perms) == 1 and not np.array_equal(perms[0], np.arange(380))
 
 
+def test_importance_prune_same_bytes_with_any_thread_count(tmp_path, random_splats):
+    """Real scores (no stand-ins): what is pruned, and so the file, does not depend on the threads."""
+    src = random_splats(600, sh_degree=1, seed=10)
+    src.opacities[:60] = -12.0  # never drawn (alpha < 1/255): they score 0 from every view
+    cfg = _pruning(compact(views=3), 1e-3)
+    encode_gsz(src, tmp_path / "a.gsz", cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        encode_gsz(src.clone(), tmp_path / "b.gsz", cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "a.gsz").read_bytes() == (tmp_path / "b.gsz").read_bytes()
+    out = decode_gsz(tmp_path / "a.gsz")
+    assert len(out) <= 540 and float(out.opacities.min()) > -10
+
+
 @pytest.mark.parametrize("prune", [-0.1, 1.0, True, "x"])
 def test_bad_importance_prune(prune):
     with pytest.raises(GscompError, match="importance.prune"):
