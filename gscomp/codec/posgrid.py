@@ -269,10 +269,10 @@ class PosGrid:
             raise FormatError("positions: grid index out of range")
 
 
-def morton_order(means: np.ndarray, bits: int, core: float = CORE_DEFAULT) -> np.ndarray:
-    """Rows of ``means`` in the Morton order of their cells on the grid of ``bits`` / ``core``
-    (stable: ties keep their order): the order the `positions` stage codes them in."""
-    return np.argsort(Q.morton_encode(PosGrid.fit(means, bits, core).quantize(means)), kind="stable")
+def morton_order(grid: PosGrid, means: np.ndarray) -> np.ndarray:
+    """Rows of ``means`` in the Morton order of their cells on ``grid`` (stable: ties keep their
+    order): the order the `positions` stage codes them in, on its grid."""
+    return np.argsort(Q.morton_encode(grid.quantize(means)), kind="stable")
 
 
 __all__ = ["CORE_DEFAULT", "TAIL_RATIO", "PosGrid", "core_bounds", "check_core", "exp_det", "morton_order"]

@@ -305,14 +305,16 @@ class Importance(Stage):
         # that order are faster (a randomly ordered 300k scene took 1.2x as long) and, when
         # nothing is pruned, the same as encode's (`reordered` follows what order remains)
         p = self.params
-        order = morton_order(as_np32(splats.means), p["pos_bits"], p.get("pos_core", CORE_DEFAULT))
+        means = as_np32(splats.means)
+        grid = PosGrid.fit(means, p["pos_bits"], p.get("pos_core", CORE_DEFAULT))  # (the positions stage's)
+        order = morton_order(grid, means)
         ordered = splats[torch.from_numpy(order)]
         imp, sens = self._score(ordered, self.progress)
         ref = reference_score(imp, self.params["quantile"])
         warning = self._warning(ordered, imp)
         # given cameras: 16 of a capture's need not see what its others do; sphere views that most
         # of the scene hides from: it is likely seen from inside
-        keep = None if self._cams or warning else self._kept(ordered, imp, ref)
+        keep = None if self._cams or warning else self._kept(imp, ref, grid.in_core(means)[order])
         if warning and not self._cams:
             warning += "; nothing was pruned (importance.prune)"
         if keep is not None:
@@ -322,12 +324,10 @@ class Importance(Stage):
         self._scored = (imp, sens, ref, warning)
         return ordered
 
-    def _kept(self, splats, imp: np.ndarray, ref: float) -> np.ndarray | None:
+    def _kept(self, imp: np.ndarray, ref: float, core: np.ndarray) -> np.ndarray | None:
         """Rows that stay (None: all): those scoring at least prune x I_ref, and every one outside
-        the core box (an unbounded scene's far background is not what the sphere views look at)."""
+        the ``core`` box (an unbounded scene's far background is not what the sphere views look at)."""
         p = self.params
-        means = as_np32(splats.means)
-        core = PosGrid.fit(means, p["pos_bits"], p.get("pos_core", CORE_DEFAULT)).in_core(means)
         keep = np.flatnonzero(~((imp < p["prune"] * ref) & core))
         dropped = len(imp) - len(keep)
         if not dropped:

@@ -134,7 +134,8 @@ class Positions(Stage):
         return grid, grid.quantize(means)
 
     def reorder(self, splats) -> torch.Tensor | None:
-        return torch.from_numpy(morton_order(as_np32(splats.means), self.bits, self.core))
+        means = as_np32(splats.means)
+        return torch.from_numpy(morton_order(PosGrid.fit(means, self.bits, self.core), means))
 
     def encode(self, splats, ctx: CodingContext) -> list[Section]:
         means = as_np32(splats.means)
