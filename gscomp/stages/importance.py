@@ -298,7 +298,7 @@ class Importance(Stage):
             cams = [cams[i] for i in pick]
             self._cams = [c.scaled(min(1.0, self.params["max_res"] / max(c.width, c.height))) for c in cams]
         self._scored = None
-        if not self.params.get("prune") or not len(splats):
+        if not self.params.get("prune") or not len(splats) or self._cams:  # (given cameras: nothing pruned, encode scores)
             return splats
         # Pruning: score here, before the Gaussians are coded, and keep the scores for encode. In
         # the order the positions stage will code them in (Morton): the renders of a scene in
@@ -312,10 +312,11 @@ class Importance(Stage):
         imp, sens = self._score(ordered, self.progress)
         ref = reference_score(imp, self.params["quantile"])
         warning = self._warning(ordered, imp)
-        # given cameras: 16 of a capture's need not see what its others do; sphere views that most
-        # of the scene hides from: it is likely seen from inside
-        keep = None if self._cams or warning else self._kept(imp, ref, grid.in_core(means)[order])
-        if warning and not self._cams:
+        # Sphere views only: 16 of a capture's cameras need not see what its others do (given
+        # cameras return above, and encode scores). Nor when most of the scene hides from them:
+        # it is likely seen from inside
+        keep = None if warning else self._kept(imp, ref, grid.in_core(means)[order])
+        if warning:
             warning += "; nothing was pruned (importance.prune)"
         if keep is not None:
             imp, sens = imp[keep], {f: v[keep] for f, v in sens.items()}
