@@ -13,6 +13,19 @@ import os
 from .errors import GscompError
 
 NO_MEMORY_CHECK = "GSCOMP_NO_MEMORY_CHECK"  # =1: go ahead whatever the estimate (the OOM killer decides)
+_YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def memory_check_off() -> bool:
+    """Whether GSCOMP_NO_MEMORY_CHECK asks to skip the memory checks: 1, true, yes or on (any case)
+    do; unset, empty, 0, false, no or off do not; anything else is a one-line error (a `=True` or a
+    typo silently kept the check before, a `=2` would as silently drop it)."""
+    raw = os.environ.get(NO_MEMORY_CHECK, "")
+    v = raw.strip().lower()
+    if v in _YES or v in _NO:
+        return v in _YES
+    raise GscompError(f"{NO_MEMORY_CHECK} must be 1 (or true, yes, on) to skip the memory checks, or 0 (false, no, off), "
+                      f"got {raw!r:.40}")
 
 
 def available_memory() -> int | None:
@@ -87,7 +100,7 @@ def check_decode_memory(n: int, sh_degree: int, what: str) -> None:
     """Refuse to decode ``n`` Gaussians of ``sh_degree`` when even the least that takes is more than
     the memory available (``what`` names the file in the error)."""
     need = int(DECODE_FACTOR * splats_bytes(n, sh_degree))
-    if need < MIN_CHECKED or os.environ.get(NO_MEMORY_CHECK) == "1":
+    if need < MIN_CHECKED or memory_check_off():
         return
     avail = available_memory()
     if avail is not None and need > avail:
@@ -96,4 +109,4 @@ def check_decode_memory(n: int, sh_degree: int, what: str) -> None:
                           f"hostile file can declare any count); {NO_MEMORY_CHECK}=1 tries anyway")
 
 
-__all__ = ["NO_MEMORY_CHECK", "available_memory", "check_decode_memory", "splats_bytes"]
+__all__ = ["NO_MEMORY_CHECK", "available_memory", "check_decode_memory", "memory_check_off", "splats_bytes"]

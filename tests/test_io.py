@@ -1638,9 +1638,33 @@ def test_counts_beyond_this_machines_memory_are_refused_before_inflating(tmp_pat
     assert M.DECODE_FACTOR * M.splats_bytes(n, 0) > 5 << 20
     with pytest.raises(GscompError, match=r"100,000 Gaussians of SH degree 0 need at least"):
         load_splats(d)
-    monkeypatch.setenv("GSCOMP_NO_MEMORY_CHECK", "1")  # then the reader goes on (and finds too few pixels)
-    with pytest.raises(FormatError, match="fewer than the 100000|fewer than the 100,000"):
-        load_splats(d)
+    for v in ("1", "true", " Yes ", "ON"):  # then the reader goes on (and finds too few pixels)
+        monkeypatch.setenv("GSCOMP_NO_MEMORY_CHECK", v)
+        with pytest.raises(FormatError, match="fewer than the 100000|fewer than the 100,000"):
+            load_splats(d)
+    for v in ("0", "false", "off", ""):  # (the check stays)
+        monkeypatch.setenv("GSCOMP_NO_MEMORY_CHECK", v)
+        with pytest.raises(GscompError, match=r"100,000 Gaussians of SH degree 0 need at least"):
+            load_splats(d)
+
+
+def test_a_memory_check_setting_of_no_meaning_is_one_line(tmp_path, monkeypatch, capsys, random_splats):
+    """GSCOMP_NO_MEMORY_CHECK took only "1": "true" kept the check in silence (a Low of qa41). Now
+    1/true/yes/on and 0/false/no/off (any case); anything else is a one-line error, not a guess."""
+    import gscomp.memory as M
+    from gscomp.cli import main
+
+    monkeypatch.setattr(M, "MIN_CHECKED", 0)
+    src = tmp_path / "a.ply"
+    save_splats(src, random_splats(5, sh_degree=0))
+    monkeypatch.setenv("GSCOMP_NO_MEMORY_CHECK", "2")
+    assert main(["compress", str(src), str(tmp_path / "a.gsz"), "pipeline=high"]) == 0  # (no check on encode)
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "a.gsz"), str(tmp_path / "b.ply")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: GSCOMP_NO_MEMORY_CHECK must be 1 (or true, yes, on) to skip the memory checks, or 0 " \
+                  "(false, no, off), got '2'\n", err
+    assert not (tmp_path / "b.ply").exists()
 
 
 def test_the_memory_available_counts_a_cgroups_limit(tmp_path):

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..errors import DataWarning, GscompError
 from ..fileio import atomic_open
-from ..memory import NO_MEMORY_CHECK, available_memory
+from ..memory import NO_MEMORY_CHECK, available_memory, memory_check_off
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".webp", ".bmp", ".tif", ".tiff", ".exr")
 
@@ -187,7 +187,7 @@ def check_image_sizes(images: Sequence[tuple[str | os.PathLike, float]], what: s
                 f"{w}x{h}{at}): they load at {max_width} wide, as in the 3DGS reference; data.max_width=0 keeps "
                 "their size")
     avail = available_memory()
-    if os.environ.get(NO_MEMORY_CHECK) == "1" or avail is None or not found:
+    if memory_check_off() or avail is None or not found:
         return note
 
     def need(k: int) -> float:  # bytes at k times the downscale
