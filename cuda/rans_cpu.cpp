@@ -27,6 +27,7 @@
 #include <cmath>
 #include <string_view>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -1314,6 +1315,130 @@ py::object s3_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forc
   return out;
 }
 
+// codec.axes.free_axis_levels: the free axis (0: e1, 2: e3) and angle level of each Gaussian from its
+// sorted decoded log-scales, with posgrid.exp_det's operations (its constants passed in, as floats
+// of the Python code). The same float64 operations, in the same order, as the numpy code.
+py::tuple axes_levels(py::array_t<float, py::array::c_style | py::array::forcecast> log_scales,
+                      std::vector<double> inv_fact, double ln2_hi, double ln2_lo, double inv_ln2, double clamp,
+                      int max_level) {
+  if (log_scales.ndim() != 2 || log_scales.shape(1) != 3 || inv_fact.empty() || max_level < 0 || max_level > 30)
+    throw py::value_error("axes_levels: bad arguments");
+  const int64_t n = log_scales.shape(0);
+  py::array_t<int64_t> free_out(n), level_out(n);
+  const float* src = log_scales.data();
+  int64_t *pf = free_out.mutable_data(), *pm = level_out.mutable_data();
+  const int terms = (int)inv_fact.size() - 1;
+  auto exp_det = [&](double y) {
+    y = std::min(y, 800.0);
+    const double k = std::floor(y * inv_ln2 + 0.5);
+    const double r = (y - k * ln2_hi) - k * ln2_lo;
+    double p = inv_fact[terms];
+    for (int i = terms - 1; i >= 0; --i) p = p * r + inv_fact[i];
+    // ldexp(p, k) for 0 <= k <= 87 (y <= clamp = 60): times 2^k built from its bits, exact
+    uint64_t bits = (uint64_t)(1023 + (int64_t)k) << 52;
+    double scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+  };
+  if (!(clamp >= 0 && clamp <= 60)) throw py::value_error("axes_levels: clamp must be in [0, 60]");
+  double thresholds[31];
+  for (int k = 1; k <= max_level; ++k) thresholds[k] = std::ldexp(1.0, 2 * k - 1);
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const double l1 = src[3 * i], l2 = src[3 * i + 1], l3 = src[3 * i + 2];
+      const double a = std::max(std::min(l1 - l3, clamp), 0.0), b = std::max(std::min(l2 - l3, clamp), 0.0);
+      const double ea = exp_det(a), eb = exp_det(b);
+      const double g23 = eb - 1.0, g12 = ea - eb;
+      const bool first = g23 <= g12;
+      const double big = first ? g12 : g23, small = first ? g23 : g12;
+      const double big2 = big * big, small2 = small * small;
+      const double r2 = small2 > 0 ? big2 / small2 : INFINITY;
+      int64_t m = 0;
+      for (int k = 1; k <= max_level; ++k) m += r2 >= thresholds[k];
+      pf[i] = first ? 0 : 2;
+      pm[i] = m;
+    }
+  }
+  return py::make_tuple(free_out, level_out);
+}
+
+// codec.axes decode (posthoc.Attributes._decode_axes): the free axis's direction from (u, v), the
+// next axis at angle k pi / N about it, the third by a cross product, then posthoc._rotmat_to_quat
+// (Shepperd), float32 wxyz. The same float64 operations, in the same order, as the numpy code.
+constexpr int AXES_SIN_TERMS = 12;
+py::array_t<float> axes_to_quats(py::array_t<double, py::array::c_style | py::array::forcecast> uv,
+                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> k,
+                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> count,
+                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> free,
+                                 std::vector<double> sin_c, std::vector<double> cos_c, double pi, double half_pi) {
+  const int64_t n = uv.ndim() == 2 ? uv.shape(0) : -1;
+  if (n < 0 || uv.shape(1) != 2 || k.ndim() != 1 || count.ndim() != 1 || free.ndim() != 1 || k.shape(0) != n ||
+      count.shape(0) != n || free.shape(0) != n || (int)sin_c.size() != AXES_SIN_TERMS ||
+      (int)cos_c.size() != AXES_SIN_TERMS)
+    throw py::value_error("axes_to_quats: bad shapes");
+  py::array_t<float> out({(py::ssize_t)n, (py::ssize_t)4});
+  const double* pu = uv.data();
+  const int64_t *pk = k.data(), *pc = count.data(), *pf = free.data();
+  float* dst = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const double u = pu[2 * i], v = pu[2 * i + 1];
+      const double z = std::max(0.0, (1.0 - std::fabs(u)) - std::fabs(v));
+      const double len = std::sqrt((u * u + v * v) + z * z);
+      const double d[3] = {u / len, v / len, z / len};
+      const double a = -1.0 / (1.0 + d[2]);
+      const double b = (d[0] * d[1]) * a;
+      const double t1[3] = {1.0 + (d[0] * d[0]) * a, b, -d[0]}, t2[3] = {b, 1.0 + (d[1] * d[1]) * a, -d[1]};
+      const double x = (double)pk[i] * (pi / (double)pc[i]) - half_pi;
+      const double x2 = x * x;
+      double sp = sin_c[AXES_SIN_TERMS - 1], cp = cos_c[AXES_SIN_TERMS - 1];
+      for (int j = AXES_SIN_TERMS - 2; j >= 0; --j) {
+        sp = sp * x2 + sin_c[j];
+        cp = cp * x2 + cos_c[j];
+      }
+      const double sn = cp, cs = -(sp * x);  // sin and cos of the angle
+      double e[3], t[3];
+      for (int j = 0; j < 3; ++j) e[j] = cs * t1[j] + sn * t2[j];
+      t[0] = d[1] * e[2] - d[2] * e[1];
+      t[1] = d[2] * e[0] - d[0] * e[2];
+      t[2] = d[0] * e[1] - d[1] * e[0];
+      const double *c0 = d, *c1 = e, *c2 = t;  // columns: (d, e, d x e), or (e, d x e, d) for e3
+      if (pf[i] != 0) {
+        c0 = e;
+        c1 = t;
+        c2 = d;
+      }
+      const double r[3][3] = {{c0[0], c1[0], c2[0]}, {c0[1], c1[1], c2[1]}, {c0[2], c1[2], c2[2]}};
+      const double tr = (r[0][0] + r[1][1]) + r[2][2];
+      const double diag[4] = {tr, r[0][0], r[1][1], r[2][2]};
+      int big = 0;
+      for (int j = 1; j < 4; ++j)
+        if (diag[j] > diag[big]) big = j;
+      double q[4];
+      if (big == 0) {
+        const double dd = 2 * std::sqrt(std::max(1 + tr, 1e-300));
+        q[0] = dd / 4;
+        q[1] = (r[2][1] - r[1][2]) / dd;
+        q[2] = (r[0][2] - r[2][0]) / dd;
+        q[3] = (r[1][0] - r[0][1]) / dd;
+      } else {
+        const int ii = big - 1, j = big % 3, l = (big + 1) % 3;
+        const double dd = 2 * std::sqrt(std::max(((1 + r[ii][ii]) - r[j][j]) - r[l][l], 1e-300));
+        q[0] = (r[l][j] - r[j][l]) / dd;
+        q[1 + ii] = dd / 4;
+        q[1 + j] = (r[j][ii] + r[ii][j]) / dd;
+        q[1 + l] = (r[l][ii] + r[ii][l]) / dd;
+      }
+      for (int j = 0; j < 4; ++j) dst[4 * i + j] = (float)q[j];
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 // ----------------------------------------------------------------------------- dependent quantization
@@ -1840,6 +1965,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("s3_to_quats", &s3_to_quats, py::arg("s3"), py::arg("step"), py::arg("row_steps") = py::none());
   m.def("quats_to_s3", &quats_to_s3);
   m.def("sort_axes", &sort_axes, "posthoc.sort_axes: axes relabelled by decreasing scale (None: not finite)");
+  m.def("axes_levels", &axes_levels, "codec.axes.free_axis_levels: (free axis, level)");
+  m.def("axes_to_quats", &axes_to_quats, "codec.axes decode: float32 wxyz quaternions");
   m.def("canonical_quats", &canonical_quats, "posthoc.canonical_quats (None: not finite)");
   m.def("quats_rest", &quats_rest, "quant.quats_rest: (largest index, other three) (None: not finite)");
   m.def("dq_unpack_many", &dq_unpack_many, "coded levels -> reconstruction indices, in place, many sequences");

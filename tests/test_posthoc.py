@@ -21,12 +21,13 @@ from gscomp.stages.pipeline import Pipeline
 STEPS = {"quats": 0.0105, "scales": 0.047, "opacities": 0.062, "sh0": 0.027}
 
 
-def compact(views: int = 4, dq: bool = False) -> dict:
-    """The preset; ``dq`` = its dependent quantization (off: the exact half-step error bounds hold).
+def compact(views: int = 4, dq: bool = False, axes: bool = True) -> dict:
+    """The preset; ``dq`` = its dependent quantization (off: the exact half-step error bounds hold);
+    ``axes``: its rotations as body axes (off: quaternions, whose errors have step bounds).
     Without pruning (every Gaussian coded; `prune` has tests of its own)."""
     cfg = compose_pipeline(["pipeline=compact"])  # resolves the ${...} step references
     cfg["stages"]["importance"].update(views=views, prune=0.0)  # fewer renders keep tests fast
-    cfg["stages"]["attributes"]["dependent_quant"] = dq
+    cfg["stages"]["attributes"].update(dependent_quant=dq, quat_axes=axes)
     return cfg
 
 
@@ -63,7 +64,7 @@ def test_out_of_view_gaussians_score_zero(random_splats):
 
 def test_compact_roundtrip_steps_follow_classes(tmp_path, random_splats):
     src = random_splats(3000, sh_degree=1, seed=3)
-    cfg = sized_compact({})  # class steps only (size levels: see test_size_levels_*)
+    cfg = sized_compact({"quats": 0})  # class steps only (size levels: see test_size_levels_*; quat_axes: test_axes)
     encode_gsz(src, tmp_path / "a.gsz", cfg)
     info = gsz_info(tmp_path / "a.gsz")
     assert info["codecs"]["positions/means"] == "morton-delta-classed/v1"
@@ -151,7 +152,7 @@ def test_compact_deterministic_and_smaller(tmp_path, random_splats):
     off = compact()
     del off["stages"]["importance"]
     off["stages"]["positions"]["adaptive"] = off["stages"]["attributes"]["adaptive"] = False
-    off["stages"]["attributes"].update(sort_scales=False, size_levels={})
+    off["stages"]["attributes"].update(sort_scales=False, size_levels={}, quat_axes=False)
     assert a < 0.9 * encode_gsz(src, tmp_path / "c.gsz", off)["total_bytes"]
 
 
@@ -372,7 +373,7 @@ def test_canonical_quats_same_covariance_free_index(tmp_path, random_splats):
     # in a file: the smallest-three index stream is constant, so it costs (next to) nothing
     src = random_splats(4000, sh_degree=0, seed=8)
     cfg = compact()
-    cfg["stages"]["attributes"].update(sort_scales=False, size_levels={})
+    cfg["stages"]["attributes"].update(sort_scales=False, size_levels={}, quat_axes=False)
     a = encode_gsz(src, tmp_path / "a.gsz", cfg)["sections"]["attributes/quats"]
     cfg["stages"]["attributes"]["canonical_quats"] = False
     b = encode_gsz(src, tmp_path / "b.gsz", cfg)["sections"]["attributes/quats"]
@@ -410,7 +411,7 @@ def test_sort_axes_same_gaussians_sorted_scales(tmp_path, random_splats):
         return np.median(np.abs(c_in - c_out).max((1, 2)) / np.abs(c_in).max((1, 2)))
 
     cfg = compact()
-    cfg["stages"]["attributes"].update(sort_scales=False, size_levels={})
+    cfg["stages"]["attributes"].update(sort_scales=False, size_levels={}, quat_axes=False)
     encode_gsz(src, tmp_path / "b.gsz", cfg)
     unsorted = rel_err(decode_gsz(tmp_path / "b.gsz"))
     assert rel_err(out) < 1.3 * unsorted  # only quantization error, as without sorting
@@ -419,7 +420,7 @@ def test_sort_axes_same_gaussians_sorted_scales(tmp_path, random_splats):
 
 
 def sized_compact(levels: dict, quantile: float = 0.5) -> dict:
-    cfg = compact()
+    cfg = compact(axes="quats" not in levels)  # (quat_axes has the quaternions' own level)
     cfg["stages"]["attributes"].update(size_levels=levels, size_quantile=quantile)
     return cfg
 
@@ -431,7 +432,7 @@ def test_size_levels_coarsen_small_gaussians_only(tmp_path, random_splats):
 
     src = random_splats(3000, sh_degree=0, seed=12)
     src.scales[:] = src.scales + torch.linspace(-3, 1, 3000)[torch.randperm(3000, generator=torch.Generator().manual_seed(0))][:, None]
-    base = encode_gsz(src, tmp_path / "a.gsz", sized_compact({}))
+    base = encode_gsz(src, tmp_path / "a.gsz", sized_compact({"quats": 0}))  # (quaternions, as with size levels)
     cfg = sized_compact({"quats": 3, "scales": 2, "sh0": 2}, 0.6)
     sized = encode_gsz(src, tmp_path / "b.gsz", cfg)
     encode_gsz(src.clone(), tmp_path / "c.gsz", cfg)

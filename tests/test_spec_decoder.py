@@ -2,6 +2,7 @@
 written from docs/gsz-format.md alone (no gscomp code). Files of every preset and option (post-hoc
 and the trained stages) must decode to bit-identical fields with both decoders; a change to the
 format that is not also made in the document (and so in that decoder) fails here."""
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -80,16 +81,29 @@ CASES += [
     ("compact no trellis", 1500, 2, ["pipeline=compact", A + "dependent_quant=false"]),
     ("compact no trellis, no size levels", 1500, 2, ["pipeline=compact", A + "dependent_quant=false", "~" + A + "size_levels"]),
     ("compact no size levels", 1500, 2, ["pipeline=compact", "~" + A + "size_levels"]),
-    ("compact size levels on all", 1500, 2, ["pipeline=compact", A + "size_levels={quats:4,scales:4,opacities:2,sh0:3}"]),
-    ("compact unsorted scales", 1500, 2, ["pipeline=compact", A + "sort_scales=false", "~" + A + "size_levels"]),
+    ("compact size levels on all", 1500, 2,
+     ["pipeline=compact", A + "size_levels={quats:4,scales:4,opacities:2,sh0:3}", "++" + A + "quat_axes=false"]),
+    ("compact unsorted scales", 1500, 2,
+     ["pipeline=compact", A + "sort_scales=false", "~" + A + "size_levels", "++" + A + "quat_axes=false"]),
     ("compact unsorted scales, no trellis", 1500, 2,
-     ["pipeline=compact", A + "sort_scales=false", "~" + A + "size_levels", A + "dependent_quant=false"]),
+     ["pipeline=compact", A + "sort_scales=false", "~" + A + "size_levels", A + "dependent_quant=false",
+      "++" + A + "quat_axes=false"]),
     ("compact shN size levels, band gain", 1500, 3, ["pipeline=compact", "+" + A + "size_levels.shN=2", A + "shN_band_gain=1.5"]),
     ("compact shN classed, no trellis", 1500, 1, ["pipeline=compact", A + "dependent_quant=false"]),
     ("compact shN plain (zstd)", 1500, 2, ["pipeline=compact", "+" + A + "shN_zstd=true"]),
     ("compact size levels on opacities only, no trellis", 1500, 2,
      ["pipeline=compact", "~" + A + "size_levels", "+" + A + "size_levels={opacities:3}", A + "dependent_quant=false"]),
+    # rotations as body axes (axes-classed/v1): both ways whatever the preset's default
+    ("compact quats as quaternions", 1500, 2, ["pipeline=compact", "++" + A + "quat_axes=false"]),
+    ("compact quat_axes", 1500, 2, ["pipeline=compact", "++" + A + "quat_axes=true"]),
+    ("compact quat_axes, no trellis", 1500, 1, ["pipeline=compact", "++" + A + "quat_axes=true", A + "dependent_quant=false"]),
+    ("compact quat_axes, size levels", 1500, 2,
+     ["pipeline=compact", "++" + A + "quat_axes=true", A + "size_levels={scales:3,opacities:2,sh0:2}"]),
+    ("compact quat_axes, coarse quat step (N = 1)", 1500, 0, ["pipeline=compact", "++" + A + "quat_axes=true", A + "quat_step=0.5"]),
+    ("compact quat_axes, exact quats", 300, 0, ["pipeline=compact", "++" + A + "quat_axes=true", A + "quat_step=0"]),
 ]
+CASES += [(f"compact quat_axes n{n}", n, 2, ["pipeline=compact", "++" + A + "quat_axes=true"]) for n in (0, 1, 2)]
+CASES += [("compact quat_axes, no trellis n2", 2, 1, ["pipeline=compact", "++" + A + "quat_axes=true", A + "dependent_quant=false"])]
 
 
 def _small_views(overrides: list[str]) -> list[str]:
@@ -106,6 +120,9 @@ def test_spec_decoder_matches_on_every_codec(random_splats, tmp_path):
         splats = random_splats(n, sh_degree=deg, seed=i)
         path = tmp_path / f"{i}.gsz"
         encode_gsz(splats, path, compose_pipeline(_small_views(overrides)))
+        if "quat_axes=true" in " ".join(overrides):
+            codec = next(s.codec for s in read_gsz(path)[1] if s.name.endswith("quats"))
+            assert codec == ("f32-planes/v1" if A + "quat_step=0" in overrides else "axes-classed/v1"), (what, codec)
         bad += _same_bits(path, what)
     splats = _vq(random_splats(3000, sh_degree=3, seed=99))
     for p in ("high", "compact"):
@@ -124,6 +141,64 @@ def test_spec_decoder_matches_on_every_codec(random_splats, tmp_path):
     used = set(SPEC.STATS)
     for key in ((0, None), (1, None), (2, 0), (2, 1), (2, 2), (3, 1), (4, None), (6, None), (7, None)):
         assert key in used, f"no case exercised integer stream (mode, kind) {key}: {sorted(used, key=str)}"
+
+
+def _varints(values) -> bytes:
+    """An integer stream of mode 6 (svarints), or mode 0 when empty (spec §2)."""
+    out = bytearray([6] if len(values) else [0])
+    for v in values:
+        u = 2 * int(v) if v >= 0 else -2 * int(v) - 1
+        while u >= 0x80:
+            out.append(u & 0x7F | 0x80)
+            u >>= 7
+        out.append(u)
+    return bytes(out)
+
+
+def test_both_decoders_check_the_axes_payload(random_splats, tmp_path):
+    """axes-classed/v1 written by hand: the edge values decode bit-identically (|u| = 2, the last
+    angle index N - 1), and both decoders refuse |u| > 2, an angle index outside [0, N) and a wrong
+    stream count."""
+    from gscomp import FormatError
+    from gscomp.codec.container import pack_gsz, unpack_gsz
+
+    path = tmp_path / "a.gsz"
+    overrides = ["pipeline=compact", "++" + A + "quat_axes=true", A + "dependent_quant=false", A + "quat_step=0.5"]
+    encode_gsz(random_splats(60, sh_degree=0, seed=4), path, compose_pipeline(_small_views(overrides)))
+    header, sections = unpack_gsz(path.read_bytes())
+    _, secs, _ = SPEC.read_container(path.read_bytes())
+    n = header["n"]
+    c = SPEC.read_int_stream(secs["importance/classes"][0], n)
+    _, m = SPEC.axes_free_axis(SPEC.decode(path)["scales"])
+    lev = c + m
+    N = np.maximum(1, np.floor(np.pi / (0.5 * 2.0 ** lev) + 0.5)).astype(np.int64)
+    K, Kp = int(c.max()) + 1, int(lev.max()) + 1
+
+    def payload(U, V, kappa, extra=()):
+        blobs = [_varints(x[c == k]) for k in range(K) for x in (U, V)]
+        blobs += [_varints(kappa[lev == k]) for k in range(Kp)] + list(extra)
+        out = bytearray([len(blobs)])
+        for b in blobs:
+            out += bytes([len(b)]) if len(b) < 0x80 else bytes([len(b) & 0x7F | 0x80, len(b) >> 7])
+            out += b
+        return bytes(out)
+
+    def write(data):
+        path.write_bytes(pack_gsz(header, [dataclasses.replace(x, payload=data) if x.name.endswith("quats")
+                                           else x for x in sections]))
+        return path
+
+    two = 4 >> c  # U · 0.5 · 2^c = 2 exactly (class 3's step is 4: only 0 fits)
+    zero = np.zeros(n, np.int64)
+    assert np.all(N[m == 6] == 1) and np.any(N > 1)
+    for U, V, kappa in ((two, -two, N - 1), (-two, zero, zero), (zero, two, N // 2)):
+        assert _same_bits(write(payload(U, V, kappa)), "axes edge values") == []
+    for data in (payload(two + 1, zero, zero), payload(zero, -two - 1, zero), payload(zero, zero, N),
+                 payload(zero, zero, zero - 1), payload(zero, zero, zero, extra=[b"\0"])):
+        with pytest.raises(FormatError):
+            decode_gsz(write(data))
+        with pytest.raises(SPEC.FormatError):
+            SPEC.decode(write(data))
 
 
 C = "pipeline.stages.colorfield."

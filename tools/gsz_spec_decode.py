@@ -11,7 +11,8 @@ Supported: container + CRC checks, integer streams (modes 0-7, rANS kinds 0/1/2)
 packed bit fields, stages `importance`, `positions` (morton-delta/v1 and v2,
 morton-delta-classed/v1 and v2), `attributes` (quat-s3/v1, symbols/v1, symbols-gdiff/v1,
 symbols-dedup/v1, f32-planes/v1, symbols-classed/v1 (shN too) incl. sort_scales, size_levels and
-dependent (trellis) quantization), and the trained-pipeline stages `masking` (no section),
+dependent (trellis) quantization, axes-classed/v1 (quat_axes: rotations as the free axis and the
+angle of the next axis, from the decoded scales)), and the trained-pipeline stages `masking` (no section),
 `rvq` (float16 codebooks + per-stage index streams, optional importance `depths`) and
 `colorfield` (hash-grid + MLP evaluated at the decoded means in float32, one rounding per op).
 Not supported: section 6 entropy models (no stage of format 1.x writes them).
@@ -571,6 +572,110 @@ def decode_classed(payload, field, n, cls, step, stage, ctx, dq, shn_cols=None):
     raise FormatError("classed codec for unexpected field " + field)
 
 
+# axes-classed/v1 (quat_axes): constants, each the double nearest its value (int / int in Python
+# is correctly rounded; 23! itself is not a double, so 1.0 / float(23!) would round twice)
+AXES_PI = 3.141592653589793
+AXES_HALF_PI = 1.5707963267948966
+AXES_SIN = [(-1) ** j / math.factorial(2 * j + 1) for j in range(12)]   # s_0..s_11
+AXES_COS = [(-1) ** j / math.factorial(2 * j) for j in range(12)]       # c_0..c_11
+
+
+def axes_free_axis(scales):
+    """Free axis (True = e1, the largest scale's; False = e3) and level m_i from the decoded float32
+    log-scales l1 >= l2 >= l3 (columns 0, 1, 2), in float64."""
+    l = np.asarray(scales, np.float32).astype(np.float64)
+    a = np.maximum(np.minimum(l[:, 0] - l[:, 2], 60.0), 0.0)
+    b = np.maximum(np.minimum(l[:, 1] - l[:, 2], 60.0), 0.0)
+    A, B = spec_exp(a), spec_exp(b)
+    g23 = B - 1.0
+    g12 = A - B
+    e1 = g23 <= g12
+    big = np.where(e1, g12, g23)
+    small = np.where(e1, g23, g12)
+    den = small * small
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(den == 0, np.inf, (big * big) / np.where(den == 0, 1.0, den))
+    m = np.zeros(len(l), np.int64)
+    for k in range(1, 7):
+        m += r2 >= 2.0 ** (2 * k - 1)
+    return e1, m
+
+
+def decode_axes(payload, n, cls, quat_step, dq, scales):
+    """axes-classed/v1: the quaternion from the free axis (U, V per class) and the angle index κ
+    (per level c + m) of the next axis about it. Returns (n, 4) float32 wxyz."""
+    rd = Reader(payload)
+    streams = read_stream_list(rd)
+    need(rd.remaining() == 0, "trailing bytes in axes payload")
+    need(scales is not None and len(scales) == n, "axes: scales not decoded before quats")
+    e1, m = axes_free_axis(scales)
+    K = int(cls.max()) + 1 if n else 1
+    lev = cls + m
+    Kp = int(lev.max()) + 1 if n else 1
+    need(len(streams) == 2 * K + Kp, "axes: wrong stream count")
+    U = np.zeros(n, np.int64)
+    V = np.zeros(n, np.int64)
+    for k in range(K):
+        idx = np.nonzero(cls == k)[0]
+        for dst, blob in ((U, streams[2 * k]), (V, streams[2 * k + 1])):
+            v = read_int_stream(blob, len(idx))
+            dst[idx] = dq_reconstruct(v) if dq else v
+    kap = np.zeros(n, np.int64)
+    for L in range(Kp):
+        idx = np.nonzero(lev == L)[0]
+        kap[idx] = read_int_stream(streams[2 * K + L], len(idx))
+    qs = float(quat_step)
+    st = (qs / 2.0 if dq else qs) * np.exp2(cls)
+    u = U.astype(np.float64) * st
+    v = V.astype(np.float64) * st
+    need(np.all((np.abs(u) <= 2.0) & (np.abs(v) <= 2.0)), "axes: |u| or |v| over 2")
+    z = np.maximum(0.0, (1.0 - np.abs(u)) - np.abs(v))
+    ln = np.sqrt((u * u + v * v) + z * z)
+    dx, dy, dz = u / ln, v / ln, z / ln
+    p = -1.0 / (1.0 + dz)
+    q = (dx * dy) * p
+    t1 = (1.0 + (dx * dx) * p, q, -dx)
+    t2 = (q, 1.0 + (dy * dy) * p, -dy)
+    with np.errstate(divide="ignore"):
+        N = np.maximum(1.0, np.floor(AXES_PI / (qs * np.exp2(lev)) + 0.5))
+    need(np.all((kap >= 0) & (kap < N)), "axes: angle index out of range")
+    x = kap.astype(np.float64) * (AXES_PI / N) - AXES_HALF_PI
+    x2 = x * x
+    S = np.full(n, AXES_SIN[11])
+    C = np.full(n, AXES_COS[11])
+    for j in range(10, -1, -1):
+        S = S * x2 + AXES_SIN[j]
+        C = C * x2 + AXES_COS[j]
+    sin_t = C
+    cos_t = -(S * x)
+    e = [cos_t * t1[i] + sin_t * t2[i] for i in range(3)]
+    d = [dx, dy, dz]
+    t = [d[1] * e[2] - d[2] * e[1], d[2] * e[0] - d[0] * e[2], d[0] * e[1] - d[1] * e[0]]
+    cols1, cols3 = (d, e, t), (e, t, d)
+    R = [[np.where(e1, cols1[j][i], cols3[j][i]) for j in range(3)] for i in range(3)]  # R[row][col]
+    tr = (R[0][0] + R[1][1]) + R[2][2]
+    # Shepperd: the largest of (tr, R00, R11, R22), the first on ties
+    cand = np.stack([tr, R[0][0], R[1][1], R[2][2]], axis=1)
+    pick = np.argmax(cand, axis=1)  # (argmax returns the first of equal maxima)
+    out = np.zeros((n, 4), np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        D = 2.0 * np.sqrt(np.maximum(1.0 + tr, 1e-300))
+        sel = pick == 0
+        out[sel, 0] = (D / 4.0)[sel]
+        out[sel, 1] = ((R[2][1] - R[1][2]) / D)[sel]
+        out[sel, 2] = ((R[0][2] - R[2][0]) / D)[sel]
+        out[sel, 3] = ((R[1][0] - R[0][1]) / D)[sel]
+        for a_ in range(3):
+            b_, g_ = (a_ + 1) % 3, (a_ + 2) % 3
+            D = 2.0 * np.sqrt(np.maximum(((1.0 + R[a_][a_]) - R[b_][b_]) - R[g_][g_], 1e-300))
+            sel = pick == a_ + 1
+            out[sel, 0] = ((R[g_][b_] - R[b_][g_]) / D)[sel]
+            out[sel, 1 + a_] = (D / 4.0)[sel]
+            out[sel, 1 + b_] = ((R[b_][a_] + R[a_][b_]) / D)[sel]
+            out[sel, 1 + g_] = ((R[g_][a_] + R[a_][g_]) / D)[sel]
+    return out.astype(np.float32)
+
+
 def decode_attributes(stage, sections, n, ctx, sh_degree):
     out = {}
     fields = stage["fields"]
@@ -578,6 +683,9 @@ def decode_attributes(stage, sections, n, ctx, sh_degree):
     adaptive = bool(stage.get("adaptive"))
     dq = bool(stage.get("dependent_quant"))
     need(not dq or adaptive, "dependent_quant needs adaptive")
+    quat_axes = bool(stage.get("quat_axes"))
+    need(not quat_axes or (adaptive and stage.get("sort_scales")), "quat_axes needs sort_scales")
+    need(not quat_axes or not (stage.get("size_levels") or {}).get("quats"), "quat_axes: quats in size_levels")
     steps = {f: stage.get(f + "_step", 0) for f in ("quat", "scale", "opacity", "sh0", "shN")}
     fstep = {"quats": steps["quat"], "scales": steps["scale"], "opacities": steps["opacity"],
              "sh0": steps["sh0"], "shN": steps["shN"]}
@@ -608,6 +716,16 @@ def decode_attributes(stage, sections, n, ctx, sh_degree):
             else:  # shN coefficient-major like symbols/v1
                 out[f] = np.stack(ch, 1).reshape(n, K, 3)
             continue
+        if codec == "axes-classed/v1":
+            need(f == "quats" and quat_axes, "axes-classed/v1 without quat_axes (or not for quats)")
+            need(fstep["quats"] and fstep["scales"], "axes-classed/v1 with exact quats or scales (a step of 0)")
+            scales = out["scales"] if "scales" in out else ctx.get("scales")
+            out[f] = decode_axes(payload, n, ctx["classes"], fstep[f], dq, scales)
+            continue
+        # (gscomp writes, and expects, quaternions when the scales are exact floats (scale_step 0):
+        # the spec does not say so, it only says that quat_axes gives axes-classed/v1)
+        need(not (quat_axes and f == "quats" and codec == "symbols-classed/v1" and fstep["scales"]),
+             "quat_axes: quats must use axes-classed/v1")
         if codec == "symbols-classed/v1":
             need(adaptive, "classed codec without adaptive")
             out[f] = decode_classed(payload, f, n, ctx["classes"], fstep[f], stage, ctx, dq, shn_step)
@@ -950,6 +1068,8 @@ def decode(path):
         for k, v in res.items():
             need(k not in out, "field %s produced twice" % k)
             out[k] = v
+        if "scales" in res:  # (for a later stage's quat_axes)
+            ctx["scales"] = res["scales"]
     if "shN" not in out:
         need(sh_degree == 0, "shN missing")
         out["shN"] = np.zeros((n, 0, 3), np.float32)

@@ -12,6 +12,9 @@ attributes  quaternions (smallest-three), log-scales, opacity logits, SH DC and 
 adaptive    with ``adaptive: true`` and importance class c, positions keep c fewer bits per
             axis and attributes (quats, scales, opacities, sh0, shN) use 2^c times their step
             (shN from a palette source, e.g. SOG, keeps its codebook instead).
+quat_axes   rotations as the direction of the axis about which turning shows least, and the
+            angle of the next axis about it on a grid that follows the scale gaps
+            (`gscomp.codec.axes`).
 
 Byte layouts of the codecs named here are in docs/gsz-format.md.
 """
@@ -25,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..codec import axes as AX
 from ..codec import entropy as E
 from ..codec import quant as Q
 from ..codec.posgrid import CORE_DEFAULT, PosGrid, check_core, morton_order
@@ -265,6 +269,7 @@ class Attributes(Stage):
         size_levels: dict | None = None,
         size_quantile: float = 0.5,
         dependent_quant: bool = False,
+        quat_axes: bool = False,
     ):
         if isinstance(fields, str) or not isinstance(fields, (list, tuple)):
             raise GscompError(f"attributes.fields must be a list of names from {list(ATTR_FIELDS)}, got {fields!r}")
@@ -302,6 +307,13 @@ class Attributes(Stage):
             if not adaptive:
                 raise GscompError("attributes.dependent_quant needs adaptive (it codes the importance-classed streams)")
             extra["dependent_quant"] = True
+        if check_bool("attributes.quat_axes", quat_axes):
+            if not sort_scales:
+                raise GscompError("attributes.quat_axes needs sort_scales (the free axis follows the sorted scales)")
+            if size_levels.get("quats"):
+                raise GscompError("attributes.quat_axes and size_levels.quats do not go together (the angle's step "
+                                  "already follows the scales)")
+            extra["quat_axes"] = True
         super().__init__(
             **extra,
             fields=fields,
@@ -357,6 +369,7 @@ class Attributes(Stage):
         if sort:  # same Gaussians with axes relabelled so scale x >= y >= z (see sort_axes)
             sorted_q, sorted_s = sort_axes(as_np32(splats.quats), as_np32(splats.scales))
         sized = None
+        axes = sort and bool(self.params.get("quat_axes"))
         if sort and self.params.get("size_levels"):  # from the scale symbols the decoder will see
             st = Q.class_steps(self._grid_step("scales"), cls)
             s0dq = None  # (reconstruction indices, levels) of the largest scale: the scales reuse them
@@ -370,6 +383,14 @@ class Attributes(Stage):
                 ssym = Q.quantize(sorted_s, st[:, None], what="scales")
             core = self._core
             sized = (self._size_thresholds(sorted_s[core, 0] if core.any() else sorted_s[:, 0]), ssym, s0dq)
+        scales_payload = None
+        if axes:  # the quaternions' coding follows the decoded scales: code them first, decode them as the decoder will
+            try:
+                scales_payload = self._encode_classed("scales", sorted_s, cls, sort, sized, sens.get("scales"))
+            except GscompError as e:
+                raise GscompError(f"scales: {e}") from None
+            decoded_scales = self._decode_classed("scales", scales_payload, ctx.n, 3, cls, None,
+                                                  bool(self.params.get("size_levels")), sort)[0]
         for i, f in enumerate(self.fields_in_order()):
             if ctx.progress is not None:
                 ctx.progress(f"attributes: {f}", i, len(self.owns))
@@ -391,6 +412,13 @@ class Attributes(Stage):
                 dedup = self._shN_dedup(x) if f == "shN" else None
                 if dedup is not None:  # SH from a palette (e.g. SOG): its codebook beats classed steps
                     out.append(Section(f, "symbols-dedup/v1", dedup))
+                elif axes and f == "quats":
+                    try:
+                        out.append(Section(f, "axes-classed/v1", self._encode_axes(x, cls, decoded_scales, sens.get(f))))
+                    except GscompError as e:
+                        raise GscompError(f"{f}: {e}") from None
+                elif axes and f == "scales":
+                    out.append(Section(f, "symbols-classed/v1", scales_payload))
                 else:
                     try:
                         payload = self._encode_classed(f, x, cls, sort, sized, sens.get(f))
@@ -437,8 +465,9 @@ class Attributes(Stage):
         order = self.fields_in_order()
         sort = bool(self.params.get("sort_scales")) and self.steps["quats"] > 0 and self.steps["scales"] > 0
         sized = bool(self.params.get("size_levels")) and cls is not None and sort
+        axes = bool(self.params.get("quat_axes")) and cls is not None and sort
         scale_sym = None
-        if sized:  # some steps follow the decoded scale symbols: decode scales first
+        if sized or axes:  # some steps, or the quaternions' coding, follow the decoded scales: decode them first
             order = ["scales"] + [f for f in order if f != "scales"]
         for f in order:
             w = width[f]
@@ -450,7 +479,9 @@ class Attributes(Stage):
             step = self.steps[f]
             # shN is classed unless the encoder kept it plain (shN_zstd) or as a palette (dedup)
             classed = f != "shN" or (f in sections and sections[f].codec == "symbols-classed/v1")
-            if cls is not None and step != 0 and classed:
+            if axes and f == "quats":
+                x = self._decode_axes(need_section(sections, f, "axes-classed/v1").payload, n, cls, out["scales"].numpy())
+            elif cls is not None and step != 0 and classed:
                 payload = need_section(sections, f, "symbols-classed/v1").payload
                 x, sym = self._decode_classed(f, payload, n, w, cls, scale_sym, sized, sort)
                 if f == "scales":
@@ -701,6 +732,48 @@ class Attributes(Stage):
             return Q.s3_to_quats(sym, Q.class_steps(step, cls)[:, None]), sym
         return Q.dequantize_classed(sym, cls, self._col_steps(f, w)), sym
 
+    # -- rotations as body axes (quat_axes: gscomp.codec.axes)
+    def _encode_axes(self, q: np.ndarray, cls: np.ndarray, log_scales: np.ndarray, sens: np.ndarray | None) -> bytes:
+        """`axes-classed/v1` of the (canonical, axis-sorted) quaternions ``q``: per class the u and v
+        streams of the free axis's direction (classed steps, trellis with dependent_quant), then per
+        level L = class + m the angle indices of the next axis. ``log_scales``: the decoded ones."""
+        n = len(q)
+        free, m = AX.free_axis_levels(log_scales)
+        rot = AX.rotmat(q)
+        rows = np.arange(n)
+        d = rot[rows, :, free]
+        d = np.where(d[:, 2:3] < 0, -d, d)  # up: an axis has no sign
+        e = rot[rows, :, np.where(free == 0, 1, 0)]
+        steps = Q.class_steps(self._grid_step("quats"), cls)[:, None]
+        t = AX.octahedral(d) / steps
+        if self.params.get("dependent_quant"):
+            sym, code = _dq_classed(t, cls, sens=sens, core=self._core)
+        else:
+            sym = code = np.rint(t).astype(np.int64)  # (|u|, |v| <= 1: no range to check)
+        t1, t2 = AX.basis(AX.direction(sym * steps))
+        lvl = cls + m
+        k = AX.pick_angles(t1, t2, e, AX.angle_counts(self.steps["quats"], lvl))
+        cols = [col for i in _class_rows(cls) for col in _columns_of(code, i)]
+        cols += [np.ascontiguousarray(k[lvl == c]) for c in range(int(lvl.max(initial=0)) + 1)]
+        return _pack_streams(E.encode_symbols_many(cols, allow_ctx=True))
+
+    def _decode_axes(self, payload, n: int, cls: np.ndarray, log_scales: np.ndarray) -> np.ndarray:
+        free, m = AX.free_axis_levels(log_scales)
+        lvl = cls + m
+        rows = _class_rows(cls)
+        lrows = [np.flatnonzero(lvl == c) for c in range(int(lvl.max(initial=0)) + 1)]
+        streams = _unpack_streams(payload, 2 * len(rows) + len(lrows), "quats")
+        dec = self._decode_streams(streams[:2 * len(rows)], [len(i) for i in rows for _ in range(2)], "quats")
+        steps = Q.class_steps(self._grid_step("quats"), cls)[:, None]
+        uv = _scatter_rows(n, 2, rows, dec) * steps
+        if uv.size and not np.abs(uv).max() <= 2.0:  # (the encoder's are within 1 + a step)
+            raise FormatError("quats: axis direction out of range")
+        k = _scatter_rows(n, 1, lrows, E.decode_symbols_many(streams[2 * len(rows):], [len(i) for i in lrows], "quats"))[:, 0]
+        count = AX.angle_counts(self.steps["quats"], lvl)
+        if ((k < 0) | (k >= count)).any():
+            raise FormatError("quats: angle index out of range")
+        return AX.to_quats(uv, k, count, free)
+
     def _decode_classed_shN(self, streams: list, rows: list[np.ndarray], n: int, w: int, cls: np.ndarray) -> np.ndarray:
         """float32 (n, w) shN from its class-major streams, a few columns at a time like the
         encoder (`_encode_classed_shN`): the int64 symbols of all 45 columns at once took 1 GB
@@ -812,39 +885,9 @@ def sort_axes(quats: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.nda
     q = np.where(norm > 0, q / np.where(norm > 0, norm, 1.0), np.array([1.0, 0.0, 0.0, 0.0]))
     s = np.asarray(scales, np.float64)
     order = np.argsort(-s, axis=1, kind="stable")
-    w, x, y, z = q.T
-    rot = np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], 1)
-    rot = np.take_along_axis(rot, np.repeat(order[:, None, :], 3, 1), 2)
+    rot = np.take_along_axis(AX.rotmat(q), np.repeat(order[:, None, :], 3, 1), 2)
     rot[:, :, 2] *= np.sign(np.linalg.det(rot))[:, None]
-    return _rotmat_to_quat(rot), np.take_along_axis(s, order, 1).astype(np.float32)
-
-
-def _rotmat_to_quat(r: np.ndarray) -> np.ndarray:
-    """wxyz quaternions of rotation matrices (Shepperd: divide by the largest of 4|w|, 4|x|, ...)."""
-    tr = r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2]
-    diag = np.stack([tr, r[:, 0, 0], r[:, 1, 1], r[:, 2, 2]], 1)
-    k = np.argmax(diag, 1)
-    q = np.zeros((len(r), 4))
-    for i in range(4):
-        m = k == i
-        a = r[m]
-        if i == 0:
-            d = 2 * np.sqrt(np.maximum(1 + tr[m], 1e-300))
-            q[m] = np.stack([d / 4, (a[:, 2, 1] - a[:, 1, 2]) / d, (a[:, 0, 2] - a[:, 2, 0]) / d, (a[:, 1, 0] - a[:, 0, 1]) / d], 1)
-        else:
-            j, l = i % 3, (i + 1) % 3  # the other two axes (0-based x=0, y=1, z=2 for i = 1, 2, 3)
-            ii = i - 1
-            d = 2 * np.sqrt(np.maximum(1 + a[:, ii, ii] - a[:, j, j] - a[:, l, l], 1e-300))
-            v = np.zeros((m.sum(), 4))
-            v[:, 0] = (a[:, l, j] - a[:, j, l]) / d
-            v[:, 1 + ii] = d / 4
-            v[:, 1 + j] = (a[:, j, ii] + a[:, ii, j]) / d
-            v[:, 1 + l] = (a[:, l, ii] + a[:, ii, l]) / d
-            q[m] = v
-    return q
+    return AX.rotmat_to_quat(rot), np.take_along_axis(s, order, 1).astype(np.float32)
 
 
 def canonical_quats(q: np.ndarray) -> np.ndarray:
