@@ -596,7 +596,7 @@ def axes_free_axis(scales):
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(den == 0, np.inf, (big * big) / np.where(den == 0, 1.0, den))
     m = np.zeros(len(l), np.int64)
-    for k in range(1, 7):
+    for k in range(1, 5):
         m += r2 >= 2.0 ** (2 * k - 1)
     return e1, m
 

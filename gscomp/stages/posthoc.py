@@ -762,13 +762,16 @@ class Attributes(Stage):
         lvl = cls + m
         rows = _class_rows(cls)
         lrows = [np.flatnonzero(lvl == c) for c in range(int(lvl.max(initial=0)) + 1)]
-        streams = _unpack_streams(payload, 2 * len(rows) + len(lrows), "quats")
-        dec = self._decode_streams(streams[:2 * len(rows)], [len(i) for i in rows for _ in range(2)], "quats")
+        nd = 2 * len(rows)
+        streams = _unpack_streams(payload, nd + len(lrows), "quats")
+        # all at once (on all cores); the angle streams are not trellis-coded
+        dec = self._decode_streams(streams, [len(i) for i in rows for _ in range(2)] + [len(i) for i in lrows], "quats",
+                                   plain=tuple(range(nd, nd + len(lrows))))
         steps = Q.class_steps(self._grid_step("quats"), cls)[:, None]
-        uv = _scatter_rows(n, 2, rows, dec) * steps
+        uv = _scatter_rows(n, 2, rows, dec[:nd]) * steps
         if uv.size and not np.abs(uv).max() <= 2.0:  # (the encoder's are within 1 + a step)
             raise FormatError("quats: axis direction out of range")
-        k = _scatter_rows(n, 1, lrows, E.decode_symbols_many(streams[2 * len(rows):], [len(i) for i in lrows], "quats"))[:, 0]
+        k = _scatter_rows(n, 1, lrows, dec[nd:])[:, 0]
         count = AX.angle_counts(self.steps["quats"], lvl)
         if ((k < 0) | (k >= count)).any():
             raise FormatError("quats: angle index out of range")
