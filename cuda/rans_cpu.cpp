@@ -1328,37 +1328,54 @@ py::tuple axes_levels(py::array_t<float, py::array::c_style | py::array::forceca
   const float* src = log_scales.data();
   int64_t *pf = free_out.mutable_data(), *pm = level_out.mutable_data();
   const int terms = (int)inv_fact.size() - 1;
-  auto exp_det = [&](double y) {
-    y = std::min(y, 800.0);
-    const double k = std::floor(y * inv_ln2 + 0.5);
-    const double r = (y - k * ln2_hi) - k * ln2_lo;
-    double p = inv_fact[terms];
-    for (int i = terms - 1; i >= 0; --i) p = p * r + inv_fact[i];
-    // ldexp(p, k) for 0 <= k <= 87 (y <= clamp = 60): times 2^k built from its bits, exact
-    uint64_t bits = (uint64_t)(1023 + (int64_t)k) << 52;
-    double scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-  };
   if (!(clamp >= 0 && clamp <= 60)) throw py::value_error("axes_levels: clamp must be in [0, 60]");
   double thresholds[31];
   for (int k = 1; k <= max_level; ++k) thresholds[k] = std::ldexp(1.0, 2 * k - 1);
+  // Blocks of AXES_BLOCK Gaussians: their 2 x AXES_BLOCK exp polynomials advance together (independent
+  // chains the compiler vectorizes; one Horner chain at a time was latency-bound), each lane with
+  // exactly posgrid.exp_det's operations.
+  constexpr int BL = 8;
   {
     py::gil_scoped_release nogil;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) {
-      const double l1 = src[3 * i], l2 = src[3 * i + 1], l3 = src[3 * i + 2];
-      const double a = std::max(std::min(l1 - l3, clamp), 0.0), b = std::max(std::min(l2 - l3, clamp), 0.0);
-      const double ea = exp_det(a), eb = exp_det(b);
-      const double g23 = eb - 1.0, g12 = ea - eb;
-      const bool first = g23 <= g12;
-      const double big = first ? g12 : g23, small = first ? g23 : g12;
-      const double big2 = big * big, small2 = small * small;
-      const double r2 = small2 > 0 ? big2 / small2 : INFINITY;
-      int64_t m = 0;
-      for (int k = 1; k <= max_level; ++k) m += r2 >= thresholds[k];
-      pf[i] = first ? 0 : 2;
-      pm[i] = m;
+    for (int64_t i0 = 0; i0 < n; i0 += BL) {
+      const int cnt = (int)std::min<int64_t>(BL, n - i0);
+      double y[2 * BL], kk[2 * BL], r[2 * BL], p[2 * BL];
+      for (int j = 0; j < BL; ++j) {
+        const int64_t i = i0 + std::min(j, cnt - 1);  // (lanes past the end repeat the last one)
+        const double l1 = src[3 * i], l2 = src[3 * i + 1], l3 = src[3 * i + 2];
+        y[j] = std::max(std::min(l1 - l3, clamp), 0.0);
+        y[BL + j] = std::max(std::min(l2 - l3, clamp), 0.0);
+      }
+      for (int j = 0; j < 2 * BL; ++j) {
+        const double yy = std::min(y[j], 800.0);
+        kk[j] = std::floor(yy * inv_ln2 + 0.5);
+        r[j] = (yy - kk[j] * ln2_hi) - kk[j] * ln2_lo;
+        p[j] = inv_fact[terms];
+      }
+      for (int t = terms - 1; t >= 0; --t) {
+        const double c = inv_fact[t];
+        for (int j = 0; j < 2 * BL; ++j) p[j] = p[j] * r[j] + c;
+      }
+      for (int j = 0; j < cnt; ++j) {
+        double e[2];
+        for (int h = 0; h < 2; ++h) {  // ldexp(p, k) for 0 <= k <= 87 (y <= clamp): times 2^k from its bits, exact
+          const uint64_t bits = (uint64_t)(1023 + (int64_t)kk[h * BL + j]) << 52;
+          double scale;
+          std::memcpy(&scale, &bits, sizeof scale);
+          e[h] = p[h * BL + j] * scale;
+        }
+        const double ea = e[0], eb = e[1];
+        const double g23 = eb - 1.0, g12 = ea - eb;
+        const bool first = g23 <= g12;
+        const double big = first ? g12 : g23, small = first ? g23 : g12;
+        const double big2 = big * big, small2 = small * small;
+        const double r2 = small2 > 0 ? big2 / small2 : INFINITY;
+        int64_t m = 0;
+        for (int k = 1; k <= max_level; ++k) m += r2 >= thresholds[k];
+        pf[i0 + j] = first ? 0 : 2;
+        pm[i0 + j] = m;
+      }
     }
   }
   return py::make_tuple(free_out, level_out);
@@ -1368,75 +1385,100 @@ py::tuple axes_levels(py::array_t<float, py::array::c_style | py::array::forceca
 // next axis at angle k pi / N about it, the third by a cross product, then posthoc._rotmat_to_quat
 // (Shepperd), float32 wxyz. The same float64 operations, in the same order, as the numpy code.
 constexpr int AXES_SIN_TERMS = 12;
-py::array_t<float> axes_to_quats(py::array_t<double, py::array::c_style | py::array::forcecast> uv,
-                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> k,
-                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> count,
-                                 py::array_t<int64_t, py::array::c_style | py::array::forcecast> free,
-                                 std::vector<double> sin_c, std::vector<double> cos_c, double pi, double half_pi) {
-  const int64_t n = uv.ndim() == 2 ? uv.shape(0) : -1;
-  if (n < 0 || uv.shape(1) != 2 || k.ndim() != 1 || count.ndim() != 1 || free.ndim() != 1 || k.shape(0) != n ||
-      count.shape(0) != n || free.shape(0) != n || (int)sin_c.size() != AXES_SIN_TERMS ||
-      (int)cos_c.size() != AXES_SIN_TERMS)
+py::tuple axes_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forcecast> sym,
+                        py::array_t<double, py::array::c_style | py::array::forcecast> step,
+                        py::array_t<int64_t, py::array::c_style | py::array::forcecast> k,
+                        py::array_t<int64_t, py::array::c_style | py::array::forcecast> level,
+                        py::array_t<int64_t, py::array::c_style | py::array::forcecast> counts,
+                        py::array_t<int64_t, py::array::c_style | py::array::forcecast> free,
+                        std::vector<double> sin_c, std::vector<double> cos_c, double pi, double half_pi) {
+  const int64_t n = sym.ndim() == 2 ? sym.shape(0) : -1;
+  if (n < 0 || sym.shape(1) != 2 || step.ndim() != 1 || k.ndim() != 1 || level.ndim() != 1 || counts.ndim() != 1 ||
+      free.ndim() != 1 || step.shape(0) != n || k.shape(0) != n || level.shape(0) != n || free.shape(0) != n ||
+      (int)sin_c.size() != AXES_SIN_TERMS || (int)cos_c.size() != AXES_SIN_TERMS)
     throw py::value_error("axes_to_quats: bad shapes");
+  const int64_t nl = counts.shape(0);
   py::array_t<float> out({(py::ssize_t)n, (py::ssize_t)4});
-  const double* pu = uv.data();
-  const int64_t *pk = k.data(), *pc = count.data(), *pf = free.data();
+  const int64_t *ps = sym.data(), *pk = k.data(), *pl = level.data(), *pn = counts.data(), *pf = free.data();
+  const double* pst = step.data();
   float* dst = out.mutable_data();
+  // checked first (a file's values): |u|, |v| <= 2 (err 1), 0 <= level < nl and 0 <= k < N (err 2)
+  int err = 0;
+  for (int64_t i = 0; i < n && !err; ++i) {
+    const double u = (double)ps[2 * i] * pst[i], v = (double)ps[2 * i + 1] * pst[i];
+    if (!(std::fabs(u) <= 2.0 && std::fabs(v) <= 2.0)) err = 1;
+    else if (pl[i] < 0 || pl[i] >= nl || pk[i] < 0 || pk[i] >= pn[pl[i]]) err = 2;
+  }
+  if (err) return py::make_tuple(py::none(), err);
   {
     py::gil_scoped_release nogil;
+    // blocks of BL Gaussians: their sine and cosine polynomials advance together (see axes_levels)
+    constexpr int BL = 8;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) {
-      const double u = pu[2 * i], v = pu[2 * i + 1];
-      const double z = std::max(0.0, (1.0 - std::fabs(u)) - std::fabs(v));
-      const double len = std::sqrt((u * u + v * v) + z * z);
-      const double d[3] = {u / len, v / len, z / len};
-      const double a = -1.0 / (1.0 + d[2]);
-      const double b = (d[0] * d[1]) * a;
-      const double t1[3] = {1.0 + (d[0] * d[0]) * a, b, -d[0]}, t2[3] = {b, 1.0 + (d[1] * d[1]) * a, -d[1]};
-      const double x = (double)pk[i] * (pi / (double)pc[i]) - half_pi;
-      const double x2 = x * x;
-      double sp = sin_c[AXES_SIN_TERMS - 1], cp = cos_c[AXES_SIN_TERMS - 1];
-      for (int j = AXES_SIN_TERMS - 2; j >= 0; --j) {
-        sp = sp * x2 + sin_c[j];
-        cp = cp * x2 + cos_c[j];
+    for (int64_t i0 = 0; i0 < n; i0 += BL) {
+      const int cnt = (int)std::min<int64_t>(BL, n - i0);
+      double xs[BL], x2s[BL], sps[BL], cps[BL];
+      for (int jj = 0; jj < BL; ++jj) {
+        const int64_t i = i0 + std::min(jj, cnt - 1);  // (lanes past the end repeat the last one)
+        xs[jj] = (double)pk[i] * (pi / (double)pn[pl[i]]) - half_pi;
+        x2s[jj] = xs[jj] * xs[jj];
+        sps[jj] = sin_c[AXES_SIN_TERMS - 1];
+        cps[jj] = cos_c[AXES_SIN_TERMS - 1];
       }
-      const double sn = cp, cs = -(sp * x);  // sin and cos of the angle
-      double e[3], t[3];
-      for (int j = 0; j < 3; ++j) e[j] = cs * t1[j] + sn * t2[j];
-      t[0] = d[1] * e[2] - d[2] * e[1];
-      t[1] = d[2] * e[0] - d[0] * e[2];
-      t[2] = d[0] * e[1] - d[1] * e[0];
-      const double *c0 = d, *c1 = e, *c2 = t;  // columns: (d, e, d x e), or (e, d x e, d) for e3
-      if (pf[i] != 0) {
-        c0 = e;
-        c1 = t;
-        c2 = d;
+      for (int tt = AXES_SIN_TERMS - 2; tt >= 0; --tt) {
+        const double sc = sin_c[tt], cc = cos_c[tt];
+        for (int jj = 0; jj < BL; ++jj) {
+          sps[jj] = sps[jj] * x2s[jj] + sc;
+          cps[jj] = cps[jj] * x2s[jj] + cc;
+        }
       }
-      const double r[3][3] = {{c0[0], c1[0], c2[0]}, {c0[1], c1[1], c2[1]}, {c0[2], c1[2], c2[2]}};
-      const double tr = (r[0][0] + r[1][1]) + r[2][2];
-      const double diag[4] = {tr, r[0][0], r[1][1], r[2][2]};
-      int big = 0;
-      for (int j = 1; j < 4; ++j)
-        if (diag[j] > diag[big]) big = j;
-      double q[4];
-      if (big == 0) {
-        const double dd = 2 * std::sqrt(std::max(1 + tr, 1e-300));
-        q[0] = dd / 4;
-        q[1] = (r[2][1] - r[1][2]) / dd;
-        q[2] = (r[0][2] - r[2][0]) / dd;
-        q[3] = (r[1][0] - r[0][1]) / dd;
-      } else {
-        const int ii = big - 1, j = big % 3, l = (big + 1) % 3;
-        const double dd = 2 * std::sqrt(std::max(((1 + r[ii][ii]) - r[j][j]) - r[l][l], 1e-300));
-        q[0] = (r[l][j] - r[j][l]) / dd;
-        q[1 + ii] = dd / 4;
-        q[1 + j] = (r[j][ii] + r[ii][j]) / dd;
-        q[1 + l] = (r[l][ii] + r[ii][l]) / dd;
+      for (int jj = 0; jj < cnt; ++jj) {
+        const int64_t i = i0 + jj;
+        const double u = (double)ps[2 * i] * pst[i], v = (double)ps[2 * i + 1] * pst[i];
+        const double z = std::max(0.0, (1.0 - std::fabs(u)) - std::fabs(v));
+        const double len = std::sqrt((u * u + v * v) + z * z);
+        const double d[3] = {u / len, v / len, z / len};
+        const double a = -1.0 / (1.0 + d[2]);
+        const double b = (d[0] * d[1]) * a;
+        const double t1[3] = {1.0 + (d[0] * d[0]) * a, b, -d[0]}, t2[3] = {b, 1.0 + (d[1] * d[1]) * a, -d[1]};
+        const double sn = cps[jj], cs = -(sps[jj] * xs[jj]);  // sin and cos of the angle
+        double e[3], t[3];
+        for (int j = 0; j < 3; ++j) e[j] = cs * t1[j] + sn * t2[j];
+        t[0] = d[1] * e[2] - d[2] * e[1];
+        t[1] = d[2] * e[0] - d[0] * e[2];
+        t[2] = d[0] * e[1] - d[1] * e[0];
+        const double *c0 = d, *c1 = e, *c2 = t;  // columns: (d, e, d x e), or (e, d x e, d) for e3
+        if (pf[i] != 0) {
+          c0 = e;
+          c1 = t;
+          c2 = d;
+        }
+        const double r[3][3] = {{c0[0], c1[0], c2[0]}, {c0[1], c1[1], c2[1]}, {c0[2], c1[2], c2[2]}};
+        const double tr = (r[0][0] + r[1][1]) + r[2][2];
+        const double diag[4] = {tr, r[0][0], r[1][1], r[2][2]};
+        int big = 0;
+        for (int j = 1; j < 4; ++j)
+          if (diag[j] > diag[big]) big = j;
+        double q[4];
+        if (big == 0) {
+          const double dd = 2 * std::sqrt(std::max(1 + tr, 1e-300));
+          q[0] = dd / 4;
+          q[1] = (r[2][1] - r[1][2]) / dd;
+          q[2] = (r[0][2] - r[2][0]) / dd;
+          q[3] = (r[1][0] - r[0][1]) / dd;
+        } else {
+          const int ii = big - 1, j = big % 3, l = (big + 1) % 3;
+          const double dd = 2 * std::sqrt(std::max(((1 + r[ii][ii]) - r[j][j]) - r[l][l], 1e-300));
+          q[0] = (r[l][j] - r[j][l]) / dd;
+          q[1 + ii] = dd / 4;
+          q[1 + j] = (r[j][ii] + r[ii][j]) / dd;
+          q[1 + l] = (r[l][ii] + r[ii][l]) / dd;
+        }
+        for (int j = 0; j < 4; ++j) dst[4 * i + j] = (float)q[j];
       }
-      for (int j = 0; j < 4; ++j) dst[4 * i + j] = (float)q[j];
     }
   }
-  return out;
+  return py::make_tuple(out, 0);
 }
 
 }  // namespace
@@ -1966,7 +2008,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quats_to_s3", &quats_to_s3);
   m.def("sort_axes", &sort_axes, "posthoc.sort_axes: axes relabelled by decreasing scale (None: not finite)");
   m.def("axes_levels", &axes_levels, "codec.axes.free_axis_levels: (free axis, level)");
-  m.def("axes_to_quats", &axes_to_quats, "codec.axes decode: float32 wxyz quaternions");
+  m.def("axes_to_quats", &axes_to_quats, "codec.axes decode: (float32 wxyz quaternions, 0) or (None, error code)");
   m.def("canonical_quats", &canonical_quats, "posthoc.canonical_quats (None: not finite)");
   m.def("quats_rest", &quats_rest, "quant.quats_rest: (largest index, other three) (None: not finite)");
   m.def("dq_unpack_many", &dq_unpack_many, "coded levels -> reconstruction indices, in place, many sequences");

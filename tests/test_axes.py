@@ -48,19 +48,27 @@ def test_free_axis_and_level_follow_the_scale_gaps(monkeypatch):
 def test_decoded_axes_native_equals_numpy(monkeypatch):
     rng = np.random.default_rng(1)
     n = 20_000
-    uv = rng.uniform(-1.05, 1.05, (n, 2))
-    uv[:100] = 0.0  # straight up
-    count = rng.integers(1, 700, n)
-    k = (rng.random(n) * count).astype(np.int64)
+    step = np.ldexp(0.004, rng.integers(0, 4, n))
+    sym = np.rint(rng.uniform(-1.05, 1.05, (n, 2)) / step[:, None]).astype(np.int64)
+    sym[:100] = 0  # straight up
+    counts = AX.level_counts(0.0095, 8)
+    level = rng.integers(0, 8, n)
+    k = (rng.random(n) * counts[level]).astype(np.int64)
     free = rng.choice([0, 2], n)
-    native = AX.to_quats(uv, k, count, free)
+    native = AX.to_quats(sym, step, k, level, counts, free)
+    for bad_sym, bad_k, msg in ((sym * 3, k, "axis direction"), (sym, k + counts[level], "angle index"), (sym, k - 1 - k, "angle index")):
+        with pytest.raises(FormatError, match=msg):
+            AX.to_quats(bad_sym, step, bad_k, level, counts, free)
     _numpy_only(monkeypatch)
-    ref = AX.to_quats(uv, k, count, free)
+    ref = AX.to_quats(sym, step, k, level, counts, free)
     assert native.dtype == np.float32 and np.array_equal(native, ref)
+    for bad_sym, bad_k, msg in ((sym * 3, k, "axis direction"), (sym, k + counts[level], "angle index")):
+        with pytest.raises(FormatError, match=msg):
+            AX.to_quats(bad_sym, step, bad_k, level, counts, free)
     assert np.abs(np.linalg.norm(ref.astype(np.float64), axis=1) - 1).max() < 1e-6
     # the rotation's columns are the free axis (up), the axis at angle k pi / N, and their cross
     r = AX.rotmat(ref.astype(np.float64))
-    d = AX.direction(uv)
+    d = AX.direction(sym * step[:, None])
     fcol = r[np.arange(n), :, np.where(free == 0, 0, 2)]
     assert np.abs(np.abs((fcol * d).sum(1)) - 1).max() < 1e-6
     assert np.abs(np.linalg.det(r) - 1).max() < 1e-6

@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from ..errors import FormatError
 from .entropy import _rans
 from .posgrid import _INV_FACT, INV_LN2, LN2_HI, LN2_LO, exp_det
 
@@ -103,11 +104,11 @@ def sincos(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return c, -(s * x)
 
 
-def angle_counts(step: float, level: np.ndarray) -> np.ndarray:
-    """(n,) int64 N = max(1, floor(pi / (step 2^L) + 1/2)) for each row's level L: the angles on
-    psi's grid (one division per level, then a gather)."""
-    per_level = np.ldexp(float(step), np.arange(int(level.max(initial=0)) + 1, dtype=np.int32))
-    return np.maximum(1.0, np.floor(PI / per_level + 0.5)).astype(np.int64)[level]
+def level_counts(step: float, levels: int) -> np.ndarray:
+    """(levels,) int64 N_L = max(1, floor(pi / (step 2^L) + 1/2)) for L = 0..levels-1: the angles on
+    psi's grid at each level."""
+    per_level = np.ldexp(float(step), np.arange(levels, dtype=np.int32))
+    return np.maximum(1.0, np.floor(PI / per_level + 0.5)).astype(np.int64)
 
 
 def second_axis(t1: np.ndarray, t2: np.ndarray, k: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -163,16 +164,31 @@ def rotmat_to_quat(r: np.ndarray) -> np.ndarray:
     return q
 
 
-def to_quats(uv: np.ndarray, k: np.ndarray, count: np.ndarray, free: np.ndarray) -> np.ndarray:
-    """Decode: float32 (n, 4) wxyz quaternions of decoded directions ``uv`` (n, 2), angle indices
-    ``k`` on grids of ``count`` angles, and free axes (`free_axis_levels`). The native codec module
-    runs the same float64 operations in one pass."""
+def to_quats(sym: np.ndarray, step: np.ndarray, k: np.ndarray, level: np.ndarray, counts: np.ndarray,
+             free: np.ndarray) -> np.ndarray:
+    """Decode: float32 (n, 4) wxyz quaternions of the direction symbols ``sym`` (n, 2) times each
+    row's ``step`` (float64; |u|, |v| must be <= 2), angle indices ``k`` on grids of
+    ``counts[level]`` angles (0 <= k < N), and free axes (`free_axis_levels`); a one-line
+    FormatError for values out of range. The native codec module runs the same float64 operations
+    in one pass."""
     mod = _rans()
     if mod is not None:
-        return mod.axes_to_quats(uv, k, count, free, _SIN_C, _COS_C, PI, HALF_PI)
-    d = direction(uv)
-    t1, t2 = basis(d)
-    return rotmat_to_quat(rotation(free, d, second_axis(t1, t2, k, count))).astype(np.float32)
+        out, err = mod.axes_to_quats(sym, step, k, level, counts, free, _SIN_C, _COS_C, PI, HALF_PI)
+    else:
+        out, err = None, 0
+        uv = sym * np.asarray(step, np.float64)[:, None]
+        if uv.size and not np.abs(uv).max() <= 2.0:
+            err = 1
+        elif level.size and (level.min() < 0 or level.max() >= len(counts) or ((k < 0) | (k >= counts[level])).any()):
+            err = 2
+        if not err:
+            count = counts[level]
+            d = direction(uv)
+            t1, t2 = basis(d)
+            out = rotmat_to_quat(rotation(free, d, second_axis(t1, t2, k, count))).astype(np.float32)
+    if err:  # (the encoder's directions are within 1 + a step)
+        raise FormatError("quats: axis direction out of range" if err == 1 else "quats: angle index out of range")
+    return out
 
 
 def pick_angles(t1: np.ndarray, t2: np.ndarray, target: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -190,5 +206,5 @@ def pick_angles(t1: np.ndarray, t2: np.ndarray, target: np.ndarray, count: np.nd
     return best
 
 
-__all__ = ["MAX_LEVEL", "angle_counts", "basis", "direction", "free_axis_levels", "octahedral", "pick_angles",
+__all__ = ["MAX_LEVEL", "level_counts", "basis", "direction", "free_axis_levels", "octahedral", "pick_angles",
            "rotation", "rotmat", "rotmat_to_quat", "second_axis", "sincos", "to_quats"]

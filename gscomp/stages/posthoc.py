@@ -752,7 +752,7 @@ class Attributes(Stage):
             sym = code = np.rint(t).astype(np.int64)  # (|u|, |v| <= 1: no range to check)
         t1, t2 = AX.basis(AX.direction(sym * steps))
         lvl = cls + m
-        k = AX.pick_angles(t1, t2, e, AX.angle_counts(self.steps["quats"], lvl))
+        k = AX.pick_angles(t1, t2, e, AX.level_counts(self.steps["quats"], int(lvl.max(initial=0)) + 1)[lvl])
         cols = [col for i in _class_rows(cls) for col in _columns_of(code, i)]
         cols += [np.ascontiguousarray(k[lvl == c]) for c in range(int(lvl.max(initial=0)) + 1)]
         return _pack_streams(E.encode_symbols_many(cols, allow_ctx=True))
@@ -767,15 +767,8 @@ class Attributes(Stage):
         # all at once (on all cores); the angle streams are not trellis-coded
         dec = self._decode_streams(streams, [len(i) for i in rows for _ in range(2)] + [len(i) for i in lrows], "quats",
                                    plain=tuple(range(nd, nd + len(lrows))))
-        steps = Q.class_steps(self._grid_step("quats"), cls)[:, None]
-        uv = _scatter_rows(n, 2, rows, dec[:nd]) * steps
-        if uv.size and not np.abs(uv).max() <= 2.0:  # (the encoder's are within 1 + a step)
-            raise FormatError("quats: axis direction out of range")
-        k = _scatter_rows(n, 1, lrows, dec[nd:])[:, 0]
-        count = AX.angle_counts(self.steps["quats"], lvl)
-        if ((k < 0) | (k >= count)).any():
-            raise FormatError("quats: angle index out of range")
-        return AX.to_quats(uv, k, count, free)
+        return AX.to_quats(_scatter_rows(n, 2, rows, dec[:nd]), Q.class_steps(self._grid_step("quats"), cls),
+                           _scatter_rows(n, 1, lrows, dec[nd:])[:, 0], lvl, AX.level_counts(self.steps["quats"], len(lrows)), free)
 
     def _decode_classed_shN(self, streams: list, rows: list[np.ndarray], n: int, w: int, cls: np.ndarray) -> np.ndarray:
         """float32 (n, w) shN from its class-major streams, a few columns at a time like the
