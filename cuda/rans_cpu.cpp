@@ -1148,9 +1148,30 @@ static inline bool unit_quat_row(const double* src, int64_t i, double* q, int* b
   return finite;
 }
 
+// axes.rotmat_to_quat (Shepperd): wxyz of a rotation matrix, dividing by the largest of 4|w|, 4|x|,
+// 4|y|, 4|z| (the first on ties); the numpy code's float64 operations in its order.
+inline void rotmat_to_quat(const double a[3][3], double* o) {
+  const double tr = (a[0][0] + a[1][1]) + a[2][2];
+  const double diag[4] = {tr, a[0][0], a[1][1], a[2][2]};
+  int k = 0;
+  for (int j = 1; j < 4; ++j)
+    if (diag[j] > diag[k]) k = j;
+  if (k == 0) {
+    const double d = 2 * std::sqrt(std::max(1 + tr, 1e-300));
+    o[0] = d / 4, o[1] = (a[2][1] - a[1][2]) / d, o[2] = (a[0][2] - a[2][0]) / d, o[3] = (a[1][0] - a[0][1]) / d;
+  } else {
+    const int ii = k - 1, j = k % 3, l = (k + 1) % 3;
+    const double d = 2 * std::sqrt(std::max(((1 + a[ii][ii]) - a[j][j]) - a[l][l], 1e-300));
+    o[0] = (a[l][j] - a[j][l]) / d;
+    o[1 + ii] = d / 4;
+    o[1 + j] = (a[j][ii] + a[ii][j]) / d;
+    o[1 + l] = (a[l][ii] + a[ii][l]) / d;
+  }
+}
+
 // posthoc.sort_axes in one pass: the same float64 operations, in the same order, as its numpy
 // code (rotation matrix, its columns in the order of decreasing scale (stable), the last column's
-// sign from det, posthoc._rotmat_to_quat). Returns (float64 (N, 4) quaternions, float32 (N, 3)
+// sign from det, axes.rotmat_to_quat). Returns (float64 (N, 4) quaternions, float32 (N, 3)
 // sorted log-scales), or None when an input is not finite (the caller then runs numpy).
 py::object sort_axes(py::array_t<float, py::array::c_style | py::array::forcecast> quats,
                      py::array_t<float, py::array::c_style | py::array::forcecast> scales) {
@@ -1196,24 +1217,7 @@ py::object sort_axes(py::array_t<float, py::array::c_style | py::array::forcecas
                          a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
       const double sg = (double)((det > 0) - (det < 0));
       for (int r = 0; r < 3; ++r) a[r][2] = a[r][2] * sg;
-      // _rotmat_to_quat (Shepperd): divide by the largest of 4|w|, 4|x|, 4|y|, 4|z|
-      const double tr = (a[0][0] + a[1][1]) + a[2][2];
-      const double diag[4] = {tr, a[0][0], a[1][1], a[2][2]};
-      int k = 0;
-      for (int j = 1; j < 4; ++j)
-        if (diag[j] > diag[k]) k = j;
-      double* o = qd + 4 * i;
-      if (k == 0) {
-        const double d = 2 * std::sqrt(std::max(1 + tr, 1e-300));
-        o[0] = d / 4, o[1] = (a[2][1] - a[1][2]) / d, o[2] = (a[0][2] - a[2][0]) / d, o[3] = (a[1][0] - a[0][1]) / d;
-      } else {
-        const int ii = k - 1, j = k % 3, l = (k + 1) % 3;
-        const double d = 2 * std::sqrt(std::max(((1 + a[ii][ii]) - a[j][j]) - a[l][l], 1e-300));
-        o[0] = (a[l][j] - a[j][l]) / d;
-        o[1 + ii] = d / 4;
-        o[1 + j] = (a[j][ii] + a[ii][j]) / d;
-        o[1 + l] = (a[l][ii] + a[ii][l]) / d;
-      }
+      rotmat_to_quat(a, qd + 4 * i);
       for (int j = 0; j < 3; ++j) sd[3 * i + j] = (float)sc[order[j]];
     }
   }
@@ -1382,7 +1386,7 @@ py::tuple axes_levels(py::array_t<float, py::array::c_style | py::array::forceca
 }
 
 // codec.axes decode (posthoc.Attributes._decode_axes): the free axis's direction from (u, v), the
-// next axis at angle k pi / N about it, the third by a cross product, then posthoc._rotmat_to_quat
+// next axis at angle k pi / N about it, the third by a cross product, then axes.rotmat_to_quat
 // (Shepperd), float32 wxyz. The same float64 operations, in the same order, as the numpy code.
 constexpr int AXES_SIN_TERMS = 12;
 py::tuple axes_to_quats(py::array_t<int64_t, py::array::c_style | py::array::forcecast> sym,
@@ -1454,26 +1458,8 @@ py::tuple axes_to_quats(py::array_t<int64_t, py::array::c_style | py::array::for
           c2 = d;
         }
         const double r[3][3] = {{c0[0], c1[0], c2[0]}, {c0[1], c1[1], c2[1]}, {c0[2], c1[2], c2[2]}};
-        const double tr = (r[0][0] + r[1][1]) + r[2][2];
-        const double diag[4] = {tr, r[0][0], r[1][1], r[2][2]};
-        int big = 0;
-        for (int j = 1; j < 4; ++j)
-          if (diag[j] > diag[big]) big = j;
         double q[4];
-        if (big == 0) {
-          const double dd = 2 * std::sqrt(std::max(1 + tr, 1e-300));
-          q[0] = dd / 4;
-          q[1] = (r[2][1] - r[1][2]) / dd;
-          q[2] = (r[0][2] - r[2][0]) / dd;
-          q[3] = (r[1][0] - r[0][1]) / dd;
-        } else {
-          const int ii = big - 1, j = big % 3, l = (big + 1) % 3;
-          const double dd = 2 * std::sqrt(std::max(((1 + r[ii][ii]) - r[j][j]) - r[l][l], 1e-300));
-          q[0] = (r[l][j] - r[j][l]) / dd;
-          q[1 + ii] = dd / 4;
-          q[1 + j] = (r[j][ii] + r[ii][j]) / dd;
-          q[1 + l] = (r[l][ii] + r[ii][l]) / dd;
-        }
+        rotmat_to_quat(r, q);
         for (int j = 0; j < 4; ++j) dst[4 * i + j] = (float)q[j];
       }
     }
