@@ -752,9 +752,10 @@ class Attributes(Stage):
             sym = code = np.rint(t).astype(np.int64)  # (|u|, |v| <= 1: no range to check)
         t1, t2 = AX.basis(AX.direction(sym * steps))
         lvl = cls + m
-        k = AX.pick_angles(t1, t2, e, AX.level_counts(self.steps["quats"], int(lvl.max(initial=0)) + 1)[lvl])
+        nl = int(lvl.max(initial=0)) + 1
+        k = AX.pick_angles(t1, t2, e, AX.level_counts(self.steps["quats"], nl)[lvl])
         cols = [col for i in _class_rows(cls) for col in _columns_of(code, i)]
-        cols += [np.ascontiguousarray(k[lvl == c]) for c in range(int(lvl.max(initial=0)) + 1)]
+        cols += [np.ascontiguousarray(k[lvl == c]) for c in range(nl)]
         return _pack_streams(E.encode_symbols_many(cols, allow_ctx=True))
 
     def _decode_axes(self, payload, n: int, cls: np.ndarray, log_scales: np.ndarray) -> np.ndarray:
