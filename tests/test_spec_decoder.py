@@ -190,7 +190,7 @@ def test_both_decoders_check_the_axes_payload(random_splats, tmp_path):
 
     two = 4 >> c  # U · 0.5 · 2^c = 2 exactly (class 3's step is 4: only 0 fits)
     zero = np.zeros(n, np.int64)
-    assert np.all(N[m == 6] == 1) and np.any(N > 1)
+    assert np.any(N[lev >= 3] == 1) and np.all(N[lev >= 3] == 1) and np.any(N > 1)  # (step 0.5 * 2^L: N = 1 from L = 3)
     for U, V, kappa in ((two, -two, N - 1), (-two, zero, zero), (zero, two, N // 2)):
         assert _same_bits(write(payload(U, V, kappa)), "axes edge values") == []
     for data in (payload(two + 1, zero, zero), payload(zero, -two - 1, zero), payload(zero, zero, N),
